@@ -1,0 +1,160 @@
+//! The enrich stage as pure Rust: features for the index, the dashboard and the regression.
+//!
+//! Book features use only real levels (all-zero padding levels are skipped). A tick whose
+//! features come out non-finite (e.g. a zero mid price) is refused rather than indexed as NaN.
+#![forbid(unsafe_code)]
+
+use stockpipe_model::hash::Fnv64;
+use stockpipe_model::time::Civil;
+use stockpipe_model::{DepthLevel, Enrichment, ReasonCode, Rejection, Tick};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnrichConfig {
+    /// Depth levels used for the order-book imbalance.
+    pub imbalance_levels: usize,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        Self {
+            imbalance_levels: 5,
+        }
+    }
+}
+
+pub fn enrich_batch(config: &EnrichConfig, ticks: &[Tick]) -> Vec<Result<Enrichment, Rejection>> {
+    ticks.iter().map(|t| enrich_tick(config, t)).collect()
+}
+
+/// Deterministic id of a tick's content: instrument, instant, price and the cumulative volume
+/// identify a quote; a re-sent quote hashes to the same id.
+pub fn event_id(t: &Tick) -> u64 {
+    Fnv64::default()
+        .write_u64(t.instrument_token)
+        .write_u64(t.timestamp_us as u64)
+        .write_u64(t.last_price.to_bits())
+        .write_u64(t.volume as u64)
+        .write_u64(t.last_quantity as u64)
+        .finish()
+}
+
+fn real_levels(levels: &[DepthLevel]) -> impl Iterator<Item = &DepthLevel> {
+    levels
+        .iter()
+        .filter(|l| !(l.price == 0.0 && l.orders == 0 && l.quantity == 0))
+}
+
+pub fn enrich_tick(config: &EnrichConfig, t: &Tick) -> Result<Enrichment, Rejection> {
+    let best_bid = real_levels(&t.depth_buy).next().map(|l| l.price);
+    let best_ask = real_levels(&t.depth_sell).next().map(|l| l.price);
+    let (mid_price, spread) = match (best_bid, best_ask) {
+        (Some(bid), Some(ask)) => ((bid + ask) / 2.0, ask - bid),
+        _ => (t.last_price, 0.0),
+    };
+    if !(mid_price.is_finite() && mid_price > 0.0) {
+        return Err(Rejection::new(
+            ReasonCode::NotFinite,
+            format!("mid price is {mid_price}"),
+        ));
+    }
+    let depth_qty = |levels: &[DepthLevel]| -> f64 {
+        real_levels(levels)
+            .take(config.imbalance_levels)
+            .map(|l| l.quantity as f64)
+            .sum()
+    };
+    let (bid_qty, ask_qty) = (depth_qty(&t.depth_buy), depth_qty(&t.depth_sell));
+    let book_imbalance = if bid_qty + ask_qty > 0.0 {
+        (bid_qty - ask_qty) / (bid_qty + ask_qty)
+    } else {
+        0.0
+    };
+    let deviation_bps = if t.average_price > 0.0 {
+        (t.last_price - t.average_price) / t.average_price * 10_000.0
+    } else {
+        0.0
+    };
+    let civil = Civil::from_micros(t.timestamp_us);
+    Ok(Enrichment {
+        event_id: event_id(t),
+        mid_price,
+        spread,
+        spread_bps: spread / mid_price * 10_000.0,
+        book_imbalance,
+        notional: t.last_price * t.last_quantity as f64,
+        deviation_bps,
+        hour: civil.hour as u8,
+        minute: civil.minute as u8,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stockpipe_model::example::tick;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn features_of_the_first_sample_tick() {
+        let e = enrich_tick(&EnrichConfig::default(), &tick()).unwrap();
+        assert!(close(e.mid_price, (253.7 + 253.95) / 2.0));
+        assert!(close(e.spread, 253.95 - 253.7));
+        assert!(close(e.spread_bps, (253.95 - 253.7) / 253.825 * 10_000.0));
+        let (bid, ask) = (
+            1068.0 + 958.0 + 212.0 + 610.0 + 737.0,
+            695.0 + 897.0 + 268.0 + 1107.0 + 532.0,
+        );
+        assert!(close(e.book_imbalance, (bid - ask) / (bid + ask)));
+        assert!(close(e.notional, 2539.5));
+        assert!(close(
+            e.deviation_bps,
+            (253.95 - 253.84) / 253.84 * 10_000.0
+        ));
+        assert_eq!((e.hour, e.minute), (7, 35));
+    }
+
+    #[test]
+    fn imbalance_uses_the_configured_levels() {
+        let e = enrich_tick(
+            &EnrichConfig {
+                imbalance_levels: 1,
+            },
+            &tick(),
+        )
+        .unwrap();
+        assert!(close(e.book_imbalance, (1068.0 - 695.0) / (1068.0 + 695.0)));
+    }
+
+    #[test]
+    fn one_sided_book_falls_back_to_last_price() {
+        let mut t = tick();
+        t.depth_sell.clear();
+        let e = enrich_tick(&EnrichConfig::default(), &t).unwrap();
+        assert_eq!((e.mid_price, e.spread, e.spread_bps), (253.95, 0.0, 0.0));
+        assert!(close(e.book_imbalance, 1.0));
+    }
+
+    #[test]
+    fn event_id_is_deterministic_and_content_sensitive() {
+        let t = tick();
+        assert_eq!(event_id(&t), event_id(&t.clone()));
+        let mut other = tick();
+        other.timestamp_us += 1;
+        assert_ne!(event_id(&t), event_id(&other));
+    }
+
+    #[test]
+    fn refuses_a_zero_mid() {
+        let mut t = tick();
+        t.depth_buy.clear();
+        t.depth_sell.clear();
+        t.last_price = 0.0;
+        assert_eq!(
+            enrich_tick(&EnrichConfig::default(), &t).unwrap_err().code,
+            ReasonCode::NotFinite
+        );
+    }
+}

@@ -1,0 +1,37 @@
+//! The validate guest. This file is only the bindings adapter (WIT records <-> `stockpipe_model`
+//! types); the rules live in `logic.rs`, which is plain Rust tested natively.
+//! Natively (unit tests, the host's native benchmark) only `logic` is compiled.
+
+pub mod logic;
+
+#[cfg(target_arch = "wasm32")]
+#[expect(
+    unsafe_code,
+    reason = "the canonical-ABI exports that wit-bindgen generates"
+)]
+mod bindings {
+    wit_bindgen::generate!({ world: "validator", path: "../../wit" });
+    stockpipe_model::guest_type_conversions!();
+
+    use crate::logic;
+    use exports::stockpipe::pipeline::validate::{Guest, ValidateConfig};
+    use stockpipe::pipeline::types::{Rejection, Tick};
+
+    struct Validate;
+
+    impl Guest for Validate {
+        fn validate_batch(config: ValidateConfig, ticks: Vec<Tick>) -> Vec<Option<Rejection>> {
+            let config = logic::ValidateConfig {
+                min_timestamp_us: config.min_timestamp_us,
+                max_timestamp_us: config.max_timestamp_us,
+            };
+            let ticks: Vec<_> = ticks.into_iter().map(tick_from_wit).collect();
+            logic::validate_batch(&config, &ticks)
+                .into_iter()
+                .map(|verdict| verdict.map(rejection_to_wit))
+                .collect()
+        }
+    }
+
+    export!(Validate);
+}

@@ -1,0 +1,281 @@
+//! The validate stage as pure Rust: is this tick fit for the lake and the index?
+//!
+//! The host has already decoded the JSON (types and presence are checked there); this stage checks
+//! what the values mean. `low <= last_price <= high` is deliberately not required: real ticks break
+//! it (the last trade may print outside the day's range as reported in the same quote).
+#![forbid(unsafe_code)]
+
+use stockpipe_model::{DepthLevel, ReasonCode, Rejection, Tick};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ValidateConfig {
+    /// Ticks before this instant (UTC µs) are refused.
+    pub min_timestamp_us: i64,
+    /// Ticks after this instant are refused; 0 = no upper bound.
+    pub max_timestamp_us: i64,
+}
+
+impl Default for ValidateConfig {
+    fn default() -> Self {
+        // 2000-01-01T00:00:00Z: nothing real in this feed is older.
+        Self {
+            min_timestamp_us: 946_684_800_000_000,
+            max_timestamp_us: 0,
+        }
+    }
+}
+
+/// One verdict per tick, in order: `None` = accepted.
+pub fn validate_batch(config: &ValidateConfig, ticks: &[Tick]) -> Vec<Option<Rejection>> {
+    ticks
+        .iter()
+        .map(|t| validate_tick(config, t).err())
+        .collect()
+}
+
+/// A level of all zeros is padding (an exchange sends it for an empty level), not a quote.
+pub fn is_padding(level: &DepthLevel) -> bool {
+    level.price == 0.0 && level.orders == 0 && level.quantity == 0
+}
+
+pub fn validate_tick(config: &ValidateConfig, t: &Tick) -> Result<(), Rejection> {
+    if t.timestamp_us < config.min_timestamp_us {
+        return Err(Rejection::new(
+            ReasonCode::BadTimestamp,
+            format!(
+                "timestamp {} µs is before the accepted minimum {}",
+                t.timestamp_us, config.min_timestamp_us
+            ),
+        ));
+    }
+    if config.max_timestamp_us != 0 && t.timestamp_us > config.max_timestamp_us {
+        return Err(Rejection::new(
+            ReasonCode::BadTimestamp,
+            format!(
+                "timestamp {} µs is after the accepted maximum {}",
+                t.timestamp_us, config.max_timestamp_us
+            ),
+        ));
+    }
+    let prices = [
+        ("last_price", t.last_price),
+        ("average_price", t.average_price),
+        ("open", t.open),
+        ("high", t.high),
+        ("low", t.low),
+        ("close", t.close),
+    ];
+    for (name, price) in prices {
+        positive_price(name, price)?;
+    }
+    if !t.change.is_finite() {
+        return Err(Rejection::new(
+            ReasonCode::NotFinite,
+            format!("change is {}", t.change),
+        ));
+    }
+    if t.low > t.high {
+        return Err(Rejection::new(
+            ReasonCode::InvertedRange,
+            format!("low {} is above high {}", t.low, t.high),
+        ));
+    }
+    for (name, qty) in [
+        ("volume", t.volume),
+        ("sell_quantity", t.sell_quantity),
+        ("last_quantity", t.last_quantity),
+    ] {
+        non_negative(name, qty)?;
+    }
+    let best_bid = check_side("depth.buy", &t.depth_buy, |better, worse| better >= worse)?;
+    let best_ask = check_side("depth.sell", &t.depth_sell, |better, worse| better <= worse)?;
+    if let (Some(bid), Some(ask)) = (best_bid, best_ask)
+        && bid > ask
+    {
+        return Err(Rejection::new(
+            ReasonCode::CrossedBook,
+            format!("best bid {bid} is above best ask {ask}"),
+        ));
+    }
+    Ok(())
+}
+
+fn positive_price(name: &str, price: f64) -> Result<(), Rejection> {
+    if !price.is_finite() {
+        return Err(Rejection::new(
+            ReasonCode::NotFinite,
+            format!("{name} is {price}"),
+        ));
+    }
+    if price <= 0.0 {
+        return Err(Rejection::new(
+            ReasonCode::NonPositivePrice,
+            format!("{name} is {price}, must be > 0"),
+        ));
+    }
+    Ok(())
+}
+
+fn non_negative(name: &str, qty: i64) -> Result<(), Rejection> {
+    if qty < 0 {
+        return Err(Rejection::new(
+            ReasonCode::NegativeQuantity,
+            format!("{name} is {qty}, must be >= 0"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one side of the book and returns its best price. `in_order(better, worse)` says whether
+/// two consecutive levels are in the side's order (bids descending, asks ascending).
+fn check_side(
+    side: &str,
+    levels: &[DepthLevel],
+    in_order: impl Fn(f64, f64) -> bool,
+) -> Result<Option<f64>, Rejection> {
+    let mut previous: Option<f64> = None;
+    for (i, level) in levels.iter().enumerate().filter(|(_, l)| !is_padding(l)) {
+        positive_price(&format!("{side}[{i}].price"), level.price)?;
+        non_negative(&format!("{side}[{i}].orders"), level.orders)?;
+        non_negative(&format!("{side}[{i}].quantity"), level.quantity)?;
+        if let Some(prev) = previous
+            && !in_order(prev, level.price)
+        {
+            return Err(Rejection::new(
+                ReasonCode::UnsortedBook,
+                format!(
+                    "{side}[{i}].price {} is out of order after {prev}",
+                    level.price
+                ),
+            ));
+        }
+        previous = Some(level.price);
+    }
+    Ok(levels.iter().find(|l| !is_padding(l)).map(|l| l.price))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use stockpipe_model::example::tick;
+
+    fn code(t: &Tick) -> Option<ReasonCode> {
+        validate_tick(&ValidateConfig::default(), t)
+            .err()
+            .map(|r| r.code)
+    }
+
+    #[test]
+    fn accepts_a_sound_tick() {
+        assert_eq!(code(&tick()), None);
+    }
+
+    #[test]
+    fn last_price_outside_the_day_range_is_accepted() {
+        let mut t = tick();
+        t.last_price = t.high + 1.0;
+        assert_eq!(code(&t), None);
+    }
+
+    #[test]
+    fn refuses_bad_prices() {
+        let mut t = tick();
+        t.last_price = f64::NAN;
+        assert_eq!(code(&t), Some(ReasonCode::NotFinite));
+        let mut t = tick();
+        t.open = -1.0;
+        assert_eq!(code(&t), Some(ReasonCode::NonPositivePrice));
+        let mut t = tick();
+        t.close = 0.0;
+        assert_eq!(code(&t), Some(ReasonCode::NonPositivePrice));
+        let mut t = tick();
+        t.change = f64::INFINITY;
+        assert_eq!(code(&t), Some(ReasonCode::NotFinite));
+    }
+
+    #[test]
+    fn refuses_low_above_high() {
+        let mut t = tick();
+        t.low = 300.0;
+        let r = validate_tick(&ValidateConfig::default(), &t).unwrap_err();
+        assert_eq!(r.code, ReasonCode::InvertedRange);
+        assert!(r.message.contains("low 300"), "{}", r.message);
+    }
+
+    #[test]
+    fn refuses_negative_quantities() {
+        let mut t = tick();
+        t.volume = -1;
+        assert_eq!(code(&t), Some(ReasonCode::NegativeQuantity));
+        let mut t = tick();
+        t.depth_sell[1].quantity = -5;
+        assert_eq!(code(&t), Some(ReasonCode::NegativeQuantity));
+    }
+
+    #[test]
+    fn refuses_unsorted_and_crossed_books() {
+        let mut t = tick();
+        t.depth_buy.swap(0, 1);
+        assert_eq!(code(&t), Some(ReasonCode::UnsortedBook));
+        let mut t = tick();
+        t.depth_sell.swap(1, 2);
+        assert_eq!(code(&t), Some(ReasonCode::UnsortedBook));
+        let mut t = tick();
+        t.depth_buy[0].price = 254.5;
+        t.depth_buy.truncate(1);
+        t.depth_sell.truncate(1);
+        assert_eq!(code(&t), Some(ReasonCode::CrossedBook));
+    }
+
+    #[test]
+    fn locked_books_one_sided_books_and_padding_are_fine() {
+        let mut t = tick();
+        t.depth_buy[0].price = t.depth_sell[0].price;
+        assert_eq!(code(&t), None);
+        let mut t = tick();
+        t.depth_sell.clear();
+        assert_eq!(code(&t), None);
+        let mut t = tick();
+        t.depth_buy.push(DepthLevel {
+            price: 0.0,
+            orders: 0,
+            quantity: 0,
+        });
+        assert_eq!(code(&t), None);
+    }
+
+    #[test]
+    fn timestamp_window() {
+        let config = ValidateConfig {
+            min_timestamp_us: 1_000,
+            max_timestamp_us: 2_000,
+        };
+        let mut t = tick();
+        t.timestamp_us = 999;
+        assert_eq!(
+            validate_tick(&config, &t).unwrap_err().code,
+            ReasonCode::BadTimestamp
+        );
+        t.timestamp_us = 2_001;
+        assert_eq!(
+            validate_tick(&config, &t).unwrap_err().code,
+            ReasonCode::BadTimestamp
+        );
+        t.timestamp_us = 1_500;
+        assert!(validate_tick(&config, &t).is_ok());
+    }
+
+    #[test]
+    fn batch_keeps_order_and_length() {
+        let mut bad = tick();
+        bad.low = 1_000.0;
+        let verdicts = validate_batch(&ValidateConfig::default(), &[tick(), bad, tick()]);
+        assert_eq!(verdicts.len(), 3);
+        assert!(verdicts[0].is_none() && verdicts[2].is_none());
+        assert_eq!(
+            verdicts[1].as_ref().unwrap().code,
+            ReasonCode::InvertedRange
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! The stage chain: validate → enrich → route over one batch of decoded ticks, one outcome per
+//! tick. [`WasmChain`] runs the guest components in the sandbox; [`NativeChain`] runs the same
+//! `logic.rs` code linked natively (the benchmark's reference, and a cross-check in tests).
+
+use crate::runtime::bindings::{enrich, route, validate};
+use crate::runtime::sandbox::Sandbox;
+use crate::runtime::{
+    GuestComponent, GuestFault, StageInstance, StageKind, call_isolated, convert,
+};
+use std::sync::Arc;
+use stockpipe_guest_enrich::logic as enrich_logic;
+use stockpipe_guest_route::logic::{self as route_logic, Destinations, RouteInput};
+use stockpipe_guest_validate::logic as validate_logic;
+use stockpipe_model::{Enrichment, Rejection, Tick};
+
+/// Configuration handed to the guests on every call.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StageConfigs {
+    pub validate: validate_logic::ValidateConfig,
+    pub enrich: enrich_logic::EnrichConfig,
+    pub route: route_logic::RouteConfig,
+}
+
+/// Why a tick did not make it through, and who said so.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// `decode`, `validate`, `enrich` or `route`.
+    pub stage: &'static str,
+    pub code: String,
+    pub message: String,
+    /// The version of the guest that refused it (none for the host's own decoding).
+    pub guest_version: Option<String>,
+}
+
+impl Refusal {
+    fn rejected(stage: StageKind, version: &str, r: Rejection) -> Self {
+        Self {
+            stage: stage.name(),
+            code: r.code.as_str().into(),
+            message: r.message,
+            guest_version: Some(version.into()),
+        }
+    }
+
+    fn faulted(stage: StageKind, version: &str, f: GuestFault) -> Self {
+        Self {
+            stage: stage.name(),
+            code: f.code.into(),
+            message: f.message,
+            guest_version: Some(version.into()),
+        }
+    }
+}
+
+/// The fate of one tick.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StageOutcome {
+    Accepted {
+        enrichment: Enrichment,
+        destinations: Destinations,
+    },
+    Refused {
+        refusal: Refusal,
+        dead_letter_topic: String,
+    },
+}
+
+/// Name and version of each stage's guest, in pipeline order.
+pub type GuestVersions = Vec<(&'static str, String)>;
+
+pub trait StageChain {
+    fn process(&mut self, ticks: &[Tick]) -> Vec<StageOutcome>;
+    fn versions(&self) -> GuestVersions;
+}
+
+/// Puts per-stage results together; shared by both chains so that they cannot drift apart.
+fn assemble(
+    config: &StageConfigs,
+    ticks: &[Tick],
+    verdicts: Vec<Result<(), Refusal>>,
+    mut enrich_outcomes: impl FnMut(&[usize]) -> Vec<Result<Enrichment, Refusal>>,
+    route: impl FnOnce(&[RouteInput]) -> Vec<Result<Destinations, Refusal>>,
+) -> Vec<StageOutcome> {
+    let accepted: Vec<usize> = verdicts
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_ok())
+        .map(|(i, _)| i)
+        .collect();
+    let mut fates: Vec<Result<Option<Enrichment>, Refusal>> =
+        verdicts.into_iter().map(|v| v.map(|()| None)).collect();
+    for (i, outcome) in accepted.iter().zip(enrich_outcomes(&accepted)) {
+        fates[*i] = outcome.map(Some);
+    }
+    let inputs: Vec<RouteInput> = ticks
+        .iter()
+        .zip(&fates)
+        .map(|(t, fate)| RouteInput {
+            timestamp_us: t.timestamp_us,
+            instrument_token: t.instrument_token,
+            change: t.change,
+            spread_bps: fate
+                .as_ref()
+                .ok()
+                .and_then(Option::as_ref)
+                .map_or(0.0, |e| e.spread_bps),
+            rejected: fate.is_err(),
+        })
+        .collect();
+    let fallback_dlq = &config.route.dead_letter_topic;
+    fates
+        .into_iter()
+        .zip(route(&inputs))
+        .map(|(fate, routed)| match (fate, routed) {
+            (Ok(Some(enrichment)), Ok(destinations)) => StageOutcome::Accepted {
+                enrichment,
+                destinations,
+            },
+            (Ok(_), Err(refusal)) => StageOutcome::Refused {
+                refusal,
+                dead_letter_topic: fallback_dlq.clone(),
+            },
+            (Ok(None), Ok(_)) => unreachable!("every accepted tick was enriched"),
+            (Err(refusal), routed) => {
+                let dead_letter_topic = routed
+                    .ok()
+                    .and_then(|d| d.dead_letter_topic)
+                    .unwrap_or_else(|| fallback_dlq.clone());
+                StageOutcome::Refused {
+                    refusal,
+                    dead_letter_topic,
+                }
+            }
+        })
+        .collect()
+}
+
+/// The guests, in the sandbox.
+pub struct WasmChain {
+    pub config: StageConfigs,
+    validate: StageInstance,
+    enrich: StageInstance,
+    route: StageInstance,
+}
+
+/// The three components of a chain.
+pub struct ChainComponents {
+    pub validate: Arc<GuestComponent>,
+    pub enrich: Arc<GuestComponent>,
+    pub route: Arc<GuestComponent>,
+}
+
+impl ChainComponents {
+    /// The components embedded in this binary.
+    pub fn embedded(sandbox: &Sandbox) -> anyhow::Result<Self> {
+        let load = |kind| -> anyhow::Result<Arc<GuestComponent>> {
+            Ok(Arc::new(GuestComponent::load(
+                sandbox,
+                kind,
+                crate::runtime::embedded_component(kind),
+                "embedded",
+            )?))
+        };
+        Ok(Self {
+            validate: load(StageKind::Validate)?,
+            enrich: load(StageKind::Enrich)?,
+            route: load(StageKind::Route)?,
+        })
+    }
+
+    /// `validate.wasm`, `enrich.wasm` and `route.wasm` from a directory.
+    pub fn from_dir(sandbox: &Sandbox, dir: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let load = |kind: StageKind| -> anyhow::Result<Arc<GuestComponent>> {
+            let path = dir.join(kind.file_name());
+            let bytes = std::fs::read(&path).with_context(|| {
+                format!("reading guest {} from {}", kind.name(), path.display())
+            })?;
+            Ok(Arc::new(GuestComponent::load(
+                sandbox,
+                kind,
+                &bytes,
+                path.display().to_string(),
+            )?))
+        };
+        Ok(Self {
+            validate: load(StageKind::Validate)?,
+            enrich: load(StageKind::Enrich)?,
+            route: load(StageKind::Route)?,
+        })
+    }
+}
+
+impl WasmChain {
+    pub fn new(sandbox: Arc<Sandbox>, components: ChainComponents, config: StageConfigs) -> Self {
+        Self {
+            config,
+            validate: StageInstance::new(sandbox.clone(), components.validate),
+            enrich: StageInstance::new(sandbox.clone(), components.enrich),
+            route: StageInstance::new(sandbox, components.route),
+        }
+    }
+}
+
+impl StageChain for WasmChain {
+    fn process(&mut self, ticks: &[Tick]) -> Vec<StageOutcome> {
+        let wit_ticks: Vec<_> = ticks.iter().map(convert::tick_to_wit).collect();
+        let validate_cfg = validate::ValidateConfig {
+            min_timestamp_us: self.config.validate.min_timestamp_us,
+            max_timestamp_us: self.config.validate.max_timestamp_us,
+        };
+        let enrich_cfg = enrich::EnrichConfig {
+            imbalance_levels: self.config.enrich.imbalance_levels as u32,
+        };
+        let r = &self.config.route;
+        let route_cfg = route::RouteConfig {
+            search_index: r.search_index.clone(),
+            alerts_topic: r.alerts_topic.clone(),
+            dead_letter_topic: r.dead_letter_topic.clone(),
+            change_alert_pct: r.change_alert_pct,
+            spread_alert_bps: r.spread_alert_bps,
+        };
+        let (vv, ev, rv) = (
+            self.validate.component().version.clone(),
+            self.enrich.component().version.clone(),
+            self.route.component().version.clone(),
+        );
+        let validate = &mut self.validate;
+        let verdicts = call_isolated(&wit_ticks, |batch| validate.validate(&validate_cfg, batch))
+            .into_iter()
+            .map(|v| match v {
+                Ok(None) => Ok(()),
+                Ok(Some(r)) => Err(Refusal::rejected(
+                    StageKind::Validate,
+                    &vv,
+                    convert::rejection_from_wit(r),
+                )),
+                Err(f) => Err(Refusal::faulted(StageKind::Validate, &vv, f)),
+            })
+            .collect();
+        let enrich = &mut self.enrich;
+        let route = &mut self.route;
+        assemble(
+            &self.config,
+            ticks,
+            verdicts,
+            |accepted| {
+                let batch: Vec<_> = accepted.iter().map(|&i| wit_ticks[i].clone()).collect();
+                call_isolated(&batch, |b| enrich.enrich(&enrich_cfg, b))
+                    .into_iter()
+                    .map(|o| match o {
+                        Ok(Ok(e)) => Ok(convert::enrichment_from_wit(e)),
+                        Ok(Err(r)) => Err(Refusal::rejected(
+                            StageKind::Enrich,
+                            &ev,
+                            convert::rejection_from_wit(r),
+                        )),
+                        Err(f) => Err(Refusal::faulted(StageKind::Enrich, &ev, f)),
+                    })
+                    .collect()
+            },
+            |inputs| {
+                let batch: Vec<_> = inputs.iter().map(convert::route_input_to_wit).collect();
+                call_isolated(&batch, |b| route.route(&route_cfg, b))
+                    .into_iter()
+                    .map(|o| {
+                        o.map(convert::destinations_from_wit)
+                            .map_err(|f| Refusal::faulted(StageKind::Route, &rv, f))
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    fn versions(&self) -> GuestVersions {
+        [&self.validate, &self.enrich, &self.route]
+            .iter()
+            .map(|s| (s.component().kind.name(), s.component().version.clone()))
+            .collect()
+    }
+}
+
+/// The same logic, linked natively.
+#[derive(Default)]
+pub struct NativeChain {
+    pub config: StageConfigs,
+}
+
+impl StageChain for NativeChain {
+    fn process(&mut self, ticks: &[Tick]) -> Vec<StageOutcome> {
+        let config = &self.config;
+        let verdicts = validate_logic::validate_batch(&config.validate, ticks)
+            .into_iter()
+            .map(|v| match v {
+                None => Ok(()),
+                Some(r) => Err(Refusal::rejected(StageKind::Validate, "native", r)),
+            })
+            .collect();
+        assemble(
+            config,
+            ticks,
+            verdicts,
+            |accepted| {
+                accepted
+                    .iter()
+                    .map(|&i| {
+                        enrich_logic::enrich_tick(&config.enrich, &ticks[i])
+                            .map_err(|r| Refusal::rejected(StageKind::Enrich, "native", r))
+                    })
+                    .collect()
+            },
+            |inputs| {
+                route_logic::route_batch(&config.route, inputs)
+                    .into_iter()
+                    .map(Ok)
+                    .collect()
+            },
+        )
+    }
+
+    fn versions(&self) -> GuestVersions {
+        StageKind::ALL
+            .iter()
+            .map(|k| (k.name(), "native".to_string()))
+            .collect()
+    }
+}

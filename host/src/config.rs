@@ -1,0 +1,334 @@
+//! One TOML file with every setting; command-line flags override it. Unknown keys are errors that
+//! name the key (`deny_unknown_fields`), and [`Config::validate`] checks values before anything
+//! starts, naming the offending key. Secrets never live here.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub lake: LakeSection,
+    pub guests: GuestsSection,
+    pub validate: ValidateSection,
+    pub enrich: EnrichSection,
+    pub route: RouteSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port]`; empty = start librdkafka's mock cluster in-process.
+    pub brokers: String,
+    pub topic: String,
+    pub group_id: String,
+    pub dead_letter_topic: String,
+    pub alerts_topic: String,
+    /// Partitions of the topic when the embedded cluster creates it.
+    pub embedded_partitions: i32,
+    /// Most messages in one batch through the guests.
+    pub batch_max: usize,
+    /// Longest wait to fill a batch, in milliseconds.
+    pub batch_wait_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            topic: "stock-stream".into(),
+            group_id: "stockpipe".into(),
+            dead_letter_topic: "stock-stream.dlq".into(),
+            alerts_topic: "stock-alerts".into(),
+            embedded_partitions: 3,
+            batch_max: 1000,
+            batch_wait_ms: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeSection {
+    /// Directory of the local lake.
+    pub dir: PathBuf,
+    pub roll_bytes: usize,
+    pub roll_seconds: u64,
+}
+
+impl Default for LakeSection {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("lake"),
+            roll_bytes: 8 << 20,
+            roll_seconds: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuestsSection {
+    /// Directory holding validate.wasm, enrich.wasm and route.wasm; empty = the embedded guests.
+    pub dir: Option<PathBuf>,
+    pub call_deadline_ms: u64,
+    pub memory_mib: usize,
+}
+
+impl Default for GuestsSection {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            call_deadline_ms: 500,
+            memory_mib: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidateSection {
+    /// Offset from UTC, in minutes, of timestamps written without a zone (the sample's form).
+    pub naive_timestamp_offset_minutes: i32,
+    /// Earliest accepted tick time, RFC 3339.
+    pub min_timestamp: String,
+    /// How far past the host's clock a tick may be stamped, in seconds (0 = no limit).
+    pub max_future_seconds: u64,
+}
+
+impl Default for ValidateSection {
+    fn default() -> Self {
+        Self {
+            naive_timestamp_offset_minutes: 0,
+            min_timestamp: "2000-01-01T00:00:00Z".into(),
+            max_future_seconds: 86_400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichSection {
+    pub imbalance_levels: u32,
+}
+
+impl Default for EnrichSection {
+    fn default() -> Self {
+        Self {
+            imbalance_levels: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteSection {
+    pub search_index: String,
+    pub change_alert_pct: f64,
+    pub spread_alert_bps: f64,
+}
+
+impl Default for RouteSection {
+    fn default() -> Self {
+        Self {
+            search_index: "stock-stream".into(),
+            change_alert_pct: 5.0,
+            spread_alert_bps: 50.0,
+        }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.into(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        let k = &self.kafka;
+        for (key, topic) in [
+            ("kafka.topic", &k.topic),
+            ("kafka.dead_letter_topic", &k.dead_letter_topic),
+            ("kafka.alerts_topic", &k.alerts_topic),
+        ] {
+            if topic.is_empty()
+                || topic.len() > 249
+                || !topic
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return invalid(
+                    key,
+                    &format!("{topic:?} is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])"),
+                );
+            }
+        }
+        if k.dead_letter_topic == k.topic || k.alerts_topic == k.topic {
+            return invalid(
+                "kafka.dead_letter_topic",
+                "the dead-letter and alerts topics must differ from kafka.topic",
+            );
+        }
+        if k.group_id.is_empty() {
+            return invalid("kafka.group_id", "must not be empty");
+        }
+        if k.batch_max == 0 || k.batch_max > 100_000 {
+            return invalid("kafka.batch_max", "must be between 1 and 100000");
+        }
+        if !(1..=1024).contains(&k.embedded_partitions) {
+            return invalid("kafka.embedded_partitions", "must be between 1 and 1024");
+        }
+        if self.lake.roll_bytes < 1024 {
+            return invalid("lake.roll_bytes", "must be at least 1024");
+        }
+        if self.lake.roll_seconds == 0 {
+            return invalid("lake.roll_seconds", "must be at least 1");
+        }
+        if self.guests.call_deadline_ms == 0 {
+            return invalid("guests.call_deadline_ms", "must be at least 1");
+        }
+        if !(1..=4096).contains(&self.guests.memory_mib) {
+            return invalid("guests.memory_mib", "must be between 1 and 4096");
+        }
+        if self.validate.naive_timestamp_offset_minutes.abs() >= 24 * 60 {
+            return invalid(
+                "validate.naive_timestamp_offset_minutes",
+                "must be within ±1439",
+            );
+        }
+        if stockpipe_model::time::parse_timestamp(&self.validate.min_timestamp, 0).is_err()
+            || !self.validate.min_timestamp.contains('T')
+        {
+            return invalid(
+                "validate.min_timestamp",
+                "must be an RFC 3339 timestamp, e.g. 2000-01-01T00:00:00Z",
+            );
+        }
+        if self.enrich.imbalance_levels == 0 {
+            return invalid("enrich.imbalance_levels", "must be at least 1");
+        }
+        if self.route.search_index.is_empty()
+            || self
+                .route
+                .search_index
+                .chars()
+                .any(|c| c.is_ascii_uppercase())
+        {
+            return invalid(
+                "route.search_index",
+                "must be a non-empty lowercase index name",
+            );
+        }
+        for (key, v) in [
+            ("route.change_alert_pct", self.route.change_alert_pct),
+            ("route.spread_alert_bps", self.route.spread_alert_bps),
+        ] {
+            if !v.is_finite() {
+                return invalid(key, "must be a finite number (<= 0 disables the alert)");
+            }
+        }
+        Ok(())
+    }
+
+    /// The guests' per-call configuration, with the timestamp window fixed at `now_us`.
+    pub fn stage_configs(&self, now_us: i64) -> crate::chain::StageConfigs {
+        use stockpipe_guest_enrich::logic::EnrichConfig;
+        use stockpipe_guest_route::logic::RouteConfig;
+        use stockpipe_guest_validate::logic::ValidateConfig;
+        let min =
+            stockpipe_model::time::parse_timestamp(&self.validate.min_timestamp, 0).unwrap_or(0);
+        let max = match self.validate.max_future_seconds {
+            0 => 0,
+            s => now_us.saturating_add(s as i64 * 1_000_000),
+        };
+        crate::chain::StageConfigs {
+            validate: ValidateConfig {
+                min_timestamp_us: min,
+                max_timestamp_us: max,
+            },
+            enrich: EnrichConfig {
+                imbalance_levels: self.enrich.imbalance_levels as usize,
+            },
+            route: RouteConfig {
+                search_index: self.route.search_index.clone(),
+                alerts_topic: self.kafka.alerts_topic.clone(),
+                dead_letter_topic: self.kafka.dead_letter_topic.clone(),
+                change_alert_pct: self.route.change_alert_pct,
+                spread_alert_bps: self.route.spread_alert_bps,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_an_empty_file_means_defaults() {
+        assert_eq!(Config::parse("", "t").unwrap(), Config::default());
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::parse("[kafka]\nbatch_maxx = 3\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("batch_maxx"), "{e}");
+        let e = Config::parse("[lakes]\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("lakes"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("[kafka]\nbatch_max = 0", "kafka.batch_max"),
+            (
+                "[kafka]\ndead_letter_topic = \"stock-stream\"",
+                "kafka.dead_letter_topic",
+            ),
+            ("[kafka]\ntopic = \"a b\"", "kafka.topic"),
+            ("[guests]\nmemory_mib = 0", "guests.memory_mib"),
+            (
+                "[validate]\nmin_timestamp = \"yesterday\"",
+                "validate.min_timestamp",
+            ),
+            ("[route]\nsearch_index = \"Stock\"", "route.search_index"),
+        ];
+        for (text, key) in cases {
+            let e = Config::parse(text, "t").unwrap().validate().unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn wrong_types_are_parse_errors_naming_the_key() {
+        let e = Config::parse("[kafka]\nbatch_max = \"many\"", "t").unwrap_err();
+        assert!(e.to_string().contains("batch_max"), "{e}");
+    }
+}

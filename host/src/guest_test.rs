@@ -1,0 +1,263 @@
+//! `stockpipe guest test`: runs one compiled component, under the production sandbox limits, over
+//! fixture cases and reports every mismatch.
+//!
+//! A fixtures directory holds `input.jsonl` and `expected.jsonl`, or subdirectories (one per case)
+//! that do. Inputs are ticks in the pipeline's JSON format (route: route inputs,
+//! `{"timestamp_us", "instrument_token", "change", "spread_bps", "rejected"}`). Each expected line is
+//! a JSON object whose keys must match the outcome (numbers to 1e-9 relative); keys it leaves out
+//! are not compared. Outcomes:
+//! - validate: `{"verdict": "accepted"}` or `{"verdict": "rejected", "code": "crossed-book", "message": …}`
+//! - enrich: the enrichment's fields (`event_id` as 16 hex digits), or a rejection as above
+//! - route: `{"search_index", "lake_partition", "alert": {"topic", "reason"} | null, "dead_letter_topic"}`
+//! - any stage: `{"fault": "trap" | "deadline-exceeded" | …}` when the call faulted.
+
+use crate::chain::StageConfigs;
+use crate::runtime::bindings::{enrich, route, validate};
+use crate::runtime::sandbox::Sandbox;
+use crate::runtime::{
+    GuestComponent, GuestFault, StageInstance, StageKind, call_isolated, convert,
+};
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One line that did not match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mismatch {
+    pub case: String,
+    pub line: usize,
+    pub expected: Value,
+    pub actual: Value,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} line {}:\n  expected {}\n  actual   {}",
+            self.case, self.line, self.expected, self.actual
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct FixtureReport {
+    pub cases: usize,
+    pub lines: usize,
+    pub mismatches: Vec<Mismatch>,
+}
+
+/// The cases under `dir`: itself if it holds `input.jsonl`, else each subdirectory that does.
+pub fn find_cases(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if dir.join("input.jsonl").is_file() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading fixtures directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("input.jsonl").is_file())
+        .collect();
+    cases.sort();
+    if cases.is_empty() {
+        bail!(
+            "{}: no input.jsonl here or in any subdirectory",
+            dir.display()
+        );
+    }
+    Ok(cases)
+}
+
+fn fault_json(f: &GuestFault) -> Value {
+    json!({"fault": f.code, "message": f.message})
+}
+
+fn rejection_json(r: stockpipe_model::Rejection) -> Value {
+    json!({"verdict": "rejected", "code": r.code.as_str(), "message": r.message})
+}
+
+/// Runs one case's inputs through the component and returns one outcome per input line.
+fn run_case(
+    instance: &mut StageInstance,
+    configs: &StageConfigs,
+    lines: &[String],
+) -> anyhow::Result<Vec<Value>> {
+    let kind = instance.component().kind;
+    if kind == StageKind::Route {
+        let inputs = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let v: Value =
+                    serde_json::from_str(l).with_context(|| format!("input line {}", i + 1))?;
+                let num = |k: &str| {
+                    v.get(k)
+                        .and_then(Value::as_f64)
+                        .with_context(|| format!("input line {}: `{k}`", i + 1))
+                };
+                Ok(route::RouteInput {
+                    timestamp_us: num("timestamp_us")? as i64,
+                    instrument_token: num("instrument_token")? as u64,
+                    change: num("change")?,
+                    spread_bps: num("spread_bps")?,
+                    rejected: v.get("rejected").and_then(Value::as_bool).unwrap_or(false),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let r = &configs.route;
+        let config = route::RouteConfig {
+            search_index: r.search_index.clone(),
+            alerts_topic: r.alerts_topic.clone(),
+            dead_letter_topic: r.dead_letter_topic.clone(),
+            change_alert_pct: r.change_alert_pct,
+            spread_alert_bps: r.spread_alert_bps,
+        };
+        return Ok(call_isolated(&inputs, |b| instance.route(&config, b))
+            .into_iter()
+            .map(|o| match o {
+                Ok(d) => json!({
+                    "search_index": d.search_index,
+                    "lake_partition": d.lake_partition,
+                    "alert": d.alert.map(|a| json!({"topic": a.topic, "reason": a.reason})),
+                    "dead_letter_topic": d.dead_letter_topic,
+                }),
+                Err(f) => fault_json(&f),
+            })
+            .collect());
+    }
+    let ticks = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            stockpipe_model::json::decode_tick(l.as_bytes(), 0)
+                .map(|t| convert::tick_to_wit(&t))
+                .map_err(|e| anyhow::anyhow!("input line {} does not decode: {e}", i + 1))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(match kind {
+        StageKind::Validate => {
+            let v = &configs.validate;
+            let config = validate::ValidateConfig {
+                min_timestamp_us: v.min_timestamp_us,
+                max_timestamp_us: v.max_timestamp_us,
+            };
+            call_isolated(&ticks, |b| instance.validate(&config, b))
+                .into_iter()
+                .map(|o| match o {
+                    Ok(None) => json!({"verdict": "accepted"}),
+                    Ok(Some(r)) => rejection_json(convert::rejection_from_wit(r)),
+                    Err(f) => fault_json(&f),
+                })
+                .collect()
+        }
+        StageKind::Enrich => {
+            let config = enrich::EnrichConfig {
+                imbalance_levels: configs.enrich.imbalance_levels as u32,
+            };
+            call_isolated(&ticks, |b| instance.enrich(&config, b))
+                .into_iter()
+                .map(|o| match o {
+                    Ok(Ok(e)) => json!({
+                        "event_id": format!("{:016x}", e.event_id),
+                        "mid_price": e.mid_price,
+                        "spread": e.spread,
+                        "spread_bps": e.spread_bps,
+                        "book_imbalance": e.book_imbalance,
+                        "notional": e.notional,
+                        "deviation_bps": e.deviation_bps,
+                        "hour": e.hour,
+                        "minute": e.minute,
+                    }),
+                    Ok(Err(r)) => rejection_json(convert::rejection_from_wit(r)),
+                    Err(f) => fault_json(&f),
+                })
+                .collect()
+        }
+        StageKind::Route => unreachable!("handled above"),
+    })
+}
+
+/// Does `actual` have every key of `expected`, with equal values (numbers to 1e-9 relative)?
+pub fn matches(expected: &Value, actual: &Value) -> bool {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => e
+            .iter()
+            .all(|(k, ev)| a.get(k).is_some_and(|av| matches(ev, av))),
+        (Value::Number(e), Value::Number(a)) => {
+            let (e, a) = (
+                e.as_f64().unwrap_or(f64::NAN),
+                a.as_f64().unwrap_or(f64::NAN),
+            );
+            e == a || (e - a).abs() <= 1e-9 * e.abs().max(a.abs())
+        }
+        (Value::Array(e), Value::Array(a)) => {
+            e.len() == a.len() && e.iter().zip(a).all(|(e, a)| matches(e, a))
+        }
+        _ => expected == actual,
+    }
+}
+
+fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+pub fn run_fixtures(
+    sandbox: Arc<Sandbox>,
+    component: Arc<GuestComponent>,
+    configs: &StageConfigs,
+    dir: &Path,
+) -> anyhow::Result<FixtureReport> {
+    let mut report = FixtureReport::default();
+    let mut instance = StageInstance::new(sandbox, component);
+    for case in find_cases(dir)? {
+        let inputs = read_lines(&case.join("input.jsonl"))?;
+        let expected = read_lines(&case.join("expected.jsonl"))?;
+        let name = case.display().to_string();
+        if inputs.len() != expected.len() {
+            bail!(
+                "{name}: {} input lines but {} expected lines",
+                inputs.len(),
+                expected.len()
+            );
+        }
+        let actual = run_case(&mut instance, configs, &inputs).with_context(|| name.clone())?;
+        report.cases += 1;
+        for (i, (e, a)) in expected.iter().zip(actual).enumerate() {
+            report.lines += 1;
+            let e: Value = serde_json::from_str(e)
+                .with_context(|| format!("{name}: expected line {}", i + 1))?;
+            if !matches(&e, &a) {
+                report.mismatches.push(Mismatch {
+                    case: name.clone(),
+                    line: i + 1,
+                    expected: e,
+                    actual: a,
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matching_is_by_subset_with_float_tolerance() {
+        assert!(matches(
+            &json!({"a": 1.0}),
+            &json!({"a": 1.0000000000001, "b": 2})
+        ));
+        assert!(!matches(&json!({"a": 1.0}), &json!({"a": 1.001})));
+        assert!(!matches(&json!({"c": 1}), &json!({"a": 1})));
+        assert!(matches(&json!({"x": null}), &json!({"x": null})));
+        assert!(!matches(&json!({"x": "s"}), &json!({"x": null})));
+    }
+}

@@ -1,0 +1,29 @@
+//! stockpipe's host: Kafka in, sandboxed wasm guests in the middle, lake and topics out.
+//!
+//! Where a tick goes, module by module:
+//! 1. [`source::kafka`] — a consumer-group member reads a batch from `stock-stream`
+//!    ([`source::replay`] puts files into the topic first; [`source::kafka::EmbeddedKafka`] is the
+//!    in-process mock cluster used when no broker is given).
+//! 2. [`pipeline`] — decodes each message ([`stockpipe_model::json`]); a message that does not
+//!    decode is refused with its reason.
+//! 3. [`chain`] — the batch goes through the validate, enrich and route guests, one call per stage
+//!    ([`runtime`]: the one `bindgen!`, the sandbox, trap isolation).
+//! 4. [`sink`] — accepted ticks become documents in the lake partition route chose, and on the
+//!    alerts topic when route raised an alert; refused ticks go, byte for byte, to the dead-letter
+//!    topic with the reason in headers.
+//! 5. [`commit`] — each sink acknowledges what it made durable; a partition's offset moves only
+//!    over a contiguous run of fully acknowledged messages.
+//!
+//! Around it: [`config`] (TOML + validation), [`simulate`] (the tick simulator), [`bench`],
+//! [`guest_test`] (fixtures for one component).
+
+pub mod bench;
+pub mod chain;
+pub mod commit;
+pub mod config;
+pub mod guest_test;
+pub mod pipeline;
+pub mod runtime;
+pub mod simulate;
+pub mod sink;
+pub mod source;

@@ -1,0 +1,396 @@
+//! The `stockpipe` command: a thin clap layer over the library.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+use stockpipe::chain::{ChainComponents, WasmChain};
+use stockpipe::config::Config;
+use stockpipe::pipeline::Pipeline;
+use stockpipe::runtime::sandbox::{Sandbox, SandboxLimits};
+use stockpipe::runtime::{GuestComponent, StageKind};
+use stockpipe::source::kafka::EmbeddedKafka;
+use stockpipe::source::replay::{self, Pace};
+
+#[derive(Parser)]
+#[command(
+    name = "stockpipe",
+    version,
+    about = "Stream stock ticks from Kafka through sandboxed wasm guests (validate → enrich → route) into a lake and topics"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline. With no --brokers it starts an in-process Kafka (librdkafka's mock
+    /// cluster), so `stockpipe run --input data/stock_data_sample.json --once` works offline.
+    Run(RunArgs),
+    /// Produce ticks from a file (JSON array or NDJSON) to a topic, paced.
+    Produce(ProduceArgs),
+    /// Print messages of a topic (with their headers, e.g. the dead-letter reasons).
+    Consume(ConsumeArgs),
+    /// Write simulated ticks in the sample's format, deterministic per seed.
+    Simulate(SimulateArgs),
+    /// Work with guest components.
+    #[command(subcommand)]
+    Guest(GuestCommand),
+    /// Print performance figures as JSON lines.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// TOML configuration (see stockpipe.example.toml); flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers; omit to use the embedded mock cluster.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Directory of the local lake.
+    #[arg(long)]
+    lake: Option<PathBuf>,
+    /// Directory with validate.wasm, enrich.wasm and route.wasm (default: the guests built into this binary).
+    #[arg(long)]
+    guests: Option<PathBuf>,
+    /// Replay this file (JSON array or NDJSON) into the topic before consuming.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Exit once everything in the topic at start-up is processed and committed.
+    #[arg(long)]
+    once: bool,
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    /// File of ticks: the sample's JSON array or NDJSON.
+    #[arg(long)]
+    input: PathBuf,
+    /// Kafka bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, default_value = "stock-stream")]
+    topic: String,
+    /// Messages per second.
+    #[arg(long, conflicts_with_all = ["speed", "max"])]
+    rate: Option<f64>,
+    /// Replay at the ticks' own pace times this factor (2 = twice as fast).
+    #[arg(long, conflicts_with = "max")]
+    speed: Option<f64>,
+    /// As fast as possible (the default).
+    #[arg(long)]
+    max: bool,
+}
+
+#[derive(Args)]
+struct ConsumeArgs {
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, default_value = "stock-stream")]
+    topic: String,
+    /// One JSON object per message (partition, offset, key, headers, payload).
+    #[arg(long)]
+    json: bool,
+    /// Stop after this many messages.
+    #[arg(long)]
+    max: Option<u64>,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    #[arg(long, default_value_t = 50)]
+    instruments: usize,
+    #[arg(long, default_value_t = 100)]
+    ticks: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Output file; `.ndjson`/`.jsonl` writes NDJSON, anything else the sample's JSON array.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum GuestCommand {
+    /// Run a component over fixture cases (input.jsonl → expected.jsonl) under the production limits.
+    Test {
+        /// `validate`, `enrich` or `route` (the built-in component), or a path to a .wasm component.
+        guest: String,
+        /// Stage of a .wasm file (default: guessed from its file name).
+        #[arg(long)]
+        stage: Option<String>,
+        #[arg(long)]
+        fixtures: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The guest chain, wasm vs the same logic linked natively.
+    Guests {
+        #[arg(long, default_value_t = 200_000)]
+        ticks: usize,
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Simulate(args) => simulate(args),
+        Command::Guest(GuestCommand::Test {
+            guest,
+            stage,
+            fixtures,
+        }) => guest_test(&guest, stage.as_deref(), &fixtures),
+        Command::Bench(BenchCommand::Guests {
+            ticks,
+            batch,
+            rounds,
+        }) => {
+            let result = stockpipe::bench::guests(ticks, batch, rounds)?;
+            println!("{}", serde_json::to_string(&result)?);
+            Ok(())
+        }
+        command => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(async move {
+                match command {
+                    Command::Run(args) => run(args).await,
+                    Command::Produce(args) => produce(args).await,
+                    Command::Consume(args) => consume(args).await,
+                    _ => unreachable!("handled above"),
+                }
+            }),
+    }
+}
+
+fn sandbox_limits(config: &Config) -> SandboxLimits {
+    SandboxLimits {
+        call_deadline: std::time::Duration::from_millis(config.guests.call_deadline_ms),
+        memory_bytes: config.guests.memory_mib << 20,
+        ..SandboxLimits::default()
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(brokers) = args.brokers {
+        config.kafka.brokers = brokers;
+    }
+    if let Some(lake) = args.lake {
+        config.lake.dir = lake;
+    }
+    if args.guests.is_some() {
+        config.guests.dir = args.guests;
+    }
+    config.validate()?;
+
+    let sandbox = Arc::new(Sandbox::new(sandbox_limits(&config))?);
+    let components = match &config.guests.dir {
+        Some(dir) => ChainComponents::from_dir(&sandbox, dir)?,
+        None => ChainComponents::embedded(&sandbox)?,
+    };
+    for c in [&components.validate, &components.enrich, &components.route] {
+        tracing::info!(stage = c.kind.name(), version = %c.version, source = %c.source_name, "guest loaded");
+    }
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_micros() as i64;
+    let chain = WasmChain::new(sandbox, components, config.stage_configs(now_us));
+
+    let k = &config.kafka;
+    let embedded = if k.brokers.is_empty() {
+        let cluster = EmbeddedKafka::start(&[
+            (k.topic.as_str(), k.embedded_partitions),
+            (k.dead_letter_topic.as_str(), 1),
+            (k.alerts_topic.as_str(), 1),
+        ])?;
+        tracing::info!(brokers = %cluster.bootstrap_servers(), "embedded Kafka (mock cluster) started");
+        Some(cluster)
+    } else {
+        None
+    };
+    let brokers = embedded
+        .as_ref()
+        .map_or_else(|| k.brokers.clone(), EmbeddedKafka::bootstrap_servers);
+    if let Some(input) = &args.input {
+        let payloads = replay::read_input(input)?;
+        let producer = stockpipe::source::kafka::producer(&brokers)?;
+        let sent = replay::produce_all(&producer, &k.topic, &payloads, Pace::Max, |_| {}).await?;
+        tracing::info!(sent, topic = %k.topic, input = %input.display(), "input replayed into the topic");
+    }
+    let pipeline = Pipeline::new(config, &brokers, chain)?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let summary = pipeline.run(args.once, shutdown).await?;
+    println!("{}", serde_json::to_string(&summary)?);
+    drop(embedded);
+    Ok(())
+}
+
+async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let pace = match (args.rate, args.speed) {
+        (Some(r), _) if !(r > 0.0 && r.is_finite()) => bail!("--rate must be a positive number"),
+        (_, Some(s)) if !(s > 0.0 && s.is_finite()) => bail!("--speed must be a positive number"),
+        (Some(r), _) => Pace::Rate(r),
+        (_, Some(s)) => Pace::Speed(s),
+        _ => Pace::Max,
+    };
+    let payloads = replay::read_input(&args.input)?;
+    let producer = stockpipe::source::kafka::producer(&args.brokers)?;
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new(payloads.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let sent = replay::produce_all(&producer, &args.topic, &payloads, pace, |n| {
+        bar.set_position(n)
+    })
+    .await?;
+    bar.finish_and_clear();
+    println!(
+        "{}",
+        serde_json::json!({"produced": sent, "topic": args.topic})
+    );
+    Ok(())
+}
+
+async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    use rdkafka::Message;
+    use rdkafka::message::Headers;
+    let group = format!("stockpipe-consume-{}", std::process::id());
+    let consumer = stockpipe::source::kafka::consumer(&args.brokers, &group, &args.topic)?;
+    let mut seen = 0u64;
+    let shutdown = tokio::signal::ctrl_c();
+    tokio::pin!(shutdown);
+    while args.max.is_none_or(|m| seen < m) {
+        let message = tokio::select! {
+            m = consumer.recv() => m?,
+            _ = &mut shutdown => break,
+        };
+        seen += 1;
+        let payload = String::from_utf8_lossy(message.payload().unwrap_or_default());
+        if args.json {
+            let headers: serde_json::Map<String, serde_json::Value> = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let line = serde_json::json!({
+                "partition": message.partition(),
+                "offset": message.offset(),
+                "key": message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                "headers": headers,
+                "payload": payload,
+            });
+            println!("{line}");
+        } else {
+            println!("{}/{} {}", message.partition(), message.offset(), payload);
+        }
+    }
+    Ok(())
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    use stockpipe::simulate::{SimulateOptions, render, simulate};
+    let ticks = simulate(&SimulateOptions {
+        instruments: args.instruments,
+        ticks: args.ticks,
+        seed: args.seed,
+        ..SimulateOptions::default()
+    });
+    let ndjson = matches!(
+        args.out.extension().and_then(|e| e.to_str()),
+        Some("ndjson" | "jsonl")
+    );
+    std::fs::write(&args.out, render(&ticks, ndjson))
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!(
+        "wrote {} ticks of {} instruments to {}",
+        ticks.len(),
+        args.instruments,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn guest_test(guest: &str, stage: Option<&str>, fixtures: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::default();
+    let sandbox = Arc::new(Sandbox::new(sandbox_limits(&config))?);
+    let (kind, bytes, source) = match StageKind::from_name(guest) {
+        Some(kind) if stage.is_none() => (
+            kind,
+            stockpipe::runtime::embedded_component(kind).to_vec(),
+            "embedded".to_string(),
+        ),
+        _ => {
+            let path = std::path::Path::new(guest);
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            let name = stage.unwrap_or(stem);
+            let kind = StageKind::ALL
+                .into_iter()
+                .find(|k| name == k.name() || name.ends_with(&format!("_{}", k.name())))
+                .with_context(|| {
+                    format!("cannot tell the stage of {guest}; pass --stage validate|enrich|route")
+                })?;
+            let bytes = std::fs::read(path).with_context(|| format!("reading {guest}"))?;
+            (kind, bytes, guest.to_string())
+        }
+    };
+    let component = Arc::new(GuestComponent::load(&sandbox, kind, &bytes, source)?);
+    let report = stockpipe::guest_test::run_fixtures(
+        sandbox,
+        component,
+        &config.stage_configs(0),
+        fixtures,
+    )?;
+    for m in &report.mismatches {
+        println!("MISMATCH {m}");
+    }
+    println!(
+        "{} cases, {} lines: {} passed, {} failed",
+        report.cases,
+        report.lines,
+        report.lines - report.mismatches.len(),
+        report.mismatches.len()
+    );
+    if !report.mismatches.is_empty() {
+        bail!("{} fixture lines did not match", report.mismatches.len());
+    }
+    Ok(())
+}

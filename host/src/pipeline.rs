@@ -1,0 +1,353 @@
+//! The run loop: Kafka batch → decode → guest chain → sinks → acknowledgements → offsets.
+//!
+//! One batch at a time: the guests see a whole batch in one call per stage; the sinks are handed
+//! every outcome; dead letters and alerts are awaited before the next batch (so the producer never
+//! buffers without bound); lake segments acknowledge when they roll. Offsets move only through the
+//! [`CommitTracker`](crate::commit::CommitTracker).
+
+use crate::chain::{Refusal, StageChain, StageOutcome};
+use crate::commit::CommitTracker;
+use crate::config::Config;
+use crate::sink::lake::{LakeConfig, LocalLake, WrittenObject};
+use crate::sink::{SourceRef, document, kafka as kafka_sink};
+use crate::source::kafka as kafka_source;
+use anyhow::Context;
+use rdkafka::Message;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::{DeliveryFuture, FutureProducer};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// What a run did, printed as one JSON line at exit.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct RunSummary {
+    pub consumed: u64,
+    pub accepted: u64,
+    /// Refused by decoding or by a guest (each one is dead-lettered).
+    pub rejected: u64,
+    /// Dead letters the broker acknowledged.
+    pub dead_lettered: u64,
+    pub alerts: u64,
+    pub lake_objects: u64,
+    pub lake_lines: u64,
+    /// Partition -> the group's committed offset (the next offset to consume), read back from the broker.
+    pub committed_offsets: BTreeMap<i32, i64>,
+}
+
+/// One consumed message, detached from the consumer.
+struct Consumed {
+    source: SourceRef,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+}
+
+enum Pending {
+    DeadLetter(SourceRef, DeliveryFuture),
+    Alert(SourceRef, DeliveryFuture),
+}
+
+pub struct Pipeline<C: StageChain> {
+    config: Config,
+    chain: C,
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    lake: LocalLake,
+    tracker: CommitTracker,
+    summary: RunSummary,
+}
+
+impl<C: StageChain> Pipeline<C> {
+    pub fn new(config: Config, brokers: &str, chain: C) -> anyhow::Result<Self> {
+        let k = &config.kafka;
+        let consumer = kafka_source::consumer(brokers, &k.group_id, &k.topic)?;
+        let producer = kafka_source::producer(brokers)?;
+        let lake = LocalLake::new(
+            LakeConfig {
+                root: config.lake.dir.clone(),
+                roll_bytes: config.lake.roll_bytes,
+                roll_age: Duration::from_secs(config.lake.roll_seconds),
+            },
+            k.topic.clone(),
+        );
+        Ok(Self {
+            config,
+            chain,
+            consumer,
+            producer,
+            lake,
+            tracker: CommitTracker::default(),
+            summary: RunSummary::default(),
+        })
+    }
+
+    /// Runs until `shutdown` resolves, or — with `once` — until everything in the topic when the
+    /// run started has been processed and committed.
+    pub async fn run(
+        mut self,
+        once: bool,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<RunSummary> {
+        let topic = self.config.kafka.topic.clone();
+        let timeout = Duration::from_secs(10);
+        let targets = if once {
+            let high = tokio::task::block_in_place(|| {
+                kafka_source::high_watermarks(&self.consumer, &topic, timeout)
+            })?;
+            let committed = tokio::task::block_in_place(|| {
+                kafka_source::committed_offsets(
+                    &self.consumer,
+                    &topic,
+                    high.keys().copied(),
+                    timeout,
+                )
+            })?;
+            tracing::info!(
+                ?high,
+                ?committed,
+                "run --once: processing up to the current end of the topic"
+            );
+            Some((high, committed))
+        } else {
+            None
+        };
+        let mut consumed_to: BTreeMap<i32, i64> = BTreeMap::new();
+        tokio::pin!(shutdown);
+        loop {
+            let batch = tokio::select! {
+                batch = self.next_batch() => batch?,
+                () = &mut shutdown => {
+                    tracing::info!("shutdown requested");
+                    break;
+                }
+            };
+            for m in &batch {
+                let next = consumed_to.entry(m.source.partition).or_insert(0);
+                *next = (*next).max(m.source.offset + 1);
+            }
+            self.process(batch).await?;
+            let rolled = self.lake.roll_due(Instant::now())?;
+            self.acknowledge_objects(rolled);
+            self.store_advanced()?;
+            if let Some((high, committed)) = &targets {
+                let reached = |p: &i32, h: &i64| {
+                    consumed_to
+                        .get(p)
+                        .copied()
+                        .max(committed.get(p).copied())
+                        .is_some_and(|at| at >= *h)
+                        || *h == 0
+                };
+                if high.iter().all(|(p, h)| reached(p, h)) {
+                    let flushed = self.lake.flush()?;
+                    self.acknowledge_objects(flushed);
+                    self.store_advanced()?;
+                    if self.tracker.in_flight() == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        let flushed = self.lake.flush()?;
+        self.acknowledge_objects(flushed);
+        self.store_advanced()?;
+        let positions: BTreeMap<i32, i64> = consumed_to
+            .keys()
+            .filter_map(|&p| self.tracker.position(p).map(|pos| (p, pos)))
+            .collect();
+        tokio::task::block_in_place(|| {
+            kafka_source::commit_positions(&self.consumer, &topic, &positions)
+        })?;
+        let all_partitions: Vec<i32> = match &targets {
+            Some((high, _)) => high.keys().copied().collect(),
+            None => positions.keys().copied().collect(),
+        };
+        self.summary.committed_offsets = tokio::task::block_in_place(|| {
+            kafka_source::committed_offsets(&self.consumer, &topic, all_partitions, timeout)
+        })?;
+        Ok(self.summary)
+    }
+
+    /// Up to `batch_max` messages, waiting at most `batch_wait_ms` once the first has arrived
+    /// (and at most 200 ms for the first, so that the loop can roll segments and notice the end).
+    async fn next_batch(&mut self) -> anyhow::Result<Vec<Consumed>> {
+        let max = self.config.kafka.batch_max;
+        let wait = Duration::from_millis(self.config.kafka.batch_wait_ms);
+        let mut batch = Vec::with_capacity(max);
+        let mut deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+        while batch.len() < max {
+            let message = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Err(_elapsed) => break,
+                Ok(Err(e)) => {
+                    // Transient consumer errors (e.g. a partition EOF, a broker hiccup) are logged;
+                    // librdkafka retries on its own.
+                    tracing::warn!(error = %e, "consumer error");
+                    continue;
+                }
+                Ok(Ok(m)) => m,
+            };
+            if batch.is_empty() {
+                deadline = tokio::time::Instant::now() + wait;
+            }
+            batch.push(Consumed {
+                source: SourceRef {
+                    topic: message.topic().to_string(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                },
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            });
+        }
+        Ok(batch)
+    }
+
+    async fn process(&mut self, batch: Vec<Consumed>) -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.summary.consumed += batch.len() as u64;
+        let offset_minutes = self.config.validate.naive_timestamp_offset_minutes;
+        // Decoded ticks go to the chain in one batch; `slots` maps each message to its tick (or to
+        // the reason it did not decode).
+        let mut ticks = Vec::with_capacity(batch.len());
+        let slots: Vec<Result<usize, stockpipe_model::json::DecodeError>> = batch
+            .iter()
+            .map(|m| {
+                stockpipe_model::json::decode_tick(&m.payload, offset_minutes).map(|t| {
+                    ticks.push(t);
+                    ticks.len() - 1
+                })
+            })
+            .collect();
+        let chain = &mut self.chain;
+        let mut outcomes: Vec<Option<StageOutcome>> =
+            tokio::task::block_in_place(|| chain.process(&ticks))
+                .into_iter()
+                .map(Some)
+                .collect();
+        anyhow::ensure!(
+            outcomes.len() == ticks.len(),
+            "the chain returned {} outcomes for {} ticks",
+            outcomes.len(),
+            ticks.len()
+        );
+        let versions = self.chain.versions();
+        let dlq_topic = self.config.kafka.dead_letter_topic.clone();
+        let mut pending = Vec::new();
+        for (message, slot) in batch.iter().zip(slots) {
+            let (tick, outcome) = match slot {
+                Ok(i) => (
+                    Some(&ticks[i]),
+                    outcomes[i].take().expect("each outcome is taken once"),
+                ),
+                Err(e) => (
+                    None,
+                    StageOutcome::Refused {
+                        refusal: Refusal {
+                            stage: "decode",
+                            code: e.code.into(),
+                            message: e.message,
+                            guest_version: None,
+                        },
+                        dead_letter_topic: dlq_topic.clone(),
+                    },
+                ),
+            };
+            let source = &message.source;
+            match outcome {
+                StageOutcome::Refused {
+                    refusal,
+                    dead_letter_topic,
+                } => {
+                    self.summary.rejected += 1;
+                    tracing::debug!(partition = source.partition, offset = source.offset, stage = refusal.stage, code = %refusal.code, "refused");
+                    self.tracker.track(source.partition, source.offset, 1);
+                    let delivery = kafka_sink::send_dead_letter(
+                        &self.producer,
+                        &dead_letter_topic,
+                        message.key.as_deref(),
+                        &message.payload,
+                        &refusal,
+                        source,
+                    )
+                    .with_context(|| format!("enqueueing a dead letter to {dead_letter_topic}"))?;
+                    pending.push(Pending::DeadLetter(source.clone(), delivery));
+                }
+                StageOutcome::Accepted {
+                    enrichment,
+                    destinations,
+                } => {
+                    self.summary.accepted += 1;
+                    let tick = tick.expect("an accepted tick was decoded");
+                    let mut doc = document::accepted_document(tick, &enrichment, source, &versions);
+                    let sinks = u32::from(destinations.lake_partition.is_some())
+                        + u32::from(destinations.alert.is_some());
+                    self.tracker.track(source.partition, source.offset, sinks);
+                    if let Some(partition) = &destinations.lake_partition {
+                        let line = serde_json::to_vec(&doc).context("encoding a document")?;
+                        let rolled =
+                            self.lake
+                                .append(partition, source.partition, source.offset, &line)?;
+                        self.acknowledge_objects(rolled);
+                    }
+                    if let Some(alert) = &destinations.alert {
+                        doc.insert("alert_reason".into(), alert.reason.clone().into());
+                        let body = serde_json::to_vec(&doc).context("encoding an alert")?;
+                        let delivery = kafka_sink::send_alert(
+                            &self.producer,
+                            &alert.topic,
+                            message.key.as_deref(),
+                            &body,
+                        )
+                        .with_context(|| format!("enqueueing an alert to {}", alert.topic))?;
+                        pending.push(Pending::Alert(source.clone(), delivery));
+                    }
+                }
+            }
+        }
+        for p in pending {
+            let (source, delivery, is_dead_letter) = match p {
+                Pending::DeadLetter(s, d) => (s, d, true),
+                Pending::Alert(s, d) => (s, d, false),
+            };
+            match delivery.await {
+                Ok(Ok(_)) => {
+                    if is_dead_letter {
+                        self.summary.dead_lettered += 1;
+                    } else {
+                        self.summary.alerts += 1;
+                    }
+                    self.tracker.ack(source.partition, source.offset);
+                }
+                // Not acknowledged means not committed: stop here, the next run replays it.
+                Ok(Err((e, _))) => {
+                    return Err(e).with_context(|| {
+                        format!("delivering for {}/{}", source.partition, source.offset)
+                    });
+                }
+                Err(_) => anyhow::bail!(
+                    "the producer dropped a delivery for {}/{}",
+                    source.partition,
+                    source.offset
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    fn acknowledge_objects(&mut self, objects: Vec<WrittenObject>) {
+        for object in objects {
+            self.summary.lake_objects += 1;
+            self.summary.lake_lines += object.lines as u64;
+            for offset in object.offsets {
+                self.tracker.ack(object.partition, offset);
+            }
+        }
+    }
+
+    fn store_advanced(&mut self) -> anyhow::Result<()> {
+        let advanced = self.tracker.advanced();
+        kafka_source::store_positions(&self.consumer, &self.config.kafka.topic, &advanced)
+    }
+}

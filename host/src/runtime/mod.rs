@@ -1,0 +1,355 @@
+//! The wasm side of the host: the sandbox, the three stage guests, and the calls into them.
+//!
+//! - [`sandbox`]: engine, empty-WASI linker, memory cap, per-call epoch deadline.
+//! - [`bindings`]: the one `bindgen!`.
+//! - [`GuestComponent`]: a compiled, checked component and its version (a content hash).
+//! - [`StageInstance`]: a store + instance of one guest; a fault (trap, exhausted limit, wrong
+//!   number of outcomes) discards the instance and the next call gets a fresh one.
+//! - [`call_isolated`]: one call per batch; when that call faults, one call per item, so that only
+//!   the poison item fails and the rest of the batch goes on.
+
+pub mod bindings;
+pub mod convert;
+pub mod sandbox;
+
+use bindings::{enrich, route, types, validate};
+use sandbox::{GuestState, Sandbox};
+use sha2::Digest;
+use std::sync::Arc;
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+/// The three stages, in pipeline order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StageKind {
+    Validate,
+    Enrich,
+    Route,
+}
+
+impl StageKind {
+    pub const ALL: [StageKind; 3] = [StageKind::Validate, StageKind::Enrich, StageKind::Route];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Validate => "validate",
+            Self::Enrich => "enrich",
+            Self::Route => "route",
+        }
+    }
+
+    /// The component's file name in a guests directory.
+    pub fn file_name(self) -> String {
+        format!("{}.wasm", self.name())
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// The guest components built with this binary (see build.rs).
+pub const EMBEDDED_GUESTS: [(&str, &[u8]); 3] =
+    include!(concat!(env!("OUT_DIR"), "/embedded_guests.rs"));
+
+/// The component embedded in this binary for a stage.
+pub fn embedded_component(kind: StageKind) -> &'static [u8] {
+    EMBEDDED_GUESTS
+        .iter()
+        .find(|(name, _)| *name == kind.name())
+        .map(|(_, b)| *b)
+        .expect("every stage is embedded")
+}
+
+/// Why a component was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestLoadError {
+    #[error("guest {stage} from {source_name}: not a loadable component: {reason}")]
+    Compile {
+        stage: &'static str,
+        source_name: String,
+        reason: String,
+    },
+    #[error(
+        "guest {stage} from {source_name}: does not implement stockpipe:pipeline/{stage}@0.1.0: {reason}"
+    )]
+    WrongWorld {
+        stage: &'static str,
+        source_name: String,
+        reason: String,
+    },
+}
+
+/// A compiled component, checked to export its stage's interface.
+pub struct GuestComponent {
+    pub kind: StageKind,
+    /// `sha256:<first 16 hex digits>` of the component bytes.
+    pub version: String,
+    /// Where it came from: a path, or `embedded`.
+    pub source_name: String,
+    pre: InstancePre<GuestState>,
+}
+
+impl std::fmt::Debug for GuestComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestComponent")
+            .field("kind", &self.kind)
+            .field("version", &self.version)
+            .field("source_name", &self.source_name)
+            .finish()
+    }
+}
+
+/// The content hash that names a guest version.
+pub fn component_version(bytes: &[u8]) -> String {
+    let digest = sha2::Sha256::digest(bytes);
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+impl GuestComponent {
+    pub fn load(
+        sandbox: &Sandbox,
+        kind: StageKind,
+        bytes: &[u8],
+        source_name: impl Into<String>,
+    ) -> Result<Self, GuestLoadError> {
+        let source_name = source_name.into();
+        let stage = kind.name();
+        let pre = sandbox
+            .prepare(bytes)
+            .map_err(|e| GuestLoadError::Compile {
+                stage,
+                source_name: source_name.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let exported = match kind {
+            StageKind::Validate => validate::GuestIndices::new(&pre).map(drop),
+            StageKind::Enrich => enrich::GuestIndices::new(&pre).map(drop),
+            StageKind::Route => route::GuestIndices::new(&pre).map(drop),
+        };
+        exported.map_err(|e| GuestLoadError::WrongWorld {
+            stage,
+            source_name: source_name.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        Ok(Self {
+            kind,
+            version: component_version(bytes),
+            source_name,
+            pre,
+        })
+    }
+}
+
+/// What went wrong in one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestFault {
+    /// `deadline-exceeded`, `memory-exhausted`, `trap` or `broken-contract`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for GuestFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl GuestFault {
+    fn from_wasmtime(e: wasmtime::Error) -> Self {
+        let message = format!("{e:#}");
+        let code = match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => "deadline-exceeded",
+            _ if message.contains("growing memory") || message.contains("memory size") => {
+                "memory-exhausted"
+            }
+            _ => "trap",
+        };
+        Self { code, message }
+    }
+
+    fn wrong_length(expected: usize, got: usize) -> Self {
+        Self {
+            code: "broken-contract",
+            message: format!("guest returned {got} outcomes for {expected} inputs"),
+        }
+    }
+}
+
+enum Exports {
+    Validate(validate::Guest),
+    Enrich(enrich::Guest),
+    Route(route::Guest),
+}
+
+struct Live {
+    store: Store<GuestState>,
+    exports: Exports,
+}
+
+/// One guest's instance. Faults discard it; the next call instantiates afresh (~10 µs).
+pub struct StageInstance {
+    component: Arc<GuestComponent>,
+    deadline_epochs: u64,
+    new_store: Box<dyn Fn() -> Store<GuestState> + Send>,
+    live: Option<Live>,
+}
+
+impl StageInstance {
+    pub fn new(sandbox: Arc<Sandbox>, component: Arc<GuestComponent>) -> Self {
+        let deadline_epochs = sandbox.limits().deadline_epochs();
+        Self {
+            component,
+            deadline_epochs,
+            new_store: Box::new(move || sandbox.new_store()),
+            live: None,
+        }
+    }
+
+    pub fn component(&self) -> &Arc<GuestComponent> {
+        &self.component
+    }
+
+    fn live(&mut self) -> Result<&mut Live, GuestFault> {
+        if self.live.is_none() {
+            let mut store = (self.new_store)();
+            let pre = &self.component.pre;
+            let instance = pre
+                .instantiate(&mut store)
+                .map_err(GuestFault::from_wasmtime)?;
+            let exports = match self.component.kind {
+                StageKind::Validate => validate::GuestIndices::new(pre)
+                    .and_then(|i| i.load(&mut store, &instance))
+                    .map(Exports::Validate),
+                StageKind::Enrich => enrich::GuestIndices::new(pre)
+                    .and_then(|i| i.load(&mut store, &instance))
+                    .map(Exports::Enrich),
+                StageKind::Route => route::GuestIndices::new(pre)
+                    .and_then(|i| i.load(&mut store, &instance))
+                    .map(Exports::Route),
+            }
+            .map_err(GuestFault::from_wasmtime)?;
+            self.live = Some(Live { store, exports });
+        }
+        Ok(self.live.as_mut().expect("just set"))
+    }
+
+    /// Runs one call with a fresh deadline; any fault (or a result of the wrong length) discards
+    /// the instance.
+    fn call<I, O>(
+        &mut self,
+        inputs: &[I],
+        f: impl FnOnce(&Exports, &mut Store<GuestState>, &[I]) -> wasmtime::Result<Vec<O>>,
+    ) -> Result<Vec<O>, GuestFault> {
+        let deadline = self.deadline_epochs;
+        let live = self.live()?;
+        live.store.set_epoch_deadline(deadline);
+        let result = f(&live.exports, &mut live.store, inputs)
+            .map_err(GuestFault::from_wasmtime)
+            .and_then(|out| {
+                if out.len() == inputs.len() {
+                    Ok(out)
+                } else {
+                    Err(GuestFault::wrong_length(inputs.len(), out.len()))
+                }
+            });
+        if result.is_err() {
+            self.live = None;
+        }
+        result
+    }
+
+    pub fn validate(
+        &mut self,
+        config: &validate::ValidateConfig,
+        ticks: &[types::Tick],
+    ) -> Result<Vec<Option<types::Rejection>>, GuestFault> {
+        self.call(ticks, |exports, store, ticks| match exports {
+            Exports::Validate(g) => g.call_validate_batch(store, *config, ticks),
+            _ => unreachable!("a validate stage holds a validate guest"),
+        })
+    }
+
+    pub fn enrich(
+        &mut self,
+        config: &enrich::EnrichConfig,
+        ticks: &[types::Tick],
+    ) -> Result<Vec<Result<enrich::Enrichment, types::Rejection>>, GuestFault> {
+        self.call(ticks, |exports, store, ticks| match exports {
+            Exports::Enrich(g) => g.call_enrich_batch(store, *config, ticks),
+            _ => unreachable!("an enrich stage holds an enrich guest"),
+        })
+    }
+
+    pub fn route(
+        &mut self,
+        config: &route::RouteConfig,
+        inputs: &[route::RouteInput],
+    ) -> Result<Vec<route::Destinations>, GuestFault> {
+        self.call(inputs, |exports, store, inputs| match exports {
+            Exports::Route(g) => g.call_route_batch(store, config, inputs),
+            _ => unreachable!("a route stage holds a route guest"),
+        })
+    }
+}
+
+/// Calls `call` once for the whole batch; if that faults, once per item, so that a poison item
+/// fails alone. Returns one result per input, in order.
+pub fn call_isolated<I, O>(
+    inputs: &[I],
+    mut call: impl FnMut(&[I]) -> Result<Vec<O>, GuestFault>,
+) -> Vec<Result<O, GuestFault>> {
+    if inputs.is_empty() {
+        return Vec::new();
+    }
+    match call(inputs) {
+        Ok(outputs) => outputs.into_iter().map(Ok).collect(),
+        Err(batch_fault) => {
+            tracing::warn!(items = inputs.len(), fault = %batch_fault, "batch call faulted; retrying item by item");
+            inputs
+                .iter()
+                .map(|item| {
+                    call(std::slice::from_ref(item))
+                        .map(|mut one| one.pop().expect("length checked"))
+                })
+                .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolation_fails_only_the_poison_item() {
+        let inputs = [1, 2, 13, 4];
+        let mut calls = 0;
+        let out = call_isolated(&inputs, |batch| {
+            calls += 1;
+            if batch.contains(&13) {
+                Err(GuestFault {
+                    code: "trap",
+                    message: "unlucky".into(),
+                })
+            } else {
+                Ok(batch.iter().map(|x| x * 10).collect())
+            }
+        });
+        assert_eq!(calls, 5);
+        assert_eq!(out[0], Ok(10));
+        assert_eq!(out[2].as_ref().unwrap_err().code, "trap");
+        assert_eq!(out[3], Ok(40));
+    }
+
+    #[test]
+    fn deadline_epochs_round_up() {
+        let limits = sandbox::SandboxLimits {
+            call_deadline: std::time::Duration::from_millis(12),
+            epoch_tick: std::time::Duration::from_millis(5),
+            ..Default::default()
+        };
+        assert_eq!(limits.deadline_epochs(), 3);
+    }
+}

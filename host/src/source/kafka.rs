@@ -1,0 +1,151 @@
+//! Kafka clients. The consumer is a group member with `enable.auto.offset.store=false`: an offset
+//! is stored (and then auto-committed) only once the commit tracker says every sink acknowledged
+//! it and everything before it.
+
+use anyhow::Context;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The in-process mock cluster, kept alive as long as the pipeline runs.
+pub struct EmbeddedKafka {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl EmbeddedKafka {
+    /// Starts a one-broker mock cluster and creates `topics` with `partitions` each (the mock
+    /// cluster's admin API cannot create topics; its own call can).
+    pub fn start(topics: &[(&str, i32)]) -> anyhow::Result<Self> {
+        let cluster = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
+        for (topic, partitions) in topics {
+            cluster
+                .create_topic(topic, *partitions, 1)
+                .with_context(|| format!("creating topic {topic} on the mock cluster"))?;
+        }
+        Ok(Self { cluster })
+    }
+
+    pub fn bootstrap_servers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+}
+
+pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .with_context(|| format!("creating a Kafka producer for {brokers}"))
+}
+
+pub fn consumer(brokers: &str, group_id: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
+    consumer
+        .subscribe(&[topic])
+        .with_context(|| format!("subscribing to {topic}"))?;
+    Ok(consumer)
+}
+
+/// Partition -> high watermark, from the broker.
+pub fn high_watermarks(
+    consumer: &StreamConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("metadata of {topic}"))?;
+    let topic_md = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .context("topic missing from metadata")?;
+    if topic_md.partitions().is_empty() {
+        anyhow::bail!("topic {topic} has no partitions (does it exist?)");
+    }
+    topic_md
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), timeout)
+                .with_context(|| format!("watermarks of {topic}/{}", p.id()))?;
+            Ok((p.id(), high))
+        })
+        .collect()
+}
+
+/// Partition -> committed offset of the group (absent when the group never committed it).
+pub fn committed_offsets(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partitions: impl IntoIterator<Item = i32>,
+    timeout: Duration,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, timeout)
+        .context("fetching the group's committed offsets")?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Stores the next offsets to commit (picked up by the next auto-commit).
+pub fn store_positions(
+    consumer: &StreamConsumer,
+    topic: &str,
+    positions: &[(i32, i64)],
+) -> anyhow::Result<()> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for &(partition, next) in positions {
+        tpl.add_partition_offset(topic, partition, Offset::Offset(next))
+            .context("building the offsets list")?;
+    }
+    consumer.store_offsets(&tpl).context("storing offsets")
+}
+
+/// Commits positions synchronously (at shutdown, so that nothing acknowledged is replayed).
+pub fn commit_positions(
+    consumer: &StreamConsumer,
+    topic: &str,
+    positions: &BTreeMap<i32, i64>,
+) -> anyhow::Result<()> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (&partition, &next) in positions {
+        tpl.add_partition_offset(topic, partition, Offset::Offset(next))
+            .context("building the offsets list")?;
+    }
+    consumer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .context("committing offsets")
+}

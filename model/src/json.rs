@@ -1,0 +1,324 @@
+//! The Kite-style JSON the pipeline consumes: one tick per Kafka message.
+//!
+//! Decoding is strict about types (a price written as the string `"NaN"` is refused, not coerced)
+//! and names the offending field, because every refusal becomes a dead-letter reason.
+
+use crate::time::{from_epoch_millis, parse_timestamp};
+use crate::{DepthLevel, Tick};
+use serde_json::{Map, Value};
+
+/// Why a message could not be decoded into a [`Tick`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// `malformed-json`, `not-an-object`, `missing-field`, `wrong-type` or `bad-timestamp`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn missing(field: &str) -> DecodeError {
+    DecodeError {
+        code: "missing-field",
+        message: format!("field `{field}` is missing"),
+    }
+}
+
+fn wrong_type(field: &str, expected: &str, got: &Value) -> DecodeError {
+    let mut shown = got.to_string();
+    if shown.len() > 64 {
+        shown.truncate(64);
+        shown.push('…');
+    }
+    DecodeError {
+        code: "wrong-type",
+        message: format!("field `{field}` must be {expected}, got {shown}"),
+    }
+}
+
+fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a Value, DecodeError> {
+    obj.get(name).ok_or_else(|| missing(name))
+}
+
+fn float(obj: &Map<String, Value>, name: &str) -> Result<f64, DecodeError> {
+    let v = field(obj, name)?;
+    v.as_f64().ok_or_else(|| wrong_type(name, "a number", v))
+}
+
+/// An integer; an integral float such as `53611.0` is accepted, `53611.5` is not.
+fn integer(obj: &Map<String, Value>, name: &str) -> Result<i64, DecodeError> {
+    let v = field(obj, name)?;
+    if let Some(i) = v.as_i64() {
+        return Ok(i);
+    }
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+        _ => Err(wrong_type(name, "an integer", v)),
+    }
+}
+
+fn depth_side(depth: &Map<String, Value>, side: &str) -> Result<Vec<DepthLevel>, DecodeError> {
+    let path = format!("depth.{side}");
+    let levels = match depth.get(side) {
+        None => return Err(missing(&path)),
+        Some(Value::Array(levels)) => levels,
+        Some(other) => return Err(wrong_type(&path, "an array", other)),
+    };
+    levels
+        .iter()
+        .enumerate()
+        .map(|(i, level)| {
+            let at = format!("{path}[{i}]");
+            let obj = level
+                .as_object()
+                .ok_or_else(|| wrong_type(&at, "an object", level))?;
+            let named = |e: DecodeError| DecodeError {
+                message: format!("{at}: {}", e.message),
+                ..e
+            };
+            Ok(DepthLevel {
+                price: float(obj, "price").map_err(named)?,
+                orders: integer(obj, "orders").map_err(named)?,
+                quantity: integer(obj, "quantity").map_err(named)?,
+            })
+        })
+        .collect()
+}
+
+/// Decodes one message. `naive_offset_minutes`: see [`parse_timestamp`].
+pub fn decode_tick(bytes: &[u8], naive_offset_minutes: i32) -> Result<Tick, DecodeError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError {
+        code: "malformed-json",
+        message: e.to_string(),
+    })?;
+    let Value::Object(obj) = &value else {
+        return Err(wrong_type("(tick)", "an object", &value));
+    };
+    let ts = field(obj, "timestamp")?;
+    let timestamp_us = match ts {
+        Value::String(s) => parse_timestamp(s, naive_offset_minutes).map_err(|e| DecodeError {
+            code: "bad-timestamp",
+            message: e.0,
+        })?,
+        Value::Number(n) => n
+            .as_i64()
+            .and_then(from_epoch_millis)
+            .ok_or_else(|| wrong_type("timestamp", "epoch milliseconds as an integer", ts))?,
+        other => {
+            return Err(wrong_type(
+                "timestamp",
+                "a string or epoch milliseconds",
+                other,
+            ));
+        }
+    };
+    let token = field(obj, "instrument_token")?;
+    let instrument_token = token
+        .as_u64()
+        .ok_or_else(|| wrong_type("instrument_token", "a non-negative integer", token))?;
+    let depth = match field(obj, "depth")? {
+        Value::Object(d) => d,
+        other => {
+            return Err(wrong_type(
+                "depth",
+                "an object with `buy` and `sell`",
+                other,
+            ));
+        }
+    };
+    Ok(Tick {
+        timestamp_us,
+        instrument_token,
+        last_price: float(obj, "last_price")?,
+        volume: integer(obj, "volume")?,
+        sell_quantity: integer(obj, "sell_quantity")?,
+        last_quantity: integer(obj, "last_quantity")?,
+        change: float(obj, "change")?,
+        average_price: float(obj, "average_price")?,
+        open: float(obj, "open")?,
+        high: float(obj, "high")?,
+        low: float(obj, "low")?,
+        close: float(obj, "close")?,
+        depth_buy: depth_side(depth, "buy")?,
+        depth_sell: depth_side(depth, "sell")?,
+    })
+}
+
+fn depth_json(levels: &[DepthLevel]) -> Value {
+    Value::Array(
+        levels
+            .iter()
+            .map(|l| serde_json::json!({"price": l.price, "orders": l.orders, "quantity": l.quantity}))
+            .collect(),
+    )
+}
+
+/// The tick's own fields as a JSON object in the input format (the timestamp in the sample's form,
+/// UTC). `decode_tick(encode_tick(t)) == t`.
+pub fn encode_tick(t: &Tick) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert(
+        "timestamp".into(),
+        crate::time::format_sample_micros(t.timestamp_us).into(),
+    );
+    tick_fields(t, &mut m);
+    m
+}
+
+/// Every field but the timestamp, for callers that write their own timestamp form.
+pub fn tick_fields(t: &Tick, m: &mut Map<String, Value>) {
+    m.insert("instrument_token".into(), t.instrument_token.into());
+    m.insert("last_price".into(), t.last_price.into());
+    m.insert("volume".into(), t.volume.into());
+    m.insert("sell_quantity".into(), t.sell_quantity.into());
+    m.insert("last_quantity".into(), t.last_quantity.into());
+    m.insert("change".into(), t.change.into());
+    m.insert("average_price".into(), t.average_price.into());
+    m.insert("open".into(), t.open.into());
+    m.insert("high".into(), t.high.into());
+    m.insert("low".into(), t.low.into());
+    m.insert("close".into(), t.close.into());
+    m.insert(
+        "depth".into(),
+        serde_json::json!({"buy": depth_json(&t.depth_buy), "sell": depth_json(&t.depth_sell)}),
+    );
+}
+
+/// Splits an input file into one JSON text per tick: a JSON array (the sample's form) or
+/// newline-delimited JSON. Each element is re-serialized compactly; NDJSON lines are kept as they
+/// are (byte for byte), so a malformed line still reaches the pipeline and its dead-letter topic.
+pub fn split_input(text: &str) -> Result<Vec<Vec<u8>>, String> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        let items: Vec<Value> = serde_json::from_str(trimmed)
+            .map_err(|e| format!("input looks like a JSON array but is not valid JSON: {e}"))?;
+        return Ok(items.iter().map(|v| v.to_string().into_bytes()).collect());
+    }
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.as_bytes().to_vec())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"timestamp": "2017-06-20 07:35:05.284824", "instrument_token": 136519172,
+        "last_price": 253.95, "volume": 53611, "sell_quantity": 63121, "last_quantity": 10,
+        "change": 0.0196, "average_price": 253.84, "open": 254.0, "high": 254.95, "low": 253.1,
+        "close": 253.9, "depth": {"buy": [{"price": 253.7, "orders": 3, "quantity": 1068}],
+        "sell": [{"price": 253.95, "orders": 3, "quantity": 695}]}}"#;
+
+    fn with(field: &str, value: &str) -> String {
+        let mut v: Value = serde_json::from_str(GOOD).unwrap();
+        if value == "<remove>" {
+            v.as_object_mut().unwrap().remove(field);
+        } else {
+            v[field] = serde_json::from_str(value).unwrap();
+        }
+        v.to_string()
+    }
+
+    #[test]
+    fn decodes_the_sample_form() {
+        let t = decode_tick(GOOD.as_bytes(), 0).unwrap();
+        assert_eq!(t.instrument_token, 136_519_172);
+        assert_eq!(t.timestamp_us, 1_497_944_105_284_824);
+        assert_eq!(
+            t.depth_buy[0],
+            DepthLevel {
+                price: 253.7,
+                orders: 3,
+                quantity: 1068
+            }
+        );
+        assert_eq!(t.depth_sell.len(), 1);
+    }
+
+    #[test]
+    fn encode_round_trips() {
+        let t = decode_tick(GOOD.as_bytes(), 0).unwrap();
+        let text = Value::Object(encode_tick(&t)).to_string();
+        assert_eq!(decode_tick(text.as_bytes(), 0).unwrap(), t);
+    }
+
+    #[test]
+    fn accepts_rfc3339_and_epoch_millis() {
+        let rfc = with("timestamp", r#""2017-06-20T07:35:05.284824Z""#);
+        assert_eq!(
+            decode_tick(rfc.as_bytes(), 0).unwrap().timestamp_us,
+            1_497_944_105_284_824
+        );
+        let ms = with("timestamp", "1497944105284");
+        assert_eq!(
+            decode_tick(ms.as_bytes(), 0).unwrap().timestamp_us,
+            1_497_944_105_284_000
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases = [
+            (with("last_price", r#""NaN""#), "wrong-type", "last_price"),
+            (with("volume", "<remove>"), "missing-field", "volume"),
+            (with("volume", "1.5"), "wrong-type", "volume"),
+            (
+                with("instrument_token", "-3"),
+                "wrong-type",
+                "instrument_token",
+            ),
+            (
+                with("timestamp", r#""yesterday""#),
+                "bad-timestamp",
+                "yesterday",
+            ),
+            (
+                with(
+                    "depth",
+                    r#"{"buy": [{"price": 1.0, "orders": 1}], "sell": []}"#,
+                ),
+                "missing-field",
+                "depth.buy[0]",
+            ),
+            (
+                with("depth", r#"{"buy": []}"#),
+                "missing-field",
+                "depth.sell",
+            ),
+            ("{not json".to_string(), "malformed-json", ""),
+            ("[1,2]".to_string(), "wrong-type", "(tick)"),
+        ];
+        for (input, code, needle) in cases {
+            let e = decode_tick(input.as_bytes(), 0).unwrap_err();
+            assert_eq!(e.code, code, "{input}: {e}");
+            assert!(e.message.contains(needle), "{input}: {e}");
+        }
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let t = decode_tick(with("volume", "53611.0").as_bytes(), 0).unwrap();
+        assert_eq!(t.volume, 53611);
+    }
+
+    #[test]
+    fn splits_arrays_and_ndjson() {
+        assert_eq!(
+            split_input("[{\"a\": 1}, {\"b\": 2}]").unwrap(),
+            vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]
+        );
+        assert_eq!(
+            split_input("{\"a\": 1}\n\n{oops\n").unwrap(),
+            vec![b"{\"a\": 1}".to_vec(), b"{oops".to_vec()]
+        );
+        assert!(split_input("[{\"a\": 1},").is_err());
+    }
+}

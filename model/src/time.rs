@@ -1,0 +1,265 @@
+//! Civil time without a calendar crate: the guests need the date of a timestamp and the host must
+//! read the three timestamp forms the pipeline accepts.
+//!
+//! Accepted forms (see [`parse_timestamp`]):
+//! - `YYYY-MM-DD HH:MM:SS[.f{1,9}]` — the sample's form; a wall-clock time in a configured fixed
+//!   offset from UTC (default UTC);
+//! - RFC 3339: `YYYY-MM-DDTHH:MM:SS[.f]` followed by `Z` or `±HH:MM`;
+//! - epoch milliseconds, as a JSON integer (handled by the caller, see [`from_epoch_millis`]).
+
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day number (inverse of [`days_from_civil`]).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A UTC instant broken into calendar fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Civil {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub micros: u32,
+}
+
+impl Civil {
+    pub fn from_micros(us: i64) -> Self {
+        let days = us.div_euclid(MICROS_PER_DAY);
+        let rem = us.rem_euclid(MICROS_PER_DAY);
+        let (year, month, day) = civil_from_days(days);
+        let secs = rem / MICROS_PER_SECOND;
+        Self {
+            year,
+            month,
+            day,
+            hour: (secs / 3600) as u32,
+            minute: (secs / 60 % 60) as u32,
+            second: (secs % 60) as u32,
+            micros: (rem % MICROS_PER_SECOND) as u32,
+        }
+    }
+
+    /// `dt=YYYY-MM-DD/hour=HH`, the lake's Hive-style partition.
+    pub fn lake_partition(&self) -> String {
+        format!(
+            "dt={:04}-{:02}-{:02}/hour={:02}",
+            self.year, self.month, self.day, self.hour
+        )
+    }
+}
+
+/// RFC 3339 in UTC with microseconds: `2017-06-20T07:35:05.284824Z` (what Elasticsearch's
+/// `strict_date_optional_time_nanos` and BigQuery's TIMESTAMP both read).
+pub fn format_rfc3339_micros(us: i64) -> String {
+    let c = Civil::from_micros(us);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros
+    )
+}
+
+/// The sample's own form, `2017-06-20 07:35:05.284824`, in UTC.
+pub fn format_sample_micros(us: i64) -> String {
+    let c = Civil::from_micros(us);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros
+    )
+}
+
+/// Epoch milliseconds to µs, refusing values that overflow.
+pub fn from_epoch_millis(ms: i64) -> Option<i64> {
+    ms.checked_mul(1000)
+}
+
+/// Why a timestamp string was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimestampError(pub String);
+
+impl std::fmt::Display for TimestampError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TimestampError {}
+
+/// Parses the sample's form or RFC 3339 into UTC µs. `naive_offset_minutes` is the offset from UTC
+/// of wall-clock times that carry no zone (the sample's form); RFC 3339 carries its own.
+pub fn parse_timestamp(s: &str, naive_offset_minutes: i32) -> Result<i64, TimestampError> {
+    let err = |why: &str| TimestampError(format!("timestamp {s:?}: {why}"));
+    let b = s.as_bytes();
+    if b.len() < 19 {
+        return Err(err(
+            "too short; expected YYYY-MM-DD HH:MM:SS[.ffffff] or RFC 3339",
+        ));
+    }
+    let num = |range: std::ops::Range<usize>| -> Result<u32, TimestampError> {
+        let part = &b[range];
+        if part.iter().all(u8::is_ascii_digit) {
+            Ok(part
+                .iter()
+                .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0')))
+        } else {
+            Err(err("expected digits"))
+        }
+    };
+    if b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return Err(err("expected YYYY-MM-DD HH:MM:SS"));
+    }
+    let rfc3339 = match b[10] {
+        b' ' => false,
+        b'T' | b't' => true,
+        _ => return Err(err("expected ' ' or 'T' between date and time")),
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(i64::from(year), month) {
+        return Err(err("no such date"));
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return Err(err("no such time of day"));
+    }
+    let mut i = 19;
+    let mut micros = 0u32;
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = &b[start..i];
+        if digits.is_empty() || digits.len() > 9 {
+            return Err(err("fraction of a second must have 1 to 9 digits"));
+        }
+        for k in 0..6 {
+            micros = micros * 10 + digits.get(k).map_or(0, |d| u32::from(d - b'0'));
+        }
+    }
+    let offset_minutes: i64 = if rfc3339 {
+        match b.get(i) {
+            Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+            Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+                let (h, m) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+                if h > 23 || m > 59 {
+                    return Err(err("no such UTC offset"));
+                }
+                let v = i64::from(h * 60 + m);
+                if *sign == b'-' { -v } else { v }
+            }
+            _ => return Err(err("RFC 3339 needs a zone: 'Z' or ±HH:MM")),
+        }
+    } else {
+        if i != b.len() {
+            return Err(err("unexpected characters after the time"));
+        }
+        i64::from(naive_offset_minutes)
+    };
+    let days = days_from_civil(i64::from(year), month, day);
+    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_minutes * 60;
+    Ok(secs * MICROS_PER_SECOND + i64::from(micros))
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_round_trips_over_four_centuries() {
+        for days in (-200_000..200_000).step_by(37) {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+    }
+
+    #[test]
+    fn parses_the_sample_form_as_utc() {
+        let us = parse_timestamp("2017-06-20 07:35:05.284824", 0).unwrap();
+        // 2017-06-20T07:35:05Z is 1497944105 s.
+        assert_eq!(us, 1_497_944_105_284_824);
+        assert_eq!(format_rfc3339_micros(us), "2017-06-20T07:35:05.284824Z");
+        assert_eq!(format_sample_micros(us), "2017-06-20 07:35:05.284824");
+        assert_eq!(
+            Civil::from_micros(us).lake_partition(),
+            "dt=2017-06-20/hour=07"
+        );
+    }
+
+    #[test]
+    fn applies_configured_offset_to_naive_times_only() {
+        let ist = parse_timestamp("2017-06-20 13:05:05", 330).unwrap();
+        assert_eq!(ist, 1_497_944_105_000_000);
+        let rfc = parse_timestamp("2017-06-20T13:05:05+05:30", 0).unwrap();
+        assert_eq!(rfc, ist);
+        assert_eq!(parse_timestamp("2017-06-20T07:35:05Z", 330).unwrap(), ist);
+    }
+
+    #[test]
+    fn fractions_are_scaled_to_micros() {
+        let base = parse_timestamp("2017-06-20 07:35:05", 0).unwrap();
+        assert_eq!(
+            parse_timestamp("2017-06-20 07:35:05.5", 0).unwrap(),
+            base + 500_000
+        );
+        assert_eq!(
+            parse_timestamp("2017-06-20 07:35:05.123456789", 0).unwrap(),
+            base + 123_456
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_timestamps_with_a_reason() {
+        for bad in [
+            "",
+            "2017-06-20",
+            "2017-13-20 07:35:05",
+            "2017-02-30 07:35:05",
+            "2017-06-20 25:35:05",
+            "2017-06-20X07:35:05",
+            "2017-06-20T07:35:05",
+            "2017-06-20 07:35:05.",
+            "2017-06-20 07:35:05Z",
+            "2017-06-20 07:35:05 junk",
+            "20x7-06-20 07:35:05",
+        ] {
+            let e = parse_timestamp(bad, 0).unwrap_err();
+            assert!(e.0.contains("timestamp"), "{bad}: {e}");
+        }
+    }
+}
