@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const GUESTS: [&str; 3] = ["validate", "enrich", "route"];
+/// Built for the host's tests only: never embedded.
+const TEST_GUESTS: [&str; 1] = ["hostile"];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
@@ -36,7 +38,7 @@ fn main() {
     cmd.current_dir(&workspace)
         .args(["build", "--release", "--target", TARGET, "--target-dir"])
         .arg(&target_dir);
-    for guest in GUESTS {
+    for guest in GUESTS.iter().chain(&TEST_GUESTS) {
         cmd.args(["-p", &format!("stockpipe-guest-{guest}")]);
     }
     // What the parent cargo set for the host build must not leak into the wasm build.

@@ -216,10 +216,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     for c in [&components.validate, &components.enrich, &components.route] {
         tracing::info!(stage = c.kind.name(), version = %c.version, source = %c.source_name, "guest loaded");
     }
-    let now_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_micros() as i64;
-    let chain = WasmChain::new(sandbox, components, config.stage_configs(now_us));
+    let chain = WasmChain::new(sandbox, components, config.stage_configs(stockpipe::config::unix_now_us()));
 
     let k = &config.kafka;
     let embedded = if k.brokers.is_empty() {
@@ -376,7 +373,7 @@ fn guest_test(guest: &str, stage: Option<&str>, fixtures: &std::path::Path) -> a
     let report = stockpipe::guest_test::run_fixtures(
         sandbox,
         component,
-        &config.stage_configs(0),
+        &config.stage_configs(stockpipe::config::unix_now_us()),
         fixtures,
     )?;
     for m in &report.mismatches {

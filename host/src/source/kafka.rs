@@ -149,3 +149,50 @@ pub fn commit_positions(
         .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
         .context("committing offsets")
 }
+
+/// Every message of `topic` from the beginning up to its current end, read without a group
+/// (used by tests and tools to inspect the dead-letter and alerts topics).
+pub fn read_to_end(brokers: &str, topic: &str, timeout: Duration) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
+    use rdkafka::Message;
+    use rdkafka::consumer::BaseConsumer;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "stockpipe-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating a reader")?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("metadata of {topic}"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut ends = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        if high > low {
+            ends.insert(p, high);
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut messages = Vec::new();
+    let mut done: BTreeMap<i32, bool> = ends.keys().map(|&p| (p, false)).collect();
+    while done.values().any(|d| !d) {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "timed out reading {topic}");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                if m.offset() + 1 >= ends[&m.partition()] {
+                    done.insert(m.partition(), true);
+                }
+                messages.push(m.detach());
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, "reader"),
+            None => {}
+        }
+    }
+    Ok(messages)
+}

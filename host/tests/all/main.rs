@@ -1,0 +1,5 @@
+//! The host's integration tests, in one binary (it links once).
+
+mod e2e;
+mod guests;
+mod support;
