@@ -77,6 +77,8 @@ fn main() {
             "(\"{guest}\", include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{guest}.wasm\"))),\n"
         ));
     }
+    let test_guests = target_dir.join(TARGET).join("release");
+    println!("cargo:rustc-env=STOCKPIPE_TEST_GUESTS_DIR={}", test_guests.display());
     std::fs::write(
         out_dir.join("embedded_guests.rs"),
         format!("[\n{listing}]\n"),

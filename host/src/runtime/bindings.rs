@@ -7,5 +7,5 @@ wasmtime::component::bindgen!({
     path: "../wit",
 });
 
-pub use exports::stockpipe::pipeline::{enrich, route, validate};
-pub use stockpipe::pipeline::types;
+pub use self::exports::stockpipe::pipeline::{enrich, route, validate};
+pub use self::stockpipe::pipeline::types;

@@ -52,6 +52,10 @@ impl StageKind {
 pub const EMBEDDED_GUESTS: [(&str, &[u8]); 3] =
     include!(concat!(env!("OUT_DIR"), "/embedded_guests.rs"));
 
+/// Where build.rs put the test-only guests (e.g. `stockpipe_guest_hostile.wasm`); never embedded.
+#[doc(hidden)]
+pub const TEST_GUESTS_DIR: &str = env!("STOCKPIPE_TEST_GUESTS_DIR");
+
 /// The component embedded in this binary for a stage.
 pub fn embedded_component(kind: StageKind) -> &'static [u8] {
     EMBEDDED_GUESTS

@@ -19,7 +19,7 @@ pub fn tight_limits() -> SandboxLimits {
 }
 
 pub fn hostile_component(sandbox: &Sandbox) -> Arc<GuestComponent> {
-    let path = PathBuf::from(env!("STOCKPIPE_TEST_GUESTS_DIR")).join("stockpipe_guest_hostile.wasm");
+    let path = PathBuf::from(stockpipe::runtime::TEST_GUESTS_DIR).join("stockpipe_guest_hostile.wasm");
     let bytes = std::fs::read(&path).expect("the hostile guest is built by build.rs");
     Arc::new(GuestComponent::load(sandbox, StageKind::Validate, &bytes, path.display().to_string()).unwrap())
 }
