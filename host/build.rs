@@ -78,7 +78,10 @@ fn main() {
         ));
     }
     let test_guests = target_dir.join(TARGET).join("release");
-    println!("cargo:rustc-env=STOCKPIPE_TEST_GUESTS_DIR={}", test_guests.display());
+    println!(
+        "cargo:rustc-env=STOCKPIPE_TEST_GUESTS_DIR={}",
+        test_guests.display()
+    );
     std::fs::write(
         out_dir.join("embedded_guests.rs"),
         format!("[\n{listing}]\n"),

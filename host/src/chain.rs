@@ -204,7 +204,7 @@ impl WasmChain {
 
 impl StageChain for WasmChain {
     fn process(&mut self, ticks: &[Tick]) -> Vec<StageOutcome> {
-        let wit_ticks: Vec<_> = ticks.iter().map(convert::tick_to_wit).collect();
+        let mut wit_ticks: Vec<_> = ticks.iter().map(convert::tick_to_wit).collect();
         let validate_cfg = validate::ValidateConfig {
             min_timestamp_us: self.config.validate.min_timestamp_us,
             max_timestamp_us: self.config.validate.max_timestamp_us,
@@ -245,7 +245,16 @@ impl StageChain for WasmChain {
             ticks,
             verdicts,
             |accepted| {
-                let batch: Vec<_> = accepted.iter().map(|&i| wit_ticks[i].clone()).collect();
+                // The validated ticks move on to enrich: no copy of their depth lists.
+                let mut keep = vec![false; wit_ticks.len()];
+                for &i in accepted {
+                    keep[i] = true;
+                }
+                let batch: Vec<_> = std::mem::take(&mut wit_ticks)
+                    .into_iter()
+                    .zip(keep)
+                    .filter_map(|(t, k)| k.then_some(t))
+                    .collect();
                 call_isolated(&batch, |b| enrich.enrich(&enrich_cfg, b))
                     .into_iter()
                     .map(|o| match o {

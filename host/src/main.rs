@@ -216,7 +216,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     for c in [&components.validate, &components.enrich, &components.route] {
         tracing::info!(stage = c.kind.name(), version = %c.version, source = %c.source_name, "guest loaded");
     }
-    let chain = WasmChain::new(sandbox, components, config.stage_configs(stockpipe::config::unix_now_us()));
+    let chain = WasmChain::new(
+        sandbox,
+        components,
+        config.stage_configs(stockpipe::config::unix_now_us()),
+    );
 
     let k = &config.kafka;
     let embedded = if k.brokers.is_empty() {

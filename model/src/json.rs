@@ -91,8 +91,115 @@ fn depth_side(depth: &Map<String, Value>, side: &str) -> Result<Vec<DepthLevel>,
         .collect()
 }
 
+/// The typed fast path: the well-formed message (nearly every one) is decoded straight into
+/// structs, without building a `Value` tree. Anything it refuses is decoded again by
+/// [`decode_tick_slow`], which accepts the same inputs plus a few lenient forms and names the field
+/// of any refusal.
+mod fast {
+    use serde::Deserialize;
+
+    pub enum Timestamp<'a> {
+        Text(&'a str),
+        Millis(i64),
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Timestamp<'a> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = Timestamp<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a timestamp string or epoch milliseconds")
+                }
+                fn visit_borrowed_str<E: serde::de::Error>(
+                    self,
+                    v: &'de str,
+                ) -> Result<Self::Value, E> {
+                    Ok(Timestamp::Text(v))
+                }
+                fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                    Ok(Timestamp::Millis(v))
+                }
+                fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                    i64::try_from(v).map(Timestamp::Millis).map_err(E::custom)
+                }
+            }
+            d.deserialize_any(Visitor)
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub struct Level {
+        pub price: f64,
+        pub orders: i64,
+        pub quantity: i64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Depth {
+        pub buy: Vec<Level>,
+        pub sell: Vec<Level>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Tick<'a> {
+        #[serde(borrow)]
+        pub timestamp: Timestamp<'a>,
+        pub instrument_token: u64,
+        pub last_price: f64,
+        pub volume: i64,
+        pub sell_quantity: i64,
+        pub last_quantity: i64,
+        pub change: f64,
+        pub average_price: f64,
+        pub open: f64,
+        pub high: f64,
+        pub low: f64,
+        pub close: f64,
+        pub depth: Depth,
+    }
+}
+
 /// Decodes one message. `naive_offset_minutes`: see [`parse_timestamp`].
 pub fn decode_tick(bytes: &[u8], naive_offset_minutes: i32) -> Result<Tick, DecodeError> {
+    if let Ok(t) = serde_json::from_slice::<fast::Tick<'_>>(bytes) {
+        let timestamp_us = match t.timestamp {
+            fast::Timestamp::Text(s) => parse_timestamp(s, naive_offset_minutes).ok(),
+            fast::Timestamp::Millis(ms) => from_epoch_millis(ms),
+        };
+        if let Some(timestamp_us) = timestamp_us {
+            let levels = |side: Vec<fast::Level>| {
+                side.into_iter()
+                    .map(|l| DepthLevel {
+                        price: l.price,
+                        orders: l.orders,
+                        quantity: l.quantity,
+                    })
+                    .collect()
+            };
+            return Ok(Tick {
+                timestamp_us,
+                instrument_token: t.instrument_token,
+                last_price: t.last_price,
+                volume: t.volume,
+                sell_quantity: t.sell_quantity,
+                last_quantity: t.last_quantity,
+                change: t.change,
+                average_price: t.average_price,
+                open: t.open,
+                high: t.high,
+                low: t.low,
+                close: t.close,
+                depth_buy: levels(t.depth.buy),
+                depth_sell: levels(t.depth.sell),
+            });
+        }
+    }
+    decode_tick_slow(bytes, naive_offset_minutes)
+}
+
+/// The thorough path: a `Value` tree, every field checked by name.
+fn decode_tick_slow(bytes: &[u8], naive_offset_minutes: i32) -> Result<Tick, DecodeError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError {
         code: "malformed-json",
         message: e.to_string(),
@@ -300,6 +407,23 @@ mod tests {
             let e = decode_tick(input.as_bytes(), 0).unwrap_err();
             assert_eq!(e.code, code, "{input}: {e}");
             assert!(e.message.contains(needle), "{input}: {e}");
+        }
+    }
+
+    #[test]
+    fn fast_and_thorough_paths_agree() {
+        for input in [
+            GOOD.to_string(),
+            with("timestamp", "1497944105284"),
+            with("timestamp", r#""2017-06-20T07:35:05.284824+05:30""#),
+            with("depth", r#"{"buy": [], "sell": [], "extra": 1}"#),
+        ] {
+            let fast = decode_tick(input.as_bytes(), 0).unwrap();
+            assert_eq!(
+                decode_tick_slow(input.as_bytes(), 0).unwrap(),
+                fast,
+                "{input}"
+            );
         }
     }
 

@@ -10,7 +10,10 @@
 //! | 17 | reads an environment variable and a file, and rejects the tick with what it found |
 
 #[cfg(target_arch = "wasm32")]
-#[expect(unsafe_code, reason = "the canonical-ABI exports that wit-bindgen generates")]
+#[expect(
+    unsafe_code,
+    reason = "the canonical-ABI exports that wit-bindgen generates"
+)]
 mod bindings {
     wit_bindgen::generate!({ world: "validator", path: "../../wit" });
 
@@ -35,11 +38,17 @@ mod bindings {
                     16 => {}
                     17 => {
                         let env = std::env::var("HOME").map_err(|e| e.to_string());
-                        let file = std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string());
-                        let net = std::net::TcpStream::connect("127.0.0.1:9").map(|_| ()).map_err(|e| e.to_string());
+                        let file =
+                            std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string());
+                        let net = std::net::TcpStream::connect("127.0.0.1:9")
+                            .map(|_| ())
+                            .map_err(|e| e.to_string());
                         out.push(Some(Rejection {
                             code: ReasonCode::Other,
-                            message: format!("env={env:?} file={:?} net={net:?}", file.map(|f| f.len())),
+                            message: format!(
+                                "env={env:?} file={:?} net={net:?}",
+                                file.map(|f| f.len())
+                            ),
                         }));
                         continue;
                     }

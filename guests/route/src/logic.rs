@@ -53,14 +53,37 @@ pub struct Destinations {
     pub dead_letter_topic: Option<String>,
 }
 
+/// Routes a batch. Ticks of one batch mostly share an hour, so the partition string of the last
+/// hour seen is reused instead of formatted again.
 pub fn route_batch(config: &RouteConfig, inputs: &[RouteInput]) -> Vec<Destinations> {
+    let mut last: Option<(i64, String)> = None;
     inputs
         .iter()
-        .map(|input| route_one(config, input))
+        .map(|input| {
+            route_one_with(config, input, |us| {
+                let hour = us.div_euclid(3_600_000_000);
+                match &last {
+                    Some((h, partition)) if *h == hour => partition.clone(),
+                    _ => {
+                        let partition = Civil::from_micros(us).lake_partition();
+                        last = Some((hour, partition.clone()));
+                        partition
+                    }
+                }
+            })
+        })
         .collect()
 }
 
 pub fn route_one(config: &RouteConfig, input: &RouteInput) -> Destinations {
+    route_one_with(config, input, |us| Civil::from_micros(us).lake_partition())
+}
+
+fn route_one_with(
+    config: &RouteConfig,
+    input: &RouteInput,
+    partition: impl FnOnce(i64) -> String,
+) -> Destinations {
     if input.rejected {
         return Destinations {
             dead_letter_topic: Some(config.dead_letter_topic.clone()),
@@ -83,7 +106,7 @@ pub fn route_one(config: &RouteConfig, input: &RouteInput) -> Destinations {
     }
     Destinations {
         search_index: Some(config.search_index.clone()),
-        lake_partition: Some(Civil::from_micros(input.timestamp_us).lake_partition()),
+        lake_partition: Some(partition(input.timestamp_us)),
         alert: (!reasons.is_empty()).then(|| Alert {
             topic: config.alerts_topic.clone(),
             reason: reasons.join("; "),
@@ -170,6 +193,20 @@ mod tests {
         );
         // Accepted ticks with an alert still go to the index and the lake.
         assert!(route_one(&config, &input()).search_index.is_some());
+    }
+
+    #[test]
+    fn batches_route_like_single_ticks() {
+        let config = RouteConfig::default();
+        let inputs: Vec<RouteInput> = [0, 1, 3_600_000_000, 3_600_000_001, 5, 86_400_000_000]
+            .iter()
+            .map(|d| RouteInput {
+                timestamp_us: 1_497_944_105_284_824 + d,
+                ..input()
+            })
+            .collect();
+        let singles: Vec<_> = inputs.iter().map(|i| route_one(&config, i)).collect();
+        assert_eq!(route_batch(&config, &inputs), singles);
     }
 
     #[test]

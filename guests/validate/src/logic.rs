@@ -101,26 +101,35 @@ pub fn validate_tick(config: &ValidateConfig, t: &Tick) -> Result<(), Rejection>
 }
 
 fn positive_price(name: &str, price: f64) -> Result<(), Rejection> {
+    positive_price_at(price, || name.to_string())
+}
+
+/// `name` is only built when the check fails: valid ticks (nearly all) allocate nothing.
+fn positive_price_at(price: f64, name: impl Fn() -> String) -> Result<(), Rejection> {
     if !price.is_finite() {
         return Err(Rejection::new(
             ReasonCode::NotFinite,
-            format!("{name} is {price}"),
+            format!("{} is {price}", name()),
         ));
     }
     if price <= 0.0 {
         return Err(Rejection::new(
             ReasonCode::NonPositivePrice,
-            format!("{name} is {price}, must be > 0"),
+            format!("{} is {price}, must be > 0", name()),
         ));
     }
     Ok(())
 }
 
 fn non_negative(name: &str, qty: i64) -> Result<(), Rejection> {
+    non_negative_at(qty, || name.to_string())
+}
+
+fn non_negative_at(qty: i64, name: impl Fn() -> String) -> Result<(), Rejection> {
     if qty < 0 {
         return Err(Rejection::new(
             ReasonCode::NegativeQuantity,
-            format!("{name} is {qty}, must be >= 0"),
+            format!("{} is {qty}, must be >= 0", name()),
         ));
     }
     Ok(())
@@ -135,9 +144,9 @@ fn check_side(
 ) -> Result<Option<f64>, Rejection> {
     let mut previous: Option<f64> = None;
     for (i, level) in levels.iter().enumerate().filter(|(_, l)| !is_padding(l)) {
-        positive_price(&format!("{side}[{i}].price"), level.price)?;
-        non_negative(&format!("{side}[{i}].orders"), level.orders)?;
-        non_negative(&format!("{side}[{i}].quantity"), level.quantity)?;
+        positive_price_at(level.price, || format!("{side}[{i}].price"))?;
+        non_negative_at(level.orders, || format!("{side}[{i}].orders"))?;
+        non_negative_at(level.quantity, || format!("{side}[{i}].quantity"))?;
         if let Some(prev) = previous
             && !in_order(prev, level.price)
         {

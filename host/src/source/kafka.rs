@@ -152,7 +152,11 @@ pub fn commit_positions(
 
 /// Every message of `topic` from the beginning up to its current end, read without a group
 /// (used by tests and tools to inspect the dead-letter and alerts topics).
-pub fn read_to_end(brokers: &str, topic: &str, timeout: Duration) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
+pub fn read_to_end(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
     use rdkafka::Message;
     use rdkafka::consumer::BaseConsumer;
     let consumer: BaseConsumer = ClientConfig::new()
@@ -161,7 +165,9 @@ pub fn read_to_end(brokers: &str, topic: &str, timeout: Duration) -> anyhow::Res
         .set("enable.auto.commit", "false")
         .create()
         .context("creating a reader")?;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("metadata of {topic}"))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("metadata of {topic}"))?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -182,7 +188,10 @@ pub fn read_to_end(brokers: &str, topic: &str, timeout: Duration) -> anyhow::Res
     let mut messages = Vec::new();
     let mut done: BTreeMap<i32, bool> = ends.keys().map(|&p| (p, false)).collect();
     while done.values().any(|d| !d) {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "timed out reading {topic}");
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "timed out reading {topic}"
+        );
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 if m.offset() + 1 >= ends[&m.partition()] {

@@ -93,7 +93,7 @@ pub async fn produce_all(
         if pending.len() >= 10_000 {
             await_deliveries(&mut pending, topic).await?;
         }
-        if sent % 1000 == 0 {
+        if sent.is_multiple_of(1000) {
             progress(sent);
         }
     }

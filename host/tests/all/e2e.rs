@@ -22,14 +22,24 @@ fn bad_ticks() -> Vec<(Vec<u8>, &'static str)> {
         v.to_string().into_bytes()
     };
     vec![
-        (b"{\"timestamp\": \"2017-06-20 07:35:05\", \"instrument_token\": ".to_vec(), "malformed-json"),
-        (with(&|v| drop(v.as_object_mut().unwrap().remove("volume"))), "missing-field"),
+        (
+            b"{\"timestamp\": \"2017-06-20 07:35:05\", \"instrument_token\": ".to_vec(),
+            "malformed-json",
+        ),
+        (
+            with(&|v| drop(v.as_object_mut().unwrap().remove("volume"))),
+            "missing-field",
+        ),
         (with(&|v| v["last_price"] = "NaN".into()), "wrong-type"),
-        (with(&|v| v["last_price"] = (-12.5).into()), "non-positive-price"),
+        (
+            with(&|v| v["last_price"] = (-12.5).into()),
+            "non-positive-price",
+        ),
         (
             with(&|v| {
                 let ask = v["depth"]["sell"][0]["price"].as_f64().unwrap();
-                v["depth"]["buy"] = serde_json::json!([{"price": ask + 1.0, "orders": 1, "quantity": 10}]);
+                v["depth"]["buy"] =
+                    serde_json::json!([{"price": ask + 1.0, "orders": 1, "quantity": 10}]);
             }),
             "crossed-book",
         ),
@@ -41,10 +51,13 @@ async fn run_once(config: &Config, brokers: &str) -> RunSummary {
     let components = ChainComponents::embedded(&sandbox).unwrap();
     let chain = WasmChain::new(sandbox, components, config.stage_configs(unix_now_us()));
     let pipeline = Pipeline::new(config.clone(), brokers, chain).unwrap();
-    tokio::time::timeout(Duration::from_secs(120), pipeline.run(true, std::future::pending()))
-        .await
-        .expect("run --once finishes")
-        .unwrap()
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        pipeline.run(true, std::future::pending()),
+    )
+    .await
+    .expect("run --once finishes")
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,9 +65,12 @@ async fn sample_and_bad_ticks_end_to_end() {
     let mut config = Config::default();
     config.route.change_alert_pct = 0.5;
     let k = config.kafka.clone();
-    let cluster =
-        EmbeddedKafka::start(&[(k.topic.as_str(), 3), (k.dead_letter_topic.as_str(), 1), (k.alerts_topic.as_str(), 1)])
-            .unwrap();
+    let cluster = EmbeddedKafka::start(&[
+        (k.topic.as_str(), 3),
+        (k.dead_letter_topic.as_str(), 1),
+        (k.alerts_topic.as_str(), 1),
+    ])
+    .unwrap();
     let brokers = cluster.bootstrap_servers();
     let lake = tempfile::tempdir().unwrap();
     config.lake.dir = lake.path().to_path_buf();
@@ -67,18 +83,35 @@ async fn sample_and_bad_ticks_end_to_end() {
         payloads.insert(i * 20 + 7, payload.clone());
     }
     let producer = kafka_source::producer(&brokers).unwrap();
-    produce_all(&producer, &k.topic, &payloads, Pace::Max, |_| {}).await.unwrap();
+    produce_all(&producer, &k.topic, &payloads, Pace::Max, |_| {})
+        .await
+        .unwrap();
 
     let summary = run_once(&config, &brokers).await;
-    assert_eq!((summary.consumed, summary.accepted, summary.rejected), (105, 100, 5), "{summary:?}");
+    assert_eq!(
+        (summary.consumed, summary.accepted, summary.rejected),
+        (105, 100, 5),
+        "{summary:?}"
+    );
     assert_eq!(summary.dead_lettered, 5);
 
     // The lake: every good tick exactly once, NDJSON, RFC 3339 UTC timestamps.
     let mut docs = Vec::new();
     for entry in walk(lake.path()) {
-        assert!(entry.extension().is_some_and(|e| e == "ndjson"), "unexpected file {}", entry.display());
-        let rel = entry.strip_prefix(lake.path()).unwrap().to_string_lossy().into_owned();
-        assert!(rel.starts_with("stock-stream/dt=2017-06-20/hour=07/"), "{rel}");
+        assert!(
+            entry.extension().is_some_and(|e| e == "ndjson"),
+            "unexpected file {}",
+            entry.display()
+        );
+        let rel = entry
+            .strip_prefix(lake.path())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            rel.starts_with("stock-stream/dt=2017-06-20/hour=07/"),
+            "{rel}"
+        );
         for line in std::fs::read_to_string(&entry).unwrap().lines() {
             docs.push(serde_json::from_str::<serde_json::Value>(line).unwrap());
         }
@@ -87,25 +120,43 @@ async fn sample_and_bad_ticks_end_to_end() {
     assert_eq!(summary.lake_lines, 100);
     let positions: BTreeSet<(i64, i64)> = docs
         .iter()
-        .map(|d| (d["source"]["partition"].as_i64().unwrap(), d["source"]["offset"].as_i64().unwrap()))
+        .map(|d| {
+            (
+                d["source"]["partition"].as_i64().unwrap(),
+                d["source"]["offset"].as_i64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(positions.len(), 100, "no tick twice");
-    let ids: BTreeSet<&str> = docs.iter().map(|d| d["event_id"].as_str().unwrap()).collect();
+    let ids: BTreeSet<&str> = docs
+        .iter()
+        .map(|d| d["event_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 100);
     let tokens_in: BTreeMap<u64, usize> = good.iter().fold(BTreeMap::new(), |mut m, p| {
         let v: serde_json::Value = serde_json::from_slice(p).unwrap();
-        *m.entry(v["instrument_token"].as_u64().unwrap()).or_default() += 1;
+        *m.entry(v["instrument_token"].as_u64().unwrap())
+            .or_default() += 1;
         m
     });
     let tokens_out: BTreeMap<u64, usize> = docs.iter().fold(BTreeMap::new(), |mut m, d| {
-        *m.entry(d["instrument_token"].as_u64().unwrap()).or_default() += 1;
+        *m.entry(d["instrument_token"].as_u64().unwrap())
+            .or_default() += 1;
         m
     });
     assert_eq!(tokens_in, tokens_out);
     for d in &docs {
         let ts = d["timestamp"].as_str().unwrap();
-        assert!(ts.starts_with("2017-06-20T07:") && ts.ends_with('Z') && ts.len() == 27, "{ts}");
-        assert!(d["guest_versions"]["validate"].as_str().unwrap().starts_with("sha256:"));
+        assert!(
+            ts.starts_with("2017-06-20T07:") && ts.ends_with('Z') && ts.len() == 27,
+            "{ts}"
+        );
+        assert!(
+            d["guest_versions"]["validate"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
         assert!(d["spread_bps"].as_f64().unwrap() >= 0.0);
     }
 
@@ -122,12 +173,19 @@ async fn sample_and_bad_ticks_end_to_end() {
     let expected: HashMap<&[u8], &str> = bad.iter().map(|(p, c)| (p.as_slice(), *c)).collect();
     for m in &dead {
         let payload = m.payload().unwrap();
-        let code = expected.get(payload).unwrap_or_else(|| panic!("unexpected dead letter {payload:?}"));
+        let code = expected
+            .get(payload)
+            .unwrap_or_else(|| panic!("unexpected dead letter {payload:?}"));
         let hdrs: HashMap<String, String> = m
             .headers()
             .unwrap()
             .iter()
-            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap()).into_owned()))
+            .map(|h| {
+                (
+                    h.key.to_string(),
+                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
+                )
+            })
             .collect();
         assert_eq!(hdrs[headers::REASON_CODE], *code, "{hdrs:?}");
         assert!(!hdrs[headers::REASON].is_empty());
@@ -145,15 +203,22 @@ async fn sample_and_bad_ticks_end_to_end() {
     // Alerts: one per accepted tick whose |change| crosses 0.5 % (or whose spread crosses 50 bps).
     let expected_alerts = docs
         .iter()
-        .filter(|d| d["change"].as_f64().unwrap().abs() >= 0.5 || d["spread_bps"].as_f64().unwrap() >= 50.0)
+        .filter(|d| {
+            d["change"].as_f64().unwrap().abs() >= 0.5 || d["spread_bps"].as_f64().unwrap() >= 50.0
+        })
         .count() as u64;
-    assert!(expected_alerts > 0, "the sample should raise some alerts at 0.5 %");
+    assert!(
+        expected_alerts > 0,
+        "the sample should raise some alerts at 0.5 %"
+    );
     assert_eq!(summary.alerts, expected_alerts);
 
     // Offsets: committed to the end of every partition.
     let consumer = kafka_source::consumer(&brokers, "probe", &k.topic).unwrap();
-    let high = tokio::task::block_in_place(|| kafka_source::high_watermarks(&consumer, &k.topic, Duration::from_secs(10)))
-        .unwrap();
+    let high = tokio::task::block_in_place(|| {
+        kafka_source::high_watermarks(&consumer, &k.topic, Duration::from_secs(10))
+    })
+    .unwrap();
     assert_eq!(summary.committed_offsets, high);
     assert_eq!(high.values().sum::<i64>(), 105);
 
@@ -174,4 +239,16 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+#[test]
+fn the_example_config_is_complete_and_valid() {
+    let path = crate::support::workspace().join("stockpipe.example.toml");
+    let config = Config::load(&path).unwrap();
+    config.validate().unwrap();
+    assert_eq!(
+        config,
+        Config::default(),
+        "the example documents the defaults"
+    );
 }

@@ -3,7 +3,9 @@
 
 use crate::support::{hostile_component, sandbox, tight_limits, workspace};
 use std::sync::Arc;
-use stockpipe::chain::{ChainComponents, NativeChain, StageChain, StageConfigs, StageOutcome, WasmChain};
+use stockpipe::chain::{
+    ChainComponents, NativeChain, StageChain, StageConfigs, StageOutcome, WasmChain,
+};
 use stockpipe::guest_test::run_fixtures;
 use stockpipe::runtime::sandbox::SandboxLimits;
 use stockpipe::runtime::{GuestComponent, GuestLoadError, StageKind, embedded_component};
@@ -18,9 +20,13 @@ fn configs() -> StageConfigs {
 fn every_guest_passes_its_fixtures_under_production_limits() {
     let sandbox = sandbox(SandboxLimits::default());
     for kind in StageKind::ALL {
-        let component =
-            Arc::new(GuestComponent::load(&sandbox, kind, embedded_component(kind), "embedded").unwrap());
-        let dir = workspace().join("guests").join(kind.name()).join("fixtures");
+        let component = Arc::new(
+            GuestComponent::load(&sandbox, kind, embedded_component(kind), "embedded").unwrap(),
+        );
+        let dir = workspace()
+            .join("guests")
+            .join(kind.name())
+            .join("fixtures");
         let report = run_fixtures(sandbox.clone(), component, &configs(), &dir).unwrap();
         assert!(report.lines > 0, "{}: no fixture lines", kind.name());
         let shown: Vec<String> = report.mismatches.iter().map(ToString::to_string).collect();
@@ -31,9 +37,15 @@ fn every_guest_passes_its_fixtures_under_production_limits() {
 #[test]
 fn fixture_mismatches_are_reported_line_by_line() {
     let dir = tempfile::tempdir().unwrap();
-    let tick = std::fs::read_to_string(workspace().join("guests/validate/fixtures/sample/input.jsonl")).unwrap();
+    let tick =
+        std::fs::read_to_string(workspace().join("guests/validate/fixtures/sample/input.jsonl"))
+            .unwrap();
     let first = tick.lines().next().unwrap();
-    std::fs::write(dir.path().join("input.jsonl"), format!("{first}\n{first}\n")).unwrap();
+    std::fs::write(
+        dir.path().join("input.jsonl"),
+        format!("{first}\n{first}\n"),
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("expected.jsonl"),
         "{\"verdict\": \"accepted\"}\n{\"verdict\": \"rejected\", \"code\": \"crossed-book\"}\n",
@@ -41,8 +53,13 @@ fn fixture_mismatches_are_reported_line_by_line() {
     .unwrap();
     let sandbox = sandbox(SandboxLimits::default());
     let validate = Arc::new(
-        GuestComponent::load(&sandbox, StageKind::Validate, embedded_component(StageKind::Validate), "embedded")
-            .unwrap(),
+        GuestComponent::load(
+            &sandbox,
+            StageKind::Validate,
+            embedded_component(StageKind::Validate),
+            "embedded",
+        )
+        .unwrap(),
     );
     let report = run_fixtures(sandbox, validate, &configs(), dir.path()).unwrap();
     assert_eq!(report.lines, 2);
@@ -53,17 +70,30 @@ fn fixture_mismatches_are_reported_line_by_line() {
 #[test]
 fn a_component_of_another_world_is_refused() {
     let sandbox = sandbox(SandboxLimits::default());
-    let err = GuestComponent::load(&sandbox, StageKind::Validate, embedded_component(StageKind::Enrich), "enrich.wasm")
-        .unwrap_err();
+    let err = GuestComponent::load(
+        &sandbox,
+        StageKind::Validate,
+        embedded_component(StageKind::Enrich),
+        "enrich.wasm",
+    )
+    .unwrap_err();
     assert!(matches!(err, GuestLoadError::WrongWorld { .. }), "{err}");
-    assert!(err.to_string().contains("stockpipe:pipeline/validate@0.1.0"), "{err}");
-    let err = GuestComponent::load(&sandbox, StageKind::Route, b"\0asm not really", "junk.wasm").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("stockpipe:pipeline/validate@0.1.0"),
+        "{err}"
+    );
+    let err = GuestComponent::load(&sandbox, StageKind::Route, b"\0asm not really", "junk.wasm")
+        .unwrap_err();
     assert!(matches!(err, GuestLoadError::Compile { .. }), "{err}");
     assert!(err.to_string().contains("junk.wasm"), "{err}");
 }
 
 fn tick_with_token(token: u64) -> Tick {
-    Tick { instrument_token: token, ..stockpipe_model::example::tick() }
+    Tick {
+        instrument_token: token,
+        ..stockpipe_model::example::tick()
+    }
 }
 
 fn hostile_chain(limits: SandboxLimits) -> WasmChain {
@@ -83,24 +113,48 @@ fn refusal_code(outcome: &StageOutcome) -> Option<&str> {
 #[test]
 fn a_trap_or_exhausted_limit_fails_only_the_poison_tick() {
     let mut chain = hostile_chain(tight_limits());
-    let ticks: Vec<Tick> = [1, 13, 2, 14, 3, 15, 4].into_iter().map(tick_with_token).collect();
+    let ticks: Vec<Tick> = [1, 13, 2, 14, 3, 15, 4]
+        .into_iter()
+        .map(tick_with_token)
+        .collect();
     let outcomes = chain.process(&ticks);
     let codes: Vec<Option<&str>> = outcomes.iter().map(refusal_code).collect();
     assert_eq!(
         codes,
-        [None, Some("trap"), None, Some("deadline-exceeded"), None, Some("memory-exhausted"), None],
+        [
+            None,
+            Some("trap"),
+            None,
+            Some("deadline-exceeded"),
+            None,
+            Some("memory-exhausted"),
+            None
+        ],
         "{outcomes:#?}"
     );
     for outcome in &outcomes {
-        if let StageOutcome::Refused { refusal, dead_letter_topic } = outcome {
+        if let StageOutcome::Refused {
+            refusal,
+            dead_letter_topic,
+        } = outcome
+        {
             assert_eq!(refusal.stage, "validate");
-            assert!(refusal.guest_version.as_deref().unwrap().starts_with("sha256:"));
+            assert!(
+                refusal
+                    .guest_version
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("sha256:")
+            );
             assert_eq!(dead_letter_topic, "stock-stream.dlq");
         }
     }
     // The chain goes on with fresh instances.
     let again = chain.process(&[tick_with_token(5), tick_with_token(6)]);
-    assert!(again.iter().all(|o| refusal_code(o).is_none()), "{again:#?}");
+    assert!(
+        again.iter().all(|o| refusal_code(o).is_none()),
+        "{again:#?}"
+    );
 }
 
 #[test]
@@ -109,14 +163,20 @@ fn fewer_outcomes_than_inputs_is_a_broken_batch_not_a_misaligned_result() {
     let ticks: Vec<Tick> = [1, 16, 2].into_iter().map(tick_with_token).collect();
     let outcomes = chain.process(&ticks);
     let codes: Vec<Option<&str>> = outcomes.iter().map(refusal_code).collect();
-    assert_eq!(codes, [None, Some("broken-contract"), None], "{outcomes:#?}");
+    assert_eq!(
+        codes,
+        [None, Some("broken-contract"), None],
+        "{outcomes:#?}"
+    );
 }
 
 #[test]
 fn guests_get_no_environment_files_or_network() {
     let mut chain = hostile_chain(tight_limits());
     let outcomes = chain.process(&[tick_with_token(17)]);
-    let StageOutcome::Refused { refusal, .. } = &outcomes[0] else { panic!("{outcomes:?}") };
+    let StageOutcome::Refused { refusal, .. } = &outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
     // The guest reports what it could reach: every attempt must have failed.
     assert!(refusal.message.contains("env=Err("), "{}", refusal.message);
     assert!(refusal.message.contains("file=Err("), "{}", refusal.message);
@@ -124,7 +184,12 @@ fn guests_get_no_environment_files_or_network() {
 }
 
 fn mixed_ticks() -> Vec<Tick> {
-    let mut ticks = simulate(&SimulateOptions { instruments: 30, ticks: 3_000, seed: 9, ..Default::default() });
+    let mut ticks = simulate(&SimulateOptions {
+        instruments: 30,
+        ticks: 3_000,
+        seed: 9,
+        ..Default::default()
+    });
     for (i, t) in ticks.iter_mut().enumerate() {
         match i % 97 {
             1 => t.low = t.high + 1.0,
@@ -142,7 +207,11 @@ fn mixed_ticks() -> Vec<Tick> {
 #[test]
 fn wasm_chain_agrees_with_native_logic() {
     let sandbox = sandbox(SandboxLimits::default());
-    let mut wasm = WasmChain::new(sandbox.clone(), ChainComponents::embedded(&sandbox).unwrap(), configs());
+    let mut wasm = WasmChain::new(
+        sandbox.clone(),
+        ChainComponents::embedded(&sandbox).unwrap(),
+        configs(),
+    );
     let mut native = NativeChain { config: configs() };
     let ticks = mixed_ticks();
     let mut refused = 0;
@@ -152,14 +221,22 @@ fn wasm_chain_agrees_with_native_logic() {
         for (a, b) in w.iter().zip(&n) {
             match (a, b) {
                 (StageOutcome::Accepted { .. }, StageOutcome::Accepted { .. }) => assert_eq!(a, b),
-                (StageOutcome::Refused { refusal: ra, .. }, StageOutcome::Refused { refusal: rb, .. }) => {
+                (
+                    StageOutcome::Refused { refusal: ra, .. },
+                    StageOutcome::Refused { refusal: rb, .. },
+                ) => {
                     refused += 1;
-                    assert_eq!((ra.stage, &ra.code, &ra.message), (rb.stage, &rb.code, &rb.message));
+                    assert_eq!(
+                        (ra.stage, &ra.code, &ra.message),
+                        (rb.stage, &rb.code, &rb.message)
+                    );
                 }
                 _ => panic!("wasm {a:?} vs native {b:?}"),
             }
         }
     }
-    let broken = (0..ticks.len()).filter(|i| (1..=5).contains(&(i % 97))).count();
+    let broken = (0..ticks.len())
+        .filter(|i| (1..=5).contains(&(i % 97)))
+        .count();
     assert_eq!(refused, broken, "five of every 97 ticks are broken");
 }

@@ -19,13 +19,25 @@ pub fn tight_limits() -> SandboxLimits {
 }
 
 pub fn hostile_component(sandbox: &Sandbox) -> Arc<GuestComponent> {
-    let path = PathBuf::from(stockpipe::runtime::TEST_GUESTS_DIR).join("stockpipe_guest_hostile.wasm");
+    let path =
+        PathBuf::from(stockpipe::runtime::TEST_GUESTS_DIR).join("stockpipe_guest_hostile.wasm");
     let bytes = std::fs::read(&path).expect("the hostile guest is built by build.rs");
-    Arc::new(GuestComponent::load(sandbox, StageKind::Validate, &bytes, path.display().to_string()).unwrap())
+    Arc::new(
+        GuestComponent::load(
+            sandbox,
+            StageKind::Validate,
+            &bytes,
+            path.display().to_string(),
+        )
+        .unwrap(),
+    )
 }
 
 pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The project's own sample (made by `stockpipe simulate`).
