@@ -22,6 +22,121 @@ pub struct GuestBench {
     pub native_ns_per_tick: f64,
     /// JSON decode (the host's cost before the guests), per tick.
     pub decode_ns_per_tick: f64,
+    /// Where the wasm time goes, per tick.
+    pub stages: StageBreakdown,
+}
+
+/// Per-stage cost, ns per tick, each stage timed alone over the same batches.
+#[derive(Debug, Serialize)]
+pub struct StageBreakdown {
+    /// Host: domain tick -> WIT record (two depth lists copied).
+    pub to_wit_ns: f64,
+    pub validate_wasm_ns: f64,
+    pub validate_native_ns: f64,
+    pub enrich_wasm_ns: f64,
+    pub enrich_native_ns: f64,
+    pub route_wasm_ns: f64,
+    pub route_native_ns: f64,
+}
+
+fn per_tick(ticks: usize, f: impl FnMut()) -> f64 {
+    let mut f = f;
+    f();
+    let start = Instant::now();
+    f();
+    start.elapsed().as_secs_f64() * 1e9 / ticks as f64
+}
+
+fn stage_breakdown(
+    sandbox: &Arc<Sandbox>,
+    components: &ChainComponents,
+    config: &StageConfigs,
+    ticks: &[stockpipe_model::Tick],
+    batch: usize,
+) -> anyhow::Result<StageBreakdown> {
+    use crate::runtime::bindings::{enrich, route, validate};
+    use crate::runtime::{StageInstance, convert};
+    use stockpipe_guest_route::logic::RouteInput;
+    let n = ticks.len();
+    let wit: Vec<_> = ticks.iter().map(convert::tick_to_wit).collect();
+    let to_wit_ns = per_tick(n, || {
+        std::hint::black_box(ticks.iter().map(convert::tick_to_wit).collect::<Vec<_>>());
+    });
+    let mut v = StageInstance::new(sandbox.clone(), components.validate.clone());
+    let mut e = StageInstance::new(sandbox.clone(), components.enrich.clone());
+    let mut r = StageInstance::new(sandbox.clone(), components.route.clone());
+    let vc = validate::ValidateConfig {
+        min_timestamp_us: config.validate.min_timestamp_us,
+        max_timestamp_us: config.validate.max_timestamp_us,
+    };
+    let ec = enrich::EnrichConfig { imbalance_levels: config.enrich.imbalance_levels as u32 };
+    let rc = route::RouteConfig {
+        search_index: config.route.search_index.clone(),
+        alerts_topic: config.route.alerts_topic.clone(),
+        dead_letter_topic: config.route.dead_letter_topic.clone(),
+        change_alert_pct: config.route.change_alert_pct,
+        spread_alert_bps: config.route.spread_alert_bps,
+    };
+    let inputs: Vec<RouteInput> = ticks
+        .iter()
+        .map(|t| RouteInput {
+            timestamp_us: t.timestamp_us,
+            instrument_token: t.instrument_token,
+            change: t.change,
+            spread_bps: 5.0,
+            rejected: false,
+        })
+        .collect();
+    let wit_inputs: Vec<_> = inputs.iter().map(convert::route_input_to_wit).collect();
+    let mut failed = None;
+    let validate_wasm_ns = per_tick(n, || {
+        for chunk in wit.chunks(batch) {
+            if let Err(f) = v.validate(&vc, chunk) {
+                failed = Some(f);
+            }
+        }
+    });
+    let enrich_wasm_ns = per_tick(n, || {
+        for chunk in wit.chunks(batch) {
+            if let Err(f) = e.enrich(&ec, chunk) {
+                failed = Some(f);
+            }
+        }
+    });
+    let route_wasm_ns = per_tick(n, || {
+        for chunk in wit_inputs.chunks(batch) {
+            if let Err(f) = r.route(&rc, chunk) {
+                failed = Some(f);
+            }
+        }
+    });
+    if let Some(f) = failed {
+        anyhow::bail!("a guest faulted during the benchmark: {f}");
+    }
+    let validate_native_ns = per_tick(n, || {
+        for chunk in ticks.chunks(batch) {
+            std::hint::black_box(stockpipe_guest_validate::logic::validate_batch(&config.validate, chunk));
+        }
+    });
+    let enrich_native_ns = per_tick(n, || {
+        for chunk in ticks.chunks(batch) {
+            std::hint::black_box(stockpipe_guest_enrich::logic::enrich_batch(&config.enrich, chunk));
+        }
+    });
+    let route_native_ns = per_tick(n, || {
+        for chunk in inputs.chunks(batch) {
+            std::hint::black_box(stockpipe_guest_route::logic::route_batch(&config.route, chunk));
+        }
+    });
+    Ok(StageBreakdown {
+        to_wit_ns,
+        validate_wasm_ns,
+        validate_native_ns,
+        enrich_wasm_ns,
+        enrich_native_ns,
+        route_wasm_ns,
+        route_native_ns,
+    })
 }
 
 fn time_chain(
@@ -55,6 +170,7 @@ pub fn guests(ticks: usize, batch: usize, rounds: usize) -> anyhow::Result<Guest
     let config = StageConfigs::default();
     let sandbox = Arc::new(Sandbox::new(SandboxLimits::default())?);
     let components = ChainComponents::embedded(&sandbox)?;
+    let stages = stage_breakdown(&sandbox, &components, &config, &data, batch)?;
     let mut wasm = WasmChain::new(sandbox, components, config.clone());
     let mut native = NativeChain { config };
     // The two must agree before their speeds mean anything.
@@ -86,5 +202,6 @@ pub fn guests(ticks: usize, batch: usize, rounds: usize) -> anyhow::Result<Guest
         wasm_ns_per_tick: wasm_s * 1e9 / n,
         native_ns_per_tick: native_s * 1e9 / n,
         decode_ns_per_tick: decode_s * 1e9 / n,
+        stages,
     })
 }
