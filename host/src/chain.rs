@@ -5,13 +5,13 @@
 use crate::runtime::bindings::{enrich, route, validate};
 use crate::runtime::sandbox::Sandbox;
 use crate::runtime::{
-    GuestComponent, GuestFault, StageInstance, StageKind, call_isolated, convert,
+    GuestComponent, GuestFault, StageInstance, StageKind, call_isolated,
 };
 use std::sync::Arc;
 use stockpipe_guest_enrich::logic as enrich_logic;
 use stockpipe_guest_route::logic::{self as route_logic, Destinations, RouteInput};
 use stockpipe_guest_validate::logic as validate_logic;
-use stockpipe_model::{Enrichment, Rejection, Tick};
+use stockpipe_model::{Enrichment, Rejection, Tick, TickRef};
 
 /// Configuration handed to the guests on every call.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -204,14 +204,12 @@ impl WasmChain {
 
 impl StageChain for WasmChain {
     fn process(&mut self, ticks: &[Tick]) -> Vec<StageOutcome> {
-        let mut wit_ticks: Vec<_> = ticks.iter().map(convert::tick_to_wit).collect();
+        let views: Vec<TickRef<'_>> = ticks.iter().map(Tick::view).collect();
         let validate_cfg = validate::ValidateConfig {
             min_timestamp_us: self.config.validate.min_timestamp_us,
             max_timestamp_us: self.config.validate.max_timestamp_us,
         };
-        let enrich_cfg = enrich::EnrichConfig {
-            imbalance_levels: self.config.enrich.imbalance_levels as u32,
-        };
+        let enrich_cfg = enrich::EnrichConfig { imbalance_levels: self.config.enrich.imbalance_levels as u32 };
         let r = &self.config.route;
         let route_cfg = route::RouteConfig {
             search_index: r.search_index.clone(),
@@ -226,15 +224,11 @@ impl StageChain for WasmChain {
             self.route.component().version.clone(),
         );
         let validate = &mut self.validate;
-        let verdicts = call_isolated(&wit_ticks, |batch| validate.validate(&validate_cfg, batch))
+        let verdicts = call_isolated(&views, |batch| validate.validate(&validate_cfg, batch))
             .into_iter()
             .map(|v| match v {
                 Ok(None) => Ok(()),
-                Ok(Some(r)) => Err(Refusal::rejected(
-                    StageKind::Validate,
-                    &vv,
-                    convert::rejection_from_wit(r),
-                )),
+                Ok(Some(r)) => Err(Refusal::rejected(StageKind::Validate, &vv, r)),
                 Err(f) => Err(Refusal::faulted(StageKind::Validate, &vv, f)),
             })
             .collect();
@@ -245,37 +239,20 @@ impl StageChain for WasmChain {
             ticks,
             verdicts,
             |accepted| {
-                // The validated ticks move on to enrich: no copy of their depth lists.
-                let mut keep = vec![false; wit_ticks.len()];
-                for &i in accepted {
-                    keep[i] = true;
-                }
-                let batch: Vec<_> = std::mem::take(&mut wit_ticks)
-                    .into_iter()
-                    .zip(keep)
-                    .filter_map(|(t, k)| k.then_some(t))
-                    .collect();
+                let batch: Vec<TickRef<'_>> = accepted.iter().map(|&i| views[i]).collect();
                 call_isolated(&batch, |b| enrich.enrich(&enrich_cfg, b))
                     .into_iter()
                     .map(|o| match o {
-                        Ok(Ok(e)) => Ok(convert::enrichment_from_wit(e)),
-                        Ok(Err(r)) => Err(Refusal::rejected(
-                            StageKind::Enrich,
-                            &ev,
-                            convert::rejection_from_wit(r),
-                        )),
+                        Ok(Ok(e)) => Ok(e),
+                        Ok(Err(r)) => Err(Refusal::rejected(StageKind::Enrich, &ev, r)),
                         Err(f) => Err(Refusal::faulted(StageKind::Enrich, &ev, f)),
                     })
                     .collect()
             },
             |inputs| {
-                let batch: Vec<_> = inputs.iter().map(convert::route_input_to_wit).collect();
-                call_isolated(&batch, |b| route.route(&route_cfg, b))
+                call_isolated(inputs, |b| route.route(&route_cfg, b))
                     .into_iter()
-                    .map(|o| {
-                        o.map(convert::destinations_from_wit)
-                            .map_err(|f| Refusal::faulted(StageKind::Route, &rv, f))
-                    })
+                    .map(|o| o.map_err(|f| Refusal::faulted(StageKind::Route, &rv, f)))
                     .collect()
             },
         )
@@ -298,7 +275,8 @@ pub struct NativeChain {
 impl StageChain for NativeChain {
     fn process(&mut self, ticks: &[Tick]) -> Vec<StageOutcome> {
         let config = &self.config;
-        let verdicts = validate_logic::validate_batch(&config.validate, ticks)
+        let views: Vec<TickRef<'_>> = ticks.iter().map(Tick::view).collect();
+        let verdicts = validate_logic::validate_batch(&config.validate, &views)
             .into_iter()
             .map(|v| match v {
                 None => Ok(()),
@@ -313,7 +291,7 @@ impl StageChain for NativeChain {
                 accepted
                     .iter()
                     .map(|&i| {
-                        enrich_logic::enrich_tick(&config.enrich, &ticks[i])
+                        enrich_logic::enrich_tick(&config.enrich, &views[i])
                             .map_err(|r| Refusal::rejected(StageKind::Enrich, "native", r))
                     })
                     .collect()

@@ -15,7 +15,7 @@ use crate::chain::StageConfigs;
 use crate::runtime::bindings::{enrich, route, validate};
 use crate::runtime::sandbox::Sandbox;
 use crate::runtime::{
-    GuestComponent, GuestFault, StageInstance, StageKind, call_isolated, convert,
+    GuestComponent, GuestFault, StageInstance, StageKind, call_isolated,
 };
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -95,7 +95,7 @@ fn run_case(
                         .and_then(Value::as_f64)
                         .with_context(|| format!("input line {}: `{k}`", i + 1))
                 };
-                Ok(route::RouteInput {
+                Ok(stockpipe_guest_route::logic::RouteInput {
                     timestamp_us: num("timestamp_us")? as i64,
                     instrument_token: num("instrument_token")? as u64,
                     change: num("change")?,
@@ -125,15 +125,15 @@ fn run_case(
             })
             .collect());
     }
-    let ticks = lines
+    let owned = lines
         .iter()
         .enumerate()
         .map(|(i, l)| {
             stockpipe_model::json::decode_tick(l.as_bytes(), 0)
-                .map(|t| convert::tick_to_wit(&t))
                 .map_err(|e| anyhow::anyhow!("input line {} does not decode: {e}", i + 1))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let ticks: Vec<_> = owned.iter().map(stockpipe_model::Tick::view).collect();
     Ok(match kind {
         StageKind::Validate => {
             let v = &configs.validate;
@@ -145,7 +145,7 @@ fn run_case(
                 .into_iter()
                 .map(|o| match o {
                     Ok(None) => json!({"verdict": "accepted"}),
-                    Ok(Some(r)) => rejection_json(convert::rejection_from_wit(r)),
+                    Ok(Some(r)) => rejection_json(r),
                     Err(f) => fault_json(&f),
                 })
                 .collect()
@@ -168,7 +168,7 @@ fn run_case(
                         "hour": e.hour,
                         "minute": e.minute,
                     }),
-                    Ok(Err(r)) => rejection_json(convert::rejection_from_wit(r)),
+                    Ok(Err(r)) => rejection_json(r),
                     Err(f) => fault_json(&f),
                 })
                 .collect()

@@ -1,13 +1,15 @@
 //! The tick as plain Rust, shared by both sides of the wasm boundary.
 //!
-//! - [`Tick`] / [`DepthLevel`]: the domain types the guests' `logic.rs` works on (the host converts
-//!   them to and from the WIT records; the guests' `lib.rs` does the same on their side).
+//! - [`Tick`] / [`TickRef`] / [`DepthLevel`]: the domain types; the guests' `logic.rs` reads
+//!   [`TickRef`]s.
+//! - [`columns`]: batches column by column, as they cross the wasm boundary.
 //! - [`time`]: civil-date arithmetic and the timestamp formats the pipeline accepts.
 //! - [`hash`]: a stable 64-bit content hash (event ids, guest versions).
 //! - `json` (feature): decoding the Kite-style JSON the pipeline consumes, with a reason for every
 //!   refusal, and encoding the documents it writes. Guests do not enable it.
 #![forbid(unsafe_code)]
 
+pub mod columns;
 pub mod example;
 mod guest_glue;
 pub mod hash;
@@ -43,6 +45,68 @@ pub struct Tick {
     pub depth_buy: Vec<DepthLevel>,
     /// Asks, best first.
     pub depth_sell: Vec<DepthLevel>,
+}
+
+/// A tick borrowed from a batch: what the stages' logic reads. Guests build these over the
+/// batch's columns without copying a tick; the host borrows its decoded [`Tick`]s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TickRef<'a> {
+    pub timestamp_us: i64,
+    pub instrument_token: u64,
+    pub last_price: f64,
+    pub volume: i64,
+    pub sell_quantity: i64,
+    pub last_quantity: i64,
+    pub change: f64,
+    pub average_price: f64,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub depth_buy: &'a [DepthLevel],
+    pub depth_sell: &'a [DepthLevel],
+}
+
+impl Tick {
+    pub fn view(&self) -> TickRef<'_> {
+        TickRef {
+            timestamp_us: self.timestamp_us,
+            instrument_token: self.instrument_token,
+            last_price: self.last_price,
+            volume: self.volume,
+            sell_quantity: self.sell_quantity,
+            last_quantity: self.last_quantity,
+            change: self.change,
+            average_price: self.average_price,
+            open: self.open,
+            high: self.high,
+            low: self.low,
+            close: self.close,
+            depth_buy: &self.depth_buy,
+            depth_sell: &self.depth_sell,
+        }
+    }
+}
+
+impl TickRef<'_> {
+    pub fn to_tick(&self) -> Tick {
+        Tick {
+            timestamp_us: self.timestamp_us,
+            instrument_token: self.instrument_token,
+            last_price: self.last_price,
+            volume: self.volume,
+            sell_quantity: self.sell_quantity,
+            last_quantity: self.last_quantity,
+            change: self.change,
+            average_price: self.average_price,
+            open: self.open,
+            high: self.high,
+            low: self.low,
+            close: self.close,
+            depth_buy: self.depth_buy.to_vec(),
+            depth_sell: self.depth_sell.to_vec(),
+        }
+    }
 }
 
 /// Why a stage refused a tick (mirrors the WIT `reason-code`).
@@ -90,8 +154,8 @@ impl Rejection {
     }
 }
 
-/// Features the enrich stage derives from one tick (mirrors the WIT `enrichment`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Features the enrich stage derives from one tick (a row of the WIT `enrichment-batch`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Enrichment {
     pub event_id: u64,
     pub mid_price: f64,

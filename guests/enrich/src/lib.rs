@@ -4,47 +4,34 @@
 pub mod logic;
 
 #[cfg(target_arch = "wasm32")]
-#[expect(
-    unsafe_code,
-    reason = "the canonical-ABI exports that wit-bindgen generates"
-)]
+#[expect(unsafe_code, reason = "the canonical-ABI exports that wit-bindgen generates")]
 mod bindings {
     wit_bindgen::generate!({ world: "enricher", path: "../../wit" });
     stockpipe_model::guest_type_conversions!();
 
     use crate::logic;
-    use exports::stockpipe::pipeline::enrich::{EnrichConfig, Enrichment, Guest};
-    use stockpipe::pipeline::types::{Rejection, Tick};
+    use exports::stockpipe::pipeline::enrich::{EnrichConfig, EnrichmentBatch, Guest};
+    use stockpipe::pipeline::types::TickBatch;
+    use stockpipe_model::columns::EnrichmentColumns;
 
     struct Enrich;
 
     impl Guest for Enrich {
-        fn enrich_batch(
-            config: EnrichConfig,
-            ticks: Vec<Tick>,
-        ) -> Vec<Result<Enrichment, Rejection>> {
-            let config = logic::EnrichConfig {
-                imbalance_levels: config.imbalance_levels as usize,
-            };
-            let ticks: Vec<_> = ticks.into_iter().map(tick_from_wit).collect();
-            logic::enrich_batch(&config, &ticks)
-                .into_iter()
-                .map(|outcome| {
-                    outcome
-                        .map(|e| Enrichment {
-                            event_id: e.event_id,
-                            mid_price: e.mid_price,
-                            spread: e.spread,
-                            spread_bps: e.spread_bps,
-                            book_imbalance: e.book_imbalance,
-                            notional: e.notional,
-                            deviation_bps: e.deviation_bps,
-                            hour: e.hour,
-                            minute: e.minute,
-                        })
-                        .map_err(rejection_to_wit)
-                })
-                .collect()
+        fn enrich_batch(config: EnrichConfig, ticks: TickBatch) -> EnrichmentBatch {
+            let config = logic::EnrichConfig { imbalance_levels: config.imbalance_levels as usize };
+            let c = EnrichmentColumns::from_outcomes(with_tick_views(ticks, |views| logic::enrich_batch(&config, views)));
+            EnrichmentBatch {
+                rejected: c.rejected.into_iter().map(|r| r.map(rejection_to_wit)).collect(),
+                event_id: c.event_id,
+                mid_price: c.mid_price,
+                spread: c.spread,
+                spread_bps: c.spread_bps,
+                book_imbalance: c.book_imbalance,
+                notional: c.notional,
+                deviation_bps: c.deviation_bps,
+                hour: c.hour,
+                minute: c.minute,
+            }
         }
     }
 

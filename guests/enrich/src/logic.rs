@@ -6,7 +6,7 @@
 
 use stockpipe_model::hash::Fnv64;
 use stockpipe_model::time::Civil;
-use stockpipe_model::{DepthLevel, Enrichment, ReasonCode, Rejection, Tick};
+use stockpipe_model::{DepthLevel, Enrichment, ReasonCode, Rejection, TickRef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EnrichConfig {
@@ -22,13 +22,13 @@ impl Default for EnrichConfig {
     }
 }
 
-pub fn enrich_batch(config: &EnrichConfig, ticks: &[Tick]) -> Vec<Result<Enrichment, Rejection>> {
+pub fn enrich_batch(config: &EnrichConfig, ticks: &[TickRef<'_>]) -> Vec<Result<Enrichment, Rejection>> {
     ticks.iter().map(|t| enrich_tick(config, t)).collect()
 }
 
 /// Deterministic id of a tick's content: instrument, instant, price and the cumulative volume
 /// identify a quote; a re-sent quote hashes to the same id.
-pub fn event_id(t: &Tick) -> u64 {
+pub fn event_id(t: &TickRef<'_>) -> u64 {
     Fnv64::default()
         .write_u64(t.instrument_token)
         .write_u64(t.timestamp_us as u64)
@@ -44,9 +44,9 @@ fn real_levels(levels: &[DepthLevel]) -> impl Iterator<Item = &DepthLevel> {
         .filter(|l| !(l.price == 0.0 && l.orders == 0 && l.quantity == 0))
 }
 
-pub fn enrich_tick(config: &EnrichConfig, t: &Tick) -> Result<Enrichment, Rejection> {
-    let best_bid = real_levels(&t.depth_buy).next().map(|l| l.price);
-    let best_ask = real_levels(&t.depth_sell).next().map(|l| l.price);
+pub fn enrich_tick(config: &EnrichConfig, t: &TickRef<'_>) -> Result<Enrichment, Rejection> {
+    let best_bid = real_levels(t.depth_buy).next().map(|l| l.price);
+    let best_ask = real_levels(t.depth_sell).next().map(|l| l.price);
     let (mid_price, spread) = match (best_bid, best_ask) {
         (Some(bid), Some(ask)) => ((bid + ask) / 2.0, ask - bid),
         _ => (t.last_price, 0.0),
@@ -63,7 +63,7 @@ pub fn enrich_tick(config: &EnrichConfig, t: &Tick) -> Result<Enrichment, Reject
             .map(|l| l.quantity as f64)
             .sum()
     };
-    let (bid_qty, ask_qty) = (depth_qty(&t.depth_buy), depth_qty(&t.depth_sell));
+    let (bid_qty, ask_qty) = (depth_qty(t.depth_buy), depth_qty(t.depth_sell));
     let book_imbalance = if bid_qty + ask_qty > 0.0 {
         (bid_qty - ask_qty) / (bid_qty + ask_qty)
     } else {
@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn features_of_the_first_sample_tick() {
-        let e = enrich_tick(&EnrichConfig::default(), &tick()).unwrap();
+        let e = enrich_tick(&EnrichConfig::default(), &tick().view()).unwrap();
         assert!(close(e.mid_price, (253.7 + 253.95) / 2.0));
         assert!(close(e.spread, 253.95 - 253.7));
         assert!(close(e.spread_bps, (253.95 - 253.7) / 253.825 * 10_000.0));
@@ -132,7 +132,7 @@ mod tests {
     fn one_sided_book_falls_back_to_last_price() {
         let mut t = tick();
         t.depth_sell.clear();
-        let e = enrich_tick(&EnrichConfig::default(), &t).unwrap();
+        let e = enrich_tick(&EnrichConfig::default(), &t.view()).unwrap();
         assert_eq!((e.mid_price, e.spread, e.spread_bps), (253.95, 0.0, 0.0));
         assert!(close(e.book_imbalance, 1.0));
     }
@@ -140,10 +140,10 @@ mod tests {
     #[test]
     fn event_id_is_deterministic_and_content_sensitive() {
         let t = tick();
-        assert_eq!(event_id(&t), event_id(&t.clone()));
+        assert_eq!(event_id(&t.view()), event_id(&t.clone().view()));
         let mut other = tick();
         other.timestamp_us += 1;
-        assert_ne!(event_id(&t), event_id(&other));
+        assert_ne!(event_id(&t.view()), event_id(&other.view()));
     }
 
     #[test]
@@ -153,7 +153,7 @@ mod tests {
         t.depth_sell.clear();
         t.last_price = 0.0;
         assert_eq!(
-            enrich_tick(&EnrichConfig::default(), &t).unwrap_err().code,
+            enrich_tick(&EnrichConfig::default(), &t.view()).unwrap_err().code,
             ReasonCode::NotFinite
         );
     }

@@ -18,15 +18,15 @@ mod bindings {
     wit_bindgen::generate!({ world: "validator", path: "../../wit" });
 
     use exports::stockpipe::pipeline::validate::{Guest, ValidateConfig};
-    use stockpipe::pipeline::types::{ReasonCode, Rejection, Tick};
+    use stockpipe::pipeline::types::{ReasonCode, Rejection, TickBatch};
 
     struct Hostile;
 
     impl Guest for Hostile {
-        fn validate_batch(_config: ValidateConfig, ticks: Vec<Tick>) -> Vec<Option<Rejection>> {
-            let mut out = Vec::with_capacity(ticks.len());
-            for t in &ticks {
-                match t.instrument_token {
+        fn validate_batch(_config: ValidateConfig, ticks: TickBatch) -> Vec<Option<Rejection>> {
+            let mut out = Vec::with_capacity(ticks.instrument_token.len());
+            for &token in &ticks.instrument_token {
+                match token {
                     13 => panic!("hostile guest: poison tick"),
                     14 => loop {
                         std::hint::black_box(&out);
@@ -54,7 +54,7 @@ mod bindings {
                     }
                     _ => {}
                 }
-                if t.instrument_token != 16 {
+                if token != 16 {
                     out.push(None);
                 }
             }

@@ -5,31 +5,26 @@
 pub mod logic;
 
 #[cfg(target_arch = "wasm32")]
-#[expect(
-    unsafe_code,
-    reason = "the canonical-ABI exports that wit-bindgen generates"
-)]
+#[expect(unsafe_code, reason = "the canonical-ABI exports that wit-bindgen generates")]
 mod bindings {
     wit_bindgen::generate!({ world: "validator", path: "../../wit" });
     stockpipe_model::guest_type_conversions!();
 
     use crate::logic;
     use exports::stockpipe::pipeline::validate::{Guest, ValidateConfig};
-    use stockpipe::pipeline::types::{Rejection, Tick};
+    use stockpipe::pipeline::types::{Rejection, TickBatch};
 
     struct Validate;
 
     impl Guest for Validate {
-        fn validate_batch(config: ValidateConfig, ticks: Vec<Tick>) -> Vec<Option<Rejection>> {
+        fn validate_batch(config: ValidateConfig, ticks: TickBatch) -> Vec<Option<Rejection>> {
             let config = logic::ValidateConfig {
                 min_timestamp_us: config.min_timestamp_us,
                 max_timestamp_us: config.max_timestamp_us,
             };
-            let ticks: Vec<_> = ticks.into_iter().map(tick_from_wit).collect();
-            logic::validate_batch(&config, &ticks)
-                .into_iter()
-                .map(|verdict| verdict.map(rejection_to_wit))
-                .collect()
+            with_tick_views(ticks, |views| {
+                logic::validate_batch(&config, views).into_iter().map(|v| v.map(rejection_to_wit)).collect()
+            })
         }
     }
 

@@ -5,7 +5,7 @@
 //! it (the last trade may print outside the day's range as reported in the same quote).
 #![forbid(unsafe_code)]
 
-use stockpipe_model::{DepthLevel, ReasonCode, Rejection, Tick};
+use stockpipe_model::{DepthLevel, ReasonCode, Rejection, TickRef};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ValidateConfig {
@@ -26,7 +26,7 @@ impl Default for ValidateConfig {
 }
 
 /// One verdict per tick, in order: `None` = accepted.
-pub fn validate_batch(config: &ValidateConfig, ticks: &[Tick]) -> Vec<Option<Rejection>> {
+pub fn validate_batch(config: &ValidateConfig, ticks: &[TickRef<'_>]) -> Vec<Option<Rejection>> {
     ticks
         .iter()
         .map(|t| validate_tick(config, t).err())
@@ -38,7 +38,7 @@ pub fn is_padding(level: &DepthLevel) -> bool {
     level.price == 0.0 && level.orders == 0 && level.quantity == 0
 }
 
-pub fn validate_tick(config: &ValidateConfig, t: &Tick) -> Result<(), Rejection> {
+pub fn validate_tick(config: &ValidateConfig, t: &TickRef<'_>) -> Result<(), Rejection> {
     if t.timestamp_us < config.min_timestamp_us {
         return Err(Rejection::new(
             ReasonCode::BadTimestamp,
@@ -87,8 +87,8 @@ pub fn validate_tick(config: &ValidateConfig, t: &Tick) -> Result<(), Rejection>
     ] {
         non_negative(name, qty)?;
     }
-    let best_bid = check_side("depth.buy", &t.depth_buy, |better, worse| better >= worse)?;
-    let best_ask = check_side("depth.sell", &t.depth_sell, |better, worse| better <= worse)?;
+    let best_bid = check_side("depth.buy", t.depth_buy, |better, worse| better >= worse)?;
+    let best_ask = check_side("depth.sell", t.depth_sell, |better, worse| better <= worse)?;
     if let (Some(bid), Some(ask)) = (best_bid, best_ask)
         && bid > ask
     {
@@ -167,6 +167,7 @@ fn check_side(
 mod tests {
     use super::*;
 
+    use stockpipe_model::Tick;
     use stockpipe_model::example::tick;
 
     fn code(t: &Tick) -> Option<ReasonCode> {
@@ -207,7 +208,7 @@ mod tests {
     fn refuses_low_above_high() {
         let mut t = tick();
         t.low = 300.0;
-        let r = validate_tick(&ValidateConfig::default(), &t).unwrap_err();
+        let r = validate_tick(&ValidateConfig::default(), &t.view()).unwrap_err();
         assert_eq!(r.code, ReasonCode::InvertedRange);
         assert!(r.message.contains("low 300"), "{}", r.message);
     }
@@ -263,23 +264,24 @@ mod tests {
         let mut t = tick();
         t.timestamp_us = 999;
         assert_eq!(
-            validate_tick(&config, &t).unwrap_err().code,
+            validate_tick(&config, &t.view()).unwrap_err().code,
             ReasonCode::BadTimestamp
         );
         t.timestamp_us = 2_001;
         assert_eq!(
-            validate_tick(&config, &t).unwrap_err().code,
+            validate_tick(&config, &t.view()).unwrap_err().code,
             ReasonCode::BadTimestamp
         );
         t.timestamp_us = 1_500;
-        assert!(validate_tick(&config, &t).is_ok());
+        assert!(validate_tick(&config, &t.view()).is_ok());
     }
 
     #[test]
     fn batch_keeps_order_and_length() {
         let mut bad = tick();
         bad.low = 1_000.0;
-        let verdicts = validate_batch(&ValidateConfig::default(), &[tick(), bad, tick()]);
+        let (good, bad) = (tick(), bad);
+        let verdicts = validate_batch(&ValidateConfig::default(), &[good.view(), bad.view(), good.view()]);
         assert_eq!(verdicts.len(), 3);
         assert!(verdicts[0].is_none() && verdicts[2].is_none());
         assert_eq!(

@@ -1,29 +1,37 @@
-//! Conversions between the host's domain types (`stockpipe_model`) and the WIT records.
+//! Conversions between the host's domain types and the WIT records. Columns are moved, not copied.
 
 use super::bindings::{enrich, route, types};
+use stockpipe_guest_route::logic::RouteInput;
+use stockpipe_guest_route::plan::{RouteColumns, RoutePlan};
 use stockpipe_model as model;
+use stockpipe_model::columns::{EnrichmentColumns, TickColumns};
 
-pub fn tick_to_wit(t: &model::Tick) -> types::Tick {
-    let level = |l: &model::DepthLevel| types::DepthLevel {
-        price: l.price,
-        orders: l.orders,
-        quantity: l.quantity,
-    };
-    types::Tick {
-        timestamp_us: t.timestamp_us,
-        instrument_token: t.instrument_token,
-        last_price: t.last_price,
-        volume: t.volume,
-        sell_quantity: t.sell_quantity,
-        last_quantity: t.last_quantity,
-        change: t.change,
-        average_price: t.average_price,
-        open: t.open,
-        high: t.high,
-        low: t.low,
-        close: t.close,
-        depth_buy: t.depth_buy.iter().map(level).collect(),
-        depth_sell: t.depth_sell.iter().map(level).collect(),
+pub fn tick_batch(ticks: &[model::TickRef<'_>]) -> types::TickBatch {
+    let mut c = TickColumns::with_capacity(ticks.len());
+    for t in ticks {
+        c.push(t);
+    }
+    types::TickBatch {
+        timestamp_us: c.timestamp_us,
+        instrument_token: c.instrument_token,
+        last_price: c.last_price,
+        volume: c.volume,
+        sell_quantity: c.sell_quantity,
+        last_quantity: c.last_quantity,
+        change: c.change,
+        average_price: c.average_price,
+        open: c.open,
+        high: c.high,
+        low: c.low,
+        close: c.close,
+        bid_count: c.bid_count,
+        bid_price: c.bid_price,
+        bid_orders: c.bid_orders,
+        bid_quantity: c.bid_quantity,
+        ask_count: c.ask_count,
+        ask_price: c.ask_price,
+        ask_orders: c.ask_orders,
+        ask_quantity: c.ask_quantity,
     }
 }
 
@@ -39,44 +47,42 @@ pub fn rejection_from_wit(r: types::Rejection) -> model::Rejection {
         W::BadTimestamp => model::ReasonCode::BadTimestamp,
         W::Other => model::ReasonCode::Other,
     };
-    model::Rejection {
-        code,
-        message: r.message,
+    model::Rejection { code, message: r.message }
+}
+
+pub fn enrichment_columns_from_wit(b: enrich::EnrichmentBatch) -> EnrichmentColumns {
+    EnrichmentColumns {
+        rejected: b.rejected.into_iter().map(|r| r.map(rejection_from_wit)).collect(),
+        event_id: b.event_id,
+        mid_price: b.mid_price,
+        spread: b.spread,
+        spread_bps: b.spread_bps,
+        book_imbalance: b.book_imbalance,
+        notional: b.notional,
+        deviation_bps: b.deviation_bps,
+        hour: b.hour,
+        minute: b.minute,
     }
 }
 
-pub fn enrichment_from_wit(e: enrich::Enrichment) -> model::Enrichment {
-    model::Enrichment {
-        event_id: e.event_id,
-        mid_price: e.mid_price,
-        spread: e.spread,
-        spread_bps: e.spread_bps,
-        book_imbalance: e.book_imbalance,
-        notional: e.notional,
-        deviation_bps: e.deviation_bps,
-        hour: e.hour,
-        minute: e.minute,
+pub fn route_batch(inputs: &[RouteInput]) -> route::RouteInputBatch {
+    let c = RouteColumns::from_inputs(inputs);
+    route::RouteInputBatch {
+        timestamp_us: c.timestamp_us,
+        instrument_token: c.instrument_token,
+        change: c.change,
+        spread_bps: c.spread_bps,
+        rejected: c.rejected,
     }
 }
 
-pub fn destinations_from_wit(d: route::Destinations) -> stockpipe_guest_route::logic::Destinations {
-    stockpipe_guest_route::logic::Destinations {
-        search_index: d.search_index,
-        lake_partition: d.lake_partition,
-        alert: d.alert.map(|a| stockpipe_guest_route::logic::Alert {
-            topic: a.topic,
-            reason: a.reason,
-        }),
-        dead_letter_topic: d.dead_letter_topic,
-    }
-}
-
-pub fn route_input_to_wit(i: &stockpipe_guest_route::logic::RouteInput) -> route::RouteInput {
-    route::RouteInput {
-        timestamp_us: i.timestamp_us,
-        instrument_token: i.instrument_token,
-        change: i.change,
-        spread_bps: i.spread_bps,
-        rejected: i.rejected,
+pub fn route_plan_from_wit(p: route::RoutePlan) -> RoutePlan {
+    RoutePlan {
+        names: p.names,
+        search_index: p.search_index,
+        lake_partition: p.lake_partition,
+        alert_topic: p.alert_topic,
+        alert_reason: p.alert_reason,
+        dead_letter_topic: p.dead_letter_topic,
     }
 }

@@ -12,7 +12,7 @@ pub mod bindings;
 pub mod convert;
 pub mod sandbox;
 
-use bindings::{enrich, route, types, validate};
+use bindings::{enrich, route, validate};
 use sandbox::{GuestState, Sandbox};
 use sha2::Digest;
 use std::sync::Arc;
@@ -173,11 +173,8 @@ impl GuestFault {
         Self { code, message }
     }
 
-    fn wrong_length(expected: usize, got: usize) -> Self {
-        Self {
-            code: "broken-contract",
-            message: format!("guest returned {got} outcomes for {expected} inputs"),
-        }
+    fn broken_contract(message: String) -> Self {
+        Self { code: "broken-contract", message }
     }
 }
 
@@ -239,25 +236,16 @@ impl StageInstance {
         Ok(self.live.as_mut().expect("just set"))
     }
 
-    /// Runs one call with a fresh deadline; any fault (or a result of the wrong length) discards
-    /// the instance.
-    fn call<I, O>(
+    /// Runs one call with a fresh deadline; any fault (or an answer of the wrong shape)
+    /// discards the instance.
+    fn call<O>(
         &mut self,
-        inputs: &[I],
-        f: impl FnOnce(&Exports, &mut Store<GuestState>, &[I]) -> wasmtime::Result<Vec<O>>,
-    ) -> Result<Vec<O>, GuestFault> {
+        f: impl FnOnce(&Exports, &mut Store<GuestState>) -> Result<O, GuestFault>,
+    ) -> Result<O, GuestFault> {
         let deadline = self.deadline_epochs;
         let live = self.live()?;
         live.store.set_epoch_deadline(deadline);
-        let result = f(&live.exports, &mut live.store, inputs)
-            .map_err(GuestFault::from_wasmtime)
-            .and_then(|out| {
-                if out.len() == inputs.len() {
-                    Ok(out)
-                } else {
-                    Err(GuestFault::wrong_length(inputs.len(), out.len()))
-                }
-            });
+        let result = f(&live.exports, &mut live.store);
         if result.is_err() {
             self.live = None;
         }
@@ -267,34 +255,54 @@ impl StageInstance {
     pub fn validate(
         &mut self,
         config: &validate::ValidateConfig,
-        ticks: &[types::Tick],
-    ) -> Result<Vec<Option<types::Rejection>>, GuestFault> {
-        self.call(ticks, |exports, store, ticks| match exports {
-            Exports::Validate(g) => g.call_validate_batch(store, *config, ticks),
-            _ => unreachable!("a validate stage holds a validate guest"),
+        ticks: &[stockpipe_model::TickRef<'_>],
+    ) -> Result<Vec<Option<stockpipe_model::Rejection>>, GuestFault> {
+        let batch = convert::tick_batch(ticks);
+        self.call(|exports, store| {
+            let Exports::Validate(g) = exports else { unreachable!("a validate stage holds a validate guest") };
+            let out = g.call_validate_batch(store, *config, &batch).map_err(GuestFault::from_wasmtime)?;
+            expect_len(ticks.len(), out.len())?;
+            Ok(out.into_iter().map(|v| v.map(convert::rejection_from_wit)).collect())
         })
     }
 
     pub fn enrich(
         &mut self,
         config: &enrich::EnrichConfig,
-        ticks: &[types::Tick],
-    ) -> Result<Vec<Result<enrich::Enrichment, types::Rejection>>, GuestFault> {
-        self.call(ticks, |exports, store, ticks| match exports {
-            Exports::Enrich(g) => g.call_enrich_batch(store, *config, ticks),
-            _ => unreachable!("an enrich stage holds an enrich guest"),
+        ticks: &[stockpipe_model::TickRef<'_>],
+    ) -> Result<Vec<Result<stockpipe_model::Enrichment, stockpipe_model::Rejection>>, GuestFault> {
+        let batch = convert::tick_batch(ticks);
+        self.call(|exports, store| {
+            let Exports::Enrich(g) = exports else { unreachable!("an enrich stage holds an enrich guest") };
+            let out = g.call_enrich_batch(store, *config, &batch).map_err(GuestFault::from_wasmtime)?;
+            let outcomes =
+                convert::enrichment_columns_from_wit(out).into_outcomes().map_err(GuestFault::broken_contract)?;
+            expect_len(ticks.len(), outcomes.len())?;
+            Ok(outcomes)
         })
     }
 
     pub fn route(
         &mut self,
         config: &route::RouteConfig,
-        inputs: &[route::RouteInput],
-    ) -> Result<Vec<route::Destinations>, GuestFault> {
-        self.call(inputs, |exports, store, inputs| match exports {
-            Exports::Route(g) => g.call_route_batch(store, config, inputs),
-            _ => unreachable!("a route stage holds a route guest"),
+        inputs: &[stockpipe_guest_route::logic::RouteInput],
+    ) -> Result<Vec<stockpipe_guest_route::logic::Destinations>, GuestFault> {
+        let batch = convert::route_batch(inputs);
+        self.call(|exports, store| {
+            let Exports::Route(g) = exports else { unreachable!("a route stage holds a route guest") };
+            let out = g.call_route_batch(store, config, &batch).map_err(GuestFault::from_wasmtime)?;
+            let destinations = convert::route_plan_from_wit(out).decode().map_err(GuestFault::broken_contract)?;
+            expect_len(inputs.len(), destinations.len())?;
+            Ok(destinations)
         })
+    }
+}
+
+fn expect_len(inputs: usize, outputs: usize) -> Result<(), GuestFault> {
+    if inputs == outputs {
+        Ok(())
+    } else {
+        Err(GuestFault::broken_contract(format!("guest returned {outputs} outcomes for {inputs} inputs")))
     }
 }
 

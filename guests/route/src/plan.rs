@@ -1,0 +1,165 @@
+//! The route stage's batch shapes as plain Rust (mirrors of the WIT `route-input-batch` and
+//! `route-plan`): inputs column by column, and the plan, where each destination name is written
+//! once and every tick holds indices into the names. Used by the guest's adapter and by the host.
+#![forbid(unsafe_code)]
+
+use crate::logic::{Alert, Destinations, RouteInput};
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteColumns {
+    pub timestamp_us: Vec<i64>,
+    pub instrument_token: Vec<u64>,
+    pub change: Vec<f64>,
+    pub spread_bps: Vec<f64>,
+    pub rejected: Vec<bool>,
+}
+
+impl RouteColumns {
+    pub fn from_inputs(inputs: &[RouteInput]) -> Self {
+        Self {
+            timestamp_us: inputs.iter().map(|i| i.timestamp_us).collect(),
+            instrument_token: inputs.iter().map(|i| i.instrument_token).collect(),
+            change: inputs.iter().map(|i| i.change).collect(),
+            spread_bps: inputs.iter().map(|i| i.spread_bps).collect(),
+            rejected: inputs.iter().map(|i| i.rejected).collect(),
+        }
+    }
+
+    pub fn to_inputs(&self) -> Result<Vec<RouteInput>, String> {
+        let n = self.timestamp_us.len();
+        let lens = [self.instrument_token.len(), self.change.len(), self.spread_bps.len(), self.rejected.len()];
+        if lens.iter().any(|&l| l != n) {
+            return Err(format!("route input columns of unequal lengths: {n} and {lens:?}"));
+        }
+        Ok((0..n)
+            .map(|i| RouteInput {
+                timestamp_us: self.timestamp_us[i],
+                instrument_token: self.instrument_token[i],
+                change: self.change[i],
+                spread_bps: self.spread_bps[i],
+                rejected: self.rejected[i],
+            })
+            .collect())
+    }
+}
+
+/// Destinations of a batch: `names` once, then one index per tick and kind (-1 = none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutePlan {
+    pub names: Vec<String>,
+    pub search_index: Vec<i32>,
+    pub lake_partition: Vec<i32>,
+    pub alert_topic: Vec<i32>,
+    pub alert_reason: Vec<Option<String>>,
+    pub dead_letter_topic: Vec<i32>,
+}
+
+impl RoutePlan {
+    fn index(&mut self, name: Option<String>) -> i32 {
+        let Some(name) = name else { return -1 };
+        // A batch names a handful of destinations: a linear scan beats hashing here.
+        match self.names.iter().position(|n| *n == name) {
+            Some(i) => i as i32,
+            None => {
+                self.names.push(name);
+                (self.names.len() - 1) as i32
+            }
+        }
+    }
+
+    pub fn encode(destinations: Vec<Destinations>) -> Self {
+        let mut plan = Self::default();
+        for d in destinations {
+            let search = plan.index(d.search_index);
+            plan.search_index.push(search);
+            let lake = plan.index(d.lake_partition);
+            plan.lake_partition.push(lake);
+            let (topic, reason) = match d.alert {
+                Some(a) => (Some(a.topic), Some(a.reason)),
+                None => (None, None),
+            };
+            let alert = plan.index(topic);
+            plan.alert_topic.push(alert);
+            plan.alert_reason.push(reason);
+            let dead = plan.index(d.dead_letter_topic);
+            plan.dead_letter_topic.push(dead);
+        }
+        plan
+    }
+
+    /// One [`Destinations`] per tick; refuses unequal columns and indices outside `names`.
+    pub fn decode(self) -> Result<Vec<Destinations>, String> {
+        let n = self.search_index.len();
+        let lens = [self.lake_partition.len(), self.alert_topic.len(), self.alert_reason.len(), self.dead_letter_topic.len()];
+        if lens.iter().any(|&l| l != n) {
+            return Err(format!("route plan columns of unequal lengths: {n} and {lens:?}"));
+        }
+        let name = |i: i32| -> Result<Option<String>, String> {
+            match i {
+                -1 => Ok(None),
+                i => self
+                    .names
+                    .get(usize::try_from(i).map_err(|_| format!("bad name index {i}"))?)
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| format!("name index {i} outside the {} names", self.names.len())),
+            }
+        };
+        (0..n)
+            .map(|i| {
+                let alert = match (name(self.alert_topic[i])?, &self.alert_reason[i]) {
+                    (Some(topic), reason) => Some(Alert { topic, reason: reason.clone().unwrap_or_default() }),
+                    (None, _) => None,
+                };
+                Ok(Destinations {
+                    search_index: name(self.search_index[i])?,
+                    lake_partition: name(self.lake_partition[i])?,
+                    alert,
+                    dead_letter_topic: name(self.dead_letter_topic[i])?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logic::{RouteConfig, route_batch};
+
+    #[test]
+    fn plans_round_trip_and_share_names() {
+        let config = RouteConfig { change_alert_pct: 1.0, ..RouteConfig::default() };
+        let inputs: Vec<RouteInput> = (0..6)
+            .map(|i| RouteInput {
+                timestamp_us: 1_497_944_105_284_824 + i * 1_800_000_000,
+                instrument_token: 5,
+                change: if i == 2 { 3.0 } else { 0.1 },
+                spread_bps: 1.0,
+                rejected: i == 4,
+            })
+            .collect();
+        let columns = RouteColumns::from_inputs(&inputs);
+        assert_eq!(columns.to_inputs().unwrap(), inputs);
+        let destinations = route_batch(&config, &inputs);
+        let plan = RoutePlan::encode(destinations.clone());
+        // index, three hours of partitions, the alerts topic, the dead-letter topic.
+        assert_eq!(plan.names.len(), 6, "{:?}", plan.names);
+        assert_eq!(plan.decode().unwrap(), destinations);
+    }
+
+    #[test]
+    fn broken_plans_are_refused() {
+        let plan = RoutePlan {
+            names: vec!["a".into()],
+            search_index: vec![3],
+            lake_partition: vec![-1],
+            alert_topic: vec![-1],
+            alert_reason: vec![None],
+            dead_letter_topic: vec![-1],
+        };
+        assert!(plan.decode().unwrap_err().contains("outside"));
+        let short = RoutePlan { search_index: vec![0, 0], ..RoutePlan::default() };
+        assert!(short.decode().unwrap_err().contains("unequal"));
+    }
+}

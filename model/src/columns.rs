@@ -1,0 +1,314 @@
+//! Batches laid out column by column, as they cross the wasm boundary (`tick-batch` and
+//! `enrichment-batch` in the WIT), and the borrowed per-tick views the stages' logic works on.
+//!
+//! The host builds [`TickColumns`] from decoded ticks; a guest's adapter moves the WIT record's
+//! vectors into a [`TickColumns`] (no copy), checks it, and hands [`TickRef`]s to its logic. Depth
+//! levels are concatenated per side, with a count per tick.
+
+use crate::{DepthLevel, Enrichment, Rejection, Tick, TickRef};
+
+/// Most depth levels one side of one tick may carry (the count column is a `u8`).
+pub const MAX_LEVELS: usize = u8::MAX as usize;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TickColumns {
+    pub timestamp_us: Vec<i64>,
+    pub instrument_token: Vec<u64>,
+    pub last_price: Vec<f64>,
+    pub volume: Vec<i64>,
+    pub sell_quantity: Vec<i64>,
+    pub last_quantity: Vec<i64>,
+    pub change: Vec<f64>,
+    pub average_price: Vec<f64>,
+    pub open: Vec<f64>,
+    pub high: Vec<f64>,
+    pub low: Vec<f64>,
+    pub close: Vec<f64>,
+    pub bid_count: Vec<u8>,
+    pub bid_price: Vec<f64>,
+    pub bid_orders: Vec<i64>,
+    pub bid_quantity: Vec<i64>,
+    pub ask_count: Vec<u8>,
+    pub ask_price: Vec<f64>,
+    pub ask_orders: Vec<i64>,
+    pub ask_quantity: Vec<i64>,
+}
+
+impl TickColumns {
+    pub fn with_capacity(ticks: usize) -> Self {
+        let levels = ticks * 5;
+        Self {
+            timestamp_us: Vec::with_capacity(ticks),
+            instrument_token: Vec::with_capacity(ticks),
+            last_price: Vec::with_capacity(ticks),
+            volume: Vec::with_capacity(ticks),
+            sell_quantity: Vec::with_capacity(ticks),
+            last_quantity: Vec::with_capacity(ticks),
+            change: Vec::with_capacity(ticks),
+            average_price: Vec::with_capacity(ticks),
+            open: Vec::with_capacity(ticks),
+            high: Vec::with_capacity(ticks),
+            low: Vec::with_capacity(ticks),
+            close: Vec::with_capacity(ticks),
+            bid_count: Vec::with_capacity(ticks),
+            bid_price: Vec::with_capacity(levels),
+            bid_orders: Vec::with_capacity(levels),
+            bid_quantity: Vec::with_capacity(levels),
+            ask_count: Vec::with_capacity(ticks),
+            ask_price: Vec::with_capacity(levels),
+            ask_orders: Vec::with_capacity(levels),
+            ask_quantity: Vec::with_capacity(levels),
+        }
+    }
+
+    /// Builds the columns of a batch. Panics if a side has more than [`MAX_LEVELS`] levels (the
+    /// host's decoder refuses such ticks).
+    pub fn from_ticks<'a>(ticks: impl ExactSizeIterator<Item = &'a Tick>) -> Self {
+        let mut columns = Self::with_capacity(ticks.len());
+        for t in ticks {
+            columns.push(&t.view());
+        }
+        columns
+    }
+
+    pub fn push(&mut self, t: &TickRef<'_>) {
+        self.timestamp_us.push(t.timestamp_us);
+        self.instrument_token.push(t.instrument_token);
+        self.last_price.push(t.last_price);
+        self.volume.push(t.volume);
+        self.sell_quantity.push(t.sell_quantity);
+        self.last_quantity.push(t.last_quantity);
+        self.change.push(t.change);
+        self.average_price.push(t.average_price);
+        self.open.push(t.open);
+        self.high.push(t.high);
+        self.low.push(t.low);
+        self.close.push(t.close);
+        let count = |levels: &[DepthLevel]| u8::try_from(levels.len()).expect("the decoder bounds depth at 255 levels");
+        self.bid_count.push(count(t.depth_buy));
+        for l in t.depth_buy {
+            self.bid_price.push(l.price);
+            self.bid_orders.push(l.orders);
+            self.bid_quantity.push(l.quantity);
+        }
+        self.ask_count.push(count(t.depth_sell));
+        for l in t.depth_sell {
+            self.ask_price.push(l.price);
+            self.ask_orders.push(l.orders);
+            self.ask_quantity.push(l.quantity);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.timestamp_us.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.timestamp_us.is_empty()
+    }
+
+    /// Every column has the length the tick count and the level counts imply.
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.len();
+        let per_tick = [
+            ("instrument_token", self.instrument_token.len()),
+            ("last_price", self.last_price.len()),
+            ("volume", self.volume.len()),
+            ("sell_quantity", self.sell_quantity.len()),
+            ("last_quantity", self.last_quantity.len()),
+            ("change", self.change.len()),
+            ("average_price", self.average_price.len()),
+            ("open", self.open.len()),
+            ("high", self.high.len()),
+            ("low", self.low.len()),
+            ("close", self.close.len()),
+            ("bid_count", self.bid_count.len()),
+            ("ask_count", self.ask_count.len()),
+        ];
+        if let Some((name, len)) = per_tick.iter().find(|(_, len)| *len != n) {
+            return Err(format!("column {name} has {len} entries for {n} ticks"));
+        }
+        let bids: usize = self.bid_count.iter().map(|&c| usize::from(c)).sum();
+        let asks: usize = self.ask_count.iter().map(|&c| usize::from(c)).sum();
+        let per_level = [
+            ("bid_price", self.bid_price.len(), bids),
+            ("bid_orders", self.bid_orders.len(), bids),
+            ("bid_quantity", self.bid_quantity.len(), bids),
+            ("ask_price", self.ask_price.len(), asks),
+            ("ask_orders", self.ask_orders.len(), asks),
+            ("ask_quantity", self.ask_quantity.len(), asks),
+        ];
+        if let Some((name, len, want)) = per_level.iter().find(|(_, len, want)| len != want) {
+            return Err(format!("column {name} has {len} levels, the counts say {want}"));
+        }
+        Ok(())
+    }
+
+    /// The depth levels of each side as rows: the buffers [`TickColumns::views`] borrows.
+    pub fn levels(&self) -> (Vec<DepthLevel>, Vec<DepthLevel>) {
+        let rows = |price: &[f64], orders: &[i64], quantity: &[i64]| -> Vec<DepthLevel> {
+            price
+                .iter()
+                .zip(orders)
+                .zip(quantity)
+                .map(|((&price, &orders), &quantity)| DepthLevel { price, orders, quantity })
+                .collect()
+        };
+        (
+            rows(&self.bid_price, &self.bid_orders, &self.bid_quantity),
+            rows(&self.ask_price, &self.ask_orders, &self.ask_quantity),
+        )
+    }
+
+    /// One view per tick. `bids`/`asks` come from [`TickColumns::levels`]; call
+    /// [`TickColumns::check`] first (this panics on inconsistent columns).
+    pub fn views<'a>(&'a self, bids: &'a [DepthLevel], asks: &'a [DepthLevel]) -> Vec<TickRef<'a>> {
+        let (mut b, mut a) = (0usize, 0usize);
+        (0..self.len())
+            .map(|i| {
+                let (nb, na) = (usize::from(self.bid_count[i]), usize::from(self.ask_count[i]));
+                let view = TickRef {
+                    timestamp_us: self.timestamp_us[i],
+                    instrument_token: self.instrument_token[i],
+                    last_price: self.last_price[i],
+                    volume: self.volume[i],
+                    sell_quantity: self.sell_quantity[i],
+                    last_quantity: self.last_quantity[i],
+                    change: self.change[i],
+                    average_price: self.average_price[i],
+                    open: self.open[i],
+                    high: self.high[i],
+                    low: self.low[i],
+                    close: self.close[i],
+                    depth_buy: &bids[b..b + nb],
+                    depth_sell: &asks[a..a + na],
+                };
+                b += nb;
+                a += na;
+                view
+            })
+            .collect()
+    }
+}
+
+/// The enrich stage's answer, column by column (mirrors the WIT `enrichment-batch`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EnrichmentColumns {
+    pub rejected: Vec<Option<Rejection>>,
+    pub event_id: Vec<u64>,
+    pub mid_price: Vec<f64>,
+    pub spread: Vec<f64>,
+    pub spread_bps: Vec<f64>,
+    pub book_imbalance: Vec<f64>,
+    pub notional: Vec<f64>,
+    pub deviation_bps: Vec<f64>,
+    pub hour: Vec<u8>,
+    pub minute: Vec<u8>,
+}
+
+impl EnrichmentColumns {
+    pub fn from_outcomes(outcomes: Vec<Result<Enrichment, Rejection>>) -> Self {
+        let mut c = Self::default();
+        for outcome in outcomes {
+            let (e, rejected) = match outcome {
+                Ok(e) => (e, None),
+                Err(r) => (Enrichment::default(), Some(r)),
+            };
+            c.rejected.push(rejected);
+            c.event_id.push(e.event_id);
+            c.mid_price.push(e.mid_price);
+            c.spread.push(e.spread);
+            c.spread_bps.push(e.spread_bps);
+            c.book_imbalance.push(e.book_imbalance);
+            c.notional.push(e.notional);
+            c.deviation_bps.push(e.deviation_bps);
+            c.hour.push(e.hour);
+            c.minute.push(e.minute);
+        }
+        c
+    }
+
+    /// Back to one outcome per tick; refuses columns whose lengths disagree.
+    pub fn into_outcomes(self) -> Result<Vec<Result<Enrichment, Rejection>>, String> {
+        let n = self.rejected.len();
+        let lens = [
+            self.event_id.len(),
+            self.mid_price.len(),
+            self.spread.len(),
+            self.spread_bps.len(),
+            self.book_imbalance.len(),
+            self.notional.len(),
+            self.deviation_bps.len(),
+            self.hour.len(),
+            self.minute.len(),
+        ];
+        if lens.iter().any(|&l| l != n) {
+            return Err(format!("enrichment columns of unequal lengths: {n} verdicts, feature columns {lens:?}"));
+        }
+        Ok(self
+            .rejected
+            .into_iter()
+            .enumerate()
+            .map(|(i, rejected)| match rejected {
+                Some(r) => Err(r),
+                None => Ok(Enrichment {
+                    event_id: self.event_id[i],
+                    mid_price: self.mid_price[i],
+                    spread: self.spread[i],
+                    spread_bps: self.spread_bps[i],
+                    book_imbalance: self.book_imbalance[i],
+                    notional: self.notional[i],
+                    deviation_bps: self.deviation_bps[i],
+                    hour: self.hour[i],
+                    minute: self.minute[i],
+                }),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::example::tick;
+
+    #[test]
+    fn columns_round_trip_through_views() {
+        let mut second = tick();
+        second.instrument_token = 7;
+        second.depth_sell.truncate(2);
+        second.depth_buy.clear();
+        let ticks = [tick(), second, tick()];
+        let columns = TickColumns::from_ticks(ticks.iter());
+        columns.check().unwrap();
+        assert_eq!(columns.len(), 3);
+        assert_eq!(columns.bid_price.len(), 10);
+        assert_eq!(columns.ask_price.len(), 12);
+        let (bids, asks) = columns.levels();
+        let views = columns.views(&bids, &asks);
+        let back: Vec<Tick> = views.iter().map(TickRef::to_tick).collect();
+        assert_eq!(back, ticks);
+    }
+
+    #[test]
+    fn inconsistent_columns_are_named() {
+        let mut columns = TickColumns::from_ticks([tick()].iter());
+        columns.close.push(1.0);
+        assert!(columns.check().unwrap_err().contains("close"));
+        let mut columns = TickColumns::from_ticks([tick()].iter());
+        columns.ask_orders.pop();
+        assert!(columns.check().unwrap_err().contains("ask_orders"));
+    }
+
+    #[test]
+    fn enrichment_columns_round_trip() {
+        let e = Enrichment { event_id: 9, mid_price: 1.5, hour: 7, ..Enrichment::default() };
+        let r = Rejection::new(crate::ReasonCode::Other, "no");
+        let outcomes = vec![Ok(e), Err(r.clone()), Ok(e)];
+        let columns = EnrichmentColumns::from_outcomes(outcomes.clone());
+        assert_eq!(columns.clone().into_outcomes().unwrap(), outcomes);
+        let mut short = columns;
+        short.minute.pop();
+        assert!(short.into_outcomes().is_err());
+    }
+}
