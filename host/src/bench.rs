@@ -58,7 +58,8 @@ fn stage_breakdown(
     use crate::runtime::{StageInstance, convert};
     use stockpipe_guest_route::logic::RouteInput;
     let n = ticks.len();
-    let views: Vec<stockpipe_model::TickRef<'_>> = ticks.iter().map(stockpipe_model::Tick::view).collect();
+    let views: Vec<stockpipe_model::TickRef<'_>> =
+        ticks.iter().map(stockpipe_model::Tick::view).collect();
     let to_wit_ns = per_tick(n, || {
         for chunk in views.chunks(batch) {
             std::hint::black_box(convert::tick_batch(chunk));
@@ -71,7 +72,9 @@ fn stage_breakdown(
         min_timestamp_us: config.validate.min_timestamp_us,
         max_timestamp_us: config.validate.max_timestamp_us,
     };
-    let ec = enrich::EnrichConfig { imbalance_levels: config.enrich.imbalance_levels as u32 };
+    let ec = enrich::EnrichConfig {
+        imbalance_levels: config.enrich.imbalance_levels as u32,
+    };
     let rc = route::RouteConfig {
         search_index: config.route.search_index.clone(),
         alerts_topic: config.route.alerts_topic.clone(),
@@ -116,17 +119,26 @@ fn stage_breakdown(
     }
     let validate_native_ns = per_tick(n, || {
         for chunk in views.chunks(batch) {
-            std::hint::black_box(stockpipe_guest_validate::logic::validate_batch(&config.validate, chunk));
+            std::hint::black_box(stockpipe_guest_validate::logic::validate_batch(
+                &config.validate,
+                chunk,
+            ));
         }
     });
     let enrich_native_ns = per_tick(n, || {
         for chunk in views.chunks(batch) {
-            std::hint::black_box(stockpipe_guest_enrich::logic::enrich_batch(&config.enrich, chunk));
+            std::hint::black_box(stockpipe_guest_enrich::logic::enrich_batch(
+                &config.enrich,
+                chunk,
+            ));
         }
     });
     let route_native_ns = per_tick(n, || {
         for chunk in inputs.chunks(batch) {
-            std::hint::black_box(stockpipe_guest_route::logic::route_batch(&config.route, chunk));
+            std::hint::black_box(stockpipe_guest_route::logic::route_batch(
+                &config.route,
+                chunk,
+            ));
         }
     });
     Ok(StageBreakdown {

@@ -4,9 +4,7 @@
 
 use crate::runtime::bindings::{enrich, route, validate};
 use crate::runtime::sandbox::Sandbox;
-use crate::runtime::{
-    GuestComponent, GuestFault, StageInstance, StageKind, call_isolated,
-};
+use crate::runtime::{GuestComponent, GuestFault, StageInstance, StageKind, call_isolated};
 use std::sync::Arc;
 use stockpipe_guest_enrich::logic as enrich_logic;
 use stockpipe_guest_route::logic::{self as route_logic, Destinations, RouteInput};
@@ -124,7 +122,7 @@ fn assemble(
             (Err(refusal), routed) => {
                 let dead_letter_topic = routed
                     .ok()
-                    .and_then(|d| d.dead_letter_topic)
+                    .and_then(|d| d.dead_letter_topic.map(|t| t.to_string()))
                     .unwrap_or_else(|| fallback_dlq.clone());
                 StageOutcome::Refused {
                     refusal,
@@ -209,7 +207,9 @@ impl StageChain for WasmChain {
             min_timestamp_us: self.config.validate.min_timestamp_us,
             max_timestamp_us: self.config.validate.max_timestamp_us,
         };
-        let enrich_cfg = enrich::EnrichConfig { imbalance_levels: self.config.enrich.imbalance_levels as u32 };
+        let enrich_cfg = enrich::EnrichConfig {
+            imbalance_levels: self.config.enrich.imbalance_levels as u32,
+        };
         let r = &self.config.route;
         let route_cfg = route::RouteConfig {
             search_index: r.search_index.clone(),

@@ -14,9 +14,7 @@
 use crate::chain::StageConfigs;
 use crate::runtime::bindings::{enrich, route, validate};
 use crate::runtime::sandbox::Sandbox;
-use crate::runtime::{
-    GuestComponent, GuestFault, StageInstance, StageKind, call_isolated,
-};
+use crate::runtime::{GuestComponent, GuestFault, StageInstance, StageKind, call_isolated};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -116,10 +114,10 @@ fn run_case(
             .into_iter()
             .map(|o| match o {
                 Ok(d) => json!({
-                    "search_index": d.search_index,
-                    "lake_partition": d.lake_partition,
-                    "alert": d.alert.map(|a| json!({"topic": a.topic, "reason": a.reason})),
-                    "dead_letter_topic": d.dead_letter_topic,
+                    "search_index": d.search_index.as_deref(),
+                    "lake_partition": d.lake_partition.as_deref(),
+                    "alert": d.alert.map(|a| json!({"topic": &*a.topic, "reason": a.reason})),
+                    "dead_letter_topic": d.dead_letter_topic.as_deref(),
                 }),
                 Err(f) => fault_json(&f),
             })

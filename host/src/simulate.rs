@@ -196,7 +196,8 @@ mod tests {
         });
         let mut last_ts = 0;
         for t in &ticks {
-            validate_tick(&ValidateConfig::default(), &t.view()).unwrap_or_else(|r| panic!("{t:?}: {r:?}"));
+            validate_tick(&ValidateConfig::default(), &t.view())
+                .unwrap_or_else(|r| panic!("{t:?}: {r:?}"));
             assert!(t.low <= t.last_price && t.last_price <= t.high);
             assert!(t.low <= t.open && t.open <= t.high);
             assert_eq!((t.depth_buy.len(), t.depth_sell.len()), (5, 5));

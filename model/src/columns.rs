@@ -84,7 +84,9 @@ impl TickColumns {
         self.high.push(t.high);
         self.low.push(t.low);
         self.close.push(t.close);
-        let count = |levels: &[DepthLevel]| u8::try_from(levels.len()).expect("the decoder bounds depth at 255 levels");
+        let count = |levels: &[DepthLevel]| {
+            u8::try_from(levels.len()).expect("the decoder bounds depth at 255 levels")
+        };
         self.bid_count.push(count(t.depth_buy));
         for l in t.depth_buy {
             self.bid_price.push(l.price);
@@ -139,7 +141,9 @@ impl TickColumns {
             ("ask_quantity", self.ask_quantity.len(), asks),
         ];
         if let Some((name, len, want)) = per_level.iter().find(|(_, len, want)| len != want) {
-            return Err(format!("column {name} has {len} levels, the counts say {want}"));
+            return Err(format!(
+                "column {name} has {len} levels, the counts say {want}"
+            ));
         }
         Ok(())
     }
@@ -151,7 +155,11 @@ impl TickColumns {
                 .iter()
                 .zip(orders)
                 .zip(quantity)
-                .map(|((&price, &orders), &quantity)| DepthLevel { price, orders, quantity })
+                .map(|((&price, &orders), &quantity)| DepthLevel {
+                    price,
+                    orders,
+                    quantity,
+                })
                 .collect()
         };
         (
@@ -166,7 +174,10 @@ impl TickColumns {
         let (mut b, mut a) = (0usize, 0usize);
         (0..self.len())
             .map(|i| {
-                let (nb, na) = (usize::from(self.bid_count[i]), usize::from(self.ask_count[i]));
+                let (nb, na) = (
+                    usize::from(self.bid_count[i]),
+                    usize::from(self.ask_count[i]),
+                );
                 let view = TickRef {
                     timestamp_us: self.timestamp_us[i],
                     instrument_token: self.instrument_token[i],
@@ -243,7 +254,9 @@ impl EnrichmentColumns {
             self.minute.len(),
         ];
         if lens.iter().any(|&l| l != n) {
-            return Err(format!("enrichment columns of unequal lengths: {n} verdicts, feature columns {lens:?}"));
+            return Err(format!(
+                "enrichment columns of unequal lengths: {n} verdicts, feature columns {lens:?}"
+            ));
         }
         Ok(self
             .rejected
@@ -302,7 +315,12 @@ mod tests {
 
     #[test]
     fn enrichment_columns_round_trip() {
-        let e = Enrichment { event_id: 9, mid_price: 1.5, hour: 7, ..Enrichment::default() };
+        let e = Enrichment {
+            event_id: 9,
+            mid_price: 1.5,
+            hour: 7,
+            ..Enrichment::default()
+        };
         let r = Rejection::new(crate::ReasonCode::Other, "no");
         let outcomes = vec![Ok(e), Err(r.clone()), Ok(e)];
         let columns = EnrichmentColumns::from_outcomes(outcomes.clone());

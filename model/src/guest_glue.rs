@@ -9,7 +9,9 @@
 #[macro_export]
 macro_rules! guest_type_conversions {
     () => {
-        fn columns_from_wit(b: stockpipe::pipeline::types::TickBatch) -> $crate::columns::TickColumns {
+        fn columns_from_wit(
+            b: stockpipe::pipeline::types::TickBatch,
+        ) -> $crate::columns::TickColumns {
             $crate::columns::TickColumns {
                 timestamp_us: b.timestamp_us,
                 instrument_token: b.instrument_token,
@@ -46,7 +48,10 @@ macro_rules! guest_type_conversions {
                 $crate::ReasonCode::BadTimestamp => Wit::BadTimestamp,
                 $crate::ReasonCode::Other => Wit::Other,
             };
-            stockpipe::pipeline::types::Rejection { code, message: r.message }
+            stockpipe::pipeline::types::Rejection {
+                code,
+                message: r.message,
+            }
         }
 
         /// Runs `f` over the batch as views, after checking its columns; inconsistent columns are

@@ -4,7 +4,10 @@
 pub mod logic;
 
 #[cfg(target_arch = "wasm32")]
-#[expect(unsafe_code, reason = "the canonical-ABI exports that wit-bindgen generates")]
+#[expect(
+    unsafe_code,
+    reason = "the canonical-ABI exports that wit-bindgen generates"
+)]
 mod bindings {
     wit_bindgen::generate!({ world: "enricher", path: "../../wit" });
     stockpipe_model::guest_type_conversions!();
@@ -18,10 +21,18 @@ mod bindings {
 
     impl Guest for Enrich {
         fn enrich_batch(config: EnrichConfig, ticks: TickBatch) -> EnrichmentBatch {
-            let config = logic::EnrichConfig { imbalance_levels: config.imbalance_levels as usize };
-            let c = EnrichmentColumns::from_outcomes(with_tick_views(ticks, |views| logic::enrich_batch(&config, views)));
+            let config = logic::EnrichConfig {
+                imbalance_levels: config.imbalance_levels as usize,
+            };
+            let c = EnrichmentColumns::from_outcomes(with_tick_views(ticks, |views| {
+                logic::enrich_batch(&config, views)
+            }));
             EnrichmentBatch {
-                rejected: c.rejected.into_iter().map(|r| r.map(rejection_to_wit)).collect(),
+                rejected: c
+                    .rejected
+                    .into_iter()
+                    .map(|r| r.map(rejection_to_wit))
+                    .collect(),
                 event_id: c.event_id,
                 mid_price: c.mid_price,
                 spread: c.spread,

@@ -22,7 +22,10 @@ impl Default for EnrichConfig {
     }
 }
 
-pub fn enrich_batch(config: &EnrichConfig, ticks: &[TickRef<'_>]) -> Vec<Result<Enrichment, Rejection>> {
+pub fn enrich_batch(
+    config: &EnrichConfig,
+    ticks: &[TickRef<'_>],
+) -> Vec<Result<Enrichment, Rejection>> {
     ticks.iter().map(|t| enrich_tick(config, t)).collect()
 }
 
@@ -122,7 +125,7 @@ mod tests {
             &EnrichConfig {
                 imbalance_levels: 1,
             },
-            &tick(),
+            &tick().view(),
         )
         .unwrap();
         assert!(close(e.book_imbalance, (1068.0 - 695.0) / (1068.0 + 695.0)));
@@ -153,7 +156,9 @@ mod tests {
         t.depth_sell.clear();
         t.last_price = 0.0;
         assert_eq!(
-            enrich_tick(&EnrichConfig::default(), &t.view()).unwrap_err().code,
+            enrich_tick(&EnrichConfig::default(), &t.view())
+                .unwrap_err()
+                .code,
             ReasonCode::NotFinite
         );
     }

@@ -6,7 +6,10 @@ pub mod logic;
 pub mod plan;
 
 #[cfg(target_arch = "wasm32")]
-#[expect(unsafe_code, reason = "the canonical-ABI exports that wit-bindgen generates")]
+#[expect(
+    unsafe_code,
+    reason = "the canonical-ABI exports that wit-bindgen generates"
+)]
 mod bindings {
     wit_bindgen::generate!({ world: "router", path: "../../wit" });
 
@@ -31,7 +34,9 @@ mod bindings {
                 spread_bps: ticks.spread_bps,
                 rejected: ticks.rejected,
             };
-            let inputs = columns.to_inputs().unwrap_or_else(|e| panic!("inconsistent route batch: {e}"));
+            let inputs = columns
+                .to_inputs()
+                .unwrap_or_else(|e| panic!("inconsistent route batch: {e}"));
             let p = plan::RoutePlan::encode(logic::route_batch(&config, &inputs));
             RoutePlan {
                 names: p.names,

@@ -5,7 +5,11 @@
 //! configured threshold. A tick rejected upstream goes to the dead-letter topic only.
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
 use stockpipe_model::time::Civil;
+
+/// A destination name. Shared, not copied: every tick of a batch points at the same few names.
+pub type Name = Arc<str>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
@@ -41,31 +45,49 @@ pub struct RouteInput {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
-    pub topic: String,
+    pub topic: Name,
     pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Destinations {
-    pub search_index: Option<String>,
-    pub lake_partition: Option<String>,
+    pub search_index: Option<Name>,
+    pub lake_partition: Option<Name>,
     pub alert: Option<Alert>,
-    pub dead_letter_topic: Option<String>,
+    pub dead_letter_topic: Option<Name>,
 }
 
-/// Routes a batch. Ticks of one batch mostly share an hour, so the partition string of the last
-/// hour seen is reused instead of formatted again.
+/// The configuration's names, made shareable once per batch.
+struct Names {
+    search_index: Name,
+    alerts_topic: Name,
+    dead_letter_topic: Name,
+}
+
+impl Names {
+    fn of(config: &RouteConfig) -> Self {
+        Self {
+            search_index: config.search_index.as_str().into(),
+            alerts_topic: config.alerts_topic.as_str().into(),
+            dead_letter_topic: config.dead_letter_topic.as_str().into(),
+        }
+    }
+}
+
+/// Routes a batch. Ticks of one batch mostly share an hour, so the partition of the last hour
+/// seen is shared instead of formatted again.
 pub fn route_batch(config: &RouteConfig, inputs: &[RouteInput]) -> Vec<Destinations> {
-    let mut last: Option<(i64, String)> = None;
+    let names = Names::of(config);
+    let mut last: Option<(i64, Name)> = None;
     inputs
         .iter()
         .map(|input| {
-            route_one_with(config, input, |us| {
+            route_one_with(config, &names, input, |us| {
                 let hour = us.div_euclid(3_600_000_000);
                 match &last {
                     Some((h, partition)) if *h == hour => partition.clone(),
                     _ => {
-                        let partition = Civil::from_micros(us).lake_partition();
+                        let partition: Name = Civil::from_micros(us).lake_partition().into();
                         last = Some((hour, partition.clone()));
                         partition
                     }
@@ -76,17 +98,20 @@ pub fn route_batch(config: &RouteConfig, inputs: &[RouteInput]) -> Vec<Destinati
 }
 
 pub fn route_one(config: &RouteConfig, input: &RouteInput) -> Destinations {
-    route_one_with(config, input, |us| Civil::from_micros(us).lake_partition())
+    route_one_with(config, &Names::of(config), input, |us| {
+        Civil::from_micros(us).lake_partition().into()
+    })
 }
 
 fn route_one_with(
     config: &RouteConfig,
+    names: &Names,
     input: &RouteInput,
-    partition: impl FnOnce(i64) -> String,
+    partition: impl FnOnce(i64) -> Name,
 ) -> Destinations {
     if input.rejected {
         return Destinations {
-            dead_letter_topic: Some(config.dead_letter_topic.clone()),
+            dead_letter_topic: Some(names.dead_letter_topic.clone()),
             ..Destinations::default()
         };
     }
@@ -105,10 +130,10 @@ fn route_one_with(
         ));
     }
     Destinations {
-        search_index: Some(config.search_index.clone()),
+        search_index: Some(names.search_index.clone()),
         lake_partition: Some(partition(input.timestamp_us)),
         alert: (!reasons.is_empty()).then(|| Alert {
-            topic: config.alerts_topic.clone(),
+            topic: names.alerts_topic.clone(),
             reason: reasons.join("; "),
         }),
         dead_letter_topic: None,
@@ -171,7 +196,7 @@ mod tests {
             },
         );
         let alert = d.alert.unwrap();
-        assert_eq!(alert.topic, "stock-alerts");
+        assert_eq!(&*alert.topic, "stock-alerts");
         assert!(alert.reason.contains("|change| 1.500%"), "{}", alert.reason);
         let d = route_one(&config, &input());
         assert!(d.alert.unwrap().reason.starts_with("spread 9.8 bps"));

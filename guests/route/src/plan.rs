@@ -3,7 +3,8 @@
 //! once and every tick holds indices into the names. Used by the guest's adapter and by the host.
 #![forbid(unsafe_code)]
 
-use crate::logic::{Alert, Destinations, RouteInput};
+use crate::logic::{Alert, Destinations, Name, RouteInput};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RouteColumns {
@@ -27,9 +28,16 @@ impl RouteColumns {
 
     pub fn to_inputs(&self) -> Result<Vec<RouteInput>, String> {
         let n = self.timestamp_us.len();
-        let lens = [self.instrument_token.len(), self.change.len(), self.spread_bps.len(), self.rejected.len()];
+        let lens = [
+            self.instrument_token.len(),
+            self.change.len(),
+            self.spread_bps.len(),
+            self.rejected.len(),
+        ];
         if lens.iter().any(|&l| l != n) {
-            return Err(format!("route input columns of unequal lengths: {n} and {lens:?}"));
+            return Err(format!(
+                "route input columns of unequal lengths: {n} and {lens:?}"
+            ));
         }
         Ok((0..n)
             .map(|i| RouteInput {
@@ -54,11 +62,22 @@ pub struct RoutePlan {
     pub dead_letter_topic: Vec<i32>,
 }
 
-impl RoutePlan {
-    fn index(&mut self, name: Option<String>) -> i32 {
+/// Writes each distinct name once. A batch names a handful of destinations, mostly the very same
+/// shared `Name`s: pointer equality, then a linear scan, beat hashing here.
+#[derive(Default)]
+struct NameTable {
+    names: Vec<Name>,
+}
+
+impl NameTable {
+    fn index(&mut self, name: Option<Name>) -> i32 {
         let Some(name) = name else { return -1 };
-        // A batch names a handful of destinations: a linear scan beats hashing here.
-        match self.names.iter().position(|n| *n == name) {
+        let found = self
+            .names
+            .iter()
+            .position(|n| Arc::ptr_eq(n, &name))
+            .or_else(|| self.names.iter().position(|n| *n == name));
+        match found {
             Some(i) => i as i32,
             None => {
                 self.names.push(name);
@@ -66,49 +85,60 @@ impl RoutePlan {
             }
         }
     }
+}
 
+impl RoutePlan {
     pub fn encode(destinations: Vec<Destinations>) -> Self {
+        let mut table = NameTable::default();
         let mut plan = Self::default();
         for d in destinations {
-            let search = plan.index(d.search_index);
-            plan.search_index.push(search);
-            let lake = plan.index(d.lake_partition);
-            plan.lake_partition.push(lake);
+            plan.search_index.push(table.index(d.search_index));
+            plan.lake_partition.push(table.index(d.lake_partition));
             let (topic, reason) = match d.alert {
                 Some(a) => (Some(a.topic), Some(a.reason)),
                 None => (None, None),
             };
-            let alert = plan.index(topic);
-            plan.alert_topic.push(alert);
+            plan.alert_topic.push(table.index(topic));
             plan.alert_reason.push(reason);
-            let dead = plan.index(d.dead_letter_topic);
-            plan.dead_letter_topic.push(dead);
+            plan.dead_letter_topic
+                .push(table.index(d.dead_letter_topic));
         }
+        plan.names = table.names.iter().map(|n| n.to_string()).collect();
         plan
     }
 
     /// One [`Destinations`] per tick; refuses unequal columns and indices outside `names`.
     pub fn decode(self) -> Result<Vec<Destinations>, String> {
         let n = self.search_index.len();
-        let lens = [self.lake_partition.len(), self.alert_topic.len(), self.alert_reason.len(), self.dead_letter_topic.len()];
+        let lens = [
+            self.lake_partition.len(),
+            self.alert_topic.len(),
+            self.alert_reason.len(),
+            self.dead_letter_topic.len(),
+        ];
         if lens.iter().any(|&l| l != n) {
-            return Err(format!("route plan columns of unequal lengths: {n} and {lens:?}"));
+            return Err(format!(
+                "route plan columns of unequal lengths: {n} and {lens:?}"
+            ));
         }
-        let name = |i: i32| -> Result<Option<String>, String> {
+        let names: Vec<Name> = self.names.iter().map(|n| Name::from(n.as_str())).collect();
+        let name = |i: i32| -> Result<Option<Name>, String> {
             match i {
                 -1 => Ok(None),
-                i => self
-                    .names
+                i => names
                     .get(usize::try_from(i).map_err(|_| format!("bad name index {i}"))?)
                     .cloned()
                     .map(Some)
-                    .ok_or_else(|| format!("name index {i} outside the {} names", self.names.len())),
+                    .ok_or_else(|| format!("name index {i} outside the {} names", names.len())),
             }
         };
         (0..n)
             .map(|i| {
                 let alert = match (name(self.alert_topic[i])?, &self.alert_reason[i]) {
-                    (Some(topic), reason) => Some(Alert { topic, reason: reason.clone().unwrap_or_default() }),
+                    (Some(topic), reason) => Some(Alert {
+                        topic,
+                        reason: reason.clone().unwrap_or_default(),
+                    }),
                     (None, _) => None,
                 };
                 Ok(Destinations {
@@ -129,7 +159,10 @@ mod tests {
 
     #[test]
     fn plans_round_trip_and_share_names() {
-        let config = RouteConfig { change_alert_pct: 1.0, ..RouteConfig::default() };
+        let config = RouteConfig {
+            change_alert_pct: 1.0,
+            ..RouteConfig::default()
+        };
         let inputs: Vec<RouteInput> = (0..6)
             .map(|i| RouteInput {
                 timestamp_us: 1_497_944_105_284_824 + i * 1_800_000_000,
@@ -143,8 +176,8 @@ mod tests {
         assert_eq!(columns.to_inputs().unwrap(), inputs);
         let destinations = route_batch(&config, &inputs);
         let plan = RoutePlan::encode(destinations.clone());
-        // index, three hours of partitions, the alerts topic, the dead-letter topic.
-        assert_eq!(plan.names.len(), 6, "{:?}", plan.names);
+        // The index, four hourly partitions (07-10), the alerts topic, the dead-letter topic.
+        assert_eq!(plan.names.len(), 7, "{:?}", plan.names);
         assert_eq!(plan.decode().unwrap(), destinations);
     }
 
@@ -159,7 +192,10 @@ mod tests {
             dead_letter_topic: vec![-1],
         };
         assert!(plan.decode().unwrap_err().contains("outside"));
-        let short = RoutePlan { search_index: vec![0, 0], ..RoutePlan::default() };
+        let short = RoutePlan {
+            search_index: vec![0, 0],
+            ..RoutePlan::default()
+        };
         assert!(short.decode().unwrap_err().contains("unequal"));
     }
 }

@@ -5,7 +5,10 @@
 pub mod logic;
 
 #[cfg(target_arch = "wasm32")]
-#[expect(unsafe_code, reason = "the canonical-ABI exports that wit-bindgen generates")]
+#[expect(
+    unsafe_code,
+    reason = "the canonical-ABI exports that wit-bindgen generates"
+)]
 mod bindings {
     wit_bindgen::generate!({ world: "validator", path: "../../wit" });
     stockpipe_model::guest_type_conversions!();
@@ -23,7 +26,10 @@ mod bindings {
                 max_timestamp_us: config.max_timestamp_us,
             };
             with_tick_views(ticks, |views| {
-                logic::validate_batch(&config, views).into_iter().map(|v| v.map(rejection_to_wit)).collect()
+                logic::validate_batch(&config, views)
+                    .into_iter()
+                    .map(|v| v.map(rejection_to_wit))
+                    .collect()
             })
         }
     }

@@ -171,7 +171,7 @@ mod tests {
     use stockpipe_model::example::tick;
 
     fn code(t: &Tick) -> Option<ReasonCode> {
-        validate_tick(&ValidateConfig::default(), t)
+        validate_tick(&ValidateConfig::default(), &t.view())
             .err()
             .map(|r| r.code)
     }
@@ -281,7 +281,10 @@ mod tests {
         let mut bad = tick();
         bad.low = 1_000.0;
         let (good, bad) = (tick(), bad);
-        let verdicts = validate_batch(&ValidateConfig::default(), &[good.view(), bad.view(), good.view()]);
+        let verdicts = validate_batch(
+            &ValidateConfig::default(),
+            &[good.view(), bad.view(), good.view()],
+        );
         assert_eq!(verdicts.len(), 3);
         assert!(verdicts[0].is_none() && verdicts[2].is_none());
         assert_eq!(

@@ -47,12 +47,19 @@ pub fn rejection_from_wit(r: types::Rejection) -> model::Rejection {
         W::BadTimestamp => model::ReasonCode::BadTimestamp,
         W::Other => model::ReasonCode::Other,
     };
-    model::Rejection { code, message: r.message }
+    model::Rejection {
+        code,
+        message: r.message,
+    }
 }
 
 pub fn enrichment_columns_from_wit(b: enrich::EnrichmentBatch) -> EnrichmentColumns {
     EnrichmentColumns {
-        rejected: b.rejected.into_iter().map(|r| r.map(rejection_from_wit)).collect(),
+        rejected: b
+            .rejected
+            .into_iter()
+            .map(|r| r.map(rejection_from_wit))
+            .collect(),
         event_id: b.event_id,
         mid_price: b.mid_price,
         spread: b.spread,

@@ -174,7 +174,10 @@ impl GuestFault {
     }
 
     fn broken_contract(message: String) -> Self {
-        Self { code: "broken-contract", message }
+        Self {
+            code: "broken-contract",
+            message,
+        }
     }
 }
 
@@ -259,10 +262,17 @@ impl StageInstance {
     ) -> Result<Vec<Option<stockpipe_model::Rejection>>, GuestFault> {
         let batch = convert::tick_batch(ticks);
         self.call(|exports, store| {
-            let Exports::Validate(g) = exports else { unreachable!("a validate stage holds a validate guest") };
-            let out = g.call_validate_batch(store, *config, &batch).map_err(GuestFault::from_wasmtime)?;
+            let Exports::Validate(g) = exports else {
+                unreachable!("a validate stage holds a validate guest")
+            };
+            let out = g
+                .call_validate_batch(store, *config, &batch)
+                .map_err(GuestFault::from_wasmtime)?;
             expect_len(ticks.len(), out.len())?;
-            Ok(out.into_iter().map(|v| v.map(convert::rejection_from_wit)).collect())
+            Ok(out
+                .into_iter()
+                .map(|v| v.map(convert::rejection_from_wit))
+                .collect())
         })
     }
 
@@ -270,13 +280,19 @@ impl StageInstance {
         &mut self,
         config: &enrich::EnrichConfig,
         ticks: &[stockpipe_model::TickRef<'_>],
-    ) -> Result<Vec<Result<stockpipe_model::Enrichment, stockpipe_model::Rejection>>, GuestFault> {
+    ) -> Result<Vec<Result<stockpipe_model::Enrichment, stockpipe_model::Rejection>>, GuestFault>
+    {
         let batch = convert::tick_batch(ticks);
         self.call(|exports, store| {
-            let Exports::Enrich(g) = exports else { unreachable!("an enrich stage holds an enrich guest") };
-            let out = g.call_enrich_batch(store, *config, &batch).map_err(GuestFault::from_wasmtime)?;
-            let outcomes =
-                convert::enrichment_columns_from_wit(out).into_outcomes().map_err(GuestFault::broken_contract)?;
+            let Exports::Enrich(g) = exports else {
+                unreachable!("an enrich stage holds an enrich guest")
+            };
+            let out = g
+                .call_enrich_batch(store, *config, &batch)
+                .map_err(GuestFault::from_wasmtime)?;
+            let outcomes = convert::enrichment_columns_from_wit(out)
+                .into_outcomes()
+                .map_err(GuestFault::broken_contract)?;
             expect_len(ticks.len(), outcomes.len())?;
             Ok(outcomes)
         })
@@ -289,9 +305,15 @@ impl StageInstance {
     ) -> Result<Vec<stockpipe_guest_route::logic::Destinations>, GuestFault> {
         let batch = convert::route_batch(inputs);
         self.call(|exports, store| {
-            let Exports::Route(g) = exports else { unreachable!("a route stage holds a route guest") };
-            let out = g.call_route_batch(store, config, &batch).map_err(GuestFault::from_wasmtime)?;
-            let destinations = convert::route_plan_from_wit(out).decode().map_err(GuestFault::broken_contract)?;
+            let Exports::Route(g) = exports else {
+                unreachable!("a route stage holds a route guest")
+            };
+            let out = g
+                .call_route_batch(store, config, &batch)
+                .map_err(GuestFault::from_wasmtime)?;
+            let destinations = convert::route_plan_from_wit(out)
+                .decode()
+                .map_err(GuestFault::broken_contract)?;
             expect_len(inputs.len(), destinations.len())?;
             Ok(destinations)
         })
@@ -302,7 +324,9 @@ fn expect_len(inputs: usize, outputs: usize) -> Result<(), GuestFault> {
     if inputs == outputs {
         Ok(())
     } else {
-        Err(GuestFault::broken_contract(format!("guest returned {outputs} outcomes for {inputs} inputs")))
+        Err(GuestFault::broken_contract(format!(
+            "guest returned {outputs} outcomes for {inputs} inputs"
+        )))
     }
 }
 
