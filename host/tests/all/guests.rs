@@ -240,3 +240,35 @@ fn wasm_chain_agrees_with_native_logic() {
         .count();
     assert_eq!(refused, broken, "five of every 97 ticks are broken");
 }
+
+/// The reference sample of the original project (not committed here; CI has `shared/` beside the
+/// clone). Every one of its 100 ticks must pass, through the components and natively alike.
+#[test]
+fn every_reference_sample_tick_passes() {
+    let path = workspace().join("../shared/reference/stock_data_sample.json");
+    let Ok(payloads) = stockpipe::source::replay::read_input(&path) else {
+        eprintln!(
+            "note: {} not found; checked against data/stock_data_sample.json only",
+            path.display()
+        );
+        return;
+    };
+    assert_eq!(payloads.len(), 100);
+    let ticks: Vec<Tick> = payloads
+        .iter()
+        .map(|p| stockpipe_model::json::decode_tick(p, 0).expect("every reference tick decodes"))
+        .collect();
+    let sandbox = sandbox(SandboxLimits::default());
+    let mut wasm = WasmChain::new(
+        sandbox.clone(),
+        ChainComponents::embedded(&sandbox).unwrap(),
+        configs(),
+    );
+    let outcomes = wasm.process(&ticks);
+    let refused: Vec<_> = outcomes
+        .iter()
+        .filter(|o| refusal_code(o).is_some())
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+    assert_eq!(outcomes, NativeChain { config: configs() }.process(&ticks));
+}
