@@ -136,12 +136,16 @@ fn assemble(
 /// The guests, in the sandbox.
 pub struct WasmChain {
     pub config: StageConfigs,
+    sandbox: Arc<Sandbox>,
     validate: StageInstance,
     enrich: StageInstance,
     route: StageInstance,
+    /// Per stage (pipeline order): batches in which the stage faulted at least once.
+    faulted_batches: [u64; 3],
 }
 
 /// The three components of a chain.
+#[derive(Clone)]
 pub struct ChainComponents {
     pub validate: Arc<GuestComponent>,
     pub enrich: Arc<GuestComponent>,
@@ -149,6 +153,24 @@ pub struct ChainComponents {
 }
 
 impl ChainComponents {
+    pub fn get(&self, kind: StageKind) -> &Arc<GuestComponent> {
+        match kind {
+            StageKind::Validate => &self.validate,
+            StageKind::Enrich => &self.enrich,
+            StageKind::Route => &self.route,
+        }
+    }
+
+    /// The same components with `component` in its stage's place.
+    pub fn with(mut self, component: Arc<GuestComponent>) -> Self {
+        match component.kind {
+            StageKind::Validate => self.validate = component,
+            StageKind::Enrich => self.enrich = component,
+            StageKind::Route => self.route = component,
+        }
+        self
+    }
+
     /// The components embedded in this binary.
     pub fn embedded(sandbox: &Sandbox) -> anyhow::Result<Self> {
         let load = |kind| -> anyhow::Result<Arc<GuestComponent>> {
@@ -195,13 +217,69 @@ impl WasmChain {
             config,
             validate: StageInstance::new(sandbox.clone(), components.validate),
             enrich: StageInstance::new(sandbox.clone(), components.enrich),
-            route: StageInstance::new(sandbox, components.route),
+            route: StageInstance::new(sandbox.clone(), components.route),
+            sandbox,
+            faulted_batches: [0; 3],
         }
+    }
+
+    fn stage(&self, kind: StageKind) -> &StageInstance {
+        match kind {
+            StageKind::Validate => &self.validate,
+            StageKind::Enrich => &self.enrich,
+            StageKind::Route => &self.route,
+        }
+    }
+
+    pub fn components(&self) -> ChainComponents {
+        ChainComponents {
+            validate: self.validate.component().clone(),
+            enrich: self.enrich.component().clone(),
+            route: self.route.component().clone(),
+        }
+    }
+
+    /// Puts `component` in its stage's place, with a fresh instance, and returns the component it
+    /// replaced. Called between two batches, so no batch sees two versions of a stage.
+    pub fn replace(&mut self, component: Arc<GuestComponent>) -> Arc<GuestComponent> {
+        let kind = component.kind;
+        let fresh = StageInstance::new(self.sandbox.clone(), component);
+        let slot = match kind {
+            StageKind::Validate => &mut self.validate,
+            StageKind::Enrich => &mut self.enrich,
+            StageKind::Route => &mut self.route,
+        };
+        std::mem::replace(slot, fresh).component().clone()
+    }
+
+    /// Batches in which `kind`'s guest faulted (trap, exhausted limit, broken contract).
+    pub fn faulted_batches(&self, kind: StageKind) -> u64 {
+        self.faulted_batches[kind as usize]
     }
 }
 
 impl StageChain for WasmChain {
     fn process(&mut self, ticks: &[Tick]) -> Vec<StageOutcome> {
+        let faults_before = StageKind::ALL.map(|k| self.stage(k).faults());
+        let outcomes = self.process_batch(ticks);
+        for kind in StageKind::ALL {
+            if self.stage(kind).faults() > faults_before[kind as usize] {
+                self.faulted_batches[kind as usize] += 1;
+            }
+        }
+        outcomes
+    }
+
+    fn versions(&self) -> GuestVersions {
+        [&self.validate, &self.enrich, &self.route]
+            .iter()
+            .map(|s| (s.component().kind.name(), s.component().version.clone()))
+            .collect()
+    }
+}
+
+impl WasmChain {
+    fn process_batch(&mut self, ticks: &[Tick]) -> Vec<StageOutcome> {
         let views: Vec<TickRef<'_>> = ticks.iter().map(Tick::view).collect();
         let validate_cfg = validate::ValidateConfig {
             min_timestamp_us: self.config.validate.min_timestamp_us,
@@ -256,13 +334,6 @@ impl StageChain for WasmChain {
                     .collect()
             },
         )
-    }
-
-    fn versions(&self) -> GuestVersions {
-        [&self.validate, &self.enrich, &self.route]
-            .iter()
-            .map(|s| (s.component().kind.name(), s.component().version.clone()))
-            .collect()
     }
 }
 

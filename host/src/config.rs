@@ -11,6 +11,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub lake: LakeSection,
     pub guests: GuestsSection,
+    pub http: HttpSection,
     pub validate: ValidateSection,
     pub enrich: EnrichSection,
     pub route: RouteSection,
@@ -74,16 +75,50 @@ pub struct GuestsSection {
     pub dir: Option<PathBuf>,
     pub call_deadline_ms: u64,
     pub memory_mib: usize,
+    /// Swap a guest when its file in `dir` changes.
+    pub watch: bool,
+    /// Latest processed ticks a candidate is run on, beside the current version, before a swap.
+    pub shadow_ticks: usize,
+    /// Refuse a swap whose candidate rejects more than this share of what the current version accepted.
+    pub max_new_reject_share: f64,
+    /// Roll back a new version that faults in more than this many batches...
+    pub rollback_after_faults: u64,
+    /// ...among its first this-many batches.
+    pub rollback_window_batches: u64,
 }
 
 impl Default for GuestsSection {
     fn default() -> Self {
+        let policy = crate::runtime::swap::SwapPolicy::default();
         Self {
             dir: None,
             call_deadline_ms: 500,
             memory_mib: 64,
+            watch: true,
+            shadow_ticks: policy.shadow_ticks,
+            max_new_reject_share: policy.max_new_reject_share,
+            rollback_after_faults: policy.rollback_after_faults,
+            rollback_window_batches: policy.rollback_window_batches,
         }
     }
+}
+
+impl GuestsSection {
+    pub fn swap_policy(&self) -> crate::runtime::swap::SwapPolicy {
+        crate::runtime::swap::SwapPolicy {
+            shadow_ticks: self.shadow_ticks,
+            max_new_reject_share: self.max_new_reject_share,
+            rollback_after_faults: self.rollback_after_faults,
+            rollback_window_batches: self.rollback_window_batches,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// `host:port` of the HTTP API (`/guests`, `/health`); empty = no HTTP.
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -220,6 +255,25 @@ impl Config {
         if self.guests.call_deadline_ms == 0 {
             return invalid("guests.call_deadline_ms", "must be at least 1");
         }
+        if !(0.0..=1.0).contains(&self.guests.max_new_reject_share) {
+            return invalid(
+                "guests.max_new_reject_share",
+                "must be a share between 0 and 1",
+            );
+        }
+        if self.guests.shadow_ticks > 1_000_000 {
+            return invalid("guests.shadow_ticks", "must be at most 1000000");
+        }
+        if self.guests.rollback_window_batches == 0 {
+            return invalid("guests.rollback_window_batches", "must be at least 1");
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return invalid(
+                "http.listen",
+                "must be host:port with an IP address, e.g. 127.0.0.1:8080",
+            );
+        }
         if !(1..=4096).contains(&self.guests.memory_mib) {
             return invalid("guests.memory_mib", "must be between 1 and 4096");
         }
@@ -321,6 +375,11 @@ mod tests {
             ),
             ("[kafka]\ntopic = \"a b\"", "kafka.topic"),
             ("[guests]\nmemory_mib = 0", "guests.memory_mib"),
+            (
+                "[guests]\nmax_new_reject_share = 2.0",
+                "guests.max_new_reject_share",
+            ),
+            ("[http]\nlisten = \"localhost\"", "http.listen"),
             (
                 "[validate]\nmin_timestamp = \"yesterday\"",
                 "validate.min_timestamp",

@@ -4,10 +4,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
-use stockpipe::chain::{ChainComponents, WasmChain};
 use stockpipe::config::Config;
-use stockpipe::pipeline::Pipeline;
-use stockpipe::runtime::sandbox::{Sandbox, SandboxLimits};
+use stockpipe::runtime::sandbox::Sandbox;
 use stockpipe::runtime::{GuestComponent, StageKind};
 use stockpipe::source::kafka::EmbeddedKafka;
 use stockpipe::source::replay::{self, Pace};
@@ -62,6 +60,9 @@ struct RunArgs {
     /// Exit once everything in the topic at start-up is processed and committed.
     #[arg(long)]
     once: bool,
+    /// Serve the HTTP API (GET /guests, POST /guests/<name>/reload, GET /health) on HOST:PORT.
+    #[arg(long)]
+    http: Option<String>,
 }
 
 #[derive(Args)]
@@ -184,14 +185,6 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn sandbox_limits(config: &Config) -> SandboxLimits {
-    SandboxLimits {
-        call_deadline: std::time::Duration::from_millis(config.guests.call_deadline_ms),
-        memory_bytes: config.guests.memory_mib << 20,
-        ..SandboxLimits::default()
-    }
-}
-
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
@@ -206,26 +199,33 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.guests.is_some() {
         config.guests.dir = args.guests;
     }
+    if let Some(http) = args.http {
+        config.http.listen = http;
+    }
     config.validate()?;
 
-    let sandbox = Arc::new(Sandbox::new(sandbox_limits(&config))?);
-    let components = match &config.guests.dir {
-        Some(dir) => ChainComponents::from_dir(&sandbox, dir)?,
-        None => ChainComponents::embedded(&sandbox)?,
+    let payloads = match &args.input {
+        Some(input) => Some(replay::read_input(input)?),
+        None => None,
     };
-    for c in [&components.validate, &components.enrich, &components.route] {
-        tracing::info!(stage = c.kind.name(), version = %c.version, source = %c.source_name, "guest loaded");
-    }
-    let chain = WasmChain::new(
-        sandbox,
-        components,
-        config.stage_configs(stockpipe::config::unix_now_us()),
-    );
-
     let k = &config.kafka;
     let embedded = if k.brokers.is_empty() {
+        let partitions = match &payloads {
+            Some(p) => stockpipe::source::kafka::embedded_partitions_for(
+                k.embedded_partitions,
+                p.iter().map(Vec::len).sum(),
+                p.len(),
+            ),
+            None => k.embedded_partitions,
+        };
+        if partitions > k.embedded_partitions {
+            tracing::info!(
+                partitions,
+                "the embedded cluster keeps 5 MiB per partition: sizing the topic to hold the whole input"
+            );
+        }
         let cluster = EmbeddedKafka::start(&[
-            (k.topic.as_str(), k.embedded_partitions),
+            (k.topic.as_str(), partitions),
             (k.dead_letter_topic.as_str(), 1),
             (k.alerts_topic.as_str(), 1),
         ])?;
@@ -237,17 +237,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let brokers = embedded
         .as_ref()
         .map_or_else(|| k.brokers.clone(), EmbeddedKafka::bootstrap_servers);
-    if let Some(input) = &args.input {
-        let payloads = replay::read_input(input)?;
+    if let (Some(input), Some(payloads)) = (&args.input, &payloads) {
         let producer = stockpipe::source::kafka::producer(&brokers)?;
-        let sent = replay::produce_all(&producer, &k.topic, &payloads, Pace::Max, |_| {}).await?;
+        let sent = replay::produce_all(&producer, &k.topic, payloads, Pace::Max, |_| {}).await?;
         tracing::info!(sent, topic = %k.topic, input = %input.display(), "input replayed into the topic");
     }
-    let pipeline = Pipeline::new(config, &brokers, chain)?;
+    let http = match config.http.listen.as_str() {
+        "" => None,
+        addr => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the HTTP API to {addr} (http.listen)"))?,
+        ),
+    };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let summary = pipeline.run(args.once, shutdown).await?;
+    let registry = Arc::new(stockpipe::runtime::swap::GuestRegistry::default());
+    let summary =
+        stockpipe::service::run(config, &brokers, args.once, registry, http, shutdown).await?;
     println!("{}", serde_json::to_string(&summary)?);
     drop(embedded);
     Ok(())
@@ -349,7 +357,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
 
 fn guest_test(guest: &str, stage: Option<&str>, fixtures: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::default();
-    let sandbox = Arc::new(Sandbox::new(sandbox_limits(&config))?);
+    let sandbox = Arc::new(Sandbox::new(stockpipe::service::sandbox_limits(&config))?);
     let (kind, bytes, source) = match StageKind::from_name(guest) {
         Some(kind) if stage.is_none() => (
             kind,

@@ -5,9 +5,10 @@
 //! buffers without bound); lake segments acknowledge when they roll. Offsets move only through the
 //! [`CommitTracker`](crate::commit::CommitTracker).
 
-use crate::chain::{Refusal, StageChain, StageOutcome};
+use crate::chain::{Refusal, StageChain, StageOutcome, WasmChain};
 use crate::commit::CommitTracker;
 use crate::config::Config;
+use crate::runtime::swap::{GuestRegistry, ShadowBuffer, SwapApplier};
 use crate::sink::lake::{LakeConfig, LocalLake, WrittenObject};
 use crate::sink::{SourceRef, document, kafka as kafka_sink};
 use crate::source::kafka as kafka_source;
@@ -17,6 +18,7 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What a run did, printed as one JSON line at exit.
@@ -47,9 +49,12 @@ enum Pending {
     Alert(SourceRef, DeliveryFuture),
 }
 
-pub struct Pipeline<C: StageChain> {
+pub struct Pipeline {
     config: Config,
-    chain: C,
+    chain: WasmChain,
+    registry: Arc<GuestRegistry>,
+    shadow: Arc<Mutex<ShadowBuffer>>,
+    swaps: Option<SwapApplier>,
     consumer: StreamConsumer,
     producer: FutureProducer,
     lake: LocalLake,
@@ -57,8 +62,8 @@ pub struct Pipeline<C: StageChain> {
     summary: RunSummary,
 }
 
-impl<C: StageChain> Pipeline<C> {
-    pub fn new(config: Config, brokers: &str, chain: C) -> anyhow::Result<Self> {
+impl Pipeline {
+    pub fn new(config: Config, brokers: &str, chain: WasmChain) -> anyhow::Result<Self> {
         let k = &config.kafka;
         let consumer = kafka_source::consumer(brokers, &k.group_id, &k.topic)?;
         let producer = kafka_source::producer(brokers)?;
@@ -70,15 +75,35 @@ impl<C: StageChain> Pipeline<C> {
             },
             k.topic.clone(),
         );
+        let registry = Arc::new(GuestRegistry::default());
+        registry.set_loaded(&chain.components());
         Ok(Self {
             config,
             chain,
+            registry,
+            shadow: Arc::new(Mutex::new(ShadowBuffer::new(0))),
+            swaps: None,
             consumer,
             producer,
             lake,
             tracker: CommitTracker::default(),
             summary: RunSummary::default(),
         })
+    }
+
+    /// Shares what is loaded and what happened (processed count, swaps) with `registry`.
+    pub fn with_registry(mut self, registry: Arc<GuestRegistry>) -> Self {
+        registry.set_loaded(&self.chain.components());
+        self.registry = registry;
+        self
+    }
+
+    /// Enables hot swap: `applier` brings checked candidates in between batches, `shadow` receives
+    /// every processed batch for the candidates' shadow runs.
+    pub fn with_hot_swap(mut self, applier: SwapApplier, shadow: Arc<Mutex<ShadowBuffer>>) -> Self {
+        self.swaps = Some(applier);
+        self.shadow = shadow;
+        self
     }
 
     /// Runs until `shutdown` resolves, or — with `once` — until everything in the topic when the
@@ -124,6 +149,15 @@ impl<C: StageChain> Pipeline<C> {
             for m in &batch {
                 let next = consumed_to.entry(m.source.partition).or_insert(0);
                 *next = (*next).max(m.source.offset + 1);
+            }
+            // Between two batches: the only place a guest may change.
+            if let Some(swaps) = &mut self.swaps
+                && let Some(pause) = swaps.apply_pending(&mut self.chain)
+            {
+                tracing::info!(
+                    pause_us = pause.as_micros() as u64,
+                    "guest swapped between batches"
+                );
             }
             self.process(batch).await?;
             let rolled = self.lake.roll_due(Instant::now())?;
@@ -306,6 +340,16 @@ impl<C: StageChain> Pipeline<C> {
                 }
             }
         }
+        if let Some(swaps) = &mut self.swaps {
+            swaps.after_batch(&mut self.chain);
+        }
+        self.registry
+            .processed
+            .fetch_add(ticks.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.shadow
+            .lock()
+            .expect("shadow lock")
+            .push(Arc::new(ticks));
         for p in pending {
             let (source, delivery, is_dead_letter) = match p {
                 Pending::DeadLetter(s, d) => (s, d, true),

@@ -11,6 +11,7 @@
 pub mod bindings;
 pub mod convert;
 pub mod sandbox;
+pub mod swap;
 
 use bindings::{enrich, route, validate};
 use sandbox::{GuestState, Sandbox};
@@ -127,12 +128,10 @@ impl GuestComponent {
                 source_name: source_name.clone(),
                 reason: format!("{e:#}"),
             })?;
-        let exported = match kind {
-            StageKind::Validate => validate::GuestIndices::new(&pre).map(drop),
-            StageKind::Enrich => enrich::GuestIndices::new(&pre).map(drop),
-            StageKind::Route => route::GuestIndices::new(&pre).map(drop),
-        };
-        exported.map_err(|e| GuestLoadError::WrongWorld {
+        // A trial instance in a throw-away store: the export must exist *and* have the right
+        // types, and the component must instantiate within the limits, before it may serve.
+        let mut store = sandbox.new_store();
+        instantiate(&pre, kind, &mut store).map_err(|e| GuestLoadError::WrongWorld {
             stage,
             source_name: source_name.clone(),
             reason: format!("{e:#}"),
@@ -181,6 +180,26 @@ impl GuestFault {
     }
 }
 
+/// Instantiates a component and loads its stage's exports, type-checking them.
+fn instantiate(
+    pre: &InstancePre<GuestState>,
+    kind: StageKind,
+    store: &mut Store<GuestState>,
+) -> wasmtime::Result<Exports> {
+    let instance = pre.instantiate(&mut *store)?;
+    Ok(match kind {
+        StageKind::Validate => {
+            Exports::Validate(validate::GuestIndices::new(pre)?.load(&mut *store, &instance)?)
+        }
+        StageKind::Enrich => {
+            Exports::Enrich(enrich::GuestIndices::new(pre)?.load(&mut *store, &instance)?)
+        }
+        StageKind::Route => {
+            Exports::Route(route::GuestIndices::new(pre)?.load(&mut *store, &instance)?)
+        }
+    })
+}
+
 enum Exports {
     Validate(validate::Guest),
     Enrich(enrich::Guest),
@@ -198,6 +217,7 @@ pub struct StageInstance {
     deadline_epochs: u64,
     new_store: Box<dyn Fn() -> Store<GuestState> + Send>,
     live: Option<Live>,
+    faults: u64,
 }
 
 impl StageInstance {
@@ -208,6 +228,7 @@ impl StageInstance {
             deadline_epochs,
             new_store: Box::new(move || sandbox.new_store()),
             live: None,
+            faults: 0,
         }
     }
 
@@ -215,25 +236,16 @@ impl StageInstance {
         &self.component
     }
 
+    /// Calls that faulted so far (a batch call and its tick-by-tick retries each count).
+    pub fn faults(&self) -> u64 {
+        self.faults
+    }
+
     fn live(&mut self) -> Result<&mut Live, GuestFault> {
         if self.live.is_none() {
             let mut store = (self.new_store)();
-            let pre = &self.component.pre;
-            let instance = pre
-                .instantiate(&mut store)
+            let exports = instantiate(&self.component.pre, self.component.kind, &mut store)
                 .map_err(GuestFault::from_wasmtime)?;
-            let exports = match self.component.kind {
-                StageKind::Validate => validate::GuestIndices::new(pre)
-                    .and_then(|i| i.load(&mut store, &instance))
-                    .map(Exports::Validate),
-                StageKind::Enrich => enrich::GuestIndices::new(pre)
-                    .and_then(|i| i.load(&mut store, &instance))
-                    .map(Exports::Enrich),
-                StageKind::Route => route::GuestIndices::new(pre)
-                    .and_then(|i| i.load(&mut store, &instance))
-                    .map(Exports::Route),
-            }
-            .map_err(GuestFault::from_wasmtime)?;
             self.live = Some(Live { store, exports });
         }
         Ok(self.live.as_mut().expect("just set"))
@@ -251,6 +263,7 @@ impl StageInstance {
         let result = f(&live.exports, &mut live.store);
         if result.is_err() {
             self.live = None;
+            self.faults += 1;
         }
         result
     }

@@ -34,6 +34,18 @@ impl EmbeddedKafka {
     }
 }
 
+/// librdkafka's mock broker deletes a partition's oldest messages beyond 5 MiB (or 100,000
+/// messages), like a broker with a tiny retention.
+pub const EMBEDDED_PARTITION_BYTES: usize = 5 << 20;
+
+/// Partitions the embedded cluster needs to keep `input_bytes` (in `messages` messages) retained
+/// until they are consumed, with headroom; at least `configured`.
+pub fn embedded_partitions_for(configured: i32, input_bytes: usize, messages: usize) -> i32 {
+    let by_size = input_bytes.div_ceil(EMBEDDED_PARTITION_BYTES * 3 / 4);
+    let by_count = messages.div_ceil(75_000);
+    configured.max(by_size.max(by_count) as i32)
+}
+
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -204,4 +216,18 @@ pub fn read_to_end(
         }
     }
     Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_topic_is_sized_to_retain_the_input() {
+        assert_eq!(embedded_partitions_for(3, 72_000, 100), 3);
+        // 100,000 ticks of ~720 bytes: 72 MB needs 19 partitions of 3.75 MiB.
+        assert_eq!(embedded_partitions_for(3, 72_000_000, 100_000), 19);
+        // Many small messages: the mock's 100,000-message cap counts too.
+        assert_eq!(embedded_partitions_for(1, 1_000_000, 300_000), 4);
+    }
 }

@@ -97,7 +97,7 @@ async fn sample_and_bad_ticks_end_to_end() {
 
     // The lake: every good tick exactly once, NDJSON, RFC 3339 UTC timestamps.
     let mut docs = Vec::new();
-    for entry in walk(lake.path()) {
+    for entry in crate::support::walk(lake.path()) {
         assert!(
             entry.extension().is_some_and(|e| e == "ndjson"),
             "unexpected file {}",
@@ -226,19 +226,6 @@ async fn sample_and_bad_ticks_end_to_end() {
     let again = run_once(&config, &brokers).await;
     assert_eq!(again.consumed, 0, "{again:?}");
     assert_eq!(again.committed_offsets, high);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 #[test]

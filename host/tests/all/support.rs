@@ -44,3 +44,86 @@ pub fn workspace() -> PathBuf {
 pub fn sample_payloads() -> Vec<Vec<u8>> {
     stockpipe::source::replay::read_input(&workspace().join("data/stock_data_sample.json")).unwrap()
 }
+
+pub fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// Every document in a lake directory.
+pub fn lake_documents(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    walk(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "ndjson"))
+        .flat_map(|p| {
+            std::fs::read_to_string(&p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A guests directory holding the built-in components, as `stockpipe run --guests` expects.
+pub fn guests_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in StageKind::ALL {
+        std::fs::write(
+            dir.path().join(kind.file_name()),
+            stockpipe::runtime::embedded_component(kind),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+pub fn hostile_bytes() -> Vec<u8> {
+    std::fs::read(
+        PathBuf::from(stockpipe::runtime::TEST_GUESTS_DIR).join("stockpipe_guest_hostile.wasm"),
+    )
+    .unwrap()
+}
+
+/// Replaces a file the way a deployment should: write beside it, then rename over it.
+pub fn install(dir: &std::path::Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// Ticks as NDJSON payloads, one per message.
+pub fn simulated_payloads(ticks: usize, seed: u64) -> Vec<Vec<u8>> {
+    use stockpipe::simulate::{SimulateOptions, render, simulate};
+    let ticks = simulate(&SimulateOptions {
+        instruments: 50,
+        ticks,
+        seed,
+        ..Default::default()
+    });
+    render(&ticks, true)
+        .lines()
+        .map(|l| l.as_bytes().to_vec())
+        .collect()
+}
+
+/// Logs to the test's output when RUST_LOG is set (e.g. `RUST_LOG=stockpipe=debug`).
+pub fn init_logging() {
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}

@@ -1,0 +1,676 @@
+//! Guarded hot swap of guest components.
+//!
+//! 1. A trigger — the guests directory changed (a `notify` watcher), `POST /guests/<name>/reload`,
+//!    or SIGHUP — reaches the [`SwapController`] thread, off the hot path.
+//! 2. The controller compiles the new file and checks it like any guest (its stage's interface of
+//!    `stockpipe:pipeline@0.1.0`, with the right types, instantiated within the limits). A
+//!    component that fails is refused with the reason; the old version keeps serving.
+//! 3. It runs the new version in shadow, beside the current one, on the last ticks the pipeline
+//!    processed ([`ShadowBuffer`]) and compares outcomes ([`ShadowReport`]). If the new version
+//!    rejects more than a configured share of the ticks the old one accepted, the swap is refused
+//!    unless forced.
+//! 4. An accepted candidate goes to the pipeline loop, which puts it in place between two batches
+//!    (a pointer exchange and a fresh instance): no batch sees two versions, and each document
+//!    records the versions that produced it.
+//! 5. The loop watches a new version for its first batches: if it faults in more than a configured
+//!    number of them, the loop puts the previous version back by itself.
+//!
+//! [`GuestRegistry`] keeps what is loaded and the history of every attempt, for `GET /guests`.
+
+use crate::chain::{ChainComponents, StageChain, StageConfigs, StageOutcome, WasmChain};
+use crate::runtime::sandbox::Sandbox;
+use crate::runtime::{GuestComponent, StageKind};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+use stockpipe_model::Tick;
+
+/// When to refuse a swap and when to undo one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SwapPolicy {
+    /// How many of the latest processed ticks the shadow run replays.
+    pub shadow_ticks: usize,
+    /// Refuse when the new version rejects more than this share of the ticks the old accepted.
+    pub max_new_reject_share: f64,
+    /// Roll back when the new version faults in more than this many batches...
+    pub rollback_after_faults: u64,
+    /// ...among its first this-many batches.
+    pub rollback_window_batches: u64,
+}
+
+impl Default for SwapPolicy {
+    fn default() -> Self {
+        Self {
+            shadow_ticks: 1000,
+            max_new_reject_share: 0.05,
+            rollback_after_faults: 3,
+            rollback_window_batches: 100,
+        }
+    }
+}
+
+/// The latest processed batches, shared (not copied) with the shadow runs.
+#[derive(Debug, Default)]
+pub struct ShadowBuffer {
+    batches: VecDeque<Arc<Vec<Tick>>>,
+    ticks: usize,
+    capacity: usize,
+}
+
+impl ShadowBuffer {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            ..Self::default()
+        }
+    }
+
+    pub fn push(&mut self, batch: Arc<Vec<Tick>>) {
+        if self.capacity == 0 || batch.is_empty() {
+            return;
+        }
+        self.ticks += batch.len();
+        self.batches.push_back(batch);
+        while self.ticks - self.batches.front().map_or(0, |b| b.len()) >= self.capacity {
+            let dropped = self.batches.pop_front().expect("non-empty");
+            self.ticks -= dropped.len();
+        }
+    }
+
+    /// The latest `capacity` ticks (or fewer), oldest first.
+    pub fn snapshot(&self) -> Vec<Tick> {
+        let all: Vec<&Tick> = self.batches.iter().flat_map(|b| b.iter()).collect();
+        all[all.len().saturating_sub(self.capacity)..]
+            .iter()
+            .map(|t| (*t).clone())
+            .collect()
+    }
+}
+
+/// How the candidate's outcomes differ from the current version's on the same ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ShadowReport {
+    pub ticks: usize,
+    /// Accepted by the current version.
+    pub accepted_before: usize,
+    /// Accepted by the current version, refused (or faulted) by the candidate.
+    pub newly_rejected: usize,
+    /// Refused by the current version, accepted by the candidate.
+    pub newly_accepted: usize,
+    /// Accepted by both, routed differently.
+    pub route_changes: usize,
+    /// Accepted by both, with different features.
+    pub feature_changes: usize,
+}
+
+impl ShadowReport {
+    pub fn compare(before: &[StageOutcome], after: &[StageOutcome]) -> Self {
+        let mut r = Self {
+            ticks: before.len(),
+            ..Self::default()
+        };
+        for (b, a) in before.iter().zip(after) {
+            match (b, a) {
+                (
+                    StageOutcome::Accepted {
+                        enrichment: eb,
+                        destinations: db,
+                    },
+                    StageOutcome::Accepted {
+                        enrichment: ea,
+                        destinations: da,
+                    },
+                ) => {
+                    r.accepted_before += 1;
+                    r.route_changes += usize::from(db != da);
+                    r.feature_changes += usize::from(eb != ea);
+                }
+                (StageOutcome::Accepted { .. }, StageOutcome::Refused { .. }) => {
+                    r.accepted_before += 1;
+                    r.newly_rejected += 1;
+                }
+                (StageOutcome::Refused { .. }, StageOutcome::Accepted { .. }) => {
+                    r.newly_accepted += 1
+                }
+                (StageOutcome::Refused { .. }, StageOutcome::Refused { .. }) => {}
+            }
+        }
+        r
+    }
+
+    /// `Err(reason)` when the policy refuses the candidate.
+    pub fn verdict(&self, policy: &SwapPolicy) -> Result<(), String> {
+        if self.accepted_before == 0 {
+            return Ok(());
+        }
+        let share = self.newly_rejected as f64 / self.accepted_before as f64;
+        if share > policy.max_new_reject_share {
+            return Err(format!(
+                "the new version rejects {} of the {} shadow ticks the current one accepted ({:.1} % > {:.1} %)",
+                self.newly_rejected,
+                self.accepted_before,
+                share * 100.0,
+                policy.max_new_reject_share * 100.0
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One entry of the swap history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SwapEvent {
+    /// Seconds since the Unix epoch.
+    pub at: f64,
+    pub stage: &'static str,
+    /// `swapped`, `refused`, `rolled-back` or `unchanged`.
+    pub outcome: &'static str,
+    pub from_version: String,
+    pub to_version: Option<String>,
+    /// What asked for it: `watch`, `http`, `sighup`, `rollback`.
+    pub trigger: String,
+    pub reason: String,
+    pub shadow: Option<ShadowReport>,
+    /// Time from the trigger to the decision (compile + checks + shadow run).
+    pub decision_ms: f64,
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadedGuest {
+    pub stage: &'static str,
+    pub version: String,
+    pub source: String,
+}
+
+#[derive(Debug, Default)]
+struct RegistryState {
+    loaded: Vec<LoadedGuest>,
+    history: Vec<SwapEvent>,
+}
+
+/// What is loaded, and what happened: shared by the loop, the controller and the HTTP API.
+#[derive(Debug, Default)]
+pub struct GuestRegistry {
+    state: Mutex<RegistryState>,
+    /// Ticks the pipeline has processed (for observers; the loop adds to it per batch).
+    pub processed: AtomicU64,
+    /// Set once the service is consuming, with its watcher and API in place.
+    pub started: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistryView {
+    pub guests: Vec<LoadedGuest>,
+    pub history: Vec<SwapEvent>,
+    pub processed: u64,
+}
+
+impl GuestRegistry {
+    pub fn set_loaded(&self, components: &ChainComponents) {
+        let loaded = StageKind::ALL
+            .iter()
+            .map(|&k| {
+                let c = components.get(k);
+                LoadedGuest {
+                    stage: k.name(),
+                    version: c.version.clone(),
+                    source: c.source_name.clone(),
+                }
+            })
+            .collect();
+        self.state.lock().expect("registry lock").loaded = loaded;
+    }
+
+    pub fn record(&self, event: SwapEvent) {
+        match event.outcome {
+            "refused" => {
+                tracing::warn!(stage = event.stage, trigger = %event.trigger, reason = %event.reason, "guest swap refused; the current version keeps serving")
+            }
+            "rolled-back" => {
+                tracing::warn!(stage = event.stage, from = %event.from_version, reason = %event.reason, "guest rolled back")
+            }
+            _ => {
+                tracing::info!(stage = event.stage, outcome = event.outcome, from = %event.from_version, to = ?event.to_version, reason = %event.reason, "guest swap")
+            }
+        }
+        self.state
+            .lock()
+            .expect("registry lock")
+            .history
+            .push(event);
+    }
+
+    pub fn view(&self) -> RegistryView {
+        let state = self.state.lock().expect("registry lock");
+        RegistryView {
+            guests: state.loaded.clone(),
+            history: state.history.clone(),
+            processed: self.processed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A request to (re)load guests from the directory.
+#[derive(Debug)]
+pub struct SwapTrigger {
+    /// One stage, or every stage.
+    pub stage: Option<StageKind>,
+    pub force: bool,
+    pub trigger: String,
+    /// Where to send the decision (the HTTP handler waits for it).
+    pub reply: Option<tokio::sync::oneshot::Sender<Vec<SwapEvent>>>,
+}
+
+/// A checked candidate on its way to the pipeline loop.
+pub struct Swap {
+    pub component: Arc<GuestComponent>,
+    pub trigger: String,
+    pub reason: String,
+    pub shadow: Option<ShadowReport>,
+    pub decision_ms: f64,
+}
+
+/// Decides on swaps, on its own thread.
+pub struct SwapController {
+    pub sandbox: Arc<Sandbox>,
+    pub dir: PathBuf,
+    pub policy: SwapPolicy,
+    pub configs: StageConfigs,
+    pub registry: Arc<GuestRegistry>,
+    pub shadow: Arc<Mutex<ShadowBuffer>>,
+    /// What serves now, as the loop last reported it.
+    pub current: Arc<Mutex<ChainComponents>>,
+    pub batch_max: usize,
+}
+
+impl SwapController {
+    /// Runs until every trigger sender is dropped.
+    pub fn spawn(
+        self,
+        triggers: mpsc::Receiver<SwapTrigger>,
+        swaps: mpsc::Sender<Swap>,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("guest-swap".into())
+            .spawn(move || {
+                while let Ok(first) = triggers.recv() {
+                    // Editors and copies write in several steps: let the file settle, and fold the
+                    // triggers that arrived meanwhile into one decision per stage.
+                    std::thread::sleep(Duration::from_millis(150));
+                    let mut pending = vec![first];
+                    pending.extend(triggers.try_iter());
+                    self.handle(pending, &swaps);
+                }
+            })
+            .expect("spawn the swap thread")
+    }
+
+    fn handle(&self, pending: Vec<SwapTrigger>, swaps: &mpsc::Sender<Swap>) {
+        let mut stages: Vec<(StageKind, bool, String)> = Vec::new();
+        for t in &pending {
+            for kind in t.stage.map_or(StageKind::ALL.to_vec(), |k| vec![k]) {
+                match stages.iter_mut().find(|(k, _, _)| *k == kind) {
+                    Some(entry) => entry.1 |= t.force,
+                    None => stages.push((kind, t.force, t.trigger.clone())),
+                }
+            }
+        }
+        let mut events = Vec::new();
+        for (kind, force, trigger) in stages {
+            let started = Instant::now();
+            match self.decide(kind, force, &trigger) {
+                Ok(Some(mut swap)) => {
+                    swap.decision_ms = started.elapsed().as_secs_f64() * 1e3;
+                    let from = self
+                        .current
+                        .lock()
+                        .expect("current lock")
+                        .get(kind)
+                        .version
+                        .clone();
+                    events.push(SwapEvent {
+                        at: now_secs(),
+                        stage: kind.name(),
+                        outcome: "swapped",
+                        from_version: from,
+                        to_version: Some(swap.component.version.clone()),
+                        trigger: trigger.clone(),
+                        reason: swap.reason.clone(),
+                        shadow: swap.shadow,
+                        decision_ms: swap.decision_ms,
+                    });
+                    if swaps.send(swap).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(mut event) => {
+                    event.decision_ms = started.elapsed().as_secs_f64() * 1e3;
+                    self.registry.record((*event).clone());
+                    events.push(*event);
+                }
+            }
+        }
+        for t in pending {
+            if let Some(reply) = t.reply {
+                let _ = reply.send(events.clone());
+            }
+        }
+    }
+
+    /// `Ok(Some)` = swap, `Ok(None)` = nothing changed, `Err(event)` = refused.
+    fn decide(
+        &self,
+        kind: StageKind,
+        force: bool,
+        trigger: &str,
+    ) -> Result<Option<Swap>, Box<SwapEvent>> {
+        let current = self.current.lock().expect("current lock").clone();
+        let from_version = current.get(kind).version.clone();
+        let refuse = |to_version: Option<String>, reason: String, shadow: Option<ShadowReport>| {
+            Box::new(SwapEvent {
+                at: now_secs(),
+                stage: kind.name(),
+                outcome: "refused",
+                from_version: from_version.clone(),
+                to_version,
+                trigger: trigger.to_string(),
+                reason,
+                shadow,
+                decision_ms: 0.0,
+            })
+        };
+        let path = self.dir.join(kind.file_name());
+        let bytes = std::fs::read(&path)
+            .map_err(|e| refuse(None, format!("reading {}: {e}", path.display()), None))?;
+        let version = super::component_version(&bytes);
+        if version == from_version {
+            tracing::debug!(stage = kind.name(), %version, "guest file unchanged");
+            return Ok(None);
+        }
+        let component =
+            GuestComponent::load(&self.sandbox, kind, &bytes, path.display().to_string())
+                .map_err(|e| refuse(Some(version.clone()), e.to_string(), None))?;
+        let component = Arc::new(component);
+        let ticks = self.shadow.lock().expect("shadow lock").snapshot();
+        let report = self.shadow_run(&current, &component, &ticks);
+        let reason = match report.verdict(&self.policy) {
+            Ok(()) => format!("shadow run on {} ticks passed", report.ticks),
+            Err(why) if force => format!("forced despite: {why}"),
+            Err(why) => return Err(refuse(Some(version), why, Some(report))),
+        };
+        Ok(Some(Swap {
+            component,
+            trigger: trigger.to_string(),
+            reason,
+            shadow: Some(report),
+            decision_ms: 0.0,
+        }))
+    }
+
+    fn shadow_run(
+        &self,
+        current: &ChainComponents,
+        candidate: &Arc<GuestComponent>,
+        ticks: &[Tick],
+    ) -> ShadowReport {
+        let mut before =
+            WasmChain::new(self.sandbox.clone(), current.clone(), self.configs.clone());
+        let mut after = WasmChain::new(
+            self.sandbox.clone(),
+            current.clone().with(candidate.clone()),
+            self.configs.clone(),
+        );
+        let (mut b, mut a) = (
+            Vec::with_capacity(ticks.len()),
+            Vec::with_capacity(ticks.len()),
+        );
+        for chunk in ticks.chunks(self.batch_max.max(1)) {
+            b.extend(before.process(chunk));
+            a.extend(after.process(chunk));
+        }
+        ShadowReport::compare(&b, &a)
+    }
+}
+
+/// Watches the guests directory (not the files: an atomic rename replaces the inode) and turns
+/// changes of `validate.wasm`, `enrich.wasm` or `route.wasm` into triggers.
+pub fn watch_dir(
+    dir: &Path,
+    triggers: mpsc::Sender<SwapTrigger>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if !matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_)) {
+            return;
+        }
+        for path in &event.paths {
+            let stage = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".wasm"))
+                .and_then(StageKind::from_name);
+            if let Some(stage) = stage {
+                let _ = triggers.send(SwapTrigger {
+                    stage: Some(stage),
+                    force: false,
+                    trigger: "watch".into(),
+                    reply: None,
+                });
+            }
+        }
+    })?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+/// The loop's side: applies swaps between batches and rolls back a new version that keeps faulting.
+pub struct SwapApplier {
+    swaps: mpsc::Receiver<Swap>,
+    policy: SwapPolicy,
+    registry: Arc<GuestRegistry>,
+    current: Arc<Mutex<ChainComponents>>,
+    /// Per stage: the version before the last swap, the batch count and fault count at the swap.
+    watching: Vec<(StageKind, Arc<GuestComponent>, u64, u64)>,
+    batches: u64,
+}
+
+impl SwapApplier {
+    pub fn new(
+        swaps: mpsc::Receiver<Swap>,
+        policy: SwapPolicy,
+        registry: Arc<GuestRegistry>,
+        current: Arc<Mutex<ChainComponents>>,
+    ) -> Self {
+        Self {
+            swaps,
+            policy,
+            registry,
+            current,
+            watching: Vec::new(),
+            batches: 0,
+        }
+    }
+
+    /// Call between batches. Returns how long the swap itself held the loop (the pause).
+    pub fn apply_pending(&mut self, chain: &mut WasmChain) -> Option<Duration> {
+        let mut paused = None;
+        while let Ok(swap) = self.swaps.try_recv() {
+            let started = Instant::now();
+            let kind = swap.component.kind;
+            let previous = chain.replace(swap.component.clone());
+            paused = Some(started.elapsed());
+            self.watching.retain(|(k, ..)| *k != kind);
+            self.watching.push((
+                kind,
+                previous.clone(),
+                self.batches,
+                chain.faulted_batches(kind),
+            ));
+            self.publish(chain);
+            self.registry.record(SwapEvent {
+                at: now_secs(),
+                stage: kind.name(),
+                outcome: "swapped",
+                from_version: previous.version.clone(),
+                to_version: Some(swap.component.version.clone()),
+                trigger: swap.trigger,
+                reason: swap.reason,
+                shadow: swap.shadow,
+                decision_ms: swap.decision_ms,
+            });
+        }
+        paused
+    }
+
+    /// Call after each batch: rolls back a new version that faulted in too many of its first batches.
+    pub fn after_batch(&mut self, chain: &mut WasmChain) {
+        self.batches += 1;
+        let (batches, policy) = (self.batches, self.policy);
+        let mut rollbacks = Vec::new();
+        self.watching
+            .retain(|(kind, previous, at_batch, faults_at)| {
+                let faulted = chain.faulted_batches(*kind) - faults_at;
+                if faulted > policy.rollback_after_faults {
+                    rollbacks.push((*kind, previous.clone(), faulted));
+                    return false;
+                }
+                batches - at_batch < policy.rollback_window_batches
+            });
+        for (kind, previous, faulted) in rollbacks {
+            let failed = chain.replace(previous.clone());
+            self.publish(chain);
+            self.registry.record(SwapEvent {
+                at: now_secs(),
+                stage: kind.name(),
+                outcome: "rolled-back",
+                from_version: failed.version.clone(),
+                to_version: Some(previous.version.clone()),
+                trigger: "rollback".into(),
+                reason: format!(
+                    "the new version faulted in {faulted} batches of its first {} (limit {})",
+                    policy.rollback_window_batches, policy.rollback_after_faults
+                ),
+                shadow: None,
+                decision_ms: 0.0,
+            });
+        }
+    }
+
+    fn publish(&self, chain: &WasmChain) {
+        let components = chain.components();
+        self.registry.set_loaded(&components);
+        *self.current.lock().expect("current lock") = components;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::Refusal;
+    use stockpipe_guest_route::logic::Destinations;
+    use stockpipe_model::Enrichment;
+
+    fn accepted(partition: &str) -> StageOutcome {
+        StageOutcome::Accepted {
+            enrichment: Enrichment::default(),
+            destinations: Destinations {
+                lake_partition: Some(partition.into()),
+                ..Destinations::default()
+            },
+        }
+    }
+
+    fn refused() -> StageOutcome {
+        StageOutcome::Refused {
+            refusal: Refusal {
+                stage: "validate",
+                code: "other".into(),
+                message: String::new(),
+                guest_version: None,
+            },
+            dead_letter_topic: "dlq".into(),
+        }
+    }
+
+    #[test]
+    fn shadow_reports_count_flips_and_changes() {
+        let before = [
+            accepted("a"),
+            accepted("a"),
+            refused(),
+            accepted("a"),
+            refused(),
+        ];
+        let after = [
+            accepted("a"),
+            refused(),
+            accepted("a"),
+            accepted("b"),
+            refused(),
+        ];
+        let r = ShadowReport::compare(&before, &after);
+        assert_eq!(
+            r,
+            ShadowReport {
+                ticks: 5,
+                accepted_before: 3,
+                newly_rejected: 1,
+                newly_accepted: 1,
+                route_changes: 1,
+                feature_changes: 0
+            }
+        );
+    }
+
+    #[test]
+    fn the_policy_refuses_a_version_that_rejects_too_much() {
+        let policy = SwapPolicy {
+            max_new_reject_share: 0.1,
+            ..SwapPolicy::default()
+        };
+        let ok = ShadowReport {
+            ticks: 100,
+            accepted_before: 100,
+            newly_rejected: 10,
+            ..Default::default()
+        };
+        assert!(ok.verdict(&policy).is_ok());
+        let bad = ShadowReport {
+            newly_rejected: 11,
+            ..ok
+        };
+        assert!(bad.verdict(&policy).unwrap_err().contains("11 of the 100"));
+        // Nothing to compare against: no reason to refuse.
+        assert!(ShadowReport::default().verdict(&policy).is_ok());
+    }
+
+    #[test]
+    fn the_shadow_buffer_keeps_the_latest_ticks() {
+        let mut buffer = ShadowBuffer::new(5);
+        let tick = |token| Tick {
+            instrument_token: token,
+            ..stockpipe_model::example::tick()
+        };
+        for start in [0u64, 3, 6] {
+            buffer.push(Arc::new((start..start + 3).map(tick).collect()));
+        }
+        let tokens: Vec<u64> = buffer
+            .snapshot()
+            .iter()
+            .map(|t| t.instrument_token)
+            .collect();
+        assert_eq!(tokens, [4, 5, 6, 7, 8]);
+        assert_eq!(ShadowBuffer::new(0).snapshot(), vec![]);
+    }
+}

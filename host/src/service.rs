@@ -1,0 +1,132 @@
+//! The host as a service: the pipeline plus everything around it — guests loaded from the
+//! configured place, hot swap (watcher, SIGHUP, HTTP), the HTTP API. `stockpipe run` and the
+//! end-to-end tests start it the same way.
+
+use crate::chain::{ChainComponents, WasmChain};
+use crate::config::Config;
+use crate::http::{self, ApiState};
+use crate::pipeline::{Pipeline, RunSummary};
+use crate::runtime::sandbox::{Sandbox, SandboxLimits};
+use crate::runtime::swap::{
+    GuestRegistry, ShadowBuffer, SwapApplier, SwapController, SwapTrigger, watch_dir,
+};
+use anyhow::Context;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+pub fn sandbox_limits(config: &Config) -> SandboxLimits {
+    SandboxLimits {
+        call_deadline: Duration::from_millis(config.guests.call_deadline_ms),
+        memory_bytes: config.guests.memory_mib << 20,
+        ..SandboxLimits::default()
+    }
+}
+
+/// Runs the pipeline with `config` against `brokers` until `shutdown` (or, with `once`, the end of
+/// the topic). `registry` lets the caller watch progress and swaps; `http` serves the API.
+pub async fn run(
+    config: Config,
+    brokers: &str,
+    once: bool,
+    registry: Arc<GuestRegistry>,
+    http: Option<tokio::net::TcpListener>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<RunSummary> {
+    config.validate()?;
+    let sandbox = Arc::new(Sandbox::new(sandbox_limits(&config))?);
+    let components = match &config.guests.dir {
+        Some(dir) => ChainComponents::from_dir(&sandbox, dir)?,
+        None => ChainComponents::embedded(&sandbox)?,
+    };
+    for kind in crate::runtime::StageKind::ALL {
+        let c = components.get(kind);
+        tracing::info!(stage = kind.name(), version = %c.version, source = %c.source_name, "guest loaded");
+    }
+    let configs = config.stage_configs(crate::config::unix_now_us());
+    let chain = WasmChain::new(sandbox.clone(), components.clone(), configs.clone());
+    let mut pipeline =
+        Pipeline::new(config.clone(), brokers, chain)?.with_registry(registry.clone());
+
+    let policy = config.guests.swap_policy();
+    let mut triggers_for_http = None;
+    let mut _watcher = None;
+    let mut sighup = None;
+    if let Some(dir) = &config.guests.dir {
+        let (trigger_tx, trigger_rx) = mpsc::channel::<SwapTrigger>();
+        let (swap_tx, swap_rx) = mpsc::channel();
+        let current = Arc::new(Mutex::new(components));
+        let shadow = Arc::new(Mutex::new(ShadowBuffer::new(policy.shadow_ticks)));
+        SwapController {
+            sandbox,
+            dir: dir.clone(),
+            policy,
+            configs,
+            registry: registry.clone(),
+            shadow: shadow.clone(),
+            current: current.clone(),
+            batch_max: config.kafka.batch_max,
+        }
+        .spawn(trigger_rx, swap_tx);
+        if config.guests.watch {
+            _watcher = Some(
+                watch_dir(dir, trigger_tx.clone())
+                    .with_context(|| format!("watching {}", dir.display()))?,
+            );
+            tracing::info!(dir = %dir.display(), "watching the guests directory for new versions");
+        }
+        sighup = Some(spawn_sighup(trigger_tx.clone())?);
+        triggers_for_http = Some(Arc::new(Mutex::new(trigger_tx)));
+        pipeline = pipeline.with_hot_swap(
+            SwapApplier::new(swap_rx, policy, registry.clone(), current),
+            shadow,
+        );
+    }
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = match http {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "HTTP API listening");
+            let state = ApiState {
+                registry: registry.clone(),
+                triggers: triggers_for_http,
+            };
+            Some(tokio::spawn(http::serve(listener, state, async {
+                let _ = http_stopped.await;
+            })))
+        }
+        None => None,
+    };
+    registry
+        .started
+        .store(true, std::sync::atomic::Ordering::Release);
+    let summary = pipeline.run(once, shutdown).await;
+    let _ = stop_http.send(());
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    if let Some(task) = sighup {
+        task.abort();
+    }
+    summary
+}
+
+fn spawn_sighup(
+    triggers: mpsc::Sender<SwapTrigger>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading guests");
+            let trigger = SwapTrigger {
+                stage: None,
+                force: false,
+                trigger: "sighup".into(),
+                reply: None,
+            };
+            if triggers.send(trigger).is_err() {
+                break;
+            }
+        }
+    }))
+}

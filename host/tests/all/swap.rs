@@ -1,0 +1,416 @@
+//! Hot swap and hostile guests, through the whole service over the mock cluster.
+
+use crate::support::{
+    guests_dir, hostile_bytes, install, lake_documents, sample_payloads, simulated_payloads,
+};
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use stockpipe::config::Config;
+use stockpipe::pipeline::RunSummary;
+use stockpipe::runtime::swap::GuestRegistry;
+use stockpipe::runtime::{StageKind, component_version, embedded_component};
+use stockpipe::sink::kafka::headers;
+use stockpipe::source::kafka::{self as kafka_source, EmbeddedKafka};
+use stockpipe::source::replay::{Pace, produce_all};
+
+struct Running {
+    _cluster: EmbeddedKafka,
+    brokers: String,
+    registry: Arc<GuestRegistry>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<RunSummary>>>,
+}
+
+impl Running {
+    fn start(config: Config) -> Self {
+        crate::support::init_logging();
+        let k = &config.kafka;
+        // librdkafka's mock broker keeps at most 5 MiB per partition: six partitions and a paced
+        // producer keep the whole stream within reach of the consumer.
+        let cluster = EmbeddedKafka::start(&[
+            (k.topic.as_str(), 6),
+            (k.dead_letter_topic.as_str(), 1),
+            (k.alerts_topic.as_str(), 1),
+        ])
+        .unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let registry = Arc::new(GuestRegistry::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (b, r) = (brokers.clone(), registry.clone());
+        let task = tokio::spawn(async move {
+            stockpipe::service::run(config, &b, false, r, None, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Self {
+            _cluster: cluster,
+            brokers,
+            registry,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Waits for `done`, failing at once (with the service's error) if the service stops first.
+    async fn wait(&mut self, what: &str, secs: u64, mut done: impl FnMut(&Self) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while !done(self) {
+            if self.task.as_ref().unwrap().is_finished() {
+                let result = self.task.take().unwrap().await.unwrap();
+                panic!("the service stopped while waiting for {what}: {result:?}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what} ({} ticks processed; {:#?})",
+                self.processed(),
+                self.registry.view().history
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn processed(&self) -> u64 {
+        self.registry.processed.load(Ordering::Relaxed)
+    }
+
+    async fn produce(&self, payloads: Vec<Vec<u8>>, pace: Pace) -> tokio::task::JoinHandle<u64> {
+        let producer = kafka_source::producer(&self.brokers).unwrap();
+        tokio::spawn(async move {
+            produce_all(&producer, "stock-stream", &payloads, pace, |_| {})
+                .await
+                .unwrap()
+        })
+    }
+
+    /// Stops the service (the broker stays up for inspection).
+    async fn stop(&mut self) -> RunSummary {
+        let _ = self.stop.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the service stops")
+            .unwrap()
+            .unwrap()
+    }
+
+    fn events(&self, outcome: &str) -> Vec<stockpipe::runtime::swap::SwapEvent> {
+        self.registry
+            .view()
+            .history
+            .into_iter()
+            .filter(|e| e.outcome == outcome)
+            .collect()
+    }
+}
+
+fn config(guests: &std::path::Path, lake: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.guests.dir = Some(guests.to_path_buf());
+    config.lake.dir = lake.to_path_buf();
+    config.kafka.batch_max = 500;
+    config.kafka.batch_wait_ms = 20;
+    config.route.change_alert_pct = 0.0;
+    config.route.spread_alert_bps = 0.0;
+    config
+}
+
+fn validate_versions(docs: &[serde_json::Value]) -> BTreeMap<(i64, i64), String> {
+    docs.iter()
+        .map(|d| {
+            (
+                (
+                    d["source"]["partition"].as_i64().unwrap(),
+                    d["source"]["offset"].as_i64().unwrap(),
+                ),
+                d["guest_versions"]["validate"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_under_a_continuous_stream_processes_every_tick_once_with_one_version() {
+    let (guests, lake) = (guests_dir(), tempfile::tempdir().unwrap());
+    let mut running = Running::start(config(guests.path(), lake.path()));
+    let total = 100_000u64;
+    let producer = running
+        .produce(simulated_payloads(total as usize, 11), Pace::Rate(10_000.0))
+        .await;
+    running
+        .wait("20,000 ticks processed", 120, |running| {
+            running.processed() >= 20_000
+        })
+        .await;
+    install(guests.path(), "validate.wasm", &hostile_bytes());
+    running
+        .wait("all ticks processed", 180, |running| {
+            running.processed() >= total
+        })
+        .await;
+    assert_eq!(producer.await.unwrap(), total);
+    let swapped = running.events("swapped");
+    let summary = running.stop().await;
+
+    let old = component_version(embedded_component(StageKind::Validate));
+    let new = component_version(&hostile_bytes());
+    assert_eq!(swapped.len(), 1, "{swapped:#?}");
+    assert_eq!(
+        (swapped[0].stage, swapped[0].trigger.as_str()),
+        ("validate", "watch")
+    );
+    assert_eq!(swapped[0].to_version.as_deref(), Some(new.as_str()));
+    assert_eq!(
+        (summary.consumed, summary.accepted),
+        (total, total),
+        "{summary:?}"
+    );
+
+    let docs = lake_documents(lake.path());
+    assert_eq!(docs.len() as u64, total);
+    let versions = validate_versions(&docs);
+    assert_eq!(versions.len() as u64, total, "every tick exactly once");
+    let old_count = versions.values().filter(|v| **v == old).count();
+    let new_count = versions.values().filter(|v| **v == new).count();
+    assert_eq!(
+        old_count + new_count,
+        total as usize,
+        "every tick stamped with one of the two versions"
+    );
+    assert!(
+        old_count >= 20_000 && new_count > 0,
+        "old {old_count}, new {new_count}"
+    );
+    // Within a partition the versions never interleave: old, then new.
+    let mut last: HashMap<i64, &str> = HashMap::new();
+    for ((partition, _), version) in &versions {
+        let before = last.insert(*partition, version.as_str());
+        assert!(
+            !(before == Some(new.as_str()) && version == &old),
+            "old version after the swap in partition {partition}"
+        );
+    }
+    assert_eq!(
+        summary.committed_offsets.values().sum::<i64>() as u64,
+        total
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_of_the_wrong_world_is_refused_and_the_old_one_keeps_serving() {
+    let (guests, lake) = (guests_dir(), tempfile::tempdir().unwrap());
+    let mut running = Running::start(config(guests.path(), lake.path()));
+    let total = 3_000u64;
+    let producer = running
+        .produce(simulated_payloads(total as usize, 12), Pace::Rate(3_000.0))
+        .await;
+    running
+        .wait("500 ticks processed", 60, |running| {
+            running.processed() >= 500
+        })
+        .await;
+    install(
+        guests.path(),
+        "validate.wasm",
+        embedded_component(StageKind::Enrich),
+    );
+    running
+        .wait("the refusal", 60, |running| {
+            !running.events("refused").is_empty()
+        })
+        .await;
+    running
+        .wait("all ticks processed", 60, |running| {
+            running.processed() >= total
+        })
+        .await;
+    producer.await.unwrap();
+    let refused = running.events("refused");
+    assert!(running.events("swapped").is_empty());
+    let summary = running.stop().await;
+    assert!(
+        refused[0]
+            .reason
+            .contains("does not implement stockpipe:pipeline/validate@0.1.0"),
+        "{refused:#?}"
+    );
+    let old = component_version(embedded_component(StageKind::Validate));
+    let docs = lake_documents(lake.path());
+    assert_eq!((docs.len() as u64, summary.accepted), (total, total));
+    assert!(validate_versions(&docs).values().all(|v| *v == old));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_that_keeps_faulting_is_rolled_back() {
+    let (guests, lake) = (guests_dir(), tempfile::tempdir().unwrap());
+    let mut config = config(guests.path(), lake.path());
+    config.kafka.batch_max = 100;
+    config.guests.rollback_after_faults = 2;
+    let mut running = Running::start(config);
+    // Swap while nothing flows: the shadow run has nothing to compare, so the candidate passes.
+    running
+        .wait("the service to start", 60, |r| {
+            r.registry.started.load(Ordering::Acquire)
+        })
+        .await;
+    install(guests.path(), "validate.wasm", &hostile_bytes());
+    running
+        .wait("the swap", 60, |running| {
+            !running.events("swapped").is_empty()
+        })
+        .await;
+    // Clean ticks first, then ticks the new version traps on (instrument 13) in every batch.
+    let mut payloads = simulated_payloads(2_000, 13);
+    for (i, p) in payloads.iter_mut().enumerate().skip(500) {
+        if i % 50 == 0 {
+            let mut v: serde_json::Value = serde_json::from_slice(p).unwrap();
+            v["instrument_token"] = 13.into();
+            *p = v.to_string().into_bytes();
+        }
+    }
+    let poisoned = (500..2_000).filter(|i| i % 50 == 0).count() as u64;
+    let producer = running.produce(payloads, Pace::Max).await;
+    running
+        .wait("the rollback", 60, |running| {
+            !running.events("rolled-back").is_empty()
+        })
+        .await;
+    running
+        .wait("all ticks processed", 60, |running| {
+            running.processed() >= 2_000
+        })
+        .await;
+    producer.await.unwrap();
+    let rolled = running.events("rolled-back");
+    let brokers = running.brokers.clone();
+    let summary = running.stop().await;
+
+    let old = component_version(embedded_component(StageKind::Validate));
+    let new = component_version(&hostile_bytes());
+    assert_eq!(rolled.len(), 1, "{rolled:#?}");
+    assert_eq!(
+        (
+            rolled[0].from_version.as_str(),
+            rolled[0].to_version.as_deref()
+        ),
+        (new.as_str(), Some(old.as_str()))
+    );
+    assert!(
+        rolled[0].reason.contains("faulted in 3 batches"),
+        "{}",
+        rolled[0].reason
+    );
+    // Every tick exactly once: in the lake, or dead-lettered by the failing version.
+    assert_eq!(summary.consumed, 2_000);
+    assert_eq!(summary.accepted + summary.rejected, 2_000);
+    assert!((3..poisoned).contains(&summary.rejected), "{summary:?}");
+    let docs = lake_documents(lake.path());
+    let versions = validate_versions(&docs);
+    assert_eq!(versions.len() as u64, summary.accepted);
+    assert!(versions.values().any(|v| *v == new) && versions.values().any(|v| *v == old));
+    let dead = tokio::task::spawn_blocking(move || {
+        kafka_source::read_to_end(&brokers, "stock-stream.dlq", Duration::from_secs(30))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(dead.len() as u64, summary.rejected);
+    for m in &dead {
+        let code = m
+            .headers()
+            .unwrap()
+            .iter()
+            .find(|h| h.key == headers::REASON_CODE)
+            .unwrap();
+        assert_eq!(code.value, Some(&b"trap"[..]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_guests_lose_only_their_own_ticks() {
+    let (guests, lake) = (guests_dir(), tempfile::tempdir().unwrap());
+    install(guests.path(), "validate.wasm", &hostile_bytes());
+    let mut config = config(guests.path(), lake.path());
+    config.guests.call_deadline_ms = 200;
+    config.guests.memory_mib = 32;
+    let mut running = Running::start(config);
+    let mut payloads = sample_payloads();
+    let expected = [
+        (13u64, "trap"),
+        (14, "deadline-exceeded"),
+        (15, "memory-exhausted"),
+        (16, "broken-contract"),
+        (17, "other"),
+    ];
+    for (i, (token, _)) in expected.iter().enumerate() {
+        let mut v: serde_json::Value = serde_json::from_slice(&payloads[i]).unwrap();
+        v["instrument_token"] = (*token).into();
+        payloads.insert(i * 17 + 3, v.to_string().into_bytes());
+    }
+    let producer = running.produce(payloads, Pace::Max).await;
+    producer.await.unwrap();
+    running
+        .wait("all ticks processed", 60, |running| {
+            running.processed() >= 105
+        })
+        .await;
+    let brokers = running.brokers.clone();
+    let summary = running.stop().await;
+    assert_eq!(
+        (
+            summary.consumed,
+            summary.accepted,
+            summary.rejected,
+            summary.dead_lettered
+        ),
+        (105, 100, 5, 5)
+    );
+    assert_eq!(lake_documents(lake.path()).len(), 100);
+    let dead = tokio::task::spawn_blocking(move || {
+        kafka_source::read_to_end(&brokers, "stock-stream.dlq", Duration::from_secs(30))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut codes = BTreeSet::new();
+    for m in &dead {
+        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        let token = v["instrument_token"].as_u64().unwrap();
+        let hdrs: HashMap<String, String> = m
+            .headers()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_string(),
+                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
+                )
+            })
+            .collect();
+        let want = expected.iter().find(|(t, _)| *t == token).unwrap().1;
+        assert_eq!(hdrs[headers::REASON_CODE], want, "token {token}: {hdrs:?}");
+        assert_eq!(
+            hdrs[headers::GUEST_VERSION],
+            component_version(&hostile_bytes())
+        );
+        if token == 17 {
+            // The guest tried the environment, a file and a socket: all refused.
+            let reason = &hdrs[headers::REASON];
+            assert!(
+                reason.contains("env=Err(")
+                    && reason.contains("file=Err(")
+                    && reason.contains("net=Err("),
+                "{reason}"
+            );
+        }
+        codes.insert(want);
+    }
+    assert_eq!(codes.len(), 5);
+}
