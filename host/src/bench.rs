@@ -218,3 +218,91 @@ pub fn guests(ticks: usize, batch: usize, rounds: usize) -> anyhow::Result<Guest
         stages,
     })
 }
+
+#[derive(Debug, Serialize)]
+pub struct SwapBench {
+    pub bench: &'static str,
+    pub rounds: usize,
+    pub batch: usize,
+    /// Compile + world check + trial instance of a candidate (off the hot path).
+    pub prepare_ms_p50: f64,
+    /// Old and new chains side by side over the shadow ticks (off the hot path).
+    pub shadow_ms_p50: f64,
+    pub shadow_ticks: usize,
+    /// What the pipeline loop loses at the batch boundary: the exchange itself plus the first
+    /// batch's extra cost (a fresh instance) over a steady batch.
+    pub pause_us_p50: f64,
+    pub pause_us_max: f64,
+}
+
+fn p50(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// `stockpipe bench swap`: what a hot swap costs, and what part of it the loop feels.
+pub fn swap(rounds: usize, batch: usize, shadow_ticks: usize) -> anyhow::Result<SwapBench> {
+    use crate::runtime::swap::ShadowReport;
+    use crate::runtime::{GuestComponent, StageKind, embedded_component};
+    let rounds = rounds.max(1);
+    let data = simulate(&SimulateOptions {
+        instruments: 50,
+        ticks: batch.max(shadow_ticks) * 2,
+        seed: 2,
+        ..Default::default()
+    });
+    let config = StageConfigs::default();
+    let sandbox = Arc::new(Sandbox::new(SandboxLimits::default())?);
+    let components = ChainComponents::embedded(&sandbox)?;
+    let mut chain = WasmChain::new(sandbox.clone(), components.clone(), config.clone());
+    let (mut prepare, mut shadow, mut pauses) = (Vec::new(), Vec::new(), Vec::new());
+    let batch_ticks = &data[..batch];
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let candidate = Arc::new(GuestComponent::load(
+            &sandbox,
+            StageKind::Validate,
+            embedded_component(StageKind::Validate),
+            "bench",
+        )?);
+        prepare.push(started.elapsed().as_secs_f64() * 1e3);
+
+        let started = Instant::now();
+        let shadow_set = &data[..shadow_ticks];
+        let mut before = WasmChain::new(sandbox.clone(), components.clone(), config.clone());
+        let mut after = WasmChain::new(
+            sandbox.clone(),
+            components.clone().with(candidate.clone()),
+            config.clone(),
+        );
+        let (mut b, mut a) = (Vec::new(), Vec::new());
+        for chunk in shadow_set.chunks(batch) {
+            b.extend(before.process(chunk));
+            a.extend(after.process(chunk));
+        }
+        std::hint::black_box(ShadowReport::compare(&b, &a));
+        shadow.push(started.elapsed().as_secs_f64() * 1e3);
+
+        // Steady batch, then exchange + first batch on the fresh instance.
+        std::hint::black_box(chain.process(batch_ticks));
+        let started = Instant::now();
+        std::hint::black_box(chain.process(batch_ticks));
+        let steady = started.elapsed();
+        let started = Instant::now();
+        chain.replace(candidate);
+        std::hint::black_box(chain.process(batch_ticks));
+        let with_swap = started.elapsed();
+        pauses.push(with_swap.saturating_sub(steady).as_secs_f64() * 1e6);
+    }
+    let pause_max = pauses.iter().copied().fold(0.0, f64::max);
+    Ok(SwapBench {
+        bench: "swap",
+        rounds,
+        batch,
+        prepare_ms_p50: p50(prepare),
+        shadow_ms_p50: p50(shadow),
+        shadow_ticks,
+        pause_us_p50: p50(pauses),
+        pause_us_max: pause_max,
+    })
+}

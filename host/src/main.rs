@@ -138,6 +138,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// What a guest hot swap costs: preparing the candidate, its shadow run, and the pause the
+    /// pipeline loop feels at the batch boundary.
+    Swap {
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        #[arg(long, default_value_t = 1_000)]
+        shadow_ticks: usize,
+    },
 }
 
 fn init_logging() {
@@ -160,6 +170,15 @@ fn main() -> anyhow::Result<()> {
             stage,
             fixtures,
         }) => guest_test(&guest, stage.as_deref(), &fixtures),
+        Command::Bench(BenchCommand::Swap {
+            rounds,
+            batch,
+            shadow_ticks,
+        }) => {
+            let result = stockpipe::bench::swap(rounds, batch, shadow_ticks)?;
+            println!("{}", serde_json::to_string(&result)?);
+            Ok(())
+        }
         Command::Bench(BenchCommand::Guests {
             ticks,
             batch,

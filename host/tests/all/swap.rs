@@ -27,6 +27,10 @@ struct Running {
 
 impl Running {
     fn start(config: Config) -> Self {
+        Self::start_with(config, None)
+    }
+
+    fn start_with(config: Config, http: Option<tokio::net::TcpListener>) -> Self {
         crate::support::init_logging();
         let k = &config.kafka;
         // librdkafka's mock broker keeps at most 5 MiB per partition: six partitions and a paced
@@ -42,7 +46,7 @@ impl Running {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (b, r) = (brokers.clone(), registry.clone());
         let task = tokio::spawn(async move {
-            stockpipe::service::run(config, &b, false, r, None, async {
+            stockpipe::service::run(config, &b, false, r, http, async {
                 let _ = stopped.await;
             })
             .await
@@ -413,4 +417,89 @@ async fn hostile_guests_lose_only_their_own_ticks() {
         codes.insert(want);
     }
     assert_eq!(codes.len(), 5);
+}
+
+/// A bare HTTP/1.1 exchange: (status, JSON body).
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_string())),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_lists_guests_and_reloads_on_request() {
+    let (guests, lake) = (guests_dir(), tempfile::tempdir().unwrap());
+    let mut config = config(guests.path(), lake.path());
+    config.guests.watch = false;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut running = Running::start_with(config, Some(listener));
+    running
+        .wait("the service to start", 60, |r| {
+            r.registry.started.load(Ordering::Acquire)
+        })
+        .await;
+
+    assert_eq!(
+        http(addr, "GET", "/health").await,
+        (200, serde_json::Value::String("ok".into()))
+    );
+    let (status, listing) = http(addr, "GET", "/guests").await;
+    assert_eq!(status, 200);
+    let old = component_version(embedded_component(StageKind::Validate));
+    assert_eq!(listing["guests"][0]["stage"], "validate");
+    assert_eq!(listing["guests"][0]["version"], old.as_str());
+
+    let (status, body) = http(addr, "POST", "/guests/nonsense/reload").await;
+    assert_eq!(status, 404, "{body}");
+    // Nothing changed on disk: nothing to do.
+    let (status, body) = http(addr, "POST", "/guests/validate/reload").await;
+    assert_eq!(
+        (status, body["events"].as_array().unwrap().len()),
+        (200, 0),
+        "{body}"
+    );
+    // A component of the wrong world: refused, with the reason.
+    std::fs::write(
+        guests.path().join("validate.wasm"),
+        embedded_component(StageKind::Route),
+    )
+    .unwrap();
+    let (status, body) = http(addr, "POST", "/guests/validate/reload").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["events"][0]["outcome"], "refused");
+    // A good one (watching is off: only the request swaps it).
+    std::fs::write(guests.path().join("validate.wasm"), hostile_bytes()).unwrap();
+    let (status, body) = http(addr, "POST", "/guests/validate/reload").await;
+    assert_eq!(
+        (status, &body["events"][0]["outcome"]),
+        (200, &serde_json::json!("swapped")),
+        "{body}"
+    );
+    let new = component_version(&hostile_bytes());
+    running
+        .wait("the swap to apply", 30, |r| {
+            r.registry.view().guests[0].version == new
+        })
+        .await;
+    let (_, listing) = http(addr, "GET", "/guests").await;
+    let outcomes: Vec<&str> = listing["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["refused", "swapped"]);
+    running.stop().await;
 }
