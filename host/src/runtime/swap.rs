@@ -233,13 +233,13 @@ impl GuestRegistry {
     pub fn record(&self, event: SwapEvent) {
         match event.outcome {
             "refused" => {
-                tracing::warn!(stage = event.stage, trigger = %event.trigger, reason = %event.reason, "guest swap refused; the current version keeps serving")
+                tracing::warn!(stage = event.stage, trigger = %event.trigger, shadow = ?event.shadow, reason = %event.reason, "guest swap refused; the current version keeps serving")
             }
             "rolled-back" => {
                 tracing::warn!(stage = event.stage, from = %event.from_version, reason = %event.reason, "guest rolled back")
             }
             _ => {
-                tracing::info!(stage = event.stage, outcome = event.outcome, from = %event.from_version, to = ?event.to_version, reason = %event.reason, "guest swap")
+                tracing::info!(stage = event.stage, outcome = event.outcome, from = %event.from_version, to = ?event.to_version, shadow = ?event.shadow, reason = %event.reason, "guest swap")
             }
         }
         self.state

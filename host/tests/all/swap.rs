@@ -503,3 +503,62 @@ async fn the_http_api_lists_guests_and_reloads_on_request() {
     assert_eq!(outcomes, ["refused", "swapped"]);
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_that_rejects_what_the_current_version_accepts_is_refused_unless_forced() {
+    let (guests, lake) = (guests_dir(), tempfile::tempdir().unwrap());
+    let mut config = config(guests.path(), lake.path());
+    config.guests.watch = false;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut running = Running::start_with(config, Some(listener));
+    running
+        .wait("the service to start", 60, |r| {
+            r.registry.started.load(Ordering::Acquire)
+        })
+        .await;
+    // Ticks of instrument 13 are fine for the real validate, fatal for the hostile one.
+    let payloads: Vec<Vec<u8>> = simulated_payloads(400, 14)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+            if i % 4 == 0 {
+                v["instrument_token"] = 13.into();
+            }
+            v.to_string().into_bytes()
+        })
+        .collect();
+    running.produce(payloads, Pace::Max).await.await.unwrap();
+    running
+        .wait("the ticks to be processed", 60, |r| r.processed() >= 400)
+        .await;
+    std::fs::write(guests.path().join("validate.wasm"), hostile_bytes()).unwrap();
+
+    let (status, body) = http(addr, "POST", "/guests/validate/reload").await;
+    assert_eq!(status, 409, "{body}");
+    let event = &body["events"][0];
+    assert_eq!(event["outcome"], "refused");
+    assert_eq!(event["shadow"]["ticks"], 400);
+    assert_eq!(event["shadow"]["accepted_before"], 400);
+    assert_eq!(event["shadow"]["newly_rejected"], 100);
+    assert!(
+        event["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rejects 100 of the 400"),
+        "{event}"
+    );
+
+    let (status, body) = http(addr, "POST", "/guests/validate/reload?force=true").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"][0]["outcome"], "swapped");
+    assert!(
+        body["events"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("forced despite"),
+        "{body}"
+    );
+    running.stop().await;
+}
