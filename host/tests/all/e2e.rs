@@ -2,8 +2,6 @@
 //! ones in the dead-letter topic with their reason, and the committed offsets reach the end.
 
 use crate::support::sample_payloads;
-use rdkafka::Message;
-use rdkafka::message::Headers;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use stockpipe::chain::{ChainComponents, WasmChain};
@@ -161,32 +159,13 @@ async fn sample_and_bad_ticks_end_to_end() {
     }
 
     // The dead-letter topic: the original bytes, with the reason.
-    let brokers_for_read = brokers.clone();
-    let dlq_topic = k.dead_letter_topic.clone();
-    let dead = tokio::task::spawn_blocking(move || {
-        kafka_source::read_to_end(&brokers_for_read, &dlq_topic, Duration::from_secs(30))
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let dead = crate::support::dead_letters(&brokers).await;
     assert_eq!(dead.len(), 5);
     let expected: HashMap<&[u8], &str> = bad.iter().map(|(p, c)| (p.as_slice(), *c)).collect();
-    for m in &dead {
-        let payload = m.payload().unwrap();
+    for (payload, hdrs) in &dead {
         let code = expected
-            .get(payload)
+            .get(payload.as_slice())
             .unwrap_or_else(|| panic!("unexpected dead letter {payload:?}"));
-        let hdrs: HashMap<String, String> = m
-            .headers()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                (
-                    h.key.to_string(),
-                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
-                )
-            })
-            .collect();
         assert_eq!(hdrs[headers::REASON_CODE], *code, "{hdrs:?}");
         assert!(!hdrs[headers::REASON].is_empty());
         assert_eq!(hdrs[headers::SOURCE_TOPIC], "stock-stream");

@@ -127,3 +127,48 @@ pub fn init_logging() {
             .try_init();
     }
 }
+
+/// Every message of the dead-letter topic: its payload and its headers.
+pub async fn dead_letters(
+    brokers: &str,
+) -> Vec<(Vec<u8>, std::collections::HashMap<String, String>)> {
+    use rdkafka::Message;
+    use rdkafka::message::Headers;
+    let brokers = brokers.to_string();
+    let messages = tokio::task::spawn_blocking(move || {
+        stockpipe::source::kafka::read_to_end(
+            &brokers,
+            "stock-stream.dlq",
+            std::time::Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    messages
+        .iter()
+        .map(|m| {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (m.payload().unwrap_or_default().to_vec(), headers)
+        })
+        .collect()
+}
+
+/// The same tick with another instrument token.
+pub fn with_token(payload: &[u8], token: u64) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+    v["instrument_token"] = token.into();
+    v.to_string().into_bytes()
+}

@@ -2,9 +2,8 @@
 
 use crate::support::{
     guests_dir, hostile_bytes, install, lake_documents, sample_payloads, simulated_payloads,
+    with_token,
 };
-use rdkafka::Message;
-use rdkafka::message::Headers;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -274,9 +273,7 @@ async fn a_new_version_that_keeps_faulting_is_rolled_back() {
     let mut payloads = simulated_payloads(2_000, 13);
     for (i, p) in payloads.iter_mut().enumerate().skip(500) {
         if i % 50 == 0 {
-            let mut v: serde_json::Value = serde_json::from_slice(p).unwrap();
-            v["instrument_token"] = 13.into();
-            *p = v.to_string().into_bytes();
+            *p = with_token(p, 13);
         }
     }
     let poisoned = (500..2_000).filter(|i| i % 50 == 0).count() as u64;
@@ -319,21 +316,10 @@ async fn a_new_version_that_keeps_faulting_is_rolled_back() {
     let versions = validate_versions(&docs);
     assert_eq!(versions.len() as u64, summary.accepted);
     assert!(versions.values().any(|v| *v == new) && versions.values().any(|v| *v == old));
-    let dead = tokio::task::spawn_blocking(move || {
-        kafka_source::read_to_end(&brokers, "stock-stream.dlq", Duration::from_secs(30))
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let dead = crate::support::dead_letters(&brokers).await;
     assert_eq!(dead.len() as u64, summary.rejected);
-    for m in &dead {
-        let code = m
-            .headers()
-            .unwrap()
-            .iter()
-            .find(|h| h.key == headers::REASON_CODE)
-            .unwrap();
-        assert_eq!(code.value, Some(&b"trap"[..]));
+    for (_, hdrs) in &dead {
+        assert_eq!(hdrs[headers::REASON_CODE], "trap", "{hdrs:?}");
     }
 }
 
@@ -354,9 +340,8 @@ async fn hostile_guests_lose_only_their_own_ticks() {
         (17, "other"),
     ];
     for (i, (token, _)) in expected.iter().enumerate() {
-        let mut v: serde_json::Value = serde_json::from_slice(&payloads[i]).unwrap();
-        v["instrument_token"] = (*token).into();
-        payloads.insert(i * 17 + 3, v.to_string().into_bytes());
+        let hostile = with_token(&payloads[i], *token);
+        payloads.insert(i * 17 + 3, hostile);
     }
     let producer = running.produce(payloads, Pace::Max).await;
     producer.await.unwrap();
@@ -377,27 +362,11 @@ async fn hostile_guests_lose_only_their_own_ticks() {
         (105, 100, 5, 5)
     );
     assert_eq!(lake_documents(lake.path()).len(), 100);
-    let dead = tokio::task::spawn_blocking(move || {
-        kafka_source::read_to_end(&brokers, "stock-stream.dlq", Duration::from_secs(30))
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let dead = crate::support::dead_letters(&brokers).await;
     let mut codes = BTreeSet::new();
-    for m in &dead {
-        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+    for (payload, hdrs) in &dead {
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
         let token = v["instrument_token"].as_u64().unwrap();
-        let hdrs: HashMap<String, String> = m
-            .headers()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                (
-                    h.key.to_string(),
-                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
-                )
-            })
-            .collect();
         let want = expected.iter().find(|(t, _)| *t == token).unwrap().1;
         assert_eq!(hdrs[headers::REASON_CODE], want, "token {token}: {hdrs:?}");
         assert_eq!(
@@ -521,13 +490,7 @@ async fn a_candidate_that_rejects_what_the_current_version_accepts_is_refused_un
     let payloads: Vec<Vec<u8>> = simulated_payloads(400, 14)
         .into_iter()
         .enumerate()
-        .map(|(i, p)| {
-            let mut v: serde_json::Value = serde_json::from_slice(&p).unwrap();
-            if i % 4 == 0 {
-                v["instrument_token"] = 13.into();
-            }
-            v.to_string().into_bytes()
-        })
+        .map(|(i, p)| if i % 4 == 0 { with_token(&p, 13) } else { p })
         .collect();
     running.produce(payloads, Pace::Max).await.await.unwrap();
     running
