@@ -14,7 +14,6 @@ use crate::sink::{SourceRef, document, kafka as kafka_sink};
 use crate::source::kafka as kafka_source;
 use anyhow::Context;
 use rdkafka::Message;
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -55,7 +54,8 @@ pub struct Pipeline {
     registry: Arc<GuestRegistry>,
     shadow: Arc<Mutex<ShadowBuffer>>,
     swaps: Option<SwapApplier>,
-    consumer: StreamConsumer,
+    consumer: kafka_source::PipelineConsumer,
+    rebalances: kafka_source::RebalanceLog,
     producer: FutureProducer,
     lake: LocalLake,
     tracker: CommitTracker,
@@ -65,7 +65,8 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(config: Config, brokers: &str, chain: WasmChain) -> anyhow::Result<Self> {
         let k = &config.kafka;
-        let consumer = kafka_source::consumer(brokers, &k.group_id, &k.topic)?;
+        let (consumer, rebalances) =
+            kafka_source::pipeline_consumer(brokers, &k.group_id, &k.topic)?;
         let producer = kafka_source::producer(brokers)?;
         let lake = LocalLake::new(
             LakeConfig {
@@ -84,6 +85,7 @@ impl Pipeline {
             shadow: Arc::new(Mutex::new(ShadowBuffer::new(0))),
             swaps: None,
             consumer,
+            rebalances,
             producer,
             lake,
             tracker: CommitTracker::default(),
@@ -150,6 +152,14 @@ impl Pipeline {
                 let next = consumed_to.entry(m.source.partition).or_insert(0);
                 *next = (*next).max(m.source.offset + 1);
             }
+            // Partitions taken away in a rebalance: their unacknowledged offsets go to the new
+            // owner, so their buffered lake lines are dropped, not written twice.
+            for partition in self.rebalances.take_revoked() {
+                let dropped = self.lake.discard(partition);
+                self.tracker.forget(partition);
+                consumed_to.remove(&partition);
+                tracing::info!(partition, dropped, "let go of a revoked partition");
+            }
             // Between two batches: the only place a guest may change.
             if let Some(swaps) = &mut self.swaps
                 && let Some(pause) = swaps.apply_pending(&mut self.chain)
@@ -189,9 +199,13 @@ impl Pipeline {
             .keys()
             .filter_map(|&p| self.tracker.position(p).map(|pos| (p, pos)))
             .collect();
-        tokio::task::block_in_place(|| {
+        if let Err(e) = tokio::task::block_in_place(|| {
             kafka_source::commit_positions(&self.consumer, &topic, &positions)
-        })?;
+        }) {
+            // E.g. a rebalance under way as the group shrinks. Whatever is not committed is
+            // redelivered (at least once); `committed_offsets` below says what the group has.
+            tracing::warn!(error = %format!("{e:#}"), "the final commit failed");
+        }
         let all_partitions: Vec<i32> = match &targets {
             Some((high, _)) => high.keys().copied().collect(),
             None => positions.keys().copied().collect(),
@@ -392,6 +406,13 @@ impl Pipeline {
 
     fn store_advanced(&mut self) -> anyhow::Result<()> {
         let advanced = self.tracker.advanced();
-        kafka_source::store_positions(&self.consumer, &self.config.kafka.topic, &advanced)
+        if let Err(e) =
+            kafka_source::store_positions(&self.consumer, &self.config.kafka.topic, &advanced)
+        {
+            // A partition revoked a moment ago refuses the store; it is forgotten at the next
+            // iteration and its offsets stay with the new owner. Nothing is lost by not storing.
+            tracing::warn!(error = %e, "storing offsets failed");
+        }
+        Ok(())
     }
 }

@@ -115,6 +115,19 @@ impl LocalLake {
         self.roll(all)
     }
 
+    /// Drops the buffered lines of a Kafka partition (revoked: its new owner will write them).
+    /// Returns how many lines were dropped.
+    pub fn discard(&mut self, partition: i32) -> usize {
+        let mut dropped = 0;
+        self.open.retain(|(_, p), segment| {
+            if *p == partition {
+                dropped += segment.offsets.len();
+            }
+            *p != partition
+        });
+        dropped
+    }
+
     pub fn buffered_lines(&self) -> usize {
         self.open.values().map(|s| s.offsets.len()).sum()
     }
@@ -232,6 +245,19 @@ mod tests {
             hour.map(|e| e.unwrap().file_name().into_string().unwrap())
                 .all(|n| n.ends_with(".ndjson") && !n.starts_with('.'))
         );
+    }
+
+    #[test]
+    fn a_revoked_partition_is_discarded_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lake = lake(dir.path(), 1 << 20);
+        lake.append("dt=2017-06-20/hour=07", 0, 1, b"x").unwrap();
+        lake.append("dt=2017-06-20/hour=08", 0, 2, b"y").unwrap();
+        lake.append("dt=2017-06-20/hour=07", 1, 1, b"z").unwrap();
+        assert_eq!(lake.discard(0), 2);
+        let written = lake.flush().unwrap();
+        assert_eq!(written.len(), 1);
+        assert_eq!(written[0].partition, 1);
     }
 
     #[test]

@@ -4,11 +4,13 @@
 
 use anyhow::Context;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The in-process mock cluster, kept alive as long as the pipeline runs.
@@ -56,15 +58,81 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .with_context(|| format!("creating a Kafka producer for {brokers}"))
 }
 
-pub fn consumer(brokers: &str, group_id: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = ClientConfig::new()
+/// Partitions taken from this consumer in a rebalance, for the pipeline loop to let go of.
+#[derive(Debug, Clone, Default)]
+pub struct RebalanceLog {
+    revoked: Arc<Mutex<Vec<i32>>>,
+}
+
+impl RebalanceLog {
+    pub fn take_revoked(&self) -> Vec<i32> {
+        std::mem::take(&mut *self.revoked.lock().expect("rebalance lock"))
+    }
+}
+
+/// The pipeline consumer's context: notes revocations (their unacknowledged offsets will be
+/// redelivered to the partitions' new owner).
+pub struct PipelineContext {
+    log: RebalanceLog,
+}
+
+impl ClientContext for PipelineContext {}
+
+impl ConsumerContext for PipelineContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(?partitions, "partitions revoked");
+                self.log
+                    .revoked
+                    .lock()
+                    .expect("rebalance lock")
+                    .extend(partitions);
+            }
+            Rebalance::Assign(tpl) => {
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(?partitions, "partitions assigned");
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+pub type PipelineConsumer = StreamConsumer<PipelineContext>;
+
+/// The pipeline's consumer-group member, and the log of its revoked partitions.
+pub fn pipeline_consumer(
+    brokers: &str,
+    group_id: &str,
+    topic: &str,
+) -> anyhow::Result<(PipelineConsumer, RebalanceLog)> {
+    let log = RebalanceLog::default();
+    let consumer: PipelineConsumer = consumer_config(brokers, group_id)
+        .create_with_context(PipelineContext { log: log.clone() })
+        .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
+    consumer
+        .subscribe(&[topic])
+        .with_context(|| format!("subscribing to {topic}"))?;
+    Ok((consumer, log))
+}
+
+fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
+        .set("session.timeout.ms", "10000");
+    config
+}
+
+/// A plain group member (the `consume` command, tests).
+pub fn consumer(brokers: &str, group_id: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = consumer_config(brokers, group_id)
         .create()
         .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
     consumer
@@ -74,8 +142,8 @@ pub fn consumer(brokers: &str, group_id: &str, topic: &str) -> anyhow::Result<St
 }
 
 /// Partition -> high watermark, from the broker.
-pub fn high_watermarks(
-    consumer: &StreamConsumer,
+pub fn high_watermarks<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<BTreeMap<i32, i64>> {
@@ -103,8 +171,8 @@ pub fn high_watermarks(
 }
 
 /// Partition -> committed offset of the group (absent when the group never committed it).
-pub fn committed_offsets(
-    consumer: &StreamConsumer,
+pub fn committed_offsets<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
     topic: &str,
     partitions: impl IntoIterator<Item = i32>,
     timeout: Duration,
@@ -127,8 +195,8 @@ pub fn committed_offsets(
 }
 
 /// Stores the next offsets to commit (picked up by the next auto-commit).
-pub fn store_positions(
-    consumer: &StreamConsumer,
+pub fn store_positions<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
     topic: &str,
     positions: &[(i32, i64)],
 ) -> anyhow::Result<()> {
@@ -144,8 +212,8 @@ pub fn store_positions(
 }
 
 /// Commits positions synchronously (at shutdown, so that nothing acknowledged is replayed).
-pub fn commit_positions(
-    consumer: &StreamConsumer,
+pub fn commit_positions<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
     topic: &str,
     positions: &BTreeMap<i32, i64>,
 ) -> anyhow::Result<()> {

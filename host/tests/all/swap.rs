@@ -525,3 +525,98 @@ async fn a_candidate_that_rejects_what_the_current_version_accepts_is_refused_un
     );
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_member_of_the_group_takes_partitions_without_losing_a_tick() {
+    let (guests, lake) = (guests_dir(), tempfile::tempdir().unwrap());
+    let mut config = config(guests.path(), lake.path());
+    config.lake.roll_seconds = 1;
+    let mut first = Running::start(config.clone());
+    first
+        .wait("the first member to start", 60, |r| {
+            r.registry.started.load(Ordering::Acquire)
+        })
+        .await;
+    let total = 20_000u64;
+    let producer = first
+        .produce(simulated_payloads(total as usize, 15), Pace::Rate(4_000.0))
+        .await;
+    first
+        .wait("2,000 ticks processed", 60, |r| r.processed() >= 2_000)
+        .await;
+    // A second member joins the same group on the same broker: a rebalance splits the partitions.
+    let registry = Arc::new(GuestRegistry::default());
+    let (stop_second, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (b, r, c) = (first.brokers.clone(), registry.clone(), config.clone());
+    let second = tokio::spawn(async move {
+        stockpipe::service::run(c, &b, false, r, None, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    assert_eq!(producer.await.unwrap(), total);
+    // Done when the group has committed every offset.
+    let brokers = first.brokers.clone();
+    let probe = kafka_source::consumer(&brokers, "probe", "stock-stream").unwrap();
+    let high = tokio::task::block_in_place(|| {
+        kafka_source::high_watermarks(&probe, "stock-stream", Duration::from_secs(10))
+    })
+    .unwrap();
+    assert_eq!(high.values().sum::<i64>() as u64, total);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let group = stockpipe_group_committed(&brokers, &high).await;
+        if group == high {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the group never committed to the end: {group:?} vs {high:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = stop_second.send(());
+    let second_summary = second.await.unwrap().unwrap();
+    let first_summary = first.stop().await;
+    assert!(
+        second_summary.consumed > 0,
+        "the second member got partitions: {second_summary:?}"
+    );
+    assert!(first_summary.consumed > 0);
+    // At least once: every offset of the topic is in the lake (re-delivered ranges may repeat).
+    let docs = lake_documents(lake.path());
+    let offsets: BTreeSet<(i64, i64)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["source"]["partition"].as_i64().unwrap(),
+                d["source"]["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(offsets.len() as u64, total);
+}
+
+/// The `stockpipe` group's committed offsets, read by a throw-away member of that group.
+async fn stockpipe_group_committed(brokers: &str, high: &BTreeMap<i32, i64>) -> BTreeMap<i32, i64> {
+    let (brokers, partitions) = (
+        brokers.to_string(),
+        high.keys().copied().collect::<Vec<_>>(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let reader: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "stockpipe")
+            .create()
+            .unwrap();
+        kafka_source::committed_offsets(
+            &reader,
+            "stock-stream",
+            partitions,
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap()
+}
