@@ -75,6 +75,8 @@ pub struct GuestsSection {
     pub dir: Option<PathBuf>,
     pub call_deadline_ms: u64,
     pub memory_mib: usize,
+    /// Fuel per call (a deterministic instruction budget on top of the deadline); 0 = off.
+    pub fuel_per_call: u64,
     /// Swap a guest when its file in `dir` changes.
     pub watch: bool,
     /// Latest processed ticks a candidate is run on, beside the current version, before a swap.
@@ -94,6 +96,7 @@ impl Default for GuestsSection {
             dir: None,
             call_deadline_ms: 500,
             memory_mib: 64,
+            fuel_per_call: 0,
             watch: true,
             shadow_ticks: policy.shadow_ticks,
             max_new_reject_share: policy.max_new_reject_share,

@@ -18,6 +18,7 @@ pub fn sandbox_limits(config: &Config) -> SandboxLimits {
     SandboxLimits {
         call_deadline: Duration::from_millis(config.guests.call_deadline_ms),
         memory_bytes: config.guests.memory_mib << 20,
+        fuel_per_call: (config.guests.fuel_per_call > 0).then_some(config.guests.fuel_per_call),
         ..SandboxLimits::default()
     }
 }

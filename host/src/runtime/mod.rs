@@ -164,6 +164,7 @@ impl GuestFault {
         let message = format!("{e:#}");
         let code = match e.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => "deadline-exceeded",
+            Some(wasmtime::Trap::OutOfFuel) => "fuel-exhausted",
             _ if message.contains("growing memory") || message.contains("memory size") => {
                 "memory-exhausted"
             }
@@ -215,6 +216,7 @@ struct Live {
 pub struct StageInstance {
     component: Arc<GuestComponent>,
     deadline_epochs: u64,
+    fuel_per_call: Option<u64>,
     new_store: Box<dyn Fn() -> Store<GuestState> + Send>,
     live: Option<Live>,
     faults: u64,
@@ -223,9 +225,11 @@ pub struct StageInstance {
 impl StageInstance {
     pub fn new(sandbox: Arc<Sandbox>, component: Arc<GuestComponent>) -> Self {
         let deadline_epochs = sandbox.limits().deadline_epochs();
+        let fuel_per_call = sandbox.limits().fuel_per_call;
         Self {
             component,
             deadline_epochs,
+            fuel_per_call,
             new_store: Box::new(move || sandbox.new_store()),
             live: None,
             faults: 0,
@@ -257,9 +261,14 @@ impl StageInstance {
         &mut self,
         f: impl FnOnce(&Exports, &mut Store<GuestState>) -> Result<O, GuestFault>,
     ) -> Result<O, GuestFault> {
-        let deadline = self.deadline_epochs;
+        let (deadline, fuel) = (self.deadline_epochs, self.fuel_per_call);
         let live = self.live()?;
         live.store.set_epoch_deadline(deadline);
+        if let Some(fuel) = fuel {
+            live.store
+                .set_fuel(fuel)
+                .map_err(GuestFault::from_wasmtime)?;
+        }
         let result = f(&live.exports, &mut live.store);
         if result.is_err() {
             self.live = None;

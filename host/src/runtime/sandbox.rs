@@ -19,6 +19,9 @@ pub struct SandboxLimits {
     pub memory_bytes: usize,
     /// Granularity of the deadline (the epoch period).
     pub epoch_tick: Duration,
+    /// Instructions' worth of fuel per call, a deterministic budget on top of the deadline;
+    /// `None` = off (fuel metering costs every guest instruction some time).
+    pub fuel_per_call: Option<u64>,
 }
 
 impl Default for SandboxLimits {
@@ -27,6 +30,7 @@ impl Default for SandboxLimits {
             call_deadline: Duration::from_millis(500),
             memory_bytes: 64 << 20,
             epoch_tick: Duration::from_millis(5),
+            fuel_per_call: None,
         }
     }
 }
@@ -95,6 +99,7 @@ impl Sandbox {
     pub fn new(limits: SandboxLimits) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
+        config.consume_fuel(limits.fuel_per_call.is_some());
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
@@ -139,6 +144,11 @@ impl Sandbox {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(self.limits.deadline_epochs());
+        if let Some(fuel) = self.limits.fuel_per_call {
+            store
+                .set_fuel(fuel)
+                .expect("fuel metering is on when a budget is set");
+        }
         store
     }
 }

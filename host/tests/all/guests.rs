@@ -272,3 +272,18 @@ fn every_reference_sample_tick_passes() {
     assert!(refused.is_empty(), "{refused:#?}");
     assert_eq!(outcomes, NativeChain { config: configs() }.process(&ticks));
 }
+
+#[test]
+fn fuel_stops_a_runaway_guest_deterministically() {
+    // A deadline far away: only the fuel can stop the loop.
+    let limits = SandboxLimits {
+        call_deadline: std::time::Duration::from_secs(30),
+        fuel_per_call: Some(50_000_000),
+        ..crate::support::tight_limits()
+    };
+    let mut chain = hostile_chain(limits);
+    let ticks: Vec<Tick> = [1, 14, 2].into_iter().map(tick_with_token).collect();
+    let outcomes = chain.process(&ticks);
+    let codes: Vec<Option<&str>> = outcomes.iter().map(refusal_code).collect();
+    assert_eq!(codes, [None, Some("fuel-exhausted"), None], "{outcomes:#?}");
+}

@@ -15,6 +15,7 @@ pub fn tight_limits() -> SandboxLimits {
         call_deadline: std::time::Duration::from_millis(100),
         memory_bytes: 32 << 20,
         epoch_tick: std::time::Duration::from_millis(5),
+        fuel_per_call: None,
     }
 }
 
