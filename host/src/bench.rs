@@ -54,7 +54,6 @@ fn stage_breakdown(
     ticks: &[stockpipe_model::Tick],
     batch: usize,
 ) -> anyhow::Result<StageBreakdown> {
-    use crate::runtime::bindings::{enrich, route, validate};
     use crate::runtime::{StageInstance, convert};
     use stockpipe_guest_route::logic::RouteInput;
     let n = ticks.len();
@@ -68,20 +67,9 @@ fn stage_breakdown(
     let mut v = StageInstance::new(sandbox.clone(), components.validate.clone());
     let mut e = StageInstance::new(sandbox.clone(), components.enrich.clone());
     let mut r = StageInstance::new(sandbox.clone(), components.route.clone());
-    let vc = validate::ValidateConfig {
-        min_timestamp_us: config.validate.min_timestamp_us,
-        max_timestamp_us: config.validate.max_timestamp_us,
-    };
-    let ec = enrich::EnrichConfig {
-        imbalance_levels: config.enrich.imbalance_levels as u32,
-    };
-    let rc = route::RouteConfig {
-        search_index: config.route.search_index.clone(),
-        alerts_topic: config.route.alerts_topic.clone(),
-        dead_letter_topic: config.route.dead_letter_topic.clone(),
-        change_alert_pct: config.route.change_alert_pct,
-        spread_alert_bps: config.route.spread_alert_bps,
-    };
+    let vc = convert::validate_config(&config.validate);
+    let ec = convert::enrich_config(&config.enrich);
+    let rc = convert::route_config(&config.route);
     let inputs: Vec<RouteInput> = ticks
         .iter()
         .map(|t| RouteInput {

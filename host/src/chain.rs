@@ -2,9 +2,10 @@
 //! tick. [`WasmChain`] runs the guest components in the sandbox; [`NativeChain`] runs the same
 //! `logic.rs` code linked natively (the benchmark's reference, and a cross-check in tests).
 
-use crate::runtime::bindings::{enrich, route, validate};
 use crate::runtime::sandbox::Sandbox;
-use crate::runtime::{GuestComponent, GuestFault, StageInstance, StageKind, call_isolated};
+use crate::runtime::{
+    GuestComponent, GuestFault, StageInstance, StageKind, call_isolated, convert,
+};
 use std::sync::Arc;
 use stockpipe_guest_enrich::logic as enrich_logic;
 use stockpipe_guest_route::logic::{self as route_logic, Destinations, RouteInput};
@@ -281,21 +282,9 @@ impl StageChain for WasmChain {
 impl WasmChain {
     fn process_batch(&mut self, ticks: &[Tick]) -> Vec<StageOutcome> {
         let views: Vec<TickRef<'_>> = ticks.iter().map(Tick::view).collect();
-        let validate_cfg = validate::ValidateConfig {
-            min_timestamp_us: self.config.validate.min_timestamp_us,
-            max_timestamp_us: self.config.validate.max_timestamp_us,
-        };
-        let enrich_cfg = enrich::EnrichConfig {
-            imbalance_levels: self.config.enrich.imbalance_levels as u32,
-        };
-        let r = &self.config.route;
-        let route_cfg = route::RouteConfig {
-            search_index: r.search_index.clone(),
-            alerts_topic: r.alerts_topic.clone(),
-            dead_letter_topic: r.dead_letter_topic.clone(),
-            change_alert_pct: r.change_alert_pct,
-            spread_alert_bps: r.spread_alert_bps,
-        };
+        let validate_cfg = convert::validate_config(&self.config.validate);
+        let enrich_cfg = convert::enrich_config(&self.config.enrich);
+        let route_cfg = convert::route_config(&self.config.route);
         let (vv, ev, rv) = (
             self.validate.component().version.clone(),
             self.enrich.component().version.clone(),

@@ -12,9 +12,10 @@
 //! - any stage: `{"fault": "trap" | "deadline-exceeded" | …}` when the call faulted.
 
 use crate::chain::StageConfigs;
-use crate::runtime::bindings::{enrich, route, validate};
 use crate::runtime::sandbox::Sandbox;
-use crate::runtime::{GuestComponent, GuestFault, StageInstance, StageKind, call_isolated};
+use crate::runtime::{
+    GuestComponent, GuestFault, StageInstance, StageKind, call_isolated, convert,
+};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -102,14 +103,7 @@ fn run_case(
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let r = &configs.route;
-        let config = route::RouteConfig {
-            search_index: r.search_index.clone(),
-            alerts_topic: r.alerts_topic.clone(),
-            dead_letter_topic: r.dead_letter_topic.clone(),
-            change_alert_pct: r.change_alert_pct,
-            spread_alert_bps: r.spread_alert_bps,
-        };
+        let config = convert::route_config(&configs.route);
         return Ok(call_isolated(&inputs, |b| instance.route(&config, b))
             .into_iter()
             .map(|o| match o {
@@ -134,11 +128,7 @@ fn run_case(
     let ticks: Vec<_> = owned.iter().map(stockpipe_model::Tick::view).collect();
     Ok(match kind {
         StageKind::Validate => {
-            let v = &configs.validate;
-            let config = validate::ValidateConfig {
-                min_timestamp_us: v.min_timestamp_us,
-                max_timestamp_us: v.max_timestamp_us,
-            };
+            let config = convert::validate_config(&configs.validate);
             call_isolated(&ticks, |b| instance.validate(&config, b))
                 .into_iter()
                 .map(|o| match o {
@@ -149,9 +139,7 @@ fn run_case(
                 .collect()
         }
         StageKind::Enrich => {
-            let config = enrich::EnrichConfig {
-                imbalance_levels: configs.enrich.imbalance_levels as u32,
-            };
+            let config = convert::enrich_config(&configs.enrich);
             call_isolated(&ticks, |b| instance.enrich(&config, b))
                 .into_iter()
                 .map(|o| match o {

@@ -93,3 +93,30 @@ pub fn route_plan_from_wit(p: route::RoutePlan) -> RoutePlan {
         dead_letter_topic: p.dead_letter_topic,
     }
 }
+
+/// The guests' per-call configuration as WIT records (one mapping for the chain, the fixtures
+/// runner and the benchmark).
+pub fn validate_config(
+    c: &stockpipe_guest_validate::logic::ValidateConfig,
+) -> super::bindings::validate::ValidateConfig {
+    super::bindings::validate::ValidateConfig {
+        min_timestamp_us: c.min_timestamp_us,
+        max_timestamp_us: c.max_timestamp_us,
+    }
+}
+
+pub fn enrich_config(c: &stockpipe_guest_enrich::logic::EnrichConfig) -> enrich::EnrichConfig {
+    enrich::EnrichConfig {
+        imbalance_levels: u32::try_from(c.imbalance_levels).unwrap_or(u32::MAX),
+    }
+}
+
+pub fn route_config(c: &stockpipe_guest_route::logic::RouteConfig) -> route::RouteConfig {
+    route::RouteConfig {
+        search_index: c.search_index.clone(),
+        alerts_topic: c.alerts_topic.clone(),
+        dead_letter_topic: c.dead_letter_topic.clone(),
+        change_alert_pct: c.change_alert_pct,
+        spread_alert_bps: c.spread_alert_bps,
+    }
+}
