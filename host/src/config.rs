@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     pub kafka: KafkaConfig,
     pub lake: LakeSection,
+    pub elasticsearch: ElasticsearchSection,
     pub guests: GuestsSection,
     pub http: HttpSection,
     pub validate: ValidateSection,
@@ -52,19 +53,101 @@ impl Default for KafkaConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LakeSection {
-    /// Directory of the local lake.
-    pub dir: PathBuf,
+    /// `file:///path`, a plain directory, or `gs://bucket/prefix`.
+    pub url: String,
     pub roll_bytes: usize,
     pub roll_seconds: u64,
+    /// GCS endpoint (an emulator); empty = `STORAGE_EMULATOR_HOST`, else Google's.
+    pub gcs_endpoint: String,
+    /// GCS uploads above this many bytes are resumable.
+    pub gcs_resumable_threshold_bytes: usize,
 }
 
 impl Default for LakeSection {
     fn default() -> Self {
         Self {
-            dir: PathBuf::from("lake"),
+            url: "lake".into(),
             roll_bytes: 8 << 20,
             roll_seconds: 60,
+            gcs_endpoint: String::new(),
+            gcs_resumable_threshold_bytes: 16 << 20,
         }
+    }
+}
+
+impl LakeSection {
+    pub fn location(&self) -> Result<crate::sink::store::LakeLocation, ConfigError> {
+        crate::sink::store::LakeLocation::parse(&self.url).map_err(|message| ConfigError::Invalid {
+            key: "lake.url",
+            message,
+        })
+    }
+
+    pub fn gcs_options(&self) -> crate::sink::store::GcsOptions {
+        crate::sink::store::GcsOptions {
+            endpoint: (!self.gcs_endpoint.is_empty()).then(|| self.gcs_endpoint.clone()),
+            resumable_threshold: self.gcs_resumable_threshold_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElasticsearchSection {
+    /// `http(s)://host:port`; empty = no Elasticsearch sink. Credentials come from the
+    /// environment only (STOCKPIPE_ES_API_KEY, or STOCKPIPE_ES_USERNAME + STOCKPIPE_ES_PASSWORD).
+    pub url: String,
+    /// PEM file of the CA that signed the cluster's certificate.
+    pub ca_file: Option<PathBuf>,
+    pub bulk_max_docs: usize,
+    pub bulk_max_bytes: usize,
+    pub bulk_max_age_ms: u64,
+    pub max_in_flight: usize,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    pub request_timeout_ms: u64,
+    pub put_templates: bool,
+}
+
+impl Default for ElasticsearchSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            ca_file: None,
+            bulk_max_docs: 1000,
+            bulk_max_bytes: 5 << 20,
+            bulk_max_age_ms: 1000,
+            max_in_flight: 2,
+            retry_initial_ms: 100,
+            retry_max_ms: 10_000,
+            request_timeout_ms: 30_000,
+            put_templates: true,
+        }
+    }
+}
+
+impl ElasticsearchSection {
+    /// The sink's settings, with credentials read from `lookup` (the environment).
+    pub fn settings(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<crate::sink::elasticsearch::EsSettings, crate::sink::elasticsearch::EsError> {
+        use std::time::Duration;
+        Ok(crate::sink::elasticsearch::EsSettings {
+            url: self.url.clone(),
+            auth: crate::sink::elasticsearch::EsAuth::from_lookup(lookup)?,
+            ca_file: self.ca_file.clone(),
+            bulk_max_docs: self.bulk_max_docs,
+            bulk_max_bytes: self.bulk_max_bytes,
+            bulk_max_age: Duration::from_millis(self.bulk_max_age_ms),
+            max_in_flight: self.max_in_flight,
+            retry: crate::sink::elasticsearch::RetryPolicy {
+                initial: Duration::from_millis(self.retry_initial_ms),
+                max: Duration::from_millis(self.retry_max_ms),
+            },
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            put_templates: self.put_templates,
+        })
     }
 }
 
@@ -254,6 +337,44 @@ impl Config {
         }
         if self.lake.roll_seconds == 0 {
             return invalid("lake.roll_seconds", "must be at least 1");
+        }
+        self.lake.location()?;
+        let es = &self.elasticsearch;
+        if !es.url.is_empty() && !(es.url.starts_with("http://") || es.url.starts_with("https://"))
+        {
+            return invalid(
+                "elasticsearch.url",
+                "must be http://host:port or https://host:port (or empty for no Elasticsearch)",
+            );
+        }
+        if !(1..=100_000).contains(&es.bulk_max_docs) {
+            return invalid(
+                "elasticsearch.bulk_max_docs",
+                "must be between 1 and 100000",
+            );
+        }
+        if es.bulk_max_bytes < 1024 {
+            return invalid("elasticsearch.bulk_max_bytes", "must be at least 1024");
+        }
+        if !(1..=64).contains(&es.max_in_flight) {
+            return invalid("elasticsearch.max_in_flight", "must be between 1 and 64");
+        }
+        if es.retry_initial_ms == 0 || es.retry_max_ms < es.retry_initial_ms {
+            return invalid(
+                "elasticsearch.retry_initial_ms",
+                "must be at least 1 and at most elasticsearch.retry_max_ms",
+            );
+        }
+        if es.request_timeout_ms == 0 {
+            return invalid("elasticsearch.request_timeout_ms", "must be at least 1");
+        }
+        if let Some(ca) = &es.ca_file
+            && !ca.is_file()
+        {
+            return invalid(
+                "elasticsearch.ca_file",
+                &format!("{} is not a readable file", ca.display()),
+            );
         }
         if self.guests.call_deadline_ms == 0 {
             return invalid("guests.call_deadline_ms", "must be at least 1");

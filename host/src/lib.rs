@@ -29,3 +29,4 @@ pub mod service;
 pub mod simulate;
 pub mod sink;
 pub mod source;
+pub mod upload;

@@ -32,6 +32,10 @@ enum Command {
     Consume(ConsumeArgs),
     /// Write simulated ticks in the sample's format, deterministic per seed.
     Simulate(SimulateArgs),
+    /// Upload a file of ticks to the lake's store (gs://bucket/object, or a path) as
+    /// newline-delimited JSON, the form a BigQuery external table reads. A JSON array (the sample's
+    /// form) is converted on the way.
+    Upload(UploadArgs),
     /// Work with guest components.
     #[command(subcommand)]
     Guest(GuestCommand),
@@ -48,9 +52,13 @@ struct RunArgs {
     /// Kafka bootstrap servers; omit to use the embedded mock cluster.
     #[arg(long)]
     brokers: Option<String>,
-    /// Directory of the local lake.
-    #[arg(long)]
-    lake: Option<PathBuf>,
+    /// Where the lake is: a directory, file:///path or gs://bucket/prefix.
+    #[arg(long, value_name = "URL")]
+    lake: Option<String>,
+    /// Elasticsearch URL (http(s)://host:port); credentials from STOCKPIPE_ES_API_KEY or
+    /// STOCKPIPE_ES_USERNAME/STOCKPIPE_ES_PASSWORD.
+    #[arg(long, value_name = "URL")]
+    es_url: Option<String>,
     /// Directory with validate.wasm, enrich.wasm and route.wasm (default: the guests built into this binary).
     #[arg(long)]
     guests: Option<PathBuf>,
@@ -63,6 +71,18 @@ struct RunArgs {
     /// Serve the HTTP API (GET /guests, POST /guests/<name>/reload, GET /health) on HOST:PORT.
     #[arg(long)]
     http: Option<String>,
+}
+
+#[derive(Args)]
+struct UploadArgs {
+    /// The file: a JSON array of ticks or NDJSON.
+    file: PathBuf,
+    /// gs://bucket/path/object.ndjson, file:///path or a plain path.
+    destination: String,
+    /// Cloud Storage endpoint (an emulator); default: $STORAGE_EMULATOR_HOST, else Google's with
+    /// Application Default Credentials.
+    #[arg(long, value_name = "URL")]
+    gcs_endpoint: Option<String>,
 }
 
 #[derive(Args)]
@@ -198,6 +218,7 @@ fn main() -> anyhow::Result<()> {
                     Command::Run(args) => run(args).await,
                     Command::Produce(args) => produce(args).await,
                     Command::Consume(args) => consume(args).await,
+                    Command::Upload(args) => upload(args).await,
                     _ => unreachable!("handled above"),
                 }
             }),
@@ -213,7 +234,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         config.kafka.brokers = brokers;
     }
     if let Some(lake) = args.lake {
-        config.lake.dir = lake;
+        config.lake.url = lake;
+    }
+    if let Some(url) = args.es_url {
+        config.elasticsearch.url = url;
     }
     if args.guests.is_some() {
         config.guests.dir = args.guests;
@@ -277,6 +301,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         stockpipe::service::run(config, &brokers, args.once, registry, http, shutdown).await?;
     println!("{}", serde_json::to_string(&summary)?);
     drop(embedded);
+    Ok(())
+}
+
+async fn upload(args: UploadArgs) -> anyhow::Result<()> {
+    let gcs = stockpipe::sink::store::GcsOptions {
+        endpoint: args.gcs_endpoint,
+        resumable_threshold: 16 << 20,
+    };
+    let report = stockpipe::upload::upload(&args.file, &args.destination, gcs).await?;
+    if report.converted_from_array {
+        eprintln!(
+            "{}: a JSON array of {} ticks, converted to newline-delimited JSON (BigQuery reads only that form)",
+            args.file.display(),
+            report.lines
+        );
+    }
+    println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
 

@@ -2,21 +2,25 @@
 //!
 //! One batch at a time: the guests see a whole batch in one call per stage; the sinks are handed
 //! every outcome; dead letters and alerts are awaited before the next batch (so the producer never
-//! buffers without bound); lake segments acknowledge when they roll. Offsets move only through the
-//! [`CommitTracker`](crate::commit::CommitTracker).
+//! buffers without bound); lake segments acknowledge once their object is stored; Elasticsearch
+//! acknowledges per bulk request, with a bounded number out (a full pipe makes the loop wait).
+//! Offsets move only through the [`CommitTracker`](crate::commit::CommitTracker): a message is
+//! committed after every sink it was routed to has acknowledged it.
 
 use crate::chain::{Refusal, StageChain, StageOutcome, WasmChain};
 use crate::commit::CommitTracker;
 use crate::config::Config;
 use crate::runtime::swap::{GuestRegistry, ShadowBuffer, SwapApplier};
-use crate::sink::lake::{LakeConfig, LocalLake, WrittenObject};
+use crate::sink::elasticsearch::{BulkItem, BulkReport, DeadLetters, EsSink};
+use crate::sink::lake::{Appended, LakeConfig, LakeWriter, RolledSegment};
+use crate::sink::store::LakeStore;
 use crate::sink::{SourceRef, document, kafka as kafka_sink};
 use crate::source::kafka as kafka_source;
 use anyhow::Context;
 use rdkafka::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +36,15 @@ pub struct RunSummary {
     pub alerts: u64,
     pub lake_objects: u64,
     pub lake_lines: u64,
+    /// Re-delivered lines an object already in the lake covered (not written twice).
+    pub lake_already_stored: u64,
+    /// Documents Elasticsearch acknowledged as indexed.
+    pub indexed: u64,
+    /// Documents Elasticsearch refused (mapping/parse errors), sent to the dead-letter topic.
+    pub index_dead_lettered: u64,
+    /// Bulk items and whole bulk requests sent again (429, 5xx, connection failures).
+    pub index_retried_items: u64,
+    pub index_retried_requests: u64,
     /// Partition -> the group's committed offset (the next offset to consume), read back from the broker.
     pub committed_offsets: BTreeMap<i32, i64>,
 }
@@ -57,20 +70,51 @@ pub struct Pipeline {
     consumer: kafka_source::PipelineConsumer,
     rebalances: kafka_source::RebalanceLog,
     producer: FutureProducer,
-    lake: LocalLake,
+    lake: LakeWriter,
+    store: LakeStore,
+    /// Partitions whose stored lake objects are known (listed since they were assigned).
+    listed: HashSet<i32>,
+    es: Option<EsSink>,
     tracker: CommitTracker,
     summary: RunSummary,
 }
 
 impl Pipeline {
-    pub fn new(config: Config, brokers: &str, chain: WasmChain) -> anyhow::Result<Self> {
+    /// Connects the sinks (puts the Elasticsearch templates, opens the lake store) and joins the
+    /// consumer group.
+    pub async fn new(config: Config, brokers: &str, chain: WasmChain) -> anyhow::Result<Self> {
         let k = &config.kafka;
+        let producer = kafka_source::producer(brokers)?;
+        let location = config.lake.location()?;
+        let store = LakeStore::open(&location, config.lake.gcs_options())
+            .await
+            .with_context(|| format!("opening the lake at {location}"))?;
+        tracing::info!(lake = %location, "lake");
+        let es = if config.elasticsearch.url.is_empty() {
+            None
+        } else {
+            let settings = config
+                .elasticsearch
+                .settings(|key| std::env::var(key).ok())?;
+            let dead_letters = DeadLetters {
+                producer: producer.clone(),
+                topic: k.dead_letter_topic.clone(),
+            };
+            let sink = EsSink::connect(settings, dead_letters)
+                .await
+                .with_context(|| {
+                    format!(
+                        "connecting to Elasticsearch at {}",
+                        config.elasticsearch.url
+                    )
+                })?;
+            tracing::info!(url = %config.elasticsearch.url, "Elasticsearch sink ready");
+            Some(sink)
+        };
         let (consumer, rebalances) =
             kafka_source::pipeline_consumer(brokers, &k.group_id, &k.topic)?;
-        let producer = kafka_source::producer(brokers)?;
-        let lake = LocalLake::new(
+        let lake = LakeWriter::new(
             LakeConfig {
-                root: config.lake.dir.clone(),
                 roll_bytes: config.lake.roll_bytes,
                 roll_age: Duration::from_secs(config.lake.roll_seconds),
             },
@@ -88,6 +132,9 @@ impl Pipeline {
             rebalances,
             producer,
             lake,
+            store,
+            listed: HashSet::new(),
+            es,
             tracker: CommitTracker::default(),
             summary: RunSummary::default(),
         })
@@ -156,6 +203,7 @@ impl Pipeline {
             // owner, so their buffered lake lines are dropped, not written twice.
             for partition in self.rebalances.take_revoked() {
                 let dropped = self.lake.discard(partition);
+                self.listed.remove(&partition);
                 self.tracker.forget(partition);
                 consumed_to.remove(&partition);
                 tracing::info!(partition, dropped, "let go of a revoked partition");
@@ -170,8 +218,9 @@ impl Pipeline {
                 );
             }
             self.process(batch).await?;
-            let rolled = self.lake.roll_due(Instant::now())?;
-            self.acknowledge_objects(rolled);
+            let rolled = self.lake.roll_due(Instant::now());
+            self.store_segments(rolled).await?;
+            self.flush_index(false).await?;
             self.store_advanced()?;
             if let Some((high, committed)) = &targets {
                 let reached = |p: &i32, h: &i64| {
@@ -183,8 +232,9 @@ impl Pipeline {
                         || *h == 0
                 };
                 if high.iter().all(|(p, h)| reached(p, h)) {
-                    let flushed = self.lake.flush()?;
-                    self.acknowledge_objects(flushed);
+                    let flushed = self.lake.flush();
+                    self.store_segments(flushed).await?;
+                    self.flush_index(true).await?;
                     self.store_advanced()?;
                     if self.tracker.in_flight() == 0 {
                         break;
@@ -192,8 +242,9 @@ impl Pipeline {
                 }
             }
         }
-        let flushed = self.lake.flush()?;
-        self.acknowledge_objects(flushed);
+        let flushed = self.lake.flush();
+        self.store_segments(flushed).await?;
+        self.flush_index(true).await?;
         self.store_advanced()?;
         let positions: BTreeMap<i32, i64> = consumed_to
             .keys()
@@ -255,6 +306,13 @@ impl Pipeline {
             return Ok(());
         }
         self.summary.consumed += batch.len() as u64;
+        if batch
+            .iter()
+            .any(|m| !self.listed.contains(&m.source.partition))
+        {
+            self.list_lake().await?;
+            self.listed.extend(batch.iter().map(|m| m.source.partition));
+        }
         let offset_minutes = self.config.validate.naive_timestamp_offset_minutes;
         // Decoded ticks go to the chain in one batch; `slots` maps each message to its tick (or to
         // the reason it did not decode).
@@ -283,7 +341,8 @@ impl Pipeline {
         let versions = self.chain.versions();
         let dlq_topic = self.config.kafka.dead_letter_topic.clone();
         let mut pending = Vec::new();
-        for (message, slot) in batch.iter().zip(slots) {
+        let mut rolled = Vec::new();
+        for (message, slot) in batch.into_iter().zip(slots) {
             let (tick, outcome) = match slot {
                 Ok(i) => (
                     Some(&ticks[i]),
@@ -329,15 +388,30 @@ impl Pipeline {
                     self.summary.accepted += 1;
                     let tick = tick.expect("an accepted tick was decoded");
                     let mut doc = document::accepted_document(tick, &enrichment, source, &versions);
+                    let index = destinations
+                        .search_index
+                        .as_ref()
+                        .filter(|_| self.es.is_some());
                     let sinks = u32::from(destinations.lake_partition.is_some())
-                        + u32::from(destinations.alert.is_some());
+                        + u32::from(destinations.alert.is_some())
+                        + u32::from(index.is_some());
                     self.tracker.track(source.partition, source.offset, sinks);
+                    let line = if destinations.lake_partition.is_some() || index.is_some() {
+                        serde_json::to_vec(&doc).context("encoding a document")?
+                    } else {
+                        Vec::new()
+                    };
                     if let Some(partition) = &destinations.lake_partition {
-                        let line = serde_json::to_vec(&doc).context("encoding a document")?;
-                        let rolled =
-                            self.lake
-                                .append(partition, source.partition, source.offset, &line)?;
-                        self.acknowledge_objects(rolled);
+                        match self
+                            .lake
+                            .append(partition, source.partition, source.offset, &line)
+                        {
+                            Appended::Buffered(r) => rolled.extend(r),
+                            Appended::AlreadyStored => {
+                                self.summary.lake_already_stored += 1;
+                                self.tracker.ack(source.partition, source.offset);
+                            }
+                        }
                     }
                     if let Some(alert) = &destinations.alert {
                         doc.insert("alert_reason".into(), alert.reason.clone().into());
@@ -351,9 +425,19 @@ impl Pipeline {
                         .with_context(|| format!("enqueueing an alert to {}", alert.topic))?;
                         pending.push(Pending::Alert(source.clone(), delivery));
                     }
+                    if let (Some(index), Some(es)) = (index, &mut self.es) {
+                        es.push(BulkItem {
+                            index: index.clone(),
+                            document: line,
+                            source: message.source,
+                            key: message.key,
+                            payload: message.payload,
+                        });
+                    }
                 }
             }
         }
+        self.store_segments(rolled).await?;
         if let Some(swaps) = &mut self.swaps {
             swaps.after_batch(&mut self.chain);
         }
@@ -394,13 +478,60 @@ impl Pipeline {
         Ok(())
     }
 
-    fn acknowledge_objects(&mut self, objects: Vec<WrittenObject>) {
-        for object in objects {
+    /// Learns which offset ranges the lake already holds (after a crash, objects may be stored
+    /// whose offsets were never committed; they are not written twice).
+    async fn list_lake(&mut self) -> anyhow::Result<()> {
+        let topic = self.lake.topic().to_string();
+        let names = self
+            .store
+            .list(&topic)
+            .await
+            .context("listing the lake's objects")?;
+        tracing::debug!(objects = names.len(), "listed the lake");
+        self.lake.set_existing(names.iter().map(String::as_str));
+        Ok(())
+    }
+
+    /// Puts rolled segments in the lake store, then acknowledges their offsets.
+    async fn store_segments(&mut self, segments: Vec<RolledSegment>) -> anyhow::Result<()> {
+        for segment in segments {
+            let lines = segment.lines();
+            self.store
+                .put(&segment.name, segment.bytes)
+                .await
+                .with_context(|| format!("storing lake object {}", segment.name))?;
+            tracing::debug!(object = %segment.name, lines, "lake object stored");
             self.summary.lake_objects += 1;
-            self.summary.lake_lines += object.lines as u64;
-            for offset in object.offsets {
-                self.tracker.ack(object.partition, offset);
+            self.summary.lake_lines += lines as u64;
+            for offset in segment.offsets {
+                self.tracker.ack(segment.partition, offset);
             }
+        }
+        Ok(())
+    }
+
+    /// Sends what is due to Elasticsearch (everything with `all`, waiting for it) and acknowledges
+    /// what it has settled.
+    async fn flush_index(&mut self, all: bool) -> anyhow::Result<()> {
+        let Some(es) = &mut self.es else {
+            return Ok(());
+        };
+        let report = if all {
+            es.drain().await?
+        } else {
+            es.flush_due(Instant::now()).await?
+        };
+        self.acknowledge_index(report);
+        Ok(())
+    }
+
+    fn acknowledge_index(&mut self, report: BulkReport) {
+        self.summary.indexed += report.indexed;
+        self.summary.index_dead_lettered += report.dead_lettered;
+        self.summary.index_retried_items += report.retried_items;
+        self.summary.index_retried_requests += report.retried_requests;
+        for source in report.acked {
+            self.tracker.ack(source.partition, source.offset);
         }
     }
 

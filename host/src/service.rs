@@ -45,8 +45,9 @@ pub async fn run(
     }
     let configs = config.stage_configs(crate::config::unix_now_us());
     let chain = WasmChain::new(sandbox.clone(), components.clone(), configs.clone());
-    let mut pipeline =
-        Pipeline::new(config.clone(), brokers, chain)?.with_registry(registry.clone());
+    let mut pipeline = Pipeline::new(config.clone(), brokers, chain)
+        .await?
+        .with_registry(registry.clone());
 
     let policy = config.guests.swap_policy();
     let mut triggers_for_http = None;

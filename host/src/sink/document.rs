@@ -1,5 +1,5 @@
 //! The document written for an accepted tick: the tick's own fields (timestamp as RFC 3339 UTC with
-//! microseconds, which Elasticsearch's `strict_date_optional_time_nanos` and BigQuery's TIMESTAMP
+//! microseconds, which Elasticsearch's `date_nanos` with `strict_date_optional_time` and BigQuery's TIMESTAMP
 //! both read — the sample's `2017-06-20 07:35:05.284824` form is not ISO 8601 and was the trap of
 //! the original mapping), the enrichment, the Kafka position, and the guest versions that produced
 //! it.

@@ -1,18 +1,21 @@
-//! The local lake: `<root>/<topic>/dt=YYYY-MM-DD/hour=HH/<partition>-<first offset>-<last offset>.ndjson`.
+//! The lake's segments: `<topic>/dt=YYYY-MM-DD/hour=HH/<partition>-<first offset>-<last offset>.ndjson`.
 //!
-//! Lines are buffered per (lake partition, Kafka partition) segment and written as one object when
-//! the segment rolls — by size, by age, or at shutdown — through a temporary file, fsync and
-//! rename, so a reader never sees half an object. A segment's offsets are acknowledged only once
-//! its object is in place. The object names are the ones the GCS sink uses.
+//! Lines are buffered per (lake partition, Kafka partition) segment; a segment rolls — by size, by
+//! age, or at shutdown — into a [`RolledSegment`] that the run loop puts in the
+//! [`LakeStore`](super::store::LakeStore) (a directory or a GCS bucket) before it acknowledges the
+//! segment's offsets.
+//!
+//! No duplicates after a crash: an object's name carries its offset range, and the writer knows the
+//! ranges already in the store ([`LakeWriter::set_existing`], from a listing at start-up and after
+//! a rebalance). A re-delivered offset that an existing object covers is acknowledged without being
+//! written again, so the lake holds every accepted tick exactly once even when a crash fell between
+//! an upload and the offset commit.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LakeConfig {
-    pub root: PathBuf,
     /// Roll a segment once its buffered lines reach this many bytes.
     pub roll_bytes: usize,
     /// Roll a segment this long after its first line.
@@ -26,31 +29,44 @@ struct Segment {
     opened: Instant,
 }
 
-/// A written object and the offsets it acknowledges.
+/// A segment ready to be stored, and the offsets it acknowledges once stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WrittenObject {
+pub struct RolledSegment {
     /// Relative to the lake root, with `/` separators.
     pub name: String,
     pub partition: i32,
     pub offsets: Vec<i64>,
-    pub lines: usize,
+    pub bytes: Vec<u8>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("lake object {path}: {source}")]
-pub struct LakeError {
-    pub path: PathBuf,
-    #[source]
-    pub source: std::io::Error,
+impl RolledSegment {
+    pub fn lines(&self) -> usize {
+        self.offsets.len()
+    }
 }
 
-pub struct LocalLake {
+/// What became of a line offered to the writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Buffered; it is acknowledged when its segment is stored. Segments that rolled because of
+    /// it (full, or the partition moved to another hour) come with it.
+    Buffered(Vec<RolledSegment>),
+    /// An object already in the lake covers this offset: acknowledge it now.
+    AlreadyStored,
+}
+
+pub struct LakeWriter {
     config: LakeConfig,
     topic: String,
-    open: HashMap<(String, i32), Segment>,
+    /// Kafka partition -> its one open segment and the lake partition (dt/hour) it belongs to.
+    /// One open segment per Kafka partition keeps each partition's objects on disjoint offset
+    /// ranges: a tick for another hour rolls the open segment first.
+    open: HashMap<i32, (String, Segment)>,
+    /// Kafka partition -> sorted offset ranges of the objects already stored.
+    existing: HashMap<i32, Vec<(i64, i64)>>,
 }
 
-/// The object name for a segment; shared with the GCS sink.
+/// The object name for a segment.
 pub fn object_name(
     topic: &str,
     lake_partition: &str,
@@ -61,124 +77,152 @@ pub fn object_name(
     format!("{topic}/{lake_partition}/{partition}-{first}-{last}.ndjson")
 }
 
-impl LocalLake {
+/// The (partition, first, last) an object name carries, if it is one of ours.
+pub fn parse_object_name(name: &str) -> Option<(i32, i64, i64)> {
+    let file = name.rsplit('/').next()?;
+    let stem = file
+        .strip_suffix(".ndjson.gz")
+        .or_else(|| file.strip_suffix(".ndjson"))?;
+    let mut parts = stem.splitn(3, '-');
+    let partition = parts.next()?.parse().ok()?;
+    let first = parts.next()?.parse().ok()?;
+    let last = parts.next()?.parse().ok()?;
+    (first <= last).then_some((partition, first, last))
+}
+
+impl LakeWriter {
     pub fn new(config: LakeConfig, topic: impl Into<String>) -> Self {
         Self {
             config,
             topic: topic.into(),
             open: HashMap::new(),
+            existing: HashMap::new(),
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.config.root
+    pub fn topic(&self) -> &str {
+        &self.topic
     }
 
-    /// Buffers one line (without its newline). Returns the objects that rolled because of it.
+    /// Records the objects already in the store (names as listed under the topic); offsets they
+    /// cover are not written again.
+    pub fn set_existing<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        self.existing.clear();
+        for (partition, first, last) in names.into_iter().filter_map(parse_object_name) {
+            self.existing
+                .entry(partition)
+                .or_default()
+                .push((first, last));
+        }
+        for ranges in self.existing.values_mut() {
+            ranges.sort_unstable();
+        }
+    }
+
+    fn already_stored(&self, partition: i32, offset: i64) -> bool {
+        let Some(ranges) = self.existing.get(&partition) else {
+            return false;
+        };
+        // The last range starting at or before `offset`; ranges of one partition never overlap.
+        let i = ranges.partition_point(|&(first, _)| first <= offset);
+        i > 0 && ranges[i - 1].1 >= offset
+    }
+
+    /// Offers one line (without its newline).
     pub fn append(
         &mut self,
         lake_partition: &str,
         partition: i32,
         offset: i64,
         line: &[u8],
-    ) -> Result<Vec<WrittenObject>, LakeError> {
-        let key = (lake_partition.to_string(), partition);
-        let segment = self.open.entry(key.clone()).or_insert_with(|| Segment {
-            bytes: Vec::new(),
-            offsets: Vec::new(),
-            opened: Instant::now(),
+    ) -> Appended {
+        if self.already_stored(partition, offset) {
+            return Appended::AlreadyStored;
+        }
+        let mut rolled = Vec::new();
+        if self
+            .open
+            .get(&partition)
+            .is_some_and(|(lp, _)| lp != lake_partition)
+        {
+            rolled.extend(self.roll(vec![partition]));
+        }
+        let (_, segment) = self.open.entry(partition).or_insert_with(|| {
+            (
+                lake_partition.to_string(),
+                Segment {
+                    bytes: Vec::new(),
+                    offsets: Vec::new(),
+                    opened: Instant::now(),
+                },
+            )
         });
         segment.bytes.extend_from_slice(line);
         segment.bytes.push(b'\n');
         segment.offsets.push(offset);
         if segment.bytes.len() >= self.config.roll_bytes {
-            let segment = self.open.remove(&key).expect("just used");
-            return Ok(vec![self.write(&key.0, key.1, segment)?]);
+            rolled.extend(self.roll(vec![partition]));
         }
-        Ok(Vec::new())
+        Appended::Buffered(rolled)
     }
 
     /// Rolls every segment older than the configured age.
-    pub fn roll_due(&mut self, now: Instant) -> Result<Vec<WrittenObject>, LakeError> {
+    pub fn roll_due(&mut self, now: Instant) -> Vec<RolledSegment> {
         let due: Vec<_> = self
             .open
             .iter()
-            .filter(|(_, s)| now.duration_since(s.opened) >= self.config.roll_age)
-            .map(|(k, _)| k.clone())
+            .filter(|(_, (_, s))| now.duration_since(s.opened) >= self.config.roll_age)
+            .map(|(&p, _)| p)
             .collect();
         self.roll(due)
     }
 
     /// Rolls everything (shutdown, or `--once` at the end of the input).
-    pub fn flush(&mut self) -> Result<Vec<WrittenObject>, LakeError> {
-        let all: Vec<_> = self.open.keys().cloned().collect();
+    pub fn flush(&mut self) -> Vec<RolledSegment> {
+        let all: Vec<_> = self.open.keys().copied().collect();
         self.roll(all)
     }
 
-    /// Drops the buffered lines of a Kafka partition (revoked: its new owner will write them).
-    /// Returns how many lines were dropped.
+    /// Drops the buffered lines of a Kafka partition (revoked: its new owner will write them) and
+    /// what is known of its stored objects (the new owner may add some). Returns the lines dropped.
     pub fn discard(&mut self, partition: i32) -> usize {
-        let mut dropped = 0;
-        self.open.retain(|(_, p), segment| {
-            if *p == partition {
-                dropped += segment.offsets.len();
-            }
-            *p != partition
-        });
-        dropped
+        self.existing.remove(&partition);
+        self.open
+            .remove(&partition)
+            .map_or(0, |(_, segment)| segment.offsets.len())
     }
 
     pub fn buffered_lines(&self) -> usize {
-        self.open.values().map(|s| s.offsets.len()).sum()
+        self.open.values().map(|(_, s)| s.offsets.len()).sum()
     }
 
-    fn roll(&mut self, keys: Vec<(String, i32)>) -> Result<Vec<WrittenObject>, LakeError> {
-        let mut written = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(segment) = self.open.remove(&key) {
-                written.push(self.write(&key.0, key.1, segment)?);
-            }
-        }
-        Ok(written)
+    fn roll(&mut self, mut partitions: Vec<i32>) -> Vec<RolledSegment> {
+        partitions.sort_unstable();
+        partitions
+            .into_iter()
+            .filter_map(|partition| {
+                let (lake_partition, segment) = self.open.remove(&partition)?;
+                Some(self.seal(&lake_partition, partition, segment))
+            })
+            .collect()
     }
 
-    fn write(
-        &mut self,
-        lake_partition: &str,
-        partition: i32,
-        segment: Segment,
-    ) -> Result<WrittenObject, LakeError> {
+    fn seal(&mut self, lake_partition: &str, partition: i32, segment: Segment) -> RolledSegment {
         let first = *segment
             .offsets
             .iter()
             .min()
             .expect("a segment holds at least one line");
         let last = *segment.offsets.iter().max().expect("non-empty");
-        let name = object_name(&self.topic, lake_partition, partition, first, last);
-        let path = self.config.root.join(&name);
-        let dir = path.parent().expect("object names have directories");
-        let io = |source| LakeError {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(".{partition}-{first}-{last}.ndjson.tmp"));
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        file.write_all(&segment.bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        drop(file);
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        // Make the rename itself durable.
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        tracing::debug!(object = %name, lines = segment.offsets.len(), "lake object written");
-        Ok(WrittenObject {
-            name,
+        let ranges = self.existing.entry(partition).or_default();
+        let at = ranges.partition_point(|&(f, _)| f < first);
+        ranges.insert(at, (first, last));
+        RolledSegment {
+            name: object_name(&self.topic, lake_partition, partition, first, last),
             partition,
-            lines: segment.offsets.len(),
             offsets: segment.offsets,
-        })
+            bytes: segment.bytes,
+        }
     }
 }
 
@@ -186,10 +230,12 @@ impl LocalLake {
 mod tests {
     use super::*;
 
-    fn lake(dir: &Path, roll_bytes: usize) -> LocalLake {
-        LocalLake::new(
+    const H7: &str = "dt=2017-06-20/hour=07";
+    const H8: &str = "dt=2017-06-20/hour=08";
+
+    fn writer(roll_bytes: usize) -> LakeWriter {
+        LakeWriter::new(
             LakeConfig {
-                root: dir.to_path_buf(),
                 roll_bytes,
                 roll_age: Duration::from_secs(3600),
             },
@@ -197,87 +243,116 @@ mod tests {
         )
     }
 
+    fn rolled(a: Appended) -> Vec<RolledSegment> {
+        match a {
+            Appended::Buffered(r) => r,
+            Appended::AlreadyStored => panic!("not stored yet"),
+        }
+    }
+
     #[test]
-    fn rolls_by_size_into_named_objects() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut lake = lake(dir.path(), 20);
-        assert!(
-            lake.append("dt=2017-06-20/hour=07", 2, 5, b"{\"a\":1}")
-                .unwrap()
-                .is_empty()
-        );
-        let rolled = lake
-            .append("dt=2017-06-20/hour=07", 2, 6, b"{\"a\":22222}")
-            .unwrap();
-        assert_eq!(rolled.len(), 1);
+    fn rolls_by_size_into_named_segments() {
+        let mut lake = writer(20);
+        assert!(rolled(lake.append(H7, 2, 5, b"{\"a\":1}")).is_empty());
+        let out = rolled(lake.append(H7, 2, 6, b"{\"a\":22222}"));
+        assert_eq!(out.len(), 1);
         assert_eq!(
-            rolled[0].name,
+            out[0].name,
             "stock-stream/dt=2017-06-20/hour=07/2-5-6.ndjson"
         );
-        assert_eq!(rolled[0].offsets, vec![5, 6]);
-        let text = std::fs::read_to_string(dir.path().join(&rolled[0].name)).unwrap();
-        assert_eq!(text, "{\"a\":1}\n{\"a\":22222}\n");
+        assert_eq!(out[0].offsets, vec![5, 6]);
+        assert_eq!(out[0].bytes, b"{\"a\":1}\n{\"a\":22222}\n");
         assert_eq!(lake.buffered_lines(), 0);
     }
 
     #[test]
-    fn segments_are_per_partition_and_flushed_at_the_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut lake = lake(dir.path(), 1 << 20);
-        lake.append("dt=2017-06-20/hour=07", 0, 1, b"x").unwrap();
-        lake.append("dt=2017-06-20/hour=08", 0, 2, b"y").unwrap();
-        lake.append("dt=2017-06-20/hour=07", 1, 1, b"z").unwrap();
-        assert_eq!(lake.buffered_lines(), 3);
-        let mut names: Vec<_> = lake.flush().unwrap().into_iter().map(|w| w.name).collect();
-        names.sort();
+    fn a_partition_moving_to_another_hour_rolls_its_segment() {
+        let mut lake = writer(1 << 20);
+        assert!(rolled(lake.append(H7, 0, 1, b"x")).is_empty());
+        let out = rolled(lake.append(H8, 0, 2, b"y"));
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].name,
+            "stock-stream/dt=2017-06-20/hour=07/0-1-1.ndjson"
+        );
+        lake.append(H7, 1, 1, b"z");
+        assert_eq!(lake.buffered_lines(), 2);
+        let names: Vec<_> = lake.flush().into_iter().map(|w| w.name).collect();
         assert_eq!(
             names,
             [
-                "stock-stream/dt=2017-06-20/hour=07/0-1-1.ndjson",
-                "stock-stream/dt=2017-06-20/hour=07/1-1-1.ndjson",
-                "stock-stream/dt=2017-06-20/hour=08/0-2-2.ndjson"
+                "stock-stream/dt=2017-06-20/hour=08/0-2-2.ndjson",
+                "stock-stream/dt=2017-06-20/hour=07/1-1-1.ndjson"
             ]
-        );
-        // No temporary files are left behind.
-        let hour =
-            std::fs::read_dir(dir.path().join("stock-stream/dt=2017-06-20/hour=07")).unwrap();
-        assert!(
-            hour.map(|e| e.unwrap().file_name().into_string().unwrap())
-                .all(|n| n.ends_with(".ndjson") && !n.starts_with('.'))
         );
     }
 
     #[test]
     fn a_revoked_partition_is_discarded_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut lake = lake(dir.path(), 1 << 20);
-        lake.append("dt=2017-06-20/hour=07", 0, 1, b"x").unwrap();
-        lake.append("dt=2017-06-20/hour=08", 0, 2, b"y").unwrap();
-        lake.append("dt=2017-06-20/hour=07", 1, 1, b"z").unwrap();
+        let mut lake = writer(1 << 20);
+        lake.append(H7, 0, 1, b"x");
+        lake.append(H7, 0, 2, b"y");
+        lake.append(H7, 1, 1, b"z");
         assert_eq!(lake.discard(0), 2);
-        let written = lake.flush().unwrap();
+        let written = lake.flush();
         assert_eq!(written.len(), 1);
         assert_eq!(written[0].partition, 1);
     }
 
     #[test]
     fn rolls_by_age() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut lake = LocalLake::new(
+        let mut lake = LakeWriter::new(
             LakeConfig {
-                root: dir.path().to_path_buf(),
                 roll_bytes: 1 << 20,
                 roll_age: Duration::from_millis(1),
             },
             "t",
         );
-        lake.append("dt=2017-06-20/hour=07", 0, 9, b"x").unwrap();
+        lake.append(H7, 0, 9, b"x");
         assert!(
             lake.roll_due(Instant::now() - Duration::from_secs(1))
-                .unwrap()
                 .is_empty()
         );
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(lake.roll_due(Instant::now()).unwrap().len(), 1);
+        assert_eq!(lake.roll_due(Instant::now()).len(), 1);
+    }
+
+    #[test]
+    fn object_names_round_trip() {
+        assert_eq!(
+            parse_object_name("stock-stream/dt=2017-06-20/hour=07/2-5-16.ndjson"),
+            Some((2, 5, 16))
+        );
+        assert_eq!(parse_object_name("x/0-1-1.ndjson.gz"), Some((0, 1, 1)));
+        assert_eq!(parse_object_name("x/0-9-1.ndjson"), None);
+        assert_eq!(parse_object_name("x/README.md"), None);
+        assert_eq!(parse_object_name("x/a-1-2.ndjson"), None);
+    }
+
+    #[test]
+    fn offsets_in_stored_objects_are_not_written_again() {
+        let mut lake = writer(1 << 20);
+        lake.set_existing([
+            "stock-stream/dt=2017-06-20/hour=07/0-10-19.ndjson",
+            "stock-stream/dt=2017-06-20/hour=07/0-30-39.ndjson",
+            "stock-stream/dt=2017-06-20/hour=07/1-0-5.ndjson",
+        ]);
+        for offset in [10, 15, 19, 30, 39] {
+            assert_eq!(lake.append(H7, 0, offset, b"x"), Appended::AlreadyStored);
+        }
+        for offset in [9, 20, 29, 40] {
+            assert!(matches!(
+                lake.append(H7, 0, offset, b"x"),
+                Appended::Buffered(_)
+            ));
+        }
+        assert_eq!(lake.append(H7, 1, 5, b"x"), Appended::AlreadyStored);
+        assert!(matches!(lake.append(H7, 2, 5, b"x"), Appended::Buffered(_)));
+        // Forgotten with the partition: a new owner may have written more.
+        lake.discard(0);
+        assert!(matches!(
+            lake.append(H7, 0, 15, b"x"),
+            Appended::Buffered(_)
+        ));
     }
 }

@@ -44,11 +44,11 @@ fn bad_ticks() -> Vec<(Vec<u8>, &'static str)> {
     ]
 }
 
-async fn run_once(config: &Config, brokers: &str) -> RunSummary {
+pub(crate) async fn run_once(config: &Config, brokers: &str) -> RunSummary {
     let sandbox = std::sync::Arc::new(Sandbox::new(SandboxLimits::default()).unwrap());
     let components = ChainComponents::embedded(&sandbox).unwrap();
     let chain = WasmChain::new(sandbox, components, config.stage_configs(unix_now_us()));
-    let pipeline = Pipeline::new(config.clone(), brokers, chain).unwrap();
+    let pipeline = Pipeline::new(config.clone(), brokers, chain).await.unwrap();
     tokio::time::timeout(
         Duration::from_secs(120),
         pipeline.run(true, std::future::pending()),
@@ -71,7 +71,7 @@ async fn sample_and_bad_ticks_end_to_end() {
     .unwrap();
     let brokers = cluster.bootstrap_servers();
     let lake = tempfile::tempdir().unwrap();
-    config.lake.dir = lake.path().to_path_buf();
+    config.lake.url = lake.path().display().to_string();
 
     let good = sample_payloads();
     assert_eq!(good.len(), 100);

@@ -1,6 +1,9 @@
 //! The host's integration tests, in one binary (it links once).
 
 mod e2e;
+mod elasticsearch;
+mod emulators;
 mod guests;
+mod sinks;
 mod support;
 mod swap;

@@ -114,7 +114,7 @@ impl Running {
 fn config(guests: &std::path::Path, lake: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.guests.dir = Some(guests.to_path_buf());
-    config.lake.dir = lake.to_path_buf();
+    config.lake.url = lake.display().to_string();
     config.kafka.batch_max = 500;
     config.kafka.batch_wait_ms = 20;
     config.route.change_alert_pct = 0.0;

@@ -1,0 +1,443 @@
+//! The Elasticsearch sink's protocol against scripted HTTP (wiremock): every failure class of the
+//! bulk API, and its wire compatibility with an ES-API emulator (noida-db).
+
+use crate::emulators::{NoidaDb, free_port};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use stockpipe::sink::SourceRef;
+use stockpipe::sink::elasticsearch::{
+    BulkItem, DeadLetters, EsAuth, EsSettings, EsSink, RetryPolicy, deliver,
+};
+use stockpipe::source::kafka::EmbeddedKafka;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const RETRY: RetryPolicy = RetryPolicy {
+    initial: Duration::from_millis(5),
+    max: Duration::from_millis(40),
+};
+
+fn settings(url: &str) -> EsSettings {
+    EsSettings {
+        url: url.to_string(),
+        auth: EsAuth::None,
+        ca_file: None,
+        bulk_max_docs: 4,
+        bulk_max_bytes: 1 << 20,
+        bulk_max_age: Duration::from_millis(50),
+        max_in_flight: 2,
+        retry: RETRY,
+        request_timeout: Duration::from_secs(5),
+        put_templates: true,
+    }
+}
+
+fn items(n: i64) -> Vec<BulkItem> {
+    (0..n)
+        .map(|offset| BulkItem {
+            index: Arc::from("stock-stream"),
+            document: json!({"n": offset}).to_string().into_bytes(),
+            source: SourceRef {
+                topic: "stock-stream".into(),
+                partition: 0,
+                offset,
+            },
+            key: None,
+            payload: format!("payload-{offset}").into_bytes(),
+        })
+        .collect()
+}
+
+/// The `_id`s of a bulk request body, in order.
+fn ids(request: &Request) -> Vec<String> {
+    let text = String::from_utf8(request.body.clone()).unwrap();
+    text.lines()
+        .step_by(2)
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["index"]["_id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+fn bulk_answer(statuses: &[(u16, Option<Value>)]) -> ResponseTemplate {
+    let items: Vec<Value> = statuses
+        .iter()
+        .map(|(status, error)| {
+            let mut item = json!({"_index": "stock-stream", "status": status});
+            if let Some(e) = error {
+                item["error"] = e.clone();
+            }
+            json!({"index": item})
+        })
+        .collect();
+    let errors = statuses.iter().any(|(s, _)| *s >= 300);
+    ResponseTemplate::new(200).set_body_json(json!({"took": 1, "errors": errors, "items": items}))
+}
+
+fn all_ok(n: usize) -> ResponseTemplate {
+    bulk_answer(&vec![(201, None); n])
+}
+
+async fn bulk_requests(server: &MockServer) -> Vec<Request> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path() == "/_bulk")
+        .collect()
+}
+
+struct Dlq {
+    kafka: EmbeddedKafka,
+    dead_letters: DeadLetters,
+}
+
+fn dlq() -> Dlq {
+    let kafka = EmbeddedKafka::start(&[("stock-stream.dlq", 1)]).unwrap();
+    let producer = stockpipe::source::kafka::producer(&kafka.bootstrap_servers()).unwrap();
+    Dlq {
+        kafka,
+        dead_letters: DeadLetters {
+            producer,
+            topic: "stock-stream.dlq".into(),
+        },
+    }
+}
+
+fn client(url: &str) -> elasticsearch::Elasticsearch {
+    stockpipe::sink::elasticsearch::client(&settings(url)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_then_bulk_with_deterministic_ids() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path("/_index_template/stock-stream"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"acknowledged": true})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/_index_template/stock-forecast"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"acknowledged": true})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/_bulk"))
+        .respond_with(all_ok(4))
+        .mount(&server)
+        .await;
+    let d = dlq();
+    let mut sink = EsSink::connect(settings(&server.uri()), d.dead_letters.clone())
+        .await
+        .unwrap();
+    for item in items(8) {
+        sink.push(item);
+    }
+    let mut report = sink.flush_due(std::time::Instant::now()).await.unwrap();
+    report.absorb(sink.drain().await.unwrap());
+    assert_eq!(report.indexed, 8);
+    assert_eq!(report.acked.len(), 8);
+    let requests = bulk_requests(&server).await;
+    assert_eq!(requests.len(), 2, "8 documents at 4 per request");
+    let mut all_ids: Vec<String> = requests.iter().flat_map(ids).collect();
+    all_ids.sort();
+    let mut expected: Vec<String> = (0..8).map(|o| format!("stock-stream-0-{o}")).collect();
+    expected.sort();
+    assert_eq!(all_ids, expected);
+    assert_eq!(
+        requests[0].headers.get("content-type").unwrap(),
+        "application/x-ndjson"
+    );
+    // The template body is ours, with the date format that takes the sample's timestamps.
+    let put = &server.received_requests().await.unwrap()[0];
+    let template: Value = serde_json::from_slice(&put.body).unwrap();
+    assert_eq!(
+        template["template"]["mappings"]["properties"]["timestamp"]["type"],
+        "date_nanos"
+    );
+    drop(d.kafka);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_item_alone_is_retried() {
+    let server = MockServer::start().await;
+    let busy = json!({"type": "es_rejected_execution_exception", "reason": "queue full"});
+    Mock::given(method("POST"))
+        .and(path("/_bulk"))
+        .respond_with(bulk_answer(&[
+            (201, None),
+            (201, None),
+            (429, Some(busy)),
+            (201, None),
+        ]))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/_bulk"))
+        .respond_with(all_ok(1))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let d = dlq();
+    let report = deliver(&client(&server.uri()), items(4), RETRY, &d.dead_letters)
+        .await
+        .unwrap();
+    assert_eq!(report.indexed, 4);
+    assert_eq!(report.retried_items, 1);
+    assert_eq!(report.dead_lettered, 0);
+    let requests = bulk_requests(&server).await;
+    assert_eq!(requests.len(), 2);
+    assert_eq!(ids(&requests[1]), ["stock-stream-0-2"], "only item k again");
+    let mut acked: Vec<i64> = report.acked.iter().map(|s| s.offset).collect();
+    acked.sort_unstable();
+    assert_eq!(acked, [0, 1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_item_is_dead_lettered_with_the_error() {
+    let server = MockServer::start().await;
+    let bad = json!({"type": "mapper_parsing_exception", "reason": "failed to parse field [volume] of type [long]"});
+    Mock::given(method("POST"))
+        .and(path("/_bulk"))
+        .respond_with(bulk_answer(&[(201, None), (400, Some(bad)), (201, None)]))
+        .mount(&server)
+        .await;
+    let d = dlq();
+    let report = deliver(&client(&server.uri()), items(3), RETRY, &d.dead_letters)
+        .await
+        .unwrap();
+    assert_eq!((report.indexed, report.dead_lettered), (2, 1));
+    assert_eq!(
+        report.acked.len(),
+        3,
+        "indexed or dead-lettered: all settled"
+    );
+    assert_eq!(
+        bulk_requests(&server).await.len(),
+        1,
+        "a 400 is not retried"
+    );
+    let letters = crate::support::dead_letters(&d.kafka.bootstrap_servers()).await;
+    assert_eq!(letters.len(), 1);
+    let (payload, headers) = &letters[0];
+    assert_eq!(payload, b"payload-1", "the original message, untouched");
+    assert_eq!(headers["stockpipe.stage"], "elasticsearch");
+    assert_eq!(headers["stockpipe.reason.code"], "index-refused");
+    assert!(
+        headers["stockpipe.reason"].contains("mapper_parsing_exception"),
+        "{headers:?}"
+    );
+    assert_eq!(headers["stockpipe.source.offset"], "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_is_retried_with_the_same_batch_in_order() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/_bulk"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("unavailable"))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/_bulk"))
+        .respond_with(all_ok(5))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let d = dlq();
+    let report = deliver(&client(&server.uri()), items(5), RETRY, &d.dead_letters)
+        .await
+        .unwrap();
+    assert_eq!(report.indexed, 5);
+    assert_eq!(report.retried_requests, 2);
+    let requests = bulk_requests(&server).await;
+    assert_eq!(requests.len(), 3);
+    for r in &requests {
+        assert_eq!(r.body, requests[0].body, "the same batch, same order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_retried_until_the_cluster_is_up() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let d = dlq();
+    let es = client(&url);
+    let dead_letters = d.dead_letters.clone();
+    let delivery = tokio::spawn(async move { deliver(&es, items(3), RETRY, &dead_letters).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !delivery.is_finished(),
+        "still retrying while nothing listens"
+    );
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let server = MockServer::builder().listener(listener).start().await;
+    Mock::given(method("POST"))
+        .and(path("/_bulk"))
+        .respond_with(all_ok(3))
+        .mount(&server)
+        .await;
+    let report = tokio::time::timeout(Duration::from_secs(20), delivery)
+        .await
+        .expect("delivered once the cluster is up")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.indexed, 3);
+    assert!(report.retried_requests >= 1);
+    assert_eq!(ids(&bulk_requests(&server).await[0]).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_failure_stops_with_the_answer() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/_bulk"))
+        .respond_with(ResponseTemplate::new(401).set_body_string("missing authentication"))
+        .mount(&server)
+        .await;
+    let d = dlq();
+    let err = deliver(&client(&server.uri()), items(1), RETRY, &d.dead_letters)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("401") && text.contains("missing authentication"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_sent() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/_bulk"))
+        .respond_with(all_ok(1))
+        .mount(&server)
+        .await;
+    let d = dlq();
+    let mut s = settings(&server.uri());
+    s.auth = EsAuth::ApiKey("a2V5OnNlY3JldA==".into());
+    let es = stockpipe::sink::elasticsearch::client(&s).unwrap();
+    deliver(&es, items(1), RETRY, &d.dead_letters)
+        .await
+        .unwrap();
+    let r = &bulk_requests(&server).await[0];
+    assert_eq!(
+        r.headers.get("authorization").unwrap(),
+        "ApiKey a2V5OnNlY3JldA=="
+    );
+}
+
+/// The real client against an ES-API emulator: templates, bulk (twice: the same ids overwrite),
+/// count and search.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wire_compatible_with_an_elasticsearch_api() {
+    let noida = NoidaDb::start();
+    let d = dlq();
+    let mut sink = EsSink::connect(settings(&noida.es_url), d.dead_letters.clone())
+        .await
+        .unwrap();
+    let payloads = crate::support::sample_payloads();
+    let docs: Vec<BulkItem> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let tick = stockpipe_model::json::decode_tick(p, 0).unwrap();
+            let mut doc = serde_json::Map::new();
+            doc.insert(
+                "timestamp".into(),
+                stockpipe_model::time::format_rfc3339_micros(tick.timestamp_us).into(),
+            );
+            stockpipe_model::json::tick_fields(&tick, &mut doc);
+            BulkItem {
+                index: Arc::from("stock-stream-wire"),
+                document: serde_json::to_vec(&doc).unwrap(),
+                source: SourceRef {
+                    topic: "stock-stream".into(),
+                    partition: 0,
+                    offset: i as i64,
+                },
+                key: None,
+                payload: p.clone(),
+            }
+        })
+        .collect();
+    for round in 0..2 {
+        for item in docs.clone() {
+            sink.push(item);
+        }
+        let report = sink.drain().await.unwrap();
+        assert_eq!(report.indexed as usize, docs.len(), "round {round}");
+        assert_eq!(report.dead_lettered, 0);
+    }
+    let es = sink.client();
+    es.indices()
+        .refresh(elasticsearch::indices::IndicesRefreshParts::Index(&[
+            "stock-stream-wire",
+        ]))
+        .send()
+        .await
+        .unwrap();
+    let count: Value = es
+        .count(elasticsearch::CountParts::Index(&["stock-stream-wire"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        count["count"].as_u64().unwrap() as usize,
+        docs.len(),
+        "re-sent ids overwrite: {count}"
+    );
+    let token = stockpipe_model::json::decode_tick(&payloads[0], 0)
+        .unwrap()
+        .instrument_token;
+    let found: Value = es
+        .search(elasticsearch::SearchParts::Index(&["stock-stream-wire"]))
+        .body(json!({"query": {"term": {"instrument_token": token.to_string()}}, "size": 1000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let expected = payloads
+        .iter()
+        .filter(|p| {
+            stockpipe_model::json::decode_tick(p, 0)
+                .unwrap()
+                .instrument_token
+                == token
+        })
+        .count();
+    let hits = found["hits"]["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), expected, "{found}");
+    assert!(
+        hits.iter()
+            .all(|h| h["_source"]["instrument_token"].as_u64() == Some(token))
+    );
+    // The template is in place as we wrote it.
+    let template: Value = es
+        .indices()
+        .get_index_template(elasticsearch::indices::IndicesGetIndexTemplateParts::Name(
+            "stock-stream",
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(template.to_string().contains("stock-stream*"), "{template}");
+}
