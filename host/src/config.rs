@@ -33,6 +33,25 @@ pub struct KafkaConfig {
     pub batch_max: usize,
     /// Longest wait to fill a batch, in milliseconds.
     pub batch_wait_ms: u64,
+    /// A member silent this long leaves the group (`session.timeout.ms`).
+    pub session_timeout_ms: u64,
+    /// A member that does not poll for this long leaves the group; a rebalance may also wait this
+    /// long for a member that died without leaving (`max.poll.interval.ms`).
+    pub max_poll_interval_ms: u64,
+    /// Static group membership (`group.instance.id`): empty = dynamic. Give each host of a group
+    /// its own stable id (e.g. the container's name) to restart without a rebalance.
+    pub group_instance_id: String,
+}
+
+impl KafkaConfig {
+    pub fn group_timeouts(&self) -> crate::source::kafka::GroupTimeouts {
+        crate::source::kafka::GroupTimeouts {
+            session_ms: self.session_timeout_ms,
+            max_poll_interval_ms: self.max_poll_interval_ms,
+            instance_id: (!self.group_instance_id.is_empty())
+                .then(|| self.group_instance_id.clone()),
+        }
+    }
 }
 
 impl Default for KafkaConfig {
@@ -46,6 +65,9 @@ impl Default for KafkaConfig {
             embedded_partitions: 3,
             batch_max: 1000,
             batch_wait_ms: 50,
+            session_timeout_ms: 10_000,
+            max_poll_interval_ms: 300_000,
+            group_instance_id: String::new(),
         }
     }
 }
@@ -328,6 +350,12 @@ impl Config {
         }
         if k.batch_max == 0 || k.batch_max > 100_000 {
             return invalid("kafka.batch_max", "must be between 1 and 100000");
+        }
+        if k.session_timeout_ms < 1000 || k.max_poll_interval_ms < k.session_timeout_ms {
+            return invalid(
+                "kafka.max_poll_interval_ms",
+                "kafka.session_timeout_ms must be at least 1000 and at most kafka.max_poll_interval_ms",
+            );
         }
         if !(1..=1024).contains(&k.embedded_partitions) {
             return invalid("kafka.embedded_partitions", "must be between 1 and 1024");

@@ -112,7 +112,7 @@ impl Pipeline {
             Some(sink)
         };
         let (consumer, rebalances) =
-            kafka_source::pipeline_consumer(brokers, &k.group_id, &k.topic)?;
+            kafka_source::pipeline_consumer(brokers, &k.group_id, &k.topic, k.group_timeouts())?;
         let lake = LakeWriter::new(
             LakeConfig {
                 roll_bytes: config.lake.roll_bytes,
@@ -168,14 +168,28 @@ impl Pipeline {
             let high = tokio::task::block_in_place(|| {
                 kafka_source::high_watermarks(&self.consumer, &topic, timeout)
             })?;
-            let committed = tokio::task::block_in_place(|| {
-                kafka_source::committed_offsets(
-                    &self.consumer,
-                    &topic,
-                    high.keys().copied(),
-                    timeout,
-                )
-            })?;
+            // The group coordinator may not answer while a rebalance waits for a member that
+            // died without leaving (after a crash): keep asking for as long as that may take.
+            let give_up = Instant::now()
+                + Duration::from_millis(self.config.kafka.max_poll_interval_ms)
+                + timeout;
+            let committed = loop {
+                let fetched = tokio::task::block_in_place(|| {
+                    kafka_source::committed_offsets(
+                        &self.consumer,
+                        &topic,
+                        high.keys().copied(),
+                        timeout,
+                    )
+                });
+                match fetched {
+                    Ok(c) => break c,
+                    Err(e) if Instant::now() < give_up => {
+                        tracing::warn!(error = %format!("{e:#}"), "the group's committed offsets are not available yet; asking again");
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             tracing::info!(
                 ?high,
                 ?committed,

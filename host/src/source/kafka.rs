@@ -106,15 +106,38 @@ pub fn pipeline_consumer(
     brokers: &str,
     group_id: &str,
     topic: &str,
+    timeouts: GroupTimeouts,
 ) -> anyhow::Result<(PipelineConsumer, RebalanceLog)> {
     let log = RebalanceLog::default();
-    let consumer: PipelineConsumer = consumer_config(brokers, group_id)
+    let mut config = consumer_config(brokers, group_id);
+    config
+        .set("session.timeout.ms", timeouts.session_ms.to_string())
+        .set(
+            "max.poll.interval.ms",
+            timeouts.max_poll_interval_ms.to_string(),
+        );
+    if let Some(id) = &timeouts.instance_id {
+        config.set("group.instance.id", id);
+    }
+    let consumer: PipelineConsumer = config
         .create_with_context(PipelineContext { log: log.clone() })
         .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
     consumer
         .subscribe(&[topic])
         .with_context(|| format!("subscribing to {topic}"))?;
     Ok((consumer, log))
+}
+
+/// How long the group waits for a silent member (`session.timeout.ms`) and for a member that
+/// stopped polling (`max.poll.interval.ms`; also how long a rebalance may wait for a member that
+/// died without leaving).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupTimeouts {
+    pub session_ms: u64,
+    pub max_poll_interval_ms: u64,
+    /// Static membership (`group.instance.id`): a restarted member with the same id takes its
+    /// place back at once instead of waiting for the old one to time out.
+    pub instance_id: Option<String>,
 }
 
 fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {

@@ -214,6 +214,9 @@ fn write_config(dir: &std::path::Path, noida: &NoidaDb, gcs: &FakeGcs) -> std::p
             r#"[kafka]
 brokers = "{brokers}"
 batch_max = 500
+# Static membership: the restarted host takes its partitions back without waiting for the
+# killed one to time out (the emulated broker never evicts it).
+group_instance_id = "crash-test-host"
 
 [lake]
 url = "gs://lake/crash"
@@ -298,6 +301,10 @@ async fn a_crash_in_the_middle_loses_nothing_and_doubles_nothing() {
     )
     .unwrap();
     assert_eq!(summary["rejected"], 0, "{summary}");
+    assert!(
+        (summary["consumed"].as_u64().unwrap() as usize) < TICKS,
+        "the restart resumed from the committed offsets: {summary}"
+    );
     let committed: i64 = summary["committed_offsets"]
         .as_object()
         .unwrap()

@@ -1,0 +1,43 @@
+-- The lake as a BigQuery external table: newline-delimited JSON written by stockpipe under
+-- gs://${bucket}/${prefix}/stock-stream/dt=YYYY-MM-DD/hour=HH/<partition>-<first>-<last>.ndjson.
+-- An explicit schema (autodetect samples a few hundred rows and guesses), Hive partitions dt/hour.
+CREATE OR REPLACE EXTERNAL TABLE `${project}.${dataset}.stock_ticks`
+(
+  event_id STRING,
+  `timestamp` TIMESTAMP,
+  instrument_token INT64,
+  last_price FLOAT64,
+  volume INT64,
+  sell_quantity INT64,
+  last_quantity INT64,
+  change FLOAT64,
+  average_price FLOAT64,
+  open FLOAT64,
+  high FLOAT64,
+  low FLOAT64,
+  close FLOAT64,
+  depth STRUCT<
+    buy ARRAY<STRUCT<price FLOAT64, orders INT64, quantity INT64>>,
+    sell ARRAY<STRUCT<price FLOAT64, orders INT64, quantity INT64>>
+  >,
+  mid_price FLOAT64,
+  spread FLOAT64,
+  spread_bps FLOAT64,
+  book_imbalance FLOAT64,
+  notional FLOAT64,
+  deviation_bps FLOAT64,
+  minute INT64,
+  source STRUCT<topic STRING, `partition` INT64, `offset` INT64>,
+  guest_versions STRUCT<validate STRING, enrich STRING, route STRING>
+)
+WITH PARTITION COLUMNS (
+  dt DATE,
+  hour INT64
+)
+OPTIONS (
+  format = 'NEWLINE_DELIMITED_JSON',
+  uris = ['gs://${bucket}/${prefix}/stock-stream/*'],
+  hive_partition_uri_prefix = 'gs://${bucket}/${prefix}/stock-stream',
+  require_hive_partition_filter = false,
+  ignore_unknown_values = true
+);
