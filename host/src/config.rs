@@ -368,8 +368,7 @@ impl Config {
         }
         self.lake.location()?;
         let es = &self.elasticsearch;
-        if !es.url.is_empty() && !(es.url.starts_with("http://") || es.url.starts_with("https://"))
-        {
+        if !(es.url.is_empty() || es.url.starts_with("http://") || es.url.starts_with("https://")) {
             return invalid(
                 "elasticsearch.url",
                 "must be http://host:port or https://host:port (or empty for no Elasticsearch)",

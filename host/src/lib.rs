@@ -18,6 +18,7 @@
 //! [`guest_test`] (fixtures for one component).
 
 pub mod bench;
+pub mod bigquery;
 pub mod chain;
 pub mod commit;
 pub mod config;

@@ -36,6 +36,9 @@ enum Command {
     /// newline-delimited JSON, the form a BigQuery external table reads. A JSON array (the sample's
     /// form) is converted on the way.
     Upload(UploadArgs),
+    /// BigQuery ML: print the statements of sql/ rendered, or submit them.
+    #[command(subcommand)]
+    Bq(BqCommand),
     /// Work with guest components.
     #[command(subcommand)]
     Guest(GuestCommand),
@@ -147,6 +150,60 @@ enum GuestCommand {
     },
 }
 
+#[derive(Args)]
+struct SqlArgs {
+    /// Google Cloud project of the dataset (default: $GOOGLE_CLOUD_PROJECT).
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT", default_value = "my-project")]
+    project: String,
+    /// BigQuery dataset for the table and models.
+    #[arg(long, default_value = "stockpipe")]
+    dataset: String,
+    /// The lake's bucket (as in --lake gs://BUCKET/PREFIX).
+    #[arg(long, default_value = "stockpipe-lake")]
+    bucket: String,
+    /// The lake's prefix in the bucket.
+    #[arg(long, default_value = "stockpipe")]
+    prefix: String,
+    /// Only these statements (file names without .sql), in their usual order.
+    #[arg(long, value_name = "NAME", num_args = 1..)]
+    only: Vec<String>,
+}
+
+impl SqlArgs {
+    fn params(&self) -> stockpipe::bigquery::SqlParams {
+        stockpipe::bigquery::SqlParams {
+            project: self.project.clone(),
+            dataset: self.dataset.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum BqCommand {
+    /// Print the rendered statements, in the order `submit` runs them.
+    Render(SqlArgs),
+    /// Run the statements through the BigQuery REST API (Application Default Credentials), each
+    /// to the end before the next; BigQuery's errors are printed as they come.
+    Submit {
+        #[command(flatten)]
+        sql: SqlArgs,
+        /// Location of the dataset (every call carries it).
+        #[arg(long, default_value = "US")]
+        location: String,
+        /// Validate each statement without running it (dryRun).
+        #[arg(long)]
+        dry_run: bool,
+        /// Give up on a job after this long.
+        #[arg(long, default_value_t = 900)]
+        timeout_secs: u64,
+        /// BigQuery endpoint (a local or test server, reached without credentials).
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+    },
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
     /// The guest chain, wasm vs the same logic linked natively.
@@ -219,6 +276,7 @@ fn main() -> anyhow::Result<()> {
                     Command::Produce(args) => produce(args).await,
                     Command::Consume(args) => consume(args).await,
                     Command::Upload(args) => upload(args).await,
+                    Command::Bq(command) => bq(command).await,
                     _ => unreachable!("handled above"),
                 }
             }),
@@ -302,6 +360,41 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(&summary)?);
     drop(embedded);
     Ok(())
+}
+
+async fn bq(command: BqCommand) -> anyhow::Result<()> {
+    use stockpipe::bigquery::{BqClient, render, select};
+    match command {
+        BqCommand::Render(args) => {
+            for (name, sql) in select(&args.only)? {
+                println!("-- {name}.sql");
+                println!("{}", render(name, sql, &args.params())?.trim_end());
+                println!();
+            }
+            Ok(())
+        }
+        BqCommand::Submit {
+            sql,
+            location,
+            dry_run,
+            timeout_secs,
+            endpoint,
+        } => {
+            let params = sql.params();
+            let statements = select(&sql.only)?
+                .into_iter()
+                .map(|(name, text)| Ok((name, render(name, text, &params)?)))
+                .collect::<Result<Vec<_>, stockpipe::bigquery::BqError>>()?;
+            let mut client = BqClient::new(&params.project, &location, endpoint.as_deref())?;
+            client.timeout = std::time::Duration::from_secs(timeout_secs);
+            for (name, text) in statements {
+                eprintln!("{} {name} …", if dry_run { "checking" } else { "running" });
+                let report = client.run(name, &text, dry_run).await?;
+                println!("{}", serde_json::to_string(&report)?);
+            }
+            Ok(())
+        }
+    }
 }
 
 async fn upload(args: UploadArgs) -> anyhow::Result<()> {

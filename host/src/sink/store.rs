@@ -106,7 +106,7 @@ impl GcsOptions {
 
 pub enum LakeStore {
     Local(PathBuf),
-    Gcs(GcsStore),
+    Gcs(Box<GcsStore>),
 }
 
 impl LakeStore {
@@ -114,7 +114,7 @@ impl LakeStore {
         Ok(match location {
             LakeLocation::Local(root) => Self::Local(root.clone()),
             LakeLocation::Gcs { bucket, prefix } => {
-                Self::Gcs(GcsStore::connect(bucket, prefix, gcs).await?)
+                Self::Gcs(Box::new(GcsStore::connect(bucket, prefix, gcs).await?))
             }
         })
     }
