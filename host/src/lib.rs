@@ -24,6 +24,7 @@ pub mod commit;
 pub mod config;
 pub mod guest_test;
 pub mod http;
+pub mod ml;
 pub mod pipeline;
 pub mod runtime;
 pub mod service;

@@ -36,6 +36,10 @@ enum Command {
     /// newline-delimited JSON, the form a BigQuery external table reads. A JSON array (the sample's
     /// form) is converted on the way.
     Upload(UploadArgs),
+    /// The BigQuery ML models computed offline from the lake: the last_price regression and
+    /// ARIMA forecasts per instrument.
+    #[command(subcommand)]
+    Ml(MlCommand),
     /// BigQuery ML: print the statements of sql/ rendered, or submit them.
     #[command(subcommand)]
     Bq(BqCommand),
@@ -180,6 +184,53 @@ impl SqlArgs {
     }
 }
 
+#[derive(Args)]
+struct LakeArgs {
+    /// The lake: a directory, file:///path or gs://bucket/prefix.
+    #[arg(long, default_value = "lake")]
+    lake: String,
+    /// Cloud Storage endpoint (an emulator); default: $STORAGE_EMULATOR_HOST, else Google's.
+    #[arg(long, value_name = "URL")]
+    gcs_endpoint: Option<String>,
+    /// The topic whose documents the lake holds.
+    #[arg(long, default_value = "stock-stream")]
+    topic: String,
+}
+
+#[derive(Subcommand)]
+enum MlCommand {
+    /// Ordinary least squares of last_price on volume, average price, OHLC, spread and book
+    /// imbalance; R², MAE and MSE on the newest --eval-fraction of the rows. Prints one JSON line.
+    Train {
+        #[command(flatten)]
+        lake: LakeArgs,
+        #[arg(long, default_value_t = 0.2)]
+        eval_fraction: f64,
+    },
+    /// ARIMA per instrument (order by AIC over p,q ≤ 2, d ≤ 1) on the last price regularized to
+    /// one value per --step-seconds; writes forecasts/…ndjson to the lake and, with --es-url, the
+    /// stock-forecast index.
+    Forecast {
+        #[command(flatten)]
+        lake: LakeArgs,
+        #[arg(long, default_value_t = 10)]
+        horizon: usize,
+        #[arg(long, default_value_t = 60)]
+        step_seconds: u64,
+        /// Width of the prediction interval.
+        #[arg(long, default_value_t = 0.9)]
+        confidence: f64,
+        /// Skip series shorter than this (after regularizing).
+        #[arg(long, default_value_t = 12)]
+        min_points: usize,
+        /// Also index the forecasts in Elasticsearch (credentials as for `run`).
+        #[arg(long, value_name = "URL")]
+        es_url: Option<String>,
+        #[arg(long, default_value = "stock-forecast")]
+        index: String,
+    },
+}
+
 #[derive(Subcommand)]
 enum BqCommand {
     /// Print the rendered statements, in the order `submit` runs them.
@@ -277,6 +328,7 @@ fn main() -> anyhow::Result<()> {
                     Command::Consume(args) => consume(args).await,
                     Command::Upload(args) => upload(args).await,
                     Command::Bq(command) => bq(command).await,
+                    Command::Ml(command) => ml(command).await,
                     _ => unreachable!("handled above"),
                 }
             }),
@@ -310,6 +362,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     let k = &config.kafka;
+    let mut embedded_partitions = k.embedded_partitions;
     let embedded = if k.brokers.is_empty() {
         let partitions = match &payloads {
             Some(p) => stockpipe::source::kafka::embedded_partitions_for(
@@ -319,6 +372,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             ),
             None => k.embedded_partitions,
         };
+        embedded_partitions = partitions;
         if partitions > k.embedded_partitions {
             tracing::info!(
                 partitions,
@@ -342,6 +396,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let producer = stockpipe::source::kafka::producer(&brokers)?;
         let sent = replay::produce_all(&producer, &k.topic, payloads, Pace::Max, |_| {}).await?;
         tracing::info!(sent, topic = %k.topic, input = %input.display(), "input replayed into the topic");
+        if embedded.is_some() {
+            let partitions = embedded_partitions;
+            let dropped = tokio::task::block_in_place(|| {
+                stockpipe::source::kafka::embedded_dropped(&producer, &k.topic, partitions)
+            })?;
+            anyhow::ensure!(
+                dropped == 0,
+                "the embedded Kafka cluster dropped {dropped} of the {sent} replayed messages (it keeps 5 MiB per partition): \
+                 raise kafka.embedded_partitions (now {partitions}) or use a real broker (--brokers)"
+            );
+        }
     }
     let http = match config.http.listen.as_str() {
         "" => None,
@@ -360,6 +425,103 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(&summary)?);
     drop(embedded);
     Ok(())
+}
+
+async fn open_lake(args: &LakeArgs) -> anyhow::Result<stockpipe::sink::store::LakeStore> {
+    let location =
+        stockpipe::sink::store::LakeLocation::parse(&args.lake).map_err(anyhow::Error::msg)?;
+    let gcs = stockpipe::sink::store::GcsOptions {
+        endpoint: args.gcs_endpoint.clone(),
+        resumable_threshold: 16 << 20,
+    };
+    Ok(stockpipe::sink::store::LakeStore::open(&location, gcs).await?)
+}
+
+async fn ml(command: MlCommand) -> anyhow::Result<()> {
+    use stockpipe::ml;
+    match command {
+        MlCommand::Train {
+            lake,
+            eval_fraction,
+        } => {
+            anyhow::ensure!(
+                (0.0..1.0).contains(&eval_fraction),
+                "--eval-fraction must be in [0, 1)"
+            );
+            let store = open_lake(&lake).await?;
+            let mut rows = ml::load_lake(&store, &lake.topic).await?;
+            let report = ml::train_regression(&mut rows, eval_fraction)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        MlCommand::Forecast {
+            lake,
+            horizon,
+            step_seconds,
+            confidence,
+            min_points,
+            es_url,
+            index,
+        } => {
+            anyhow::ensure!((1..=1000).contains(&horizon), "--horizon must be 1..=1000");
+            anyhow::ensure!(step_seconds > 0, "--step-seconds must be at least 1");
+            anyhow::ensure!(
+                confidence > 0.0 && confidence < 1.0,
+                "--confidence must be in (0, 1)"
+            );
+            let store = open_lake(&lake).await?;
+            let rows = ml::load_lake(&store, &lake.topic).await?;
+            let generated = stockpipe::config::unix_now_us();
+            let options = ml::ForecastOptions {
+                horizon,
+                step_us: step_seconds as i64 * 1_000_000,
+                level: confidence,
+                min_points: min_points.max(4),
+            };
+            let (forecasts, skipped) =
+                tokio::task::block_in_place(|| ml::forecast_all(&rows, options, generated));
+            for s in &skipped {
+                tracing::warn!(instrument = s.instrument_token, reason = %s.error_message, "no forecast");
+            }
+            anyhow::ensure!(
+                !forecasts.is_empty(),
+                "no instrument could be forecast ({} skipped; the first: {})",
+                skipped.len(),
+                skipped.first().map_or("", |s| s.error_message.as_str())
+            );
+            let object = ml::store_forecasts(&store, &forecasts, generated).await?;
+            let mut indexed = 0;
+            if let Some(url) = es_url {
+                let mut settings = stockpipe::config::ElasticsearchSection {
+                    url,
+                    ..Default::default()
+                }
+                .settings(|k| std::env::var(k).ok())?;
+                settings.put_templates = true;
+                let client = stockpipe::sink::elasticsearch::client(&settings)?;
+                stockpipe::sink::elasticsearch::put_templates(&client, settings.retry).await?;
+                indexed = stockpipe::sink::elasticsearch::index_documents(
+                    &client,
+                    settings.retry,
+                    &ml::forecast_documents(&index, &forecasts),
+                )
+                .await?;
+            }
+            let instruments: std::collections::BTreeSet<u64> =
+                forecasts.iter().map(|f| f.instrument_token).collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "instruments": instruments.len(),
+                    "forecasts": forecasts.len(),
+                    "skipped": skipped,
+                    "lake_object": object,
+                    "indexed": indexed,
+                })
+            );
+            Ok(())
+        }
+    }
 }
 
 async fn bq(command: BqCommand) -> anyhow::Result<()> {

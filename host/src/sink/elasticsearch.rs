@@ -333,13 +333,86 @@ pub struct DeadLetters {
 fn bulk_body(items: &[BulkItem]) -> Vec<u8> {
     let mut body = Vec::with_capacity(items.iter().map(|i| i.document.len() + 96).sum());
     for item in items {
-        let action = serde_json::json!({"index": {"_index": &*item.index, "_id": item.id()}});
-        serde_json::to_writer(&mut body, &action).expect("writing to a Vec");
-        body.push(b'\n');
-        body.extend_from_slice(&item.document);
-        body.push(b'\n');
+        push_index_action(&mut body, &item.index, &item.id(), &item.document);
     }
     body
+}
+
+fn push_index_action(body: &mut Vec<u8>, index: &str, id: &str, document: &[u8]) {
+    let action = serde_json::json!({"index": {"_index": index, "_id": id}});
+    serde_json::to_writer(&mut *body, &action).expect("writing to a Vec");
+    body.push(b'\n');
+    body.extend_from_slice(document);
+    body.push(b'\n');
+}
+
+/// Indexes a few documents of our own (not from Kafka: the forecasts) in one `_bulk` request,
+/// retrying the request while the cluster is unavailable; any item error is an error.
+pub async fn index_documents(
+    client: &Elasticsearch,
+    retry: RetryPolicy,
+    documents: &[(String, String, Vec<u8>)],
+) -> Result<u64, EsError> {
+    let mut body = Vec::new();
+    for (index, id, document) in documents {
+        push_index_action(&mut body, index, id, document);
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    let mut attempt = 0;
+    loop {
+        let sent = client
+            .send(
+                Method::Post,
+                "/_bulk",
+                headers.clone(),
+                Some(&[("refresh", "true")]),
+                Some(body.clone()),
+                None,
+            )
+            .await;
+        match sent {
+            Ok(r) if r.status_code().is_success() => {
+                let parsed: BulkResponse = r.json().await?;
+                let failed: Vec<String> = parsed
+                    .items
+                    .into_iter()
+                    .filter_map(|i| i.into_values().next())
+                    .filter_map(|i| match classify_item(i.status, i.error.as_ref()) {
+                        ItemOutcome::Indexed => None,
+                        ItemOutcome::Retry(e) | ItemOutcome::Refused(e) => Some(e),
+                    })
+                    .collect();
+                if let Some(first) = failed.first() {
+                    return Err(EsError::Refused {
+                        what: format!(
+                            "indexing {} documents ({} failed)",
+                            documents.len(),
+                            failed.len()
+                        ),
+                        status: 200,
+                        body: first.clone(),
+                    });
+                }
+                return Ok(documents.len() as u64);
+            }
+            Ok(r) if !retryable_status(r.status_code()) || attempt >= 8 => {
+                let status = r.status_code().as_u16();
+                return Err(EsError::Refused {
+                    what: "POST /_bulk".into(),
+                    status,
+                    body: r.text().await.unwrap_or_default(),
+                });
+            }
+            Err(e) if attempt >= 8 => return Err(e.into()),
+            _ => {}
+        }
+        tokio::time::sleep(retry.delay(attempt)).await;
+        attempt += 1;
+    }
 }
 
 /// Delivers one batch: sends, reads the items, retries what may be retried, dead-letters what is

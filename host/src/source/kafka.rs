@@ -7,7 +7,7 @@ use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{DefaultProducerContext, FutureProducer};
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -43,9 +43,29 @@ pub const EMBEDDED_PARTITION_BYTES: usize = 5 << 20;
 /// Partitions the embedded cluster needs to keep `input_bytes` (in `messages` messages) retained
 /// until they are consumed, with headroom; at least `configured`.
 pub fn embedded_partitions_for(configured: i32, input_bytes: usize, messages: usize) -> i32 {
-    let by_size = input_bytes.div_ceil(EMBEDDED_PARTITION_BYTES * 3 / 4);
+    // Keys (instrument tokens) spread unevenly: a partition may get twice its share or more.
+    let by_size = input_bytes.div_ceil(EMBEDDED_PARTITION_BYTES / 4);
     let by_count = messages.div_ceil(75_000);
     configured.max(by_size.max(by_count) as i32)
+}
+
+/// Messages the embedded cluster already deleted from `topic` (its low watermarks): anything but
+/// 0 right after a replay means the input did not fit, and would be lost without a word.
+pub fn embedded_dropped(
+    producer: &FutureProducer,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<i64> {
+    let timeout = Duration::from_secs(10);
+    let mut dropped = 0;
+    for p in 0..partitions {
+        let (low, _) = producer
+            .client()
+            .fetch_watermarks(topic, p, timeout)
+            .with_context(|| format!("watermarks of {topic}/{p}"))?;
+        dropped += low;
+    }
+    Ok(dropped)
 }
 
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {

@@ -5,6 +5,7 @@ mod e2e;
 mod elasticsearch;
 mod emulators;
 mod guests;
+mod ml;
 mod sinks;
 mod support;
 mod swap;
