@@ -30,6 +30,14 @@ impl Respond for EchoJob {
     }
 }
 
+async fn mount_insert(server: &MockServer, state: &'static str) {
+    Mock::given(method("POST"))
+        .and(path(JOBS))
+        .respond_with(EchoJob(state))
+        .mount(server)
+        .await;
+}
+
 fn inserts(requests: &[Request]) -> Vec<Value> {
     requests
         .iter()
@@ -41,11 +49,7 @@ fn inserts(requests: &[Request]) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_sends_the_rendered_sql_with_location_and_dry_run() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(JOBS))
-        .respond_with(EchoJob("DONE"))
-        .mount(&server)
-        .await;
+    mount_insert(&server, "DONE").await;
     let params = SqlParams {
         project: "my-project".into(),
         dataset: "market".into(),
@@ -76,11 +80,7 @@ async fn a_dry_run_sends_the_rendered_sql_with_location_and_dry_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_is_polled_until_done_then_its_rows_are_read() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(JOBS))
-        .respond_with(EchoJob("PENDING"))
-        .mount(&server)
-        .await;
+    mount_insert(&server, "PENDING").await;
     Mock::given(method("GET"))
         .and(path_regex(
             r"^/bigquery/v2/projects/my-project/jobs/stockpipe_.*",
@@ -145,11 +145,7 @@ async fn a_job_is_polled_until_done_then_its_rows_are_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_job_surfaces_bigquerys_error_verbatim() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(JOBS))
-        .respond_with(EchoJob("RUNNING"))
-        .mount(&server)
-        .await;
+    mount_insert(&server, "RUNNING").await;
     Mock::given(method("GET"))
         .and(path_regex(r"/jobs/stockpipe_"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
@@ -183,11 +179,7 @@ async fn a_failed_job_surfaces_bigquerys_error_verbatim() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_never_finishes_times_out() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(JOBS))
-        .respond_with(EchoJob("RUNNING"))
-        .mount(&server)
-        .await;
+    mount_insert(&server, "RUNNING").await;
     Mock::given(method("GET"))
         .and(path_regex(r"/jobs/stockpipe_"))
         .respond_with(
@@ -229,11 +221,7 @@ async fn an_insert_refused_up_front_is_an_error_with_the_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_submits_every_statement_in_order() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(JOBS))
-        .respond_with(EchoJob("DONE"))
-        .mount(&server)
-        .await;
+    mount_insert(&server, "DONE").await;
     let uri = server.uri();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_stockpipe"))

@@ -9,7 +9,7 @@ use stockpipe::config::{Config, unix_now_us};
 use stockpipe::pipeline::{Pipeline, RunSummary};
 use stockpipe::runtime::sandbox::{Sandbox, SandboxLimits};
 use stockpipe::sink::kafka::headers;
-use stockpipe::source::kafka::{self as kafka_source, EmbeddedKafka};
+use stockpipe::source::kafka as kafka_source;
 use stockpipe::source::replay::{Pace, produce_all};
 
 fn bad_ticks() -> Vec<(Vec<u8>, &'static str)> {
@@ -63,12 +63,7 @@ async fn sample_and_bad_ticks_end_to_end() {
     let mut config = Config::default();
     config.route.change_alert_pct = 0.5;
     let k = config.kafka.clone();
-    let cluster = EmbeddedKafka::start(&[
-        (k.topic.as_str(), 3),
-        (k.dead_letter_topic.as_str(), 1),
-        (k.alerts_topic.as_str(), 1),
-    ])
-    .unwrap();
+    let cluster = crate::support::embedded_cluster(&config, 3);
     let brokers = cluster.bootstrap_servers();
     let lake = tempfile::tempdir().unwrap();
     config.lake.url = lake.path().display().to_string();

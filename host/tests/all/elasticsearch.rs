@@ -107,6 +107,24 @@ fn dlq() -> Dlq {
     }
 }
 
+/// Answers `POST /_bulk` with `answer`: the first `times` requests (all when `None`), ahead of
+/// mocks of a lower `priority` (a larger number).
+async fn mount_bulk(
+    server: &MockServer,
+    answer: ResponseTemplate,
+    times: Option<u64>,
+    priority: u8,
+) {
+    let mut mock = Mock::given(method("POST"))
+        .and(path("/_bulk"))
+        .respond_with(answer)
+        .with_priority(priority);
+    if let Some(n) = times {
+        mock = mock.up_to_n_times(n);
+    }
+    mock.mount(server).await;
+}
+
 fn client(url: &str) -> elasticsearch::Elasticsearch {
     stockpipe::sink::elasticsearch::client(&settings(url)).unwrap()
 }
@@ -126,11 +144,7 @@ async fn templates_then_bulk_with_deterministic_ids() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/_bulk"))
-        .respond_with(all_ok(4))
-        .mount(&server)
-        .await;
+    mount_bulk(&server, all_ok(4), None, 1).await;
     let d = dlq();
     let mut sink = EsSink::connect(settings(&server.uri()), d.dead_letters.clone())
         .await
@@ -167,24 +181,14 @@ async fn templates_then_bulk_with_deterministic_ids() {
 async fn a_429_item_alone_is_retried() {
     let server = MockServer::start().await;
     let busy = json!({"type": "es_rejected_execution_exception", "reason": "queue full"});
-    Mock::given(method("POST"))
-        .and(path("/_bulk"))
-        .respond_with(bulk_answer(&[
-            (201, None),
-            (201, None),
-            (429, Some(busy)),
-            (201, None),
-        ]))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/_bulk"))
-        .respond_with(all_ok(1))
-        .with_priority(2)
-        .mount(&server)
-        .await;
+    mount_bulk(
+        &server,
+        bulk_answer(&[(201, None), (201, None), (429, Some(busy)), (201, None)]),
+        Some(1),
+        1,
+    )
+    .await;
+    mount_bulk(&server, all_ok(1), None, 2).await;
     let d = dlq();
     let report = deliver(&client(&server.uri()), items(4), RETRY, &d.dead_letters)
         .await
@@ -204,11 +208,13 @@ async fn a_429_item_alone_is_retried() {
 async fn a_400_item_is_dead_lettered_with_the_error() {
     let server = MockServer::start().await;
     let bad = json!({"type": "mapper_parsing_exception", "reason": "failed to parse field [volume] of type [long]"});
-    Mock::given(method("POST"))
-        .and(path("/_bulk"))
-        .respond_with(bulk_answer(&[(201, None), (400, Some(bad)), (201, None)]))
-        .mount(&server)
-        .await;
+    mount_bulk(
+        &server,
+        bulk_answer(&[(201, None), (400, Some(bad)), (201, None)]),
+        None,
+        1,
+    )
+    .await;
     let d = dlq();
     let report = deliver(&client(&server.uri()), items(3), RETRY, &d.dead_letters)
         .await
@@ -240,19 +246,14 @@ async fn a_400_item_is_dead_lettered_with_the_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_503_is_retried_with_the_same_batch_in_order() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/_bulk"))
-        .respond_with(ResponseTemplate::new(503).set_body_string("unavailable"))
-        .up_to_n_times(2)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/_bulk"))
-        .respond_with(all_ok(5))
-        .with_priority(2)
-        .mount(&server)
-        .await;
+    mount_bulk(
+        &server,
+        ResponseTemplate::new(503).set_body_string("unavailable"),
+        Some(2),
+        1,
+    )
+    .await;
+    mount_bulk(&server, all_ok(5), None, 2).await;
     let d = dlq();
     let report = deliver(&client(&server.uri()), items(5), RETRY, &d.dead_letters)
         .await
@@ -281,11 +282,7 @@ async fn a_refused_connection_is_retried_until_the_cluster_is_up() {
     );
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let server = MockServer::builder().listener(listener).start().await;
-    Mock::given(method("POST"))
-        .and(path("/_bulk"))
-        .respond_with(all_ok(3))
-        .mount(&server)
-        .await;
+    mount_bulk(&server, all_ok(3), None, 1).await;
     let report = tokio::time::timeout(Duration::from_secs(20), delivery)
         .await
         .expect("delivered once the cluster is up")
@@ -299,11 +296,13 @@ async fn a_refused_connection_is_retried_until_the_cluster_is_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auth_failure_stops_with_the_answer() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/_bulk"))
-        .respond_with(ResponseTemplate::new(401).set_body_string("missing authentication"))
-        .mount(&server)
-        .await;
+    mount_bulk(
+        &server,
+        ResponseTemplate::new(401).set_body_string("missing authentication"),
+        None,
+        1,
+    )
+    .await;
     let d = dlq();
     let err = deliver(&client(&server.uri()), items(1), RETRY, &d.dead_letters)
         .await
@@ -318,11 +317,7 @@ async fn an_auth_failure_stops_with_the_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_sent() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/_bulk"))
-        .respond_with(all_ok(1))
-        .mount(&server)
-        .await;
+    mount_bulk(&server, all_ok(1), None, 1).await;
     let d = dlq();
     let mut s = settings(&server.uri());
     s.auth = EsAuth::ApiKey("a2V5OnNlY3JldA==".into());

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use stockpipe::config::Config;
 use stockpipe::sink::lake::parse_object_name;
 use stockpipe::sink::store::{GcsOptions, LakeLocation, LakeStore};
-use stockpipe::source::kafka::{self as kafka_source, EmbeddedKafka};
+use stockpipe::source::kafka as kafka_source;
 use stockpipe::source::replay::{Pace, produce_all};
 
 async fn gcs_store(gcs: &FakeGcs, bucket: &str, prefix: &str, threshold: usize) -> LakeStore {
@@ -150,12 +150,7 @@ async fn kafka_to_elasticsearch_and_gcs_and_redelivery() {
     config.lake.gcs_endpoint = gcs.endpoint.clone();
     config.lake.roll_bytes = 16 << 10;
     let k = config.kafka.clone();
-    let cluster = EmbeddedKafka::start(&[
-        (k.topic.as_str(), 3),
-        (k.dead_letter_topic.as_str(), 1),
-        (k.alerts_topic.as_str(), 1),
-    ])
-    .unwrap();
+    let cluster = crate::support::embedded_cluster(&config, 3);
     let brokers = cluster.bootstrap_servers();
     let mut payloads = crate::support::sample_payloads();
     payloads.insert(10, b"{\"not\": \"a tick\"}".to_vec());

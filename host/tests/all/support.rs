@@ -173,3 +173,18 @@ pub fn with_token(payload: &[u8], token: u64) -> Vec<u8> {
     v["instrument_token"] = token.into();
     v.to_string().into_bytes()
 }
+
+/// The embedded cluster with the pipeline's topics: `partitions` for the input, one for the
+/// dead-letter and alerts topics.
+pub fn embedded_cluster(
+    config: &stockpipe::config::Config,
+    partitions: i32,
+) -> stockpipe::source::kafka::EmbeddedKafka {
+    let k = &config.kafka;
+    stockpipe::source::kafka::EmbeddedKafka::start(&[
+        (k.topic.as_str(), partitions),
+        (k.dead_letter_topic.as_str(), 1),
+        (k.alerts_topic.as_str(), 1),
+    ])
+    .unwrap()
+}

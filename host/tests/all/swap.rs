@@ -31,15 +31,9 @@ impl Running {
 
     fn start_with(config: Config, http: Option<tokio::net::TcpListener>) -> Self {
         crate::support::init_logging();
-        let k = &config.kafka;
         // librdkafka's mock broker keeps at most 5 MiB per partition: six partitions and a paced
         // producer keep the whole stream within reach of the consumer.
-        let cluster = EmbeddedKafka::start(&[
-            (k.topic.as_str(), 6),
-            (k.dead_letter_topic.as_str(), 1),
-            (k.alerts_topic.as_str(), 1),
-        ])
-        .unwrap();
+        let cluster = crate::support::embedded_cluster(&config, 6);
         let brokers = cluster.bootstrap_servers();
         let registry = Arc::new(GuestRegistry::default());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
