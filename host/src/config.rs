@@ -83,6 +83,8 @@ pub struct LakeSection {
     pub gcs_endpoint: String,
     /// GCS uploads above this many bytes are resumable.
     pub gcs_resumable_threshold_bytes: usize,
+    /// Write `….ndjson.gz` objects (gzip) instead of plain NDJSON.
+    pub gzip: bool,
 }
 
 impl Default for LakeSection {
@@ -93,6 +95,7 @@ impl Default for LakeSection {
             roll_seconds: 60,
             gcs_endpoint: String::new(),
             gcs_resumable_threshold_bytes: 16 << 20,
+            gzip: false,
         }
     }
 }

@@ -382,8 +382,12 @@ pub async fn load_lake(
     use anyhow::Context;
     let mut rows = Vec::new();
     let names = store.list(topic).await?;
-    for name in names.iter().filter(|n| n.ends_with(".ndjson")) {
-        let bytes = store.get(name).await?;
+    for name in names
+        .iter()
+        .filter(|n| n.ends_with(".ndjson") || n.ends_with(".ndjson.gz"))
+    {
+        let bytes = crate::sink::lake::object_lines(name, store.get(name).await?)
+            .with_context(|| format!("gunzipping {name}"))?;
         rows.extend(parse_rows(&bytes).with_context(|| format!("reading {name}"))?);
     }
     anyhow::ensure!(

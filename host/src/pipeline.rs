@@ -117,6 +117,7 @@ impl Pipeline {
             LakeConfig {
                 roll_bytes: config.lake.roll_bytes,
                 roll_age: Duration::from_secs(config.lake.roll_seconds),
+                gzip: config.lake.gzip,
             },
             k.topic.clone(),
         );

@@ -20,6 +20,8 @@ pub struct LakeConfig {
     pub roll_bytes: usize,
     /// Roll a segment this long after its first line.
     pub roll_age: Duration,
+    /// Store objects gzip-compressed, as `….ndjson.gz` (BigQuery reads them so).
+    pub gzip: bool,
 }
 
 #[derive(Debug)]
@@ -75,6 +77,28 @@ pub fn object_name(
     last: i64,
 ) -> String {
     format!("{topic}/{lake_partition}/{partition}-{first}-{last}.ndjson")
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(bytes).expect("writing to a Vec");
+    encoder.finish().expect("writing to a Vec")
+}
+
+/// An object's lines: gunzipped when its name ends in `.gz`.
+pub fn object_lines(name: &str, bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    if name.ends_with(".gz") {
+        use std::io::Read;
+        let mut out = Vec::with_capacity(bytes.len() * 4);
+        flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut out)?;
+        Ok(out)
+    } else {
+        Ok(bytes)
+    }
 }
 
 /// The (partition, first, last) an object name carries, if it is one of ours.
@@ -217,11 +241,18 @@ impl LakeWriter {
         let ranges = self.existing.entry(partition).or_default();
         let at = ranges.partition_point(|&(f, _)| f < first);
         ranges.insert(at, (first, last));
+        let mut name = object_name(&self.topic, lake_partition, partition, first, last);
+        let bytes = if self.config.gzip {
+            name.push_str(".gz");
+            gzip(&segment.bytes)
+        } else {
+            segment.bytes
+        };
         RolledSegment {
-            name: object_name(&self.topic, lake_partition, partition, first, last),
+            name,
             partition,
             offsets: segment.offsets,
-            bytes: segment.bytes,
+            bytes,
         }
     }
 }
@@ -238,6 +269,7 @@ mod tests {
             LakeConfig {
                 roll_bytes,
                 roll_age: Duration::from_secs(3600),
+                gzip: false,
             },
             "stock-stream",
         )
@@ -305,6 +337,7 @@ mod tests {
             LakeConfig {
                 roll_bytes: 1 << 20,
                 roll_age: Duration::from_millis(1),
+                gzip: false,
             },
             "t",
         );
@@ -315,6 +348,31 @@ mod tests {
         );
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(lake.roll_due(Instant::now()).len(), 1);
+    }
+
+    #[test]
+    fn gzip_objects_are_named_so_and_read_back() {
+        let mut lake = LakeWriter::new(
+            LakeConfig {
+                roll_bytes: 1 << 20,
+                roll_age: Duration::from_secs(60),
+                gzip: true,
+            },
+            "stock-stream",
+        );
+        lake.append(H7, 0, 3, b"{\"a\":1}");
+        lake.append(H7, 0, 4, b"{\"a\":2}");
+        let out = lake.flush();
+        assert_eq!(
+            out[0].name,
+            "stock-stream/dt=2017-06-20/hour=07/0-3-4.ndjson.gz"
+        );
+        assert_eq!(&out[0].bytes[..2], &[0x1f, 0x8b], "a gzip stream");
+        assert_eq!(
+            object_lines(&out[0].name, out[0].bytes.clone()).unwrap(),
+            b"{\"a\":1}\n{\"a\":2}\n"
+        );
+        assert_eq!(parse_object_name(&out[0].name), Some((0, 3, 4)));
     }
 
     #[test]

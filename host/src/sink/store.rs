@@ -280,7 +280,11 @@ impl GcsStore {
                 object.clone(),
                 bytes::Bytes::from(bytes),
             )
-            .set_content_type("application/x-ndjson")
+            .set_content_type(if name.ends_with(".gz") {
+                "application/gzip"
+            } else {
+                "application/x-ndjson"
+            })
             .with_idempotency(true);
         if self.resumable_threshold > 0 {
             write = write.with_resumable_upload_threshold(self.resumable_threshold);

@@ -31,7 +31,8 @@ async fn gcs_store(gcs: &FakeGcs, bucket: &str, prefix: &str, threshold: usize) 
 async fn lake_lines(store: &LakeStore, topic: &str) -> Vec<(String, Value)> {
     let mut lines = Vec::new();
     for name in store.list(topic).await.unwrap() {
-        let bytes = store.get(&name).await.unwrap();
+        let bytes =
+            stockpipe::sink::lake::object_lines(&name, store.get(&name).await.unwrap()).unwrap();
         for line in String::from_utf8(bytes).unwrap().lines() {
             lines.push((name.clone(), serde_json::from_str(line).unwrap()));
         }
@@ -149,6 +150,7 @@ async fn kafka_to_elasticsearch_and_gcs_and_redelivery() {
     config.lake.url = "gs://lake/stockpipe".into();
     config.lake.gcs_endpoint = gcs.endpoint.clone();
     config.lake.roll_bytes = 16 << 10;
+    config.lake.gzip = true;
     let k = config.kafka.clone();
     let cluster = crate::support::embedded_cluster(&config, 3);
     let brokers = cluster.bootstrap_servers();
@@ -175,6 +177,10 @@ async fn kafka_to_elasticsearch_and_gcs_and_redelivery() {
     assert!(
         objects_before.len() > 3,
         "rolled by size: {objects_before:?}"
+    );
+    assert!(
+        objects_before.iter().all(|n| n.ends_with(".ndjson.gz")),
+        "gzip objects: {objects_before:?}"
     );
     for (name, doc) in &lines {
         let (partition, first, last) = parse_object_name(name).unwrap();
