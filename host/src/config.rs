@@ -132,6 +132,9 @@ pub struct ElasticsearchSection {
     pub retry_max_ms: u64,
     pub request_timeout_ms: u64,
     pub put_templates: bool,
+    /// At shutdown, how long to wait for the sinks to acknowledge what is buffered and in
+    /// flight; what they have not acknowledged by then is not committed (delivered again later).
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ElasticsearchSection {
@@ -147,6 +150,7 @@ impl Default for ElasticsearchSection {
             retry_max_ms: 10_000,
             request_timeout_ms: 30_000,
             put_templates: true,
+            shutdown_grace_ms: 30_000,
         }
     }
 }

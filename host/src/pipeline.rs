@@ -202,11 +202,13 @@ impl Pipeline {
         };
         let mut consumed_to: BTreeMap<i32, i64> = BTreeMap::new();
         tokio::pin!(shutdown);
+        let mut stopping = false;
         loop {
             let batch = tokio::select! {
                 batch = self.next_batch() => batch?,
                 () = &mut shutdown => {
                     tracing::info!("shutdown requested");
+                    stopping = true;
                     break;
                 }
             };
@@ -232,35 +234,54 @@ impl Pipeline {
                     "guest swapped between batches"
                 );
             }
-            self.process(batch).await?;
-            let rolled = self.lake.roll_due(Instant::now());
-            self.store_segments(rolled).await?;
-            self.flush_index(false).await?;
-            self.store_advanced()?;
-            if let Some((high, committed)) = &targets {
-                let reached = |p: &i32, h: &i64| {
-                    consumed_to
-                        .get(p)
-                        .copied()
-                        .max(committed.get(p).copied())
-                        .is_some_and(|at| at >= *h)
-                        || *h == 0
-                };
-                if high.iter().all(|(p, h)| reached(p, h)) {
-                    let flushed = self.lake.flush();
-                    self.store_segments(flushed).await?;
-                    self.flush_index(true).await?;
-                    self.store_advanced()?;
-                    if self.tracker.in_flight() == 0 {
-                        break;
+            // A sink that is down makes this wait (the consumer pauses); a shutdown still gets
+            // through, and what is not acknowledged is not committed.
+            let step = async {
+                self.process(batch).await?;
+                let rolled = self.lake.roll_due(Instant::now());
+                self.store_segments(rolled).await?;
+                self.flush_index(false).await?;
+                self.store_advanced()?;
+                if let Some((high, committed)) = &targets {
+                    let reached = |p: &i32, h: &i64| {
+                        consumed_to
+                            .get(p)
+                            .copied()
+                            .max(committed.get(p).copied())
+                            .is_some_and(|at| at >= *h)
+                            || *h == 0
+                    };
+                    if high.iter().all(|(p, h)| reached(p, h)) {
+                        self.finish_sinks().await?;
+                        return Ok::<bool, anyhow::Error>(self.tracker.in_flight() == 0);
                     }
                 }
+                Ok(false)
+            };
+            let done = tokio::select! {
+                done = step => done?,
+                () = &mut shutdown => {
+                    tracing::info!("shutdown requested while a sink was busy");
+                    stopping = true;
+                    break;
+                }
+            };
+            if done {
+                break;
             }
         }
-        let flushed = self.lake.flush();
-        self.store_segments(flushed).await?;
-        self.flush_index(true).await?;
-        self.store_advanced()?;
+        if stopping {
+            let grace = Duration::from_millis(self.config.elasticsearch.shutdown_grace_ms);
+            match tokio::time::timeout(grace, self.finish_sinks()).await {
+                Ok(finished) => finished?,
+                Err(_) => tracing::warn!(
+                    unacknowledged = self.tracker.in_flight(),
+                    "the sinks did not acknowledge everything within the shutdown grace; the rest is not committed and will be delivered again"
+                ),
+            }
+        } else {
+            self.finish_sinks().await?;
+        }
         let positions: BTreeMap<i32, i64> = consumed_to
             .keys()
             .filter_map(|&p| self.tracker.position(p).map(|pos| (p, pos)))
@@ -491,6 +512,15 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// Stores every open lake segment, sends and awaits everything for Elasticsearch, and stores
+    /// the offsets that moved.
+    async fn finish_sinks(&mut self) -> anyhow::Result<()> {
+        let flushed = self.lake.flush();
+        self.store_segments(flushed).await?;
+        self.flush_index(true).await?;
+        self.store_advanced()
     }
 
     /// Learns which offset ranges the lake already holds (after a crash, objects may be stored

@@ -436,3 +436,73 @@ async fn wire_compatible_with_an_elasticsearch_api() {
         .unwrap();
     assert!(template.to_string().contains("stock-stream*"), "{template}");
 }
+
+/// Elasticsearch down for good: the pipeline waits (nothing is committed past what the cluster
+/// acknowledged), and a shutdown still ends the run after the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_gets_through_while_elasticsearch_is_down() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"acknowledged": true})))
+        .mount(&server)
+        .await;
+    mount_bulk(&server, ResponseTemplate::new(503), None, 1).await;
+    let mut config = stockpipe::config::Config::default();
+    config.elasticsearch.url = server.uri();
+    config.elasticsearch.bulk_max_age_ms = 50;
+    config.elasticsearch.retry_initial_ms = 10;
+    config.elasticsearch.retry_max_ms = 50;
+    config.elasticsearch.shutdown_grace_ms = 300;
+    let lake = tempfile::tempdir().unwrap();
+    config.lake.url = lake.path().display().to_string();
+    let cluster = crate::support::embedded_cluster(&config, 1);
+    let brokers = cluster.bootstrap_servers();
+    let producer = stockpipe::source::kafka::producer(&brokers).unwrap();
+    stockpipe::source::replay::produce_all(
+        &producer,
+        &config.kafka.topic,
+        &crate::support::sample_payloads(),
+        stockpipe::source::replay::Pace::Max,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let registry = Arc::new(stockpipe::runtime::swap::GuestRegistry::default());
+    let started = std::time::Instant::now();
+    let summary = tokio::time::timeout(
+        Duration::from_secs(60),
+        stockpipe::service::run(
+            config,
+            &brokers,
+            false,
+            registry.clone(),
+            None,
+            async move {
+                // Once the guests have seen every tick, and the sink has had time to fail a few times.
+                while registry
+                    .processed
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    < 100
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            },
+        ),
+    )
+    .await
+    .expect("the run ends after the shutdown")
+    .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(40));
+    assert_eq!(summary.consumed, 100);
+    assert_eq!(summary.indexed, 0);
+    assert!(
+        summary.index_retried_requests == 0,
+        "reported only when a request completes"
+    );
+    assert!(
+        summary.committed_offsets.values().all(|&o| o == 0),
+        "nothing committed past what Elasticsearch acknowledged: {summary:?}"
+    );
+    assert!(bulk_requests(&server).await.len() > 3, "it kept retrying");
+}
