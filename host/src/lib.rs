@@ -1,4 +1,5 @@
-//! stockpipe's host: Kafka in, sandboxed wasm guests in the middle, lake and topics out.
+//! stockpipe's host: Kafka in, sandboxed wasm guests in the middle, Elasticsearch, lake and topics
+//! out.
 //!
 //! Where a tick goes, module by module:
 //! 1. [`source::kafka`] — a consumer-group member reads a batch from `stock-stream`
@@ -8,14 +9,17 @@
 //!    decode is refused with its reason.
 //! 3. [`chain`] — the batch goes through the validate, enrich and route guests, one call per stage
 //!    ([`runtime`]: the one `bindgen!`, the sandbox, trap isolation).
-//! 4. [`sink`] — accepted ticks become documents in the lake partition route chose, and on the
-//!    alerts topic when route raised an alert; refused ticks go, byte for byte, to the dead-letter
-//!    topic with the reason in headers.
+//! 4. [`sink`] — accepted ticks become documents: bulk-indexed in Elasticsearch
+//!    ([`sink::elasticsearch`]), in the lake partition route chose ([`sink::lake`] segments,
+//!    [`sink::store`]: a directory or GCS), and on the alerts topic when route raised an alert;
+//!    refused ticks go, byte for byte, to the dead-letter topic with the reason in headers.
 //! 5. [`commit`] — each sink acknowledges what it made durable; a partition's offset moves only
 //!    over a contiguous run of fully acknowledged messages.
 //!
 //! Around it: [`config`] (TOML + validation), [`simulate`] (the tick simulator), [`bench`],
-//! [`guest_test`] (fixtures for one component).
+//! [`guest_test`] (fixtures for one component), [`upload`] (files into the lake as NDJSON),
+//! [`bigquery`] (the sql/ statements, rendered and submitted) and [`ml`] (the same models
+//! offline, from the lake).
 
 pub mod bench;
 pub mod bigquery;

@@ -14,7 +14,7 @@ use stockpipe::source::replay::{self, Pace};
 #[command(
     name = "stockpipe",
     version,
-    about = "Stream stock ticks from Kafka through sandboxed wasm guests (validate → enrich → route) into a lake and topics"
+    about = "Stream stock ticks from Kafka through sandboxed wasm guests (validate → enrich → route) into Elasticsearch, a lake (directory or GCS) and topics; BigQuery ML and its offline twin"
 )]
 struct Cli {
     #[command(subcommand)]
