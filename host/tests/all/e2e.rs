@@ -213,3 +213,31 @@ fn the_example_config_is_complete_and_valid() {
         "the example documents the defaults"
     );
 }
+
+/// The container's configuration (docker/stockpipe.toml, mounted by docker-compose.yml) is valid
+/// and points at the compose stack's services.
+#[test]
+fn the_container_config_is_valid_and_names_the_compose_services() {
+    let root = crate::support::workspace();
+    let config = Config::load(&root.join("docker/stockpipe.toml")).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.kafka.brokers, "kafka:9092");
+    assert_eq!(config.elasticsearch.url, "http://elasticsearch:9200");
+    assert_eq!(config.lake.gcs_endpoint, "http://gcs");
+    assert_eq!(config.http.listen, "0.0.0.0:8080");
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    for service in [
+        "  kafka:",
+        "  elasticsearch:",
+        "  kibana:",
+        "  gcs:",
+        "  stockpipe:",
+    ] {
+        assert!(compose.contains(&format!("\n{service}\n")), "{service}");
+    }
+    // The guests directory the config names is the one the image fills and compose mounts.
+    let guests = config.guests.dir.unwrap();
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains(&format!("/out/guests {}", guests.display())));
+    assert!(compose.contains(&format!("guests:{}", guests.display())));
+}
