@@ -78,8 +78,10 @@ fn main() {
         ));
     }
     let test_guests = target_dir.join(TARGET).join("release");
+    // Not STOCKPIPE_…: cargo also sets this when it runs the tests, and STOCKPIPE_ variables are
+    // configuration overrides that the binary checks strictly.
     println!(
-        "cargo:rustc-env=STOCKPIPE_TEST_GUESTS_DIR={}",
+        "cargo:rustc-env=BUILT_GUESTS_DIR_FOR_TESTS={}",
         test_guests.display()
     );
     std::fs::write(

@@ -289,6 +289,20 @@ impl Default for RouteSection {
     }
 }
 
+/// Environment variables that override settings start with this.
+pub const ENV_PREFIX: &str = "STOCKPIPE_";
+/// The sections of the file, as `STOCKPIPE_<SECTION>_<KEY>` spells them (lowercased).
+const SECTIONS: [&str; 8] = [
+    "kafka",
+    "lake",
+    "elasticsearch",
+    "guests",
+    "http",
+    "validate",
+    "enrich",
+    "route",
+];
+
 /// The host's clock in UTC µs (the guests get a timestamp window, never a clock).
 pub fn unix_now_us() -> i64 {
     std::time::SystemTime::now()
@@ -303,6 +317,8 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
 }
 
 impl Config {
@@ -319,6 +335,81 @@ impl Config {
             path: origin.into(),
             message: e.to_string(),
         })
+    }
+
+    /// The file (or the defaults), then `STOCKPIPE_<SECTION>_<KEY>` variables from `env` on top:
+    /// `STOCKPIPE_KAFKA_BROKERS=kafka:9092`, `STOCKPIPE_ELASTICSEARCH_BULK_MAX_DOCS=500`. Values
+    /// are read as TOML (numbers, booleans) and otherwise taken as strings. A variable naming no
+    /// section or key is an error that names the variable. The secrets
+    /// ([`crate::sink::elasticsearch::env`]) are not settings and are left alone.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (text, origin) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|e| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?,
+                p.display().to_string(),
+            ),
+            None => (String::new(), "(none: the defaults)".to_string()),
+        };
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: origin.clone(),
+            message: e.to_string(),
+        })?;
+        let secrets = {
+            use crate::sink::elasticsearch::env;
+            [env::API_KEY, env::USERNAME, env::PASSWORD]
+        };
+        let mut overridden = Vec::new();
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if secrets.contains(&name.as_str()) {
+                continue;
+            }
+            let lower = rest.to_ascii_lowercase();
+            let Some(section) = SECTIONS
+                .iter()
+                .find(|s| lower.starts_with(&format!("{s}_")))
+            else {
+                return Err(ConfigError::Env {
+                    name,
+                    message: format!("no such section (sections: {})", SECTIONS.join(", ")),
+                });
+            };
+            let key = lower[section.len() + 1..].to_string();
+            let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(raw.clone()));
+            let entry = table
+                .entry((*section).to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(section_table) = entry.as_table_mut() else {
+                return Err(ConfigError::Env {
+                    name,
+                    message: format!("[{section}] is not a table in {origin}"),
+                });
+            };
+            section_table.insert(key, value);
+            overridden.push(name);
+        }
+        let config: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: if overridden.is_empty() {
+                    origin
+                } else {
+                    format!("{origin} with {}", overridden.join(", "))
+                },
+                message: e.to_string(),
+            })?;
+        Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -508,6 +599,56 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[kafka]\nbrokers = \"file:9092\"\nbatch_max = 10\n").unwrap();
+        let config = Config::load_with_env(
+            Some(&path),
+            env(&[
+                ("STOCKPIPE_KAFKA_BROKERS", "kafka:9092"),
+                ("STOCKPIPE_ELASTICSEARCH_BULK_MAX_DOCS", "500"),
+                ("STOCKPIPE_ELASTICSEARCH_PUT_TEMPLATES", "false"),
+                ("STOCKPIPE_LAKE_URL", "gs://b/p"),
+                ("STOCKPIPE_ES_API_KEY", "secret, not a setting"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.kafka.brokers, "kafka:9092");
+        assert_eq!(config.kafka.batch_max, 10, "the file's other keys stay");
+        assert_eq!(config.elasticsearch.bulk_max_docs, 500);
+        assert!(!config.elasticsearch.put_templates);
+        assert_eq!(config.lake.url, "gs://b/p");
+        assert_eq!(
+            Config::load_with_env(None, env(&[])).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn a_wrong_variable_is_named() {
+        let e = Config::load_with_env(None, env(&[("STOCKPIPE_KAFKA_BROKER", "x")])).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("broker") && text.contains("STOCKPIPE_KAFKA_BROKER"),
+            "{text}"
+        );
+        let e = Config::load_with_env(None, env(&[("STOCKPIPE_SINK_URL", "x")])).unwrap_err();
+        assert!(e.to_string().contains("STOCKPIPE_SINK_URL"), "{e}");
+        let e =
+            Config::load_with_env(None, env(&[("STOCKPIPE_KAFKA_BATCH_MAX", "many")])).unwrap_err();
+        assert!(e.to_string().contains("batch_max"), "{e}");
+    }
 
     #[test]
     fn defaults_are_valid_and_an_empty_file_means_defaults() {

@@ -336,10 +336,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let mut config = Config::load_with_env(args.config.as_deref(), std::env::vars())?;
     if let Some(brokers) = args.brokers {
         config.kafka.brokers = brokers;
     }

@@ -55,7 +55,7 @@ pub const EMBEDDED_GUESTS: [(&str, &[u8]); 3] =
 
 /// Where build.rs put the test-only guests (e.g. `stockpipe_guest_hostile.wasm`); never embedded.
 #[doc(hidden)]
-pub const TEST_GUESTS_DIR: &str = env!("STOCKPIPE_TEST_GUESTS_DIR");
+pub const TEST_GUESTS_DIR: &str = env!("BUILT_GUESTS_DIR_FOR_TESTS");
 
 /// The component embedded in this binary for a stage.
 pub fn embedded_component(kind: StageKind) -> &'static [u8] {
