@@ -203,6 +203,7 @@ impl Pipeline {
         let mut consumed_to: BTreeMap<i32, i64> = BTreeMap::new();
         tokio::pin!(shutdown);
         let mut stopping = false;
+        let grace = Duration::from_millis(self.config.elasticsearch.shutdown_grace_ms);
         loop {
             let batch = tokio::select! {
                 batch = self.next_batch() => batch?,
@@ -258,11 +259,20 @@ impl Pipeline {
                 }
                 Ok(false)
             };
+            tokio::pin!(step);
             let done = tokio::select! {
-                done = step => done?,
+                done = &mut step => done?,
                 () = &mut shutdown => {
-                    tracing::info!("shutdown requested while a sink was busy");
+                    // Let the batch finish if its sinks answer within the grace period.
                     stopping = true;
+                    match tokio::time::timeout(grace, &mut step).await {
+                        Ok(finished) => {
+                            finished?;
+                        }
+                        Err(_) => tracing::warn!(
+                            "shutdown: a sink did not answer within the grace period; the batch stays uncommitted"
+                        ),
+                    }
                     break;
                 }
             };
@@ -271,7 +281,6 @@ impl Pipeline {
             }
         }
         if stopping {
-            let grace = Duration::from_millis(self.config.elasticsearch.shutdown_grace_ms);
             match tokio::time::timeout(grace, self.finish_sinks()).await {
                 Ok(finished) => finished?,
                 Err(_) => tracing::warn!(
