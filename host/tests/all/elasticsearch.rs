@@ -125,6 +125,19 @@ async fn mount_bulk(
     mock.mount(server).await;
 }
 
+/// `n` items delivered to `server`, with the dead-letter topic they may go to.
+async fn deliver_to(
+    server: &MockServer,
+    n: i64,
+) -> (
+    Dlq,
+    Result<stockpipe::sink::elasticsearch::BulkReport, stockpipe::sink::elasticsearch::EsError>,
+) {
+    let d = dlq();
+    let result = deliver(&client(&server.uri()), items(n), RETRY, &d.dead_letters).await;
+    (d, result)
+}
+
 fn client(url: &str) -> elasticsearch::Elasticsearch {
     stockpipe::sink::elasticsearch::client(&settings(url)).unwrap()
 }
@@ -189,10 +202,8 @@ async fn a_429_item_alone_is_retried() {
     )
     .await;
     mount_bulk(&server, all_ok(1), None, 2).await;
-    let d = dlq();
-    let report = deliver(&client(&server.uri()), items(4), RETRY, &d.dead_letters)
-        .await
-        .unwrap();
+    let (_dlq, report) = deliver_to(&server, 4).await;
+    let report = report.unwrap();
     assert_eq!(report.indexed, 4);
     assert_eq!(report.retried_items, 1);
     assert_eq!(report.dead_lettered, 0);
@@ -215,10 +226,8 @@ async fn a_400_item_is_dead_lettered_with_the_error() {
         1,
     )
     .await;
-    let d = dlq();
-    let report = deliver(&client(&server.uri()), items(3), RETRY, &d.dead_letters)
-        .await
-        .unwrap();
+    let (d, report) = deliver_to(&server, 3).await;
+    let report = report.unwrap();
     assert_eq!((report.indexed, report.dead_lettered), (2, 1));
     assert_eq!(
         report.acked.len(),
@@ -254,10 +263,8 @@ async fn a_503_is_retried_with_the_same_batch_in_order() {
     )
     .await;
     mount_bulk(&server, all_ok(5), None, 2).await;
-    let d = dlq();
-    let report = deliver(&client(&server.uri()), items(5), RETRY, &d.dead_letters)
-        .await
-        .unwrap();
+    let (_dlq, report) = deliver_to(&server, 5).await;
+    let report = report.unwrap();
     assert_eq!(report.indexed, 5);
     assert_eq!(report.retried_requests, 2);
     let requests = bulk_requests(&server).await;
@@ -303,10 +310,8 @@ async fn an_auth_failure_stops_with_the_answer() {
         1,
     )
     .await;
-    let d = dlq();
-    let err = deliver(&client(&server.uri()), items(1), RETRY, &d.dead_letters)
-        .await
-        .unwrap_err();
+    let (_dlq, err) = deliver_to(&server, 1).await;
+    let err = err.unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("401") && text.contains("missing authentication"),
