@@ -435,12 +435,10 @@ fn error_text(answer: &Value) -> String {
 }
 
 fn new_job_id(statement: &str) -> String {
-    use std::hash::BuildHasher;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let salt = std::collections::hash_map::RandomState::new().hash_one(nanos);
-    format!("stockpipe_{statement}_{nanos}_{salt:016x}")
+    format!("stockpipe_{statement}_{nanos}_{:016x}", crate::random_u64())
 }
 
 #[cfg(test)]

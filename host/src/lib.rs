@@ -36,3 +36,10 @@ pub mod simulate;
 pub mod sink;
 pub mod source;
 pub mod upload;
+
+/// A number that differs from call to call (std's randomly keyed hasher over the clock): jitter,
+/// unique ids. Not for anything that needs real randomness.
+pub fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
+}

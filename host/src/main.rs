@@ -489,12 +489,11 @@ async fn ml(command: MlCommand) -> anyhow::Result<()> {
             let object = ml::store_forecasts(&store, &forecasts, generated).await?;
             let mut indexed = 0;
             if let Some(url) = es_url {
-                let mut settings = stockpipe::config::ElasticsearchSection {
+                let settings = stockpipe::config::ElasticsearchSection {
                     url,
                     ..Default::default()
                 }
                 .settings(|k| std::env::var(k).ok())?;
-                settings.put_templates = true;
                 let client = stockpipe::sink::elasticsearch::client(&settings)?;
                 stockpipe::sink::elasticsearch::put_templates(&client, settings.retry).await?;
                 indexed = stockpipe::sink::elasticsearch::index_documents(

@@ -5,6 +5,7 @@
 
 use crate::sink::store::{GcsOptions, LakeLocation, LakeStore};
 use serde::Serialize;
+use stockpipe_model::json::split_input;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UploadReport {
@@ -15,32 +16,26 @@ pub struct UploadReport {
     pub converted_from_array: bool,
 }
 
-/// The file as NDJSON: `(bytes, lines, converted_from_array)`.
+/// The file as NDJSON: `(bytes, lines, converted_from_array)`. The split is the one `produce`
+/// uses ([`split_input`]); NDJSON lines are also checked to be JSON, so a bad line is named
+/// before anything is uploaded.
 pub fn to_ndjson(text: &str) -> Result<(Vec<u8>, usize, bool), String> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('[') {
-        let items: Vec<serde_json::Value> = serde_json::from_str(trimmed)
-            .map_err(|e| format!("the file starts like a JSON array but is not valid JSON: {e}"))?;
-        let mut out = Vec::new();
-        for item in &items {
-            serde_json::to_writer(&mut out, item).expect("writing to a Vec");
-            out.push(b'\n');
+    let converted = text.trim_start().starts_with('[');
+    if !converted {
+        for (n, line) in text.lines().enumerate() {
+            if !line.trim().is_empty() {
+                serde_json::from_str::<serde::de::IgnoredAny>(line)
+                    .map_err(|e| format!("line {}: not a JSON value: {e}", n + 1))?;
+            }
         }
-        return Ok((out, items.len(), true));
     }
-    let mut out = Vec::with_capacity(text.len() + 1);
-    let mut lines = 0;
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        serde_json::from_str::<serde::de::IgnoredAny>(line)
-            .map_err(|e| format!("line {}: not a JSON value: {e}", n + 1))?;
-        out.extend_from_slice(line.as_bytes());
+    let records = split_input(text)?;
+    let mut out = Vec::with_capacity(text.len() + records.len());
+    for record in &records {
+        out.extend_from_slice(record);
         out.push(b'\n');
-        lines += 1;
     }
-    Ok((out, lines, false))
+    Ok((out, records.len(), converted))
 }
 
 /// Uploads `file` to `destination` (`gs://bucket/object`, `file:///path` or a path).

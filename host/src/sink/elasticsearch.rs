@@ -125,11 +125,9 @@ impl RetryPolicy {
     }
 }
 
-/// A number in [0, 1) that differs from call to call (std's randomly keyed hasher; no crate).
+/// A number in [0, 1) that differs from call to call.
 fn jitter_fraction() -> f64 {
-    use std::hash::BuildHasher;
-    let h = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
-    (h >> 11) as f64 / (1u64 << 53) as f64
+    (crate::random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -338,10 +336,14 @@ fn bulk_body(items: &[BulkItem]) -> Vec<u8> {
     body
 }
 
+/// `{"index":{"_index":…,"_id":…}}` and the document, each on its line; the two strings are
+/// JSON-escaped in place (no value tree per document).
 fn push_index_action(body: &mut Vec<u8>, index: &str, id: &str, document: &[u8]) {
-    let action = serde_json::json!({"index": {"_index": index, "_id": id}});
-    serde_json::to_writer(&mut *body, &action).expect("writing to a Vec");
-    body.push(b'\n');
+    body.extend_from_slice(b"{\"index\":{\"_index\":");
+    serde_json::to_writer(&mut *body, index).expect("writing to a Vec");
+    body.extend_from_slice(b",\"_id\":");
+    serde_json::to_writer(&mut *body, id).expect("writing to a Vec");
+    body.extend_from_slice(b"}}\n");
     body.extend_from_slice(document);
     body.push(b'\n');
 }

@@ -35,9 +35,8 @@ fn wait_for(ip: &str, port: u16, what: &str, child: &mut Child) {
 
 /// A 127.x.y.z address (all of 127/8 is loopback on Linux) whose port 80 we can bind.
 fn loopback_ip_with_port_80_free() -> String {
-    use std::hash::BuildHasher;
     for _ in 0..50 {
-        let h = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+        let h = stockpipe::random_u64();
         let ip = format!(
             "127.{}.{}.{}",
             1 + h % 250,
