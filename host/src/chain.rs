@@ -143,6 +143,8 @@ pub struct WasmChain {
     route: StageInstance,
     /// Per stage (pipeline order): batches in which the stage faulted at least once.
     faulted_batches: [u64; 3],
+    /// Per stage (pipeline order): how long its call took in the last batch (zero if not called).
+    last_calls: [std::time::Duration; 3],
 }
 
 /// The three components of a chain.
@@ -221,7 +223,18 @@ impl WasmChain {
             route: StageInstance::new(sandbox.clone(), components.route),
             sandbox,
             faulted_batches: [0; 3],
+            last_calls: [std::time::Duration::ZERO; 3],
         }
+    }
+
+    /// How long each guest's call took in the last batch, for the guests that were called.
+    pub fn last_calls(&self) -> Vec<(&'static str, std::time::Duration)> {
+        StageKind::ALL
+            .iter()
+            .zip(self.last_calls)
+            .filter(|(_, took)| !took.is_zero())
+            .map(|(k, took)| (k.name(), took))
+            .collect()
     }
 
     fn stage(&self, kind: StageKind) -> &StageInstance {
@@ -291,7 +304,11 @@ impl WasmChain {
             self.route.component().version.clone(),
         );
         let validate = &mut self.validate;
-        let verdicts = call_isolated(&views, |batch| validate.validate(&validate_cfg, batch))
+        let mut took = [std::time::Duration::ZERO; 3];
+        let started = std::time::Instant::now();
+        let validated = call_isolated(&views, |batch| validate.validate(&validate_cfg, batch));
+        took[0] = started.elapsed();
+        let verdicts = validated
             .into_iter()
             .map(|v| match v {
                 Ok(None) => Ok(()),
@@ -301,13 +318,19 @@ impl WasmChain {
             .collect();
         let enrich = &mut self.enrich;
         let route = &mut self.route;
-        assemble(
+        let [_, enrich_took, route_took] = &mut took;
+        let outcomes = assemble(
             &self.config,
             ticks,
             verdicts,
             |accepted| {
                 let batch: Vec<TickRef<'_>> = accepted.iter().map(|&i| views[i]).collect();
-                call_isolated(&batch, |b| enrich.enrich(&enrich_cfg, b))
+                let started = std::time::Instant::now();
+                let enriched = call_isolated(&batch, |b| enrich.enrich(&enrich_cfg, b));
+                if !batch.is_empty() {
+                    *enrich_took = started.elapsed();
+                }
+                enriched
                     .into_iter()
                     .map(|o| match o {
                         Ok(Ok(e)) => Ok(e),
@@ -317,12 +340,17 @@ impl WasmChain {
                     .collect()
             },
             |inputs| {
-                call_isolated(inputs, |b| route.route(&route_cfg, b))
+                let started = std::time::Instant::now();
+                let routed = call_isolated(inputs, |b| route.route(&route_cfg, b));
+                *route_took = started.elapsed();
+                routed
                     .into_iter()
                     .map(|o| o.map_err(|f| Refusal::faulted(StageKind::Route, &rv, f)))
                     .collect()
             },
-        )
+        );
+        self.last_calls = took;
+        outcomes
     }
 }
 

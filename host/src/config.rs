@@ -41,6 +41,9 @@ pub struct KafkaConfig {
     /// Static group membership (`group.instance.id`): empty = dynamic. Give each host of a group
     /// its own stable id (e.g. the container's name) to restart without a rebalance.
     pub group_instance_id: String,
+    /// How often librdkafka reports consumer lag, committed offsets and broker states (for
+    /// `/metrics` and `/ready`), in milliseconds; 0 = never.
+    pub statistics_interval_ms: u64,
 }
 
 impl KafkaConfig {
@@ -50,6 +53,7 @@ impl KafkaConfig {
             max_poll_interval_ms: self.max_poll_interval_ms,
             instance_id: (!self.group_instance_id.is_empty())
                 .then(|| self.group_instance_id.clone()),
+            statistics_interval_ms: self.statistics_interval_ms,
         }
     }
 }
@@ -68,6 +72,7 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 300_000,
             group_instance_id: String::new(),
+            statistics_interval_ms: 2_000,
         }
     }
 }
@@ -291,6 +296,8 @@ impl Default for RouteSection {
 
 /// Environment variables that override settings start with this.
 pub const ENV_PREFIX: &str = "STOCKPIPE_";
+/// `json` or `text`: the log format (default: JSON unless stderr is a terminal).
+pub const LOG_FORMAT_ENV: &str = "STOCKPIPE_LOG_FORMAT";
 /// The sections of the file, as `STOCKPIPE_<SECTION>_<KEY>` spells them (lowercased).
 const SECTIONS: [&str; 8] = [
     "kafka",
@@ -360,16 +367,17 @@ impl Config {
             path: origin.clone(),
             message: e.to_string(),
         })?;
-        let secrets = {
+        // Secrets (never settings) and process options that are not settings either.
+        let not_settings = {
             use crate::sink::elasticsearch::env;
-            [env::API_KEY, env::USERNAME, env::PASSWORD]
+            [env::API_KEY, env::USERNAME, env::PASSWORD, LOG_FORMAT_ENV]
         };
         let mut overridden = Vec::new();
         for (name, raw) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            if secrets.contains(&name.as_str()) {
+            if not_settings.contains(&name.as_str()) {
                 continue;
             }
             let lower = rest.to_ascii_lowercase();

@@ -1,9 +1,15 @@
-//! The HTTP API: `GET /health`, `GET /guests` (loaded versions, swap history, ticks processed) and
-//! `POST /guests/<validate|enrich|route|all>/reload[?force=true]`, which asks for a guarded swap
-//! and answers with the decision.
+//! The HTTP API:
+//! - `GET /health` (live: the process answers), `GET /ready` (Kafka, the lake and Elasticsearch
+//!   reachable; 503 with the reason otherwise), `GET /metrics` (Prometheus / OpenMetrics text);
+//! - `GET /guests` (loaded versions, swap history, ticks processed) and
+//!   `POST /guests/<validate|enrich|route|all>/reload[?force=true]`, which asks for a guarded swap
+//!   and answers with the decision;
+//! - the dashboard: `GET /` and `/assets/…` (embedded in the binary), fed by `GET /api/live`.
 
 use crate::runtime::StageKind;
-use crate::runtime::swap::{GuestRegistry, SwapEvent, SwapTrigger};
+use crate::runtime::swap::{GuestRegistry, LoadedGuest, SwapEvent, SwapTrigger};
+use crate::telemetry::{Dependency, LiveSnapshot, Telemetry};
+use axum::http::header;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +23,9 @@ pub struct ApiState {
     pub registry: Arc<GuestRegistry>,
     /// None when the host runs without a guests directory (nothing to reload from).
     pub triggers: Option<Arc<Mutex<mpsc::Sender<SwapTrigger>>>>,
+    pub telemetry: Arc<Telemetry>,
+    /// What `/ready` waits for.
+    pub dependencies: Vec<Dependency>,
 }
 
 #[derive(serde::Deserialize)]
@@ -28,9 +37,101 @@ struct ReloadQuery {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/guests", get(guests))
         .route("/guests/{name}/reload", post(reload))
+        .route("/api/live", get(live))
+        .route("/", get(|| async { asset("index.html") }))
+        .route("/assets/{file}", get(|Path(file): Path<String>| async move { asset(&file) }))
         .with_state(state)
+}
+
+/// The dashboard's files, in the binary.
+const ASSETS: [(&str, &str, &str); 5] = [
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../assets/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/app.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("../assets/app.css"),
+    ),
+    (
+        "uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/vendor/uplot/uPlot.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_str!("../assets/vendor/uplot/uPlot.min.css"),
+    ),
+];
+
+fn asset(name: &str) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, content_type, body)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no asset {name:?}")),
+    }
+}
+
+async fn ready(State(state): State<ApiState>) -> Response {
+    let readiness = state.telemetry.readiness(&state.dependencies);
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness)).into_response()
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let view = state.registry.view();
+    let text = state.telemetry.encode(&view.guests, &view.history);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// What the dashboard draws: the live view, plus the guests and the last swaps.
+#[derive(serde::Serialize)]
+struct Live {
+    #[serde(flatten)]
+    live: LiveSnapshot,
+    guests: Vec<LoadedGuest>,
+    history: Vec<SwapEvent>,
+    processed: u64,
+}
+
+async fn live(State(state): State<ApiState>) -> Json<Live> {
+    let view = state.registry.view();
+    let keep_from = view.history.len().saturating_sub(20);
+    Json(Live {
+        live: state.telemetry.live(),
+        guests: view.guests,
+        history: view.history[keep_from..].to_vec(),
+        processed: view.processed,
+    })
 }
 
 async fn guests(State(state): State<ApiState>) -> Json<crate::runtime::swap::RegistryView> {

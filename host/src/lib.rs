@@ -16,7 +16,8 @@
 //! 5. [`commit`] — each sink acknowledges what it made durable; a partition's offset moves only
 //!    over a contiguous run of fully acknowledged messages.
 //!
-//! Around it: [`config`] (TOML + validation), [`simulate`] (the tick simulator), [`bench`],
+//! Around it: [`telemetry`] (metrics, readiness and the dashboard's live view, served by
+//! [`http`]), [`config`] (TOML + validation), [`simulate`] (the tick simulator), [`bench`],
 //! [`guest_test`] (fixtures for one component), [`upload`] (files into the lake as NDJSON),
 //! [`bigquery`] (the sql/ statements, rendered and submitted) and [`ml`] (the same models
 //! offline, from the lake).
@@ -35,6 +36,7 @@ pub mod service;
 pub mod simulate;
 pub mod sink;
 pub mod source;
+pub mod telemetry;
 pub mod upload;
 
 /// A number that differs from call to call (std's randomly keyed hasher over the clock): jitter,

@@ -75,7 +75,15 @@ struct RunArgs {
     /// Exit once everything in the topic at start-up is processed and committed.
     #[arg(long)]
     once: bool,
-    /// Serve the HTTP API (GET /guests, POST /guests/<name>/reload, GET /health) on HOST:PORT.
+    /// Feed the topic with simulated ticks, this many per second, stamped with the clock (a live
+    /// market for the offline mode and the dashboard).
+    #[arg(long, value_name = "TICKS_PER_SECOND", conflicts_with = "once")]
+    simulate: Option<f64>,
+    /// Instruments of the simulated market.
+    #[arg(long, default_value_t = 20, requires = "simulate")]
+    simulate_instruments: usize,
+    /// Serve the HTTP API and the dashboard on HOST:PORT: GET / (live dashboard), /metrics
+    /// (Prometheus), /health, /ready, /guests, /api/live; POST /guests/<name>/reload.
     #[arg(long)]
     http: Option<String>,
 }
@@ -278,19 +286,33 @@ enum BenchCommand {
     },
 }
 
-fn init_logging() {
+/// Logs go to stderr: human-readable on a terminal, one JSON object per line otherwise (a
+/// container, a file, a pipe), or as `STOCKPIPE_LOG_FORMAT=json|text` says. `RUST_LOG` filters.
+fn init_logging() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
-    tracing_subscriber::fmt()
+    let json = match std::env::var(stockpipe::config::LOG_FORMAT_ENV).as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        Ok(other) => bail!("STOCKPIPE_LOG_FORMAT must be json or text, not {other:?}"),
+        Err(_) => !std::io::stderr().is_terminal(),
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().flatten_event(true).with_current_span(false).init();
+    } else {
+        logs.init();
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    init_logging()?;
     match cli.command {
         Command::Simulate(args) => simulate(args),
         Command::Guest(GuestCommand::Test {
@@ -405,6 +427,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let feed = match args.simulate {
+        Some(rate) => {
+            let producer = stockpipe::source::kafka::producer(&brokers)?;
+            let options = stockpipe::simulate::SimulateOptions {
+                instruments: args.simulate_instruments,
+                seed: stockpipe::random_u64(),
+                ..Default::default()
+            };
+            tracing::info!(rate, topic = %k.topic, instruments = options.instruments, "feeding simulated ticks");
+            let topic = k.topic.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = replay::feed_simulated(producer, topic, rate, options).await {
+                    tracing::error!(error = %format!("{e:#}"), "the simulated feed stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let http = match config.http.listen.as_str() {
         "" => None,
         addr => Some(
@@ -418,7 +458,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let registry = Arc::new(stockpipe::runtime::swap::GuestRegistry::default());
     let summary =
-        stockpipe::service::run(config, &brokers, args.once, registry, http, shutdown).await?;
+        stockpipe::service::run(config, &brokers, args.once, registry, http, shutdown).await;
+    if let Some(feed) = feed {
+        feed.abort();
+    }
+    let summary = summary?;
     println!("{}", serde_json::to_string(&summary)?);
     drop(embedded);
     Ok(())

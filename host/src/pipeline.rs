@@ -16,6 +16,7 @@ use crate::sink::lake::{Appended, LakeConfig, LakeWriter, RolledSegment};
 use crate::sink::store::LakeStore;
 use crate::sink::{SourceRef, document, kafka as kafka_sink};
 use crate::source::kafka as kafka_source;
+use crate::telemetry::{BatchRecord, Dependency, Sink, Telemetry};
 use anyhow::Context;
 use rdkafka::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
@@ -57,7 +58,8 @@ struct Consumed {
 }
 
 enum Pending {
-    DeadLetter(SourceRef, DeliveryFuture),
+    /// With the stage that refused the tick.
+    DeadLetter(SourceRef, DeliveryFuture, &'static str),
     Alert(SourceRef, DeliveryFuture),
 }
 
@@ -77,6 +79,7 @@ pub struct Pipeline {
     es: Option<EsSink>,
     tracker: CommitTracker,
     summary: RunSummary,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Pipeline {
@@ -84,12 +87,14 @@ impl Pipeline {
     /// consumer group.
     pub async fn new(config: Config, brokers: &str, chain: WasmChain) -> anyhow::Result<Self> {
         let k = &config.kafka;
+        let telemetry = Arc::new(Telemetry::new());
         let producer = kafka_source::producer(brokers)?;
         let location = config.lake.location()?;
         let store = LakeStore::open(&location, config.lake.gcs_options())
             .await
             .with_context(|| format!("opening the lake at {location}"))?;
         tracing::info!(lake = %location, "lake");
+        telemetry.set_ready(Dependency::Lake, Ok(()));
         let es = if config.elasticsearch.url.is_empty() {
             None
         } else {
@@ -100,7 +105,7 @@ impl Pipeline {
                 producer: producer.clone(),
                 topic: k.dead_letter_topic.clone(),
             };
-            let sink = EsSink::connect(settings, dead_letters)
+            let sink = EsSink::connect(settings, dead_letters, telemetry.clone())
                 .await
                 .with_context(|| {
                     format!(
@@ -111,8 +116,13 @@ impl Pipeline {
             tracing::info!(url = %config.elasticsearch.url, "Elasticsearch sink ready");
             Some(sink)
         };
-        let (consumer, rebalances) =
-            kafka_source::pipeline_consumer(brokers, &k.group_id, &k.topic, k.group_timeouts())?;
+        let (consumer, rebalances) = kafka_source::pipeline_consumer(
+            brokers,
+            &k.group_id,
+            &k.topic,
+            k.group_timeouts(),
+            telemetry.clone(),
+        )?;
         let lake = LakeWriter::new(
             LakeConfig {
                 roll_bytes: config.lake.roll_bytes,
@@ -138,7 +148,13 @@ impl Pipeline {
             es,
             tracker: CommitTracker::default(),
             summary: RunSummary::default(),
+            telemetry,
         })
+    }
+
+    /// Metrics, readiness and the live view of this pipeline (for the HTTP API).
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.telemetry.clone()
     }
 
     /// Shares what is loaded and what happened (processed count, swaps) with `registry`.
@@ -309,6 +325,9 @@ impl Pipeline {
         self.summary.committed_offsets = tokio::task::block_in_place(|| {
             kafka_source::committed_offsets(&self.consumer, &topic, all_partitions, timeout)
         })?;
+        for (&partition, &offset) in &self.summary.committed_offsets {
+            self.telemetry.committed_offset(&topic, partition, offset);
+        }
         Ok(self.summary)
     }
 
@@ -383,6 +402,11 @@ impl Pipeline {
             outcomes.len(),
             ticks.len()
         );
+        let guest_calls = self.chain.last_calls();
+        let mut record = BatchRecord {
+            consumed: batch.len() as u64,
+            ..BatchRecord::default()
+        };
         let versions = self.chain.versions();
         let dlq_topic = self.config.kafka.dead_letter_topic.clone();
         let mut pending = Vec::new();
@@ -413,6 +437,7 @@ impl Pipeline {
                     dead_letter_topic,
                 } => {
                     self.summary.rejected += 1;
+                    record.refusals.push((refusal.stage, refusal.code.clone()));
                     tracing::debug!(partition = source.partition, offset = source.offset, stage = refusal.stage, code = %refusal.code, "refused");
                     self.tracker.track(source.partition, source.offset, 1);
                     let delivery = kafka_sink::send_dead_letter(
@@ -424,7 +449,7 @@ impl Pipeline {
                         source,
                     )
                     .with_context(|| format!("enqueueing a dead letter to {dead_letter_topic}"))?;
-                    pending.push(Pending::DeadLetter(source.clone(), delivery));
+                    pending.push(Pending::DeadLetter(source.clone(), delivery, refusal.stage));
                 }
                 StageOutcome::Accepted {
                     enrichment,
@@ -432,6 +457,10 @@ impl Pipeline {
                 } => {
                     self.summary.accepted += 1;
                     let tick = tick.expect("an accepted tick was decoded");
+                    record.accepted += 1;
+                    record
+                        .prices
+                        .push((tick.instrument_token, tick.timestamp_us, tick.last_price));
                     let mut doc = document::accepted_document(tick, &enrichment, source, &versions);
                     let index = destinations
                         .search_index
@@ -482,6 +511,7 @@ impl Pipeline {
                 }
             }
         }
+        self.telemetry.record_batch(record, &guest_calls);
         self.store_segments(rolled).await?;
         if let Some(swaps) = &mut self.swaps {
             swaps.after_batch(&mut self.chain);
@@ -494,13 +524,14 @@ impl Pipeline {
             .expect("shadow lock")
             .push(Arc::new(ticks));
         for p in pending {
-            let (source, delivery, is_dead_letter) = match p {
-                Pending::DeadLetter(s, d) => (s, d, true),
-                Pending::Alert(s, d) => (s, d, false),
+            let (source, delivery, refused_at) = match p {
+                Pending::DeadLetter(s, d, stage) => (s, d, Some(stage)),
+                Pending::Alert(s, d) => (s, d, None),
             };
             match delivery.await {
                 Ok(Ok(_)) => {
-                    if is_dead_letter {
+                    if let Some(stage) = refused_at {
+                        self.telemetry.dead_lettered(stage, 1);
                         self.summary.dead_lettered += 1;
                     } else {
                         self.summary.alerts += 1;
@@ -550,10 +581,15 @@ impl Pipeline {
     async fn store_segments(&mut self, segments: Vec<RolledSegment>) -> anyhow::Result<()> {
         for segment in segments {
             let lines = segment.lines();
-            self.store
-                .put(&segment.name, segment.bytes)
-                .await
-                .with_context(|| format!("storing lake object {}", segment.name))?;
+            let started = Instant::now();
+            let stored = self.store.put(&segment.name, segment.bytes).await;
+            self.telemetry.sink_request(Sink::Lake, started.elapsed());
+            self.telemetry.set_ready(
+                Dependency::Lake,
+                stored.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            );
+            stored.with_context(|| format!("storing lake object {}", segment.name))?;
+            self.telemetry.sink_written(Sink::Lake, lines as u64);
             tracing::debug!(object = %segment.name, lines, "lake object stored");
             self.summary.lake_objects += 1;
             self.summary.lake_lines += lines as u64;
@@ -584,6 +620,11 @@ impl Pipeline {
         self.summary.index_dead_lettered += report.dead_lettered;
         self.summary.index_retried_items += report.retried_items;
         self.summary.index_retried_requests += report.retried_requests;
+        let t = &self.telemetry;
+        t.sink_written(Sink::Elasticsearch, report.indexed);
+        t.sink_retries(Sink::Elasticsearch, "item", report.retried_items);
+        t.sink_retries(Sink::Elasticsearch, "request", report.retried_requests);
+        t.dead_lettered("elasticsearch", report.dead_lettered);
         for source in report.acked {
             self.tracker.ack(source.partition, source.offset);
         }

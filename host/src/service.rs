@@ -6,6 +6,8 @@ use crate::chain::{ChainComponents, WasmChain};
 use crate::config::Config;
 use crate::http::{self, ApiState};
 use crate::pipeline::{Pipeline, RunSummary};
+use crate::sink::store::LakeStore;
+use crate::telemetry::{Dependency, Telemetry};
 use crate::runtime::sandbox::{Sandbox, SandboxLimits};
 use crate::runtime::swap::{
     GuestRegistry, ShadowBuffer, SwapApplier, SwapController, SwapTrigger, watch_dir,
@@ -49,6 +51,8 @@ pub async fn run(
         .await?
         .with_registry(registry.clone());
 
+    let telemetry = pipeline.telemetry();
+    let forecasts = tokio::spawn(follow_forecasts(config.clone(), telemetry.clone()));
     let policy = config.guests.swap_policy();
     let mut triggers_for_http = None;
     let mut _watcher = None;
@@ -88,9 +92,15 @@ pub async fn run(
         Some(listener) => {
             let addr = listener.local_addr()?;
             tracing::info!(%addr, "HTTP API listening");
+            let mut dependencies = vec![Dependency::Kafka, Dependency::Lake];
+            if !config.elasticsearch.url.is_empty() {
+                dependencies.push(Dependency::Elasticsearch);
+            }
             let state = ApiState {
                 registry: registry.clone(),
                 triggers: triggers_for_http,
+                telemetry: telemetry.clone(),
+                dependencies,
             };
             Some(tokio::spawn(http::serve(listener, state, async {
                 let _ = http_stopped.await;
@@ -109,7 +119,51 @@ pub async fn run(
     if let Some(task) = sighup {
         task.abort();
     }
+    forecasts.abort();
     summary
+}
+
+/// Keeps the live view's forecasts those of the newest `forecasts/…ndjson` object in the lake
+/// (written by `stockpipe ml forecast`), looking every 30 s.
+async fn follow_forecasts(config: Config, telemetry: Arc<Telemetry>) {
+    let store = match config.lake.location() {
+        Ok(location) => LakeStore::open(&location, config.lake.gcs_options()).await,
+        Err(_) => return,
+    };
+    let Ok(store) = store else { return };
+    loop {
+        match latest_forecasts(&store, telemetry.forecasts_source()).await {
+            Ok(Some((name, rows))) => {
+                tracing::info!(object = %name, rows = rows.len(), "forecasts loaded for the dashboard");
+                telemetry.set_forecasts(name, rows);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %format!("{e:#}"), "no forecasts read"),
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+}
+
+/// The newest forecasts object, unless it is `known` already.
+async fn latest_forecasts(
+    store: &LakeStore,
+    known: Option<String>,
+) -> anyhow::Result<Option<(String, Vec<serde_json::Value>)>> {
+    let names = store.list("forecasts/").await?;
+    let Some(newest) = names.into_iter().filter(|n| n.ends_with(".ndjson")).max() else {
+        return Ok(None);
+    };
+    if known.as_deref() == Some(newest.as_str()) {
+        return Ok(None);
+    }
+    let bytes = store.get(&newest).await?;
+    let rows = bytes
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(serde_json::from_slice)
+        .collect::<Result<Vec<serde_json::Value>, _>>()
+        .with_context(|| format!("reading {newest}"))?;
+    Ok(Some((newest, rows)))
 }
 
 fn spawn_sighup(

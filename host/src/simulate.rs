@@ -82,71 +82,101 @@ impl Default for SimulateOptions {
 }
 
 pub fn simulate(options: &SimulateOptions) -> Vec<Tick> {
-    let mut rng = SplitMix64::new(options.seed);
-    let mut instruments: Vec<Instrument> = (0..options.instruments.max(1))
-        .map(|i| {
-            let close = on_grid(20.0 + rng.unit() * 2_000.0);
-            let open = on_grid(close * (1.0 + rng.normal() * 0.01)).max(TICK_SIZE);
-            Instrument {
-                token: 5_633 + i as u64 * 7_919 + rng.below(1_000),
-                last: open,
-                open,
-                high: open,
-                low: open,
-                close,
-                volume: 0,
-                turnover: 0.0,
-            }
-        })
-        .collect();
-    let mut now = options.start_us;
-    (0..options.ticks)
-        .map(|_| {
-            now += 1 + rng.below(80_000) as i64;
-            let k = rng.below(instruments.len() as u64) as usize;
-            let inst = &mut instruments[k];
-            let step = on_grid(inst.last * rng.normal() * 0.0008);
-            inst.last = on_grid((inst.last + step).max(TICK_SIZE));
-            inst.high = inst.high.max(inst.last);
-            inst.low = inst.low.min(inst.last);
-            let last_quantity = 1 + rng.below(200) as i64;
-            inst.volume += last_quantity;
-            inst.turnover += inst.last * last_quantity as f64;
-            let book = |rng: &mut SplitMix64, first: f64, direction: f64| -> Vec<DepthLevel> {
-                (0..5)
-                    .map(|level| DepthLevel {
-                        price: on_grid(
-                            (first + direction * level as f64 * TICK_SIZE).max(TICK_SIZE),
-                        ),
-                        orders: 1 + rng.below(12) as i64,
-                        quantity: 1 + rng.below(1_500) as i64,
-                    })
-                    .collect()
-            };
-            let gap = TICK_SIZE * (1 + rng.below(3)) as f64;
-            let best_bid = on_grid((inst.last - gap).max(TICK_SIZE));
-            let best_ask = on_grid(best_bid + gap.max(TICK_SIZE));
-            let depth_buy = book(&mut rng, best_bid, -1.0);
-            let depth_sell = book(&mut rng, best_ask, 1.0);
-            Tick {
-                timestamp_us: now,
-                instrument_token: inst.token,
-                last_price: inst.last,
-                volume: inst.volume,
-                sell_quantity: depth_sell.iter().map(|l| l.quantity).sum::<i64>()
-                    * (10 + rng.below(90) as i64),
-                last_quantity,
-                change: (inst.last - inst.close) / inst.close * 100.0,
-                average_price: ((inst.turnover / inst.volume as f64) * 100.0).round() / 100.0,
-                open: inst.open,
-                high: inst.high,
-                low: inst.low,
-                close: inst.close,
-                depth_buy,
-                depth_sell,
-            }
-        })
-        .collect()
+    let mut simulator = Simulator::new(options);
+    (0..options.ticks).map(|_| simulator.next_tick()).collect()
+}
+
+/// An endless simulated market: each [`Simulator::next_tick`] moves one random instrument.
+pub struct Simulator {
+    rng: SplitMix64,
+    instruments: Vec<Instrument>,
+    now: i64,
+}
+
+impl Simulator {
+    pub fn new(options: &SimulateOptions) -> Self {
+        let mut rng = SplitMix64::new(options.seed);
+        let instruments: Vec<Instrument> = (0..options.instruments.max(1))
+            .map(|i| {
+                let close = on_grid(20.0 + rng.unit() * 2_000.0);
+                let open = on_grid(close * (1.0 + rng.normal() * 0.01)).max(TICK_SIZE);
+                Instrument {
+                    token: 5_633 + i as u64 * 7_919 + rng.below(1_000),
+                    last: open,
+                    open,
+                    high: open,
+                    low: open,
+                    close,
+                    volume: 0,
+                    turnover: 0.0,
+                }
+            })
+            .collect();
+        Self {
+            rng,
+            instruments,
+            now: options.start_us,
+        }
+    }
+
+    /// The next tick, stamped a random 0–80 ms after the previous one.
+    pub fn next_tick(&mut self) -> Tick {
+        let gap = 1 + self.rng.below(80_000) as i64;
+        let at = self.now + gap;
+        self.tick_at(at)
+    }
+
+    /// The next tick, stamped `at_us` (e.g. the wall clock, for a live feed); never earlier
+    /// than the previous tick.
+    pub fn tick_at(&mut self, at_us: i64) -> Tick {
+        self.now = at_us.max(self.now + 1);
+        let rng = &mut self.rng;
+        let k = rng.below(self.instruments.len() as u64) as usize;
+        let inst = &mut self.instruments[k];
+        let step = on_grid(inst.last * rng.normal() * 0.0008);
+        inst.last = on_grid((inst.last + step).max(TICK_SIZE));
+        inst.high = inst.high.max(inst.last);
+        inst.low = inst.low.min(inst.last);
+        let last_quantity = 1 + rng.below(200) as i64;
+        inst.volume += last_quantity;
+        inst.turnover += inst.last * last_quantity as f64;
+        let book = |rng: &mut SplitMix64, first: f64, direction: f64| -> Vec<DepthLevel> {
+            (0..5)
+                .map(|level| DepthLevel {
+                    price: on_grid((first + direction * level as f64 * TICK_SIZE).max(TICK_SIZE)),
+                    orders: 1 + rng.below(12) as i64,
+                    quantity: 1 + rng.below(1_500) as i64,
+                })
+                .collect()
+        };
+        let gap = TICK_SIZE * (1 + rng.below(3)) as f64;
+        let best_bid = on_grid((inst.last - gap).max(TICK_SIZE));
+        let best_ask = on_grid(best_bid + gap.max(TICK_SIZE));
+        let depth_buy = book(rng, best_bid, -1.0);
+        let depth_sell = book(rng, best_ask, 1.0);
+        Tick {
+            timestamp_us: self.now,
+            instrument_token: inst.token,
+            last_price: inst.last,
+            volume: inst.volume,
+            sell_quantity: depth_sell.iter().map(|l| l.quantity).sum::<i64>()
+                * (10 + rng.below(90) as i64),
+            last_quantity,
+            change: (inst.last - inst.close) / inst.close * 100.0,
+            average_price: ((inst.turnover / inst.volume as f64) * 100.0).round() / 100.0,
+            open: inst.open,
+            high: inst.high,
+            low: inst.low,
+            close: inst.close,
+            depth_buy,
+            depth_sell,
+        }
+    }
+}
+
+/// One tick as the sample's JSON object (one Kafka message).
+pub fn tick_json(tick: &Tick) -> Vec<u8> {
+    serde_json::to_vec(&stockpipe_model::json::encode_tick(tick)).expect("serializable")
 }
 
 /// Renders ticks as the sample's JSON array (pretty) or as NDJSON.

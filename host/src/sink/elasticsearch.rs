@@ -15,6 +15,7 @@
 use super::SourceRef;
 use super::kafka as kafka_sink;
 use crate::chain::Refusal;
+use crate::telemetry::{Dependency, Sink, Telemetry};
 use elasticsearch::Elasticsearch;
 use elasticsearch::auth::Credentials;
 use elasticsearch::cert::{Certificate, CertificateValidation};
@@ -424,6 +425,7 @@ pub async fn deliver(
     mut items: Vec<BulkItem>,
     retry: RetryPolicy,
     dead_letters: &DeadLetters,
+    telemetry: &Telemetry,
 ) -> Result<BulkReport, EsError> {
     let mut report = BulkReport::default();
     let mut attempt = 0u32;
@@ -434,6 +436,7 @@ pub async fn deliver(
     );
     while !items.is_empty() {
         report.requests += 1;
+        let started = Instant::now();
         let sent = client
             .send(
                 Method::Post,
@@ -444,8 +447,10 @@ pub async fn deliver(
                 None,
             )
             .await;
+        telemetry.sink_request(Sink::Elasticsearch, started.elapsed());
         let response = match sent {
             Err(e) => {
+                telemetry.set_ready(Dependency::Elasticsearch, Err(e.to_string()));
                 tracing::warn!(error = %e, attempt, items = items.len(), "bulk request failed; retrying");
                 report.retried_requests += 1;
                 tokio::time::sleep(retry.delay(attempt)).await;
@@ -456,6 +461,10 @@ pub async fn deliver(
         };
         let status = response.status_code();
         if retryable_status(status) {
+            telemetry.set_ready(
+                Dependency::Elasticsearch,
+                Err(format!("POST /_bulk answered {status}")),
+            );
             tracing::warn!(%status, attempt, items = items.len(), "bulk request refused; retrying");
             report.retried_requests += 1;
             tokio::time::sleep(retry.delay(attempt)).await;
@@ -463,6 +472,7 @@ pub async fn deliver(
             continue;
         }
         let body = response.bytes().await?;
+        telemetry.set_ready(Dependency::Elasticsearch, Ok(()));
         if !status.is_success() {
             return Err(EsError::Refused {
                 what: "POST /_bulk".into(),
@@ -576,15 +586,21 @@ pub struct EsSink {
     buffer_bytes: usize,
     opened: Option<Instant>,
     in_flight: JoinSet<Result<BulkReport, EsError>>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl EsSink {
     /// Builds the client and, unless turned off, puts the index templates.
-    pub async fn connect(settings: EsSettings, dead_letters: DeadLetters) -> Result<Self, EsError> {
+    pub async fn connect(
+        settings: EsSettings,
+        dead_letters: DeadLetters,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self, EsError> {
         let client = client(&settings)?;
         if settings.put_templates {
             put_templates(&client, settings.retry).await?;
         }
+        telemetry.set_ready(Dependency::Elasticsearch, Ok(()));
         Ok(Self {
             client,
             settings,
@@ -593,6 +609,7 @@ impl EsSink {
             buffer_bytes: 0,
             opened: None,
             in_flight: JoinSet::new(),
+            telemetry,
         })
     }
 
@@ -668,13 +685,15 @@ impl EsSink {
         } else {
             Some(Instant::now())
         };
-        let (client, retry, dead_letters) = (
+        let (client, retry, dead_letters, telemetry) = (
             self.client.clone(),
             self.settings.retry,
             self.dead_letters.clone(),
+            self.telemetry.clone(),
         );
-        self.in_flight
-            .spawn(async move { deliver(&client, items, retry, &dead_letters).await });
+        self.in_flight.spawn(async move {
+            deliver(&client, items, retry, &dead_letters, &telemetry).await
+        });
         Ok(report)
     }
 }

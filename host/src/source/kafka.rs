@@ -2,6 +2,7 @@
 //! is stored (and then auto-committed) only once the commit tracker says every sink acknowledged
 //! it and everything before it.
 
+use crate::telemetry::{Dependency, Telemetry};
 use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
@@ -94,9 +95,52 @@ impl RebalanceLog {
 /// redelivered to the partitions' new owner).
 pub struct PipelineContext {
     log: RebalanceLog,
+    telemetry: Arc<Telemetry>,
 }
 
-impl ClientContext for PipelineContext {}
+impl ClientContext for PipelineContext {
+    /// librdkafka's statistics (every `kafka.statistics_interval_ms`): consumer lag and committed
+    /// offsets per partition, and whether any broker is up (for `/ready`).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (name, topic) in &statistics.topics {
+            for (&partition, p) in &topic.partitions {
+                if partition < 0 {
+                    continue; // librdkafka's internal "unassigned" partition
+                }
+                if p.hi_offset >= 0 && p.app_offset >= 0 {
+                    let uncommitted = if p.consumer_lag >= 0 {
+                        p.consumer_lag
+                    } else {
+                        p.hi_offset
+                    };
+                    let lag = (p.hi_offset - p.app_offset).max(0);
+                    self.telemetry
+                        .partition_lag(name, partition, lag, uncommitted);
+                }
+                if p.committed_offset >= 0 {
+                    self.telemetry
+                        .committed_offset(name, partition, p.committed_offset);
+                }
+            }
+        }
+        let up = statistics
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0 && b.state == "UP")
+            .count();
+        let seen = if up > 0 {
+            Ok(())
+        } else {
+            let states: Vec<String> = statistics
+                .brokers
+                .values()
+                .map(|b| format!("{} {}", b.name, b.state))
+                .collect();
+            Err(format!("no Kafka broker is up ({})", states.join(", ")))
+        };
+        self.telemetry.set_ready(Dependency::Kafka, seen);
+    }
+}
 
 impl ConsumerContext for PipelineContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -127,6 +171,7 @@ pub fn pipeline_consumer(
     group_id: &str,
     topic: &str,
     timeouts: GroupTimeouts,
+    telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<(PipelineConsumer, RebalanceLog)> {
     let log = RebalanceLog::default();
     let mut config = consumer_config(brokers, group_id);
@@ -135,12 +180,19 @@ pub fn pipeline_consumer(
         .set(
             "max.poll.interval.ms",
             timeouts.max_poll_interval_ms.to_string(),
+        )
+        .set(
+            "statistics.interval.ms",
+            timeouts.statistics_interval_ms.to_string(),
         );
     if let Some(id) = &timeouts.instance_id {
         config.set("group.instance.id", id);
     }
     let consumer: PipelineConsumer = config
-        .create_with_context(PipelineContext { log: log.clone() })
+        .create_with_context(PipelineContext {
+            log: log.clone(),
+            telemetry,
+        })
         .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
     consumer
         .subscribe(&[topic])
@@ -158,6 +210,8 @@ pub struct GroupTimeouts {
     /// Static membership (`group.instance.id`): a restarted member with the same id takes its
     /// place back at once instead of waiting for the old one to time out.
     pub instance_id: Option<String>,
+    /// How often librdkafka reports lag and broker states (0 = never; `/ready` then never sees Kafka).
+    pub statistics_interval_ms: u64,
 }
 
 fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {

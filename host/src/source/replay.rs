@@ -67,27 +67,9 @@ pub async fn produce_all(
             tokio::time::sleep(wait).await;
         }
         let key = key_of(payload);
-        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).payload(payload);
-        if let Some(key) = key.as_deref() {
-            record = record.key(key);
-        }
-        let delivery = loop {
-            match producer.send_result(record) {
-                Ok(delivery) => break delivery,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    r,
-                )) => {
-                    record = r;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => {
-                    return Err(e).with_context(|| format!("producing message {i} to {topic}"));
-                }
-            }
-        };
+        let delivery = enqueue(producer, topic, key.as_deref(), payload)
+            .await
+            .with_context(|| format!("producing message {i} to {topic}"))?;
         pending.push(delivery);
         sent += 1;
         if pending.len() >= 10_000 {
@@ -100,6 +82,72 @@ pub async fn produce_all(
     await_deliveries(&mut pending, topic).await?;
     progress(sent);
     Ok(sent)
+}
+
+/// Hands one message to the producer, waiting while its queue is full.
+async fn enqueue(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&str>,
+    payload: &[u8],
+) -> Result<rdkafka::producer::DeliveryFuture, rdkafka::error::KafkaError> {
+    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).payload(payload);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
+                record = r;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Produces simulated ticks stamped with the wall clock, `rate` per second, until dropped (a live
+/// market for the offline mode, the dashboard and the benchmarks).
+pub async fn feed_simulated(
+    producer: FutureProducer,
+    topic: String,
+    rate: f64,
+    options: crate::simulate::SimulateOptions,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        rate > 0.0 && rate.is_finite(),
+        "the simulated rate must be positive"
+    );
+    let mut simulator = crate::simulate::Simulator::new(&options);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut pending = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        while sent < due {
+            let t = simulator.tick_at(crate::config::unix_now_us());
+            let key = t.instrument_token.to_string();
+            let payload = crate::simulate::tick_json(&t);
+            pending.push(
+                enqueue(&producer, &topic, Some(&key), &payload)
+                    .await
+                    .with_context(|| format!("producing a simulated tick to {topic}"))?,
+            );
+            sent += 1;
+        }
+        if pending.len() >= 10_000 {
+            await_deliveries(&mut pending, &topic).await?;
+        }
+    }
 }
 
 async fn await_deliveries(

@@ -10,6 +10,7 @@ use stockpipe::sink::elasticsearch::{
     BulkItem, DeadLetters, EsAuth, EsSettings, EsSink, RetryPolicy, deliver,
 };
 use stockpipe::source::kafka::EmbeddedKafka;
+use stockpipe::telemetry::Telemetry;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -134,7 +135,7 @@ async fn deliver_to(
     Result<stockpipe::sink::elasticsearch::BulkReport, stockpipe::sink::elasticsearch::EsError>,
 ) {
     let d = dlq();
-    let result = deliver(&client(&server.uri()), items(n), RETRY, &d.dead_letters).await;
+    let result = deliver(&client(&server.uri()), items(n), RETRY, &d.dead_letters, &Telemetry::new()).await;
     (d, result)
 }
 
@@ -159,7 +160,7 @@ async fn templates_then_bulk_with_deterministic_ids() {
         .await;
     mount_bulk(&server, all_ok(4), None, 1).await;
     let d = dlq();
-    let mut sink = EsSink::connect(settings(&server.uri()), d.dead_letters.clone())
+    let mut sink = EsSink::connect(settings(&server.uri()), d.dead_letters.clone(), Arc::new(Telemetry::new()))
         .await
         .unwrap();
     for item in items(8) {
@@ -281,7 +282,7 @@ async fn a_refused_connection_is_retried_until_the_cluster_is_up() {
     let d = dlq();
     let es = client(&url);
     let dead_letters = d.dead_letters.clone();
-    let delivery = tokio::spawn(async move { deliver(&es, items(3), RETRY, &dead_letters).await });
+    let delivery = tokio::spawn(async move { deliver(&es, items(3), RETRY, &dead_letters, &Telemetry::new()).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !delivery.is_finished(),
@@ -327,7 +328,7 @@ async fn credentials_are_sent() {
     let mut s = settings(&server.uri());
     s.auth = EsAuth::ApiKey("a2V5OnNlY3JldA==".into());
     let es = stockpipe::sink::elasticsearch::client(&s).unwrap();
-    deliver(&es, items(1), RETRY, &d.dead_letters)
+    deliver(&es, items(1), RETRY, &d.dead_letters, &Telemetry::new())
         .await
         .unwrap();
     let r = &bulk_requests(&server).await[0];
@@ -343,7 +344,7 @@ async fn credentials_are_sent() {
 async fn wire_compatible_with_an_elasticsearch_api() {
     let noida = NoidaDb::start();
     let d = dlq();
-    let mut sink = EsSink::connect(settings(&noida.es_url), d.dead_letters.clone())
+    let mut sink = EsSink::connect(settings(&noida.es_url), d.dead_letters.clone(), Arc::new(Telemetry::new()))
         .await
         .unwrap();
     let payloads = crate::support::sample_payloads();
