@@ -82,13 +82,15 @@ function align(lines) {
   return [xs, ...ys];
 }
 
-function updateInstruments(prices) {
+function updateInstruments(live) {
   const select = $("instrument");
-  const tokens = Object.keys(prices).sort((a, b) => Number(a) - Number(b));
+  const known = new Set([...Object.keys(live.prices), ...live.forecasts.map((f) => String(f.instrument_token))]);
+  const tokens = Array.from(known).sort((a, b) => Number(a) - Number(b));
   const have = Array.from(select.options).map((o) => o.value);
   const want = ["all", ...tokens];
   if (have.join() === want.join()) return;
-  const chosen = select.value || "all";
+  // The first time, ?instrument=TOKEN in the address picks one.
+  const chosen = select.value || new URLSearchParams(location.search).get("instrument") || "all";
   select.replaceChildren(...want.map((v) => {
     const o = document.createElement("option");
     o.value = v;
@@ -99,7 +101,7 @@ function updateInstruments(prices) {
 }
 
 function drawPrices(live) {
-  updateInstruments(live.prices);
+  updateInstruments(live);
   const chosen = $("instrument").value || "all";
   if (chosen === "all") {
     const busiest = Object.entries(live.prices)
@@ -163,7 +165,7 @@ function render(live) {
   }
   fillTable("forecasts", Array.from(first.values()).map((f) => {
     const end = last.get(f.instrument_token);
-    return [f.instrument_token, f.model, f.forecast_value,
+    return [String(f.instrument_token), f.model, f.forecast_value,
       `${text(f.prediction_interval_lower_bound)} – ${text(f.prediction_interval_upper_bound)}`,
       `${text(end.forecast_value)} (${end.forecast_timestamp})`];
   }), 5);

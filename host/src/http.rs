@@ -9,9 +9,9 @@
 use crate::runtime::StageKind;
 use crate::runtime::swap::{GuestRegistry, LoadedGuest, SwapEvent, SwapTrigger};
 use crate::telemetry::{Dependency, LiveSnapshot, Telemetry};
-use axum::http::header;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -43,7 +43,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/guests/{name}/reload", post(reload))
         .route("/api/live", get(live))
         .route("/", get(|| async { asset("index.html") }))
-        .route("/assets/{file}", get(|Path(file): Path<String>| async move { asset(&file) }))
+        .route(
+            "/assets/{file}",
+            get(|Path(file): Path<String>| async move { asset(&file) }),
+        )
         .with_state(state)
 }
 

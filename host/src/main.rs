@@ -82,6 +82,9 @@ struct RunArgs {
     /// Instruments of the simulated market.
     #[arg(long, default_value_t = 20, requires = "simulate")]
     simulate_instruments: usize,
+    /// Seed of the simulated market (default: a new one each run).
+    #[arg(long, requires = "simulate")]
+    simulate_seed: Option<u64>,
     /// Serve the HTTP API and the dashboard on HOST:PORT: GET / (live dashboard), /metrics
     /// (Prometheus), /health, /ready, /guests, /api/live; POST /guests/<name>/reload.
     #[arg(long)]
@@ -303,7 +306,10 @@ fn init_logging() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if json {
-        logs.json().flatten_event(true).with_current_span(false).init();
+        logs.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
     } else {
         logs.init();
     }
@@ -432,7 +438,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             let producer = stockpipe::source::kafka::producer(&brokers)?;
             let options = stockpipe::simulate::SimulateOptions {
                 instruments: args.simulate_instruments,
-                seed: stockpipe::random_u64(),
+                seed: args.simulate_seed.unwrap_or_else(stockpipe::random_u64),
                 ..Default::default()
             };
             tracing::info!(rate, topic = %k.topic, instruments = options.instruments, "feeding simulated ticks");

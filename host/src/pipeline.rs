@@ -622,8 +622,6 @@ impl Pipeline {
         self.summary.index_retried_requests += report.retried_requests;
         let t = &self.telemetry;
         t.sink_written(Sink::Elasticsearch, report.indexed);
-        t.sink_retries(Sink::Elasticsearch, "item", report.retried_items);
-        t.sink_retries(Sink::Elasticsearch, "request", report.retried_requests);
         t.dead_lettered("elasticsearch", report.dead_lettered);
         for source in report.acked {
             self.tracker.ack(source.partition, source.offset);

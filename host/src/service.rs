@@ -6,12 +6,12 @@ use crate::chain::{ChainComponents, WasmChain};
 use crate::config::Config;
 use crate::http::{self, ApiState};
 use crate::pipeline::{Pipeline, RunSummary};
-use crate::sink::store::LakeStore;
-use crate::telemetry::{Dependency, Telemetry};
 use crate::runtime::sandbox::{Sandbox, SandboxLimits};
 use crate::runtime::swap::{
     GuestRegistry, ShadowBuffer, SwapApplier, SwapController, SwapTrigger, watch_dir,
 };
+use crate::sink::store::LakeStore;
+use crate::telemetry::{Dependency, Telemetry};
 use anyhow::Context;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;

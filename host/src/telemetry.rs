@@ -446,7 +446,11 @@ impl Telemetry {
                 stage: stage.into(),
             })
             .inc_by(count);
-        self.live.lock().expect("live view lock").totals.dead_lettered += count;
+        self.live
+            .lock()
+            .expect("live view lock")
+            .totals
+            .dead_lettered += count;
     }
 
     pub fn sink_request(&self, sink: Sink, took: Duration) {
@@ -640,9 +644,7 @@ mod tests {
     fn price_lines_and_instruments_are_bounded() {
         let t = Telemetry::new();
         let prices = (0..(MAX_INSTRUMENTS as u64 + 5))
-            .flat_map(|i| {
-                (0..(PRICE_POINTS as i64 + 10)).map(move |k| (i, k * PRICE_STEP_US, 1.0))
-            })
+            .flat_map(|i| (0..(PRICE_POINTS as i64 + 10)).map(move |k| (i, k * PRICE_STEP_US, 1.0)))
             .collect();
         t.record_batch(
             BatchRecord {

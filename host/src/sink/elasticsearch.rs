@@ -453,6 +453,7 @@ pub async fn deliver(
                 telemetry.set_ready(Dependency::Elasticsearch, Err(e.to_string()));
                 tracing::warn!(error = %e, attempt, items = items.len(), "bulk request failed; retrying");
                 report.retried_requests += 1;
+                telemetry.sink_retries(Sink::Elasticsearch, "request", 1);
                 tokio::time::sleep(retry.delay(attempt)).await;
                 attempt += 1;
                 continue;
@@ -467,6 +468,7 @@ pub async fn deliver(
             );
             tracing::warn!(%status, attempt, items = items.len(), "bulk request refused; retrying");
             report.retried_requests += 1;
+            telemetry.sink_retries(Sink::Elasticsearch, "request", 1);
             tokio::time::sleep(retry.delay(attempt)).await;
             attempt += 1;
             continue;
@@ -485,6 +487,7 @@ pub async fn deliver(
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable bulk response; sending the batch again");
                 report.retried_requests += 1;
+                telemetry.sink_retries(Sink::Elasticsearch, "request", 1);
                 tokio::time::sleep(retry.delay(attempt)).await;
                 attempt += 1;
                 continue;
@@ -497,6 +500,7 @@ pub async fn deliver(
                 "bulk response with the wrong number of items; sending the batch again"
             );
             report.retried_requests += 1;
+            telemetry.sink_retries(Sink::Elasticsearch, "request", 1);
             tokio::time::sleep(retry.delay(attempt)).await;
             attempt += 1;
             continue;
@@ -537,6 +541,7 @@ pub async fn deliver(
                 "bulk items to retry"
             );
             report.retried_items += again.len() as u64;
+            telemetry.sink_retries(Sink::Elasticsearch, "item", again.len() as u64);
             tokio::time::sleep(retry.delay(attempt)).await;
             attempt += 1;
         } else {
@@ -691,9 +696,8 @@ impl EsSink {
             self.dead_letters.clone(),
             self.telemetry.clone(),
         );
-        self.in_flight.spawn(async move {
-            deliver(&client, items, retry, &dead_letters, &telemetry).await
-        });
+        self.in_flight
+            .spawn(async move { deliver(&client, items, retry, &dead_letters, &telemetry).await });
         Ok(report)
     }
 }

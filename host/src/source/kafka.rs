@@ -107,13 +107,19 @@ impl ClientContext for PipelineContext {
                 if partition < 0 {
                     continue; // librdkafka's internal "unassigned" partition
                 }
-                if p.hi_offset >= 0 && p.app_offset >= 0 {
+                if p.hi_offset >= 0 {
+                    // Before the first message of a partition the position is the committed
+                    // offset, or the start of the partition.
+                    let position = [p.app_offset, p.committed_offset, p.lo_offset]
+                        .into_iter()
+                        .find(|&o| o >= 0)
+                        .unwrap_or(0);
                     let uncommitted = if p.consumer_lag >= 0 {
                         p.consumer_lag
                     } else {
-                        p.hi_offset
+                        p.hi_offset - p.committed_offset.max(p.lo_offset).max(0)
                     };
-                    let lag = (p.hi_offset - p.app_offset).max(0);
+                    let lag = (p.hi_offset - position).max(0);
                     self.telemetry
                         .partition_lag(name, partition, lag, uncommitted);
                 }

@@ -135,7 +135,14 @@ async fn deliver_to(
     Result<stockpipe::sink::elasticsearch::BulkReport, stockpipe::sink::elasticsearch::EsError>,
 ) {
     let d = dlq();
-    let result = deliver(&client(&server.uri()), items(n), RETRY, &d.dead_letters, &Telemetry::new()).await;
+    let result = deliver(
+        &client(&server.uri()),
+        items(n),
+        RETRY,
+        &d.dead_letters,
+        &Telemetry::new(),
+    )
+    .await;
     (d, result)
 }
 
@@ -160,9 +167,13 @@ async fn templates_then_bulk_with_deterministic_ids() {
         .await;
     mount_bulk(&server, all_ok(4), None, 1).await;
     let d = dlq();
-    let mut sink = EsSink::connect(settings(&server.uri()), d.dead_letters.clone(), Arc::new(Telemetry::new()))
-        .await
-        .unwrap();
+    let mut sink = EsSink::connect(
+        settings(&server.uri()),
+        d.dead_letters.clone(),
+        Arc::new(Telemetry::new()),
+    )
+    .await
+    .unwrap();
     for item in items(8) {
         sink.push(item);
     }
@@ -282,7 +293,9 @@ async fn a_refused_connection_is_retried_until_the_cluster_is_up() {
     let d = dlq();
     let es = client(&url);
     let dead_letters = d.dead_letters.clone();
-    let delivery = tokio::spawn(async move { deliver(&es, items(3), RETRY, &dead_letters, &Telemetry::new()).await });
+    let delivery = tokio::spawn(async move {
+        deliver(&es, items(3), RETRY, &dead_letters, &Telemetry::new()).await
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !delivery.is_finished(),
@@ -344,9 +357,13 @@ async fn credentials_are_sent() {
 async fn wire_compatible_with_an_elasticsearch_api() {
     let noida = NoidaDb::start();
     let d = dlq();
-    let mut sink = EsSink::connect(settings(&noida.es_url), d.dead_letters.clone(), Arc::new(Telemetry::new()))
-        .await
-        .unwrap();
+    let mut sink = EsSink::connect(
+        settings(&noida.es_url),
+        d.dead_letters.clone(),
+        Arc::new(Telemetry::new()),
+    )
+    .await
+    .unwrap();
     let payloads = crate::support::sample_payloads();
     let docs: Vec<BulkItem> = payloads
         .iter()

@@ -6,6 +6,7 @@ mod elasticsearch;
 mod emulators;
 mod guests;
 mod ml;
+mod observability;
 mod sinks;
 mod support;
 mod swap;
