@@ -140,6 +140,9 @@ pub struct ElasticsearchSection {
     /// At shutdown, how long to wait for the sinks to acknowledge what is buffered and in
     /// flight; what they have not acknowledged by then is not committed (delivered again later).
     pub shutdown_grace_ms: u64,
+    /// Every this many milliseconds, index the host's counters of the interval in
+    /// `stockpipe-metrics` (Kibana's refused / dead-lettered rate); 0 = never.
+    pub metrics_interval_ms: u64,
 }
 
 impl Default for ElasticsearchSection {
@@ -156,6 +159,7 @@ impl Default for ElasticsearchSection {
             request_timeout_ms: 30_000,
             put_templates: true,
             shutdown_grace_ms: 30_000,
+            metrics_interval_ms: 10_000,
         }
     }
 }

@@ -19,7 +19,8 @@
 //! Around it: [`telemetry`] (metrics, readiness and the dashboard's live view, served by
 //! [`http`]), [`config`] (TOML + validation), [`simulate`] (the tick simulator), [`bench`],
 //! [`guest_test`] (fixtures for one component), [`upload`] (files into the lake as NDJSON),
-//! [`bigquery`] (the sql/ statements, rendered and submitted) and [`ml`] (the same models
+//! [`bigquery`] (the sql/ statements, rendered and submitted), [`kibana`] (the dashboard's saved
+//! objects and their import) and [`ml`] (the same models
 //! offline, from the lake).
 
 pub mod bench;
@@ -29,6 +30,7 @@ pub mod commit;
 pub mod config;
 pub mod guest_test;
 pub mod http;
+pub mod kibana;
 pub mod ml;
 pub mod pipeline;
 pub mod runtime;

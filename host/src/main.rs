@@ -46,6 +46,9 @@ enum Command {
     /// Work with guest components.
     #[command(subcommand)]
     Guest(GuestCommand),
+    /// Kibana: load the stockpipe dashboard (data views, visualizations) through its API.
+    #[command(subcommand)]
+    Kibana(KibanaCommand),
     /// Print performance figures as JSON lines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -243,6 +246,30 @@ enum MlCommand {
 }
 
 #[derive(Subcommand)]
+enum KibanaCommand {
+    /// Import the saved objects (built into this binary, or --file) with
+    /// POST /api/saved_objects/_import. Credentials as for Elasticsearch: STOCKPIPE_ES_API_KEY or
+    /// STOCKPIPE_ES_USERNAME/STOCKPIPE_ES_PASSWORD. Waits for Kibana to come up.
+    Import {
+        /// Kibana's base URL.
+        #[arg(long, default_value = "http://localhost:5601")]
+        kibana_url: String,
+        /// NDJSON saved objects to import instead of the built-in ones.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// A Kibana space (default: the default space).
+        #[arg(long)]
+        space: Option<String>,
+        /// Keep objects that already exist instead of replacing them.
+        #[arg(long)]
+        no_overwrite: bool,
+        /// Give up after this many seconds of Kibana not answering (or answering 503).
+        #[arg(long, default_value_t = 300)]
+        wait_secs: u64,
+    },
+}
+
+#[derive(Subcommand)]
 enum BqCommand {
     /// Print the rendered statements, in the order `submit` runs them.
     Render(SqlArgs),
@@ -357,6 +384,7 @@ fn main() -> anyhow::Result<()> {
                     Command::Upload(args) => upload(args).await,
                     Command::Bq(command) => bq(command).await,
                     Command::Ml(command) => ml(command).await,
+                    Command::Kibana(command) => kibana(command).await,
                     _ => unreachable!("handled above"),
                 }
             }),
@@ -471,6 +499,33 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let summary = summary?;
     println!("{}", serde_json::to_string(&summary)?);
     drop(embedded);
+    Ok(())
+}
+
+async fn kibana(command: KibanaCommand) -> anyhow::Result<()> {
+    let KibanaCommand::Import {
+        kibana_url,
+        file,
+        space,
+        no_overwrite,
+        wait_secs,
+    } = command;
+    let objects = match &file {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        None => stockpipe::kibana::SAVED_OBJECTS.as_bytes().to_vec(),
+    };
+    let options = stockpipe::kibana::ImportOptions {
+        url: kibana_url,
+        space,
+        overwrite: !no_overwrite,
+        wait: std::time::Duration::from_secs(wait_secs),
+        auth: stockpipe::sink::elasticsearch::EsAuth::from_env()?,
+    };
+    let imported = stockpipe::kibana::import(&options, &objects).await?;
+    println!(
+        "{}",
+        serde_json::json!({"imported": imported, "kibana": options.url})
+    );
     Ok(())
 }
 

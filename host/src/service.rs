@@ -53,6 +53,7 @@ pub async fn run(
 
     let telemetry = pipeline.telemetry();
     let forecasts = tokio::spawn(follow_forecasts(config.clone(), telemetry.clone()));
+    let metrics = tokio::spawn(report_metrics(config.clone(), telemetry.clone()));
     let policy = config.guests.swap_policy();
     let mut triggers_for_http = None;
     let mut _watcher = None;
@@ -120,8 +121,54 @@ pub async fn run(
         task.abort();
     }
     forecasts.abort();
+    metrics.abort();
     summary
 }
+
+/// Indexes the host's counters every `elasticsearch.metrics_interval_ms` in `stockpipe-metrics`
+/// (one document per host and interval). A failure is logged; the next interval carries on.
+async fn report_metrics(config: Config, telemetry: Arc<Telemetry>) {
+    let es = &config.elasticsearch;
+    if es.url.is_empty() || es.metrics_interval_ms == 0 {
+        return;
+    }
+    let client = match es
+        .settings(|key| std::env::var(key).ok())
+        .and_then(|s| crate::sink::elasticsearch::client(&s).map(|c| (c, s.retry)))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "no metrics to Elasticsearch");
+            return;
+        }
+    };
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "stockpipe".into());
+    let every = Duration::from_millis(es.metrics_interval_ms);
+    let mut since = telemetry.live().totals;
+    let mut last = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        let (document, now) = telemetry.interval_document(&host, since, last.elapsed());
+        last = std::time::Instant::now();
+        since = now;
+        let id = format!("{host}-{}", document.timestamp);
+        let body = serde_json::to_vec(&document).expect("a metrics document serializes");
+        let documents = [(METRICS_INDEX.to_string(), id, body)];
+        if let Err(e) =
+            crate::sink::elasticsearch::index_documents(&client.0, client.1, &documents).await
+        {
+            tracing::warn!(error = %e, "indexing the host's metrics failed");
+        }
+    }
+}
+
+/// Where [`report_metrics`] writes.
+pub const METRICS_INDEX: &str = "stockpipe-metrics";
 
 /// Keeps the live view's forecasts those of the newest `forecasts/…ndjson` object in the lake
 /// (written by `stockpipe ml forecast`), looking every 30 s.

@@ -5,6 +5,7 @@ mod e2e;
 mod elasticsearch;
 mod emulators;
 mod guests;
+mod kibana;
 mod ml;
 mod observability;
 mod sinks;

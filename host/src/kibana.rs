@@ -1,0 +1,238 @@
+//! Kibana: our saved objects (data views, visualizations, the dashboard) and their import.
+//!
+//! The objects live in `data/kibana/stockpipe.ndjson` (written by `build_saved_objects.py` there)
+//! and are embedded in the binary, so `stockpipe kibana import` (and the compose stack's one-shot
+//! service) needs no files. The import is one `POST /api/saved_objects/_import?overwrite=true`
+//! (multipart, `kbn-xsrf`), retried while Kibana is starting (connection refused, 503); any
+//! object Kibana refuses makes the command fail with Kibana's own error.
+
+use crate::sink::elasticsearch::EsAuth;
+use serde::Deserialize;
+use std::time::{Duration, Instant};
+
+/// The saved objects, one JSON object per line.
+pub const SAVED_OBJECTS: &str = include_str!("../../data/kibana/stockpipe.ndjson");
+
+#[derive(Debug, thiserror::Error)]
+pub enum KibanaError {
+    #[error("Kibana at {url} did not answer within {waited:?}: {last}")]
+    Unavailable {
+        url: String,
+        waited: Duration,
+        last: String,
+    },
+    #[error("Kibana refused the import ({status}): {body}")]
+    Refused { status: u16, body: String },
+    #[error("Kibana imported {imported} objects but refused {}: {}", .errors.len(), .errors.join("; "))]
+    Partial { imported: u64, errors: Vec<String> },
+    #[error("Kibana's answer is not an import result: {0}")]
+    Answer(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Kibana's base URL, e.g. `http://localhost:5601`.
+    pub url: String,
+    /// A Kibana space other than the default one.
+    pub space: Option<String>,
+    /// Replace objects with the same ids (re-running the import updates the dashboard).
+    pub overwrite: bool,
+    /// Keep trying this long while Kibana is not up yet.
+    pub wait: Duration,
+    pub auth: EsAuth,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ImportAnswer {
+    success: bool,
+    #[serde(default)]
+    success_count: u64,
+    #[serde(default)]
+    errors: Vec<serde_json::Value>,
+}
+
+/// The request body: `objects` as the form field `file` (Kibana reads `*.ndjson`).
+pub fn multipart_body(boundary: &str, objects: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(objects.len() + 256);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"stockpipe.ndjson\"\r\n\
+             Content-Type: application/ndjson\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(objects);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+/// Imports `objects` (NDJSON saved objects); returns how many Kibana stored.
+pub async fn import(options: &ImportOptions, objects: &[u8]) -> Result<u64, KibanaError> {
+    let base = options.url.trim_end_matches('/');
+    let space = options
+        .space
+        .as_deref()
+        .map(|s| format!("/s/{s}"))
+        .unwrap_or_default();
+    let url = format!(
+        "{base}{space}/api/saved_objects/_import?overwrite={}",
+        options.overwrite
+    );
+    let boundary = format!("stockpipe-{:016x}", crate::random_u64());
+    let body = multipart_body(&boundary, objects);
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        let mut request = http
+            .post(&url)
+            .header("kbn-xsrf", "stockpipe")
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body.clone())
+            .timeout(Duration::from_secs(60));
+        request = match &options.auth {
+            EsAuth::None => request,
+            EsAuth::Basic { username, password } => request.basic_auth(username, Some(password)),
+            EsAuth::ApiKey(key) => request.header("authorization", format!("ApiKey {key}")),
+        };
+        let last = match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                if status.is_success() {
+                    let answer: ImportAnswer = serde_json::from_str(&text)
+                        .map_err(|e| KibanaError::Answer(format!("{e}: {text}")))?;
+                    if answer.success && answer.errors.is_empty() {
+                        return Ok(answer.success_count);
+                    }
+                    return Err(KibanaError::Partial {
+                        imported: answer.success_count,
+                        errors: answer.errors.iter().map(describe_error).collect(),
+                    });
+                }
+                // Kibana answers 503 while it starts or while Elasticsearch is not there yet.
+                if status.as_u16() != 503 && status.as_u16() != 502 {
+                    return Err(KibanaError::Refused {
+                        status: status.as_u16(),
+                        body: text,
+                    });
+                }
+                format!("{status}: {text}")
+            }
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() >= options.wait {
+            return Err(KibanaError::Unavailable {
+                url: base.into(),
+                waited: options.wait,
+                last,
+            });
+        }
+        tracing::info!(attempt, error = %last, "Kibana is not ready; trying again");
+        let delay = Duration::from_millis(250 << attempt.min(5));
+        tokio::time::sleep(delay.min(options.wait.saturating_sub(started.elapsed()))).await;
+        attempt += 1;
+    }
+}
+
+/// `type/id: message` of one import error.
+fn describe_error(error: &serde_json::Value) -> String {
+    let kind = error["type"].as_str().unwrap_or("?");
+    let id = error["id"].as_str().unwrap_or("?");
+    let what = &error["error"];
+    let message = what["message"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| what["type"].as_str().map(str::to_string))
+        .unwrap_or_else(|| what.to_string());
+    format!("{kind}/{id}: {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::collections::HashSet;
+
+    fn objects() -> Vec<Value> {
+        SAVED_OBJECTS
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is one JSON object"))
+            .collect()
+    }
+
+    #[test]
+    fn the_saved_objects_hold_together() {
+        let objects = objects();
+        let ids: HashSet<(String, String)> = objects
+            .iter()
+            .map(|o| {
+                (
+                    o["type"].as_str().unwrap().to_string(),
+                    o["id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(ids.len(), objects.len(), "ids are unique");
+        let data_views: HashSet<&str> = objects
+            .iter()
+            .filter(|o| o["type"] == "index-pattern")
+            .map(|o| o["attributes"]["title"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            data_views,
+            HashSet::from(["stock-stream*", "stock-forecast*", "stockpipe-metrics*"])
+        );
+        let mut queried = HashSet::new();
+        for vis in objects.iter().filter(|o| o["type"] == "visualization") {
+            let state: Value =
+                serde_json::from_str(vis["attributes"]["visState"].as_str().unwrap()).unwrap();
+            assert_eq!(state["type"], "vega");
+            let spec: Value = serde_json::from_str(state["params"]["spec"].as_str().unwrap())
+                .expect("the Vega-Lite spec is JSON");
+            // Every index a spec queries has a data view; every query follows the dashboard's time.
+            let mut stack = vec![&spec];
+            while let Some(v) = stack.pop() {
+                if let Some(url) = v.get("url").filter(|u| u.is_object()) {
+                    assert_eq!(url["%context%"], true);
+                    assert!(url["%timefield%"].is_string());
+                    queried.insert(url["index"].as_str().unwrap().to_string());
+                }
+                match v {
+                    Value::Object(m) => stack.extend(m.values()),
+                    Value::Array(a) => stack.extend(a.iter()),
+                    _ => {}
+                }
+            }
+        }
+        assert!(queried.iter().all(|i| data_views.contains(i.as_str())));
+        assert_eq!(queried.len(), 3, "{queried:?}");
+        let dashboard = objects.iter().find(|o| o["type"] == "dashboard").unwrap();
+        let panels: Vec<Value> =
+            serde_json::from_str(dashboard["attributes"]["panelsJSON"].as_str().unwrap()).unwrap();
+        let references = dashboard["references"].as_array().unwrap();
+        assert_eq!(panels.len(), 6);
+        for panel in &panels {
+            let reference = references
+                .iter()
+                .find(|r| r["name"] == panel["panelRefName"])
+                .expect("each panel names a reference");
+            assert!(ids.contains(&(
+                reference["type"].as_str().unwrap().into(),
+                reference["id"].as_str().unwrap().into()
+            )));
+        }
+    }
+
+    #[test]
+    fn the_body_is_one_file_field() {
+        let body = multipart_body("B", b"{\"a\":1}\n");
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.starts_with("--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"stockpipe.ndjson\"\r\n"));
+        assert!(text.ends_with("{\"a\":1}\n\r\n--B--\r\n"));
+    }
+}
