@@ -226,18 +226,69 @@ fn the_container_config_is_valid_and_names_the_compose_services() {
     assert_eq!(config.lake.gcs_endpoint, "http://gcs");
     assert_eq!(config.http.listen, "0.0.0.0:8080");
     let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
-    for service in [
-        "  kafka:",
-        "  elasticsearch:",
-        "  kibana:",
-        "  gcs:",
-        "  stockpipe:",
-    ] {
-        assert!(compose.contains(&format!("\n{service}\n")), "{service}");
-    }
     // The guests directory the config names is the one the image fills and compose mounts.
     let guests = config.guests.dir.unwrap();
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
     assert!(dockerfile.contains(&format!("/out/guests {}", guests.display())));
     assert!(compose.contains(&format!("guests:{}", guests.display())));
+}
+
+/// `check-jsonschema` (PyPI; scripts/test.sh installs it) on `file` with `schema_args`.
+fn check_jsonschema(schema_args: &[&str], file: &std::path::Path) -> std::process::Output {
+    std::process::Command::new("check-jsonschema")
+        .args(schema_args)
+        .arg(file)
+        .output()
+        .expect("check-jsonschema runs (pip install check-jsonschema; scripts/test.sh does)")
+}
+
+/// No Docker engine here: docker-compose.yml is checked against the Compose specification's JSON
+/// schema, then against ours (docker/compose-requirements.schema.json: the services, KRaft,
+/// health checks and `service_healthy` dependencies, ports, the guests volume, the one-shot
+/// Kibana import). A copy with a dependency loosened or a health check removed must fail.
+#[test]
+fn the_compose_file_follows_the_compose_spec_and_our_requirements() {
+    let root = crate::support::workspace();
+    let compose = root.join("docker-compose.yml");
+    let requirements = root.join("docker/compose-requirements.schema.json");
+    let requirements = requirements.to_str().unwrap();
+    for args in [
+        &["--builtin-schema", "vendor.compose-spec"][..],
+        &["--schemafile", requirements][..],
+    ] {
+        let out = check_jsonschema(args, &compose);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    let text = std::fs::read_to_string(&compose).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let broken = [
+        (
+            "the one-shot import no longer waits for a healthy Kibana",
+            text.replacen(
+                "      kibana:\n        condition: service_healthy",
+                "      kibana:\n        condition: service_started",
+                1,
+            ),
+        ),
+        (
+            "the host has no health check",
+            text.replacen(
+                "      test: [\"CMD-SHELL\", \"curl -fsS http://127.0.0.1:8080/ready > /dev/null\"]",
+                "",
+                1,
+            )
+            .replacen("    healthcheck:\n      # Ready", "    x-healthcheck:\n      # Ready", 1),
+        ),
+        (
+            "the guests are not on a volume",
+            text.replace("guests:/opt/stockpipe/guests", "./guests:/opt/stockpipe/guests"),
+        ),
+    ];
+    for (what, yaml) in broken {
+        assert_ne!(yaml, text, "{what}: the edit applies");
+        let file = dir.path().join("docker-compose.yml");
+        std::fs::write(&file, yaml).unwrap();
+        let out = check_jsonschema(&["--schemafile", requirements], &file);
+        assert!(!out.status.success(), "{what}: accepted");
+    }
 }
