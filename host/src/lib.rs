@@ -17,13 +17,14 @@
 //!    over a contiguous run of fully acknowledged messages.
 //!
 //! Around it: [`telemetry`] (metrics, readiness and the dashboard's live view, served by
-//! [`http`]), [`config`] (TOML + validation), [`simulate`] (the tick simulator), [`bench`],
+//! [`http`]), [`config`] (TOML + validation), [`simulate`] (the tick simulator), [`bench`] and [`bench_pipeline`],
 //! [`guest_test`] (fixtures for one component), [`upload`] (files into the lake as NDJSON),
 //! [`bigquery`] (the sql/ statements, rendered and submitted), [`kibana`] (the dashboard's saved
 //! objects and their import) and [`ml`] (the same models
 //! offline, from the lake).
 
 pub mod bench;
+pub mod bench_pipeline;
 pub mod bigquery;
 pub mod chain;
 pub mod commit;

@@ -304,6 +304,28 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Kafka → host → Elasticsearch (embedded broker, an endpoint that acknowledges at once):
+    /// backlog throughput; then, paced, produce-to-index latency p50/p99 and the host's peak RSS;
+    /// with --python, the per-document Python consumer against the same broker and endpoint.
+    Pipeline {
+        /// Backlog for the throughput run.
+        #[arg(long, default_value_t = 200_000)]
+        ticks: usize,
+        /// Ticks per second of the paced run (0 = skip it).
+        #[arg(long, default_value_t = 20_000.0)]
+        rate: f64,
+        /// Seconds of the paced run.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// elasticsearch.bulk_max_age_ms of the paced run (bounds the latency of a quiet stream).
+        #[arg(long, default_value_t = 200)]
+        bulk_max_age_ms: u64,
+        /// The per-document baseline script (bench/python_baseline.py), run over --python-ticks.
+        #[arg(long)]
+        python: Option<PathBuf>,
+        #[arg(long, default_value_t = 5_000)]
+        python_ticks: usize,
+    },
     /// What a guest hot swap costs: preparing the candidate, its shadow run, and the pause the
     /// pipeline loop feels at the batch boundary.
     Swap {
@@ -385,6 +407,30 @@ fn main() -> anyhow::Result<()> {
                     Command::Bq(command) => bq(command).await,
                     Command::Ml(command) => ml(command).await,
                     Command::Kibana(command) => kibana(command).await,
+                    Command::Bench(BenchCommand::Pipeline {
+                        ticks,
+                        rate,
+                        seconds,
+                        bulk_max_age_ms,
+                        python,
+                        python_ticks,
+                    }) => {
+                        use stockpipe::bench_pipeline as b;
+                        let host = b::throughput(ticks).await?;
+                        println!("{}", serde_json::to_string(&host)?);
+                        if rate > 0.0 {
+                            let exe = std::env::current_exe()?;
+                            let paced = b::paced(&exe, rate, seconds, bulk_max_age_ms).await?;
+                            println!("{}", serde_json::to_string(&paced)?);
+                        }
+                        if let Some(script) = python {
+                            let baseline =
+                                b::python_baseline(&script, python_ticks, Some(host.ticks_per_s))
+                                    .await?;
+                            println!("{}", serde_json::to_string(&baseline)?);
+                        }
+                        Ok(())
+                    }
                     _ => unreachable!("handled above"),
                 }
             }),

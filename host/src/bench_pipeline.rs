@@ -1,0 +1,450 @@
+//! `stockpipe bench pipeline`: Kafka → host → Elasticsearch, measured end to end.
+//!
+//! The broker is the embedded mock cluster; the Elasticsearch API is [`SinkEndpoint`], a minimal
+//! scripted endpoint in this process that acknowledges every document at once and notes when it
+//! arrived — so the figures are the host's, not an emulator's (noida-db indexes ~1–2k docs/s and
+//! would be what is measured). Three figures, each one JSON line:
+//! - `throughput`: a backlog of N ticks, `run --once` to the end: ticks/s;
+//! - `paced`: the host as a child process fed R ticks/s by its own simulated market for D
+//!   seconds: produce → Elasticsearch latency p50/p99 (the tick's timestamp is the clock at
+//!   produce time) and the child's peak RSS;
+//! - `python_baseline` (with `--python SCRIPT`): the original design's consumer (kafka-python, one
+//!   `es.index` per message) against the same broker and the same endpoint.
+
+use crate::config::Config;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the endpoint saw.
+#[derive(Debug, Default)]
+struct Seen {
+    documents: u64,
+    requests: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    /// Seconds from each document's `timestamp` to its arrival.
+    latencies: Vec<f64>,
+}
+
+/// An Elasticsearch-API endpoint that acknowledges everything: `_bulk`, `PUT/POST
+/// /{index}/_doc/{id}` (what a per-document client sends), index templates, `GET /`.
+#[derive(Clone, Default)]
+pub struct SinkEndpoint {
+    seen: Arc<Mutex<Seen>>,
+}
+
+fn es_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    // Elasticsearch's clients check that they talk to Elasticsearch.
+    h.insert(
+        "x-elastic-product",
+        HeaderValue::from_static("Elasticsearch"),
+    );
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    h
+}
+
+fn now_us() -> i64 {
+    crate::config::unix_now_us()
+}
+
+/// The µs timestamp of a document (`"timestamp":"2026-…Z"`), read without parsing the document.
+fn document_time_us(document: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(document).ok()?;
+    let start = text.find("\"timestamp\":\"")? + 13;
+    let end = start + text[start..].find('"')?;
+    stockpipe_model::time::parse_timestamp(&text[start..end], 0).ok()
+}
+
+impl SinkEndpoint {
+    fn note(&self, documents: &[&[u8]]) {
+        let arrived = now_us();
+        let mut seen = self.seen.lock().expect("endpoint lock");
+        let now = Instant::now();
+        seen.first.get_or_insert(now);
+        seen.last = Some(now);
+        seen.requests += 1;
+        seen.documents += documents.len() as u64;
+        for d in documents {
+            if let Some(at) = document_time_us(d) {
+                seen.latencies.push((arrived - at) as f64 / 1e6);
+            }
+        }
+    }
+
+    pub fn documents(&self) -> u64 {
+        self.seen.lock().expect("endpoint lock").documents
+    }
+
+    fn take(&self) -> Seen {
+        std::mem::take(&mut *self.seen.lock().expect("endpoint lock"))
+    }
+
+    fn router(self) -> Router {
+        Router::new()
+            .route(
+                "/",
+                get(|| async {
+                    (
+                        es_headers(),
+                        r#"{"name":"bench","cluster_name":"bench","version":{"number":"8.15.3","build_flavor":"default"},"tagline":"You Know, for Search"}"#,
+                    )
+                }),
+            )
+            .route("/_bulk", any(bulk))
+            .route("/{index}/_bulk", any(bulk))
+            .fallback(any(other))
+            .with_state(self)
+    }
+
+    /// Serves on a free port of 127.0.0.1; returns the base URL.
+    pub async fn start(&self) -> anyhow::Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let app = self.clone().router();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(format!("http://{addr}"))
+    }
+}
+
+async fn bulk(State(endpoint): State<SinkEndpoint>, body: Bytes) -> Response {
+    let lines: Vec<&[u8]> = body
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let documents: Vec<&[u8]> = lines.chunks(2).filter_map(|p| p.get(1).copied()).collect();
+    endpoint.note(&documents);
+    let mut answer = String::with_capacity(32 + documents.len() * 40);
+    answer.push_str(r#"{"took":1,"errors":false,"items":["#);
+    for i in 0..documents.len() {
+        if i > 0 {
+            answer.push(',');
+        }
+        answer.push_str(r#"{"index":{"status":201,"result":"created"}}"#);
+    }
+    answer.push_str("]}");
+    (es_headers(), answer).into_response()
+}
+
+async fn other(
+    State(endpoint): State<SinkEndpoint>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response {
+    let path = uri.path();
+    if path.starts_with("/_index_template/") {
+        return (es_headers(), r#"{"acknowledged":true}"#).into_response();
+    }
+    if (method == axum::http::Method::PUT || method == axum::http::Method::POST)
+        && (path.contains("/_doc") || path.contains("/_create"))
+    {
+        endpoint.note(&[&body]);
+        let answer = r#"{"_index":"stock-stream","_id":"x","_version":1,"result":"created","_shards":{"total":1,"successful":1,"failed":0},"_seq_no":0,"_primary_term":1}"#;
+        return (StatusCode::CREATED, es_headers(), answer).into_response();
+    }
+    (
+        StatusCode::NOT_FOUND,
+        es_headers(),
+        format!(r#"{{"error":"no {method} {path} here"}}"#),
+    )
+        .into_response()
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+#[derive(Debug, Serialize)]
+pub struct ThroughputBench {
+    pub bench: &'static str,
+    pub ticks: usize,
+    pub partitions: i32,
+    /// From `run --once` starting (consumer join included) to every sink acknowledged.
+    pub wall_seconds: f64,
+    pub ticks_per_s: f64,
+    /// From the first to the last document the endpoint received.
+    pub sink_ticks_per_s: f64,
+    pub bulk_requests: u64,
+    pub indexed: u64,
+}
+
+/// A backlog of `ticks` simulated ticks through `run --once` into the endpoint.
+pub async fn throughput(ticks: usize) -> anyhow::Result<ThroughputBench> {
+    use crate::source::kafka::{EmbeddedKafka, embedded_dropped, embedded_partitions_for};
+    let data = crate::simulate::simulate(&crate::simulate::SimulateOptions {
+        instruments: 50,
+        ticks,
+        seed: 5,
+        ..Default::default()
+    });
+    let payloads: Vec<Vec<u8>> = data.iter().map(crate::simulate::tick_json).collect();
+    let mut config = Config::default();
+    let partitions = embedded_partitions_for(
+        config.kafka.embedded_partitions,
+        payloads.iter().map(Vec::len).sum(),
+        payloads.len(),
+    );
+    let k = &config.kafka;
+    let cluster = EmbeddedKafka::start(&[
+        (k.topic.as_str(), partitions),
+        (k.dead_letter_topic.as_str(), 1),
+        (k.alerts_topic.as_str(), 1),
+    ])?;
+    let brokers = cluster.bootstrap_servers();
+    let producer = crate::source::kafka::producer(&brokers)?;
+    crate::source::replay::produce_all(
+        &producer,
+        &k.topic,
+        &payloads,
+        crate::source::replay::Pace::Max,
+        |_| {},
+    )
+    .await?;
+    let dropped =
+        tokio::task::block_in_place(|| embedded_dropped(&producer, &k.topic, partitions))?;
+    anyhow::ensure!(dropped == 0, "the mock cluster dropped {dropped} ticks");
+    let endpoint = SinkEndpoint::default();
+    let lake = tempfile_dir()?;
+    config.elasticsearch.url = endpoint.start().await?;
+    config.lake.url = lake.display().to_string();
+    let registry = Arc::new(crate::runtime::swap::GuestRegistry::default());
+    let started = Instant::now();
+    let summary = crate::service::run(
+        config,
+        &brokers,
+        true,
+        registry,
+        None,
+        std::future::pending(),
+    )
+    .await?;
+    let wall = started.elapsed().as_secs_f64();
+    let seen = endpoint.take();
+    let _ = std::fs::remove_dir_all(&lake);
+    anyhow::ensure!(
+        summary.indexed == ticks as u64,
+        "indexed {} of {ticks}",
+        summary.indexed
+    );
+    let sink_span = match (seen.first, seen.last) {
+        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+        _ => f64::NAN,
+    };
+    Ok(ThroughputBench {
+        bench: "pipeline_throughput",
+        ticks,
+        partitions,
+        wall_seconds: wall,
+        ticks_per_s: ticks as f64 / wall,
+        sink_ticks_per_s: seen.documents as f64 / sink_span,
+        bulk_requests: seen.requests,
+        indexed: summary.indexed,
+    })
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("stockpipe-bench-{:x}", crate::random_u64()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[derive(Debug, Serialize)]
+pub struct PacedBench {
+    pub bench: &'static str,
+    pub rate: f64,
+    pub seconds: f64,
+    pub indexed_per_s: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_max_ms: f64,
+    /// Peak resident set of the host process (VmHWM; it includes the embedded broker and the
+    /// simulated producer, so the host alone is below this).
+    pub peak_rss_mib: f64,
+    /// Resident set at the end of the run.
+    pub rss_mib: f64,
+    pub bulk_max_age_ms: u64,
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `stockpipe run --simulate rate` as a child process for `seconds`, into the endpoint.
+pub async fn paced(
+    exe: &std::path::Path,
+    rate: f64,
+    seconds: f64,
+    bulk_max_age_ms: u64,
+) -> anyhow::Result<PacedBench> {
+    let endpoint = SinkEndpoint::default();
+    let url = endpoint.start().await?;
+    let lake = tempfile_dir()?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(["run", "--simulate", &rate.to_string(), "--es-url", &url])
+        .arg("--lake")
+        .arg(&lake)
+        .env(
+            "STOCKPIPE_ELASTICSEARCH_BULK_MAX_AGE_MS",
+            bulk_max_age_ms.to_string(),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().expect("a running child");
+    // Start counting once the first documents arrive (the host is up, the group joined).
+    let up = Instant::now();
+    while endpoint.documents() == 0 {
+        anyhow::ensure!(
+            up.elapsed() < Duration::from_secs(60),
+            "no document reached the endpoint within 60 s"
+        );
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the host exited: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // warm-up
+    endpoint.take();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let seen = endpoint.take();
+    let elapsed = started.elapsed().as_secs_f64();
+    let peak = status_kib(pid, "VmHWM:").unwrap_or(f64::NAN) / 1024.0;
+    let rss = status_kib(pid, "VmRSS:").unwrap_or(f64::NAN) / 1024.0;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let _ = std::fs::remove_dir_all(&lake);
+    let mut latencies = seen.latencies;
+    latencies.sort_by(f64::total_cmp);
+    Ok(PacedBench {
+        bench: "pipeline_paced",
+        rate,
+        seconds: elapsed,
+        indexed_per_s: seen.documents as f64 / elapsed,
+        latency_p50_ms: quantile(&latencies, 0.5) * 1e3,
+        latency_p99_ms: quantile(&latencies, 0.99) * 1e3,
+        latency_max_ms: latencies.last().copied().unwrap_or(f64::NAN) * 1e3,
+        peak_rss_mib: peak,
+        rss_mib: rss,
+        bulk_max_age_ms,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct BaselineBench {
+    pub bench: &'static str,
+    pub script: String,
+    pub messages: u64,
+    pub seconds: f64,
+    pub ticks_per_s: f64,
+    /// The host's `pipeline_throughput` ticks/s over this (both against the same broker and endpoint).
+    pub host_over_baseline: Option<f64>,
+}
+
+/// Runs the per-document Python consumer over `messages` ticks of a fresh backlog.
+pub async fn python_baseline(
+    script: &std::path::Path,
+    messages: usize,
+    host_ticks_per_s: Option<f64>,
+) -> anyhow::Result<BaselineBench> {
+    use crate::source::kafka::EmbeddedKafka;
+    let data = crate::simulate::simulate(&crate::simulate::SimulateOptions {
+        instruments: 50,
+        ticks: messages,
+        seed: 5,
+        ..Default::default()
+    });
+    let payloads: Vec<Vec<u8>> = data.iter().map(crate::simulate::tick_json).collect();
+    let cluster = EmbeddedKafka::start(&[("stock-stream", 3)])?;
+    let brokers = cluster.bootstrap_servers();
+    let producer = crate::source::kafka::producer(&brokers)?;
+    crate::source::replay::produce_all(
+        &producer,
+        "stock-stream",
+        &payloads,
+        crate::source::replay::Pace::Max,
+        |_| {},
+    )
+    .await?;
+    let endpoint = SinkEndpoint::default();
+    let url = endpoint.start().await?;
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([
+            "--brokers",
+            &brokers,
+            "--es-url",
+            &url,
+            "--topic",
+            "stock-stream",
+        ])
+        .args(["--count", &messages.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        out.status
+    );
+    let report: serde_json::Value = serde_json::from_slice(
+        out.stdout
+            .split(|&b| b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .unwrap_or_default(),
+    )?;
+    let seconds = report["seconds"].as_f64().unwrap_or(f64::NAN);
+    let indexed = endpoint.documents();
+    anyhow::ensure!(
+        indexed >= messages as u64,
+        "the baseline indexed {indexed} of {messages}"
+    );
+    let rate = messages as f64 / seconds;
+    Ok(BaselineBench {
+        bench: "python_baseline",
+        script: script.display().to_string(),
+        messages: messages as u64,
+        seconds,
+        ticks_per_s: rate,
+        host_over_baseline: host_ticks_per_s.map(|h| h / rate),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_documents_timestamp_is_read_in_place() {
+        let doc =
+            br#"{"event_id":"ab","timestamp":"2026-11-28T10:00:00.000001Z","last_price":1.0}"#;
+        assert_eq!(document_time_us(doc), Some(1_795_860_000_000_001));
+        assert_eq!(document_time_us(b"{}"), None);
+    }
+
+    #[test]
+    fn quantiles_of_sorted_samples() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 51.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert!(quantile(&[], 0.5).is_nan());
+    }
+}
