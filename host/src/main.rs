@@ -425,7 +425,7 @@ fn main() -> anyhow::Result<()> {
                         }
                         if let Some(script) = python {
                             let baseline =
-                                b::python_baseline(&script, python_ticks, Some(host.ticks_per_s))
+                                b::python_baseline(&script, python_ticks, Some(host.sink_ticks_per_s))
                                     .await?;
                             println!("{}", serde_json::to_string(&baseline)?);
                         }

@@ -461,7 +461,8 @@ impl Pipeline {
                     record
                         .prices
                         .push((tick.instrument_token, tick.timestamp_us, tick.last_price));
-                    let mut doc = document::accepted_document(tick, &enrichment, source, &versions);
+                    let mut doc =
+                        document::AcceptedDocument::new(tick, &enrichment, source, &versions);
                     let index = destinations
                         .search_index
                         .as_ref()
@@ -488,7 +489,7 @@ impl Pipeline {
                         }
                     }
                     if let Some(alert) = &destinations.alert {
-                        doc.insert("alert_reason".into(), alert.reason.clone().into());
+                        doc.alert_reason = Some(&alert.reason);
                         let body = serde_json::to_vec(&doc).context("encoding an alert")?;
                         let delivery = kafka_sink::send_alert(
                             &self.producer,

@@ -174,9 +174,41 @@ impl Simulator {
     }
 }
 
-/// One tick as the sample's JSON object (one Kafka message).
+/// One tick as the sample's JSON object (one Kafka message), written without a value tree.
 pub fn tick_json(tick: &Tick) -> Vec<u8> {
-    serde_json::to_vec(&stockpipe_model::json::encode_tick(tick)).expect("serializable")
+    #[derive(serde::Serialize)]
+    struct SampleTick<'a> {
+        timestamp: String,
+        instrument_token: u64,
+        last_price: f64,
+        volume: i64,
+        sell_quantity: i64,
+        last_quantity: i64,
+        change: f64,
+        average_price: f64,
+        open: f64,
+        high: f64,
+        low: f64,
+        close: f64,
+        depth: crate::sink::document::Depth<'a>,
+    }
+    let t = tick;
+    serde_json::to_vec(&SampleTick {
+        timestamp: stockpipe_model::time::format_sample_micros(t.timestamp_us),
+        instrument_token: t.instrument_token,
+        last_price: t.last_price,
+        volume: t.volume,
+        sell_quantity: t.sell_quantity,
+        last_quantity: t.last_quantity,
+        change: t.change,
+        average_price: t.average_price,
+        open: t.open,
+        high: t.high,
+        low: t.low,
+        close: t.close,
+        depth: crate::sink::document::Depth::of(t),
+    })
+    .expect("serializable")
 }
 
 /// Renders ticks as the sample's JSON array (pretty) or as NDJSON.
@@ -250,5 +282,13 @@ mod tests {
             .collect();
         assert_eq!(back, ticks);
         assert_eq!(render(&ticks, true).lines().count(), 3);
+        // One message: the same object as the rendered file's.
+        for t in &ticks {
+            let direct: serde_json::Value = serde_json::from_slice(&tick_json(t)).unwrap();
+            assert_eq!(
+                direct,
+                serde_json::Value::Object(stockpipe_model::json::encode_tick(t))
+            );
+        }
     }
 }

@@ -6,48 +6,204 @@
 
 use super::SourceRef;
 use crate::chain::GuestVersions;
+use serde::Serialize;
+#[cfg(test)]
 use serde_json::{Map, Value};
-use stockpipe_model::{Enrichment, Tick, json::tick_fields, time::format_rfc3339_micros};
+use stockpipe_model::{DepthLevel, Enrichment, Tick, time::format_rfc3339_micros};
 
 /// The deterministic document id: the guest's event id (content hash) as 16 hex digits.
 pub fn document_id(enrichment: &Enrichment) -> String {
     format!("{:016x}", enrichment.event_id)
 }
 
-pub fn accepted_document(
-    tick: &Tick,
-    enrichment: &Enrichment,
-    source: &SourceRef,
-    versions: &GuestVersions,
-) -> Map<String, Value> {
-    let mut doc = Map::new();
-    doc.insert("event_id".into(), document_id(enrichment).into());
-    doc.insert(
-        "timestamp".into(),
-        format_rfc3339_micros(tick.timestamp_us).into(),
-    );
-    tick_fields(tick, &mut doc);
-    let e = enrichment;
-    for (name, value) in [
-        ("mid_price", e.mid_price),
-        ("spread", e.spread),
-        ("spread_bps", e.spread_bps),
-        ("book_imbalance", e.book_imbalance),
-        ("notional", e.notional),
-        ("deviation_bps", e.deviation_bps),
-    ] {
-        doc.insert(name.into(), value.into());
+/// The document of an accepted tick, serialized straight from borrowed fields (no JSON value
+/// tree per tick): `serde_json::to_vec(&AcceptedDocument::new(…))`.
+#[derive(Debug, Serialize)]
+pub struct AcceptedDocument<'a> {
+    event_id: String,
+    timestamp: String,
+    instrument_token: u64,
+    last_price: f64,
+    volume: i64,
+    sell_quantity: i64,
+    last_quantity: i64,
+    change: f64,
+    average_price: f64,
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    depth: Depth<'a>,
+    mid_price: f64,
+    spread: f64,
+    spread_bps: f64,
+    book_imbalance: f64,
+    notional: f64,
+    deviation_bps: f64,
+    hour: u8,
+    minute: u8,
+    source: Source<'a>,
+    guest_versions: Versions<'a>,
+    /// Set on the copy that goes to the alerts topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_reason: Option<&'a str>,
+}
+
+/// `{"buy": [{price, orders, quantity}, …], "sell": […]}`, the sample's form.
+#[derive(Debug, Serialize)]
+pub(crate) struct Depth<'a> {
+    buy: Levels<'a>,
+    sell: Levels<'a>,
+}
+
+impl<'a> Depth<'a> {
+    pub(crate) fn of(tick: &'a Tick) -> Self {
+        Self {
+            buy: Levels(&tick.depth_buy),
+            sell: Levels(&tick.depth_sell),
+        }
     }
-    doc.insert("hour".into(), e.hour.into());
-    doc.insert("minute".into(), e.minute.into());
-    doc.insert(
-        "source".into(),
-        serde_json::json!({"topic": source.topic, "partition": source.partition, "offset": source.offset}),
-    );
-    let guests: Map<String, Value> = versions
-        .iter()
-        .map(|(n, v)| ((*n).to_string(), Value::from(v.as_str())))
-        .collect();
-    doc.insert("guest_versions".into(), Value::Object(guests));
-    doc
+}
+
+#[derive(Debug)]
+struct Levels<'a>(&'a [DepthLevel]);
+
+impl Serialize for Levels<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Level {
+            price: f64,
+            orders: i64,
+            quantity: i64,
+        }
+        serializer.collect_seq(self.0.iter().map(|l| Level {
+            price: l.price,
+            orders: l.orders,
+            quantity: l.quantity,
+        }))
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Source<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+}
+
+#[derive(Debug)]
+struct Versions<'a>(&'a GuestVersions);
+
+impl Serialize for Versions<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(stage, version)| (*stage, version.as_str())))
+    }
+}
+
+impl<'a> AcceptedDocument<'a> {
+    pub fn new(
+        tick: &'a Tick,
+        enrichment: &Enrichment,
+        source: &'a SourceRef,
+        versions: &'a GuestVersions,
+    ) -> Self {
+        let e = enrichment;
+        Self {
+            event_id: document_id(e),
+            timestamp: format_rfc3339_micros(tick.timestamp_us),
+            instrument_token: tick.instrument_token,
+            last_price: tick.last_price,
+            volume: tick.volume,
+            sell_quantity: tick.sell_quantity,
+            last_quantity: tick.last_quantity,
+            change: tick.change,
+            average_price: tick.average_price,
+            open: tick.open,
+            high: tick.high,
+            low: tick.low,
+            close: tick.close,
+            depth: Depth::of(tick),
+            mid_price: e.mid_price,
+            spread: e.spread,
+            spread_bps: e.spread_bps,
+            book_imbalance: e.book_imbalance,
+            notional: e.notional,
+            deviation_bps: e.deviation_bps,
+            hour: e.hour,
+            minute: e.minute,
+            source: Source {
+                topic: &source.topic,
+                partition: source.partition,
+                offset: source.offset,
+            },
+            guest_versions: Versions(versions),
+            alert_reason: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same document as the tick's own JSON fields plus ours, built the slow way.
+    #[test]
+    fn the_document_is_the_tick_plus_its_enrichment_and_origin() {
+        let tick = crate::simulate::simulate(&crate::simulate::SimulateOptions {
+            ticks: 1,
+            ..Default::default()
+        })
+        .remove(0);
+        let enrichment = Enrichment {
+            event_id: 0xabc,
+            mid_price: 10.5,
+            spread: 0.1,
+            spread_bps: 9.5,
+            book_imbalance: -0.25,
+            notional: 1234.5,
+            deviation_bps: 1.5,
+            hour: 7,
+            minute: 35,
+        };
+        let source = SourceRef {
+            topic: "stock-stream".into(),
+            partition: 2,
+            offset: 41,
+        };
+        let versions: GuestVersions = vec![("validate", "sha256:1".into()), ("route", "v2".into())];
+        let mut doc = AcceptedDocument::new(&tick, &enrichment, &source, &versions);
+        let value: Value = serde_json::to_value(&doc).unwrap();
+        let mut expected = Map::new();
+        expected.insert("event_id".into(), "0000000000000abc".into());
+        expected.insert(
+            "timestamp".into(),
+            format_rfc3339_micros(tick.timestamp_us).into(),
+        );
+        stockpipe_model::json::tick_fields(&tick, &mut expected);
+        for (k, v) in [
+            ("mid_price", 10.5),
+            ("spread", 0.1),
+            ("spread_bps", 9.5),
+            ("book_imbalance", -0.25),
+            ("notional", 1234.5),
+            ("deviation_bps", 1.5),
+        ] {
+            expected.insert(k.into(), v.into());
+        }
+        expected.insert("hour".into(), 7.into());
+        expected.insert("minute".into(), 35.into());
+        expected.insert(
+            "source".into(),
+            serde_json::json!({"topic": "stock-stream", "partition": 2, "offset": 41}),
+        );
+        expected.insert(
+            "guest_versions".into(),
+            serde_json::json!({"validate": "sha256:1", "route": "v2"}),
+        );
+        assert_eq!(value, Value::Object(expected.clone()));
+        doc.alert_reason = Some("spread");
+        let with_alert: Value = serde_json::to_value(&doc).unwrap();
+        expected.insert("alert_reason".into(), "spread".into());
+        assert_eq!(with_alert, Value::Object(expected));
+    }
 }

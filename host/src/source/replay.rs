@@ -27,8 +27,13 @@ pub fn read_input(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
 
 /// The message key: the instrument token when the payload has one.
 fn key_of(payload: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    value.get("instrument_token").map(|t| t.to_string())
+    #[derive(serde::Deserialize)]
+    struct Token {
+        instrument_token: serde_json::Value,
+    }
+    // Only the one field is read; a tick that is otherwise malformed keeps its key.
+    let token: Token = serde_json::from_slice(payload).ok()?;
+    Some(token.instrument_token.to_string())
 }
 
 fn timestamp_of(payload: &[u8]) -> Option<i64> {
