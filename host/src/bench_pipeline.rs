@@ -179,6 +179,10 @@ pub struct ThroughputBench {
     pub sink_ticks_per_s: f64,
     pub bulk_requests: u64,
     pub indexed: u64,
+    /// CPU time of this process during the run (the host, the embedded broker and the endpoint)
+    /// per tick, and how many cores that kept busy on average.
+    pub cpu_us_per_tick: f64,
+    pub cores_busy: f64,
 }
 
 /// A backlog of `ticks` simulated ticks through `run --once` into the endpoint.
@@ -223,6 +227,7 @@ pub async fn throughput(ticks: usize) -> anyhow::Result<ThroughputBench> {
     config.lake.url = lake.display().to_string();
     let registry = Arc::new(crate::runtime::swap::GuestRegistry::default());
     let started = Instant::now();
+    let cpu_before = cpu_seconds("self");
     let summary = crate::service::run(
         config,
         &brokers,
@@ -233,6 +238,7 @@ pub async fn throughput(ticks: usize) -> anyhow::Result<ThroughputBench> {
     )
     .await?;
     let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds("self") - cpu_before;
     let seen = endpoint.take();
     let _ = std::fs::remove_dir_all(&lake);
     anyhow::ensure!(
@@ -253,6 +259,8 @@ pub async fn throughput(ticks: usize) -> anyhow::Result<ThroughputBench> {
         sink_ticks_per_s: seen.documents as f64 / sink_span,
         bulk_requests: seen.requests,
         indexed: summary.indexed,
+        cpu_us_per_tick: cpu / ticks as f64 * 1e6,
+        cores_busy: cpu / wall,
     })
 }
 
@@ -276,7 +284,26 @@ pub struct PacedBench {
     pub peak_rss_mib: f64,
     /// Resident set at the end of the run.
     pub rss_mib: f64,
+    /// Cores the host process kept busy on average (1.0 = one core), its simulated producer and
+    /// embedded broker included.
+    pub host_cores_busy: f64,
     pub bulk_max_age_ms: u64,
+}
+
+/// CPU seconds (user + system) the process has used, from /proc (clock ticks of 1/100 s).
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // The fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = text[text.rfind(')').map_or(0, |i| i + 2)..]
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => f64::NAN,
+    }
 }
 
 fn status_kib(pid: u32, field: &str) -> Option<f64> {
@@ -324,9 +351,11 @@ pub async fn paced(
     tokio::time::sleep(Duration::from_secs(2)).await; // warm-up
     endpoint.take();
     let started = Instant::now();
+    let cpu_before = cpu_seconds(&pid.to_string());
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let seen = endpoint.take();
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(&pid.to_string()) - cpu_before;
     let peak = status_kib(pid, "VmHWM:").unwrap_or(f64::NAN) / 1024.0;
     let rss = status_kib(pid, "VmRSS:").unwrap_or(f64::NAN) / 1024.0;
     let _ = child.start_kill();
@@ -344,6 +373,7 @@ pub async fn paced(
         latency_max_ms: latencies.last().copied().unwrap_or(f64::NAN) * 1e3,
         peak_rss_mib: peak,
         rss_mib: rss,
+        host_cores_busy: cpu / elapsed,
         bulk_max_age_ms,
     })
 }
