@@ -190,7 +190,8 @@ pub fn pipeline_consumer(
         .set(
             "statistics.interval.ms",
             timeouts.statistics_interval_ms.to_string(),
-        );
+        )
+        .set("fetch.wait.max.ms", timeouts.fetch_wait_max_ms.to_string());
     if let Some(id) = &timeouts.instance_id {
         config.set("group.instance.id", id);
     }
@@ -218,6 +219,8 @@ pub struct GroupTimeouts {
     pub instance_id: Option<String>,
     /// How often librdkafka reports lag and broker states (0 = never; `/ready` then never sees Kafka).
     pub statistics_interval_ms: u64,
+    /// `fetch.wait.max.ms`: how long a fetch may wait for data before the broker answers.
+    pub fetch_wait_max_ms: u64,
 }
 
 fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
