@@ -424,9 +424,12 @@ fn main() -> anyhow::Result<()> {
                             println!("{}", serde_json::to_string(&paced)?);
                         }
                         if let Some(script) = python {
-                            let baseline =
-                                b::python_baseline(&script, python_ticks, Some(host.sink_ticks_per_s))
-                                    .await?;
+                            let baseline = b::python_baseline(
+                                &script,
+                                python_ticks,
+                                Some(host.sink_ticks_per_s),
+                            )
+                            .await?;
                             println!("{}", serde_json::to_string(&baseline)?);
                         }
                         Ok(())

@@ -96,7 +96,11 @@ struct Versions<'a>(&'a GuestVersions);
 
 impl Serialize for Versions<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(stage, version)| (*stage, version.as_str())))
+        serializer.collect_map(
+            self.0
+                .iter()
+                .map(|(stage, version)| (*stage, version.as_str())),
+        )
     }
 }
 

@@ -292,3 +292,33 @@ fn the_compose_file_follows_the_compose_spec_and_our_requirements() {
         assert!(!out.status.success(), "{what}: accepted");
     }
 }
+
+/// `stockpipe bench pipeline` end to end on a small scale: both figures printed, every tick
+/// indexed, the paced run reaching the endpoint at about its rate.
+#[test]
+fn the_pipeline_benchmark_prints_its_figures() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+        .args(["bench", "pipeline", "--ticks", "3000", "--rate", "1000"])
+        .args(["--seconds", "2"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["bench"], "pipeline_throughput");
+    assert_eq!(lines[0]["indexed"], 3000);
+    assert!(lines[0]["sink_ticks_per_s"].as_f64() > Some(0.0));
+    let paced = &lines[1];
+    assert_eq!(paced["bench"], "pipeline_paced");
+    let rate = paced["indexed_per_s"].as_f64().unwrap();
+    assert!((500.0..1500.0).contains(&rate), "{paced}");
+    let p50 = paced["latency_p50_ms"].as_f64().unwrap();
+    let p99 = paced["latency_p99_ms"].as_f64().unwrap();
+    assert!(0.0 < p50 && p50 <= p99, "{paced}");
+    assert!(paced["peak_rss_mib"].as_f64() > Some(1.0), "{paced}");
+}
