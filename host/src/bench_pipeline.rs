@@ -5,9 +5,9 @@
 //! arrived — so the figures are the host's, not an emulator's (noida-db indexes ~1–2k docs/s and
 //! would be what is measured). Three figures, each one JSON line:
 //! - `throughput`: a backlog of N ticks, `run --once` to the end: ticks/s;
-//! - `paced`: the host as a child process fed R ticks/s by its own simulated market for D
-//!   seconds: produce → Elasticsearch latency p50/p99 (the tick's timestamp is the clock at
-//!   produce time) and the child's peak RSS;
+//! - `paced`: the host as a child process, fed R ticks/s for D seconds by a simulated market in
+//!   this process through the embedded broker (also here): produce → Elasticsearch latency
+//!   p50/p99 (the tick's timestamp is the clock at produce time), the host's peak RSS and CPU;
 //! - `python_baseline` (with `--python SCRIPT`): the original design's consumer (kafka-python, one
 //!   `es.index` per message) against the same broker and the same endpoint.
 
@@ -279,13 +279,12 @@ pub struct PacedBench {
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub latency_max_ms: f64,
-    /// Peak resident set of the host process (VmHWM; it includes the embedded broker and the
-    /// simulated producer, so the host alone is below this).
+    /// Peak resident set of the host process (VmHWM); the broker and the simulated producer run
+    /// in the benchmark's process, not the host's.
     pub peak_rss_mib: f64,
     /// Resident set at the end of the run.
     pub rss_mib: f64,
-    /// Cores the host process kept busy on average (1.0 = one core), its simulated producer and
-    /// embedded broker included.
+    /// Cores the host process kept busy on average (1.0 = one core).
     pub host_cores_busy: f64,
     pub bulk_max_age_ms: u64,
 }
@@ -322,8 +321,27 @@ pub async fn paced(
     let endpoint = SinkEndpoint::default();
     let url = endpoint.start().await?;
     let lake = tempfile_dir()?;
+    // The broker and the simulated market live in this process, so the child is the host alone.
+    let config = Config::default();
+    let k = &config.kafka;
+    let cluster = crate::source::kafka::EmbeddedKafka::start(&[
+        (k.topic.as_str(), k.embedded_partitions),
+        (k.dead_letter_topic.as_str(), 1),
+        (k.alerts_topic.as_str(), 1),
+    ])?;
+    let brokers = cluster.bootstrap_servers();
+    let feed = tokio::spawn(crate::source::replay::feed_simulated(
+        crate::source::kafka::producer(&brokers)?,
+        k.topic.clone(),
+        rate,
+        crate::simulate::SimulateOptions {
+            instruments: 20,
+            seed: 9,
+            ..Default::default()
+        },
+    ));
     let mut child = tokio::process::Command::new(exe)
-        .args(["run", "--simulate", &rate.to_string(), "--es-url", &url])
+        .args(["run", "--brokers", &brokers, "--es-url", &url])
         .arg("--lake")
         .arg(&lake)
         .env(
@@ -360,6 +378,10 @@ pub async fn paced(
     let rss = status_kib(pid, "VmRSS:").unwrap_or(f64::NAN) / 1024.0;
     let _ = child.start_kill();
     let _ = child.wait().await;
+    feed.abort();
+    if let Ok(Err(e)) = feed.await {
+        return Err(e.context("the simulated feed failed"));
+    }
     let _ = std::fs::remove_dir_all(&lake);
     let mut latencies = seen.latencies;
     latencies.sort_by(f64::total_cmp);
