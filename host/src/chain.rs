@@ -306,7 +306,17 @@ impl WasmChain {
         let validate = &mut self.validate;
         let mut took = [std::time::Duration::ZERO; 3];
         let started = std::time::Instant::now();
-        let validated = call_isolated(&views, |batch| validate.validate(&validate_cfg, batch));
+        // The whole batch as columns, built once: validate's call, and enrich's when every tick
+        // passed (a retry of a single tick after a fault builds its own).
+        let columns = convert::tick_batch(&views);
+        let whole = views.len();
+        let validated = call_isolated(&views, |batch| {
+            if batch.len() == whole {
+                validate.validate_columns(&validate_cfg, &columns, whole)
+            } else {
+                validate.validate(&validate_cfg, batch)
+            }
+        });
         took[0] = started.elapsed();
         let verdicts = validated
             .into_iter()
@@ -326,7 +336,14 @@ impl WasmChain {
             |accepted| {
                 let batch: Vec<TickRef<'_>> = accepted.iter().map(|&i| views[i]).collect();
                 let started = std::time::Instant::now();
-                let enriched = call_isolated(&batch, |b| enrich.enrich(&enrich_cfg, b));
+                let everyone = batch.len() == whole;
+                let enriched = call_isolated(&batch, |b| {
+                    if everyone && b.len() == whole {
+                        enrich.enrich_columns(&enrich_cfg, &columns, whole)
+                    } else {
+                        enrich.enrich(&enrich_cfg, b)
+                    }
+                });
                 if !batch.is_empty() {
                     *enrich_took = started.elapsed();
                 }

@@ -282,15 +282,25 @@ impl StageInstance {
         config: &validate::ValidateConfig,
         ticks: &[stockpipe_model::TickRef<'_>],
     ) -> Result<Vec<Option<stockpipe_model::Rejection>>, GuestFault> {
-        let batch = convert::tick_batch(ticks);
+        self.validate_columns(config, &convert::tick_batch(ticks), ticks.len())
+    }
+
+    /// [`StageInstance::validate`] of `ticks` ticks already laid out as columns (the chain builds
+    /// them once for validate and, when every tick passed, enrich).
+    pub fn validate_columns(
+        &mut self,
+        config: &validate::ValidateConfig,
+        batch: &bindings::types::TickBatch,
+        ticks: usize,
+    ) -> Result<Vec<Option<stockpipe_model::Rejection>>, GuestFault> {
         self.call(|exports, store| {
             let Exports::Validate(g) = exports else {
                 unreachable!("a validate stage holds a validate guest")
             };
             let out = g
-                .call_validate_batch(store, *config, &batch)
+                .call_validate_batch(store, *config, batch)
                 .map_err(GuestFault::from_wasmtime)?;
-            expect_len(ticks.len(), out.len())?;
+            expect_len(ticks, out.len())?;
             Ok(out
                 .into_iter()
                 .map(|v| v.map(convert::rejection_from_wit))
@@ -304,18 +314,28 @@ impl StageInstance {
         ticks: &[stockpipe_model::TickRef<'_>],
     ) -> Result<Vec<Result<stockpipe_model::Enrichment, stockpipe_model::Rejection>>, GuestFault>
     {
-        let batch = convert::tick_batch(ticks);
+        self.enrich_columns(config, &convert::tick_batch(ticks), ticks.len())
+    }
+
+    /// [`StageInstance::enrich`] of `ticks` ticks already laid out as columns.
+    pub fn enrich_columns(
+        &mut self,
+        config: &enrich::EnrichConfig,
+        batch: &bindings::types::TickBatch,
+        ticks: usize,
+    ) -> Result<Vec<Result<stockpipe_model::Enrichment, stockpipe_model::Rejection>>, GuestFault>
+    {
         self.call(|exports, store| {
             let Exports::Enrich(g) = exports else {
                 unreachable!("an enrich stage holds an enrich guest")
             };
             let out = g
-                .call_enrich_batch(store, *config, &batch)
+                .call_enrich_batch(store, *config, batch)
                 .map_err(GuestFault::from_wasmtime)?;
             let outcomes = convert::enrichment_columns_from_wit(out)
                 .into_outcomes()
                 .map_err(GuestFault::broken_contract)?;
-            expect_len(ticks.len(), outcomes.len())?;
+            expect_len(ticks, outcomes.len())?;
             Ok(outcomes)
         })
     }
