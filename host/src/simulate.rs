@@ -179,34 +179,12 @@ pub fn tick_json(tick: &Tick) -> Vec<u8> {
     #[derive(serde::Serialize)]
     struct SampleTick<'a> {
         timestamp: String,
-        instrument_token: u64,
-        last_price: f64,
-        volume: i64,
-        sell_quantity: i64,
-        last_quantity: i64,
-        change: f64,
-        average_price: f64,
-        open: f64,
-        high: f64,
-        low: f64,
-        close: f64,
-        depth: crate::sink::document::Depth<'a>,
+        #[serde(flatten)]
+        fields: crate::sink::document::TickFields<'a>,
     }
-    let t = tick;
     serde_json::to_vec(&SampleTick {
-        timestamp: stockpipe_model::time::format_sample_micros(t.timestamp_us),
-        instrument_token: t.instrument_token,
-        last_price: t.last_price,
-        volume: t.volume,
-        sell_quantity: t.sell_quantity,
-        last_quantity: t.last_quantity,
-        change: t.change,
-        average_price: t.average_price,
-        open: t.open,
-        high: t.high,
-        low: t.low,
-        close: t.close,
-        depth: crate::sink::document::Depth::of(t),
+        timestamp: stockpipe_model::time::format_sample_micros(tick.timestamp_us),
+        fields: crate::sink::document::TickFields::of(tick),
     })
     .expect("serializable")
 }

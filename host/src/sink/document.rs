@@ -22,18 +22,8 @@ pub fn document_id(enrichment: &Enrichment) -> String {
 pub struct AcceptedDocument<'a> {
     event_id: String,
     timestamp: String,
-    instrument_token: u64,
-    last_price: f64,
-    volume: i64,
-    sell_quantity: i64,
-    last_quantity: i64,
-    change: f64,
-    average_price: f64,
-    open: f64,
-    high: f64,
-    low: f64,
-    close: f64,
-    depth: Depth<'a>,
+    #[serde(flatten)]
+    tick: TickFields<'a>,
     mid_price: f64,
     spread: f64,
     spread_bps: f64,
@@ -49,20 +39,51 @@ pub struct AcceptedDocument<'a> {
     pub alert_reason: Option<&'a str>,
 }
 
-/// `{"buy": [{price, orders, quantity}, …], "sell": […]}`, the sample's form.
+/// Every field of a tick but its timestamp, in the sample's form and order (the document and a
+/// simulated Kafka message write their own timestamp).
 #[derive(Debug, Serialize)]
-pub(crate) struct Depth<'a> {
-    buy: Levels<'a>,
-    sell: Levels<'a>,
+pub(crate) struct TickFields<'a> {
+    instrument_token: u64,
+    last_price: f64,
+    volume: i64,
+    sell_quantity: i64,
+    last_quantity: i64,
+    change: f64,
+    average_price: f64,
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    depth: Depth<'a>,
 }
 
-impl<'a> Depth<'a> {
-    pub(crate) fn of(tick: &'a Tick) -> Self {
+impl<'a> TickFields<'a> {
+    pub(crate) fn of(t: &'a Tick) -> Self {
         Self {
-            buy: Levels(&tick.depth_buy),
-            sell: Levels(&tick.depth_sell),
+            instrument_token: t.instrument_token,
+            last_price: t.last_price,
+            volume: t.volume,
+            sell_quantity: t.sell_quantity,
+            last_quantity: t.last_quantity,
+            change: t.change,
+            average_price: t.average_price,
+            open: t.open,
+            high: t.high,
+            low: t.low,
+            close: t.close,
+            depth: Depth {
+                buy: Levels(&t.depth_buy),
+                sell: Levels(&t.depth_sell),
+            },
         }
     }
+}
+
+/// `{"buy": [{price, orders, quantity}, …], "sell": […]}`.
+#[derive(Debug, Serialize)]
+struct Depth<'a> {
+    buy: Levels<'a>,
+    sell: Levels<'a>,
 }
 
 #[derive(Debug)]
@@ -115,18 +136,7 @@ impl<'a> AcceptedDocument<'a> {
         Self {
             event_id: document_id(e),
             timestamp: format_rfc3339_micros(tick.timestamp_us),
-            instrument_token: tick.instrument_token,
-            last_price: tick.last_price,
-            volume: tick.volume,
-            sell_quantity: tick.sell_quantity,
-            last_quantity: tick.last_quantity,
-            change: tick.change,
-            average_price: tick.average_price,
-            open: tick.open,
-            high: tick.high,
-            low: tick.low,
-            close: tick.close,
-            depth: Depth::of(tick),
+            tick: TickFields::of(tick),
             mid_price: e.mid_price,
             spread: e.spread,
             spread_bps: e.spread_bps,
