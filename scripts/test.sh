@@ -12,7 +12,7 @@ python3 -m pip install --quiet --disable-pip-version-check \
 if [ ! -x /usr/bin/chromium ]; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
 # pyenv puts console scripts behind shims; make sure the new ones are visible.
 command -v pyenv >/dev/null && pyenv rehash || true
