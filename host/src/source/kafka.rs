@@ -264,14 +264,36 @@ pub fn high_watermarks<C: ConsumerContext>(
     if topic_md.partitions().is_empty() {
         anyhow::bail!("topic {topic} has no partitions (does it exist?)");
     }
-    topic_md
-        .partitions()
+    let partitions: Vec<i32> = topic_md.partitions().iter().map(|p| p.id()).collect();
+    // One ListOffsets request for every partition ("latest", timestamp -1) instead of one round
+    // trip per partition; the per-partition query stays as the fallback.
+    let mut latest = TopicPartitionList::new();
+    for &p in &partitions {
+        latest
+            .add_partition_offset(topic, p, Offset::End)
+            .context("building the offsets request")?;
+    }
+    if let Ok(answer) = consumer.offsets_for_times(latest, timeout) {
+        let ends: Option<BTreeMap<i32, i64>> = answer
+            .elements_for_topic(topic)
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) if e.error().is_ok() => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect();
+        if let Some(ends) = ends.filter(|e| e.len() == partitions.len()) {
+            return Ok(ends);
+        }
+    }
+    tracing::debug!(topic, "asking for the end of each partition one at a time");
+    partitions
         .iter()
-        .map(|p| {
+        .map(|&p| {
             let (_, high) = consumer
-                .fetch_watermarks(topic, p.id(), timeout)
-                .with_context(|| format!("watermarks of {topic}/{}", p.id()))?;
-            Ok((p.id(), high))
+                .fetch_watermarks(topic, p, timeout)
+                .with_context(|| format!("watermarks of {topic}/{p}"))?;
+            Ok((p, high))
         })
         .collect()
 }
