@@ -188,7 +188,7 @@ async fn sample_and_bad_ticks_end_to_end() {
     assert_eq!(summary.alerts, expected_alerts);
 
     // Offsets: committed to the end of every partition.
-    let consumer = kafka_source::consumer(&brokers, "probe", &k.topic).unwrap();
+    let consumer = crate::support::probe(&brokers);
     let high = tokio::task::block_in_place(|| {
         kafka_source::high_watermarks(&consumer, &k.topic, Duration::from_secs(10))
     })

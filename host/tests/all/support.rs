@@ -188,3 +188,12 @@ pub fn embedded_cluster(
     ])
     .unwrap()
 }
+
+/// A client for metadata and watermarks only: no group subscription, so dropping it never waits on
+/// a rebalance (a subscribed consumer that is never polled can block in its drop).
+pub fn probe(brokers: &str) -> rdkafka::consumer::BaseConsumer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap()
+}

@@ -551,7 +551,7 @@ async fn a_second_member_of_the_group_takes_partitions_without_losing_a_tick() {
     assert_eq!(producer.await.unwrap(), total);
     // Done when the group has committed every offset.
     let brokers = first.brokers.clone();
-    let probe = kafka_source::consumer(&brokers, "probe", "stock-stream").unwrap();
+    let probe = crate::support::probe(&brokers);
     let high = tokio::task::block_in_place(|| {
         kafka_source::high_watermarks(&probe, "stock-stream", Duration::from_secs(10))
     })
