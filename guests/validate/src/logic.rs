@@ -34,6 +34,7 @@ pub fn validate_batch(config: &ValidateConfig, ticks: &[TickRef<'_>]) -> Vec<Opt
 }
 
 /// A level of all zeros is padding (an exchange sends it for an empty level), not a quote.
+#[inline]
 pub fn is_padding(level: &DepthLevel) -> bool {
     level.price == 0.0 && level.orders == 0 && level.quantity == 0
 }
@@ -100,11 +101,13 @@ pub fn validate_tick(config: &ValidateConfig, t: &TickRef<'_>) -> Result<(), Rej
     Ok(())
 }
 
+#[inline]
 fn positive_price(name: &str, price: f64) -> Result<(), Rejection> {
     positive_price_at(price, || name.to_string())
 }
 
 /// `name` is only built when the check fails: valid ticks (nearly all) allocate nothing.
+#[inline]
 fn positive_price_at(price: f64, name: impl Fn() -> String) -> Result<(), Rejection> {
     if !price.is_finite() {
         return Err(Rejection::new(
@@ -121,10 +124,12 @@ fn positive_price_at(price: f64, name: impl Fn() -> String) -> Result<(), Reject
     Ok(())
 }
 
+#[inline]
 fn non_negative(name: &str, qty: i64) -> Result<(), Rejection> {
     non_negative_at(qty, || name.to_string())
 }
 
+#[inline]
 fn non_negative_at(qty: i64, name: impl Fn() -> String) -> Result<(), Rejection> {
     if qty < 0 {
         return Err(Rejection::new(
@@ -137,6 +142,7 @@ fn non_negative_at(qty: i64, name: impl Fn() -> String) -> Result<(), Rejection>
 
 /// Checks one side of the book and returns its best price. `in_order(better, worse)` says whether
 /// two consecutive levels are in the side's order (bids descending, asks ascending).
+#[inline]
 fn check_side(
     side: &str,
     levels: &[DepthLevel],
