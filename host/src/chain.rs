@@ -403,6 +403,8 @@ impl StageChain for NativeChain {
             },
             |inputs| {
                 route_logic::route_batch(&config.route, inputs)
+                    .decode()
+                    .expect("a plan made by the route logic is consistent")
                     .into_iter()
                     .map(Ok)
                     .collect()

@@ -37,7 +37,7 @@ mod bindings {
             let inputs = columns
                 .to_inputs()
                 .unwrap_or_else(|e| panic!("inconsistent route batch: {e}"));
-            let p = plan::RoutePlan::encode(logic::route_batch(&config, &inputs));
+            let p = logic::route_batch(&config, &inputs);
             RoutePlan {
                 names: p.names,
                 search_index: p.search_index,

@@ -5,6 +5,7 @@
 //! configured threshold. A tick rejected upstream goes to the dead-letter topic only.
 #![forbid(unsafe_code)]
 
+use crate::plan::RoutePlan;
 use std::sync::Arc;
 use stockpipe_model::time::Civil;
 
@@ -57,87 +58,96 @@ pub struct Destinations {
     pub dead_letter_topic: Option<Name>,
 }
 
-/// The configuration's names, made shareable once per batch.
-struct Names {
-    search_index: Name,
-    alerts_topic: Name,
-    dead_letter_topic: Name,
-}
+/// Where each name sits in a plan's `names`: the configured ones first, then lake partitions in
+/// the order they appear.
+const SEARCH_INDEX: i32 = 0;
+const ALERTS_TOPIC: i32 = 1;
+const DEAD_LETTER_TOPIC: i32 = 2;
 
-impl Names {
-    fn of(config: &RouteConfig) -> Self {
-        Self {
-            search_index: config.search_index.as_str().into(),
-            alerts_topic: config.alerts_topic.as_str().into(),
-            dead_letter_topic: config.dead_letter_topic.as_str().into(),
+/// Routes a batch into a [`RoutePlan`]: every destination name written once, one index per tick
+/// and kind. This is the stage's whole answer, in the shape it crosses the wasm boundary (no
+/// per-tick strings but the rare alert reason); [`RoutePlan::decode`] turns it into
+/// [`Destinations`]. Ticks of one batch mostly share an hour: a partition already named is looked
+/// up (newest first), and only a new hour is formatted.
+pub fn route_batch(config: &RouteConfig, inputs: &[RouteInput]) -> RoutePlan {
+    let n = inputs.len();
+    let mut plan = RoutePlan {
+        names: vec![
+            config.search_index.clone(),
+            config.alerts_topic.clone(),
+            config.dead_letter_topic.clone(),
+        ],
+        search_index: Vec::with_capacity(n),
+        lake_partition: Vec::with_capacity(n),
+        alert_topic: Vec::with_capacity(n),
+        alert_reason: Vec::with_capacity(n),
+        dead_letter_topic: Vec::with_capacity(n),
+    };
+    // (UTC hour since the epoch, index of its partition in `names`), newest last.
+    let mut hours: Vec<(i64, i32)> = Vec::new();
+    for input in inputs {
+        if input.rejected {
+            plan.search_index.push(-1);
+            plan.lake_partition.push(-1);
+            plan.alert_topic.push(-1);
+            plan.alert_reason.push(None);
+            plan.dead_letter_topic.push(DEAD_LETTER_TOPIC);
+            continue;
         }
-    }
-}
-
-/// Routes a batch. Ticks of one batch mostly share an hour, so the partition of the last hour
-/// seen is shared instead of formatted again.
-pub fn route_batch(config: &RouteConfig, inputs: &[RouteInput]) -> Vec<Destinations> {
-    let names = Names::of(config);
-    let mut last: Option<(i64, Name)> = None;
-    inputs
-        .iter()
-        .map(|input| {
-            route_one_with(config, &names, input, |us| {
-                let hour = us.div_euclid(3_600_000_000);
-                match &last {
-                    Some((h, partition)) if *h == hour => partition.clone(),
-                    _ => {
-                        let partition: Name = Civil::from_micros(us).lake_partition().into();
-                        last = Some((hour, partition.clone()));
-                        partition
-                    }
-                }
-            })
-        })
-        .collect()
-}
-
-pub fn route_one(config: &RouteConfig, input: &RouteInput) -> Destinations {
-    route_one_with(config, &Names::of(config), input, |us| {
-        Civil::from_micros(us).lake_partition().into()
-    })
-}
-
-fn route_one_with(
-    config: &RouteConfig,
-    names: &Names,
-    input: &RouteInput,
-    partition: impl FnOnce(i64) -> Name,
-) -> Destinations {
-    if input.rejected {
-        return Destinations {
-            dead_letter_topic: Some(names.dead_letter_topic.clone()),
-            ..Destinations::default()
+        let hour = input.timestamp_us.div_euclid(3_600_000_000);
+        let partition = match hours.iter().rev().find(|(h, _)| *h == hour) {
+            Some(&(_, index)) => index,
+            None => {
+                let index =
+                    i32::try_from(plan.names.len()).expect("a batch names < 2^31 partitions");
+                plan.names
+                    .push(Civil::from_micros(input.timestamp_us).lake_partition());
+                hours.push((hour, index));
+                index
+            }
         };
+        let reason = alert_reason(config, input);
+        plan.search_index.push(SEARCH_INDEX);
+        plan.lake_partition.push(partition);
+        plan.alert_topic
+            .push(if reason.is_some() { ALERTS_TOPIC } else { -1 });
+        plan.alert_reason.push(reason);
+        plan.dead_letter_topic.push(-1);
+    }
+    plan
+}
+
+/// One tick's destinations (the batch path, for one tick).
+pub fn route_one(config: &RouteConfig, input: &RouteInput) -> Destinations {
+    route_batch(config, std::slice::from_ref(input))
+        .decode()
+        .expect("a plan made here is consistent")
+        .pop()
+        .expect("one destination per input")
+}
+
+/// Why an accepted tick raises an alert, if it does.
+fn alert_reason(config: &RouteConfig, input: &RouteInput) -> Option<String> {
+    let change = config.change_alert_pct > 0.0 && input.change.abs() >= config.change_alert_pct;
+    let spread = config.spread_alert_bps > 0.0 && input.spread_bps >= config.spread_alert_bps;
+    if !(change || spread) {
+        return None;
     }
     let mut reasons = Vec::new();
-    if config.change_alert_pct > 0.0 && input.change.abs() >= config.change_alert_pct {
+    if change {
         reasons.push(format!(
             "|change| {:.3}% >= {}%",
             input.change.abs(),
             config.change_alert_pct
         ));
     }
-    if config.spread_alert_bps > 0.0 && input.spread_bps >= config.spread_alert_bps {
+    if spread {
         reasons.push(format!(
             "spread {:.1} bps >= {} bps",
             input.spread_bps, config.spread_alert_bps
         ));
     }
-    Destinations {
-        search_index: Some(names.search_index.clone()),
-        lake_partition: Some(partition(input.timestamp_us)),
-        alert: (!reasons.is_empty()).then(|| Alert {
-            topic: names.alerts_topic.clone(),
-            reason: reasons.join("; "),
-        }),
-        dead_letter_topic: None,
-    }
+    Some(reasons.join("; "))
 }
 
 #[cfg(test)]
@@ -231,7 +241,10 @@ mod tests {
             })
             .collect();
         let singles: Vec<_> = inputs.iter().map(|i| route_one(&config, i)).collect();
-        assert_eq!(route_batch(&config, &inputs), singles);
+        let plan = route_batch(&config, &inputs);
+        // The index, the alerts and dead-letter topics, then hours 07, 08 and (a day later) 07.
+        assert_eq!(plan.names.len(), 6, "{:?}", plan.names);
+        assert_eq!(plan.decode().unwrap(), singles);
     }
 
     #[test]

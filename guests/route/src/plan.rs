@@ -4,7 +4,6 @@
 #![forbid(unsafe_code)]
 
 use crate::logic::{Alert, Destinations, Name, RouteInput};
-use std::sync::Arc;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RouteColumns {
@@ -62,51 +61,7 @@ pub struct RoutePlan {
     pub dead_letter_topic: Vec<i32>,
 }
 
-/// Writes each distinct name once. A batch names a handful of destinations, mostly the very same
-/// shared `Name`s: pointer equality, then a linear scan, beat hashing here.
-#[derive(Default)]
-struct NameTable {
-    names: Vec<Name>,
-}
-
-impl NameTable {
-    fn index(&mut self, name: Option<Name>) -> i32 {
-        let Some(name) = name else { return -1 };
-        let found = self
-            .names
-            .iter()
-            .position(|n| Arc::ptr_eq(n, &name))
-            .or_else(|| self.names.iter().position(|n| *n == name));
-        match found {
-            Some(i) => i as i32,
-            None => {
-                self.names.push(name);
-                (self.names.len() - 1) as i32
-            }
-        }
-    }
-}
-
 impl RoutePlan {
-    pub fn encode(destinations: Vec<Destinations>) -> Self {
-        let mut table = NameTable::default();
-        let mut plan = Self::default();
-        for d in destinations {
-            plan.search_index.push(table.index(d.search_index));
-            plan.lake_partition.push(table.index(d.lake_partition));
-            let (topic, reason) = match d.alert {
-                Some(a) => (Some(a.topic), Some(a.reason)),
-                None => (None, None),
-            };
-            plan.alert_topic.push(table.index(topic));
-            plan.alert_reason.push(reason);
-            plan.dead_letter_topic
-                .push(table.index(d.dead_letter_topic));
-        }
-        plan.names = table.names.iter().map(|n| n.to_string()).collect();
-        plan
-    }
-
     /// One [`Destinations`] per tick; refuses unequal columns and indices outside `names`.
     pub fn decode(self) -> Result<Vec<Destinations>, String> {
         let n = self.search_index.len();
@@ -156,6 +111,7 @@ impl RoutePlan {
 mod tests {
     use super::*;
     use crate::logic::{RouteConfig, route_batch};
+    use std::sync::Arc;
 
     #[test]
     fn plans_round_trip_and_share_names() {
@@ -174,11 +130,23 @@ mod tests {
             .collect();
         let columns = RouteColumns::from_inputs(&inputs);
         assert_eq!(columns.to_inputs().unwrap(), inputs);
-        let destinations = route_batch(&config, &inputs);
-        let plan = RoutePlan::encode(destinations.clone());
-        // The index, four hourly partitions (07-10), the alerts topic, the dead-letter topic.
+        let plan = route_batch(&config, &inputs);
+        // The index, the alerts topic, the dead-letter topic, four hourly partitions (07-10).
         assert_eq!(plan.names.len(), 7, "{:?}", plan.names);
-        assert_eq!(plan.decode().unwrap(), destinations);
+        assert_eq!(plan.lake_partition, [3, 4, 4, 5, -1, 6]);
+        assert_eq!(plan.alert_topic, [-1, -1, 1, -1, -1, -1]);
+        assert_eq!(plan.dead_letter_topic, [-1, -1, -1, -1, 2, -1]);
+        let destinations = plan.decode().unwrap();
+        assert_eq!(
+            destinations[3].lake_partition.as_deref(),
+            Some("dt=2017-06-20/hour=09")
+        );
+        // Ticks pointing at one name share one allocation.
+        let (a, b) = (&destinations[1], &destinations[2]);
+        assert!(Arc::ptr_eq(
+            a.lake_partition.as_ref().unwrap(),
+            b.lake_partition.as_ref().unwrap()
+        ));
     }
 
     #[test]
