@@ -1,6 +1,8 @@
 //! `stockpipe bench pipeline`: Kafka → host → Elasticsearch, measured end to end.
 //!
-//! The broker is the embedded mock cluster; the Elasticsearch API is [`SinkEndpoint`], a minimal
+//! The broker is the embedded mock cluster, or with `--brokers` an external one (Tansu, Kafka):
+//! each run then creates its own topics (a fresh suffix) and consumer group there, so runs never
+//! see each other's messages or offsets. The Elasticsearch API is [`SinkEndpoint`], a minimal
 //! scripted endpoint in this process that acknowledges every document at once and notes when it
 //! arrived — so the figures are the host's, not an emulator's (noida-db indexes ~1–2k docs/s and
 //! would be what is measured). Three figures, each one JSON line:
@@ -170,6 +172,8 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 #[derive(Debug, Serialize)]
 pub struct ThroughputBench {
     pub bench: &'static str,
+    /// `embedded` (librdkafka's mock cluster, in this process) or `external`.
+    pub broker: &'static str,
     pub ticks: usize,
     pub partitions: i32,
     /// From `run --once` starting (consumer join included) to every sink acknowledged.
@@ -185,9 +189,113 @@ pub struct ThroughputBench {
     pub cores_busy: f64,
 }
 
+/// The broker one benchmark runs against, with the topic names and group it uses there.
+pub struct BenchBroker {
+    /// Kept alive for the run (the embedded cluster stops when dropped).
+    _embedded: Option<crate::source::kafka::EmbeddedKafka>,
+    pub brokers: String,
+    pub kind: &'static str,
+    pub topic: String,
+    pub dead_letter_topic: String,
+    pub alerts_topic: String,
+    pub group_id: String,
+}
+
+impl BenchBroker {
+    /// The embedded mock cluster (no `external`) with `partitions` for the tick topic, or an external
+    /// broker where topics named `<configured>-bench-<random>` are created.
+    pub async fn start(external: Option<&str>, partitions: i32) -> anyhow::Result<Self> {
+        let k = Config::default().kafka;
+        let Some(brokers) = external else {
+            let embedded = crate::source::kafka::EmbeddedKafka::start(&[
+                (k.topic.as_str(), partitions),
+                (k.dead_letter_topic.as_str(), 1),
+                (k.alerts_topic.as_str(), 1),
+            ])?;
+            return Ok(Self {
+                brokers: embedded.bootstrap_servers(),
+                _embedded: Some(embedded),
+                kind: "embedded",
+                topic: k.topic,
+                dead_letter_topic: k.dead_letter_topic,
+                alerts_topic: k.alerts_topic,
+                group_id: k.group_id,
+            });
+        };
+        let suffix = format!("bench-{:08x}", crate::random_u64() as u32);
+        let named = |t: &str| format!("{t}-{suffix}");
+        let broker = Self {
+            _embedded: None,
+            brokers: brokers.to_string(),
+            kind: "external",
+            topic: named(&k.topic),
+            dead_letter_topic: named(&k.dead_letter_topic),
+            alerts_topic: named(&k.alerts_topic),
+            group_id: named(&k.group_id),
+        };
+        create_topics(
+            brokers,
+            &[
+                (broker.topic.as_str(), partitions),
+                (broker.dead_letter_topic.as_str(), 1),
+                (broker.alerts_topic.as_str(), 1),
+            ],
+        )
+        .await?;
+        Ok(broker)
+    }
+
+    /// `config` pointed at this broker's topics and group.
+    pub fn configure(&self, config: &mut Config) {
+        config.kafka.brokers = self.brokers.clone();
+        config.kafka.topic = self.topic.clone();
+        config.kafka.dead_letter_topic = self.dead_letter_topic.clone();
+        config.kafka.alerts_topic = self.alerts_topic.clone();
+        config.kafka.group_id = self.group_id.clone();
+    }
+
+    /// The same as environment overrides, for a host started as a child process.
+    pub fn env(&self) -> [(&'static str, &str); 4] {
+        [
+            ("STOCKPIPE_KAFKA_TOPIC", &self.topic),
+            ("STOCKPIPE_KAFKA_DEAD_LETTER_TOPIC", &self.dead_letter_topic),
+            ("STOCKPIPE_KAFKA_ALERTS_TOPIC", &self.alerts_topic),
+            ("STOCKPIPE_KAFKA_GROUP_ID", &self.group_id),
+        ]
+    }
+}
+
+/// Creates topics on an external broker (one replica each); a topic that exists already is fine.
+async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .with_context(|| format!("an admin client for {brokers}"))?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .with_context(|| format!("creating the benchmark's topics on {brokers}"))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating topic {topic} on {brokers}: {code}"),
+        }
+    }
+    Ok(())
+}
+
 /// A backlog of `ticks` simulated ticks through `run --once` into the endpoint.
-pub async fn throughput(ticks: usize) -> anyhow::Result<ThroughputBench> {
-    use crate::source::kafka::{EmbeddedKafka, embedded_dropped, embedded_partitions_for};
+pub async fn throughput(ticks: usize, external: Option<&str>) -> anyhow::Result<ThroughputBench> {
+    use crate::source::kafka::{embedded_dropped, embedded_partitions_for};
     let data = crate::simulate::simulate(&crate::simulate::SimulateOptions {
         instruments: 50,
         ticks,
@@ -202,25 +310,23 @@ pub async fn throughput(ticks: usize) -> anyhow::Result<ThroughputBench> {
         payloads.iter().map(Vec::len).sum(),
         payloads.len(),
     );
-    let k = &config.kafka;
-    let cluster = EmbeddedKafka::start(&[
-        (k.topic.as_str(), partitions),
-        (k.dead_letter_topic.as_str(), 1),
-        (k.alerts_topic.as_str(), 1),
-    ])?;
-    let brokers = cluster.bootstrap_servers();
+    let broker = BenchBroker::start(external, partitions).await?;
+    broker.configure(&mut config);
+    let brokers = broker.brokers.clone();
     let producer = crate::source::kafka::producer(&brokers)?;
     crate::source::replay::produce_all(
         &producer,
-        &k.topic,
+        &broker.topic,
         &payloads,
         crate::source::replay::Pace::Max,
         |_| {},
     )
     .await?;
-    let dropped =
-        tokio::task::block_in_place(|| embedded_dropped(&producer, &k.topic, partitions))?;
-    anyhow::ensure!(dropped == 0, "the mock cluster dropped {dropped} ticks");
+    if external.is_none() {
+        let dropped =
+            tokio::task::block_in_place(|| embedded_dropped(&producer, &broker.topic, partitions))?;
+        anyhow::ensure!(dropped == 0, "the mock cluster dropped {dropped} ticks");
+    }
     let endpoint = SinkEndpoint::default();
     let lake = tempfile_dir()?;
     config.elasticsearch.url = endpoint.start().await?;
@@ -252,6 +358,7 @@ pub async fn throughput(ticks: usize) -> anyhow::Result<ThroughputBench> {
     };
     Ok(ThroughputBench {
         bench: "pipeline_throughput",
+        broker: broker.kind,
         ticks,
         partitions,
         wall_seconds: wall,
@@ -273,6 +380,7 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 #[derive(Debug, Serialize)]
 pub struct PacedBench {
     pub bench: &'static str,
+    pub broker: &'static str,
     pub rate: f64,
     pub seconds: f64,
     pub indexed_per_s: f64,
@@ -317,22 +425,18 @@ pub async fn paced(
     rate: f64,
     seconds: f64,
     bulk_max_age_ms: u64,
+    external: Option<&str>,
 ) -> anyhow::Result<PacedBench> {
     let endpoint = SinkEndpoint::default();
     let url = endpoint.start().await?;
     let lake = tempfile_dir()?;
-    // The broker and the simulated market live in this process, so the child is the host alone.
-    let config = Config::default();
-    let k = &config.kafka;
-    let cluster = crate::source::kafka::EmbeddedKafka::start(&[
-        (k.topic.as_str(), k.embedded_partitions),
-        (k.dead_letter_topic.as_str(), 1),
-        (k.alerts_topic.as_str(), 1),
-    ])?;
-    let brokers = cluster.bootstrap_servers();
+    // The broker (unless external) and the simulated market live in this process, so the child
+    // is the host alone.
+    let broker = BenchBroker::start(external, Config::default().kafka.embedded_partitions).await?;
+    let brokers = broker.brokers.clone();
     let feed = tokio::spawn(crate::source::replay::feed_simulated(
         crate::source::kafka::producer(&brokers)?,
-        k.topic.clone(),
+        broker.topic.clone(),
         rate,
         crate::simulate::SimulateOptions {
             instruments: 20,
@@ -344,6 +448,7 @@ pub async fn paced(
         .args(["run", "--brokers", &brokers, "--es-url", &url])
         .arg("--lake")
         .arg(&lake)
+        .envs(broker.env())
         .env(
             "STOCKPIPE_ELASTICSEARCH_BULK_MAX_AGE_MS",
             bulk_max_age_ms.to_string(),
@@ -387,6 +492,7 @@ pub async fn paced(
     latencies.sort_by(f64::total_cmp);
     Ok(PacedBench {
         bench: "pipeline_paced",
+        broker: broker.kind,
         rate,
         seconds: elapsed,
         indexed_per_s: seen.documents as f64 / elapsed,
@@ -403,6 +509,7 @@ pub async fn paced(
 #[derive(Debug, Serialize)]
 pub struct BaselineBench {
     pub bench: &'static str,
+    pub broker: &'static str,
     pub script: String,
     pub messages: u64,
     pub seconds: f64,
@@ -416,8 +523,8 @@ pub async fn python_baseline(
     script: &std::path::Path,
     messages: usize,
     host_ticks_per_s: Option<f64>,
+    external: Option<&str>,
 ) -> anyhow::Result<BaselineBench> {
-    use crate::source::kafka::EmbeddedKafka;
     let data = crate::simulate::simulate(&crate::simulate::SimulateOptions {
         instruments: 50,
         ticks: messages,
@@ -425,12 +532,12 @@ pub async fn python_baseline(
         ..Default::default()
     });
     let payloads: Vec<Vec<u8>> = data.iter().map(crate::simulate::tick_json).collect();
-    let cluster = EmbeddedKafka::start(&[("stock-stream", 3)])?;
-    let brokers = cluster.bootstrap_servers();
+    let broker = BenchBroker::start(external, 3).await?;
+    let brokers = broker.brokers.clone();
     let producer = crate::source::kafka::producer(&brokers)?;
     crate::source::replay::produce_all(
         &producer,
-        "stock-stream",
+        &broker.topic,
         &payloads,
         crate::source::replay::Pace::Max,
         |_| {},
@@ -446,7 +553,7 @@ pub async fn python_baseline(
             "--es-url",
             &url,
             "--topic",
-            "stock-stream",
+            &broker.topic,
         ])
         .args(["--count", &messages.to_string()])
         .stderr(std::process::Stdio::inherit())
@@ -473,6 +580,7 @@ pub async fn python_baseline(
     let rate = messages as f64 / seconds;
     Ok(BaselineBench {
         bench: "python_baseline",
+        broker: broker.kind,
         script: script.display().to_string(),
         messages: messages as u64,
         seconds,

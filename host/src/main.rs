@@ -325,6 +325,10 @@ enum BenchCommand {
         python: Option<PathBuf>,
         #[arg(long, default_value_t = 5_000)]
         python_ticks: usize,
+        /// An external broker (host:port, e.g. a Tansu broker) instead of the embedded mock
+        /// cluster; each run creates its own topics and group there.
+        #[arg(long)]
+        brokers: Option<String>,
     },
     /// What a guest hot swap costs: preparing the candidate, its shadow run, and the pause the
     /// pipeline loop feels at the batch boundary.
@@ -414,13 +418,16 @@ fn main() -> anyhow::Result<()> {
                         bulk_max_age_ms,
                         python,
                         python_ticks,
+                        brokers,
                     }) => {
                         use stockpipe::bench_pipeline as b;
-                        let host = b::throughput(ticks).await?;
+                        let external = brokers.as_deref();
+                        let host = b::throughput(ticks, external).await?;
                         println!("{}", serde_json::to_string(&host)?);
                         if rate > 0.0 {
                             let exe = std::env::current_exe()?;
-                            let paced = b::paced(&exe, rate, seconds, bulk_max_age_ms).await?;
+                            let paced =
+                                b::paced(&exe, rate, seconds, bulk_max_age_ms, external).await?;
                             println!("{}", serde_json::to_string(&paced)?);
                         }
                         if let Some(script) = python {
@@ -428,6 +435,7 @@ fn main() -> anyhow::Result<()> {
                                 &script,
                                 python_ticks,
                                 Some(host.sink_ticks_per_s),
+                                external,
                             )
                             .await?;
                             println!("{}", serde_json::to_string(&baseline)?);
