@@ -35,69 +35,65 @@ pub struct TickColumns {
 }
 
 impl TickColumns {
-    pub fn with_capacity(ticks: usize) -> Self {
-        let levels = ticks * 5;
-        Self {
-            timestamp_us: Vec::with_capacity(ticks),
-            instrument_token: Vec::with_capacity(ticks),
-            last_price: Vec::with_capacity(ticks),
-            volume: Vec::with_capacity(ticks),
-            sell_quantity: Vec::with_capacity(ticks),
-            last_quantity: Vec::with_capacity(ticks),
-            change: Vec::with_capacity(ticks),
-            average_price: Vec::with_capacity(ticks),
-            open: Vec::with_capacity(ticks),
-            high: Vec::with_capacity(ticks),
-            low: Vec::with_capacity(ticks),
-            close: Vec::with_capacity(ticks),
-            bid_count: Vec::with_capacity(ticks),
-            bid_price: Vec::with_capacity(levels),
-            bid_orders: Vec::with_capacity(levels),
-            bid_quantity: Vec::with_capacity(levels),
-            ask_count: Vec::with_capacity(ticks),
-            ask_price: Vec::with_capacity(levels),
-            ask_orders: Vec::with_capacity(levels),
-            ask_quantity: Vec::with_capacity(levels),
-        }
-    }
-
     /// Builds the columns of a batch. Panics if a side has more than [`MAX_LEVELS`] levels (the
     /// host's decoder refuses such ticks).
     pub fn from_ticks<'a>(ticks: impl ExactSizeIterator<Item = &'a Tick>) -> Self {
-        let mut columns = Self::with_capacity(ticks.len());
-        for t in ticks {
-            columns.push(&t.view());
-        }
-        columns
+        let views: Vec<TickRef<'_>> = ticks.map(Tick::view).collect();
+        Self::from_views(&views)
     }
 
-    pub fn push(&mut self, t: &TickRef<'_>) {
-        self.timestamp_us.push(t.timestamp_us);
-        self.instrument_token.push(t.instrument_token);
-        self.last_price.push(t.last_price);
-        self.volume.push(t.volume);
-        self.sell_quantity.push(t.sell_quantity);
-        self.last_quantity.push(t.last_quantity);
-        self.change.push(t.change);
-        self.average_price.push(t.average_price);
-        self.open.push(t.open);
-        self.high.push(t.high);
-        self.low.push(t.low);
-        self.close.push(t.close);
+    /// The columns of a batch of views: each column collected in one pass of its own (exact sizes,
+    /// no per-value capacity checks), the levels of each side extended tick by tick. Panics if a
+    /// side has more than [`MAX_LEVELS`] levels.
+    pub fn from_views(ticks: &[TickRef<'_>]) -> Self {
+        fn column<T>(ticks: &[TickRef<'_>], field: impl Fn(&TickRef<'_>) -> T) -> Vec<T> {
+            ticks.iter().map(field).collect()
+        }
         let count = |levels: &[DepthLevel]| {
             u8::try_from(levels.len()).expect("the decoder bounds depth at 255 levels")
         };
-        self.bid_count.push(count(t.depth_buy));
-        for l in t.depth_buy {
-            self.bid_price.push(l.price);
-            self.bid_orders.push(l.orders);
-            self.bid_quantity.push(l.quantity);
+        type LevelColumns = (Vec<f64>, Vec<i64>, Vec<i64>);
+        fn side<'t>(
+            ticks: &[TickRef<'t>],
+            levels: impl Fn(&TickRef<'t>) -> &'t [DepthLevel],
+        ) -> LevelColumns {
+            let total = ticks.iter().map(|t| levels(t).len()).sum();
+            let (mut price, mut orders, mut quantity) = (
+                Vec::with_capacity(total),
+                Vec::with_capacity(total),
+                Vec::with_capacity(total),
+            );
+            for t in ticks {
+                let l = levels(t);
+                price.extend(l.iter().map(|l| l.price));
+                orders.extend(l.iter().map(|l| l.orders));
+                quantity.extend(l.iter().map(|l| l.quantity));
+            }
+            (price, orders, quantity)
         }
-        self.ask_count.push(count(t.depth_sell));
-        for l in t.depth_sell {
-            self.ask_price.push(l.price);
-            self.ask_orders.push(l.orders);
-            self.ask_quantity.push(l.quantity);
+        let (bid_price, bid_orders, bid_quantity) = side(ticks, |t| t.depth_buy);
+        let (ask_price, ask_orders, ask_quantity) = side(ticks, |t| t.depth_sell);
+        Self {
+            timestamp_us: column(ticks, |t| t.timestamp_us),
+            instrument_token: column(ticks, |t| t.instrument_token),
+            last_price: column(ticks, |t| t.last_price),
+            volume: column(ticks, |t| t.volume),
+            sell_quantity: column(ticks, |t| t.sell_quantity),
+            last_quantity: column(ticks, |t| t.last_quantity),
+            change: column(ticks, |t| t.change),
+            average_price: column(ticks, |t| t.average_price),
+            open: column(ticks, |t| t.open),
+            high: column(ticks, |t| t.high),
+            low: column(ticks, |t| t.low),
+            close: column(ticks, |t| t.close),
+            bid_count: column(ticks, |t| count(t.depth_buy)),
+            bid_price,
+            bid_orders,
+            bid_quantity,
+            ask_count: column(ticks, |t| count(t.depth_sell)),
+            ask_price,
+            ask_orders,
+            ask_quantity,
         }
     }
 

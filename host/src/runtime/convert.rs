@@ -7,10 +7,7 @@ use stockpipe_model as model;
 use stockpipe_model::columns::{EnrichmentColumns, TickColumns};
 
 pub fn tick_batch(ticks: &[model::TickRef<'_>]) -> types::TickBatch {
-    let mut c = TickColumns::with_capacity(ticks.len());
-    for t in ticks {
-        c.push(t);
-    }
+    let c = TickColumns::from_views(ticks);
     types::TickBatch {
         timestamp_us: c.timestamp_us,
         instrument_token: c.instrument_token,
