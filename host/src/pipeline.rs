@@ -76,6 +76,9 @@ pub struct Pipeline {
     store: LakeStore,
     /// Partitions whose stored lake objects are known (listed since they were assigned).
     listed: HashSet<i32>,
+    /// The longest document encoded so far: each new one starts with this much room, so that
+    /// encoding never regrows (and copies) its buffer.
+    document_capacity: usize,
     es: Option<EsSink>,
     tracker: CommitTracker,
     summary: RunSummary,
@@ -145,6 +148,7 @@ impl Pipeline {
             lake,
             store,
             listed: HashSet::new(),
+            document_capacity: 1024,
             es,
             tracker: CommitTracker::default(),
             summary: RunSummary::default(),
@@ -472,7 +476,10 @@ impl Pipeline {
                         + u32::from(index.is_some());
                     self.tracker.track(source.partition, source.offset, sinks);
                     let line = if destinations.lake_partition.is_some() || index.is_some() {
-                        serde_json::to_vec(&doc).context("encoding a document")?
+                        let mut line = Vec::with_capacity(self.document_capacity);
+                        serde_json::to_writer(&mut line, &doc).context("encoding a document")?;
+                        self.document_capacity = self.document_capacity.max(line.len());
+                        line
                     } else {
                         Vec::new()
                     };
