@@ -332,7 +332,14 @@ impl Pipeline {
         for (&partition, &offset) in &self.summary.committed_offsets {
             self.telemetry.committed_offset(&topic, partition, offset);
         }
-        Ok(self.summary)
+        let Self {
+            consumer, summary, ..
+        } = self;
+        // Leaving the group: bounded, so that a rebalance under way cannot hang the shutdown.
+        tokio::task::block_in_place(|| {
+            kafka_source::drop_within(consumer, timeout, "the Kafka consumer")
+        });
+        Ok(summary)
     }
 
     /// Up to `batch_max` messages, waiting at most `batch_wait_ms` once the first has arrived

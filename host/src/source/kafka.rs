@@ -171,6 +171,33 @@ impl ConsumerContext for PipelineContext {
 
 pub type PipelineConsumer = StreamConsumer<PipelineContext>;
 
+/// Drops `value` (a consumer: dropping one leaves its group, `rd_kafka_consumer_close`) on a thread
+/// of its own and waits at most `limit`. librdkafka's close serves a pending rebalance and can wait
+/// on it without a deadline; a shutdown must not hang on that, so past `limit` the close is left to
+/// finish (or not) in the background and this returns `false`.
+pub fn drop_within<T: Send + 'static>(value: T, limit: Duration, what: &str) -> bool {
+    let (done, finished) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("consumer-close".into())
+        .spawn(move || {
+            drop(value);
+            let _ = done.send(());
+        });
+    if spawned.is_err() {
+        tracing::warn!(what, "could not start a thread to close it; left open");
+        return false;
+    }
+    let closed = finished.recv_timeout(limit).is_ok();
+    if !closed {
+        tracing::warn!(
+            what,
+            limit_ms = limit.as_millis() as u64,
+            "not closed in time; shutting down without waiting for it"
+        );
+    }
+    closed
+}
+
 /// The pipeline's consumer-group member, and the log of its revoked partitions.
 pub fn pipeline_consumer(
     brokers: &str,
@@ -417,6 +444,28 @@ pub fn read_to_end(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_close_that_hangs_is_left_behind_in_bounded_time() {
+        struct SlowClose(Duration);
+        impl Drop for SlowClose {
+            fn drop(&mut self) {
+                std::thread::sleep(self.0);
+            }
+        }
+        let started = std::time::Instant::now();
+        assert!(!drop_within(
+            SlowClose(Duration::from_secs(5)),
+            Duration::from_millis(100),
+            "a test value"
+        ));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(drop_within(
+            SlowClose(Duration::from_millis(1)),
+            Duration::from_secs(5),
+            "a test value"
+        ));
+    }
 
     #[test]
     fn the_embedded_topic_is_sized_to_retain_the_input() {
