@@ -334,17 +334,22 @@ impl WasmChain {
             ticks,
             verdicts,
             |accepted| {
-                let batch: Vec<TickRef<'_>> = accepted.iter().map(|&i| views[i]).collect();
                 let started = std::time::Instant::now();
-                let everyone = batch.len() == whole;
-                let enriched = call_isolated(&batch, |b| {
-                    if everyone && b.len() == whole {
-                        enrich.enrich_columns(&enrich_cfg, &columns, whole)
-                    } else {
-                        enrich.enrich(&enrich_cfg, b)
-                    }
-                });
-                if !batch.is_empty() {
+                // Every tick passed (the usual case): the columns built for validate serve, and
+                // `views` is the batch. Otherwise the accepted ticks get columns of their own.
+                let enriched = if accepted.len() == whole {
+                    call_isolated(&views, |b| {
+                        if b.len() == whole {
+                            enrich.enrich_columns(&enrich_cfg, &columns, whole)
+                        } else {
+                            enrich.enrich(&enrich_cfg, b)
+                        }
+                    })
+                } else {
+                    let batch: Vec<TickRef<'_>> = accepted.iter().map(|&i| views[i]).collect();
+                    call_isolated(&batch, |b| enrich.enrich(&enrich_cfg, b))
+                };
+                if !accepted.is_empty() {
                     *enrich_took = started.elapsed();
                 }
                 enriched

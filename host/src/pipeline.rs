@@ -76,8 +76,9 @@ pub struct Pipeline {
     store: LakeStore,
     /// Partitions whose stored lake objects are known (listed since they were assigned).
     listed: HashSet<i32>,
-    /// The longest document encoded so far: each new one starts with this much room, so that
-    /// encoding never regrows (and copies) its buffer.
+    /// Room a new document's buffer starts with: the last document's length and a little more,
+    /// so that encoding does not regrow (and copy) it; bounded, because every buffer waits in the
+    /// bulk queue and one huge tick must not make all the following ones reserve its size.
     document_capacity: usize,
     es: Option<EsSink>,
     tracker: CommitTracker,
@@ -485,7 +486,7 @@ impl Pipeline {
                     let line = if destinations.lake_partition.is_some() || index.is_some() {
                         let mut line = Vec::with_capacity(self.document_capacity);
                         serde_json::to_writer(&mut line, &doc).context("encoding a document")?;
-                        self.document_capacity = self.document_capacity.max(line.len());
+                        self.document_capacity = (line.len() + 64).min(16 << 10);
                         line
                     } else {
                         Vec::new()
