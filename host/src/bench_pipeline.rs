@@ -192,7 +192,7 @@ pub struct ThroughputBench {
 /// The broker one benchmark runs against, with the topic names and group it uses there.
 pub struct BenchBroker {
     /// Kept alive for the run (the embedded cluster stops when dropped).
-    _embedded: Option<crate::source::kafka::EmbeddedKafka>,
+    embedded: Option<crate::source::kafka::EmbeddedKafka>,
     pub brokers: String,
     pub kind: &'static str,
     pub topic: String,
@@ -214,7 +214,7 @@ impl BenchBroker {
             ])?;
             return Ok(Self {
                 brokers: embedded.bootstrap_servers(),
-                _embedded: Some(embedded),
+                embedded: Some(embedded),
                 kind: "embedded",
                 topic: k.topic,
                 dead_letter_topic: k.dead_letter_topic,
@@ -225,7 +225,7 @@ impl BenchBroker {
         let suffix = format!("bench-{:08x}", crate::random_u64() as u32);
         let named = |t: &str| format!("{t}-{suffix}");
         let broker = Self {
-            _embedded: None,
+            embedded: None,
             brokers: brokers.to_string(),
             kind: "external",
             topic: named(&k.topic),
@@ -243,6 +243,47 @@ impl BenchBroker {
         )
         .await?;
         Ok(broker)
+    }
+
+    /// Deletes the topics this run created on an external broker (the embedded cluster goes with
+    /// the run). A failure is only logged: the figures are already measured. A run that stops on an
+    /// error leaves its `…-bench-<hex>` topics behind.
+    pub async fn remove_topics(&self) {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        use rdkafka::client::DefaultClientContext;
+        if self.embedded.is_some() {
+            return;
+        }
+        let admin: Result<AdminClient<DefaultClientContext>, _> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create();
+        let topics = [
+            self.topic.as_str(),
+            self.dead_letter_topic.as_str(),
+            self.alerts_topic.as_str(),
+        ];
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+        let outcome = match admin {
+            Ok(admin) => admin
+                .delete_topics(&topics, &options)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|results| {
+                    let failed: Vec<String> = results
+                        .into_iter()
+                        .filter_map(|r| r.err().map(|(topic, code)| format!("{topic}: {code}")))
+                        .collect();
+                    if failed.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(failed.join(", "))
+                    }
+                }),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(why) = outcome {
+            tracing::warn!(brokers = %self.brokers, %why, "could not delete the benchmark's topics");
+        }
     }
 
     /// `config` pointed at this broker's topics and group.
@@ -346,6 +387,7 @@ pub async fn throughput(ticks: usize, external: Option<&str>) -> anyhow::Result<
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds("self") - cpu_before;
     let seen = endpoint.take();
+    broker.remove_topics().await;
     let _ = std::fs::remove_dir_all(&lake);
     anyhow::ensure!(
         summary.indexed == ticks as u64,
@@ -484,7 +526,9 @@ pub async fn paced(
     let _ = child.start_kill();
     let _ = child.wait().await;
     feed.abort();
-    if let Ok(Err(e)) = feed.await {
+    let fed = feed.await;
+    broker.remove_topics().await;
+    if let Ok(Err(e)) = fed {
         return Err(e.context("the simulated feed failed"));
     }
     let _ = std::fs::remove_dir_all(&lake);
@@ -558,7 +602,9 @@ pub async fn python_baseline(
         .args(["--count", &messages.to_string()])
         .stderr(std::process::Stdio::inherit())
         .output()
-        .await?;
+        .await;
+    broker.remove_topics().await;
+    let out = out?;
     anyhow::ensure!(
         out.status.success(),
         "{} failed: {}",
