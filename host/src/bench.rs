@@ -31,6 +31,11 @@ pub struct GuestBench {
 pub struct StageBreakdown {
     /// Host: building the columns of a batch (included in the stages' wasm figures).
     pub to_wit_ns: f64,
+    /// The boundary alone: a validate call, columns already built, into a guest that reads only
+    /// the token column and accepts every tick (the test suite's hostile guest, read from the
+    /// build tree; `null` when the binary runs away from it). Validate and enrich each pay at
+    /// least this, whatever their logic: the batch is copied into each sandbox's memory.
+    pub boundary_floor_ns: Option<f64>,
     pub validate_wasm_ns: f64,
     pub validate_native_ns: f64,
     pub enrich_wasm_ns: f64,
@@ -108,6 +113,7 @@ fn stage_breakdown(
             }
         }
     });
+    let boundary_floor_ns = boundary_floor(sandbox, &vc, &views, batch, rounds)?;
     if let Some(f) = failed {
         anyhow::bail!("a guest faulted during the benchmark: {f}");
     }
@@ -137,6 +143,7 @@ fn stage_breakdown(
     });
     Ok(StageBreakdown {
         to_wit_ns,
+        boundary_floor_ns,
         validate_wasm_ns,
         validate_native_ns,
         enrich_wasm_ns,
@@ -144,6 +151,48 @@ fn stage_breakdown(
         route_wasm_ns,
         route_native_ns,
     })
+}
+
+/// See [`StageBreakdown::boundary_floor_ns`]: `None` when the test guests' build directory is gone.
+fn boundary_floor(
+    sandbox: &Arc<Sandbox>,
+    config: &crate::runtime::bindings::validate::ValidateConfig,
+    views: &[stockpipe_model::TickRef<'_>],
+    batch: usize,
+    rounds: usize,
+) -> anyhow::Result<Option<f64>> {
+    use crate::runtime::{GuestComponent, StageInstance, StageKind, TEST_GUESTS_DIR, convert};
+    let path = std::path::Path::new(TEST_GUESTS_DIR).join("stockpipe_guest_hostile.wasm");
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Ok(None);
+    };
+    let noop = GuestComponent::load(
+        sandbox,
+        StageKind::Validate,
+        &bytes,
+        path.display().to_string(),
+    )?;
+    let mut noop = StageInstance::new(sandbox.clone(), Arc::new(noop));
+    let batches: Vec<_> = views
+        .chunks(batch)
+        .map(|chunk| (chunk.len(), convert::tick_batch(chunk)))
+        .collect();
+    let mut failed = None;
+    let floor = per_tick(views.len(), rounds, || {
+        for (len, columns) in &batches {
+            match noop.validate_columns(config, columns, *len) {
+                Ok(verdicts) => {
+                    std::hint::black_box(verdicts);
+                }
+                Err(f) => failed = Some(f),
+            }
+        }
+    });
+    match failed {
+        // The simulated market never uses the tokens that make the hostile guest misbehave.
+        Some(f) => anyhow::bail!("the no-op guest faulted: {f}"),
+        None => Ok(Some(floor)),
+    }
 }
 
 /// Best time of each chain over `rounds` passes of `ticks`, the two chains alternating round by

@@ -322,3 +322,34 @@ fn the_pipeline_benchmark_prints_its_figures() {
     assert!(0.0 < p50 && p50 <= p99, "{paced}");
     assert!(paced["peak_rss_mib"].as_f64() > Some(1.0), "{paced}");
 }
+
+/// `stockpipe bench guests` on a small scale: the chains agree (the command refuses to time them
+/// otherwise), every figure is there, and the boundary floor (a no-op guest) sits below the real
+/// validate call over the same batches.
+#[test]
+fn the_guest_benchmark_prints_its_figures() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+        .args([
+            "bench", "guests", "--ticks", "4000", "--batch", "500", "--rounds", "3",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["bench"], "guests");
+    assert_eq!(line["ticks"], 4000);
+    for figure in [
+        "wasm_ns_per_tick",
+        "native_ns_per_tick",
+        "decode_ns_per_tick",
+    ] {
+        assert!(line[figure].as_f64() > Some(0.0), "{figure}: {line}");
+    }
+    let stages = &line["stages"];
+    let floor = stages["boundary_floor_ns"]
+        .as_f64()
+        .expect("the test guests are built");
+    let validate = stages["validate_wasm_ns"].as_f64().unwrap();
+    assert!(0.0 < floor && floor < validate, "{stages}");
+}
