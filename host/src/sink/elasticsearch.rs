@@ -440,56 +440,10 @@ pub async fn deliver(
     );
     while !items.is_empty() {
         report.requests += 1;
-        let started = Instant::now();
-        let sent = client
-            .send(
-                Method::Post,
-                "/_bulk",
-                headers.clone(),
-                None::<&()>,
-                Some(bulk_body(&items)),
-                None,
-            )
-            .await;
-        telemetry.sink_request(Sink::Elasticsearch, started.elapsed());
-        let response = match sent {
-            Err(e) => {
-                telemetry.set_ready(Dependency::Elasticsearch, Err(e.to_string()));
-                tracing::warn!(error = %e, attempt, items = items.len(), "bulk request failed; retrying");
-                report.retried_requests += 1;
-                telemetry.sink_retries(Sink::Elasticsearch, "request", 1);
-                tokio::time::sleep(retry.delay(attempt)).await;
-                attempt += 1;
-                continue;
-            }
-            Ok(r) => r,
-        };
-        let status = response.status_code();
-        if retryable_status(status) {
-            telemetry.set_ready(
-                Dependency::Elasticsearch,
-                Err(format!("POST /_bulk answered {status}")),
-            );
-            tracing::warn!(%status, attempt, items = items.len(), "bulk request refused; retrying");
-            report.retried_requests += 1;
-            telemetry.sink_retries(Sink::Elasticsearch, "request", 1);
-            tokio::time::sleep(retry.delay(attempt)).await;
-            attempt += 1;
-            continue;
-        }
-        let body = response.bytes().await?;
-        telemetry.set_ready(Dependency::Elasticsearch, Ok(()));
-        if !status.is_success() {
-            return Err(EsError::Refused {
-                what: "POST /_bulk".into(),
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
-        }
-        let parsed: BulkResponse = match serde_json::from_slice(&body) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable bulk response; sending the batch again");
+        let parsed = match send_bulk(client, &headers, &items, telemetry).await? {
+            BulkAttempt::Answered(parsed) => parsed,
+            BulkAttempt::Retry(why) => {
+                tracing::warn!(reason = %why, attempt, items = items.len(), "bulk request not answered; sending the batch again");
                 report.retried_requests += 1;
                 telemetry.sink_retries(Sink::Elasticsearch, "request", 1);
                 tokio::time::sleep(retry.delay(attempt)).await;
@@ -497,18 +451,6 @@ pub async fn deliver(
                 continue;
             }
         };
-        if parsed.items.len() != items.len() {
-            tracing::warn!(
-                sent = items.len(),
-                answered = parsed.items.len(),
-                "bulk response with the wrong number of items; sending the batch again"
-            );
-            report.retried_requests += 1;
-            telemetry.sink_retries(Sink::Elasticsearch, "request", 1);
-            tokio::time::sleep(retry.delay(attempt)).await;
-            attempt += 1;
-            continue;
-        }
         if !parsed.errors {
             report.indexed += items.len() as u64;
             report.acked.extend(items.drain(..).map(|i| i.source));
@@ -554,6 +496,79 @@ pub async fn deliver(
         items = again;
     }
     Ok(report)
+}
+
+/// What one `_bulk` request came to, short of a refusal that stops the run.
+enum BulkAttempt {
+    /// An answer with one item per document sent.
+    Answered(BulkResponse),
+    /// Nothing usable came back (connection failure, 429/5xx, an unreadable body, the wrong number
+    /// of items): the whole request goes again.
+    Retry(String),
+}
+
+/// Sends `items` as one `_bulk` request and classifies the answer; keeps the readiness and the
+/// request latency up to date. Other 4xx answers (auth, a malformed request) are errors.
+async fn send_bulk(
+    client: &Elasticsearch,
+    headers: &HeaderMap,
+    items: &[BulkItem],
+    telemetry: &Telemetry,
+) -> Result<BulkAttempt, EsError> {
+    let started = Instant::now();
+    let sent = client
+        .send(
+            Method::Post,
+            "/_bulk",
+            headers.clone(),
+            None::<&()>,
+            Some(bulk_body(items)),
+            None,
+        )
+        .await;
+    telemetry.sink_request(Sink::Elasticsearch, started.elapsed());
+    let response = match sent {
+        Err(e) => {
+            telemetry.set_ready(Dependency::Elasticsearch, Err(e.to_string()));
+            return Ok(BulkAttempt::Retry(e.to_string()));
+        }
+        Ok(r) => r,
+    };
+    let status = response.status_code();
+    if retryable_status(status) {
+        let why = format!("POST /_bulk answered {status}");
+        telemetry.set_ready(Dependency::Elasticsearch, Err(why.clone()));
+        return Ok(BulkAttempt::Retry(why));
+    }
+    let body = match response.bytes().await {
+        Ok(body) => body,
+        Err(e) => {
+            // The connection broke mid-answer: as transient as one that broke before it.
+            let why = format!("reading the bulk response: {e}");
+            telemetry.set_ready(Dependency::Elasticsearch, Err(why.clone()));
+            return Ok(BulkAttempt::Retry(why));
+        }
+    };
+    telemetry.set_ready(Dependency::Elasticsearch, Ok(()));
+    if !status.is_success() {
+        return Err(EsError::Refused {
+            what: "POST /_bulk".into(),
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+    }
+    let parsed: BulkResponse = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return Ok(BulkAttempt::Retry(format!("unreadable bulk response: {e}"))),
+    };
+    if parsed.items.len() != items.len() {
+        return Ok(BulkAttempt::Retry(format!(
+            "bulk response with {} items for {} documents",
+            parsed.items.len(),
+            items.len()
+        )));
+    }
+    Ok(BulkAttempt::Answered(parsed))
 }
 
 async fn dead_letter(

@@ -292,6 +292,29 @@ async fn a_503_is_retried_with_the_same_batch_in_order() {
     }
 }
 
+/// A 200 whose body cannot be read as a bulk answer, or that answers for fewer documents than were
+/// sent, says nothing about any document: the whole batch goes again, nothing is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_bulk_answer_sends_the_batch_again() {
+    let server = MockServer::start().await;
+    mount_bulk(
+        &server,
+        ResponseTemplate::new(200).set_body_string("<html>proxy error</html>"),
+        Some(1),
+        1,
+    )
+    .await;
+    mount_bulk(&server, all_ok(2), Some(1), 2).await;
+    mount_bulk(&server, all_ok(4), None, 3).await;
+    let (_dlq, report) = deliver_to(&server, 4).await;
+    let report = report.unwrap();
+    assert_eq!((report.indexed, report.dead_lettered), (4, 0));
+    assert_eq!(report.retried_requests, 2);
+    let requests = bulk_requests(&server).await;
+    assert_eq!(requests.len(), 3);
+    assert!(requests.iter().all(|r| r.body == requests[0].body));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_is_retried_until_the_cluster_is_up() {
     let port = free_port();
