@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, Stre
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,22 +79,44 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .with_context(|| format!("creating a Kafka producer for {brokers}"))
 }
 
-/// Partitions taken from this consumer in a rebalance, for the pipeline loop to let go of.
+/// What the consumer's callbacks tell the pipeline loop: partitions taken away in a rebalance (to
+/// let go of), and the end of each partition as its fetches reported it (librdkafka statistics).
 #[derive(Debug, Clone, Default)]
-pub struct RebalanceLog {
+pub struct ConsumerNotes {
     revoked: Arc<Mutex<Vec<i32>>>,
+    fetched: Arc<Mutex<FetchedEnds>>,
 }
 
-impl RebalanceLog {
+#[derive(Debug, Default)]
+struct FetchedEnds {
+    /// Statistics reports received so far.
+    reports: u64,
+    /// (topic, partition) -> high watermark of the latest fetch response.
+    high: HashMap<(String, i32), i64>,
+}
+
+impl ConsumerNotes {
     pub fn take_revoked(&self) -> Vec<i32> {
         std::mem::take(&mut *self.revoked.lock().expect("rebalance lock"))
+    }
+
+    /// The end of a partition as its latest fetch response reported it (the high watermark),
+    /// as of the latest statistics report; `None` before one has covered the partition.
+    pub fn fetched_end(&self, topic: &str, partition: i32) -> Option<i64> {
+        let fetched = self.fetched.lock().expect("statistics lock");
+        fetched.high.get(&(topic.to_string(), partition)).copied()
+    }
+
+    /// Statistics reports received so far.
+    pub fn statistics_reports(&self) -> u64 {
+        self.fetched.lock().expect("statistics lock").reports
     }
 }
 
 /// The pipeline consumer's context: notes revocations (their unacknowledged offsets will be
 /// redelivered to the partitions' new owner).
 pub struct PipelineContext {
-    log: RebalanceLog,
+    notes: ConsumerNotes,
     telemetry: Arc<Telemetry>,
 }
 
@@ -102,6 +124,17 @@ impl ClientContext for PipelineContext {
     /// librdkafka's statistics (every `kafka.statistics_interval_ms`): consumer lag and committed
     /// offsets per partition, and whether any broker is up (for `/ready`).
     fn stats(&self, statistics: rdkafka::Statistics) {
+        {
+            let mut fetched = self.notes.fetched.lock().expect("statistics lock");
+            fetched.reports += 1;
+            for (name, topic) in &statistics.topics {
+                for (&partition, p) in &topic.partitions {
+                    if partition >= 0 && p.hi_offset >= 0 {
+                        fetched.high.insert((name.clone(), partition), p.hi_offset);
+                    }
+                }
+            }
+        }
         for (name, topic) in &statistics.topics {
             for (&partition, p) in &topic.partitions {
                 if partition < 0 {
@@ -154,7 +187,7 @@ impl ConsumerContext for PipelineContext {
             Rebalance::Revoke(tpl) => {
                 let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(?partitions, "partitions revoked");
-                self.log
+                self.notes
                     .revoked
                     .lock()
                     .expect("rebalance lock")
@@ -198,15 +231,15 @@ pub fn drop_within<T: Send + 'static>(value: T, limit: Duration, what: &str) -> 
     closed
 }
 
-/// The pipeline's consumer-group member, and the log of its revoked partitions.
+/// The pipeline's consumer-group member, and what its callbacks note for the pipeline loop.
 pub fn pipeline_consumer(
     brokers: &str,
     group_id: &str,
     topic: &str,
     timeouts: GroupTimeouts,
     telemetry: Arc<Telemetry>,
-) -> anyhow::Result<(PipelineConsumer, RebalanceLog)> {
-    let log = RebalanceLog::default();
+) -> anyhow::Result<(PipelineConsumer, ConsumerNotes)> {
+    let notes = ConsumerNotes::default();
     let mut config = consumer_config(brokers, group_id);
     config
         .set("session.timeout.ms", timeouts.session_ms.to_string())
@@ -224,14 +257,14 @@ pub fn pipeline_consumer(
     }
     let consumer: PipelineConsumer = config
         .create_with_context(PipelineContext {
-            log: log.clone(),
+            notes: notes.clone(),
             telemetry,
         })
         .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
     consumer
         .subscribe(&[topic])
         .with_context(|| format!("subscribing to {topic}"))?;
-    Ok((consumer, log))
+    Ok((consumer, notes))
 }
 
 /// How long the group waits for a silent member (`session.timeout.ms`) and for a member that
