@@ -345,12 +345,16 @@ pub async fn throughput(ticks: usize, external: Option<&str>) -> anyhow::Result<
     });
     let payloads: Vec<Vec<u8>> = data.iter().map(crate::simulate::tick_json).collect();
     let mut config = Config::default();
-    // Twice the usual headroom: 50 keys over a few dozen partitions spread unevenly.
-    let partitions = 2 * embedded_partitions_for(
-        config.kafka.embedded_partitions,
-        payloads.iter().map(Vec::len).sum(),
-        payloads.len(),
-    );
+    let keys: Vec<String> = data
+        .iter()
+        .map(|t| t.instrument_token.to_string())
+        .collect();
+    let messages: Vec<(Option<&str>, usize)> = keys
+        .iter()
+        .zip(&payloads)
+        .map(|(key, m)| (Some(key.as_str()), m.len()))
+        .collect();
+    let partitions = embedded_partitions_for(config.kafka.embedded_partitions, &messages);
     let broker = BenchBroker::start(external, partitions).await?;
     broker.configure(&mut config);
     let brokers = broker.brokers.clone();

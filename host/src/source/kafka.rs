@@ -41,13 +41,82 @@ impl EmbeddedKafka {
 /// messages), like a broker with a tiny retention.
 pub const EMBEDDED_PARTITION_BYTES: usize = 5 << 20;
 
-/// Partitions the embedded cluster needs to keep `input_bytes` (in `messages` messages) retained
-/// until they are consumed, with headroom; at least `configured`.
-pub fn embedded_partitions_for(configured: i32, input_bytes: usize, messages: usize) -> i32 {
-    // Keys (instrument tokens) spread unevenly: a partition may get twice its share or more.
-    let by_size = input_bytes.div_ceil(EMBEDDED_PARTITION_BYTES / 4);
-    let by_count = messages.div_ceil(75_000);
-    configured.max(by_size.max(by_count) as i32)
+/// Messages the embedded cluster keeps per partition (see [`EMBEDDED_PARTITION_BYTES`]).
+pub const EMBEDDED_PARTITION_MESSAGES: usize = 100_000;
+
+/// Partitions the embedded cluster needs to keep every message of a replay until it is consumed:
+/// the fewest, at least `configured` (and at most 1,024), at which no partition holds more than
+/// 80 % of the cluster's per-partition limits, with each keyed message placed where our
+/// producer's partitioner puts it. `messages`: each message's key and payload size. (Keys are
+/// instrument tokens, few and uneven: at 50 keys over 55 partitions, an average share was far
+/// from the fullest partition.)
+pub fn embedded_partitions_for(configured: i32, messages: &[(Option<&str>, usize)]) -> i32 {
+    const MOST: i32 = 1024;
+    // Bytes the cluster counts per message beyond its payload (record and batch headers), with
+    // room to spare.
+    const OVERHEAD: usize = 128;
+    let byte_budget = EMBEDDED_PARTITION_BYTES / 5 * 4;
+    let count_budget = EMBEDDED_PARTITION_MESSAGES / 5 * 4;
+    let mut keyed: std::collections::HashMap<&str, (usize, usize)> = Default::default();
+    let (mut keyless_bytes, mut keyless_count) = (0, 0);
+    for &(key, size) in messages {
+        let (bytes, count) = match key {
+            Some(key) => keyed.entry(key).or_default(),
+            None => {
+                keyless_bytes += size + OVERHEAD;
+                keyless_count += 1;
+                continue;
+            }
+        };
+        *bytes += size + OVERHEAD;
+        *count += 1;
+    }
+    let keyed: Vec<(u32, usize, usize)> = keyed
+        .into_iter()
+        .map(|(key, (bytes, count))| (crc32(key.as_bytes()), bytes, count))
+        .collect();
+    let total_bytes = keyed.iter().map(|k| k.1).sum::<usize>() + keyless_bytes;
+    let even = total_bytes
+        .div_ceil(byte_budget)
+        .max(messages.len().div_ceil(count_budget));
+    let least = configured
+        .max(i32::try_from(even).unwrap_or(MOST))
+        .min(MOST);
+    if keyed
+        .iter()
+        .any(|&(_, bytes, count)| bytes > byte_budget || count > count_budget)
+    {
+        // One key alone overflows a partition: no count helps (the replay's check says so).
+        return least;
+    }
+    (least..=MOST)
+        .find(|&partitions| {
+            let n = partitions as usize;
+            // Keyless messages land at random: an even share with a quarter to spare.
+            let spread = |total: usize| (total / n) + (total / n) / 4 + 1;
+            let mut load = vec![(spread(keyless_bytes), spread(keyless_count)); n];
+            for &(hash, bytes, count) in &keyed {
+                let slot = &mut load[hash as usize % n];
+                slot.0 += bytes;
+                slot.1 += count;
+            }
+            load.iter()
+                .all(|&(bytes, count)| bytes <= byte_budget && count <= count_budget)
+        })
+        .unwrap_or(MOST)
+}
+
+/// CRC-32 (IEEE, reflected: zlib's), which librdkafka's default partitioner (`consistent_random`)
+/// takes modulo the partition count to place a keyed message.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xedb8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
 }
 
 /// Messages the embedded cluster already deleted from `topic` (its low watermarks): anything but
@@ -501,12 +570,46 @@ mod tests {
     }
 
     #[test]
+    fn crc32_is_zlibs() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    /// The fullest partition when `messages` are placed the way the producer places them.
+    fn fullest(messages: &[(Option<&str>, usize)], partitions: i32) -> usize {
+        let mut load = vec![0; partitions as usize];
+        for (key, size) in messages {
+            load[crc32(key.unwrap().as_bytes()) as usize % partitions as usize] += size + 128;
+        }
+        load.into_iter().max().unwrap()
+    }
+
+    #[test]
     fn the_embedded_topic_is_sized_to_retain_the_input() {
-        assert_eq!(embedded_partitions_for(3, 72_000, 100), 3);
-        // 100,000 ticks of ~720 bytes: 72 MB at a quarter of 5 MiB per partition (keys spread
-        // unevenly) needs 55 partitions.
-        assert_eq!(embedded_partitions_for(3, 72_000_000, 100_000), 55);
-        // Many small messages: the mock's 100,000-message cap counts too.
-        assert_eq!(embedded_partitions_for(1, 1_000_000, 300_000), 4);
+        let budget = EMBEDDED_PARTITION_BYTES / 5 * 4;
+        let small = [(Some("1"), 720); 100];
+        assert_eq!(embedded_partitions_for(3, &small), 3);
+        // 100,000 ticks of ~720 bytes over 50 instruments (72 MB): the run that dropped 2,011
+        // messages at 55 partitions (an even share with headroom).
+        let keys: Vec<String> = (0..50).map(|i| (256_265 + 7_919 * i).to_string()).collect();
+        let ticks: Vec<(Option<&str>, usize)> = (0..100_000)
+            .map(|i| (Some(keys[i % 50].as_str()), 720))
+            .collect();
+        let partitions = embedded_partitions_for(3, &ticks);
+        assert!(fullest(&ticks, partitions) <= budget, "{partitions}");
+        assert!(
+            fullest(&ticks, partitions - 1) > budget,
+            "{partitions} is the fewest"
+        );
+        // Many small keyless messages: the cluster's message cap counts too.
+        let tiny = vec![(None, 3); 300_000];
+        let partitions = embedded_partitions_for(1, &tiny);
+        assert!(
+            300_000 / partitions as usize <= EMBEDDED_PARTITION_MESSAGES * 4 / 5,
+            "{partitions}"
+        );
+        // One key bigger than a partition: no partition count helps; no 1,024-partition topic.
+        let one = vec![(Some("42"), 1_000); 10_000];
+        assert_eq!(embedded_partitions_for(3, &one), 3);
     }
 }

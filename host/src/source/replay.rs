@@ -26,7 +26,7 @@ pub fn read_input(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
 }
 
 /// The message key: the instrument token when the payload has one.
-fn key_of(payload: &[u8]) -> Option<String> {
+pub fn key_of(payload: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Token {
         instrument_token: serde_json::Value,
