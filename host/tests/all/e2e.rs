@@ -359,18 +359,10 @@ fn the_guest_benchmark_prints_its_figures() {
 /// this input when sized by an even share: one partition drew four instruments).
 #[test]
 fn a_large_input_runs_offline() {
+    use crate::support::{last_json_line, stockpipe};
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("ticks.ndjson");
     let lake = dir.path().join("lake");
-    let stockpipe = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockpipe"))
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "stockpipe {args:?}: {out:?}");
-        out
-    };
     let input_s = input.to_str().unwrap();
     stockpipe(&[
         "simulate", "--ticks", "100000", "--seed", "7", "--out", input_s,
@@ -383,8 +375,7 @@ fn a_large_input_runs_offline() {
         "--lake",
         lake.to_str().unwrap(),
     ]);
-    let summary: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let summary = last_json_line(&out);
     assert_eq!(summary["consumed"], 100_000, "{summary}");
     assert_eq!(summary["lake_lines"], 100_000, "{summary}");
 }

@@ -2,6 +2,7 @@
 //! (`tests/fixtures/ml/make_reference.py`; the test itself needs no Python), and `stockpipe ml`
 //! over a lake the pipeline wrote.
 
+use crate::support::{last_json_line, stockpipe};
 use serde_json::Value;
 use stockpipe::ml;
 
@@ -54,20 +55,6 @@ fn arima_forecast_matches_statsmodels_within_1_percent() {
         assert!(got.lower[i] <= got.values[i] && got.values[i] <= got.upper[i]);
     }
     assert!(got.upper[9] - got.lower[9] > got.upper[0] - got.lower[0]);
-}
-
-fn stockpipe(args: &[&str]) -> std::process::Output {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockpipe"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "stockpipe {args:?}: {out:?}");
-    out
-}
-
-fn last_json_line(out: &std::process::Output) -> Value {
-    serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap()
 }
 
 /// The pipeline fills a lake offline; `ml train` and `ml forecast` read it back, the forecasts land

@@ -197,3 +197,19 @@ pub fn probe(brokers: &str) -> rdkafka::consumer::BaseConsumer {
         .create()
         .unwrap()
 }
+
+/// Runs the `stockpipe` binary and asserts that it succeeded.
+pub fn stockpipe(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stockpipe {args:?}: {out:?}");
+    out
+}
+
+/// The last line a command printed, as JSON (the commands end with a JSON summary).
+pub fn last_json_line(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap()
+}
