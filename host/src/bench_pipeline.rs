@@ -336,7 +336,7 @@ async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> anyhow::Result<
 
 /// A backlog of `ticks` simulated ticks through `run --once` into the endpoint.
 pub async fn throughput(ticks: usize, external: Option<&str>) -> anyhow::Result<ThroughputBench> {
-    use crate::source::kafka::{embedded_dropped, embedded_partitions_for};
+    use crate::source::kafka::embedded_dropped;
     let data = crate::simulate::simulate(&crate::simulate::SimulateOptions {
         instruments: 50,
         ticks,
@@ -345,16 +345,8 @@ pub async fn throughput(ticks: usize, external: Option<&str>) -> anyhow::Result<
     });
     let payloads: Vec<Vec<u8>> = data.iter().map(crate::simulate::tick_json).collect();
     let mut config = Config::default();
-    let keys: Vec<String> = data
-        .iter()
-        .map(|t| t.instrument_token.to_string())
-        .collect();
-    let messages: Vec<(Option<&str>, usize)> = keys
-        .iter()
-        .zip(&payloads)
-        .map(|(key, m)| (Some(key.as_str()), m.len()))
-        .collect();
-    let partitions = embedded_partitions_for(config.kafka.embedded_partitions, &messages);
+    let partitions =
+        crate::source::replay::embedded_partitions_for(config.kafka.embedded_partitions, &payloads);
     let broker = BenchBroker::start(external, partitions).await?;
     broker.configure(&mut config);
     let brokers = broker.brokers.clone();

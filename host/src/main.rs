@@ -475,18 +475,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut embedded_partitions = k.embedded_partitions;
     let embedded = if k.brokers.is_empty() {
         let partitions = match &payloads {
-            Some(p) => {
-                let keys: Vec<Option<String>> = p
-                    .iter()
-                    .map(|m| stockpipe::source::replay::key_of(m))
-                    .collect();
-                let messages: Vec<(Option<&str>, usize)> = keys
-                    .iter()
-                    .zip(p)
-                    .map(|(key, m)| (key.as_deref(), m.len()))
-                    .collect();
-                stockpipe::source::kafka::embedded_partitions_for(k.embedded_partitions, &messages)
-            }
+            Some(p) => stockpipe::source::replay::embedded_partitions_for(k.embedded_partitions, p),
             None => k.embedded_partitions,
         };
         embedded_partitions = partitions;

@@ -187,7 +187,7 @@ impl Pipeline {
     ) -> anyhow::Result<RunSummary> {
         let topic = self.config.kafka.topic.clone();
         let timeout = Duration::from_secs(10);
-        let targets = if once {
+        let mut targets = if once {
             let high = tokio::task::block_in_place(|| {
                 kafka_source::high_watermarks(&self.consumer, &topic, timeout)
             })?;
@@ -223,7 +223,6 @@ impl Pipeline {
         } else {
             None
         };
-        let mut targets = targets;
         let mut consumed_to: BTreeMap<i32, i64> = BTreeMap::new();
         tokio::pin!(shutdown);
         let mut stopping = false;

@@ -57,7 +57,7 @@ pub fn embedded_partitions_for(configured: i32, messages: &[(Option<&str>, usize
     const OVERHEAD: usize = 128;
     let byte_budget = EMBEDDED_PARTITION_BYTES / 5 * 4;
     let count_budget = EMBEDDED_PARTITION_MESSAGES / 5 * 4;
-    let mut keyed: std::collections::HashMap<&str, (usize, usize)> = Default::default();
+    let mut keyed: HashMap<&str, (usize, usize)> = HashMap::new();
     let (mut keyless_bytes, mut keyless_count) = (0, 0);
     for &(key, size) in messages {
         let (bytes, count) = match key {
@@ -183,33 +183,27 @@ impl ConsumerNotes {
 }
 
 /// The pipeline consumer's context: notes revocations (their unacknowledged offsets will be
-/// redelivered to the partitions' new owner).
+/// redelivered to the partitions' new owner) and the partitions' fetched ends, and reports the
+/// statistics to the telemetry.
 pub struct PipelineContext {
     notes: ConsumerNotes,
     telemetry: Arc<Telemetry>,
 }
 
 impl ClientContext for PipelineContext {
-    /// librdkafka's statistics (every `kafka.statistics_interval_ms`): consumer lag and committed
-    /// offsets per partition, and whether any broker is up (for `/ready`).
+    /// librdkafka's statistics (every `kafka.statistics_interval_ms`): each partition's fetched end
+    /// (for `run --once`), consumer lag and committed offsets per partition, and whether any
+    /// broker is up (for `/ready`).
     fn stats(&self, statistics: rdkafka::Statistics) {
-        {
-            let mut fetched = self.notes.fetched.lock().expect("statistics lock");
-            fetched.reports += 1;
-            for (name, topic) in &statistics.topics {
-                for (&partition, p) in &topic.partitions {
-                    if partition >= 0 && p.hi_offset >= 0 {
-                        fetched.high.insert((name.clone(), partition), p.hi_offset);
-                    }
-                }
-            }
-        }
+        let mut fetched = self.notes.fetched.lock().expect("statistics lock");
+        fetched.reports += 1;
         for (name, topic) in &statistics.topics {
             for (&partition, p) in &topic.partitions {
                 if partition < 0 {
                     continue; // librdkafka's internal "unassigned" partition
                 }
                 if p.hi_offset >= 0 {
+                    fetched.high.insert((name.clone(), partition), p.hi_offset);
                     // Before the first message of a partition the position is the committed
                     // offset, or the start of the partition.
                     let position = [p.app_offset, p.committed_offset, p.lo_offset]
@@ -231,6 +225,7 @@ impl ClientContext for PipelineContext {
                 }
             }
         }
+        drop(fetched);
         let up = statistics
             .brokers
             .values()

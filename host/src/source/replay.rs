@@ -25,8 +25,20 @@ pub fn read_input(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(items)
 }
 
+/// Partitions the embedded cluster needs to retain a replay of `payloads`, each keyed as
+/// [`produce_all`] keys it (see [`super::kafka::embedded_partitions_for`]).
+pub fn embedded_partitions_for(configured: i32, payloads: &[Vec<u8>]) -> i32 {
+    let keys: Vec<Option<String>> = payloads.iter().map(|p| key_of(p)).collect();
+    let messages: Vec<(Option<&str>, usize)> = keys
+        .iter()
+        .zip(payloads)
+        .map(|(key, p)| (key.as_deref(), p.len()))
+        .collect();
+    super::kafka::embedded_partitions_for(configured, &messages)
+}
+
 /// The message key: the instrument token when the payload has one.
-pub fn key_of(payload: &[u8]) -> Option<String> {
+fn key_of(payload: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Token {
         instrument_token: serde_json::Value,
