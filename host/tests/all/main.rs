@@ -7,6 +7,7 @@ mod emulators;
 mod guests;
 mod kibana;
 mod ml;
+mod numbers;
 mod observability;
 mod sinks;
 mod support;
