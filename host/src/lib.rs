@@ -2,45 +2,41 @@
 //! out.
 //!
 //! Where a tick goes, module by module:
-//! 1. [`source::kafka`] — a consumer-group member reads a batch from `stock-stream`
-//!    ([`source::replay`] puts files into the topic first; [`source::kafka::EmbeddedKafka`] is the
-//!    in-process mock cluster used when no broker is given).
-//! 2. [`pipeline`] — decodes each message ([`stockpipe_model::json`]); a message that does not
-//!    decode is refused with its reason.
-//! 3. [`chain`] — the batch goes through the validate, enrich and route guests, one call per stage
-//!    ([`runtime`]: the one `bindgen!`, the sandbox, trap isolation).
-//! 4. [`sink`] — accepted ticks become documents: bulk-indexed in Elasticsearch
-//!    ([`sink::elasticsearch`]), in the lake partition route chose ([`sink::lake`] segments,
-//!    [`sink::store`]: a directory or GCS), and on the alerts topic when route raised an alert;
-//!    refused ticks go, byte for byte, to the dead-letter topic with the reason in headers.
-//! 5. [`commit`] — each sink acknowledges what it made durable; a partition's offset moves only
-//!    over a contiguous run of fully acknowledged messages.
+//! 1. [`source`] — a consumer-group member reads a batch from `stock-stream`
+//!    ([`source::kafka`]); without a broker, [`source::embedded`] starts librdkafka's mock cluster
+//!    in-process and [`source::replay`] puts a file (or [`source::simulate`]'s market) into it;
+//!    [`source::once`] says when `run --once` has read everything.
+//! 2. [`pipeline`] — the loop: decodes each message ([`stockpipe_model::json`]; a message that does
+//!    not decode is refused with its reason), hands the batch to the chain, and
+//!    [`pipeline::dispatch`] sends each outcome to its sinks.
+//! 3. [`chain`] — the batch goes through the validate, enrich and route guests, one call per stage;
+//!    [`chain::swap`] replaces a guest between batches ([`runtime`]: plain wasmtime — the one
+//!    `bindgen!`, the sandbox, trap isolation).
+//! 4. [`sink`] — accepted ticks become documents ([`sink::document`]): bulk-indexed in
+//!    Elasticsearch ([`sink::elasticsearch`]), in the lake partition route chose ([`sink::lake`]
+//!    segments, [`sink::store`]: a directory or GCS), and on the alerts topic when route raised an
+//!    alert ([`sink::kafka`]); refused ticks go, byte for byte, to the dead-letter topic with the
+//!    reason in headers.
+//! 5. [`pipeline::commit`] — each sink acknowledges what it made durable; a partition's offset
+//!    moves only over a contiguous run of fully acknowledged messages.
 //!
-//! Around it: [`telemetry`] (metrics, readiness and the dashboard's live view, served by
-//! [`http`]), [`config`] (TOML + validation), [`simulate`] (the tick simulator), [`bench`] and [`bench_pipeline`],
-//! [`guest_test`] (fixtures for one component), [`upload`] (files into the lake as NDJSON),
-//! [`bigquery`] (the sql/ statements, rendered and submitted), [`kibana`] (the dashboard's saved
-//! objects and their import) and [`ml`] (the same models
-//! offline, from the lake).
+//! Around it: [`service`] (a run: the chain, the pipeline, hot swap and the HTTP API together),
+//! [`telemetry`] (the counts — the one place they are kept — metrics, readiness and the live
+//! view), [`http`] (the API and the dashboard), [`config`] (the TOML file; each section lives with
+//! its connector), [`clock`]. The tools behind the other subcommands are in [`tools`]; none is on
+//! a tick's path.
 
-pub mod bench;
-pub mod bench_pipeline;
-pub mod bigquery;
 pub mod chain;
-pub mod commit;
+pub mod clock;
 pub mod config;
-pub mod guest_test;
 pub mod http;
-pub mod kibana;
-pub mod ml;
 pub mod pipeline;
 pub mod runtime;
 pub mod service;
-pub mod simulate;
 pub mod sink;
 pub mod source;
 pub mod telemetry;
-pub mod upload;
+pub mod tools;
 
 /// A number that differs from call to call (std's randomly keyed hasher over the clock): jitter,
 /// unique ids. Not for anything that needs real randomness.

@@ -2,14 +2,14 @@
 //! configured place, hot swap (watcher, SIGHUP, HTTP), the HTTP API. `stockpipe run` and the
 //! end-to-end tests start it the same way.
 
+use crate::chain::swap::{
+    GuestRegistry, ShadowBuffer, SwapApplier, SwapController, SwapTrigger, watch_dir,
+};
 use crate::chain::{ChainComponents, WasmChain};
 use crate::config::Config;
 use crate::http::{self, ApiState};
 use crate::pipeline::{Pipeline, RunSummary};
 use crate::runtime::sandbox::{Sandbox, SandboxLimits};
-use crate::runtime::swap::{
-    GuestRegistry, ShadowBuffer, SwapApplier, SwapController, SwapTrigger, watch_dir,
-};
 use crate::sink::store::LakeStore;
 use crate::telemetry::{Dependency, Telemetry};
 use anyhow::Context;
@@ -45,7 +45,7 @@ pub async fn run(
         let c = components.get(kind);
         tracing::info!(stage = kind.name(), version = %c.version, source = %c.source_name, "guest loaded");
     }
-    let configs = config.stage_configs(crate::config::unix_now_us());
+    let configs = config.stage_configs(crate::clock::unix_now_us());
     let chain = WasmChain::new(sandbox.clone(), components.clone(), configs.clone());
     let mut pipeline = Pipeline::new(config.clone(), brokers, chain)
         .await?

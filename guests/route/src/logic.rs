@@ -5,12 +5,10 @@
 //! configured threshold. A tick rejected upstream goes to the dead-letter topic only.
 #![forbid(unsafe_code)]
 
-use crate::plan::RoutePlan;
-use std::sync::Arc;
-use stockpipe_model::time::Civil;
+pub use crate::plan::{Alert, Destinations, Name, RouteInput};
 
-/// A destination name. Shared, not copied: every tick of a batch points at the same few names.
-pub type Name = Arc<str>;
+use crate::plan::RoutePlan;
+use stockpipe_model::time::Civil;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
@@ -33,29 +31,6 @@ impl Default for RouteConfig {
             spread_alert_bps: 50.0,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RouteInput {
-    pub timestamp_us: i64,
-    pub instrument_token: u64,
-    pub change: f64,
-    pub spread_bps: f64,
-    pub rejected: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Alert {
-    pub topic: Name,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Destinations {
-    pub search_index: Option<Name>,
-    pub lake_partition: Option<Name>,
-    pub alert: Option<Alert>,
-    pub dead_letter_topic: Option<Name>,
 }
 
 /// Where each name sits in a plan's `names`: the configured ones first, then lake partitions in
@@ -339,5 +314,41 @@ mod tests {
             },
         );
         assert_eq!(d.lake_partition.as_deref(), Some("dt=2017-06-20/hour=23"));
+    }
+
+    #[test]
+    fn plans_round_trip_and_share_names() {
+        let config = RouteConfig {
+            change_alert_pct: 1.0,
+            ..RouteConfig::default()
+        };
+        let inputs: Vec<RouteInput> = (0..6)
+            .map(|i| RouteInput {
+                timestamp_us: 1_497_944_105_284_824 + i * 1_800_000_000,
+                instrument_token: 5,
+                change: if i == 2 { 3.0 } else { 0.1 },
+                spread_bps: 1.0,
+                rejected: i == 4,
+            })
+            .collect();
+        let columns = crate::plan::RouteColumns::from_inputs(&inputs);
+        assert_eq!(columns.to_inputs().unwrap(), inputs);
+        let plan = route_batch(&config, &inputs);
+        // The index, the alerts topic, the dead-letter topic, four hourly partitions (07-10).
+        assert_eq!(plan.names.len(), 7, "{:?}", plan.names);
+        assert_eq!(plan.lake_partition, [3, 4, 4, 5, -1, 6]);
+        assert_eq!(plan.alert_topic, [-1, -1, 1, -1, -1, -1]);
+        assert_eq!(plan.dead_letter_topic, [-1, -1, -1, -1, 2, -1]);
+        let destinations = plan.decode().unwrap();
+        assert_eq!(
+            destinations[3].lake_partition.as_deref(),
+            Some("dt=2017-06-20/hour=09")
+        );
+        // Ticks pointing at one name share one allocation.
+        let (a, b) = (&destinations[1], &destinations[2]);
+        assert!(std::sync::Arc::ptr_eq(
+            a.lake_partition.as_ref().unwrap(),
+            b.lake_partition.as_ref().unwrap()
+        ));
     }
 }

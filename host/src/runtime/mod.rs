@@ -11,7 +11,6 @@
 pub mod bindings;
 pub mod convert;
 pub mod sandbox;
-pub mod swap;
 
 use bindings::{enrich, route, validate};
 use sandbox::{GuestState, Sandbox};

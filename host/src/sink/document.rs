@@ -163,11 +163,7 @@ mod tests {
     /// The same document as the tick's own JSON fields plus ours, built the slow way.
     #[test]
     fn the_document_is_the_tick_plus_its_enrichment_and_origin() {
-        let tick = crate::simulate::simulate(&crate::simulate::SimulateOptions {
-            ticks: 1,
-            ..Default::default()
-        })
-        .remove(0);
+        let tick = stockpipe_model::example::tick();
         let enrichment = Enrichment {
             event_id: 0xabc,
             mid_price: 10.5,

@@ -15,6 +15,7 @@
 use super::SourceRef;
 use super::kafka as kafka_sink;
 use crate::chain::Refusal;
+use crate::config::error::{ConfigError, invalid};
 use crate::telemetry::{Dependency, Sink, Telemetry};
 use elasticsearch::Elasticsearch;
 use elasticsearch::auth::Credentials;
@@ -727,6 +728,112 @@ fn joined(
     match done {
         Ok(result) => result,
         Err(e) => Err(EsError::DeadLetter(format!("a bulk task failed: {e}"))),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElasticsearchSection {
+    /// `http(s)://host:port`; empty = no Elasticsearch sink. Credentials come from the
+    /// environment only (STOCKPIPE_ES_API_KEY, or STOCKPIPE_ES_USERNAME + STOCKPIPE_ES_PASSWORD).
+    pub url: String,
+    /// PEM file of the CA that signed the cluster's certificate.
+    pub ca_file: Option<PathBuf>,
+    pub bulk_max_docs: usize,
+    pub bulk_max_bytes: usize,
+    pub bulk_max_age_ms: u64,
+    pub max_in_flight: usize,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    pub request_timeout_ms: u64,
+    pub put_templates: bool,
+    /// At shutdown, how long to wait for the sinks to acknowledge what is buffered and in
+    /// flight; what they have not acknowledged by then is not committed (delivered again later).
+    pub shutdown_grace_ms: u64,
+    /// Every this many milliseconds, index the host's counters of the interval in
+    /// `stockpipe-metrics` (Kibana's refused / dead-lettered rate); 0 = never.
+    pub metrics_interval_ms: u64,
+}
+
+impl Default for ElasticsearchSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            ca_file: None,
+            bulk_max_docs: 1000,
+            bulk_max_bytes: 5 << 20,
+            bulk_max_age_ms: 1000,
+            max_in_flight: 2,
+            retry_initial_ms: 100,
+            retry_max_ms: 10_000,
+            request_timeout_ms: 30_000,
+            put_templates: true,
+            shutdown_grace_ms: 30_000,
+            metrics_interval_ms: 10_000,
+        }
+    }
+}
+
+impl ElasticsearchSection {
+    /// Checks the section's values; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let es = self;
+        if !(es.url.is_empty() || es.url.starts_with("http://") || es.url.starts_with("https://")) {
+            return invalid(
+                "elasticsearch.url",
+                "must be http://host:port or https://host:port (or empty for no Elasticsearch)",
+            );
+        }
+        if !(1..=100_000).contains(&es.bulk_max_docs) {
+            return invalid(
+                "elasticsearch.bulk_max_docs",
+                "must be between 1 and 100000",
+            );
+        }
+        if es.bulk_max_bytes < 1024 {
+            return invalid("elasticsearch.bulk_max_bytes", "must be at least 1024");
+        }
+        if !(1..=64).contains(&es.max_in_flight) {
+            return invalid("elasticsearch.max_in_flight", "must be between 1 and 64");
+        }
+        if es.retry_initial_ms == 0 || es.retry_max_ms < es.retry_initial_ms {
+            return invalid(
+                "elasticsearch.retry_initial_ms",
+                "must be at least 1 and at most elasticsearch.retry_max_ms",
+            );
+        }
+        if es.request_timeout_ms == 0 {
+            return invalid("elasticsearch.request_timeout_ms", "must be at least 1");
+        }
+        if let Some(ca) = &es.ca_file
+            && !ca.is_file()
+        {
+            return invalid(
+                "elasticsearch.ca_file",
+                &format!("{} is not a readable file", ca.display()),
+            );
+        }
+        Ok(())
+    }
+
+    /// The sink's settings, with credentials read from `lookup` (the environment).
+    pub fn settings(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<EsSettings, EsError> {
+        use std::time::Duration;
+        Ok(EsSettings {
+            url: self.url.clone(),
+            auth: EsAuth::from_lookup(lookup)?,
+            ca_file: self.ca_file.clone(),
+            bulk_max_docs: self.bulk_max_docs,
+            bulk_max_bytes: self.bulk_max_bytes,
+            bulk_max_age: Duration::from_millis(self.bulk_max_age_ms),
+            max_in_flight: self.max_in_flight,
+            retry: RetryPolicy {
+                initial: Duration::from_millis(self.retry_initial_ms),
+                max: Duration::from_millis(self.retry_max_ms),
+            },
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            put_templates: self.put_templates,
+        })
     }
 }
 

@@ -11,6 +11,8 @@
 //! written again, so the lake holds every accepted tick exactly once even when a crash fell between
 //! an upload and the offset commit.
 
+use crate::config::error::{ConfigError, invalid};
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -253,6 +255,62 @@ impl LakeWriter {
             partition,
             offsets: segment.offsets,
             bytes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeSection {
+    /// `file:///path`, a plain directory, or `gs://bucket/prefix`.
+    pub url: String,
+    pub roll_bytes: usize,
+    pub roll_seconds: u64,
+    /// GCS endpoint (an emulator); empty = `STORAGE_EMULATOR_HOST`, else Google's.
+    pub gcs_endpoint: String,
+    /// GCS uploads above this many bytes are resumable.
+    pub gcs_resumable_threshold_bytes: usize,
+    /// Write `….ndjson.gz` objects (gzip) instead of plain NDJSON.
+    pub gzip: bool,
+}
+
+impl Default for LakeSection {
+    fn default() -> Self {
+        Self {
+            url: "lake".into(),
+            roll_bytes: 8 << 20,
+            roll_seconds: 60,
+            gcs_endpoint: String::new(),
+            gcs_resumable_threshold_bytes: 16 << 20,
+            gzip: false,
+        }
+    }
+}
+
+impl LakeSection {
+    /// Checks the section's values; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.roll_bytes < 1024 {
+            return invalid("lake.roll_bytes", "must be at least 1024");
+        }
+        if self.roll_seconds == 0 {
+            return invalid("lake.roll_seconds", "must be at least 1");
+        }
+        self.location()?;
+        Ok(())
+    }
+
+    pub fn location(&self) -> Result<crate::sink::store::LakeLocation, ConfigError> {
+        crate::sink::store::LakeLocation::parse(&self.url).map_err(|message| ConfigError::Invalid {
+            key: "lake.url",
+            message,
+        })
+    }
+
+    pub fn gcs_options(&self) -> crate::sink::store::GcsOptions {
+        crate::sink::store::GcsOptions {
+            endpoint: (!self.gcs_endpoint.is_empty()).then(|| self.gcs_endpoint.clone()),
+            resumable_threshold: self.gcs_resumable_threshold_bytes,
         }
     }
 }

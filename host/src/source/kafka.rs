@@ -2,141 +2,18 @@
 //! is stored (and then auto-committed) only once the commit tracker says every sink acknowledged
 //! it and everything before it.
 
+use crate::config::error::{ConfigError, invalid};
 use crate::telemetry::{Dependency, Telemetry};
 use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{DefaultProducerContext, FutureProducer, Producer};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
+use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// The in-process mock cluster, kept alive as long as the pipeline runs.
-pub struct EmbeddedKafka {
-    cluster: MockCluster<'static, DefaultProducerContext>,
-}
-
-impl EmbeddedKafka {
-    /// Starts a one-broker mock cluster and creates `topics` with `partitions` each (the mock
-    /// cluster's admin API cannot create topics; its own call can).
-    pub fn start(topics: &[(&str, i32)]) -> anyhow::Result<Self> {
-        let cluster = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
-        for (topic, partitions) in topics {
-            cluster
-                .create_topic(topic, *partitions, 1)
-                .with_context(|| format!("creating topic {topic} on the mock cluster"))?;
-        }
-        Ok(Self { cluster })
-    }
-
-    pub fn bootstrap_servers(&self) -> String {
-        self.cluster.bootstrap_servers()
-    }
-}
-
-/// librdkafka's mock broker deletes a partition's oldest messages beyond 5 MiB (or 100,000
-/// messages), like a broker with a tiny retention.
-pub const EMBEDDED_PARTITION_BYTES: usize = 5 << 20;
-
-/// Messages the embedded cluster keeps per partition (see [`EMBEDDED_PARTITION_BYTES`]).
-pub const EMBEDDED_PARTITION_MESSAGES: usize = 100_000;
-
-/// Partitions the embedded cluster needs to keep every message of a replay until it is consumed:
-/// the fewest, at least `configured` (and at most 1,024), at which no partition holds more than
-/// 80 % of the cluster's per-partition limits, with each keyed message placed where our
-/// producer's partitioner puts it. `messages`: each message's key and payload size. (Keys are
-/// instrument tokens, few and uneven: at 50 keys over 55 partitions, an average share was far
-/// from the fullest partition.)
-pub fn embedded_partitions_for(configured: i32, messages: &[(Option<&str>, usize)]) -> i32 {
-    const MOST: i32 = 1024;
-    // Bytes the cluster counts per message beyond its payload (record and batch headers), with
-    // room to spare.
-    const OVERHEAD: usize = 128;
-    let byte_budget = EMBEDDED_PARTITION_BYTES / 5 * 4;
-    let count_budget = EMBEDDED_PARTITION_MESSAGES / 5 * 4;
-    let mut keyed: HashMap<&str, (usize, usize)> = HashMap::new();
-    let (mut keyless_bytes, mut keyless_count) = (0, 0);
-    for &(key, size) in messages {
-        let (bytes, count) = match key {
-            Some(key) => keyed.entry(key).or_default(),
-            None => {
-                keyless_bytes += size + OVERHEAD;
-                keyless_count += 1;
-                continue;
-            }
-        };
-        *bytes += size + OVERHEAD;
-        *count += 1;
-    }
-    let keyed: Vec<(u32, usize, usize)> = keyed
-        .into_iter()
-        .map(|(key, (bytes, count))| (crc32(key.as_bytes()), bytes, count))
-        .collect();
-    let total_bytes = keyed.iter().map(|k| k.1).sum::<usize>() + keyless_bytes;
-    let even = total_bytes
-        .div_ceil(byte_budget)
-        .max(messages.len().div_ceil(count_budget));
-    let least = configured
-        .max(i32::try_from(even).unwrap_or(MOST))
-        .min(MOST);
-    if keyed
-        .iter()
-        .any(|&(_, bytes, count)| bytes > byte_budget || count > count_budget)
-    {
-        // One key alone overflows a partition: no count helps (the replay's check says so).
-        return least;
-    }
-    (least..=MOST)
-        .find(|&partitions| {
-            let n = partitions as usize;
-            // Keyless messages land at random: an even share with a quarter to spare.
-            let spread = |total: usize| (total / n) + (total / n) / 4 + 1;
-            let mut load = vec![(spread(keyless_bytes), spread(keyless_count)); n];
-            for &(hash, bytes, count) in &keyed {
-                let slot = &mut load[hash as usize % n];
-                slot.0 += bytes;
-                slot.1 += count;
-            }
-            load.iter()
-                .all(|&(bytes, count)| bytes <= byte_budget && count <= count_budget)
-        })
-        .unwrap_or(MOST)
-}
-
-/// CRC-32 (IEEE, reflected: zlib's), which librdkafka's default partitioner (`consistent_random`)
-/// takes modulo the partition count to place a keyed message.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xedb8_8320 & (crc & 1).wrapping_neg());
-        }
-    }
-    !crc
-}
-
-/// Messages the embedded cluster already deleted from `topic` (its low watermarks): anything but
-/// 0 right after a replay means the input did not fit, and would be lost without a word.
-pub fn embedded_dropped(
-    producer: &FutureProducer,
-    topic: &str,
-    partitions: i32,
-) -> anyhow::Result<i64> {
-    let timeout = Duration::from_secs(10);
-    let mut dropped = 0;
-    for p in 0..partitions {
-        let (low, _) = producer
-            .client()
-            .fetch_watermarks(topic, p, timeout)
-            .with_context(|| format!("watermarks of {topic}/{p}"))?;
-        dropped += low;
-    }
-    Ok(dropped)
-}
 
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
     ClientConfig::new()
@@ -538,6 +415,114 @@ pub fn read_to_end(
     Ok(messages)
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port]`; empty = start librdkafka's mock cluster in-process.
+    pub brokers: String,
+    pub topic: String,
+    pub group_id: String,
+    pub dead_letter_topic: String,
+    pub alerts_topic: String,
+    /// Partitions of the topic when the embedded cluster creates it.
+    pub embedded_partitions: i32,
+    /// Most messages in one batch through the guests.
+    pub batch_max: usize,
+    /// Longest wait to fill a batch, in milliseconds.
+    pub batch_wait_ms: u64,
+    /// A member silent this long leaves the group (`session.timeout.ms`).
+    pub session_timeout_ms: u64,
+    /// A member that does not poll for this long leaves the group; a rebalance may also wait this
+    /// long for a member that died without leaving (`max.poll.interval.ms`).
+    pub max_poll_interval_ms: u64,
+    /// Static group membership (`group.instance.id`): empty = dynamic. Give each host of a group
+    /// its own stable id (e.g. the container's name) to restart without a rebalance.
+    pub group_instance_id: String,
+    /// How often librdkafka reports consumer lag, committed offsets and broker states (for
+    /// `/metrics` and `/ready`), in milliseconds; 0 = never.
+    pub statistics_interval_ms: u64,
+    /// How long the broker may hold a fetch waiting for data (`fetch.wait.max.ms`; librdkafka's
+    /// default is 500). Bounds the latency of a quiet partition; lower = more idle requests.
+    pub fetch_wait_max_ms: u64,
+}
+
+impl KafkaConfig {
+    /// Checks the section's values; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = self;
+        for (key, topic) in [
+            ("kafka.topic", &k.topic),
+            ("kafka.dead_letter_topic", &k.dead_letter_topic),
+            ("kafka.alerts_topic", &k.alerts_topic),
+        ] {
+            if topic.is_empty()
+                || topic.len() > 249
+                || !topic
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return invalid(
+                    key,
+                    &format!("{topic:?} is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])"),
+                );
+            }
+        }
+        if k.dead_letter_topic == k.topic || k.alerts_topic == k.topic {
+            return invalid(
+                "kafka.dead_letter_topic",
+                "the dead-letter and alerts topics must differ from kafka.topic",
+            );
+        }
+        if k.group_id.is_empty() {
+            return invalid("kafka.group_id", "must not be empty");
+        }
+        if k.batch_max == 0 || k.batch_max > 100_000 {
+            return invalid("kafka.batch_max", "must be between 1 and 100000");
+        }
+        if k.session_timeout_ms < 1000 || k.max_poll_interval_ms < k.session_timeout_ms {
+            return invalid(
+                "kafka.max_poll_interval_ms",
+                "kafka.session_timeout_ms must be at least 1000 and at most kafka.max_poll_interval_ms",
+            );
+        }
+        if !(1..=1024).contains(&k.embedded_partitions) {
+            return invalid("kafka.embedded_partitions", "must be between 1 and 1024");
+        }
+        Ok(())
+    }
+
+    pub fn group_timeouts(&self) -> GroupTimeouts {
+        GroupTimeouts {
+            session_ms: self.session_timeout_ms,
+            max_poll_interval_ms: self.max_poll_interval_ms,
+            instance_id: (!self.group_instance_id.is_empty())
+                .then(|| self.group_instance_id.clone()),
+            statistics_interval_ms: self.statistics_interval_ms,
+            fetch_wait_max_ms: self.fetch_wait_max_ms,
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            topic: "stock-stream".into(),
+            group_id: "stockpipe".into(),
+            dead_letter_topic: "stock-stream.dlq".into(),
+            alerts_topic: "stock-alerts".into(),
+            embedded_partitions: 3,
+            batch_max: 1000,
+            batch_wait_ms: 50,
+            session_timeout_ms: 10_000,
+            max_poll_interval_ms: 300_000,
+            group_instance_id: String::new(),
+            statistics_interval_ms: 2_000,
+            fetch_wait_max_ms: 100,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,49 +547,5 @@ mod tests {
             Duration::from_secs(5),
             "a test value"
         ));
-    }
-
-    #[test]
-    fn crc32_is_zlibs() {
-        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
-        assert_eq!(crc32(b""), 0);
-    }
-
-    /// The fullest partition when `messages` are placed the way the producer places them.
-    fn fullest(messages: &[(Option<&str>, usize)], partitions: i32) -> usize {
-        let mut load = vec![0; partitions as usize];
-        for (key, size) in messages {
-            load[crc32(key.unwrap().as_bytes()) as usize % partitions as usize] += size + 128;
-        }
-        load.into_iter().max().unwrap()
-    }
-
-    #[test]
-    fn the_embedded_topic_is_sized_to_retain_the_input() {
-        let budget = EMBEDDED_PARTITION_BYTES / 5 * 4;
-        let small = [(Some("1"), 720); 100];
-        assert_eq!(embedded_partitions_for(3, &small), 3);
-        // 100,000 ticks of ~720 bytes over 50 instruments (72 MB): the run that dropped 2,011
-        // messages at 55 partitions (an even share with headroom).
-        let keys: Vec<String> = (0..50).map(|i| (256_265 + 7_919 * i).to_string()).collect();
-        let ticks: Vec<(Option<&str>, usize)> = (0..100_000)
-            .map(|i| (Some(keys[i % 50].as_str()), 720))
-            .collect();
-        let partitions = embedded_partitions_for(3, &ticks);
-        assert!(fullest(&ticks, partitions) <= budget, "{partitions}");
-        assert!(
-            fullest(&ticks, partitions - 1) > budget,
-            "{partitions} is the fewest"
-        );
-        // Many small keyless messages: the cluster's message cap counts too.
-        let tiny = vec![(None, 3); 300_000];
-        let partitions = embedded_partitions_for(1, &tiny);
-        assert!(
-            300_000 / partitions as usize <= EMBEDDED_PARTITION_MESSAGES * 4 / 5,
-            "{partitions}"
-        );
-        // One key bigger than a partition: no partition count helps; no 1,024-partition topic.
-        let one = vec![(Some("42"), 1_000); 10_000];
-        assert_eq!(embedded_partitions_for(3, &one), 3);
     }
 }

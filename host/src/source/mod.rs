@@ -1,5 +1,8 @@
-//! Where ticks come from: Kafka (a real broker or the embedded mock cluster) and files replayed
-//! into Kafka.
+//! Where ticks come from: Kafka (a real broker or the embedded mock cluster), files replayed into
+//! Kafka, and the simulated market that feeds it live.
 
+pub mod embedded;
 pub mod kafka;
+pub mod once;
 pub mod replay;
+pub mod simulate;

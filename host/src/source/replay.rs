@@ -25,20 +25,8 @@ pub fn read_input(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(items)
 }
 
-/// Partitions the embedded cluster needs to retain a replay of `payloads`, each keyed as
-/// [`produce_all`] keys it (see [`super::kafka::embedded_partitions_for`]).
-pub fn embedded_partitions_for(configured: i32, payloads: &[Vec<u8>]) -> i32 {
-    let keys: Vec<Option<String>> = payloads.iter().map(|p| key_of(p)).collect();
-    let messages: Vec<(Option<&str>, usize)> = keys
-        .iter()
-        .zip(payloads)
-        .map(|(key, p)| (key.as_deref(), p.len()))
-        .collect();
-    super::kafka::embedded_partitions_for(configured, &messages)
-}
-
 /// The message key: the instrument token when the payload has one.
-fn key_of(payload: &[u8]) -> Option<String> {
+pub(crate) fn key_of(payload: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Token {
         instrument_token: serde_json::Value,
@@ -135,13 +123,13 @@ pub async fn feed_simulated(
     producer: FutureProducer,
     topic: String,
     rate: f64,
-    options: crate::simulate::SimulateOptions,
+    options: crate::source::simulate::SimulateOptions,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         rate > 0.0 && rate.is_finite(),
         "the simulated rate must be positive"
     );
-    let mut simulator = crate::simulate::Simulator::new(&options);
+    let mut simulator = crate::source::simulate::Simulator::new(&options);
     let start = Instant::now();
     let mut sent = 0u64;
     let mut pending = Vec::new();
@@ -151,9 +139,9 @@ pub async fn feed_simulated(
         tick.tick().await;
         let due = (start.elapsed().as_secs_f64() * rate) as u64;
         while sent < due {
-            let t = simulator.tick_at(crate::config::unix_now_us());
+            let t = simulator.tick_at(crate::clock::unix_now_us());
             let key = t.instrument_token.to_string();
-            let payload = crate::simulate::tick_json(&t);
+            let payload = crate::source::simulate::tick_json(&t);
             pending.push(
                 enqueue(&producer, &topic, Some(&key), &payload)
                     .await

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use std::time::Duration;
-use stockpipe::bigquery::{BqClient, BqError, STATEMENTS, SqlParams, render};
+use stockpipe::tools::bigquery::{BqClient, BqError, STATEMENTS, SqlParams, render};
 use wiremock::matchers::{method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 

@@ -5,7 +5,8 @@ use crate::support::sample_payloads;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use stockpipe::chain::{ChainComponents, WasmChain};
-use stockpipe::config::{Config, unix_now_us};
+use stockpipe::clock::unix_now_us;
+use stockpipe::config::Config;
 use stockpipe::pipeline::{Pipeline, RunSummary};
 use stockpipe::runtime::sandbox::{Sandbox, SandboxLimits};
 use stockpipe::sink::kafka::headers;
@@ -82,11 +83,15 @@ async fn sample_and_bad_ticks_end_to_end() {
 
     let summary = run_once(&config, &brokers).await;
     assert_eq!(
-        (summary.consumed, summary.accepted, summary.rejected),
+        (
+            summary.counts.consumed,
+            summary.counts.accepted,
+            summary.counts.rejected
+        ),
         (105, 100, 5),
         "{summary:?}"
     );
-    assert_eq!(summary.dead_lettered, 5);
+    assert_eq!(summary.counts.dead_lettered, 5);
 
     // The lake: every good tick exactly once, NDJSON, RFC 3339 UTC timestamps.
     let mut docs = Vec::new();
@@ -110,7 +115,7 @@ async fn sample_and_bad_ticks_end_to_end() {
         }
     }
     assert_eq!(docs.len(), 100);
-    assert_eq!(summary.lake_lines, 100);
+    assert_eq!(summary.counts.lake_lines, 100);
     let positions: BTreeSet<(i64, i64)> = docs
         .iter()
         .map(|d| {
@@ -185,7 +190,7 @@ async fn sample_and_bad_ticks_end_to_end() {
         expected_alerts > 0,
         "the sample should raise some alerts at 0.5 %"
     );
-    assert_eq!(summary.alerts, expected_alerts);
+    assert_eq!(summary.counts.alerts, expected_alerts);
 
     // Offsets: committed to the end of every partition.
     let consumer = crate::support::probe(&brokers);
@@ -198,7 +203,7 @@ async fn sample_and_bad_ticks_end_to_end() {
 
     // A second run of the same group finds nothing left to do.
     let again = run_once(&config, &brokers).await;
-    assert_eq!(again.consumed, 0, "{again:?}");
+    assert_eq!(again.counts.consumed, 0, "{again:?}");
     assert_eq!(again.committed_offsets, high);
 }
 

@@ -9,7 +9,7 @@ use stockpipe::sink::SourceRef;
 use stockpipe::sink::elasticsearch::{
     BulkItem, DeadLetters, EsAuth, EsSettings, EsSink, RetryPolicy, deliver,
 };
-use stockpipe::source::kafka::EmbeddedKafka;
+use stockpipe::source::embedded::EmbeddedKafka;
 use stockpipe::telemetry::Telemetry;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -519,7 +519,7 @@ async fn a_shutdown_gets_through_while_elasticsearch_is_down() {
     )
     .await
     .unwrap();
-    let registry = Arc::new(stockpipe::runtime::swap::GuestRegistry::default());
+    let registry = Arc::new(stockpipe::chain::swap::GuestRegistry::default());
     let started = std::time::Instant::now();
     let summary = tokio::time::timeout(
         Duration::from_secs(60),
@@ -546,10 +546,10 @@ async fn a_shutdown_gets_through_while_elasticsearch_is_down() {
     .expect("the run ends after the shutdown")
     .unwrap();
     assert!(started.elapsed() < Duration::from_secs(40));
-    assert_eq!(summary.consumed, 100);
-    assert_eq!(summary.indexed, 0);
+    assert_eq!(summary.counts.consumed, 100);
+    assert_eq!(summary.counts.indexed, 0);
     assert!(
-        summary.index_retried_requests == 0,
+        summary.counts.index_retried_requests == 0,
         "reported only when a request completes"
     );
     assert!(

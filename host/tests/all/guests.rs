@@ -6,14 +6,14 @@ use std::sync::Arc;
 use stockpipe::chain::{
     ChainComponents, NativeChain, StageChain, StageConfigs, StageOutcome, WasmChain,
 };
-use stockpipe::guest_test::run_fixtures;
 use stockpipe::runtime::sandbox::SandboxLimits;
 use stockpipe::runtime::{GuestComponent, GuestLoadError, StageKind, embedded_component};
-use stockpipe::simulate::{SimulateOptions, simulate};
+use stockpipe::source::simulate::{SimulateOptions, simulate};
+use stockpipe::tools::guest_test::run_fixtures;
 use stockpipe_model::Tick;
 
 fn configs() -> StageConfigs {
-    stockpipe::config::Config::default().stage_configs(stockpipe::config::unix_now_us())
+    stockpipe::config::Config::default().stage_configs(stockpipe::clock::unix_now_us())
 }
 
 #[test]

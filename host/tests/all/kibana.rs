@@ -3,8 +3,8 @@
 
 use serde_json::json;
 use std::time::Duration;
-use stockpipe::kibana::{ImportOptions, KibanaError, SAVED_OBJECTS, import};
 use stockpipe::sink::elasticsearch::EsAuth;
+use stockpipe::tools::kibana::{ImportOptions, KibanaError, SAVED_OBJECTS, import};
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -6,6 +6,7 @@ mod elasticsearch;
 mod emulators;
 mod guests;
 mod kibana;
+mod layout;
 mod ml;
 mod numbers;
 mod observability;

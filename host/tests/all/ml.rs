@@ -4,7 +4,7 @@
 
 use crate::support::{last_json_line, stockpipe};
 use serde_json::Value;
-use stockpipe::ml;
+use stockpipe::tools::ml;
 
 fn fixture(name: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

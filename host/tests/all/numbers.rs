@@ -63,7 +63,8 @@ fn number_literals(text: &str) -> BTreeMap<String, String> {
             b'f' => *i += 5,
             _ => {
                 let start = *i;
-                while *i < b.len() && matches!(b[*i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                while *i < b.len()
+                    && matches!(b[*i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
                 {
                     *i += 1;
                 }
@@ -147,20 +148,33 @@ fn bits(literal: &str) -> u64 {
         .to_bits()
 }
 
+/// An integer literal's value; an integral float (`53611.0`, below 2^53) is that integer.
+fn integer(literal: &str) -> i128 {
+    literal.parse::<i128>().unwrap_or_else(|_| {
+        let x: f64 = literal.parse().unwrap();
+        assert!(x.fract() == 0.0 && x.abs() < 9e15, "{literal}");
+        x as i128
+    })
+}
+
 /// Checks that `text`'s numbers at `paths` read back the same from `doc`, and returns how many.
 fn same_numbers(input: &str, doc: &str, float_paths: &[String], int_paths: &[String]) -> usize {
     let before = number_literals(input);
     let after = number_literals(doc);
     for path in float_paths {
         let (a, b) = (&before[path], &after[path]);
-        assert_eq!(bits(a), bits(b), "{path}: {a} in the message, {b} in the document");
+        assert_eq!(
+            bits(a),
+            bits(b),
+            "{path}: {a} in the message, {b} in the document"
+        );
     }
     for path in int_paths {
         let (a, b) = (&before[path], &after[path]);
         assert_eq!(
-            a.parse::<i128>().unwrap(),
-            b.parse::<i128>().unwrap(),
-            "{path}"
+            integer(a),
+            integer(b),
+            "{path}: {a} in the message, {b} in the document"
         );
     }
     float_paths.len() + int_paths.len()
@@ -168,10 +182,15 @@ fn same_numbers(input: &str, doc: &str, float_paths: &[String], int_paths: &[Str
 
 fn paths() -> (Vec<String>, Vec<String>) {
     let mut floats: Vec<String> = FLOAT_FIELDS.iter().map(|f| f.to_string()).collect();
-    let mut ints: Vec<String> = ["instrument_token", "volume", "sell_quantity", "last_quantity"]
-        .iter()
-        .map(|f| f.to_string())
-        .collect();
+    let mut ints: Vec<String> = [
+        "instrument_token",
+        "volume",
+        "sell_quantity",
+        "last_quantity",
+    ]
+    .iter()
+    .map(|f| f.to_string())
+    .collect();
     for level in ["depth.buy[0]", "depth.buy[1]", "depth.sell[0]"] {
         floats.push(format!("{level}.price"));
         ints.push(format!("{level}.orders"));
@@ -237,7 +256,10 @@ fn float_literals() -> Vec<String> {
             }
             let sign = if rng.below(4) == 0 { "-" } else { "" };
             let exp = rng.below(600) as i64 - 320;
-            out.push(format!("{sign}{}.{}e{exp}", &mantissa[..1], &mantissa[1..]));
+            out.push(match mantissa.len() {
+                1 => format!("{sign}{mantissa}e{exp}"),
+                _ => format!("{sign}{}.{}e{exp}", &mantissa[..1], &mantissa[1..]),
+            });
             // The same digits as a plain decimal: the point inside them, before them behind
             // zeros, or after them behind zeros.
             let m = &mantissa;
@@ -308,16 +330,21 @@ fn generated_numbers_reach_the_document_unchanged() {
             &format!(r#""volume": {int}.0,"#),
         );
         let integral = int.parse::<i64>().unwrap().unsigned_abs() < 9_000_000_000_000_000;
-        for input in [Some(fast), integral.then_some(thorough)].into_iter().flatten() {
-            let tick = decode_tick(input.as_bytes(), 0)
-                .unwrap_or_else(|e| panic!("{input}: {e}"));
+        for input in [Some(fast), integral.then_some(thorough)]
+            .into_iter()
+            .flatten()
+        {
+            let tick = decode_tick(input.as_bytes(), 0).unwrap_or_else(|e| panic!("{input}: {e}"));
             assert_eq!(tick.last_price.to_bits(), bits(float), "decode of {float}");
             assert_eq!(tick.depth_sell[0].price.to_bits(), bits(float), "{float}");
             assert_eq!(tick.volume.to_string(), *int);
             let doc = document(&tick, &enrichment_of(tick.change));
             checked += same_numbers(&input, &doc, &float_paths, &int_paths);
             // What the enrichment computed leaves as it was computed.
-            assert_eq!(bits(&number_literals(&doc)["notional"]), tick.change.to_bits());
+            assert_eq!(
+                bits(&number_literals(&doc)["notional"]),
+                tick.change.to_bits()
+            );
         }
     }
     assert!(checked > 500_000, "{checked}");
@@ -326,13 +353,14 @@ fn generated_numbers_reach_the_document_unchanged() {
 #[test]
 fn simulated_ticks_reach_the_document_unchanged() {
     let (float_paths, int_paths) = paths();
-    let ticks = stockpipe::simulate::simulate(&stockpipe::simulate::SimulateOptions {
-        ticks: 3000,
-        ..Default::default()
-    });
+    let ticks =
+        stockpipe::source::simulate::simulate(&stockpipe::source::simulate::SimulateOptions {
+            ticks: 3000,
+            ..Default::default()
+        });
     let mut long_changes = 0;
     for tick in &ticks {
-        let input = String::from_utf8(stockpipe::simulate::tick_json(tick)).unwrap();
+        let input = String::from_utf8(stockpipe::source::simulate::tick_json(tick)).unwrap();
         let decoded = decode_tick(input.as_bytes(), 0).unwrap();
         assert_eq!(&decoded, tick, "{input}");
         let doc = document(&decoded, &enrichment_of(decoded.change));

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use stockpipe::simulate::{SimulateOptions, Simulator};
+use stockpipe::source::simulate::{SimulateOptions, Simulator};
 
 const SEED: u64 = 77;
 

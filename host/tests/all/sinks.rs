@@ -98,7 +98,7 @@ async fn upload_turns_a_json_array_into_ndjson() {
         text.trim_start().starts_with('['),
         "the sample is a JSON array"
     );
-    let report = stockpipe::upload::upload(
+    let report = stockpipe::tools::upload::upload(
         &file,
         "gs://raw/ticks/sample.ndjson",
         GcsOptions {
@@ -163,11 +163,15 @@ async fn kafka_to_elasticsearch_and_gcs_and_redelivery() {
 
     let summary = crate::e2e::run_once(&config, &brokers).await;
     assert_eq!(
-        (summary.consumed, summary.accepted, summary.rejected),
+        (
+            summary.counts.consumed,
+            summary.counts.accepted,
+            summary.counts.rejected
+        ),
         (101, 100, 1)
     );
-    assert_eq!(summary.indexed, 100, "{summary:?}");
-    assert_eq!(summary.lake_lines, 100);
+    assert_eq!(summary.counts.indexed, 100, "{summary:?}");
+    assert_eq!(summary.counts.lake_lines, 100);
     assert_eq!(summary.committed_offsets.values().sum::<i64>(), 101);
     assert_eq!(es_count(&noida.es_url, "stock-stream").await, 100);
     let store = gcs_store(&gcs, "lake", "stockpipe", 0).await;
@@ -196,9 +200,9 @@ async fn kafka_to_elasticsearch_and_gcs_and_redelivery() {
     // The same messages again (a new group starts at the beginning).
     config.kafka.group_id = "stockpipe-again".into();
     let again = crate::e2e::run_once(&config, &brokers).await;
-    assert_eq!(again.accepted, 100);
-    assert_eq!(again.lake_already_stored, 100, "{again:?}");
-    assert_eq!(again.lake_objects, 0);
+    assert_eq!(again.counts.accepted, 100);
+    assert_eq!(again.counts.lake_already_stored, 100, "{again:?}");
+    assert_eq!(again.counts.lake_objects, 0);
     assert_eq!(store.list("stock-stream").await.unwrap(), objects_before);
     assert_eq!(
         es_count(&noida.es_url, "stock-stream").await,

@@ -106,7 +106,7 @@ pub fn install(dir: &std::path::Path, name: &str, bytes: &[u8]) {
 
 /// Ticks as NDJSON payloads, one per message.
 pub fn simulated_payloads(ticks: usize, seed: u64) -> Vec<Vec<u8>> {
-    use stockpipe::simulate::{SimulateOptions, render, simulate};
+    use stockpipe::source::simulate::{SimulateOptions, render, simulate};
     let ticks = simulate(&SimulateOptions {
         instruments: 50,
         ticks,
@@ -179,14 +179,8 @@ pub fn with_token(payload: &[u8], token: u64) -> Vec<u8> {
 pub fn embedded_cluster(
     config: &stockpipe::config::Config,
     partitions: i32,
-) -> stockpipe::source::kafka::EmbeddedKafka {
-    let k = &config.kafka;
-    stockpipe::source::kafka::EmbeddedKafka::start(&[
-        (k.topic.as_str(), partitions),
-        (k.dead_letter_topic.as_str(), 1),
-        (k.alerts_topic.as_str(), 1),
-    ])
-    .unwrap()
+) -> stockpipe::source::embedded::EmbeddedKafka {
+    stockpipe::source::embedded::EmbeddedKafka::for_pipeline(&config.kafka, partitions).unwrap()
 }
 
 /// A client for metadata and watermarks only: no group subscription, so dropping it never waits on

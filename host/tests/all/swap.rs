@@ -8,12 +8,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use stockpipe::chain::swap::GuestRegistry;
 use stockpipe::config::Config;
 use stockpipe::pipeline::RunSummary;
-use stockpipe::runtime::swap::GuestRegistry;
 use stockpipe::runtime::{StageKind, component_version, embedded_component};
 use stockpipe::sink::kafka::headers;
-use stockpipe::source::kafka::{self as kafka_source, EmbeddedKafka};
+use stockpipe::source::embedded::EmbeddedKafka;
+use stockpipe::source::kafka as kafka_source;
 use stockpipe::source::replay::{Pace, produce_all};
 
 struct Running {
@@ -95,7 +96,7 @@ impl Running {
             .unwrap()
     }
 
-    fn events(&self, outcome: &str) -> Vec<stockpipe::runtime::swap::SwapEvent> {
+    fn events(&self, outcome: &str) -> Vec<stockpipe::chain::swap::SwapEvent> {
         self.registry
             .view()
             .history
@@ -165,7 +166,7 @@ async fn a_swap_under_a_continuous_stream_processes_every_tick_once_with_one_ver
     );
     assert_eq!(swapped[0].to_version.as_deref(), Some(new.as_str()));
     assert_eq!(
-        (summary.consumed, summary.accepted),
+        (summary.counts.consumed, summary.counts.accepted),
         (total, total),
         "{summary:?}"
     );
@@ -240,7 +241,7 @@ async fn a_component_of_the_wrong_world_is_refused_and_the_old_one_keeps_serving
     );
     let old = component_version(embedded_component(StageKind::Validate));
     let docs = lake_documents(lake.path());
-    assert_eq!((docs.len() as u64, summary.accepted), (total, total));
+    assert_eq!((docs.len() as u64, summary.counts.accepted), (total, total));
     assert!(validate_versions(&docs).values().all(|v| *v == old));
 }
 
@@ -303,15 +304,18 @@ async fn a_new_version_that_keeps_faulting_is_rolled_back() {
         rolled[0].reason
     );
     // Every tick exactly once: in the lake, or dead-lettered by the failing version.
-    assert_eq!(summary.consumed, 2_000);
-    assert_eq!(summary.accepted + summary.rejected, 2_000);
-    assert!((3..poisoned).contains(&summary.rejected), "{summary:?}");
+    assert_eq!(summary.counts.consumed, 2_000);
+    assert_eq!(summary.counts.accepted + summary.counts.rejected, 2_000);
+    assert!(
+        (3..poisoned).contains(&summary.counts.rejected),
+        "{summary:?}"
+    );
     let docs = lake_documents(lake.path());
     let versions = validate_versions(&docs);
-    assert_eq!(versions.len() as u64, summary.accepted);
+    assert_eq!(versions.len() as u64, summary.counts.accepted);
     assert!(versions.values().any(|v| *v == new) && versions.values().any(|v| *v == old));
     let dead = crate::support::dead_letters(&brokers).await;
-    assert_eq!(dead.len() as u64, summary.rejected);
+    assert_eq!(dead.len() as u64, summary.counts.rejected);
     for (_, hdrs) in &dead {
         assert_eq!(hdrs[headers::REASON_CODE], "trap", "{hdrs:?}");
     }
@@ -348,10 +352,10 @@ async fn hostile_guests_lose_only_their_own_ticks() {
     let summary = running.stop().await;
     assert_eq!(
         (
-            summary.consumed,
-            summary.accepted,
-            summary.rejected,
-            summary.dead_lettered
+            summary.counts.consumed,
+            summary.counts.accepted,
+            summary.counts.rejected,
+            summary.counts.dead_lettered
         ),
         (105, 100, 5, 5)
     );
@@ -573,10 +577,10 @@ async fn a_second_member_of_the_group_takes_partitions_without_losing_a_tick() {
     let second_summary = second.await.unwrap().unwrap();
     let first_summary = first.stop().await;
     assert!(
-        second_summary.consumed > 0,
+        second_summary.counts.consumed > 0,
         "the second member got partitions: {second_summary:?}"
     );
-    assert!(first_summary.consumed > 0);
+    assert!(first_summary.counts.consumed > 0);
     // At least once: every offset of the topic is in the lake (re-delivered ranges may repeat).
     let docs = lake_documents(lake.path());
     let offsets: BTreeSet<(i64, i64)> = docs

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::time::{Duration, Instant};
 
 /// The saved objects, one JSON object per line.
-pub const SAVED_OBJECTS: &str = include_str!("../../data/kibana/stockpipe.ndjson");
+pub const SAVED_OBJECTS: &str = include_str!("../../../data/kibana/stockpipe.ndjson");
 
 #[derive(Debug, thiserror::Error)]
 pub enum KibanaError {

@@ -154,7 +154,47 @@ struct LiveState {
     rejects: BTreeMap<(String, String), u64>,
     forecasts: Vec<serde_json::Value>,
     forecasts_source: Option<String>,
-    totals: Totals,
+    counts: Counts,
+}
+
+/// Everything a run counts — the one place the counts are kept: a run's summary
+/// ([`crate::pipeline::RunSummary`]) is these at its end, the live view and the metrics index show
+/// [`Totals`] made from them. (The Prometheus counters beside them are bumped by the same calls.)
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Counts {
+    pub consumed: u64,
+    pub accepted: u64,
+    /// Refused by decoding or by a guest (each one is dead-lettered).
+    pub rejected: u64,
+    /// Dead letters of refused ticks the broker acknowledged.
+    pub dead_lettered: u64,
+    /// Alerts the broker acknowledged.
+    pub alerts: u64,
+    pub lake_objects: u64,
+    pub lake_lines: u64,
+    /// Re-delivered lines an object already in the lake covered (not written twice).
+    pub lake_already_stored: u64,
+    /// Documents Elasticsearch acknowledged as indexed.
+    pub indexed: u64,
+    /// Documents Elasticsearch refused (mapping/parse errors), sent to the dead-letter topic.
+    pub index_dead_lettered: u64,
+    /// Bulk items and whole bulk requests sent again (429, 5xx, connection failures).
+    pub index_retried_items: u64,
+    pub index_retried_requests: u64,
+}
+
+impl Counts {
+    /// What the dashboard and the `stockpipe-metrics` index show: every dead letter together.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            consumed: self.consumed,
+            accepted: self.accepted,
+            rejected: self.rejected,
+            dead_lettered: self.dead_lettered + self.index_dead_lettered,
+            indexed: self.indexed,
+            lake_lines: self.lake_lines,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
@@ -329,8 +369,8 @@ impl Telemetry {
     /// The metrics in the OpenMetrics text format, with the guest versions of `loaded`.
     pub fn encode(
         &self,
-        loaded: &[crate::runtime::swap::LoadedGuest],
-        history: &[crate::runtime::swap::SwapEvent],
+        loaded: &[crate::chain::swap::LoadedGuest],
+        history: &[crate::chain::swap::SwapEvent],
     ) -> String {
         self.guest_info.clear();
         for g in loaded {
@@ -397,9 +437,9 @@ impl Telemetry {
         }
         let second = unix_seconds();
         let mut live = self.live.lock().expect("live view lock");
-        live.totals.consumed += record.consumed;
-        live.totals.accepted += record.accepted;
-        live.totals.rejected += record.refusals.len() as u64;
+        live.counts.consumed += record.consumed;
+        live.counts.accepted += record.accepted;
+        live.counts.rejected += record.refusals.len() as u64;
         let sample = match live.rates.back_mut() {
             Some(s) if s.second == second => s,
             _ => {
@@ -436,7 +476,8 @@ impl Telemetry {
         }
     }
 
-    /// `count` dead letters of ticks `stage` refused were acknowledged by the broker.
+    /// `count` dead letters of ticks `stage` refused were acknowledged by the broker (stage
+    /// `elasticsearch`: documents the index refused).
     pub fn dead_lettered(&self, stage: &str, count: u64) {
         if count == 0 {
             return;
@@ -446,11 +487,49 @@ impl Telemetry {
                 stage: stage.into(),
             })
             .inc_by(count);
+        let counts = &mut self.live.lock().expect("live view lock").counts;
+        if stage == "elasticsearch" {
+            counts.index_dead_lettered += count;
+        } else {
+            counts.dead_lettered += count;
+        }
+    }
+
+    /// `count` alerts were acknowledged by the broker.
+    pub fn alerts_delivered(&self, count: u64) {
+        self.live.lock().expect("live view lock").counts.alerts += count;
+    }
+
+    /// A lake object of `lines` lines was stored.
+    pub fn lake_object_stored(&self, lines: u64) {
+        self.sink_written(Sink::Lake, lines);
         self.live
             .lock()
             .expect("live view lock")
-            .totals
-            .dead_lettered += count;
+            .counts
+            .lake_objects += 1;
+    }
+
+    /// A re-delivered line an object already in the lake covers.
+    pub fn lake_already_stored(&self) {
+        self.live
+            .lock()
+            .expect("live view lock")
+            .counts
+            .lake_already_stored += 1;
+    }
+
+    /// Retries of the bulk requests Elasticsearch has settled (counted when a request completes,
+    /// unlike the `sink_retries` metric, which counts each retry as it is sent).
+    pub fn index_retries_settled(&self, items: u64, requests: u64) {
+        let counts = &mut self.live.lock().expect("live view lock").counts;
+        counts.index_retried_items += items;
+        counts.index_retried_requests += requests;
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> Counts {
+        self.live.lock().expect("live view lock").counts
     }
 
     pub fn sink_request(&self, sink: Sink, took: Duration) {
@@ -481,8 +560,8 @@ impl Telemetry {
             .inc_by(count);
         let mut live = self.live.lock().expect("live view lock");
         match sink {
-            Sink::Elasticsearch => live.totals.indexed += count,
-            Sink::Lake => live.totals.lake_lines += count,
+            Sink::Elasticsearch => live.counts.indexed += count,
+            Sink::Lake => live.counts.lake_lines += count,
             Sink::DeadLetter => {}
         }
     }
@@ -581,7 +660,7 @@ impl Telemetry {
                     count: *count,
                 })
                 .collect(),
-            totals: live.totals,
+            totals: live.counts.totals(),
             forecasts: live.forecasts.clone(),
             forecasts_source: live.forecasts_source.clone(),
         }
@@ -620,9 +699,9 @@ impl Telemetry {
         since: Totals,
         interval: Duration,
     ) -> (IntervalDocument, Totals) {
-        let now = self.live.lock().expect("live view lock").totals;
+        let now = self.counts().totals();
         let document = IntervalDocument {
-            timestamp: stockpipe_model::time::format_rfc3339_micros(crate::config::unix_now_us()),
+            timestamp: stockpipe_model::time::format_rfc3339_micros(crate::clock::unix_now_us()),
             host: host.into(),
             interval_seconds: interval.as_secs_f64(),
             counts: now.minus(since),

@@ -3,7 +3,7 @@
 
 use crate::chain::{ChainComponents, NativeChain, StageChain, StageConfigs, WasmChain};
 use crate::runtime::sandbox::{Sandbox, SandboxLimits};
-use crate::simulate::{SimulateOptions, simulate};
+use crate::source::simulate::{SimulateOptions, simulate};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -290,7 +290,7 @@ fn p50(mut xs: Vec<f64>) -> f64 {
 
 /// `stockpipe bench swap`: what a hot swap costs, and what part of it the loop feels.
 pub fn swap(rounds: usize, batch: usize, shadow_ticks: usize) -> anyhow::Result<SwapBench> {
-    use crate::runtime::swap::ShadowReport;
+    use crate::chain::swap::ShadowReport;
     use crate::runtime::{GuestComponent, StageKind, embedded_component};
     let rounds = rounds.max(1);
     let data = simulate(&SimulateOptions {

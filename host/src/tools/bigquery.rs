@@ -15,28 +15,31 @@ use std::time::{Duration, Instant};
 pub const STATEMENTS: [(&str, &str); 7] = [
     (
         "create_external_table",
-        include_str!("../../sql/create_external_table.sql"),
+        include_str!("../../../sql/create_external_table.sql"),
     ),
     (
         "train_price_regression_model",
-        include_str!("../../sql/train_price_regression_model.sql"),
+        include_str!("../../../sql/train_price_regression_model.sql"),
     ),
     (
         "evaluate_price_regression_model",
-        include_str!("../../sql/evaluate_price_regression_model.sql"),
+        include_str!("../../../sql/evaluate_price_regression_model.sql"),
     ),
-    ("predict_price", include_str!("../../sql/predict_price.sql")),
+    (
+        "predict_price",
+        include_str!("../../../sql/predict_price.sql"),
+    ),
     (
         "train_and_predict_timeseries",
-        include_str!("../../sql/train_and_predict_timeseries.sql"),
+        include_str!("../../../sql/train_and_predict_timeseries.sql"),
     ),
     (
         "train_and_predict_timeseries_multiseries",
-        include_str!("../../sql/train_and_predict_timeseries_multiseries.sql"),
+        include_str!("../../../sql/train_and_predict_timeseries_multiseries.sql"),
     ),
     (
         "evaluate_timeseries",
-        include_str!("../../sql/evaluate_timeseries.sql"),
+        include_str!("../../../sql/evaluate_timeseries.sql"),
     ),
 ];
 

@@ -2,10 +2,14 @@
 //! tick. [`WasmChain`] runs the guest components in the sandbox; [`NativeChain`] runs the same
 //! `logic.rs` code linked natively (the benchmark's reference, and a cross-check in tests).
 
+pub mod swap;
+
+use crate::config::error::{ConfigError, invalid};
 use crate::runtime::sandbox::Sandbox;
 use crate::runtime::{
     GuestComponent, GuestFault, StageInstance, StageKind, call_isolated, convert,
 };
+use serde::Deserialize;
 use std::sync::Arc;
 use stockpipe_guest_enrich::logic as enrich_logic;
 use stockpipe_guest_route::logic::{self as route_logic, Destinations, RouteInput};
@@ -422,5 +426,111 @@ impl StageChain for NativeChain {
             .iter()
             .map(|k| (k.name(), "native".to_string()))
             .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidateSection {
+    /// Offset from UTC, in minutes, of timestamps written without a zone (the sample's form).
+    pub naive_timestamp_offset_minutes: i32,
+    /// Earliest accepted tick time, RFC 3339.
+    pub min_timestamp: String,
+    /// How far past the host's clock a tick may be stamped, in seconds (0 = no limit).
+    pub max_future_seconds: u64,
+}
+
+impl Default for ValidateSection {
+    fn default() -> Self {
+        Self {
+            naive_timestamp_offset_minutes: 0,
+            min_timestamp: "2000-01-01T00:00:00Z".into(),
+            max_future_seconds: 86_400,
+        }
+    }
+}
+
+impl ValidateSection {
+    /// Checks the section's values; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.naive_timestamp_offset_minutes.abs() >= 24 * 60 {
+            return invalid(
+                "validate.naive_timestamp_offset_minutes",
+                "must be within ±1439",
+            );
+        }
+        if stockpipe_model::time::parse_timestamp(&self.min_timestamp, 0).is_err()
+            || !self.min_timestamp.contains('T')
+        {
+            return invalid(
+                "validate.min_timestamp",
+                "must be an RFC 3339 timestamp, e.g. 2000-01-01T00:00:00Z",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichSection {
+    pub imbalance_levels: u32,
+}
+
+impl Default for EnrichSection {
+    fn default() -> Self {
+        Self {
+            imbalance_levels: 5,
+        }
+    }
+}
+
+impl EnrichSection {
+    /// Checks the section's values; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.imbalance_levels == 0 {
+            return invalid("enrich.imbalance_levels", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteSection {
+    pub search_index: String,
+    pub change_alert_pct: f64,
+    pub spread_alert_bps: f64,
+}
+
+impl Default for RouteSection {
+    fn default() -> Self {
+        Self {
+            search_index: "stock-stream".into(),
+            change_alert_pct: 5.0,
+            spread_alert_bps: 50.0,
+        }
+    }
+}
+
+impl RouteSection {
+    /// Checks the section's values; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.search_index.is_empty() || self.search_index.chars().any(|c| c.is_ascii_uppercase())
+        {
+            return invalid(
+                "route.search_index",
+                "must be a non-empty lowercase index name",
+            );
+        }
+        for (key, v) in [
+            ("route.change_alert_pct", self.change_alert_pct),
+            ("route.spread_alert_bps", self.spread_alert_bps),
+        ] {
+            if !v.is_finite() {
+                return invalid(key, "must be a finite number (<= 0 disables the alert)");
+            }
+        }
+        Ok(())
     }
 }

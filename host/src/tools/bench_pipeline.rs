@@ -14,6 +14,7 @@
 //!   `es.index` per message) against the same broker and the same endpoint.
 
 use crate::config::Config;
+use crate::source::embedded::{self, EmbeddedKafka};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -54,7 +55,7 @@ fn es_headers() -> HeaderMap {
 }
 
 fn now_us() -> i64 {
-    crate::config::unix_now_us()
+    crate::clock::unix_now_us()
 }
 
 /// The µs timestamp of a document (`"timestamp":"2026-…Z"`), read without parsing the document.
@@ -192,7 +193,7 @@ pub struct ThroughputBench {
 /// The broker one benchmark runs against, with the topic names and group it uses there.
 pub struct BenchBroker {
     /// Kept alive for the run (the embedded cluster stops when dropped).
-    embedded: Option<crate::source::kafka::EmbeddedKafka>,
+    embedded: Option<EmbeddedKafka>,
     pub brokers: String,
     pub kind: &'static str,
     pub topic: String,
@@ -207,11 +208,7 @@ impl BenchBroker {
     pub async fn start(external: Option<&str>, partitions: i32) -> anyhow::Result<Self> {
         let k = Config::default().kafka;
         let Some(brokers) = external else {
-            let embedded = crate::source::kafka::EmbeddedKafka::start(&[
-                (k.topic.as_str(), partitions),
-                (k.dead_letter_topic.as_str(), 1),
-                (k.alerts_topic.as_str(), 1),
-            ])?;
+            let embedded = EmbeddedKafka::for_pipeline(&k, partitions)?;
             return Ok(Self {
                 brokers: embedded.bootstrap_servers(),
                 embedded: Some(embedded),
@@ -336,39 +333,35 @@ async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> anyhow::Result<
 
 /// A backlog of `ticks` simulated ticks through `run --once` into the endpoint.
 pub async fn throughput(ticks: usize, external: Option<&str>) -> anyhow::Result<ThroughputBench> {
-    use crate::source::kafka::embedded_dropped;
-    let data = crate::simulate::simulate(&crate::simulate::SimulateOptions {
+    let data = crate::source::simulate::simulate(&crate::source::simulate::SimulateOptions {
         instruments: 50,
         ticks,
         seed: 5,
         ..Default::default()
     });
-    let payloads: Vec<Vec<u8>> = data.iter().map(crate::simulate::tick_json).collect();
+    let payloads: Vec<Vec<u8>> = data
+        .iter()
+        .map(crate::source::simulate::tick_json)
+        .collect();
     let mut config = Config::default();
-    let partitions =
-        crate::source::replay::embedded_partitions_for(config.kafka.embedded_partitions, &payloads);
+    let partitions = embedded::partitions_for_replay(config.kafka.embedded_partitions, &payloads);
     let broker = BenchBroker::start(external, partitions).await?;
     broker.configure(&mut config);
     let brokers = broker.brokers.clone();
     let producer = crate::source::kafka::producer(&brokers)?;
-    crate::source::replay::produce_all(
-        &producer,
-        &broker.topic,
-        &payloads,
-        crate::source::replay::Pace::Max,
-        |_| {},
-    )
-    .await?;
-    if external.is_none() {
-        let dropped =
-            tokio::task::block_in_place(|| embedded_dropped(&producer, &broker.topic, partitions))?;
-        anyhow::ensure!(dropped == 0, "the mock cluster dropped {dropped} ticks");
-    }
+    match &broker.embedded {
+        Some(cluster) => cluster.replay(&producer, &payloads).await?,
+        None => {
+            let max = crate::source::replay::Pace::Max;
+            crate::source::replay::produce_all(&producer, &broker.topic, &payloads, max, |_| {})
+                .await?
+        }
+    };
     let endpoint = SinkEndpoint::default();
     let lake = tempfile_dir()?;
     config.elasticsearch.url = endpoint.start().await?;
     config.lake.url = lake.display().to_string();
-    let registry = Arc::new(crate::runtime::swap::GuestRegistry::default());
+    let registry = Arc::new(crate::chain::swap::GuestRegistry::default());
     let started = Instant::now();
     let cpu_before = cpu_seconds("self");
     let summary = crate::service::run(
@@ -386,9 +379,9 @@ pub async fn throughput(ticks: usize, external: Option<&str>) -> anyhow::Result<
     broker.remove_topics().await;
     let _ = std::fs::remove_dir_all(&lake);
     anyhow::ensure!(
-        summary.indexed == ticks as u64,
+        summary.counts.indexed == ticks as u64,
         "indexed {} of {ticks}",
-        summary.indexed
+        summary.counts.indexed
     );
     let sink_span = match (seen.first, seen.last) {
         (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
@@ -403,7 +396,7 @@ pub async fn throughput(ticks: usize, external: Option<&str>) -> anyhow::Result<
         ticks_per_s: ticks as f64 / wall,
         sink_ticks_per_s: seen.documents as f64 / sink_span,
         bulk_requests: seen.requests,
-        indexed: summary.indexed,
+        indexed: summary.counts.indexed,
         cpu_us_per_tick: cpu / ticks as f64 * 1e6,
         cores_busy: cpu / wall,
     })
@@ -476,7 +469,7 @@ pub async fn paced(
         crate::source::kafka::producer(&brokers)?,
         broker.topic.clone(),
         rate,
-        crate::simulate::SimulateOptions {
+        crate::source::simulate::SimulateOptions {
             instruments: 20,
             seed: 9,
             ..Default::default()
@@ -565,13 +558,16 @@ pub async fn python_baseline(
     host_ticks_per_s: Option<f64>,
     external: Option<&str>,
 ) -> anyhow::Result<BaselineBench> {
-    let data = crate::simulate::simulate(&crate::simulate::SimulateOptions {
+    let data = crate::source::simulate::simulate(&crate::source::simulate::SimulateOptions {
         instruments: 50,
         ticks: messages,
         seed: 5,
         ..Default::default()
     });
-    let payloads: Vec<Vec<u8>> = data.iter().map(crate::simulate::tick_json).collect();
+    let payloads: Vec<Vec<u8>> = data
+        .iter()
+        .map(crate::source::simulate::tick_json)
+        .collect();
     let broker = BenchBroker::start(external, 3).await?;
     let brokers = broker.brokers.clone();
     let producer = crate::source::kafka::producer(&brokers)?;

@@ -6,8 +6,9 @@
 //!   and answers with the decision;
 //! - the dashboard: `GET /` and `/assets/…` (embedded in the binary), fed by `GET /api/live`.
 
+use crate::chain::swap::{GuestRegistry, LoadedGuest, SwapEvent, SwapTrigger};
+use crate::config::error::{ConfigError, invalid};
 use crate::runtime::StageKind;
-use crate::runtime::swap::{GuestRegistry, LoadedGuest, SwapEvent, SwapTrigger};
 use crate::telemetry::{Dependency, LiveSnapshot, Telemetry};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -15,6 +16,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -55,27 +57,27 @@ const ASSETS: [(&str, &str, &str); 5] = [
     (
         "index.html",
         "text/html; charset=utf-8",
-        include_str!("../assets/index.html"),
+        include_str!("../../assets/index.html"),
     ),
     (
         "app.js",
         "text/javascript; charset=utf-8",
-        include_str!("../assets/app.js"),
+        include_str!("../../assets/app.js"),
     ),
     (
         "app.css",
         "text/css; charset=utf-8",
-        include_str!("../assets/app.css"),
+        include_str!("../../assets/app.css"),
     ),
     (
         "uPlot.iife.min.js",
         "text/javascript; charset=utf-8",
-        include_str!("../assets/vendor/uplot/uPlot.iife.min.js"),
+        include_str!("../../assets/vendor/uplot/uPlot.iife.min.js"),
     ),
     (
         "uPlot.min.css",
         "text/css; charset=utf-8",
-        include_str!("../assets/vendor/uplot/uPlot.min.css"),
+        include_str!("../../assets/vendor/uplot/uPlot.min.css"),
     ),
 ];
 
@@ -137,7 +139,7 @@ async fn live(State(state): State<ApiState>) -> Json<Live> {
     })
 }
 
-async fn guests(State(state): State<ApiState>) -> Json<crate::runtime::swap::RegistryView> {
+async fn guests(State(state): State<ApiState>) -> Json<crate::chain::swap::RegistryView> {
     Json(state.registry.view())
 }
 
@@ -212,4 +214,24 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// `host:port` of the HTTP API (`/guests`, `/health`); empty = no HTTP.
+    pub listen: String,
+}
+
+impl HttpSection {
+    /// Checks the section's values; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return invalid(
+                "http.listen",
+                "must be host:port with an IP address, e.g. 127.0.0.1:8080",
+            );
+        }
+        Ok(())
+    }
 }

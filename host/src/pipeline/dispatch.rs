@@ -1,0 +1,276 @@
+//! One batch: decode → the chain → each outcome to its sinks. A refused tick (by decoding or by a
+//! guest) goes, byte for byte, to the dead-letter topic; an accepted one becomes a document for the
+//! lake, Elasticsearch and (with an alert) the alerts topic. Every sink a message is routed to is
+//! tracked, so that its offset moves only once each has acknowledged it.
+
+use super::{Consumed, Pipeline};
+use crate::chain::{GuestVersions, Refusal, StageChain, StageOutcome};
+use crate::sink::elasticsearch::BulkItem;
+use crate::sink::lake::{Appended, RolledSegment};
+use crate::sink::{SourceRef, document, kafka as kafka_sink};
+use crate::telemetry::BatchRecord;
+use anyhow::Context;
+use rdkafka::producer::DeliveryFuture;
+use std::sync::Arc;
+use stockpipe_guest_route::logic::Destinations;
+use stockpipe_model::json::{DecodeError, decode_tick};
+use stockpipe_model::{Enrichment, Tick};
+
+/// A delivery to a topic the batch waits for before the next one.
+enum Pending {
+    /// With the stage that refused the tick.
+    DeadLetter(SourceRef, DeliveryFuture, &'static str),
+    Alert(SourceRef, DeliveryFuture),
+}
+
+/// What one batch left for after its loop: the counts, the deliveries to await, the lake
+/// segments that filled up.
+#[derive(Default)]
+struct BatchOut {
+    record: BatchRecord,
+    pending: Vec<Pending>,
+    rolled: Vec<RolledSegment>,
+}
+
+/// Decodes every message: the ticks, in order, and for each message its tick's index or the
+/// reason it did not decode.
+fn decode_batch(
+    batch: &[Consumed],
+    offset_minutes: i32,
+) -> (Vec<Tick>, Vec<Result<usize, DecodeError>>) {
+    let mut ticks = Vec::with_capacity(batch.len());
+    let slots = batch
+        .iter()
+        .map(|m| {
+            decode_tick(&m.payload, offset_minutes).map(|t| {
+                ticks.push(t);
+                ticks.len() - 1
+            })
+        })
+        .collect();
+    (ticks, slots)
+}
+
+impl Pipeline {
+    pub(super) async fn process(&mut self, batch: Vec<Consumed>) -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if batch
+            .iter()
+            .any(|m| !self.listed.contains(&m.source.partition))
+        {
+            self.list_lake().await?;
+            self.listed.extend(batch.iter().map(|m| m.source.partition));
+        }
+        let offset_minutes = self.config.validate.naive_timestamp_offset_minutes;
+        let (ticks, slots) = decode_batch(&batch, offset_minutes);
+        let chain = &mut self.chain;
+        let mut outcomes: Vec<Option<StageOutcome>> =
+            tokio::task::block_in_place(|| chain.process(&ticks))
+                .into_iter()
+                .map(Some)
+                .collect();
+        anyhow::ensure!(
+            outcomes.len() == ticks.len(),
+            "the chain returned {} outcomes for {} ticks",
+            outcomes.len(),
+            ticks.len()
+        );
+        let guest_calls = self.chain.last_calls();
+        let versions = self.chain.versions();
+        let mut out = BatchOut {
+            record: BatchRecord {
+                consumed: batch.len() as u64,
+                ..BatchRecord::default()
+            },
+            ..BatchOut::default()
+        };
+        for (message, slot) in batch.into_iter().zip(slots) {
+            match slot {
+                Ok(i) => {
+                    let outcome = outcomes[i].take().expect("each outcome is taken once");
+                    self.dispatch(message, Some(&ticks[i]), outcome, &versions, &mut out)?;
+                }
+                Err(e) => {
+                    let refused = StageOutcome::Refused {
+                        refusal: Refusal {
+                            stage: "decode",
+                            code: e.code.into(),
+                            message: e.message,
+                            guest_version: None,
+                        },
+                        dead_letter_topic: self.config.kafka.dead_letter_topic.clone(),
+                    };
+                    self.dispatch(message, None, refused, &versions, &mut out)?;
+                }
+            }
+        }
+        self.telemetry.record_batch(out.record, &guest_calls);
+        self.store_segments(out.rolled).await?;
+        self.after_batch(ticks);
+        self.await_deliveries(out.pending).await
+    }
+
+    /// Sends one message's outcome to its sinks.
+    fn dispatch(
+        &mut self,
+        message: Consumed,
+        tick: Option<&Tick>,
+        outcome: StageOutcome,
+        versions: &GuestVersions,
+        out: &mut BatchOut,
+    ) -> anyhow::Result<()> {
+        match outcome {
+            StageOutcome::Refused {
+                refusal,
+                dead_letter_topic,
+            } => self.refuse(message, &refusal, &dead_letter_topic, out),
+            StageOutcome::Accepted {
+                enrichment,
+                destinations,
+            } => {
+                let tick = tick.expect("an accepted tick was decoded");
+                self.accept(message, tick, &enrichment, &destinations, versions, out)
+            }
+        }
+    }
+
+    /// The original bytes to the dead-letter topic, the reason in headers.
+    fn refuse(
+        &mut self,
+        message: Consumed,
+        refusal: &Refusal,
+        dead_letter_topic: &str,
+        out: &mut BatchOut,
+    ) -> anyhow::Result<()> {
+        let source = &message.source;
+        out.record
+            .refusals
+            .push((refusal.stage, refusal.code.clone()));
+        tracing::debug!(partition = source.partition, offset = source.offset, stage = refusal.stage, code = %refusal.code, "refused");
+        self.tracker.track(source.partition, source.offset, 1);
+        let delivery = kafka_sink::send_dead_letter(
+            &self.producer,
+            dead_letter_topic,
+            message.key.as_deref(),
+            &message.payload,
+            refusal,
+            source,
+        )
+        .with_context(|| format!("enqueueing a dead letter to {dead_letter_topic}"))?;
+        out.pending
+            .push(Pending::DeadLetter(source.clone(), delivery, refusal.stage));
+        Ok(())
+    }
+
+    /// The document to the lake partition, the index and the alerts topic that route chose.
+    fn accept(
+        &mut self,
+        message: Consumed,
+        tick: &Tick,
+        enrichment: &Enrichment,
+        destinations: &Destinations,
+        versions: &GuestVersions,
+        out: &mut BatchOut,
+    ) -> anyhow::Result<()> {
+        let source = &message.source;
+        out.record.accepted += 1;
+        out.record
+            .prices
+            .push((tick.instrument_token, tick.timestamp_us, tick.last_price));
+        let mut doc = document::AcceptedDocument::new(tick, enrichment, source, versions);
+        let index = destinations
+            .search_index
+            .as_ref()
+            .filter(|_| self.es.is_some());
+        let sinks = u32::from(destinations.lake_partition.is_some())
+            + u32::from(destinations.alert.is_some())
+            + u32::from(index.is_some());
+        self.tracker.track(source.partition, source.offset, sinks);
+        let line = if destinations.lake_partition.is_some() || index.is_some() {
+            let mut line = Vec::with_capacity(self.document_capacity);
+            serde_json::to_writer(&mut line, &doc).context("encoding a document")?;
+            self.document_capacity = (line.len() + 64).min(16 << 10);
+            line
+        } else {
+            Vec::new()
+        };
+        if let Some(partition) = &destinations.lake_partition {
+            match self
+                .lake
+                .append(partition, source.partition, source.offset, &line)
+            {
+                Appended::Buffered(r) => out.rolled.extend(r),
+                Appended::AlreadyStored => {
+                    self.telemetry.lake_already_stored();
+                    self.tracker.ack(source.partition, source.offset);
+                }
+            }
+        }
+        if let Some(alert) = &destinations.alert {
+            doc.alert_reason = Some(&alert.reason);
+            let body = serde_json::to_vec(&doc).context("encoding an alert")?;
+            let delivery =
+                kafka_sink::send_alert(&self.producer, &alert.topic, message.key.as_deref(), &body)
+                    .with_context(|| format!("enqueueing an alert to {}", alert.topic))?;
+            out.pending.push(Pending::Alert(source.clone(), delivery));
+        }
+        if let (Some(index), Some(es)) = (index, &mut self.es) {
+            es.push(BulkItem {
+                index: index.clone(),
+                document: line,
+                source: message.source,
+                key: message.key,
+                payload: message.payload,
+            });
+        }
+        Ok(())
+    }
+
+    /// Hot swap's bookkeeping: the applier's watch over a new version, the processed count, and
+    /// the shadow buffer a candidate is tried on.
+    fn after_batch(&mut self, ticks: Vec<Tick>) {
+        if let Some(swaps) = &mut self.swaps {
+            swaps.after_batch(&mut self.chain);
+        }
+        self.registry
+            .processed
+            .fetch_add(ticks.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.shadow
+            .lock()
+            .expect("shadow lock")
+            .push(Arc::new(ticks));
+    }
+
+    /// Waits for the batch's dead letters and alerts; each one the broker took is acknowledged.
+    async fn await_deliveries(&mut self, pending: Vec<Pending>) -> anyhow::Result<()> {
+        for p in pending {
+            let (source, delivery, refused_at) = match p {
+                Pending::DeadLetter(s, d, stage) => (s, d, Some(stage)),
+                Pending::Alert(s, d) => (s, d, None),
+            };
+            match delivery.await {
+                Ok(Ok(_)) => {
+                    match refused_at {
+                        Some(stage) => self.telemetry.dead_lettered(stage, 1),
+                        None => self.telemetry.alerts_delivered(1),
+                    }
+                    self.tracker.ack(source.partition, source.offset);
+                }
+                // Not acknowledged means not committed: stop here, the next run replays it.
+                Ok(Err((e, _))) => {
+                    return Err(e).with_context(|| {
+                        format!("delivering for {}/{}", source.partition, source.offset)
+                    });
+                }
+                Err(_) => anyhow::bail!(
+                    "the producer dropped a delivery for {}/{}",
+                    source.partition,
+                    source.offset
+                ),
+            }
+        }
+        Ok(())
+    }
+}

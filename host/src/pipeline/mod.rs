@@ -1,0 +1,449 @@
+//! The run loop: Kafka batch → decode → guest chain → sinks → acknowledgements → offsets.
+//!
+//! One batch at a time: the guests see a whole batch in one call per stage; [`dispatch`] hands
+//! every outcome to its sinks; dead letters and alerts are awaited before the next batch (so the
+//! producer never buffers without bound); lake segments acknowledge once their object is stored;
+//! Elasticsearch acknowledges per bulk request, with a bounded number out (a full pipe makes the
+//! loop wait). Offsets move only through the [`CommitTracker`](commit::CommitTracker): a message is
+//! committed after every sink it was routed to has acknowledged it.
+
+pub mod commit;
+mod dispatch;
+
+use crate::chain::WasmChain;
+use crate::chain::swap::{GuestRegistry, ShadowBuffer, SwapApplier};
+use crate::config::Config;
+use crate::sink::SourceRef;
+use crate::sink::elasticsearch::{BulkReport, DeadLetters, EsSink};
+use crate::sink::lake::{LakeConfig, LakeWriter, RolledSegment};
+use crate::sink::store::LakeStore;
+use crate::source::kafka as kafka_source;
+use crate::source::once::{OnceStep, OnceTargets};
+use crate::telemetry::{Counts, Dependency, Sink, Telemetry};
+use anyhow::Context;
+use commit::CommitTracker;
+use rdkafka::Message;
+use rdkafka::producer::FutureProducer;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a run did, printed as one JSON line at exit: the run's counts (kept by [`Telemetry`])
+/// and the offsets the group has committed.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct RunSummary {
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Partition -> the group's committed offset (the next offset to consume), read back from the broker.
+    pub committed_offsets: BTreeMap<i32, i64>,
+}
+
+/// One consumed message, detached from the consumer.
+struct Consumed {
+    source: SourceRef,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+}
+
+pub struct Pipeline {
+    config: Config,
+    chain: WasmChain,
+    registry: Arc<GuestRegistry>,
+    shadow: Arc<Mutex<ShadowBuffer>>,
+    swaps: Option<SwapApplier>,
+    consumer: kafka_source::PipelineConsumer,
+    /// Revoked partitions and fetch-reported partition ends, from the consumer's callbacks.
+    consumer_notes: kafka_source::ConsumerNotes,
+    producer: FutureProducer,
+    lake: LakeWriter,
+    store: LakeStore,
+    /// Partitions whose stored lake objects are known (listed since they were assigned).
+    listed: HashSet<i32>,
+    /// Room a new document's buffer starts with: the last document's length and a little more,
+    /// so that encoding does not regrow (and copy) it; bounded, because every buffer waits in the
+    /// bulk queue and one huge tick must not make all the following ones reserve its size.
+    document_capacity: usize,
+    es: Option<EsSink>,
+    tracker: CommitTracker,
+    telemetry: Arc<Telemetry>,
+    /// Partition -> the offset after the last message consumed from it.
+    consumed_to: BTreeMap<i32, i64>,
+}
+
+/// Kafka calls that wait on the broker give up after this long.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Pipeline {
+    /// Connects the sinks (puts the Elasticsearch templates, opens the lake store) and joins the
+    /// consumer group.
+    pub async fn new(config: Config, brokers: &str, chain: WasmChain) -> anyhow::Result<Self> {
+        let k = &config.kafka;
+        let telemetry = Arc::new(Telemetry::new());
+        let producer = kafka_source::producer(brokers)?;
+        let location = config.lake.location()?;
+        let store = LakeStore::open(&location, config.lake.gcs_options())
+            .await
+            .with_context(|| format!("opening the lake at {location}"))?;
+        tracing::info!(lake = %location, "lake");
+        telemetry.set_ready(Dependency::Lake, Ok(()));
+        let es = if config.elasticsearch.url.is_empty() {
+            None
+        } else {
+            let settings = config
+                .elasticsearch
+                .settings(|key| std::env::var(key).ok())?;
+            let dead_letters = DeadLetters {
+                producer: producer.clone(),
+                topic: k.dead_letter_topic.clone(),
+            };
+            let sink = EsSink::connect(settings, dead_letters, telemetry.clone())
+                .await
+                .with_context(|| {
+                    format!(
+                        "connecting to Elasticsearch at {}",
+                        config.elasticsearch.url
+                    )
+                })?;
+            tracing::info!(url = %config.elasticsearch.url, "Elasticsearch sink ready");
+            Some(sink)
+        };
+        let (consumer, consumer_notes) = kafka_source::pipeline_consumer(
+            brokers,
+            &k.group_id,
+            &k.topic,
+            k.group_timeouts(),
+            telemetry.clone(),
+        )?;
+        let lake = LakeWriter::new(
+            LakeConfig {
+                roll_bytes: config.lake.roll_bytes,
+                roll_age: Duration::from_secs(config.lake.roll_seconds),
+                gzip: config.lake.gzip,
+            },
+            k.topic.clone(),
+        );
+        let registry = Arc::new(GuestRegistry::default());
+        registry.set_loaded(&chain.components());
+        Ok(Self {
+            config,
+            chain,
+            registry,
+            shadow: Arc::new(Mutex::new(ShadowBuffer::new(0))),
+            swaps: None,
+            consumer,
+            consumer_notes,
+            producer,
+            lake,
+            store,
+            listed: HashSet::new(),
+            document_capacity: 1024,
+            es,
+            tracker: CommitTracker::default(),
+            telemetry,
+            consumed_to: BTreeMap::new(),
+        })
+    }
+
+    /// Metrics, readiness and the live view of this pipeline (for the HTTP API).
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.telemetry.clone()
+    }
+
+    /// Shares what is loaded and what happened (processed count, swaps) with `registry`.
+    pub fn with_registry(mut self, registry: Arc<GuestRegistry>) -> Self {
+        registry.set_loaded(&self.chain.components());
+        self.registry = registry;
+        self
+    }
+
+    /// Enables hot swap: `applier` brings checked candidates in between batches, `shadow` receives
+    /// every processed batch for the candidates' shadow runs.
+    pub fn with_hot_swap(mut self, applier: SwapApplier, shadow: Arc<Mutex<ShadowBuffer>>) -> Self {
+        self.swaps = Some(applier);
+        self.shadow = shadow;
+        self
+    }
+
+    /// Runs until `shutdown` resolves, or — with `once` — until everything in the topic when the
+    /// run started has been processed and committed.
+    pub async fn run(
+        mut self,
+        once: bool,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<RunSummary> {
+        let mut targets = if once {
+            let k = &self.config.kafka;
+            let read = || {
+                OnceTargets::read(
+                    &self.consumer,
+                    &k.topic,
+                    KAFKA_TIMEOUT,
+                    Duration::from_millis(k.max_poll_interval_ms),
+                    Duration::from_millis(k.statistics_interval_ms),
+                )
+            };
+            Some(tokio::task::block_in_place(read)?)
+        } else {
+            None
+        };
+        tokio::pin!(shutdown);
+        let grace = Duration::from_millis(self.config.elasticsearch.shutdown_grace_ms);
+        let stopping = loop {
+            let batch = tokio::select! {
+                batch = self.next_batch() => batch?,
+                () = &mut shutdown => {
+                    tracing::info!("shutdown requested");
+                    break true;
+                }
+            };
+            self.between_batches(&batch);
+            // A sink that is down makes this wait (the consumer pauses); a shutdown still gets
+            // through, and what is not acknowledged is not committed.
+            let step = self.step(batch, targets.as_mut());
+            tokio::pin!(step);
+            tokio::select! {
+                done = &mut step => if done? { break false },
+                () = &mut shutdown => {
+                    // Let the batch finish if its sinks answer within the grace period.
+                    match tokio::time::timeout(grace, &mut step).await {
+                        Ok(finished) => {
+                            finished?;
+                        }
+                        Err(_) => tracing::warn!(
+                            "shutdown: a sink did not answer within the grace period; the batch stays uncommitted"
+                        ),
+                    }
+                    break true;
+                }
+            }
+        };
+        if stopping {
+            match tokio::time::timeout(grace, self.finish_sinks()).await {
+                Ok(finished) => finished?,
+                Err(_) => tracing::warn!(
+                    unacknowledged = self.tracker.in_flight(),
+                    "the sinks did not acknowledge everything within the shutdown grace; the rest is not committed and will be delivered again"
+                ),
+            }
+        } else {
+            self.finish_sinks().await?;
+        }
+        self.close(targets).await
+    }
+
+    /// Notes what `batch` consumed, lets go of revoked partitions, and applies a pending guest
+    /// swap — between two batches, the only place a guest may change.
+    fn between_batches(&mut self, batch: &[Consumed]) {
+        for m in batch {
+            let next = self.consumed_to.entry(m.source.partition).or_insert(0);
+            *next = (*next).max(m.source.offset + 1);
+        }
+        // Partitions taken away in a rebalance: their unacknowledged offsets go to the new
+        // owner, so their buffered lake lines are dropped, not written twice.
+        for partition in self.consumer_notes.take_revoked() {
+            let dropped = self.lake.discard(partition);
+            self.listed.remove(&partition);
+            self.tracker.forget(partition);
+            self.consumed_to.remove(&partition);
+            tracing::info!(partition, dropped, "let go of a revoked partition");
+        }
+        if let Some(swaps) = &mut self.swaps
+            && let Some(pause) = swaps.apply_pending(&mut self.chain)
+        {
+            tracing::info!(
+                pause_us = pause.as_micros() as u64,
+                "guest swapped between batches"
+            );
+        }
+    }
+
+    /// One batch through the chain and into its sinks, then what is due: segments rolled, bulks
+    /// sent, offsets stored. True when `run --once` is done.
+    async fn step(
+        &mut self,
+        batch: Vec<Consumed>,
+        targets: Option<&mut OnceTargets>,
+    ) -> anyhow::Result<bool> {
+        self.process(batch).await?;
+        let rolled = self.lake.roll_due(Instant::now());
+        self.store_segments(rolled).await?;
+        self.flush_index(false).await?;
+        self.store_advanced()?;
+        let Some(targets) = targets.filter(|t| t.reached(&self.consumed_to)) else {
+            return Ok(false);
+        };
+        let notes = &self.consumer_notes;
+        let topic = &self.config.kafka.topic;
+        match targets.next_step(
+            &self.consumed_to,
+            |p| notes.fetched_end(topic, p),
+            notes.statistics_reports(),
+            Instant::now(),
+        ) {
+            OnceStep::Done => {
+                self.finish_sinks().await?;
+                return Ok(self.tracker.in_flight() == 0);
+            }
+            OnceStep::Raised(raised) => tracing::info!(
+                ?raised,
+                "run --once: fetches report more than the end read at start (messages produced since, or a broker whose ListOffsets answers short, as Tansu 0.6 does); going on to there"
+            ),
+            OnceStep::AwaitStatistics => {}
+        }
+        Ok(false)
+    }
+
+    /// Commits the last positions, reads back what the group has committed, and leaves the group.
+    async fn close(self, targets: Option<OnceTargets>) -> anyhow::Result<RunSummary> {
+        let topic = &self.config.kafka.topic;
+        let positions: BTreeMap<i32, i64> = self
+            .consumed_to
+            .keys()
+            .filter_map(|&p| self.tracker.position(p).map(|pos| (p, pos)))
+            .collect();
+        if let Err(e) = tokio::task::block_in_place(|| {
+            kafka_source::commit_positions(&self.consumer, topic, &positions)
+        }) {
+            // E.g. a rebalance under way as the group shrinks. Whatever is not committed is
+            // redelivered (at least once); `committed_offsets` below says what the group has.
+            tracing::warn!(error = %format!("{e:#}"), "the final commit failed");
+        }
+        let all_partitions: Vec<i32> = match &targets {
+            Some(targets) => targets.ends.keys().copied().collect(),
+            None => positions.keys().copied().collect(),
+        };
+        let committed_offsets = tokio::task::block_in_place(|| {
+            kafka_source::committed_offsets(&self.consumer, topic, all_partitions, KAFKA_TIMEOUT)
+        })?;
+        for (&partition, &offset) in &committed_offsets {
+            self.telemetry.committed_offset(topic, partition, offset);
+        }
+        let summary = RunSummary {
+            counts: self.telemetry.counts(),
+            committed_offsets,
+        };
+        // Leaving the group: bounded, so that a rebalance under way cannot hang the shutdown.
+        let consumer = self.consumer;
+        tokio::task::block_in_place(|| {
+            kafka_source::drop_within(consumer, KAFKA_TIMEOUT, "the Kafka consumer")
+        });
+        Ok(summary)
+    }
+
+    /// Up to `batch_max` messages, waiting at most `batch_wait_ms` once the first has arrived
+    /// (and at most 200 ms for the first, so that the loop can roll segments and notice the end).
+    async fn next_batch(&mut self) -> anyhow::Result<Vec<Consumed>> {
+        let max = self.config.kafka.batch_max;
+        let wait = Duration::from_millis(self.config.kafka.batch_wait_ms);
+        let mut batch = Vec::with_capacity(max);
+        let mut deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+        while batch.len() < max {
+            let message = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Err(_elapsed) => break,
+                Ok(Err(e)) => {
+                    // Transient consumer errors (e.g. a partition EOF, a broker hiccup) are logged;
+                    // librdkafka retries on its own.
+                    tracing::warn!(error = %e, "consumer error");
+                    continue;
+                }
+                Ok(Ok(m)) => m,
+            };
+            if batch.is_empty() {
+                deadline = tokio::time::Instant::now() + wait;
+            }
+            batch.push(Consumed {
+                source: SourceRef {
+                    topic: message.topic().to_string(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                },
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            });
+        }
+        Ok(batch)
+    }
+
+    /// Stores every open lake segment, sends and awaits everything for Elasticsearch, and stores
+    /// the offsets that moved.
+    async fn finish_sinks(&mut self) -> anyhow::Result<()> {
+        let flushed = self.lake.flush();
+        self.store_segments(flushed).await?;
+        self.flush_index(true).await?;
+        self.store_advanced()
+    }
+
+    /// Learns which offset ranges the lake already holds (after a crash, objects may be stored
+    /// whose offsets were never committed; they are not written twice).
+    async fn list_lake(&mut self) -> anyhow::Result<()> {
+        let topic = self.lake.topic().to_string();
+        let names = self
+            .store
+            .list(&topic)
+            .await
+            .context("listing the lake's objects")?;
+        tracing::debug!(objects = names.len(), "listed the lake");
+        self.lake.set_existing(names.iter().map(String::as_str));
+        Ok(())
+    }
+
+    /// Puts rolled segments in the lake store, then acknowledges their offsets.
+    async fn store_segments(&mut self, segments: Vec<RolledSegment>) -> anyhow::Result<()> {
+        for segment in segments {
+            let lines = segment.lines();
+            let started = Instant::now();
+            let stored = self.store.put(&segment.name, segment.bytes).await;
+            self.telemetry.sink_request(Sink::Lake, started.elapsed());
+            self.telemetry.set_ready(
+                Dependency::Lake,
+                stored.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            );
+            stored.with_context(|| format!("storing lake object {}", segment.name))?;
+            self.telemetry.lake_object_stored(lines as u64);
+            tracing::debug!(object = %segment.name, lines, "lake object stored");
+            for offset in segment.offsets {
+                self.tracker.ack(segment.partition, offset);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what is due to Elasticsearch (everything with `all`, waiting for it) and acknowledges
+    /// what it has settled.
+    async fn flush_index(&mut self, all: bool) -> anyhow::Result<()> {
+        let Some(es) = &mut self.es else {
+            return Ok(());
+        };
+        let report = if all {
+            es.drain().await?
+        } else {
+            es.flush_due(Instant::now()).await?
+        };
+        self.acknowledge_index(report);
+        Ok(())
+    }
+
+    /// Counts what Elasticsearch settled and acknowledges it.
+    fn acknowledge_index(&mut self, report: BulkReport) {
+        let t = &self.telemetry;
+        t.index_retries_settled(report.retried_items, report.retried_requests);
+        t.sink_written(Sink::Elasticsearch, report.indexed);
+        t.dead_lettered("elasticsearch", report.dead_lettered);
+        for source in report.acked {
+            self.tracker.ack(source.partition, source.offset);
+        }
+    }
+
+    fn store_advanced(&mut self) -> anyhow::Result<()> {
+        let advanced = self.tracker.advanced();
+        if let Err(e) =
+            kafka_source::store_positions(&self.consumer, &self.config.kafka.topic, &advanced)
+        {
+            // A partition revoked a moment ago refuses the store; it is forgotten at the next
+            // iteration and its offsets stay with the new owner. Nothing is lost by not storing.
+            tracing::warn!(error = %e, "storing offsets failed");
+        }
+        Ok(())
+    }
+}
