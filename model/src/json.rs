@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 /// Why a message could not be decoded into a [`Tick`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError {
-    /// `malformed-json`, `not-an-object`, `missing-field`, `wrong-type` or `bad-timestamp`.
+    /// `malformed-json`, `not-an-object`, `missing-field`, `wrong-type`, `bad-timestamp` or
+    /// `too-deep`.
     pub code: &'static str,
     pub message: String,
 }
@@ -160,8 +161,27 @@ mod fast {
     }
 }
 
-/// Decodes one message. `naive_offset_minutes`: see [`parse_timestamp`].
+/// Decodes one message. `naive_offset_minutes`: see [`parse_timestamp`]. A side of the book
+/// deeper than [`MAX_LEVELS`](crate::columns::MAX_LEVELS) is refused (`too-deep`): the batch
+/// columns count a tick's levels in a byte.
 pub fn decode_tick(bytes: &[u8], naive_offset_minutes: i32) -> Result<Tick, DecodeError> {
+    let tick = decode_unbounded(bytes, naive_offset_minutes)?;
+    for (side, levels) in [("buy", &tick.depth_buy), ("sell", &tick.depth_sell)] {
+        if levels.len() > crate::columns::MAX_LEVELS {
+            return Err(DecodeError {
+                code: "too-deep",
+                message: format!(
+                    "depth.{side} has {} levels; at most {} are accepted",
+                    levels.len(),
+                    crate::columns::MAX_LEVELS
+                ),
+            });
+        }
+    }
+    Ok(tick)
+}
+
+fn decode_unbounded(bytes: &[u8], naive_offset_minutes: i32) -> Result<Tick, DecodeError> {
     if let Ok(t) = serde_json::from_slice::<fast::Tick<'_>>(bytes) {
         let timestamp_us = match t.timestamp {
             fast::Timestamp::Text(s) => parse_timestamp(s, naive_offset_minutes).ok(),
@@ -424,6 +444,25 @@ mod tests {
                 fast,
                 "{input}"
             );
+        }
+    }
+
+    #[test]
+    fn a_book_deeper_than_the_columns_count_is_refused() {
+        let level = r#"{"price": 1.0, "orders": 1, "quantity": 1}"#;
+        let side = |n: usize| format!("[{}]", vec![level; n].join(","));
+        let deepest = with("depth", &format!(r#"{{"buy": {}, "sell": []}}"#, side(255)));
+        assert_eq!(
+            decode_tick(deepest.as_bytes(), 0).unwrap().depth_buy.len(),
+            255
+        );
+        for depth in [
+            format!(r#"{{"buy": {}, "sell": []}}"#, side(256)),
+            format!(r#"{{"buy": [], "sell": {}}}"#, side(10_000)),
+        ] {
+            let e = decode_tick(with("depth", &depth).as_bytes(), 0).unwrap_err();
+            assert_eq!(e.code, "too-deep", "{e}");
+            assert!(e.message.contains("at most 255"), "{e}");
         }
     }
 

@@ -5,6 +5,7 @@ mod e2e;
 mod elasticsearch;
 mod emulators;
 mod guests;
+mod hostile_input;
 mod kibana;
 mod layout;
 mod ml;
