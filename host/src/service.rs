@@ -36,6 +36,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<RunSummary> {
     config.validate()?;
+    tokio::pin!(shutdown);
     let sandbox = Arc::new(Sandbox::new(sandbox_limits(&config))?);
     let components = match &config.guests.dir {
         Some(dir) => ChainComponents::from_dir(&sandbox, dir)?,
@@ -47,9 +48,15 @@ pub async fn run(
     }
     let configs = config.stage_configs(crate::clock::unix_now_us());
     let chain = WasmChain::new(sandbox.clone(), components.clone(), configs.clone());
-    let mut pipeline = Pipeline::new(config.clone(), brokers, chain)
-        .await?
-        .with_registry(registry.clone());
+    // Connecting may wait on a sink that does not answer yet: a stop request still gets through.
+    let mut pipeline = tokio::select! {
+        pipeline = Pipeline::new(config.clone(), brokers, chain) => pipeline?,
+        () = &mut shutdown => {
+            tracing::info!("shutdown requested during start-up; nothing was consumed");
+            return Ok(RunSummary::default());
+        }
+    }
+    .with_registry(registry.clone());
 
     let telemetry = pipeline.telemetry();
     let forecasts = tokio::spawn(follow_forecasts(config.clone(), telemetry.clone()));
@@ -112,7 +119,7 @@ pub async fn run(
     registry
         .started
         .store(true, std::sync::atomic::Ordering::Release);
-    let summary = pipeline.run(once, shutdown).await;
+    let summary = pipeline.run(once, &mut shutdown).await;
     let _ = stop_http.send(());
     if let Some(server) = server {
         let _ = server.await;
@@ -211,6 +218,29 @@ async fn latest_forecasts(
         .collect::<Result<Vec<serde_json::Value>, _>>()
         .with_context(|| format!("reading {newest}"))?;
     Ok(Some((newest, rows)))
+}
+
+/// A future that resolves on the first SIGINT (Ctrl-C) or SIGTERM (`docker stop`, Kubernetes):
+/// the signals that ask the host to stop after the sinks have acknowledged what is in hand. The
+/// handlers are installed when this is called (within the runtime), so a signal that arrives
+/// before the future is first awaited is not lost — and does not kill the process.
+pub fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let handlers = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    );
+    async move {
+        let (Ok(mut interrupt), Ok(mut terminate)) = handlers else {
+            tracing::warn!("cannot listen for SIGINT/SIGTERM; only a kill stops this process");
+            return std::future::pending().await;
+        };
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        tracing::info!(signal = name, "stop requested");
+    }
 }
 
 fn spawn_sighup(

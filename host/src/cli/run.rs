@@ -50,6 +50,8 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // From here on SIGINT and SIGTERM ask for a graceful stop (the replay and start-up included).
+    let shutdown = stockpipe::service::stop_signal();
     let mut config = Config::load_with_env(args.config.as_deref(), std::env::vars())?;
     if let Some(brokers) = args.brokers {
         config.kafka.brokers = brokers;
@@ -125,9 +127,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the HTTP API to {addr} (http.listen)"))?,
         ),
-    };
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
     };
     let registry = Arc::new(stockpipe::chain::swap::GuestRegistry::default());
     let summary =

@@ -73,7 +73,7 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let group = format!("stockpipe-consume-{}", std::process::id());
     let consumer = stockpipe::source::kafka::consumer(&args.brokers, &group, &args.topic)?;
     let mut seen = 0u64;
-    let shutdown = tokio::signal::ctrl_c();
+    let shutdown = stockpipe::service::stop_signal();
     tokio::pin!(shutdown);
     while args.max.is_none_or(|m| seen < m) {
         let message = tokio::select! {

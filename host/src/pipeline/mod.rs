@@ -189,12 +189,14 @@ impl Pipeline {
         };
         tokio::pin!(shutdown);
         let grace = Duration::from_millis(self.config.elasticsearch.shutdown_grace_ms);
-        let stopping = loop {
+        // Once a stop is requested, everything left — the batch in hand, the sinks' last
+        // acknowledgements, the final commit — shares one grace period.
+        let stop_by = loop {
             let batch = tokio::select! {
                 batch = self.next_batch() => batch?,
                 () = &mut shutdown => {
                     tracing::info!("shutdown requested");
-                    break true;
+                    break Some(tokio::time::Instant::now() + grace);
                 }
             };
             self.between_batches(&batch);
@@ -203,10 +205,11 @@ impl Pipeline {
             let step = self.step(batch, targets.as_mut());
             tokio::pin!(step);
             tokio::select! {
-                done = &mut step => if done? { break false },
+                done = &mut step => if done? { break None },
                 () = &mut shutdown => {
                     // Let the batch finish if its sinks answer within the grace period.
-                    match tokio::time::timeout(grace, &mut step).await {
+                    let stop_by = tokio::time::Instant::now() + grace;
+                    match tokio::time::timeout_at(stop_by, &mut step).await {
                         Ok(finished) => {
                             finished?;
                         }
@@ -214,22 +217,30 @@ impl Pipeline {
                             "shutdown: a sink did not answer within the grace period; the batch stays uncommitted"
                         ),
                     }
-                    break true;
+                    break Some(stop_by);
                 }
             }
         };
-        if stopping {
-            match tokio::time::timeout(grace, self.finish_sinks()).await {
-                Ok(finished) => finished?,
-                Err(_) => tracing::warn!(
-                    unacknowledged = self.tracker.in_flight(),
-                    "the sinks did not acknowledge everything within the shutdown grace; the rest is not committed and will be delivered again"
-                ),
+        let kafka_timeout = match stop_by {
+            Some(stop_by) => {
+                match tokio::time::timeout_at(stop_by, self.finish_sinks()).await {
+                    Ok(finished) => finished?,
+                    Err(_) => tracing::warn!(
+                        unacknowledged = self.tracker.in_flight(),
+                        "the sinks did not acknowledge everything within the shutdown grace; the rest is not committed and will be delivered again"
+                    ),
+                }
+                // The commit and the goodbye to the group get what is left of the grace (at
+                // least a second each: without them the next owner starts further back).
+                let left = stop_by.saturating_duration_since(tokio::time::Instant::now());
+                left.clamp(Duration::from_secs(1), KAFKA_TIMEOUT)
             }
-        } else {
-            self.finish_sinks().await?;
-        }
-        self.close(targets).await
+            None => {
+                self.finish_sinks().await?;
+                KAFKA_TIMEOUT
+            }
+        };
+        self.close(targets, kafka_timeout).await
     }
 
     /// Notes what `batch` consumed, lets go of revoked partitions, and applies a pending guest
@@ -294,8 +305,13 @@ impl Pipeline {
         Ok(false)
     }
 
-    /// Commits the last positions, reads back what the group has committed, and leaves the group.
-    async fn close(self, targets: Option<OnceTargets>) -> anyhow::Result<RunSummary> {
+    /// Commits the last positions, reads back what the group has committed, and leaves the group,
+    /// each Kafka call bounded by `timeout`.
+    async fn close(
+        self,
+        targets: Option<OnceTargets>,
+        timeout: Duration,
+    ) -> anyhow::Result<RunSummary> {
         let topic = &self.config.kafka.topic;
         let positions: BTreeMap<i32, i64> = self
             .consumed_to
@@ -314,7 +330,7 @@ impl Pipeline {
             None => positions.keys().copied().collect(),
         };
         let committed_offsets = tokio::task::block_in_place(|| {
-            kafka_source::committed_offsets(&self.consumer, topic, all_partitions, KAFKA_TIMEOUT)
+            kafka_source::committed_offsets(&self.consumer, topic, all_partitions, timeout)
         })?;
         for (&partition, &offset) in &committed_offsets {
             self.telemetry.committed_offset(topic, partition, offset);
@@ -326,7 +342,7 @@ impl Pipeline {
         // Leaving the group: bounded, so that a rebalance under way cannot hang the shutdown.
         let consumer = self.consumer;
         tokio::task::block_in_place(|| {
-            kafka_source::drop_within(consumer, KAFKA_TIMEOUT, "the Kafka consumer")
+            kafka_source::drop_within(consumer, timeout, "the Kafka consumer")
         });
         Ok(summary)
     }

@@ -11,6 +11,7 @@ mod layout;
 mod ml;
 mod numbers;
 mod observability;
+mod shutdown;
 mod sinks;
 mod support;
 mod swap;
