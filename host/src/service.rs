@@ -48,23 +48,12 @@ pub async fn run(
     }
     let configs = config.stage_configs(crate::clock::unix_now_us());
     let chain = WasmChain::new(sandbox.clone(), components.clone(), configs.clone());
-    // Connecting may wait on a sink that does not answer yet: a stop request still gets through.
-    let mut pipeline = tokio::select! {
-        pipeline = Pipeline::new(config.clone(), brokers, chain) => pipeline?,
-        () = &mut shutdown => {
-            tracing::info!("shutdown requested during start-up; nothing was consumed");
-            return Ok(RunSummary::default());
-        }
-    }
-    .with_registry(registry.clone());
-
-    let telemetry = pipeline.telemetry();
-    let forecasts = tokio::spawn(follow_forecasts(config.clone(), telemetry.clone()));
-    let metrics = tokio::spawn(report_metrics(config.clone(), telemetry.clone()));
+    let telemetry = Arc::new(Telemetry::new());
     let policy = config.guests.swap_policy();
     let mut triggers_for_http = None;
     let mut _watcher = None;
     let mut sighup = None;
+    let mut hot_swap = None;
     if let Some(dir) = &config.guests.dir {
         let (trigger_tx, trigger_rx) = mpsc::channel::<SwapTrigger>();
         let (swap_tx, swap_rx) = mpsc::channel();
@@ -90,11 +79,12 @@ pub async fn run(
         }
         sighup = Some(spawn_sighup(trigger_tx.clone())?);
         triggers_for_http = Some(Arc::new(Mutex::new(trigger_tx)));
-        pipeline = pipeline.with_hot_swap(
+        hot_swap = Some((
             SwapApplier::new(swap_rx, policy, registry.clone(), current),
             shadow,
-        );
+        ));
     }
+    // The API is up before the sinks connect, so that `/ready` can say what start-up waits for.
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = match http {
         Some(listener) => {
@@ -116,16 +106,40 @@ pub async fn run(
         }
         None => None,
     };
+    let stop_tasks = || {
+        let _ = stop_http.send(());
+        if let Some(task) = &sighup {
+            task.abort();
+        }
+    };
+    // Connecting may wait on a sink that does not answer yet: a stop request still gets through.
+    let connected = tokio::select! {
+        pipeline = Pipeline::new(config.clone(), brokers, chain, telemetry.clone()) => pipeline,
+        () = &mut shutdown => {
+            tracing::info!("shutdown requested during start-up; nothing was consumed");
+            stop_tasks();
+            return Ok(RunSummary::default());
+        }
+    };
+    let mut pipeline = match connected {
+        Ok(p) => p.with_registry(registry.clone()),
+        Err(e) => {
+            stop_tasks();
+            return Err(e);
+        }
+    };
+    if let Some((applier, shadow)) = hot_swap {
+        pipeline = pipeline.with_hot_swap(applier, shadow);
+    }
+    let forecasts = tokio::spawn(follow_forecasts(config.clone(), telemetry.clone()));
+    let metrics = tokio::spawn(report_metrics(config.clone(), telemetry.clone()));
     registry
         .started
         .store(true, std::sync::atomic::Ordering::Release);
     let summary = pipeline.run(once, &mut shutdown).await;
-    let _ = stop_http.send(());
+    stop_tasks();
     if let Some(server) = server {
         let _ = server.await;
-    }
-    if let Some(task) = sighup {
-        task.abort();
     }
     forecasts.abort();
     metrics.abort();

@@ -120,7 +120,13 @@ pub async fn ml(command: MlCommand) -> anyhow::Result<()> {
                 }
                 .settings(|k| std::env::var(k).ok())?;
                 let client = stockpipe::sink::elasticsearch::client(&settings)?;
-                stockpipe::sink::elasticsearch::put_templates(&client, settings.retry).await?;
+                stockpipe::sink::elasticsearch::put_templates(
+                    &client,
+                    settings.retry,
+                    Some(9),
+                    &|_| {},
+                )
+                .await?;
                 indexed = stockpipe::sink::elasticsearch::index_documents(
                     &client,
                     settings.retry,

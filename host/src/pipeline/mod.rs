@@ -69,17 +69,24 @@ pub struct Pipeline {
     telemetry: Arc<Telemetry>,
     /// Partition -> the offset after the last message consumed from it.
     consumed_to: BTreeMap<i32, i64>,
+    /// The bootstrap servers, to name them when the brokers do not answer.
+    brokers: String,
 }
 
 /// Kafka calls that wait on the broker give up after this long.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Pipeline {
-    /// Connects the sinks (puts the Elasticsearch templates, opens the lake store) and joins the
-    /// consumer group.
-    pub async fn new(config: Config, brokers: &str, chain: WasmChain) -> anyhow::Result<Self> {
+    /// Connects the sinks (puts the Elasticsearch templates, waiting for a cluster that does not
+    /// answer yet; opens the lake store) and joins the consumer group. `telemetry` hears what
+    /// it waits for (readiness) and keeps the run's counts.
+    pub async fn new(
+        config: Config,
+        brokers: &str,
+        chain: WasmChain,
+        telemetry: Arc<Telemetry>,
+    ) -> anyhow::Result<Self> {
         let k = &config.kafka;
-        let telemetry = Arc::new(Telemetry::new());
         let producer = kafka_source::producer(brokers)?;
         let location = config.lake.location()?;
         let store = LakeStore::open(&location, config.lake.gcs_options())
@@ -142,6 +149,7 @@ impl Pipeline {
             tracker: CommitTracker::default(),
             telemetry,
             consumed_to: BTreeMap::new(),
+            brokers: brokers.to_string(),
         })
     }
 
@@ -183,7 +191,13 @@ impl Pipeline {
                     Duration::from_millis(k.statistics_interval_ms),
                 )
             };
-            Some(tokio::task::block_in_place(read)?)
+            let targets = tokio::task::block_in_place(read).with_context(|| {
+                format!(
+                    "run --once: reading where {} ends from the brokers at {}",
+                    k.topic, self.brokers
+                )
+            })?;
+            Some(targets)
         } else {
             None
         };

@@ -189,8 +189,17 @@ pub fn client(settings: &EsSettings) -> Result<Elasticsearch, EsError> {
     Ok(Elasticsearch::new(transport))
 }
 
-/// Puts our index templates (`PUT _index_template/<name>`), retrying while the cluster is not up.
-pub async fn put_templates(client: &Elasticsearch, retry: RetryPolicy) -> Result<(), EsError> {
+/// Puts our index templates. A refusal that retrying cannot change (a 4xx but 429: a bad template,
+/// missing rights) is an error at once; a cluster that does not answer, or answers 429/5xx, is
+/// asked again with backoff — up to `attempts` times, or with `None` until it answers (the
+/// caller stops waiting by dropping the future). `waiting` hears each failure, to say why the
+/// sink is not ready.
+pub async fn put_templates(
+    client: &Elasticsearch,
+    retry: RetryPolicy,
+    attempts: Option<u32>,
+    waiting: &(dyn Fn(&str) + Sync),
+) -> Result<(), EsError> {
     for (name, body) in TEMPLATES {
         let path = format!("/_index_template/{name}");
         let mut attempt = 0;
@@ -205,9 +214,10 @@ pub async fn put_templates(client: &Elasticsearch, retry: RetryPolicy) -> Result
                     None,
                 )
                 .await;
+            let last = attempts.is_some_and(|most| attempt + 1 >= most);
             match sent {
                 Ok(r) if r.status_code().is_success() => break,
-                Ok(r) if !retryable_status(r.status_code()) || attempt >= 8 => {
+                Ok(r) if !retryable_status(r.status_code()) || last => {
                     let status = r.status_code().as_u16();
                     return Err(EsError::Refused {
                         what: format!("PUT {path}"),
@@ -215,16 +225,18 @@ pub async fn put_templates(client: &Elasticsearch, retry: RetryPolicy) -> Result
                         body: r.text().await.unwrap_or_default(),
                     });
                 }
-                Err(e) if attempt >= 8 => return Err(e.into()),
+                Err(e) if last => return Err(e.into()),
                 outcome => {
                     let why = match outcome {
-                        Ok(r) => format!("status {}", r.status_code()),
-                        Err(e) => e.to_string(),
+                        Ok(r) => format!("PUT {path} answered {}", r.status_code()),
+                        Err(e) => format!("PUT {path}: {e}"),
                     };
-                    tracing::warn!(template = name, %why, attempt, "putting the index template: retrying");
+                    let delay = retry.delay(attempt);
+                    tracing::warn!(template = name, %why, attempt, retry_in_ms = delay.as_millis() as u64, "Elasticsearch is not ready; waiting for it");
+                    waiting(&why);
+                    tokio::time::sleep(delay).await;
                 }
             }
-            tokio::time::sleep(retry.delay(attempt)).await;
             attempt += 1;
         }
         tracing::info!(template = name, "index template in place");
@@ -623,7 +635,15 @@ impl EsSink {
     ) -> Result<Self, EsError> {
         let client = client(&settings)?;
         if settings.put_templates {
-            put_templates(&client, settings.retry).await?;
+            // Until the cluster answers (in a compose stack or a cluster restart it may be down
+            // for minutes); a stop request ends the wait.
+            let waiting = |why: &str| {
+                telemetry.set_ready(
+                    Dependency::Elasticsearch,
+                    Err(format!("waiting at start-up: {why}")),
+                );
+            };
+            put_templates(&client, settings.retry, None, &waiting).await?;
         }
         telemetry.set_ready(Dependency::Elasticsearch, Ok(()));
         Ok(Self {

@@ -49,7 +49,10 @@ pub(crate) async fn run_once(config: &Config, brokers: &str) -> RunSummary {
     let sandbox = std::sync::Arc::new(Sandbox::new(SandboxLimits::default()).unwrap());
     let components = ChainComponents::embedded(&sandbox).unwrap();
     let chain = WasmChain::new(sandbox, components, config.stage_configs(unix_now_us()));
-    let pipeline = Pipeline::new(config.clone(), brokers, chain).await.unwrap();
+    let telemetry = std::sync::Arc::new(stockpipe::telemetry::Telemetry::new());
+    let pipeline = Pipeline::new(config.clone(), brokers, chain, telemetry)
+        .await
+        .unwrap();
     tokio::time::timeout(
         Duration::from_secs(120),
         pipeline.run(true, std::future::pending()),
@@ -383,4 +386,24 @@ fn a_large_input_runs_offline() {
     let summary = last_json_line(&out);
     assert_eq!(summary["consumed"], 100_000, "{summary}");
     assert_eq!(summary["lake_lines"], 100_000, "{summary}");
+}
+
+/// Brokers that do not answer: the error names where it looked.
+#[test]
+fn unreachable_brokers_are_named() {
+    let port = crate::emulators::free_port();
+    let lake = tempfile::tempdir().unwrap();
+    let brokers = format!("127.0.0.1:{port}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+        .args(["run", "--once", "--brokers", &brokers, "--lake"])
+        .arg(lake.path())
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("from the brokers at {brokers}")),
+        "{stderr}"
+    );
 }

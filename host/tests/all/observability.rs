@@ -363,3 +363,83 @@ async fn metrics_and_readiness_report_a_failing_elasticsearch() {
     let summary = host.stop();
     assert_eq!(summary["indexed"], 0, "{summary}");
 }
+
+/// Answers every bulk request with each of its items created.
+struct BulkCreated;
+
+impl wiremock::Respond for BulkCreated {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let items = String::from_utf8_lossy(&request.body)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+            / 2;
+        let item = json!({"index": {"_index": "stock-stream", "status": 201}});
+        wiremock::ResponseTemplate::new(200)
+            .set_body_json(json!({"took": 1, "errors": false, "items": vec![item; items]}))
+    }
+}
+
+/// Elasticsearch down at start-up (in a compose stack it often is, for minutes): the host waits
+/// for it with backoff, `/ready` says why meanwhile, then it indexes. (It gave up after nine
+/// attempts, ~20 s, and exited.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_waits_for_an_elasticsearch_that_is_down_at_start_up() {
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let es = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path_regex("^/_index_template/"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("starting"))
+        .up_to_n_times(40)
+        .mount(&es)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path_regex("^/_index_template/"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"acknowledged": true})))
+        .mount(&es)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/_bulk"))
+        .respond_with(BulkCreated)
+        .mount(&es)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("host.log");
+    let mut host = Host::start(
+        &dir.path().join("lake"),
+        &logs,
+        &["--es-url", &es.uri()],
+        &[
+            ("STOCKPIPE_ELASTICSEARCH_RETRY_INITIAL_MS", "20"),
+            ("STOCKPIPE_ELASTICSEARCH_RETRY_MAX_MS", "150"),
+            ("STOCKPIPE_ELASTICSEARCH_BULK_MAX_AGE_MS", "100"),
+        ],
+    );
+    host.wait_json(
+        "/ready",
+        "start-up waiting on Elasticsearch",
+        |status, body| {
+            status == 503
+                && body["dependencies"]["elasticsearch"]["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("waiting at start-up") && d.contains("503"))
+        },
+    )
+    .await;
+    host.wait_json("/api/live", "documents indexed", |_, body| {
+        body["totals"]["indexed"].as_u64() > Some(0)
+    })
+    .await;
+    host.wait_json("/ready", "ready once Elasticsearch is up", |status, _| {
+        status == 200
+    })
+    .await;
+    let summary = host.stop();
+    assert!(summary["indexed"].as_u64() > Some(0), "{summary}");
+    let text = std::fs::read_to_string(&logs).unwrap();
+    assert!(
+        text.contains("Elasticsearch is not ready; waiting for it"),
+        "{text}"
+    );
+}
