@@ -321,16 +321,35 @@ pub fn tick_fields(t: &Tick, m: &mut Map<String, Value>) {
 /// newline-delimited JSON. Each element is re-serialized compactly; NDJSON lines are kept as they
 /// are (byte for byte), so a malformed line still reaches the pipeline and its dead-letter topic.
 pub fn split_input(text: &str) -> Result<Vec<Vec<u8>>, String> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('[') {
-        let items: Vec<Value> = serde_json::from_str(trimmed)
+    Ok(split_input_bytes(text.as_bytes())?
+        .into_iter()
+        .map(|(_, item)| item)
+        .collect())
+}
+
+/// [`split_input`] over bytes, with each item's 1-based position in the file: its line (NDJSON)
+/// or its element (array). An NDJSON line need not be UTF-8: it is kept for the dead-letter
+/// topic like any other line that does not decode.
+pub fn split_input_bytes(bytes: &[u8]) -> Result<Vec<(usize, Vec<u8>)>, String> {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    if bytes.get(start) == Some(&b'[') {
+        let items: Vec<Value> = serde_json::from_slice(&bytes[start..])
             .map_err(|e| format!("input looks like a JSON array but is not valid JSON: {e}"))?;
-        return Ok(items.iter().map(|v| v.to_string().into_bytes()).collect());
+        return Ok(items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i + 1, v.to_string().into_bytes()))
+            .collect());
     }
-    Ok(text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.as_bytes().to_vec())
+    Ok(bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.strip_suffix(b"\r").unwrap_or(line)))
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|(n, line)| (n, line.to_vec()))
         .collect())
 }
 
@@ -483,5 +502,10 @@ mod tests {
             vec![b"{\"a\": 1}".to_vec(), b"{oops".to_vec()]
         );
         assert!(split_input("[{\"a\": 1},").is_err());
+        // Lines keep their numbers and their bytes, UTF-8 or not.
+        assert_eq!(
+            split_input_bytes(b"{\"a\": 1}\r\n\n\xff\xfe\n").unwrap(),
+            vec![(1, b"{\"a\": 1}".to_vec()), (3, b"\xff\xfe".to_vec())]
+        );
     }
 }

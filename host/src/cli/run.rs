@@ -76,8 +76,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let k = &config.kafka;
     let embedded = if k.brokers.is_empty() {
-        let partitions = payloads.as_deref().map_or(k.embedded_partitions, |p| {
-            embedded::partitions_for_replay(k.embedded_partitions, p)
+        let partitions = payloads.as_ref().map_or(k.embedded_partitions, |input| {
+            embedded::partitions_for_replay(k.embedded_partitions, &input.payloads)
         });
         if partitions > k.embedded_partitions {
             tracing::info!(
@@ -94,13 +94,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let brokers = embedded
         .as_ref()
         .map_or_else(|| k.brokers.clone(), EmbeddedKafka::bootstrap_servers);
-    if let (Some(input), Some(payloads)) = (&args.input, &payloads) {
+    let mut input_refused = Vec::new();
+    if let (Some(path), Some(input)) = (&args.input, &payloads) {
         let producer = stockpipe::source::kafka::producer(&brokers)?;
-        let sent = match &embedded {
-            Some(cluster) => cluster.replay(&producer, payloads).await?,
-            None => replay::produce_all(&producer, &k.topic, payloads, Pace::Max, |_| {}).await?,
+        let replayed = match &embedded {
+            Some(cluster) => cluster.replay(&producer, &input.payloads).await?,
+            None => {
+                replay::produce_all(&producer, &k.topic, &input.payloads, Pace::Max, |_| {}).await?
+            }
         };
-        tracing::info!(sent, topic = %k.topic, input = %input.display(), "input replayed into the topic");
+        input_refused = replayed.refusals(input);
+        tracing::info!(sent = replayed.sent, refused = input_refused.len(), topic = %k.topic, input = %path.display(), "input replayed into the topic");
     }
     let feed = match args.simulate {
         Some(rate) => {
@@ -134,7 +138,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(feed) = feed {
         feed.abort();
     }
-    let summary = summary?;
+    let mut summary = summary?;
+    summary.input_refused = input_refused;
     println!("{}", serde_json::to_string(&summary)?);
     drop(embedded);
     Ok(())

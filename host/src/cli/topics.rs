@@ -48,22 +48,25 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         (_, Some(s)) => Pace::Speed(s),
         _ => Pace::Max,
     };
-    let payloads = replay::read_input(&args.input)?;
+    let input = replay::read_input(&args.input)?;
+    let payloads = &input.payloads;
     let producer = stockpipe::source::kafka::producer(&args.brokers)?;
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::new(payloads.len() as u64)
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let sent = replay::produce_all(&producer, &args.topic, &payloads, pace, |n| {
+    let replayed = replay::produce_all(&producer, &args.topic, payloads, pace, |n| {
         bar.set_position(n)
     })
     .await?;
     bar.finish_and_clear();
-    println!(
-        "{}",
-        serde_json::json!({"produced": sent, "topic": args.topic})
-    );
+    let refused = replayed.refusals(&input);
+    let mut line = serde_json::json!({"produced": replayed.sent, "topic": args.topic});
+    if !refused.is_empty() {
+        line["refused"] = serde_json::to_value(&refused)?;
+    }
+    println!("{line}");
     Ok(())
 }
 

@@ -37,6 +37,10 @@ pub struct RunSummary {
     pub counts: Counts,
     /// Partition -> the group's committed offset (the next offset to consume), read back from the broker.
     pub committed_offsets: BTreeMap<i32, i64>,
+    /// Ticks of `--input` the broker would not take (e.g. too large): not in the topic, so not
+    /// in this run's counts. Absent when there were none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub input_refused: Vec<crate::source::replay::InputRefusal>,
 }
 
 /// One consumed message, detached from the consumer.
@@ -352,6 +356,7 @@ impl Pipeline {
         let summary = RunSummary {
             counts: self.telemetry.counts(),
             committed_offsets,
+            input_refused: Vec::new(),
         };
         // Leaving the group: bounded, so that a rebalance under way cannot hang the shutdown.
         let consumer = self.consumer;

@@ -52,20 +52,21 @@ impl EmbeddedKafka {
         &self,
         producer: &FutureProducer,
         payloads: &[Vec<u8>],
-    ) -> anyhow::Result<u64> {
+    ) -> anyhow::Result<replay::Replayed> {
         let (topic, partitions) = self
             .input
             .as_ref()
             .context("the embedded cluster was not started for the pipeline")?;
-        let sent =
+        let replayed =
             replay::produce_all(producer, topic, payloads, replay::Pace::Max, |_| {}).await?;
+        let sent = replayed.sent;
         let dropped = tokio::task::block_in_place(|| dropped(producer, topic, *partitions))?;
         anyhow::ensure!(
             dropped == 0,
             "the embedded Kafka cluster dropped {dropped} of the {sent} replayed messages (it keeps 5 MiB per partition): \
              raise kafka.embedded_partitions (now {partitions}) or use a real broker (--brokers)"
         );
-        Ok(sent)
+        Ok(replayed)
     }
 
     pub fn bootstrap_servers(&self) -> String {

@@ -16,13 +16,84 @@ pub enum Pace {
     Speed(f64),
 }
 
-/// Reads an input file into one payload per tick.
-pub fn read_input(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let items = stockpipe_model::json::split_input(&text)
+/// The ticks of an input file, one payload each, in the file's order.
+#[derive(Debug, Clone, Default)]
+pub struct Input {
+    pub payloads: Vec<Vec<u8>>,
+    /// Where each payload stands in the file: `line 12` (NDJSON) or `element 3` (JSON array).
+    pub positions: Vec<String>,
+}
+
+/// Reads an input file into one payload per tick. NDJSON lines are kept byte for byte (invalid
+/// UTF-8 included: such a line reaches the dead-letter topic like any tick that does not decode).
+pub fn read_input(path: &Path) -> anyhow::Result<Input> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let array = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let items = stockpipe_model::json::split_input_bytes(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(items)
+    let kind = if array { "element" } else { "line" };
+    let (positions, payloads) = items
+        .into_iter()
+        .map(|(at, payload)| (format!("{kind} {at}"), payload))
+        .unzip();
+    Ok(Input {
+        payloads,
+        positions,
+    })
+}
+
+/// A payload the broker would not take (e.g. larger than a message may be): it is not in the
+/// topic, so the run reports it instead of stopping.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct InputRefusal {
+    /// `line 12` or `element 3`; or the payload's index when its place in a file is not known.
+    pub at: String,
+    pub bytes: usize,
+    pub reason: String,
+}
+
+/// What a replay produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Replayed {
+    /// Messages the broker acknowledged.
+    pub sent: u64,
+    /// `(index of the payload, its size, why)` of each payload the broker would not take.
+    pub refused: Vec<(usize, usize, String)>,
+}
+
+impl Replayed {
+    /// The refusals, placed in `input` and logged.
+    pub fn refusals(&self, input: &Input) -> Vec<InputRefusal> {
+        self.refused
+            .iter()
+            .map(|(i, bytes, reason)| {
+                let at = input
+                    .positions
+                    .get(*i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("payload {i}"));
+                tracing::warn!(at = %at, bytes, reason = %reason, "an input tick the broker would not take is left out of the topic");
+                InputRefusal {
+                    at,
+                    bytes: *bytes,
+                    reason: reason.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Whether the broker refuses this message for what it is (it could never be produced), rather
+/// than for the state the broker or the connection is in.
+fn refused_for_good(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        e,
+        KafkaError::MessageProduction(
+            Code::MessageSizeTooLarge | Code::InvalidMessageSize | Code::InvalidMessage
+        )
+    )
 }
 
 /// The message key: the instrument token when the payload has one.
@@ -42,19 +113,21 @@ fn timestamp_of(payload: &[u8]) -> Option<i64> {
         .map(|t| t.timestamp_us)
 }
 
-/// Produces every payload and waits until the broker has acknowledged all of them.
-/// `progress` is called with the count sent so far.
+/// Produces every payload and waits until the broker has acknowledged all of them. A payload the
+/// broker refuses for good (too large) is left out and reported in [`Replayed::refused`]; any
+/// other failure stops the replay. `progress` is called with the count sent so far.
 pub async fn produce_all(
     producer: &FutureProducer,
     topic: &str,
     payloads: &[Vec<u8>],
     pace: Pace,
     mut progress: impl FnMut(u64),
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Replayed> {
     let start = Instant::now();
     let first_ts = payloads.iter().find_map(|p| timestamp_of(p));
     let mut pending = Vec::with_capacity(payloads.len().min(100_000));
-    let mut sent = 0u64;
+    let mut replayed = Replayed::default();
+    let mut handed = 0u64;
     for (i, payload) in payloads.iter().enumerate() {
         let due = match pace {
             Pace::Max => None,
@@ -72,21 +145,49 @@ pub async fn produce_all(
             tokio::time::sleep(wait).await;
         }
         let key = key_of(payload);
-        let delivery = enqueue(producer, topic, key.as_deref(), payload)
-            .await
-            .with_context(|| format!("producing message {i} to {topic}"))?;
-        pending.push(delivery);
-        sent += 1;
-        if pending.len() >= 10_000 {
-            await_deliveries(&mut pending, topic).await?;
+        match enqueue(producer, topic, key.as_deref(), payload).await {
+            Ok(delivery) => pending.push((i, delivery)),
+            Err(e) if refused_for_good(&e) => {
+                replayed.refused.push((i, payload.len(), e.to_string()));
+                continue;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("producing message {i} to {topic}"));
+            }
         }
-        if sent.is_multiple_of(1000) {
-            progress(sent);
+        handed += 1;
+        if pending.len() >= 10_000 {
+            settle(&mut pending, payloads, topic, &mut replayed).await?;
+        }
+        if handed.is_multiple_of(1000) {
+            progress(handed);
         }
     }
-    await_deliveries(&mut pending, topic).await?;
-    progress(sent);
-    Ok(sent)
+    settle(&mut pending, payloads, topic, &mut replayed).await?;
+    progress(replayed.sent);
+    Ok(replayed)
+}
+
+/// Awaits the deliveries of a replay: counted when acknowledged, recorded when refused for good.
+async fn settle(
+    pending: &mut Vec<(usize, rdkafka::producer::DeliveryFuture)>,
+    payloads: &[Vec<u8>],
+    topic: &str,
+    replayed: &mut Replayed,
+) -> anyhow::Result<()> {
+    for (i, delivery) in pending.drain(..) {
+        match delivery.await {
+            Ok(Ok(_)) => replayed.sent += 1,
+            Ok(Err((e, _))) if refused_for_good(&e) => {
+                replayed.refused.push((i, payloads[i].len(), e.to_string()));
+            }
+            Ok(Err((e, _))) => {
+                return Err(e).with_context(|| format!("delivering message {i} to {topic}"));
+            }
+            Err(_) => anyhow::bail!("the producer was dropped before delivering to {topic}"),
+        }
+    }
+    Ok(())
 }
 
 /// Hands one message to the producer, waiting while its queue is full.

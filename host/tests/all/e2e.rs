@@ -407,3 +407,49 @@ fn unreachable_brokers_are_named() {
         "{stderr}"
     );
 }
+
+/// `--input` with a line too large for any message and a line of invalid UTF-8: the run goes on;
+/// the invalid line is dead-lettered like any tick that does not decode, the oversized one is
+/// reported with its line number and size. (The run stopped at either.)
+#[test]
+fn bad_input_lines_do_not_stop_a_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let payloads = crate::support::sample_payloads();
+    let mut huge: serde_json::Value = serde_json::from_slice(&payloads[1]).unwrap();
+    huge["note"] = "x".repeat(2 << 20).into();
+    let mut file = Vec::new();
+    for line in [
+        payloads[0].clone(),
+        huge.to_string().into_bytes(),
+        b"{\"timestamp\": \"\xff\xfe\"}".to_vec(),
+        payloads[2].clone(),
+    ] {
+        file.extend_from_slice(&line);
+        file.push(b'\n');
+    }
+    let input = dir.path().join("bad.ndjson");
+    std::fs::write(&input, file).unwrap();
+    let lake = dir.path().join("lake");
+    let out = crate::support::stockpipe(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--once",
+        "--lake",
+        lake.to_str().unwrap(),
+    ]);
+    let summary = crate::support::last_json_line(&out);
+    assert_eq!(summary["consumed"], 3, "{summary}");
+    assert_eq!(summary["accepted"], 2, "{summary}");
+    assert_eq!(summary["dead_lettered"], 1, "{summary}");
+    let refused = &summary["input_refused"];
+    assert_eq!(refused.as_array().map(Vec::len), Some(1), "{summary}");
+    assert_eq!(refused[0]["at"], "line 2");
+    assert!(refused[0]["bytes"].as_u64() > Some(2 << 20));
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("too large")),
+        "{summary}"
+    );
+}

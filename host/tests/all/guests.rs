@@ -246,7 +246,9 @@ fn wasm_chain_agrees_with_native_logic() {
 #[test]
 fn every_reference_sample_tick_passes() {
     let path = workspace().join("../shared/reference/stock_data_sample.json");
-    let Ok(payloads) = stockpipe::source::replay::read_input(&path) else {
+    let Ok(stockpipe::source::replay::Input { payloads, .. }) =
+        stockpipe::source::replay::read_input(&path)
+    else {
         eprintln!(
             "note: {} not found; checked against data/stock_data_sample.json only",
             path.display()

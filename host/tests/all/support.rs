@@ -43,7 +43,9 @@ pub fn workspace() -> PathBuf {
 
 /// The project's own sample (made by `stockpipe simulate`).
 pub fn sample_payloads() -> Vec<Vec<u8>> {
-    stockpipe::source::replay::read_input(&workspace().join("data/stock_data_sample.json")).unwrap()
+    stockpipe::source::replay::read_input(&workspace().join("data/stock_data_sample.json"))
+        .unwrap()
+        .payloads
 }
 
 pub fn walk(dir: &std::path::Path) -> Vec<PathBuf> {

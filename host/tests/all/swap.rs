@@ -82,6 +82,7 @@ impl Running {
             produce_all(&producer, "stock-stream", &payloads, pace, |_| {})
                 .await
                 .unwrap()
+                .sent
         })
     }
 
