@@ -37,6 +37,11 @@ pub async fn run(
 ) -> anyhow::Result<RunSummary> {
     config.validate()?;
     tokio::pin!(shutdown);
+    // Beyond loopback the API's mutating endpoints need a token: refuse to start without one.
+    let admin_token = match &http {
+        Some(listener) => http::admin_token(listener.local_addr()?, |key| std::env::var(key).ok())?,
+        None => None,
+    };
     let sandbox = Arc::new(Sandbox::new(sandbox_limits(&config))?);
     let components = match &config.guests.dir {
         Some(dir) => ChainComponents::from_dir(&sandbox, dir)?,
@@ -99,8 +104,10 @@ pub async fn run(
                 triggers: triggers_for_http,
                 telemetry: telemetry.clone(),
                 dependencies,
+                admin_token,
             };
-            Some(tokio::spawn(http::serve(listener, state, async {
+            let limits = http::ServeLimits::default();
+            Some(tokio::spawn(http::serve(listener, state, limits, async {
                 let _ = http_stopped.await;
             })))
         }

@@ -86,7 +86,13 @@ impl Config {
         // Secrets (never settings) and process options that are not settings either.
         let not_settings = {
             use crate::sink::elasticsearch::env;
-            [env::API_KEY, env::USERNAME, env::PASSWORD, LOG_FORMAT_ENV]
+            [
+                env::API_KEY,
+                env::USERNAME,
+                env::PASSWORD,
+                LOG_FORMAT_ENV,
+                crate::http::ADMIN_TOKEN_ENV,
+            ]
         };
         let mut overridden = Vec::new();
         for (name, raw) in env {

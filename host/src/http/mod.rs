@@ -5,6 +5,11 @@
 //!   `POST /guests/<validate|enrich|route|all>/reload[?force=true]`, which asks for a guarded swap
 //!   and answers with the decision;
 //! - the dashboard: `GET /` and `/assets/…` (embedded in the binary), fed by `GET /api/live`.
+//!
+//! Reads are open. The mutating endpoint needs `Authorization: Bearer <token>` whenever a token is
+//! set (`STOCKPIPE_ADMIN_TOKEN`, from the environment only), and a token must be set when the API
+//! listens beyond loopback ([`admin_token`]). Connections are limited in number and must send
+//! their headers within a deadline ([`ServeLimits`]).
 
 use crate::chain::swap::{GuestRegistry, LoadedGuest, SwapEvent, SwapTrigger};
 use crate::config::error::{ConfigError, invalid};
@@ -28,6 +33,64 @@ pub struct ApiState {
     pub telemetry: Arc<Telemetry>,
     /// What `/ready` waits for.
     pub dependencies: Vec<Dependency>,
+    /// The bearer token the mutating endpoints require; `None`: open (loopback only).
+    pub admin_token: Option<Arc<str>>,
+}
+
+/// The environment variable that holds the admin token (never the config file).
+pub const ADMIN_TOKEN_ENV: &str = "STOCKPIPE_ADMIN_TOKEN";
+
+/// The admin token for an API listening on `listen`, from `lookup` (the environment): required
+/// when `listen` is not a loopback address, optional on loopback.
+pub fn admin_token(
+    listen: std::net::SocketAddr,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Arc<str>>, ConfigError> {
+    match lookup(ADMIN_TOKEN_ENV).filter(|t| !t.is_empty()) {
+        Some(token) => Ok(Some(token.into())),
+        None if listen.ip().is_loopback() => Ok(None),
+        None => Err(ConfigError::Env {
+            name: ADMIN_TOKEN_ENV.into(),
+            message: format!(
+                "the HTTP API listens on {listen}, beyond loopback: set a token for its mutating endpoints (or listen on 127.0.0.1)"
+            ),
+        }),
+    }
+}
+
+/// Whether `given` is the token, compared in time that does not depend on where they differ.
+fn same_token(given: &[u8], token: &[u8]) -> bool {
+    given.len() == token.len()
+        && std::hint::black_box(
+            given
+                .iter()
+                .zip(token)
+                .fold(0u8, |differ, (a, b)| differ | (a ^ b)),
+        ) == 0
+}
+
+/// Refuses a mutating request without the admin token (when one is set).
+fn authorized(state: &ApiState, headers: &axum::http::HeaderMap) -> Result<(), Response> {
+    let Some(token) = &state.admin_token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    if same_token(given, token.as_bytes()) {
+        Ok(())
+    } else {
+        let mut answer = error(
+            StatusCode::UNAUTHORIZED,
+            format!("this endpoint needs Authorization: Bearer <the token in {ADMIN_TOKEN_ENV}>"),
+        );
+        answer.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        Err(answer)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -151,7 +214,11 @@ async fn reload(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     Query(query): Query<ReloadQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    if let Err(refused) = authorized(&state, &headers) {
+        return refused;
+    }
     let stage = match name.as_str() {
         "all" => None,
         other => match StageKind::from_name(other) {
@@ -205,15 +272,70 @@ async fn reload(
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// What a client may hold of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// A connection that has not sent a whole request head by then is closed.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves (then gives open requests a second).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
+    limits: ServeLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // E.g. out of file descriptors: wait a little rather than spin.
+                    tracing::warn!(error = %e, "the HTTP API could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        connections.spawn(async move {
+            let _slot = slot;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP connection ended");
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -233,5 +355,37 @@ impl HttpSection {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_required_beyond_loopback() {
+        let none = |_: &str| None;
+        let set = |key: &str| (key == ADMIN_TOKEN_ENV).then(|| "s3cret".to_string());
+        for loopback in ["127.0.0.1:8080", "[::1]:8080"] {
+            assert_eq!(admin_token(loopback.parse().unwrap(), none).unwrap(), None);
+        }
+        for open in ["0.0.0.0:8080", "10.1.2.3:8080", "[::]:8080"] {
+            let e = admin_token(open.parse().unwrap(), none).unwrap_err();
+            assert!(e.to_string().contains(ADMIN_TOKEN_ENV), "{e}");
+            assert_eq!(
+                admin_token(open.parse().unwrap(), set).unwrap().as_deref(),
+                Some("s3cret")
+            );
+        }
+        let empty = |_: &str| Some(String::new());
+        assert!(admin_token("0.0.0.0:1".parse().unwrap(), empty).is_err());
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_token(b"abc", b"abc"));
+        for other in [&b"abd"[..], b"ab", b"abcd", b"", b"xbc"] {
+            assert!(!same_token(other, b"abc"), "{other:?}");
+        }
     }
 }

@@ -239,6 +239,10 @@ fn the_container_config_is_valid_and_names_the_compose_services() {
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
     assert!(dockerfile.contains(&format!("/out/guests {}", guests.display())));
     assert!(compose.contains(&format!("guests:{}", guests.display())));
+    // Beyond loopback the admin API needs a token: compose passes one, and requires it.
+    let listen: std::net::SocketAddr = config.http.listen.parse().unwrap();
+    assert!(stockpipe::http::admin_token(listen, |_| None).is_err());
+    assert!(compose.contains("STOCKPIPE_ADMIN_TOKEN: ${STOCKPIPE_ADMIN_TOKEN:?"));
 }
 
 /// `check-jsonschema` (PyPI; scripts/test.sh installs it) on `file` with `schema_args`.

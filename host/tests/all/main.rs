@@ -1,5 +1,6 @@
 //! The host's integration tests, in one binary (it links once).
 
+mod admin_api;
 mod bigquery;
 mod e2e;
 mod elasticsearch;

@@ -1,0 +1,142 @@
+//! The admin API: the mutating endpoint needs the token when one is set, reads stay open; a host
+//! that listens beyond loopback without a token does not start; connections that never finish
+//! their headers are closed.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stockpipe::chain::swap::GuestRegistry;
+use stockpipe::http::{ApiState, ServeLimits, serve};
+use stockpipe::telemetry::Telemetry;
+
+async fn api(
+    token: Option<&str>,
+    limits: ServeLimits,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let state = ApiState {
+        registry: Arc::new(GuestRegistry::default()),
+        triggers: None,
+        telemetry: Arc::new(Telemetry::new()),
+        dependencies: Vec::new(),
+        admin_token: token.map(Arc::from),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, state, limits, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_endpoint_needs_the_token() {
+    let (addr, _stop) = api(Some("s3cret"), ServeLimits::default()).await;
+    let client = reqwest::Client::new();
+    let reload = format!("http://{addr}/guests/all/reload?force=true");
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Bearer s3cre"),
+        Some("s3cret"),
+    ] {
+        let mut request = client.post(&reload);
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), 401, "{auth:?}");
+        assert_eq!(answer.headers()["www-authenticate"], "Bearer");
+    }
+    // With the token the request gets through to the swap logic (no guests directory here).
+    let answer = client
+        .post(&reload)
+        .header("authorization", "Bearer s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 409);
+    // Reads need nothing.
+    for read in ["/health", "/guests", "/api/live", "/metrics", "/"] {
+        let answer = client
+            .get(format!("http://{addr}{read}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{read}: {}", answer.status());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_listening_beyond_loopback_without_a_token_does_not_start() {
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let config = stockpipe::config::Config::default();
+    // The test relies on the token being unset (nothing in the tests sets it).
+    assert!(std::env::var(stockpipe::http::ADMIN_TOKEN_ENV).is_err());
+    let e = stockpipe::service::run(
+        config,
+        "127.0.0.1:1",
+        true,
+        Arc::new(GuestRegistry::default()),
+        Some(listener),
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains(stockpipe::http::ADMIN_TOKEN_ENV),
+        "{e:#}"
+    );
+}
+
+/// 300 connections that send half a request head and stop: each is closed once the header
+/// deadline passes, and the API answers others meanwhile (they were held 70 s and more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off() {
+    let limits = ServeLimits {
+        max_connections: 64,
+        header_read_timeout: Duration::from_secs(1),
+    };
+    let (addr, _stop) = api(None, limits).await;
+    let stalled: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let client = reqwest::Client::new();
+    let health = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.get(format!("http://{addr}/health")).send(),
+    )
+    .await
+    .expect("the API answers while slow clients hold connections")
+    .unwrap();
+    assert!(health.status().is_success());
+    // Every stalled connection is closed by the server (read ends) within a few deadlines.
+    let give_up = started + Duration::from_secs(15);
+    tokio::task::spawn_blocking(move || {
+        for mut s in stalled {
+            let left = give_up.saturating_duration_since(Instant::now());
+            s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let mut buf = [0u8; 512];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
