@@ -69,17 +69,16 @@ fn same_token(given: &[u8], token: &[u8]) -> bool {
         ) == 0
 }
 
-/// Refuses a mutating request without the admin token (when one is set).
-fn authorized(state: &ApiState, headers: &axum::http::HeaderMap) -> Result<(), Response> {
-    let Some(token) = &state.admin_token else {
-        return Ok(());
-    };
+/// The answer to a mutating request without the admin token (when one is set); `None` lets it
+/// through.
+fn unauthorized(state: &ApiState, headers: &axum::http::HeaderMap) -> Option<Response> {
+    let token = state.admin_token.as_ref()?;
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         .unwrap_or_default();
     if same_token(given, token.as_bytes()) {
-        Ok(())
+        None
     } else {
         let mut answer = error(
             StatusCode::UNAUTHORIZED,
@@ -89,7 +88,7 @@ fn authorized(state: &ApiState, headers: &axum::http::HeaderMap) -> Result<(), R
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
         );
-        Err(answer)
+        Some(answer)
     }
 }
 
@@ -216,7 +215,7 @@ async fn reload(
     Query(query): Query<ReloadQuery>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    if let Err(refused) = authorized(&state, &headers) {
+    if let Some(refused) = unauthorized(&state, &headers) {
         return refused;
     }
     let stage = match name.as_str() {
