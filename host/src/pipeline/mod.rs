@@ -50,13 +50,70 @@ struct Consumed {
     payload: Vec<u8>,
 }
 
+impl Consumed {
+    fn from(message: &rdkafka::message::BorrowedMessage<'_>) -> Self {
+        Self {
+            source: SourceRef {
+                topic: message.topic().to_string(),
+                partition: message.partition(),
+                offset: message.offset(),
+            },
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        }
+    }
+}
+
+/// How long a batch may wait on its sinks before the partitions are paused and the consumer kept
+/// polling: well inside `max.poll.interval.ms` (after which librdkafka leaves the group), and
+/// not so soon that a merely slow sink makes the consumer pause and refetch at every batch.
+fn keep_member_after(max_poll_interval: Duration) -> Duration {
+    (max_poll_interval / 4).min(Duration::from_secs(5))
+}
+
+/// Keeps the consumer a healthy member of its group while a batch waits on its sinks: after
+/// `patience`, pauses the assigned partitions (noted in `paused`, to be resumed) and polls — which
+/// serves the group's heartbeats, rebalances and statistics. A message that was already on its way
+/// goes to `carried`, for the next batch. Runs until dropped.
+async fn keep_member(
+    consumer: &kafka_source::PipelineConsumer,
+    patience: Duration,
+    paused: &mut Option<rdkafka::TopicPartitionList>,
+    carried: &mut Vec<Consumed>,
+) -> std::convert::Infallible {
+    use rdkafka::consumer::Consumer;
+    tokio::time::sleep(patience).await;
+    match consumer.assignment() {
+        Ok(partitions) => match consumer.pause(&partitions) {
+            Ok(()) => {
+                tracing::info!(
+                    partitions = partitions.count(),
+                    waited_ms = patience.as_millis() as u64,
+                    "the sinks are saturated: partitions paused, the consumer keeps its place in the group"
+                );
+                *paused = Some(partitions);
+            }
+            Err(e) => tracing::warn!(error = %e, "pausing the partitions failed"),
+        },
+        Err(e) => tracing::warn!(error = %e, "reading the assignment failed"),
+    }
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+            Ok(Ok(message)) => carried.push(Consumed::from(&message)),
+            Ok(Err(e)) => tracing::debug!(error = %e, "consumer error while paused"),
+            Err(_idle) => {}
+        }
+    }
+}
+
 pub struct Pipeline {
     config: Config,
     chain: WasmChain,
     registry: Arc<GuestRegistry>,
     shadow: Arc<Mutex<ShadowBuffer>>,
     swaps: Option<SwapApplier>,
-    consumer: kafka_source::PipelineConsumer,
+    /// Shared with [`keep_member`], which polls it while a batch waits on its sinks.
+    consumer: Arc<kafka_source::PipelineConsumer>,
     /// Revoked partitions and fetch-reported partition ends, from the consumer's callbacks.
     consumer_notes: kafka_source::ConsumerNotes,
     producer: FutureProducer,
@@ -142,7 +199,7 @@ impl Pipeline {
             registry,
             shadow: Arc::new(Mutex::new(ShadowBuffer::new(0))),
             swaps: None,
-            consumer,
+            consumer: Arc::new(consumer),
             consumer_notes,
             producer,
             lake,
@@ -188,7 +245,7 @@ impl Pipeline {
             let k = &self.config.kafka;
             let read = || {
                 OnceTargets::read(
-                    &self.consumer,
+                    &*self.consumer,
                     &k.topic,
                     KAFKA_TIMEOUT,
                     Duration::from_millis(k.max_poll_interval_ms),
@@ -209,6 +266,12 @@ impl Pipeline {
         let grace = Duration::from_millis(self.config.elasticsearch.shutdown_grace_ms);
         // Once a stop is requested, everything left — the batch in hand, the sinks' last
         // acknowledgements, the final commit — shares one grace period.
+        let consumer = self.consumer.clone();
+        let patience = keep_member_after(Duration::from_millis(
+            self.config.kafka.max_poll_interval_ms,
+        ));
+        // Messages taken while the partitions were being paused: the next batch starts with them.
+        let mut carried: Vec<Consumed> = Vec::new();
         let stop_by = loop {
             let batch = tokio::select! {
                 batch = self.next_batch() => batch?,
@@ -217,14 +280,41 @@ impl Pipeline {
                     break Some(tokio::time::Instant::now() + grace);
                 }
             };
+            let batch = if carried.is_empty() {
+                batch
+            } else {
+                carried.extend(batch);
+                std::mem::take(&mut carried)
+            };
             self.between_batches(&batch);
-            // A sink that is down makes this wait (the consumer pauses); a shutdown still gets
-            // through, and what is not acknowledged is not committed.
+            // A sink that is down makes this wait; past `patience` the partitions are paused and
+            // the consumer polled, so that it stays a member of its group however long the
+            // outage. A shutdown still gets through, and what is not acknowledged is not
+            // committed.
+            let mut paused = None;
             let step = self.step(batch, targets.as_mut());
             tokio::pin!(step);
-            tokio::select! {
-                done = &mut step => if done? { break None },
-                () = &mut shutdown => {
+            let outcome = tokio::select! {
+                done = &mut step => Some(done),
+                never = keep_member(&consumer, patience, &mut paused, &mut carried) => match never {},
+                () = &mut shutdown => None,
+            };
+            if let Some(partitions) = paused {
+                if let Err(e) = rdkafka::consumer::Consumer::resume(&*consumer, &partitions) {
+                    tracing::warn!(error = %e, "resuming the paused partitions failed");
+                }
+                tracing::info!(
+                    waited_ms = patience.as_millis() as u64,
+                    "the sinks caught up: partitions resumed"
+                );
+            }
+            match outcome {
+                Some(done) => {
+                    if done? {
+                        break None;
+                    }
+                }
+                None => {
                     // Let the batch finish if its sinks answer within the grace period.
                     let stop_by = tokio::time::Instant::now() + grace;
                     match tokio::time::timeout_at(stop_by, &mut step).await {
@@ -239,6 +329,7 @@ impl Pipeline {
                 }
             }
         };
+        drop(consumer);
         let kafka_timeout = match stop_by {
             Some(stop_by) => {
                 match tokio::time::timeout_at(stop_by, self.finish_sinks()).await {
@@ -337,7 +428,7 @@ impl Pipeline {
             .filter_map(|&p| self.tracker.position(p).map(|pos| (p, pos)))
             .collect();
         if let Err(e) = tokio::task::block_in_place(|| {
-            kafka_source::commit_positions(&self.consumer, topic, &positions)
+            kafka_source::commit_positions(&*self.consumer, topic, &positions)
         }) {
             // E.g. a rebalance under way as the group shrinks. Whatever is not committed is
             // redelivered (at least once); `committed_offsets` below says what the group has.
@@ -348,7 +439,7 @@ impl Pipeline {
             None => positions.keys().copied().collect(),
         };
         let committed_offsets = tokio::task::block_in_place(|| {
-            kafka_source::committed_offsets(&self.consumer, topic, all_partitions, timeout)
+            kafka_source::committed_offsets(&*self.consumer, topic, all_partitions, timeout)
         })?;
         for (&partition, &offset) in &committed_offsets {
             self.telemetry.committed_offset(topic, partition, offset);
@@ -387,15 +478,7 @@ impl Pipeline {
             if batch.is_empty() {
                 deadline = tokio::time::Instant::now() + wait;
             }
-            batch.push(Consumed {
-                source: SourceRef {
-                    topic: message.topic().to_string(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                },
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            });
+            batch.push(Consumed::from(&message));
         }
         Ok(batch)
     }
@@ -473,7 +556,7 @@ impl Pipeline {
     fn store_advanced(&mut self) -> anyhow::Result<()> {
         let advanced = self.tracker.advanced();
         if let Err(e) =
-            kafka_source::store_positions(&self.consumer, &self.config.kafka.topic, &advanced)
+            kafka_source::store_positions(&*self.consumer, &self.config.kafka.topic, &advanced)
         {
             // A partition revoked a moment ago refuses the store; it is forgotten at the next
             // iteration and its offsets stay with the new owner. Nothing is lost by not storing.

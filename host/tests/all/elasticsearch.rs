@@ -558,3 +558,66 @@ async fn a_shutdown_gets_through_while_elasticsearch_is_down() {
     );
     assert!(bulk_requests(&server).await.len() > 3, "it kept retrying");
 }
+
+/// 503 to every bulk until `until`, then each item created.
+struct DownUntil(std::time::Instant);
+
+impl wiremock::Respond for DownUntil {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        if std::time::Instant::now() < self.0 {
+            return ResponseTemplate::new(503).set_body_string("unavailable");
+        }
+        all_ok(ids(request).len())
+    }
+}
+
+/// Elasticsearch down for longer than `max.poll.interval.ms` while the loop waits on it: the
+/// partitions are paused and the consumer keeps polling, so it stays in its group — nothing is
+/// revoked and nothing consumed twice. (It left the group, and every tick came again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_does_not_cost_the_group_membership() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"acknowledged": true})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/_bulk"))
+        .respond_with(DownUntil(
+            std::time::Instant::now() + Duration::from_secs(14),
+        ))
+        .mount(&server)
+        .await;
+    let mut config = stockpipe::config::Config::default();
+    config.elasticsearch.url = server.uri();
+    config.elasticsearch.bulk_max_age_ms = 50;
+    // A full pipe: the loop waits inside the batch for the sink.
+    config.elasticsearch.bulk_max_docs = 10;
+    config.elasticsearch.max_in_flight = 1;
+    config.elasticsearch.retry_initial_ms = 50;
+    config.elasticsearch.retry_max_ms = 400;
+    config.kafka.session_timeout_ms = 6_000;
+    config.kafka.max_poll_interval_ms = 6_000;
+    let lake = tempfile::tempdir().unwrap();
+    config.lake.url = lake.path().display().to_string();
+    let cluster = crate::support::embedded_cluster(&config, 1);
+    let brokers = cluster.bootstrap_servers();
+    let producer = stockpipe::source::kafka::producer(&brokers).unwrap();
+    let payloads = crate::support::sample_payloads();
+    cluster.replay(&producer, &payloads).await.unwrap();
+    let registry = Arc::new(stockpipe::chain::swap::GuestRegistry::default());
+    let summary = tokio::time::timeout(
+        Duration::from_secs(120),
+        stockpipe::service::run(config, &brokers, false, registry, None, async {
+            // Past the outage (14 s) and past the rejoin a consumer that had left would make.
+            tokio::time::sleep(Duration::from_secs(28)).await;
+        }),
+    )
+    .await
+    .expect("the run ends")
+    .unwrap();
+    assert_eq!(summary.counts.consumed, 100, "{summary:?}");
+    assert_eq!(summary.counts.indexed, 100, "{summary:?}");
+    assert_eq!(summary.counts.lake_lines, 100, "{summary:?}");
+    assert_eq!(summary.committed_offsets.get(&0), Some(&100), "{summary:?}");
+}
