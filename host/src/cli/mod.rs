@@ -2,6 +2,7 @@
 
 mod bench;
 mod bq;
+mod broker;
 mod guest;
 mod kibana;
 mod ml;
@@ -52,6 +53,9 @@ pub enum Command {
     /// Kibana: load the stockpipe dashboard (data views, visualizations) through its API.
     #[command(subcommand)]
     Kibana(kibana::KibanaCommand),
+    /// Serve librdkafka's mock cluster in a process of its own (the pipeline's topics; prints its
+    /// bootstrap address), for several hosts to share on one machine.
+    Broker(broker::BrokerArgs),
     /// Print performance figures as JSON lines.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -72,6 +76,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Guest(command) => guest::guest(command),
         Command::Kibana(command) => block_on(kibana::kibana(command)),
         Command::Bench(command) => bench::bench(command),
+        Command::Broker(args) => block_on(broker::broker(args)),
     }
 }
 

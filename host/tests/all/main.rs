@@ -5,6 +5,7 @@ mod bigquery;
 mod e2e;
 mod elasticsearch;
 mod emulators;
+mod failover;
 mod guests;
 mod hostile_input;
 mod kibana;
