@@ -132,6 +132,8 @@ pub struct Pipeline {
     consumed_to: BTreeMap<i32, i64>,
     /// The bootstrap servers, to name them when the brokers do not answer.
     brokers: String,
+    /// When `run --once` last said what it waits for.
+    waiting_noted: Option<Instant>,
 }
 
 /// Kafka calls that wait on the broker give up after this long.
@@ -211,6 +213,7 @@ impl Pipeline {
             telemetry,
             consumed_to: BTreeMap::new(),
             brokers: brokers.to_string(),
+            waiting_noted: None,
         })
     }
 
@@ -390,9 +393,13 @@ impl Pipeline {
         self.store_segments(rolled).await?;
         self.flush_index(false).await?;
         self.store_advanced()?;
-        let Some(targets) = targets.filter(|t| t.reached(&self.consumed_to)) else {
+        let Some(targets) = targets else {
             return Ok(false);
         };
+        if !targets.reached(&self.consumed_to) {
+            self.note_waiting(targets);
+            return Ok(false);
+        }
         let notes = &self.consumer_notes;
         let topic = &self.config.kafka.topic;
         match targets.next_step(
@@ -412,6 +419,50 @@ impl Pipeline {
             OnceStep::AwaitStatistics => {}
         }
         Ok(false)
+    }
+
+    /// `run --once` waiting on partitions this host does not hold: every few seconds, says which,
+    /// and which member of the group holds them (their committed offsets have to reach the end).
+    fn note_waiting(&mut self, targets: &OnceTargets) {
+        const EVERY: Duration = Duration::from_secs(5);
+        if self.waiting_noted.is_some_and(|at| at.elapsed() < EVERY) {
+            return;
+        }
+        self.waiting_noted = Some(Instant::now());
+        let own: HashSet<i32> = rdkafka::consumer::Consumer::assignment(&*self.consumer)
+            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        let elsewhere: Vec<i32> = targets
+            .short_of_end(&self.consumed_to)
+            .into_iter()
+            .filter(|p| !own.contains(p))
+            .collect();
+        if elsewhere.is_empty() {
+            return;
+        }
+        let k = &self.config.kafka;
+        let holders = tokio::task::block_in_place(|| {
+            kafka_source::partition_holders(
+                &*self.consumer,
+                &k.group_id,
+                &k.topic,
+                Duration::from_secs(2),
+            )
+        });
+        let held_by = match holders {
+            Ok(members) => members
+                .into_iter()
+                .filter(|(_, partitions)| partitions.iter().any(|p| elsewhere.contains(p)))
+                .map(|(who, partitions)| format!("{who} holds {partitions:?}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+            Err(e) => format!("(the group could not be described: {e:#})"),
+        };
+        tracing::warn!(
+            partitions = ?elsewhere,
+            held_by = %held_by,
+            "run --once: waiting for partitions another member of the group holds to be committed to their end"
+        );
     }
 
     /// Commits the last positions, reads back what the group has committed, and leaves the group,

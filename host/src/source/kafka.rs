@@ -233,8 +233,25 @@ fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000");
+        .set("session.timeout.ms", "10000")
+        .set("client.id", client_id());
     config
+}
+
+/// How this process shows in a group's description (`stockpipe-<host>-<pid>`), so that an operator
+/// — or another host's `run --once` — can tell who holds a partition.
+fn client_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
+        .unwrap_or_else(|| "host".into());
+    format!("stockpipe-{host}-{}", std::process::id())
 }
 
 /// A plain group member (the `consume` command, tests).
@@ -523,9 +540,97 @@ impl Default for KafkaConfig {
     }
 }
 
+/// The partitions of `topic` in a group member's assignment, as the group coordinator reports it
+/// (Kafka's consumer protocol: version i16, then per topic its name and partitions, then user
+/// data; big-endian). `None` when it does not parse.
+pub fn assigned_partitions(assignment: &[u8], topic: &str) -> Option<Vec<i32>> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+        *bytes = rest;
+        Some(head)
+    }
+    fn int(bytes: &mut &[u8]) -> Option<i32> {
+        Some(i32::from_be_bytes(take(bytes, 4)?.try_into().ok()?))
+    }
+    let mut bytes = assignment;
+    take(&mut bytes, 2)?; // version
+    let topics = int(&mut bytes)?;
+    let mut found = Vec::new();
+    for _ in 0..topics.max(0) {
+        let len = i16::from_be_bytes(take(&mut bytes, 2)?.try_into().ok()?);
+        let name = take(&mut bytes, usize::try_from(len).ok()?)?;
+        let count = int(&mut bytes)?;
+        let mut partitions = Vec::new();
+        for _ in 0..count.max(0) {
+            partitions.push(int(&mut bytes)?);
+        }
+        if name == topic.as_bytes() {
+            found.extend(partitions);
+        }
+    }
+    Some(found)
+}
+
+/// Who holds which partitions of `topic` in `group`: each member as `client id (member id) on
+/// host`, with its partitions.
+pub fn partition_holders<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<(String, Vec<i32>)>> {
+    let groups = consumer
+        .fetch_group_list(Some(group), timeout)
+        .with_context(|| format!("describing group {group}"))?;
+    Ok(groups
+        .groups()
+        .iter()
+        .flat_map(|g| g.members())
+        .map(|m| {
+            let partitions = m
+                .assignment()
+                .and_then(|a| assigned_partitions(a, topic))
+                .unwrap_or_default();
+            let who = format!("{} ({}) on {}", m.client_id(), m.id(), m.client_host());
+            (who, partitions)
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_assignment_names_its_partitions() {
+        // Version 1; two topics; user data of 3 bytes.
+        let mut bytes = vec![0, 1, 0, 0, 0, 2];
+        for (topic, partitions) in [("other", &[9][..]), ("stock-stream", &[0, 4][..])] {
+            bytes.extend((topic.len() as i16).to_be_bytes());
+            bytes.extend(topic.as_bytes());
+            bytes.extend((partitions.len() as i32).to_be_bytes());
+            for p in partitions {
+                bytes.extend((*p as i32).to_be_bytes());
+            }
+        }
+        bytes.extend([0, 0, 0, 3, 1, 2, 3]);
+        assert_eq!(
+            assigned_partitions(&bytes, "stock-stream"),
+            Some(vec![0, 4])
+        );
+        assert_eq!(assigned_partitions(&bytes, "none"), Some(vec![]));
+        for cut in 0..bytes.len() - 7 {
+            assert_eq!(
+                assigned_partitions(&bytes[..cut], "stock-stream"),
+                None,
+                "{cut}"
+            );
+        }
+        assert_eq!(
+            assigned_partitions(&[0, 0, 0xff, 0xff, 0xff, 0xff], "x"),
+            Some(vec![])
+        );
+    }
 
     #[test]
     fn a_close_that_hangs_is_left_behind_in_bounded_time() {

@@ -50,14 +50,23 @@ impl OnceTargets {
 
     /// Every partition consumed (or committed) up to its end.
     pub fn reached(&self, consumed_to: &BTreeMap<i32, i64>) -> bool {
-        self.ends.iter().all(|(p, &end)| {
-            end == 0
-                || consumed_to
-                    .get(p)
-                    .copied()
-                    .max(self.committed.get(p).copied())
-                    .is_some_and(|at| at >= end)
-        })
+        self.short_of_end(consumed_to).is_empty()
+    }
+
+    /// The partitions not yet consumed (nor committed) up to their end.
+    pub fn short_of_end(&self, consumed_to: &BTreeMap<i32, i64>) -> Vec<i32> {
+        self.ends
+            .iter()
+            .filter(|(p, end)| {
+                **end != 0
+                    && !consumed_to
+                        .get(p)
+                        .copied()
+                        .max(self.committed.get(p).copied())
+                        .is_some_and(|at| at >= **end)
+            })
+            .map(|(p, _)| *p)
+            .collect()
     }
 
     /// Called when [`OnceTargets::reached`]: raises the ends not raised before to the fetched

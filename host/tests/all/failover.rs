@@ -164,3 +164,94 @@ async fn a_killed_host_s_partitions_move_to_the_survivor() {
     let log = std::fs::read_to_string(dir.path().join("b.log")).unwrap();
     assert!(caught_up < Duration::from_secs(90), "{caught_up:?}\n{log}");
 }
+
+/// `run --once` whose group holds partitions elsewhere (a member that cannot commit: its
+/// Elasticsearch is down) says every few seconds which partitions it waits for and which member
+/// holds them, instead of waiting without a word. The mock cluster cannot describe a group
+/// (DescribeGroups is not among its APIs), so here the note says that instead of the member; the
+/// decoding of a member's assignment is tested on its own (`source::kafka`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_once_run_names_the_member_it_waits_for() {
+    let mut broker = Process(
+        Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+            .args(["broker", "--partitions", "2"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    BufReader::new(broker.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let brokers = serde_json::from_str::<serde_json::Value>(&first).unwrap()["bootstrap_servers"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let es = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"acknowledged": true})))
+        .mount(&es)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/_bulk"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&es)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let producer = stockpipe::source::kafka::producer(&brokers).unwrap();
+    let payloads = crate::support::simulated_payloads(400, 12);
+    stockpipe::source::replay::produce_all(
+        &producer,
+        "stock-stream",
+        &payloads,
+        stockpipe::source::replay::Pace::Max,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let stuck = host(
+        &brokers,
+        &es.uri(),
+        &dir.path().join("lake-a"),
+        &dir.path().join("a.log"),
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let log = dir.path().join("b.log");
+    let _once = Process(
+        Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+            .args(["run", "--once", "--brokers", &brokers, "--lake"])
+            .arg(dir.path().join("lake-b"))
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .env("STOCKPIPE_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = format!("-{} (", stuck.0.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let note = text
+            .lines()
+            .find(|l| l.contains("waiting for partitions another member"));
+        if let Some(note) = note {
+            let v: serde_json::Value = serde_json::from_str(note).unwrap();
+            let held_by = v["held_by"].as_str().unwrap();
+            assert!(
+                held_by.contains(&pid) || held_by.contains("could not be described"),
+                "{note}"
+            );
+            // This host holds the other partition; it waits for one only.
+            assert!(
+                v["partitions"] == "[0]" || v["partitions"] == "[1]",
+                "{note}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no note within 60 s:\n{text}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
