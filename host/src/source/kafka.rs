@@ -605,12 +605,12 @@ mod tests {
     fn an_assignment_names_its_partitions() {
         // Version 1; two topics; user data of 3 bytes.
         let mut bytes = vec![0, 1, 0, 0, 0, 2];
-        for (topic, partitions) in [("other", &[9][..]), ("stock-stream", &[0, 4][..])] {
+        for (topic, partitions) in [("other", &[9i32][..]), ("stock-stream", &[0, 4][..])] {
             bytes.extend((topic.len() as i16).to_be_bytes());
             bytes.extend(topic.as_bytes());
             bytes.extend((partitions.len() as i32).to_be_bytes());
             for p in partitions {
-                bytes.extend((*p as i32).to_be_bytes());
+                bytes.extend(p.to_be_bytes());
             }
         }
         bytes.extend([0, 0, 0, 3, 1, 2, 3]);

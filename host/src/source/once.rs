@@ -59,11 +59,11 @@ impl OnceTargets {
             .iter()
             .filter(|(p, end)| {
                 **end != 0
-                    && !consumed_to
+                    && consumed_to
                         .get(p)
                         .copied()
                         .max(self.committed.get(p).copied())
-                        .is_some_and(|at| at >= **end)
+                        .is_none_or(|at| at < **end)
             })
             .map(|(p, _)| *p)
             .collect()
