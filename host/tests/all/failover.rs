@@ -3,14 +3,12 @@
 //! Elasticsearch endpoint and one lake; one host is killed with SIGKILL mid-stream. The survivor
 //! takes the dead host's partitions, and the lake and Elasticsearch hold every tick once.
 
-use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use wiremock::matchers::{method, path_regex};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
 /// Kills the process on drop (a failed test leaves nothing running).
 struct Process(Child);
@@ -22,15 +20,24 @@ impl Drop for Process {
     }
 }
 
-struct Created;
-
-impl wiremock::Respond for Created {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let items = String::from_utf8_lossy(&request.body).lines().count() / 2;
-        let item = json!({"index": {"_index": "stock-stream", "status": 201}});
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"took": 1, "errors": false, "items": vec![item; items]}))
-    }
+/// `stockpipe broker` with `partitions`, and its bootstrap address.
+fn broker(partitions: i32) -> (Process, String) {
+    let mut broker = Process(
+        Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+            .args(["broker", "--partitions", &partitions.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    BufReader::new(broker.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let brokers = answer["bootstrap_servers"].as_str().unwrap().to_string();
+    (broker, brokers)
 }
 
 fn host(brokers: &str, es: &str, lake: &Path, log: &Path) -> Process {
@@ -66,33 +73,8 @@ fn lake_positions(lake: &Path) -> BTreeMap<(i64, i64), usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_host_s_partitions_move_to_the_survivor() {
     const TICKS: usize = 6_000;
-    let mut broker = Process(
-        Command::new(env!("CARGO_BIN_EXE_stockpipe"))
-            .args(["broker", "--partitions", "6"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut first = String::new();
-    BufReader::new(broker.0.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let brokers = serde_json::from_str::<serde_json::Value>(&first).unwrap()["bootstrap_servers"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let es = MockServer::start().await;
-    Mock::given(method("PUT"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"acknowledged": true})))
-        .mount(&es)
-        .await;
-    Mock::given(method("POST"))
-        .and(path_regex("^/_bulk"))
-        .respond_with(Created)
-        .mount(&es)
-        .await;
+    let (_broker, brokers) = broker(6);
+    let es = crate::support::elasticsearch(crate::support::BulkCreated).await;
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let doomed = host(&brokers, &es.uri(), &lake, &dir.path().join("a.log"));
@@ -172,33 +154,8 @@ async fn a_killed_host_s_partitions_move_to_the_survivor() {
 /// decoding of a member's assignment is tested on its own (`source::kafka`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_once_run_names_the_member_it_waits_for() {
-    let mut broker = Process(
-        Command::new(env!("CARGO_BIN_EXE_stockpipe"))
-            .args(["broker", "--partitions", "2"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut first = String::new();
-    BufReader::new(broker.0.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let brokers = serde_json::from_str::<serde_json::Value>(&first).unwrap()["bootstrap_servers"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let es = MockServer::start().await;
-    Mock::given(method("PUT"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"acknowledged": true})))
-        .mount(&es)
-        .await;
-    Mock::given(method("POST"))
-        .and(path_regex("^/_bulk"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&es)
-        .await;
+    let (_broker, brokers) = broker(2);
+    let es = crate::support::elasticsearch(ResponseTemplate::new(503)).await;
     let dir = tempfile::tempdir().unwrap();
     let producer = stockpipe::source::kafka::producer(&brokers).unwrap();
     let payloads = crate::support::simulated_payloads(400, 12);

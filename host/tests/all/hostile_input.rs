@@ -3,7 +3,7 @@
 //! same logic native) → the document. Every message ends accepted (its document valid JSON that
 //! reads back) or refused with a code; a bounded, seeded count, so that a failure repeats.
 
-use crate::support::sandbox;
+use crate::support::{Rng, sandbox};
 use stockpipe::chain::WasmChain;
 use stockpipe::chain::{ChainComponents, GuestVersions, NativeChain, StageChain, StageOutcome};
 use stockpipe::runtime::sandbox::SandboxLimits;
@@ -12,21 +12,14 @@ use stockpipe::sink::document::AcceptedDocument;
 use stockpipe::source::simulate::{SimulateOptions, simulate, tick_json};
 use stockpipe_model::json::decode_tick;
 
-struct Rng(u64);
+/// A number in `0..n`.
+fn below(rng: &mut Rng, n: usize) -> usize {
+    rng.below(n as u64) as usize
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.below(from.len())]
-    }
+/// Picks from `from`.
+fn pick<'a>(rng: &mut Rng, from: &[&'a str]) -> &'a str {
+    from[below(rng, from.len())]
 }
 
 const NUMBERS: &[&str] = &[
@@ -95,22 +88,22 @@ const FIELDS: &[&str] = &[
 fn message(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
     let mut v: serde_json::Value = serde_json::from_slice(base).unwrap();
     let text_of = |v: &serde_json::Value| v.to_string();
-    match rng.below(8) {
+    match below(rng, 8) {
         // A number field at a limit (or of the wrong type).
         0 | 1 => {
-            let field = rng.pick(FIELDS);
+            let field = pick(rng, FIELDS);
             let text = text_of(&v).replacen(
                 &format!("\"{field}\":{}", v[field]),
-                &format!("\"{field}\":{}", rng.pick(NUMBERS)),
+                &format!("\"{field}\":{}", pick(rng, NUMBERS)),
                 1,
             );
             return text.into_bytes();
         }
         // A book of any depth, its levels' numbers at limits now and then.
         2 => {
-            let depth = [0, 1, 5, 254, 255, 256, 257, 1000, 5000][rng.below(9)];
-            let price = if rng.below(4) == 0 {
-                rng.pick(NUMBERS)
+            let depth = [0, 1, 5, 254, 255, 256, 257, 1000, 5000][below(rng, 9)];
+            let price = if below(rng, 4) == 0 {
+                pick(rng, NUMBERS)
             } else {
                 "100.5"
             };
@@ -118,7 +111,7 @@ fn message(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
             let side = format!("[{}]", vec![level.as_str(); depth].join(","));
             let text = text_of(&v);
             let at = text.find("\"depth\":").unwrap();
-            let key = if rng.below(2) == 0 { "buy" } else { "sell" };
+            let key = if below(rng, 2) == 0 { "buy" } else { "sell" };
             let other = if key == "buy" { "sell" } else { "buy" };
             let depth_json = format!(r#""depth":{{"{key}":{side},"{other}":[]}}}}"#);
             return format!("{}{depth_json}", &text[..at]).into_bytes();
@@ -127,15 +120,15 @@ fn message(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
         3 => {
             let text = text_of(&v).replacen(
                 &format!("\"timestamp\":{}", v["timestamp"]),
-                &format!("\"timestamp\":{}", rng.pick(TIMESTAMPS)),
+                &format!("\"timestamp\":{}", pick(rng, TIMESTAMPS)),
                 1,
             );
             return text.into_bytes();
         }
         // Long strings where numbers go, extra fields, a huge key.
         4 => {
-            let long = "x".repeat([10, 10_000, 1_000_000][rng.below(3)]);
-            v[rng.pick(FIELDS)] = long.clone().into();
+            let long = "x".repeat([10, 10_000, 1_000_000][below(rng, 3)]);
+            v[pick(rng, FIELDS)] = long.clone().into();
             v[long] = 1.into();
         }
         // Depth of the wrong shape.
@@ -146,24 +139,24 @@ fn message(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
                 serde_json::json!({"buy": {}, "sell": []}),
                 serde_json::json!({"buy": [1, 2], "sell": []}),
                 serde_json::json!({"buy": [{"price": 1}], "sell": []}),
-            ][rng.below(5)]
+            ][below(rng, 5)]
             .clone();
         }
         _ => {}
     }
     let mut bytes = v.to_string().into_bytes();
     // Byte damage: flips, cuts, invalid UTF-8, NULs.
-    for _ in 0..rng.below(4) {
+    for _ in 0..below(rng, 4) {
         if bytes.is_empty() {
             break;
         }
-        let at = rng.below(bytes.len());
-        match rng.below(4) {
-            0 => bytes[at] ^= 1 << rng.below(8),
+        let at = below(rng, bytes.len());
+        match below(rng, 4) {
+            0 => bytes[at] ^= 1 << below(rng, 8),
             1 => bytes.truncate(at),
-            2 => bytes.insert(at, [0xff, 0xc3, 0x00, b'"'][rng.below(4)]),
+            2 => bytes.insert(at, [0xff, 0xc3, 0x00, b'"'][below(rng, 4)]),
             _ => {
-                let end = (at + rng.below(50)).min(bytes.len());
+                let end = (at + below(rng, 50)).min(bytes.len());
                 let piece = bytes[at..end].to_vec();
                 bytes.splice(at..at, piece);
             }

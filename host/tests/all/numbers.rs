@@ -3,6 +3,7 @@
 //! Rust's `f64::from_str` / `i64::from_str` of the number's text as it stood in the message, read
 //! here by a scanner of our own — not by the JSON parser under test.
 
+use crate::support::Rng;
 use std::collections::BTreeMap;
 use stockpipe::chain::GuestVersions;
 use stockpipe::sink::SourceRef;
@@ -197,20 +198,6 @@ fn paths() -> (Vec<String>, Vec<String>) {
         ints.push(format!("{level}.quantity"));
     }
     (floats, ints)
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Float literals: 1 to 17 significant digits (and a few past 17) at every decimal exponent the

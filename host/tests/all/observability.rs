@@ -364,22 +364,6 @@ async fn metrics_and_readiness_report_a_failing_elasticsearch() {
     assert_eq!(summary["indexed"], 0, "{summary}");
 }
 
-/// Answers every bulk request with each of its items created.
-struct BulkCreated;
-
-impl wiremock::Respond for BulkCreated {
-    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
-        let items = String::from_utf8_lossy(&request.body)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .count()
-            / 2;
-        let item = json!({"index": {"_index": "stock-stream", "status": 201}});
-        wiremock::ResponseTemplate::new(200)
-            .set_body_json(json!({"took": 1, "errors": false, "items": vec![item; items]}))
-    }
-}
-
 /// Elasticsearch down at start-up (in a compose stack it often is, for minutes): the host waits
 /// for it with backoff, `/ready` says why meanwhile, then it indexes. (It gave up after nine
 /// attempts, ~20 s, and exited.)
@@ -401,7 +385,7 @@ async fn the_host_waits_for_an_elasticsearch_that_is_down_at_start_up() {
         .await;
     Mock::given(method("POST"))
         .and(path_regex("^/_bulk"))
-        .respond_with(BulkCreated)
+        .respond_with(crate::support::BulkCreated)
         .mount(&es)
         .await;
     let dir = tempfile::tempdir().unwrap();

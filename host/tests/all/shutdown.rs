@@ -1,12 +1,10 @@
 //! Stopping: SIGTERM is a graceful stop like Ctrl-C; the whole stop takes one grace period, not
 //! one per step; a stop requested while start-up waits on a silent Elasticsearch gets through.
 
-use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
 /// `docker stop` and Kubernetes send SIGTERM: the binary flushes the lake, commits and prints its
 /// summary, exit code 0.
@@ -96,16 +94,10 @@ fn live_accepted(addr: &str) -> u64 {
 /// it), not one grace per step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_stop_takes_one_grace_period() {
-    let server = MockServer::start().await;
-    Mock::given(method("PUT"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"acknowledged": true})))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/_bulk"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(120)))
-        .mount(&server)
-        .await;
+    let server = crate::support::elasticsearch(
+        ResponseTemplate::new(200).set_delay(Duration::from_secs(120)),
+    )
+    .await;
     let grace = Duration::from_secs(3);
     let mut config = stockpipe::config::Config::default();
     config.elasticsearch.url = server.uri();

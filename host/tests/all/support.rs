@@ -209,3 +209,57 @@ pub fn stockpipe(args: &[&str]) -> std::process::Output {
 pub fn last_json_line(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap()
 }
+
+/// A small deterministic generator (xorshift64) for the generated-input tests: a failure repeats.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Answers every bulk request with each of its items created (an Elasticsearch that works).
+pub struct BulkCreated;
+
+impl wiremock::Respond for BulkCreated {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let items = String::from_utf8_lossy(&request.body)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+            / 2;
+        let item = serde_json::json!({"index": {"_index": "stock-stream", "status": 201}});
+        wiremock::ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"took": 1, "errors": false, "items": vec![item; items]}),
+        )
+    }
+}
+
+/// A scripted Elasticsearch: index templates acknowledged, every bulk answered by `bulk`.
+pub async fn elasticsearch(bulk: impl wiremock::Respond + 'static) -> wiremock::MockServer {
+    use wiremock::matchers::{method, path, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path_regex("^/_index_template/"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"acknowledged": true})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/_bulk"))
+        .respond_with(bulk)
+        .mount(&server)
+        .await;
+    server
+}
