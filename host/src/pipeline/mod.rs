@@ -106,6 +106,15 @@ async fn keep_member(
     }
 }
 
+/// Resumes the partitions [`keep_member`] paused.
+fn resume(consumer: &kafka_source::PipelineConsumer, partitions: &rdkafka::TopicPartitionList) {
+    if let Err(e) = rdkafka::consumer::Consumer::resume(consumer, partitions) {
+        tracing::warn!(error = %e, "resuming the paused partitions failed");
+    } else {
+        tracing::info!("the sinks caught up: partitions resumed");
+    }
+}
+
 pub struct Pipeline {
     config: Config,
     chain: WasmChain,
@@ -245,23 +254,7 @@ impl Pipeline {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<RunSummary> {
         let mut targets = if once {
-            let k = &self.config.kafka;
-            let read = || {
-                OnceTargets::read(
-                    &*self.consumer,
-                    &k.topic,
-                    KAFKA_TIMEOUT,
-                    Duration::from_millis(k.max_poll_interval_ms),
-                    Duration::from_millis(k.statistics_interval_ms),
-                )
-            };
-            let targets = tokio::task::block_in_place(read).with_context(|| {
-                format!(
-                    "run --once: reading where {} ends from the brokers at {}",
-                    k.topic, self.brokers
-                )
-            })?;
-            Some(targets)
+            Some(self.once_targets()?)
         } else {
             None
         };
@@ -303,13 +296,7 @@ impl Pipeline {
                 () = &mut shutdown => None,
             };
             if let Some(partitions) = paused {
-                if let Err(e) = rdkafka::consumer::Consumer::resume(&*consumer, &partitions) {
-                    tracing::warn!(error = %e, "resuming the paused partitions failed");
-                }
-                tracing::info!(
-                    waited_ms = patience.as_millis() as u64,
-                    "the sinks caught up: partitions resumed"
-                );
+                resume(&consumer, &partitions);
             }
             match outcome {
                 Some(done) => {
@@ -333,26 +320,48 @@ impl Pipeline {
             }
         };
         drop(consumer);
-        let kafka_timeout = match stop_by {
-            Some(stop_by) => {
-                match tokio::time::timeout_at(stop_by, self.finish_sinks()).await {
-                    Ok(finished) => finished?,
-                    Err(_) => tracing::warn!(
-                        unacknowledged = self.tracker.in_flight(),
-                        "the sinks did not acknowledge everything within the shutdown grace; the rest is not committed and will be delivered again"
-                    ),
-                }
-                // The commit and the goodbye to the group get what is left of the grace (at
-                // least a second each: without them the next owner starts further back).
-                let left = stop_by.saturating_duration_since(tokio::time::Instant::now());
-                left.clamp(Duration::from_secs(1), KAFKA_TIMEOUT)
-            }
-            None => {
-                self.finish_sinks().await?;
-                KAFKA_TIMEOUT
-            }
-        };
+        let kafka_timeout = self.settle(stop_by).await?;
         self.close(targets, kafka_timeout).await
+    }
+
+    /// The `--once` targets, read from the brokers.
+    fn once_targets(&self) -> anyhow::Result<OnceTargets> {
+        let k = &self.config.kafka;
+        let read = || {
+            OnceTargets::read(
+                &*self.consumer,
+                &k.topic,
+                KAFKA_TIMEOUT,
+                Duration::from_millis(k.max_poll_interval_ms),
+                Duration::from_millis(k.statistics_interval_ms),
+            )
+        };
+        tokio::task::block_in_place(read).with_context(|| {
+            format!(
+                "run --once: reading where {} ends from the brokers at {}",
+                k.topic, self.brokers
+            )
+        })
+    }
+
+    /// The sinks' last acknowledgements: all of them at the end of a run, or whatever comes by
+    /// `stop_by` when stopping. Returns how long each of the last Kafka calls may take: what is
+    /// left of the grace when stopping (at least a second: without the commit the next owner
+    /// starts further back).
+    async fn settle(&mut self, stop_by: Option<tokio::time::Instant>) -> anyhow::Result<Duration> {
+        let Some(stop_by) = stop_by else {
+            self.finish_sinks().await?;
+            return Ok(KAFKA_TIMEOUT);
+        };
+        match tokio::time::timeout_at(stop_by, self.finish_sinks()).await {
+            Ok(finished) => finished?,
+            Err(_) => tracing::warn!(
+                unacknowledged = self.tracker.in_flight(),
+                "the sinks did not acknowledge everything within the shutdown grace; the rest is not committed and will be delivered again"
+            ),
+        }
+        let left = stop_by.saturating_duration_since(tokio::time::Instant::now());
+        Ok(left.clamp(Duration::from_secs(1), KAFKA_TIMEOUT))
     }
 
     /// Notes what `batch` consumed, lets go of revoked partitions, and applies a pending guest
