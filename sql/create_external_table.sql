@@ -1,6 +1,8 @@
 -- The lake as a BigQuery external table: newline-delimited JSON written by stockpipe under
 -- gs://${bucket}/${prefix}/stock-stream/dt=YYYY-MM-DD/hour=HH/<partition>-<first>-<last>.ndjson.
 -- An explicit schema (autodetect samples a few hundred rows and guesses), Hive partitions dt/hour.
+-- A lake written with lake.gzip = true (….ndjson.gz) needs `bq render --gzip`: one table reads
+-- one kind, and compression defaults to none.
 CREATE OR REPLACE EXTERNAL TABLE `${project}.${dataset}.stock_ticks`
 (
   event_id STRING,
@@ -39,5 +41,6 @@ OPTIONS (
   uris = ['gs://${bucket}/${prefix}/stock-stream/*'],
   hive_partition_uri_prefix = 'gs://${bucket}/${prefix}/stock-stream',
   require_hive_partition_filter = false,
+  ${compression_option}
   ignore_unknown_values = true
 );

@@ -16,6 +16,10 @@ pub struct SqlArgs {
     /// The lake's prefix in the bucket.
     #[arg(long, default_value = "stockpipe")]
     pub prefix: String,
+    /// The lake's objects are gzipped (written with lake.gzip = true): the external table reads
+    /// them as GZIP. One table reads one kind.
+    #[arg(long)]
+    pub gzip: bool,
     /// Only these statements (file names without .sql), in their usual order.
     #[arg(long, value_name = "NAME", num_args = 1..)]
     pub only: Vec<String>,
@@ -28,6 +32,7 @@ impl SqlArgs {
             dataset: self.dataset.clone(),
             bucket: self.bucket.clone(),
             prefix: self.prefix.clone(),
+            gzip: self.gzip,
         }
     }
 }

@@ -51,6 +51,9 @@ pub struct SqlParams {
     pub dataset: String,
     pub bucket: String,
     pub prefix: String,
+    /// The lake's objects are gzipped (`lake.gzip = true`): the external table must say so (its
+    /// `compression` defaults to none, and one table reads one kind).
+    pub gzip: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -118,7 +121,8 @@ impl SqlParams {
     }
 }
 
-/// Replaces `${project}`, `${dataset}`, `${bucket}`, `${prefix}`; any other `${…}` is an error.
+/// Replaces `${project}`, `${dataset}`, `${bucket}`, `${prefix}` and `${compression_option}`
+/// (`compression = 'GZIP',` for a gzipped lake, else nothing); any other `${…}` is an error.
 pub fn render(statement: &str, sql: &str, params: &SqlParams) -> Result<String, BqError> {
     params.check()?;
     let mut out = String::with_capacity(sql.len() + 64);
@@ -136,6 +140,8 @@ pub fn render(statement: &str, sql: &str, params: &SqlParams) -> Result<String, 
             "dataset" => &params.dataset,
             "bucket" => &params.bucket,
             "prefix" => &params.prefix,
+            "compression_option" if params.gzip => "compression = 'GZIP',",
+            "compression_option" => "",
             _ => {
                 return Err(BqError::Placeholder {
                     statement: statement.into(),
@@ -454,7 +460,31 @@ mod tests {
             dataset: "market".into(),
             bucket: "ticks-lake".into(),
             prefix: "prod/stockpipe".into(),
+            gzip: false,
         }
+    }
+
+    /// A gzipped lake gets a table that reads GZIP; a plain one a table that reads it plain.
+    #[test]
+    fn the_table_reads_the_lake_s_compression() {
+        let (name, sql) = STATEMENTS[0];
+        let plain = render(name, sql, &params()).unwrap();
+        assert!(!plain.contains("compression ="), "{plain}");
+        let gzip = render(
+            name,
+            sql,
+            &SqlParams {
+                gzip: true,
+                ..params()
+            },
+        )
+        .unwrap();
+        assert!(gzip.contains("  compression = 'GZIP',\n"), "{gzip}");
+        let options = &gzip[gzip.find("OPTIONS (").unwrap()..];
+        assert!(
+            options.contains("format = 'NEWLINE_DELIMITED_JSON'"),
+            "{options}"
+        );
     }
 
     #[test]
