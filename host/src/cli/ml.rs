@@ -33,8 +33,10 @@ pub enum MlCommand {
         lake: LakeArgs,
         #[arg(long, default_value_t = 10)]
         horizon: usize,
-        #[arg(long, default_value_t = 60)]
-        step_seconds: u64,
+        /// Seconds per value of the series (default: the coarsest of 60, 30, 15, 10, 5, 2, 1 at
+        /// which the longest series has --min-points values; printed as step_seconds).
+        #[arg(long)]
+        step_seconds: Option<u64>,
         /// Width of the prediction interval.
         #[arg(long, default_value_t = 0.9)]
         confidence: f64,
@@ -86,7 +88,7 @@ pub async fn ml(command: MlCommand) -> anyhow::Result<()> {
             index,
         } => {
             anyhow::ensure!((1..=1000).contains(&horizon), "--horizon must be 1..=1000");
-            anyhow::ensure!(step_seconds > 0, "--step-seconds must be at least 1");
+            anyhow::ensure!(step_seconds != Some(0), "--step-seconds must be at least 1");
             anyhow::ensure!(
                 confidence > 0.0 && confidence < 1.0,
                 "--confidence must be in (0, 1)"
@@ -94,11 +96,14 @@ pub async fn ml(command: MlCommand) -> anyhow::Result<()> {
             let store = open_lake(&lake).await?;
             let rows = ml::load_lake(&store, &lake.topic).await?;
             let generated = stockpipe::clock::unix_now_us();
+            let min_points = min_points.max(4);
+            let step_seconds =
+                step_seconds.unwrap_or_else(|| ml::choose_step_seconds(&rows, min_points));
             let options = ml::ForecastOptions {
                 horizon,
                 step_us: step_seconds as i64 * 1_000_000,
                 level: confidence,
-                min_points: min_points.max(4),
+                min_points,
             };
             let (forecasts, skipped) =
                 tokio::task::block_in_place(|| ml::forecast_all(&rows, options, generated));
@@ -140,6 +145,7 @@ pub async fn ml(command: MlCommand) -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({
                     "instruments": instruments.len(),
+                    "step_seconds": step_seconds,
                     "forecasts": forecasts.len(),
                     "skipped": skipped,
                     "lake_object": object,

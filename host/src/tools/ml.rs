@@ -25,7 +25,7 @@ pub const FEATURES: [&str; 8] = [
 ];
 
 /// What the models read of one lake document.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct LakeRow {
     pub timestamp: String,
     pub instrument_token: u64,
@@ -314,6 +314,25 @@ pub struct ForecastOptions {
     pub min_points: usize,
 }
 
+/// The steps `ml forecast` tries when none is given, coarsest first (60 s is the BigQuery model's).
+pub const STEPS_SECONDS: [u64; 7] = [60, 30, 15, 10, 5, 2, 1];
+
+/// The coarsest of [`STEPS_SECONDS`] at which the longest instrument's series holds `min_points`
+/// values (a short lake — minutes of ticks — still gets a forecast); 1 s when none does.
+pub fn choose_step_seconds(rows: &[(i64, LakeRow)], min_points: usize) -> u64 {
+    let mut spans: BTreeMap<u64, (i64, i64)> = BTreeMap::new();
+    for (ts, r) in rows {
+        let span = spans.entry(r.instrument_token).or_insert((*ts, *ts));
+        span.0 = span.0.min(*ts);
+        span.1 = span.1.max(*ts);
+    }
+    let longest = spans.values().map(|(a, b)| b - a).max().unwrap_or(0);
+    STEPS_SECONDS
+        .into_iter()
+        .find(|&s| longest / (s as i64 * 1_000_000) + 1 >= min_points as i64)
+        .unwrap_or(1)
+}
+
 /// Forecasts every instrument's last price.
 pub fn forecast_all(
     rows: &[(i64, LakeRow)],
@@ -431,6 +450,23 @@ pub fn forecast_documents(index: &str, rows: &[ForecastRow]) -> Vec<(String, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_lake_gets_a_step_it_supports() {
+        let row = |token| LakeRow {
+            instrument_token: token,
+            ..LakeRow::default()
+        };
+        // 3,000 ticks over two minutes: 60 s gives 3 points, 10 s gives 13.
+        let two_minutes: Vec<(i64, LakeRow)> = (0..3000)
+            .map(|i| (i * 40_000, row(1 + i as u64 % 3)))
+            .collect();
+        assert_eq!(choose_step_seconds(&two_minutes, 12), 10);
+        // An hour: the BigQuery model's minute.
+        let hour: Vec<(i64, LakeRow)> = (0..3600).map(|i| (i * 1_000_000, row(1))).collect();
+        assert_eq!(choose_step_seconds(&hour, 12), 60);
+        assert_eq!(choose_step_seconds(&[], 12), 1);
+    }
 
     #[test]
     fn ols_recovers_an_exact_linear_relation() {

@@ -116,9 +116,24 @@ async fn ml_commands_over_a_lake_the_pipeline_wrote() {
     .await
     .unwrap();
     let forecast = last_json_line(&out);
+    assert_eq!(forecast["step_seconds"], 5, "{forecast}");
     assert_eq!(forecast["instruments"], 20, "{forecast}");
     assert_eq!(forecast["forecasts"], 200);
     assert_eq!(forecast["indexed"], 200);
+    // Without --step-seconds the step is one the data supports (these ticks span a few
+    // minutes: at 60 s no series had 12 points, and the command failed).
+    let lake_for = lake_s.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        stockpipe(&["ml", "forecast", "--lake", &lake_for, "--horizon", "3"])
+    })
+    .await
+    .unwrap();
+    let chosen = last_json_line(&out);
+    let step = chosen["step_seconds"].as_u64().unwrap();
+    assert!(
+        step < 60 && chosen["forecasts"].as_u64() > Some(0),
+        "{chosen}"
+    );
     let object = lake.join(forecast["lake_object"].as_str().unwrap());
     let rows: Vec<Value> = std::fs::read_to_string(&object)
         .unwrap()
