@@ -976,29 +976,4 @@ mod tests {
             "keyword"
         );
     }
-
-    /// Elasticsearch prints a date with the first of its formats: for `date_nanos` that must be
-    /// the nanosecond one, or sorts, aggregations and `fields` show milliseconds.
-    #[test]
-    fn nanosecond_dates_print_with_a_nanosecond_format() {
-        fn walk(properties: &serde_json::Value, found: &mut usize) {
-            let Some(fields) = properties.as_object() else {
-                return;
-            };
-            for (name, field) in fields {
-                if field["type"] == "date_nanos" {
-                    *found += 1;
-                    let first = field["format"].as_str().unwrap_or("").split("||").next();
-                    assert_eq!(first, Some("strict_date_optional_time_nanos"), "{name}");
-                }
-                walk(&field["properties"], found);
-            }
-        }
-        let mut found = 0;
-        for (_, text) in TEMPLATES {
-            let v: serde_json::Value = serde_json::from_str(text).unwrap();
-            walk(&v["template"]["mappings"]["properties"], &mut found);
-        }
-        assert!(found >= 1);
-    }
 }
