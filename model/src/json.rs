@@ -317,6 +317,11 @@ pub fn tick_fields(t: &Tick, m: &mut Map<String, Value>) {
     );
 }
 
+/// Whether an input file is a JSON array (the sample's form) rather than NDJSON.
+pub fn is_json_array(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+}
+
 /// Splits an input file into one JSON text per tick: a JSON array (the sample's form) or
 /// newline-delimited JSON. Each element is re-serialized compactly; NDJSON lines are kept as they
 /// are (byte for byte), so a malformed line still reaches the pipeline and its dead-letter topic.
@@ -331,12 +336,8 @@ pub fn split_input(text: &str) -> Result<Vec<Vec<u8>>, String> {
 /// or its element (array). An NDJSON line need not be UTF-8: it is kept for the dead-letter
 /// topic like any other line that does not decode.
 pub fn split_input_bytes(bytes: &[u8]) -> Result<Vec<(usize, Vec<u8>)>, String> {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    if bytes.get(start) == Some(&b'[') {
-        let items: Vec<Value> = serde_json::from_slice(&bytes[start..])
+    if is_json_array(bytes) {
+        let items: Vec<Value> = serde_json::from_slice(bytes)
             .map_err(|e| format!("input looks like a JSON array but is not valid JSON: {e}"))?;
         return Ok(items
             .iter()

@@ -30,6 +30,8 @@ struct BatchOut {
     record: BatchRecord,
     pending: Vec<Pending>,
     rolled: Vec<RolledSegment>,
+    /// Re-delivered lines the lake already holds.
+    already_stored: u64,
 }
 
 /// Decodes every message: the ticks, in order, and for each message its tick's index or the
@@ -107,6 +109,7 @@ impl Pipeline {
             }
         }
         self.telemetry.record_batch(out.record, &guest_calls);
+        self.telemetry.lake_already_stored(out.already_stored);
         self.store_segments(out.rolled).await?;
         self.after_batch(ticks);
         self.await_deliveries(out.pending).await
@@ -203,7 +206,7 @@ impl Pipeline {
             {
                 Appended::Buffered(r) => out.rolled.extend(r),
                 Appended::AlreadyStored => {
-                    self.telemetry.lake_already_stored();
+                    out.already_stored += 1;
                     self.tracker.ack(source.partition, source.offset);
                 }
             }
@@ -243,8 +246,11 @@ impl Pipeline {
             .push(Arc::new(ticks));
     }
 
-    /// Waits for the batch's dead letters and alerts; each one the broker took is acknowledged.
+    /// Waits for the batch's dead letters and alerts; each one the broker took is acknowledged,
+    /// and counted once per batch.
     async fn await_deliveries(&mut self, pending: Vec<Pending>) -> anyhow::Result<()> {
+        let mut dead_lettered: Vec<(&'static str, u64)> = Vec::new();
+        let mut alerts = 0;
         for p in pending {
             let (source, delivery, refused_at) = match p {
                 Pending::DeadLetter(s, d, stage) => (s, d, Some(stage)),
@@ -253,8 +259,11 @@ impl Pipeline {
             match delivery.await {
                 Ok(Ok(_)) => {
                     match refused_at {
-                        Some(stage) => self.telemetry.dead_lettered(stage, 1),
-                        None => self.telemetry.alerts_delivered(1),
+                        Some(stage) => match dead_lettered.iter_mut().find(|(s, _)| *s == stage) {
+                            Some((_, n)) => *n += 1,
+                            None => dead_lettered.push((stage, 1)),
+                        },
+                        None => alerts += 1,
                     }
                     self.tracker.ack(source.partition, source.offset);
                 }
@@ -271,6 +280,10 @@ impl Pipeline {
                 ),
             }
         }
+        for (stage, count) in dead_lettered {
+            self.telemetry.dead_lettered(stage, count);
+        }
+        self.telemetry.alerts_delivered(alerts);
         Ok(())
     }
 }

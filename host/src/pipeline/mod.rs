@@ -604,10 +604,12 @@ impl Pipeline {
 
     /// Counts what Elasticsearch settled and acknowledges it.
     fn acknowledge_index(&mut self, report: BulkReport) {
-        let t = &self.telemetry;
-        t.index_retries_settled(report.retried_items, report.retried_requests);
-        t.sink_written(Sink::Elasticsearch, report.indexed);
-        t.dead_lettered("elasticsearch", report.dead_lettered);
+        self.telemetry.index_settled(
+            report.indexed,
+            report.dead_lettered,
+            report.retried_items,
+            report.retried_requests,
+        );
         for source in report.acked {
             self.tracker.ack(source.partition, source.offset);
         }

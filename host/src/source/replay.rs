@@ -20,25 +20,28 @@ pub enum Pace {
 #[derive(Debug, Clone, Default)]
 pub struct Input {
     pub payloads: Vec<Vec<u8>>,
-    /// Where each payload stands in the file: `line 12` (NDJSON) or `element 3` (JSON array).
-    pub positions: Vec<String>,
+    /// Where each payload stands in the file, 1-based: its line (NDJSON) or element (array).
+    pub positions: Vec<usize>,
+    /// `line` or `element`.
+    pub unit: &'static str,
 }
 
 /// Reads an input file into one payload per tick. NDJSON lines are kept byte for byte (invalid
 /// UTF-8 included: such a line reaches the dead-letter topic like any tick that does not decode).
 pub fn read_input(path: &Path) -> anyhow::Result<Input> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let array = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let unit = if stockpipe_model::json::is_json_array(&bytes) {
+        "element"
+    } else {
+        "line"
+    };
     let items = stockpipe_model::json::split_input_bytes(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let kind = if array { "element" } else { "line" };
-    let (positions, payloads) = items
-        .into_iter()
-        .map(|(at, payload)| (format!("{kind} {at}"), payload))
-        .unzip();
+    let (positions, payloads) = items.into_iter().unzip();
     Ok(Input {
         payloads,
         positions,
+        unit,
     })
 }
 
@@ -67,11 +70,10 @@ impl Replayed {
         self.refused
             .iter()
             .map(|(i, bytes, reason)| {
-                let at = input
-                    .positions
-                    .get(*i)
-                    .cloned()
-                    .unwrap_or_else(|| format!("payload {i}"));
+                let at = match input.positions.get(*i) {
+                    Some(n) => format!("{} {n}", input.unit),
+                    None => format!("payload {i}"),
+                };
                 tracing::warn!(at = %at, bytes, reason = %reason, "an input tick the broker would not take is left out of the topic");
                 InputRefusal {
                     at,

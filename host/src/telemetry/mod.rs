@@ -476,28 +476,52 @@ impl Telemetry {
         }
     }
 
-    /// `count` dead letters of ticks `stage` refused were acknowledged by the broker (stage
-    /// `elasticsearch`: documents the index refused).
+    /// `count` dead letters of ticks `stage` refused were acknowledged by the broker.
     pub fn dead_lettered(&self, stage: &str, count: u64) {
         if count == 0 {
             return;
         }
+        self.dead_lettered_metric(stage, count);
+        self.live
+            .lock()
+            .expect("live view lock")
+            .counts
+            .dead_lettered += count;
+    }
+
+    fn dead_lettered_metric(&self, stage: &str, count: u64) {
         self.dead_lettered
             .get_or_create(&StageLabels {
                 stage: stage.into(),
             })
             .inc_by(count);
-        let counts = &mut self.live.lock().expect("live view lock").counts;
-        if stage == "elasticsearch" {
-            counts.index_dead_lettered += count;
-        } else {
-            counts.dead_lettered += count;
+    }
+
+    /// What Elasticsearch settled: documents indexed, documents it refused (dead-lettered with
+    /// stage `elasticsearch`), and the retries of the settled requests (counted when a request
+    /// completes, unlike the `sink_retries` metric, which counts each retry as it is sent).
+    pub fn index_settled(
+        &self,
+        indexed: u64,
+        refused: u64,
+        retried_items: u64,
+        retried_requests: u64,
+    ) {
+        self.sink_written(Sink::Elasticsearch, indexed);
+        if refused > 0 {
+            self.dead_lettered_metric("elasticsearch", refused);
         }
+        let counts = &mut self.live.lock().expect("live view lock").counts;
+        counts.index_dead_lettered += refused;
+        counts.index_retried_items += retried_items;
+        counts.index_retried_requests += retried_requests;
     }
 
     /// `count` alerts were acknowledged by the broker.
     pub fn alerts_delivered(&self, count: u64) {
-        self.live.lock().expect("live view lock").counts.alerts += count;
+        if count > 0 {
+            self.live.lock().expect("live view lock").counts.alerts += count;
+        }
     }
 
     /// A lake object of `lines` lines was stored.
@@ -510,21 +534,15 @@ impl Telemetry {
             .lake_objects += 1;
     }
 
-    /// A re-delivered line an object already in the lake covers.
-    pub fn lake_already_stored(&self) {
-        self.live
-            .lock()
-            .expect("live view lock")
-            .counts
-            .lake_already_stored += 1;
-    }
-
-    /// Retries of the bulk requests Elasticsearch has settled (counted when a request completes,
-    /// unlike the `sink_retries` metric, which counts each retry as it is sent).
-    pub fn index_retries_settled(&self, items: u64, requests: u64) {
-        let counts = &mut self.live.lock().expect("live view lock").counts;
-        counts.index_retried_items += items;
-        counts.index_retried_requests += requests;
+    /// `count` re-delivered lines that objects already in the lake cover.
+    pub fn lake_already_stored(&self, count: u64) {
+        if count > 0 {
+            self.live
+                .lock()
+                .expect("live view lock")
+                .counts
+                .lake_already_stored += count;
+        }
     }
 
     /// The counts so far.

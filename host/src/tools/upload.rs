@@ -20,7 +20,7 @@ pub struct UploadReport {
 /// uses ([`split_input`]); NDJSON lines are also checked to be JSON, so a bad line is named
 /// before anything is uploaded.
 pub fn to_ndjson(text: &str) -> Result<(Vec<u8>, usize, bool), String> {
-    let converted = text.trim_start().starts_with('[');
+    let converted = stockpipe_model::json::is_json_array(text.as_bytes());
     if !converted {
         for (n, line) in text.lines().enumerate() {
             if !line.trim().is_empty() {
