@@ -33,6 +33,11 @@ pub struct RunArgs {
     /// Exit once everything in the topic at start-up is processed and committed.
     #[arg(long)]
     pub once: bool,
+    /// With --once: exit 0 even when the broker had deleted offsets the group never stored
+    /// (retention, or the embedded cluster's 5 MiB a partition). They are still logged, counted
+    /// and listed in the summary's `lost_ranges`; without this flag such a run exits 1.
+    #[arg(long, requires = "once")]
+    pub accept_lost_offsets: bool,
     /// Feed the topic with simulated ticks, this many per second, stamped with the clock (a live
     /// market for the offline mode and the dashboard).
     #[arg(long, value_name = "TICKS_PER_SECOND", conflicts_with = "once")]
@@ -142,5 +147,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     summary.input_refused = input_refused;
     println!("{}", serde_json::to_string(&summary)?);
     drop(embedded);
+    if args.once && !summary.lost_ranges.is_empty() && !args.accept_lost_offsets {
+        let ranges: Vec<String> = summary
+            .lost_ranges
+            .iter()
+            .map(|l| format!("partition {} offsets {}..{}", l.partition, l.from, l.to))
+            .collect();
+        anyhow::bail!(
+            "{} ticks were lost: the broker deleted them before this group stored them ({}); the lake and the index do not have them. Replay them from their source, or pass --accept-lost-offsets to accept the gap",
+            summary.counts.offsets_lost,
+            ranges.join(", ")
+        );
+    }
     Ok(())
 }

@@ -261,6 +261,11 @@ mod tests {
                 "kafka.dead_letter_topic",
             ),
             ("[kafka]\ntopic = \"a b\"", "kafka.topic"),
+            (
+                "[kafka]\nassignment_strategy = \"sticky\"",
+                "kafka.assignment_strategy",
+            ),
+            ("[kafka]\nrevoke_timeout_ms = 0", "kafka.revoke_timeout_ms"),
             ("[guests]\nmemory_mib = 0", "guests.memory_mib"),
             (
                 "[guests]\nmax_new_reject_share = 2.0",

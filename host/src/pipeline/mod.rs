@@ -19,6 +19,7 @@ use crate::sink::lake::{LakeConfig, LakeWriter, RolledSegment};
 use crate::sink::store::LakeStore;
 use crate::source::kafka as kafka_source;
 use crate::source::once::{OnceStep, OnceTargets};
+use crate::source::positions::{LostRange, Positions};
 use crate::telemetry::{Counts, Dependency, Sink, Telemetry};
 use anyhow::Context;
 use commit::CommitTracker;
@@ -37,6 +38,10 @@ pub struct RunSummary {
     pub counts: Counts,
     /// Partition -> the group's committed offset (the next offset to consume), read back from the broker.
     pub committed_offsets: BTreeMap<i32, i64>,
+    /// Offsets the broker had deleted before this group stored them (never processed). Absent
+    /// when there were none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lost_ranges: Vec<LostRange>,
     /// Ticks of `--input` the broker would not take (e.g. too large): not in the topic, so not
     /// in this run's counts. Absent when there were none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -74,9 +79,13 @@ fn keep_member_after(max_poll_interval: Duration) -> Duration {
 /// Keeps the consumer a healthy member of its group while a batch waits on its sinks: after
 /// `patience`, pauses the assigned partitions (noted in `paused`, to be resumed) and polls — which
 /// serves the group's heartbeats, rebalances and statistics. A message that was already on its way
-/// goes to `carried`, for the next batch. Runs until dropped.
+/// goes to `carried`, for the next batch. Partitions the group revoked meanwhile are let go of
+/// once they have waited `revoke_timeout` (the batch that holds their work is stuck). Runs until
+/// dropped.
 async fn keep_member(
     consumer: &kafka_source::PipelineConsumer,
+    notes: &kafka_source::ConsumerNotes,
+    revoke_timeout: Duration,
     patience: Duration,
     paused: &mut Option<rdkafka::TopicPartitionList>,
     carried: &mut Vec<Consumed>,
@@ -98,6 +107,7 @@ async fn keep_member(
         Err(e) => tracing::warn!(error = %e, "reading the assignment failed"),
     }
     loop {
+        notes.rebalance.release_overdue(consumer, revoke_timeout);
         match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
             Ok(Ok(message)) => carried.push(Consumed::from(&message)),
             Ok(Err(e)) => tracing::debug!(error = %e, "consumer error while paused"),
@@ -122,8 +132,8 @@ pub struct Pipeline {
     shadow: Arc<Mutex<ShadowBuffer>>,
     swaps: Option<SwapApplier>,
     /// Shared with [`keep_member`], which polls it while a batch waits on its sinks.
-    consumer: Arc<kafka_source::PipelineConsumer>,
-    /// Revoked partitions and fetch-reported partition ends, from the consumer's callbacks.
+    consumer: Arc<kafka_source::GroupMember>,
+    /// Rebalances and fetch-reported partition ends, from the consumer's callbacks.
     consumer_notes: kafka_source::ConsumerNotes,
     producer: FutureProducer,
     lake: LakeWriter,
@@ -137,8 +147,8 @@ pub struct Pipeline {
     es: Option<EsSink>,
     tracker: CommitTracker,
     telemetry: Arc<Telemetry>,
-    /// Partition -> the offset after the last message consumed from it.
-    consumed_to: BTreeMap<i32, i64>,
+    /// Partition -> the offset after the last message consumed from it; gaps the broker deleted.
+    positions: Positions,
     /// The bootstrap servers, to name them when the brokers do not answer.
     brokers: String,
     /// When `run --once` last said what it waits for.
@@ -220,7 +230,7 @@ impl Pipeline {
             es,
             tracker: CommitTracker::default(),
             telemetry,
-            consumed_to: BTreeMap::new(),
+            positions: Positions::default(),
             brokers: brokers.to_string(),
             waiting_noted: None,
         })
@@ -263,6 +273,8 @@ impl Pipeline {
         // Once a stop is requested, everything left — the batch in hand, the sinks' last
         // acknowledgements, the final commit — shares one grace period.
         let consumer = self.consumer.clone();
+        let notes = self.consumer_notes.clone();
+        let revoke_timeout = self.config.kafka.revoke_timeout();
         let patience = keep_member_after(Duration::from_millis(
             self.config.kafka.max_poll_interval_ms,
         ));
@@ -283,41 +295,43 @@ impl Pipeline {
                 std::mem::take(&mut carried)
             };
             self.between_batches(&batch);
-            // A sink that is down makes this wait; past `patience` the partitions are paused and
-            // the consumer polled, so that it stays a member of its group however long the
-            // outage. A shutdown still gets through, and what is not acknowledged is not
-            // committed.
-            let mut paused = None;
-            let step = self.step(batch, targets.as_mut());
-            tokio::pin!(step);
-            let outcome = tokio::select! {
-                done = &mut step => Some(done),
-                never = keep_member(&consumer, patience, &mut paused, &mut carried) => match never {},
-                () = &mut shutdown => None,
-            };
-            if let Some(partitions) = paused {
-                resume(&consumer, &partitions);
-            }
-            match outcome {
-                Some(done) => {
-                    if done? {
-                        break None;
-                    }
+            let done = {
+                // A sink that is down makes this wait; past `patience` the partitions are paused
+                // and the consumer polled, so that it stays a member of its group however long the
+                // outage. A shutdown still gets through, and what is not acknowledged is not
+                // committed.
+                let mut paused = None;
+                let step = self.step(batch, targets.as_mut());
+                tokio::pin!(step);
+                let outcome = tokio::select! {
+                    done = &mut step => Some(done),
+                    never = keep_member(&consumer, &notes, revoke_timeout, patience, &mut paused, &mut carried) => match never {},
+                    () = &mut shutdown => None,
+                };
+                if let Some(partitions) = paused {
+                    resume(&consumer, &partitions);
                 }
-                None => {
-                    // Let the batch finish if its sinks answer within the grace period.
-                    let stop_by = tokio::time::Instant::now() + grace;
-                    match tokio::time::timeout_at(stop_by, &mut step).await {
-                        Ok(finished) => {
-                            finished?;
+                match outcome {
+                    Some(done) => done?,
+                    None => {
+                        // Let the batch finish if its sinks answer within the grace period.
+                        let stop_by = tokio::time::Instant::now() + grace;
+                        match tokio::time::timeout_at(stop_by, &mut step).await {
+                            Ok(finished) => {
+                                finished?;
+                            }
+                            Err(_) => tracing::warn!(
+                                "shutdown: a sink did not answer within the grace period; the batch stays uncommitted"
+                            ),
                         }
-                        Err(_) => tracing::warn!(
-                            "shutdown: a sink did not answer within the grace period; the batch stays uncommitted"
-                        ),
+                        break Some(stop_by);
                     }
-                    break Some(stop_by);
                 }
+            };
+            if done {
+                break None;
             }
+            self.release_revoked().await;
         };
         drop(consumer);
         let kafka_timeout = self.settle(stop_by).await?;
@@ -329,7 +343,7 @@ impl Pipeline {
         let k = &self.config.kafka;
         let read = || {
             OnceTargets::read(
-                &*self.consumer,
+                &**self.consumer,
                 &k.topic,
                 KAFKA_TIMEOUT,
                 Duration::from_millis(k.max_poll_interval_ms),
@@ -364,21 +378,30 @@ impl Pipeline {
         Ok(left.clamp(Duration::from_secs(1), KAFKA_TIMEOUT))
     }
 
-    /// Notes what `batch` consumed, lets go of revoked partitions, and applies a pending guest
-    /// swap — between two batches, the only place a guest may change.
+    /// Starts the partitions assigned since the last batch, notes what `batch` consumed (and any
+    /// offsets the broker deleted before this group got to them), forgets partitions let go of
+    /// without their work stored, and applies a pending guest swap — between two batches, the
+    /// only place a guest may change.
     fn between_batches(&mut self, batch: &[Consumed]) {
-        for m in batch {
-            let next = self.consumed_to.entry(m.source.partition).or_insert(0);
-            *next = (*next).max(m.source.offset + 1);
+        let assigned = self.consumer_notes.rebalance.take_assigned();
+        self.start_partitions(&assigned);
+        let gaps: Vec<_> = batch
+            .iter()
+            .filter_map(|m| self.positions.consumed(m.source.partition, m.source.offset))
+            .collect();
+        for gap in gaps {
+            self.check_gap(gap);
         }
-        // Partitions taken away in a rebalance: their unacknowledged offsets go to the new
-        // owner, so their buffered lake lines are dropped, not written twice.
-        for partition in self.consumer_notes.take_revoked() {
-            let dropped = self.lake.discard(partition);
-            self.listed.remove(&partition);
-            self.tracker.forget(partition);
-            self.consumed_to.remove(&partition);
-            tracing::info!(partition, dropped, "let go of a revoked partition");
+        // Let go of at once (the assignment was lost, or the wait for the sinks ran out): their
+        // unacknowledged offsets go to the next owner, so their buffered lake lines are dropped,
+        // not written twice.
+        for partition in self.consumer_notes.rebalance.take_dropped() {
+            let dropped = self.forget_partition(partition);
+            tracing::info!(
+                partition,
+                dropped,
+                "forgot a partition let go of; its uncommitted work goes to its next owner"
+            );
         }
         if let Some(swaps) = &mut self.swaps
             && let Some(pause) = swaps.apply_pending(&mut self.chain)
@@ -388,6 +411,133 @@ impl Pipeline {
                 "guest swapped between batches"
             );
         }
+    }
+
+    /// Forgets what this host knew of `partition` (no longer its own). Returns the buffered lake
+    /// lines dropped.
+    fn forget_partition(&mut self, partition: i32) -> usize {
+        self.listed.remove(&partition);
+        self.tracker.forget(partition);
+        self.positions.forget(partition);
+        self.lake.discard(partition)
+    }
+
+    /// Newly assigned partitions: where each resumes, and what the broker deleted before this
+    /// group stored it (reported, see [`Telemetry::offsets_lost`]). A partition the group never
+    /// committed is committed at the log's start now, so that a later loss there shows.
+    fn start_partitions(&mut self, partitions: &[i32]) {
+        if partitions.is_empty() {
+            return;
+        }
+        let topic = self.config.kafka.topic.clone();
+        let consumer = &**self.consumer;
+        let starts = tokio::task::block_in_place(|| {
+            let committed = kafka_source::committed_offsets(
+                consumer,
+                &topic,
+                partitions.iter().copied(),
+                KAFKA_TIMEOUT,
+            )?;
+            partitions
+                .iter()
+                .map(|&p| {
+                    let start = kafka_source::log_start(consumer, &topic, p, KAFKA_TIMEOUT)?;
+                    Ok((p, committed.get(&p).copied(), start))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        });
+        let starts = match starts {
+            Ok(starts) => starts,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), ?partitions, "could not read where the assigned partitions start: offsets the broker deleted there are not checked");
+                return;
+            }
+        };
+        let mut never_committed = BTreeMap::new();
+        for (partition, committed, start) in starts {
+            if let Some(lost) = self.positions.start(partition, committed, start) {
+                self.telemetry.offsets_lost(&topic, lost);
+            }
+            if committed.is_none() {
+                never_committed.insert(partition, start);
+            }
+        }
+        let pinned = tokio::task::block_in_place(|| {
+            kafka_source::commit_positions(consumer, &topic, &never_committed)
+        });
+        if let Err(e) = pinned {
+            tracing::warn!(error = %format!("{e:#}"), "committing the start of partitions the group never committed failed");
+        }
+    }
+
+    /// A jump in a partition's offsets: lost as far as the broker's log starts past it.
+    fn check_gap(&mut self, gap: crate::source::positions::Gap) {
+        let topic = &self.config.kafka.topic;
+        let consumer = &**self.consumer;
+        match tokio::task::block_in_place(|| {
+            kafka_source::log_start(consumer, topic, gap.partition, KAFKA_TIMEOUT)
+        }) {
+            Ok(start) => match gap.lost(start) {
+                Some(lost) => self.telemetry.offsets_lost(topic, lost),
+                None => tracing::debug!(
+                    ?gap,
+                    "a gap in the offsets the log still covers (compaction or transaction markers)"
+                ),
+            },
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), ?gap, "offsets skipped, and the log's start could not be read to tell whether they were deleted")
+            }
+        }
+    }
+
+    /// Partitions the group revoked: stores what this host holds for them (their lake lines;
+    /// everything in flight to Elasticsearch, which settles per request, not per partition) and
+    /// commits it, within `kafka.revoke_timeout_ms`, then lets go of them. Their next owner
+    /// starts where this host stopped; what could not be stored in time goes to it again.
+    async fn release_revoked(&mut self) {
+        let Some(partitions) = self.consumer_notes.rebalance.revoking() else {
+            return;
+        };
+        let started = Instant::now();
+        let limit = self.config.kafka.revoke_timeout();
+        let rolled = self.lake.roll_partitions(&partitions);
+        let store = async {
+            self.store_segments(rolled).await?;
+            self.flush_index(true).await
+        };
+        match tokio::time::timeout(limit, store).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), ?partitions, "storing the work of revoked partitions failed; what is not committed goes to their next owner")
+            }
+            Err(_) => tracing::warn!(
+                limit_ms = limit.as_millis() as u64,
+                ?partitions,
+                "the work of revoked partitions was not stored in time; what is not committed goes to their next owner"
+            ),
+        }
+        let positions: BTreeMap<i32, i64> = partitions
+            .iter()
+            .filter_map(|&p| self.tracker.position(p).map(|at| (p, at)))
+            .collect();
+        let topic = &self.config.kafka.topic;
+        let consumer = &**self.consumer;
+        let committed = tokio::task::block_in_place(|| {
+            let list: Vec<(i32, i64)> = positions.iter().map(|(&p, &at)| (p, at)).collect();
+            kafka_source::store_positions(consumer, topic, &list)?;
+            kafka_source::commit_positions(consumer, topic, &positions)
+        });
+        if let Err(e) = committed {
+            tracing::warn!(error = %format!("{e:#}"), ?positions, "committing revoked partitions failed; their next owner starts from the last commit");
+        }
+        for partition in self.consumer_notes.rebalance.release(consumer) {
+            self.forget_partition(partition);
+        }
+        tracing::info!(
+            ?positions,
+            took_ms = started.elapsed().as_millis() as u64,
+            "revoked partitions stored and committed before letting go"
+        );
     }
 
     /// One batch through the chain and into its sinks, then what is due: segments rolled, bulks
@@ -405,14 +555,14 @@ impl Pipeline {
         let Some(targets) = targets else {
             return Ok(false);
         };
-        if !targets.reached(&self.consumed_to) {
+        if !targets.reached(self.positions.next()) {
             self.note_waiting(targets);
             return Ok(false);
         }
         let notes = &self.consumer_notes;
         let topic = &self.config.kafka.topic;
         match targets.next_step(
-            &self.consumed_to,
+            self.positions.next(),
             |p| notes.fetched_end(topic, p),
             notes.statistics_reports(),
             Instant::now(),
@@ -438,11 +588,11 @@ impl Pipeline {
             return;
         }
         self.waiting_noted = Some(Instant::now());
-        let own: HashSet<i32> = rdkafka::consumer::Consumer::assignment(&*self.consumer)
+        let own: HashSet<i32> = rdkafka::consumer::Consumer::assignment(&**self.consumer)
             .map(|a| a.elements().iter().map(|e| e.partition()).collect())
             .unwrap_or_default();
         let elsewhere: Vec<i32> = targets
-            .short_of_end(&self.consumed_to)
+            .short_of_end(self.positions.next())
             .into_iter()
             .filter(|p| !own.contains(p))
             .collect();
@@ -452,7 +602,7 @@ impl Pipeline {
         let k = &self.config.kafka;
         let holders = tokio::task::block_in_place(|| {
             kafka_source::partition_holders(
-                &*self.consumer,
+                &**self.consumer,
                 &k.group_id,
                 &k.topic,
                 Duration::from_secs(2),
@@ -483,12 +633,13 @@ impl Pipeline {
     ) -> anyhow::Result<RunSummary> {
         let topic = &self.config.kafka.topic;
         let positions: BTreeMap<i32, i64> = self
-            .consumed_to
+            .positions
+            .next()
             .keys()
             .filter_map(|&p| self.tracker.position(p).map(|pos| (p, pos)))
             .collect();
         if let Err(e) = tokio::task::block_in_place(|| {
-            kafka_source::commit_positions(&*self.consumer, topic, &positions)
+            kafka_source::commit_positions(&**self.consumer, topic, &positions)
         }) {
             // E.g. a rebalance under way as the group shrinks. Whatever is not committed is
             // redelivered (at least once); `committed_offsets` below says what the group has.
@@ -499,7 +650,7 @@ impl Pipeline {
             None => positions.keys().copied().collect(),
         };
         let committed_offsets = tokio::task::block_in_place(|| {
-            kafka_source::committed_offsets(&*self.consumer, topic, all_partitions, timeout)
+            kafka_source::committed_offsets(&**self.consumer, topic, all_partitions, timeout)
         })?;
         for (&partition, &offset) in &committed_offsets {
             self.telemetry.committed_offset(topic, partition, offset);
@@ -507,6 +658,7 @@ impl Pipeline {
         let summary = RunSummary {
             counts: self.telemetry.counts(),
             committed_offsets,
+            lost_ranges: self.telemetry.lost_ranges(),
             input_refused: Vec::new(),
         };
         // Leaving the group: bounded, so that a rebalance under way cannot hang the shutdown.
@@ -618,7 +770,7 @@ impl Pipeline {
     fn store_advanced(&mut self) -> anyhow::Result<()> {
         let advanced = self.tracker.advanced();
         if let Err(e) =
-            kafka_source::store_positions(&*self.consumer, &self.config.kafka.topic, &advanced)
+            kafka_source::store_positions(&**self.consumer, &self.config.kafka.topic, &advanced)
         {
             // A partition revoked a moment ago refuses the store; it is forgotten at the next
             // iteration and its offsets stay with the new owner. Nothing is lost by not storing.

@@ -209,6 +209,11 @@ impl LakeWriter {
         self.roll(all)
     }
 
+    /// Rolls the segments of `partitions` (revoked: stored before they are let go of).
+    pub fn roll_partitions(&mut self, partitions: &[i32]) -> Vec<RolledSegment> {
+        self.roll(partitions.to_vec())
+    }
+
     /// Drops the buffered lines of a Kafka partition (revoked: its new owner will write them) and
     /// what is known of its stored objects (the new owner may add some). Returns the lines dropped.
     pub fn discard(&mut self, partition: i32) -> usize {

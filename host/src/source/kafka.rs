@@ -3,12 +3,14 @@
 //! it and everything before it.
 
 use crate::config::error::{ConfigError, invalid};
+use crate::source::rebalance::RebalanceNotes;
 use crate::telemetry::{Dependency, Telemetry};
 use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -25,11 +27,12 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .with_context(|| format!("creating a Kafka producer for {brokers}"))
 }
 
-/// What the consumer's callbacks tell the pipeline loop: partitions taken away in a rebalance (to
-/// let go of), and the end of each partition as its fetches reported it (librdkafka statistics).
+/// What the consumer's callbacks tell the pipeline loop: partitions assigned and taken away in a
+/// rebalance ([`RebalanceNotes`]), and the end of each partition as its fetches reported it
+/// (librdkafka statistics).
 #[derive(Debug, Clone, Default)]
 pub struct ConsumerNotes {
-    revoked: Arc<Mutex<Vec<i32>>>,
+    pub rebalance: RebalanceNotes,
     fetched: Arc<Mutex<FetchedEnds>>,
 }
 
@@ -42,10 +45,6 @@ struct FetchedEnds {
 }
 
 impl ConsumerNotes {
-    pub fn take_revoked(&self) -> Vec<i32> {
-        std::mem::take(&mut *self.revoked.lock().expect("rebalance lock"))
-    }
-
     /// The end of a partition as its latest fetch response reported it (the high watermark),
     /// as of the latest statistics report; `None` before one has covered the partition.
     pub fn fetched_end(&self, topic: &str, partition: i32) -> Option<i64> {
@@ -59,9 +58,8 @@ impl ConsumerNotes {
     }
 }
 
-/// The pipeline consumer's context: notes revocations (their unacknowledged offsets will be
-/// redelivered to the partitions' new owner) and the partitions' fetched ends, and reports the
-/// statistics to the telemetry.
+/// The pipeline consumer's context: serves rebalances ([`RebalanceNotes`]), notes the partitions'
+/// fetched ends, and reports the statistics to the telemetry.
 pub struct PipelineContext {
     notes: ConsumerNotes,
     telemetry: Arc<Telemetry>,
@@ -123,27 +121,38 @@ impl ClientContext for PipelineContext {
 }
 
 impl ConsumerContext for PipelineContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
-                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-                tracing::info!(?partitions, "partitions revoked");
-                self.notes
-                    .revoked
-                    .lock()
-                    .expect("rebalance lock")
-                    .extend(partitions);
-            }
-            Rebalance::Assign(tpl) => {
-                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-                tracing::info!(?partitions, "partitions assigned");
-            }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
-        }
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        self.notes.rebalance.on_rebalance(consumer, err, tpl);
     }
 }
 
 pub type PipelineConsumer = StreamConsumer<PipelineContext>;
+
+/// The pipeline's consumer. Dropping it leaves the group, letting go of every partition at once:
+/// the close must not wait for a release (see [`RebalanceNotes`]) that will not come.
+pub struct GroupMember {
+    consumer: PipelineConsumer,
+    notes: ConsumerNotes,
+}
+
+impl std::ops::Deref for GroupMember {
+    type Target = PipelineConsumer;
+
+    fn deref(&self) -> &PipelineConsumer {
+        &self.consumer
+    }
+}
+
+impl Drop for GroupMember {
+    fn drop(&mut self) {
+        self.notes.rebalance.closing();
+    }
+}
 
 /// Drops `value` (a consumer: dropping one leaves its group, `rd_kafka_consumer_close`) on a thread
 /// of its own and waits at most `limit`. librdkafka's close serves a pending rebalance and can wait
@@ -179,7 +188,7 @@ pub fn pipeline_consumer(
     topic: &str,
     timeouts: GroupTimeouts,
     telemetry: Arc<Telemetry>,
-) -> anyhow::Result<(PipelineConsumer, ConsumerNotes)> {
+) -> anyhow::Result<(GroupMember, ConsumerNotes)> {
     let notes = ConsumerNotes::default();
     let mut config = consumer_config(brokers, group_id);
     config
@@ -192,7 +201,11 @@ pub fn pipeline_consumer(
             "statistics.interval.ms",
             timeouts.statistics_interval_ms.to_string(),
         )
-        .set("fetch.wait.max.ms", timeouts.fetch_wait_max_ms.to_string());
+        .set("fetch.wait.max.ms", timeouts.fetch_wait_max_ms.to_string())
+        .set(
+            "partition.assignment.strategy",
+            timeouts.assignment_strategy.as_str(),
+        );
     if let Some(id) = &timeouts.instance_id {
         config.set("group.instance.id", id);
     }
@@ -205,7 +218,11 @@ pub fn pipeline_consumer(
     consumer
         .subscribe(&[topic])
         .with_context(|| format!("subscribing to {topic}"))?;
-    Ok((consumer, notes))
+    let member = GroupMember {
+        consumer,
+        notes: notes.clone(),
+    };
+    Ok((member, notes))
 }
 
 /// How long the group waits for a silent member (`session.timeout.ms`) and for a member that
@@ -222,6 +239,8 @@ pub struct GroupTimeouts {
     pub statistics_interval_ms: u64,
     /// `fetch.wait.max.ms`: how long a fetch may wait for data before the broker answers.
     pub fetch_wait_max_ms: u64,
+    /// `partition.assignment.strategy`.
+    pub assignment_strategy: String,
 }
 
 fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
@@ -314,6 +333,19 @@ pub fn high_watermarks<C: ConsumerContext>(
             Ok((p, high))
         })
         .collect()
+}
+
+/// The first offset the broker still has of `partition` (its low watermark).
+pub fn log_start<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> anyhow::Result<i64> {
+    let (low, _) = consumer
+        .fetch_watermarks(topic, partition, timeout)
+        .with_context(|| format!("watermarks of {topic}/{partition}"))?;
+    Ok(low)
 }
 
 /// Partition -> committed offset of the group (absent when the group never committed it).
@@ -461,6 +493,16 @@ pub struct KafkaConfig {
     /// How long the broker may hold a fetch waiting for data (`fetch.wait.max.ms`; librdkafka's
     /// default is 500). Bounds the latency of a quiet partition; lower = more idle requests.
     pub fetch_wait_max_ms: u64,
+    /// How partitions are shared among the group's members (`partition.assignment.strategy`):
+    /// `cooperative-sticky` (default: a rebalance revokes only the partitions that move), or the
+    /// eager `range` / `roundrobin` (every member lets go of everything at each rebalance). All
+    /// members of a group must use the same kind.
+    pub assignment_strategy: String,
+    /// How long a host may hold partitions the group revoked while it stores and commits what it
+    /// holds for them, in milliseconds; past it they are let go of and that work is delivered again
+    /// to their next owner. At most half of `max_poll_interval_ms` is used (the group waits no
+    /// longer than that for the member).
+    pub revoke_timeout_ms: u64,
 }
 
 impl KafkaConfig {
@@ -502,10 +544,29 @@ impl KafkaConfig {
                 "kafka.session_timeout_ms must be at least 1000 and at most kafka.max_poll_interval_ms",
             );
         }
+        if !["cooperative-sticky", "range", "roundrobin"].contains(&k.assignment_strategy.as_str())
+        {
+            return invalid(
+                "kafka.assignment_strategy",
+                &format!(
+                    "{:?} is not one of cooperative-sticky, range, roundrobin",
+                    k.assignment_strategy
+                ),
+            );
+        }
+        if k.revoke_timeout_ms == 0 {
+            return invalid("kafka.revoke_timeout_ms", "must be above 0");
+        }
         if !(1..=1024).contains(&k.embedded_partitions) {
             return invalid("kafka.embedded_partitions", "must be between 1 and 1024");
         }
         Ok(())
+    }
+
+    /// How long revoked partitions are held for their work to be stored: `revoke_timeout_ms`, at
+    /// most half of `max_poll_interval_ms`.
+    pub fn revoke_timeout(&self) -> Duration {
+        Duration::from_millis(self.revoke_timeout_ms.min(self.max_poll_interval_ms / 2))
     }
 
     pub fn group_timeouts(&self) -> GroupTimeouts {
@@ -516,6 +577,7 @@ impl KafkaConfig {
                 .then(|| self.group_instance_id.clone()),
             statistics_interval_ms: self.statistics_interval_ms,
             fetch_wait_max_ms: self.fetch_wait_max_ms,
+            assignment_strategy: self.assignment_strategy.clone(),
         }
     }
 }
@@ -536,6 +598,8 @@ impl Default for KafkaConfig {
             group_instance_id: String::new(),
             statistics_interval_ms: 2_000,
             fetch_wait_max_ms: 100,
+            assignment_strategy: "cooperative-sticky".into(),
+            revoke_timeout_ms: 10_000,
         }
     }
 }

@@ -4,5 +4,7 @@
 pub mod embedded;
 pub mod kafka;
 pub mod once;
+pub mod positions;
+pub mod rebalance;
 pub mod replay;
 pub mod simulate;

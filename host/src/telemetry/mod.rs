@@ -155,6 +155,7 @@ struct LiveState {
     forecasts: Vec<serde_json::Value>,
     forecasts_source: Option<String>,
     counts: Counts,
+    lost: Vec<crate::source::positions::LostRange>,
 }
 
 /// Everything a run counts — the one place the counts are kept: a run's summary
@@ -181,6 +182,8 @@ pub struct Counts {
     /// Bulk items and whole bulk requests sent again (429, 5xx, connection failures).
     pub index_retried_items: u64,
     pub index_retried_requests: u64,
+    /// Offsets the broker no longer had when this group got to them (see [`Telemetry::offsets_lost`]).
+    pub offsets_lost: u64,
 }
 
 impl Counts {
@@ -240,6 +243,7 @@ pub struct Telemetry {
     consumer_lag: Family<PartitionLabels, Gauge>,
     uncommitted: Family<PartitionLabels, Gauge>,
     committed: Family<PartitionLabels, Gauge>,
+    offsets_lost: Family<PartitionLabels, Counter>,
     guest_info: Family<GuestLabels, Gauge>,
     swaps: Family<StageOutcomeLabels, Counter>,
     readiness: Mutex<BTreeMap<Dependency, DependencyStatus>>,
@@ -273,6 +277,7 @@ impl Telemetry {
         let consumer_lag = Family::default();
         let uncommitted = Family::default();
         let committed = Family::default();
+        let offsets_lost = Family::default();
         let guest_info = Family::default();
         let swaps = Family::default();
         registry.register(
@@ -336,6 +341,11 @@ impl Telemetry {
             committed.clone(),
         );
         registry.register(
+            "offsets_lost",
+            "Offsets the broker had deleted (retention, the embedded cluster's cap) before this group stored them: data never processed",
+            offsets_lost.clone(),
+        );
+        registry.register(
             "guest_info",
             "The loaded guest version of each stage (value 1)",
             guest_info.clone(),
@@ -359,6 +369,7 @@ impl Telemetry {
             consumer_lag,
             uncommitted,
             committed,
+            offsets_lost,
             guest_info,
             swaps,
             readiness: Mutex::new(BTreeMap::new()),
@@ -603,6 +614,33 @@ impl Telemetry {
             .set(offset);
     }
 
+    /// The broker no longer had `lost` when the group got there: logged as an error, counted, and
+    /// kept for the run's summary.
+    pub fn offsets_lost(&self, topic: &str, lost: crate::source::positions::LostRange) {
+        tracing::error!(
+            topic,
+            partition = lost.partition,
+            from = lost.from,
+            to = lost.to,
+            lost = lost.len(),
+            "offsets lost: the broker deleted them (retention, or the embedded cluster's cap) before this group stored them; they were never processed"
+        );
+        self.offsets_lost
+            .get_or_create(&PartitionLabels {
+                topic: topic.into(),
+                partition: lost.partition,
+            })
+            .inc_by(lost.len());
+        let mut live = self.live.lock().expect("live view lock");
+        live.counts.offsets_lost += lost.len();
+        live.lost.push(lost);
+    }
+
+    /// Every range reported lost so far.
+    pub fn lost_ranges(&self) -> Vec<crate::source::positions::LostRange> {
+        self.live.lock().expect("live view lock").lost.clone()
+    }
+
     /// Notes what was last seen of `dependency` (`Ok` = reachable).
     pub fn set_ready(&self, dependency: Dependency, seen: Result<(), String>) {
         let (ready, detail) = match seen {
@@ -737,6 +775,36 @@ fn unix_seconds() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lost_offsets_are_counted_per_partition_and_kept_for_the_summary() {
+        use crate::source::positions::LostRange;
+        let t = Telemetry::new();
+        let lost = |partition, from, to| LostRange {
+            partition,
+            from,
+            to,
+        };
+        t.offsets_lost("stock-stream", lost(5, 0, 1948));
+        t.offsets_lost("stock-stream", lost(5, 3000, 3010));
+        t.offsets_lost("stock-stream", lost(1, 7, 8));
+        let text = t.encode(&[], &[]);
+        assert!(
+            text.contains(
+                r#"stockpipe_offsets_lost_total{topic="stock-stream",partition="5"} 1958"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"stockpipe_offsets_lost_total{topic="stock-stream",partition="1"} 1"#),
+            "{text}"
+        );
+        assert_eq!(t.counts().offsets_lost, 1959);
+        assert_eq!(
+            t.lost_ranges(),
+            vec![lost(5, 0, 1948), lost(5, 3000, 3010), lost(1, 7, 8)]
+        );
+    }
 
     #[test]
     fn a_batch_counts_per_stage_and_feeds_the_live_view() {

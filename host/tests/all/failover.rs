@@ -1,7 +1,10 @@
-//! Failover across hosts on a broker that evicts a dead member: `stockpipe broker` (the mock
-//! cluster in a process of its own), two `stockpipe run` hosts in one group writing to one
-//! Elasticsearch endpoint and one lake; one host is killed with SIGKILL mid-stream. The survivor
-//! takes the dead host's partitions, and the lake and Elasticsearch hold every tick once.
+//! Hosts in one group on a broker that evicts a dead member: `stockpipe broker` (the mock cluster
+//! in a process of its own), `stockpipe run` hosts writing to one Elasticsearch endpoint and one
+//! lake, with the default lake roll of 60 s (so a host holds a minute of uncommitted work). A host
+//! killed with SIGKILL mid-stream: the survivor takes its partitions and re-processes only the
+//! dead host's uncommitted ticks, never its own. A host joining: the partitions that move are
+//! stored and committed before they are let go of, so no tick is processed twice. Offsets the
+//! broker deleted before the group stored them are reported, and fail `run --once`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -17,6 +20,21 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl Process {
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(mut self) {
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "{status}");
     }
 }
 
@@ -40,6 +58,7 @@ fn broker(partitions: i32) -> (Process, String) {
     (broker, brokers)
 }
 
+/// A `stockpipe run` host, logging JSON to `log`; the lake rolls at its default age (60 s).
 fn host(brokers: &str, es: &str, lake: &Path, log: &Path) -> Process {
     Process(
         Command::new(env!("CARGO_BIN_EXE_stockpipe"))
@@ -48,7 +67,6 @@ fn host(brokers: &str, es: &str, lake: &Path, log: &Path) -> Process {
             .env("RUST_LOG", "info,rdkafka=warn")
             .env("STOCKPIPE_LOG_FORMAT", "json")
             .env("STOCKPIPE_KAFKA_SESSION_TIMEOUT_MS", "6000")
-            .env("STOCKPIPE_LAKE_ROLL_SECONDS", "1")
             .env("STOCKPIPE_ELASTICSEARCH_BULK_MAX_AGE_MS", "100")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
@@ -70,56 +88,109 @@ fn lake_positions(lake: &Path) -> BTreeMap<(i64, i64), usize> {
     seen
 }
 
+/// (partition, offset) → how many times a tick's document was sent to Elasticsearch.
+async fn indexed_positions(es: &wiremock::MockServer) -> BTreeMap<(i64, i64), usize> {
+    let mut seen = BTreeMap::new();
+    for request in es.received_requests().await.unwrap() {
+        if request.url.path() != "/_bulk" {
+            continue;
+        }
+        let body = String::from_utf8(request.body.clone()).unwrap();
+        let lines: Vec<&str> = body.lines().collect();
+        for pair in lines.chunks(2) {
+            let action: serde_json::Value = serde_json::from_str(pair[0]).unwrap();
+            // The hosts' own counters go to stockpipe-metrics through the same endpoint.
+            if action["index"]["_index"] != "stock-stream" {
+                continue;
+            }
+            let doc: serde_json::Value = serde_json::from_str(pair[1]).unwrap();
+            let at = (
+                doc["source"]["partition"].as_i64().unwrap(),
+                doc["source"]["offset"].as_i64().unwrap(),
+            );
+            *seen.entry(at).or_default() += 1;
+        }
+    }
+    seen
+}
+
+/// Waits until Elasticsearch was sent every one of `ticks`.
+async fn await_indexed(es: &wiremock::MockServer, ticks: usize, logs: &[&Path]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let indexed = indexed_positions(es).await.len();
+        if indexed >= ticks {
+            return;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = logs
+                .iter()
+                .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+                .collect();
+            panic!(
+                "{indexed} of {ticks} ticks indexed\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The `partitions` field (`[0, 3]`) of every JSON log line whose message is `message`.
+fn logged_partitions(log: &Path, message: &str) -> Vec<Vec<i64>> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"].as_str() == Some(message))
+        .map(|v| {
+            let list = v["partitions"].as_str().unwrap().to_string();
+            serde_json::from_str(&list).unwrap()
+        })
+        .collect()
+}
+
+fn produce(
+    brokers: &str,
+    ticks: usize,
+    seed: u64,
+    rate: Option<f64>,
+) -> tokio::task::JoinHandle<u64> {
+    let producer = stockpipe::source::kafka::producer(brokers).unwrap();
+    let payloads = crate::support::simulated_payloads(ticks, seed);
+    tokio::spawn(async move {
+        let pace = rate.map_or(
+            stockpipe::source::replay::Pace::Max,
+            stockpipe::source::replay::Pace::Rate,
+        );
+        stockpipe::source::replay::produce_all(&producer, "stock-stream", &payloads, pace, |_| {})
+            .await
+            .unwrap()
+            .sent
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_host_s_partitions_move_to_the_survivor() {
+async fn a_killed_host_s_partitions_move_to_the_survivor_which_keeps_its_own_work() {
     const TICKS: usize = 6_000;
     let (_broker, brokers) = broker(6);
     let es = crate::support::elasticsearch(crate::support::BulkCreated).await;
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let doomed = host(&brokers, &es.uri(), &lake, &dir.path().join("a.log"));
-    let survivor = host(&brokers, &es.uri(), &lake, &dir.path().join("b.log"));
+    let (doomed_log, survivor_log) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let doomed = host(&brokers, &es.uri(), &lake, &doomed_log);
+    let survivor = host(&brokers, &es.uri(), &lake, &survivor_log);
     // Both members in the group before the ticks come.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let producer = stockpipe::source::kafka::producer(&brokers).unwrap();
-    let payloads = crate::support::simulated_payloads(TICKS, 11);
-    let feed = tokio::spawn(async move {
-        stockpipe::source::replay::produce_all(
-            &producer,
-            "stock-stream",
-            &payloads,
-            stockpipe::source::replay::Pace::Rate(1_500.0),
-            |_| {},
-        )
-        .await
-        .unwrap()
-        .sent
-    });
+    let feed = produce(&brokers, TICKS, 11, Some(1_500.0));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let killed_at = Instant::now();
     drop(doomed); // SIGKILL
     assert_eq!(feed.await.unwrap(), TICKS as u64);
     // The survivor takes the dead host's partitions (after its session times out) and catches up.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while lake_positions(&lake).len() < TICKS {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {TICKS} ticks in the lake",
-            lake_positions(&lake).len()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    await_indexed(&es, TICKS, &[&survivor_log]).await;
     let caught_up = killed_at.elapsed();
-    let mut survivor = survivor;
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &survivor.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = survivor.0.wait().unwrap();
-    assert!(status.success(), "{status}");
+    survivor.stop();
     // Every tick once in the lake: each position one line, none missing.
     let positions = lake_positions(&lake);
     let twice: Vec<_> = positions.iter().filter(|(_, n)| **n > 1).collect();
@@ -127,24 +198,194 @@ async fn a_killed_host_s_partitions_move_to_the_survivor() {
     assert_eq!(positions.len(), TICKS);
     let per_partition: BTreeSet<i64> = positions.keys().map(|(p, _)| *p).collect();
     assert_eq!(per_partition.len(), 6, "{per_partition:?}");
-    // Every tick in Elasticsearch (ids are the ticks' positions: a re-sent one overwrites itself).
-    let mut ids = BTreeSet::new();
-    for request in es.received_requests().await.unwrap() {
-        if request.url.path() != "/_bulk" {
-            continue;
-        }
-        let body = String::from_utf8(request.body.clone()).unwrap();
-        for action in body.lines().step_by(2) {
-            let v: serde_json::Value = serde_json::from_str(action).unwrap();
-            // The hosts' own counters go to stockpipe-metrics through the same endpoint.
-            if v["index"]["_index"] == "stock-stream" {
-                ids.insert(v["index"]["_id"].as_str().unwrap().to_string());
-            }
-        }
-    }
-    assert_eq!(ids.len(), TICKS);
-    let log = std::fs::read_to_string(dir.path().join("b.log")).unwrap();
+    // Only the dead host's work was done again: the survivor's own partitions were never revoked
+    // (cooperative rebalancing), so none of their ticks was indexed twice.
+    let log = std::fs::read_to_string(&survivor_log).unwrap();
+    assert!(
+        logged_partitions(&survivor_log, "partitions revoked: storing and committing what this host holds for them before letting go").is_empty(),
+        "{log}"
+    );
+    let doomed_held: BTreeSet<i64> = logged_partitions(&doomed_log, "partitions assigned")
+        .into_iter()
+        .flatten()
+        .collect();
+    let survivor_first: BTreeSet<i64> = logged_partitions(&survivor_log, "partitions assigned")[0]
+        .iter()
+        .copied()
+        .collect();
+    assert!(
+        !doomed_held.is_empty() && !survivor_first.is_empty(),
+        "{log}"
+    );
+    assert!(
+        doomed_held.is_disjoint(&survivor_first),
+        "{doomed_held:?} {survivor_first:?}"
+    );
+    let indexed = indexed_positions(&es).await;
+    assert_eq!(indexed.len(), TICKS);
+    let again: BTreeSet<i64> = indexed
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|((p, _), _)| *p)
+        .collect();
+    assert!(
+        again.is_subset(&doomed_held),
+        "indexed twice in {again:?}; the dead host held {doomed_held:?}"
+    );
     assert!(caught_up < Duration::from_secs(90), "{caught_up:?}\n{log}");
+}
+
+/// A second host joins a group whose one host holds every partition and a minute of uncommitted
+/// lake lines. Only the partitions that move are revoked; their lines are stored and committed
+/// before they are let go of, so the newcomer starts where the first host stopped: no tick is
+/// indexed or written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_joining_takes_partitions_without_work_done_twice() {
+    const TICKS: usize = 3_000;
+    let (_broker, brokers) = broker(6);
+    let es = crate::support::elasticsearch(crate::support::BulkCreated).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let (first_log, joiner_log) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let first = host(&brokers, &es.uri(), &lake, &first_log);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        produce(&brokers, TICKS, 21, None).await.unwrap(),
+        TICKS as u64
+    );
+    await_indexed(&es, TICKS, &[&first_log]).await;
+    assert!(
+        lake_positions(&lake).is_empty(),
+        "the lake rolls after 60 s: nothing is committed yet"
+    );
+    let joiner = host(&brokers, &es.uri(), &lake, &joiner_log);
+    // The joiner gets its share (an incremental rebalance: the first round assigns it nothing,
+    // the second what the first host let go of), and the ticks produced since reach both.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while logged_partitions(&joiner_log, "partitions assigned")
+        .concat()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&joiner_log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        produce(&brokers, TICKS, 22, None).await.unwrap(),
+        TICKS as u64
+    );
+    await_indexed(&es, 2 * TICKS, &[&first_log, &joiner_log]).await;
+    // The joiner leaves first: the partitions it had go back to the first host, not the other
+    // way round.
+    joiner.stop();
+    first.stop();
+    let revoked: Vec<i64> = logged_partitions(
+        &first_log,
+        "partitions revoked: storing and committing what this host holds for them before letting go",
+    )
+    .concat();
+    let joined: Vec<i64> = logged_partitions(&joiner_log, "partitions assigned").concat();
+    let first_log_text = std::fs::read_to_string(&first_log).unwrap();
+    assert_eq!(
+        revoked.len(),
+        3,
+        "only the partitions that move: {first_log_text}"
+    );
+    assert_eq!(
+        revoked.iter().collect::<BTreeSet<_>>(),
+        joined.iter().collect::<BTreeSet<_>>()
+    );
+    assert!(
+        first_log_text.contains("revoked partitions stored and committed before letting go"),
+        "{first_log_text}"
+    );
+    let indexed = indexed_positions(&es).await;
+    assert_eq!(indexed.len(), 2 * TICKS);
+    let twice: Vec<_> = indexed.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "indexed twice: {} e.g. {:?}",
+        twice.len(),
+        twice.first()
+    );
+    let positions = lake_positions(&lake);
+    assert_eq!(positions.len(), 2 * TICKS);
+    assert!(positions.values().all(|&n| n == 1));
+}
+
+/// The broker deleted offsets a group had not stored (the mock cluster keeps 5 MiB a partition,
+/// as retention would): `run --once` names the lost range, counts it, lists it in the summary and
+/// exits 1 — or 0 with `--accept-lost-offsets`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_the_broker_deleted_are_reported_not_skipped() {
+    let (_broker, brokers) = broker(1);
+    let dir = tempfile::tempdir().unwrap();
+    let once = |group: &str, accept: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stockpipe"));
+        command
+            .args(["run", "--once", "--brokers", &brokers, "--lake"])
+            .arg(dir.path().join(group))
+            .env("STOCKPIPE_KAFKA_GROUP_ID", group)
+            .env("RUST_LOG", "warn,rdkafka=off");
+        if accept {
+            command.arg("--accept-lost-offsets");
+        }
+        command.output().unwrap()
+    };
+    assert_eq!(produce(&brokers, 300, 31, None).await.unwrap(), 300);
+    for group in ["strict", "lenient"] {
+        let out = once(group, false);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            crate::support::last_json_line(&out)["committed_offsets"]["0"],
+            300
+        );
+    }
+    // ~9,000 ticks of ~700 bytes: more than the 5 MiB the partition keeps.
+    assert_eq!(produce(&brokers, 9_000, 32, None).await.unwrap(), 9_000);
+    let probe = crate::support::probe(&brokers);
+    let (start, end) = rdkafka::consumer::Consumer::fetch_watermarks(
+        &probe,
+        "stock-stream",
+        0,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(start > 300, "the partition still starts at {start}");
+    assert_eq!(end, 9_300);
+
+    let out = once("strict", false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let range = format!("partition 0 offsets 300..{start}");
+    assert!(stderr.contains(&range), "{stderr}");
+    assert!(stderr.contains("--accept-lost-offsets"), "{stderr}");
+    let summary = crate::support::last_json_line(&out);
+    assert_eq!(
+        summary["lost_ranges"],
+        serde_json::json!([{"partition": 0, "from": 300, "to": start}])
+    );
+    assert_eq!(summary["offsets_lost"], start - 300);
+    assert_eq!(summary["consumed"], end - start);
+    assert_eq!(summary["committed_offsets"]["0"], end);
+
+    let out = once("lenient", true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = crate::support::last_json_line(&out);
+    assert_eq!(summary["lost_ranges"][0]["to"], start);
+    assert_eq!(summary["lost_ranges"][0]["from"], 300);
+    assert_eq!(summary["consumed"], end - start);
 }
 
 /// `run --once` whose group holds partitions elsewhere (a member that cannot commit: its
@@ -211,4 +452,107 @@ async fn a_once_run_names_the_member_it_waits_for() {
         assert!(Instant::now() < deadline, "no note within 60 s:\n{text}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Elasticsearch answers 503 while `down` is set.
+struct Outage(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl wiremock::Respond for Outage {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            ResponseTemplate::new(503)
+        } else {
+            wiremock::Respond::respond(&crate::support::BulkCreated, request)
+        }
+    }
+}
+
+/// A running host fell behind what the broker keeps (its sink was down, its partition paused,
+/// while the topic grew past the 5 MiB the mock cluster keeps): when it resumes, the jump in
+/// offsets is reported as lost — logged as an error naming the range, and in the summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_host_reports_what_the_broker_deleted_under_it() {
+    let (_broker, brokers) = broker(1);
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let es = crate::support::elasticsearch(Outage(down.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("host.log");
+    let summary = dir.path().join("summary.json");
+    assert_eq!(produce(&brokers, 300, 41, None).await.unwrap(), 300);
+    let host = Process(
+        Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+            .args([
+                "run",
+                "--brokers",
+                &brokers,
+                "--es-url",
+                &es.uri(),
+                "--lake",
+            ])
+            .arg(dir.path().join("lake"))
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .env("STOCKPIPE_LOG_FORMAT", "json")
+            .env("STOCKPIPE_ELASTICSEARCH_RETRY_MAX_MS", "300")
+            // One bulk of 100 out at a time: the 503s stop the loop, and it pauses the partition.
+            .env("STOCKPIPE_ELASTICSEARCH_MAX_IN_FLIGHT", "1")
+            .env("STOCKPIPE_ELASTICSEARCH_BULK_MAX_DOCS", "100")
+            .env("STOCKPIPE_ELASTICSEARCH_BULK_MAX_AGE_MS", "100")
+            .stdout(std::fs::File::create(&summary).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("partitions paused")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(produce(&brokers, 9_000, 42, None).await.unwrap(), 9_000);
+    let probe = crate::support::probe(&brokers);
+    let (start, end) = rdkafka::consumer::Consumer::fetch_watermarks(
+        &probe,
+        "stock-stream",
+        0,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(start > 300, "the partition still starts at {start}");
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    await_indexed(&es, 300 + (end - start) as usize, &[&log]).await;
+    host.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lost: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("offsets lost"))
+        })
+        .collect();
+    assert_eq!(lost.len(), 1, "{text}");
+    assert_eq!(lost[0]["level"], "ERROR");
+    assert_eq!(
+        (
+            lost[0]["partition"].as_i64(),
+            lost[0]["from"].as_i64(),
+            lost[0]["to"].as_i64()
+        ),
+        (Some(0), Some(300), Some(start))
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&summary).unwrap().trim()).unwrap();
+    assert_eq!(
+        summary["lost_ranges"],
+        serde_json::json!([{"partition": 0, "from": 300, "to": start}])
+    );
+    assert_eq!(summary["offsets_lost"], start - 300);
+    assert_eq!(summary["consumed"], 300 + end - start);
 }

@@ -329,14 +329,28 @@ async fn metrics_and_readiness_report_a_failing_elasticsearch() {
     })
     .await;
 
-    let response = host.get("/metrics").await.unwrap();
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/openmetrics-text")
-    );
-    let text = response.text().await.unwrap();
+    // `/ready` turns on the first failed request; the retries follow it.
+    let requests = r#"stockpipe_sink_request_seconds_count{sink="elasticsearch"}"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let response = host.get("/metrics").await.unwrap();
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text")
+        );
+        let text = response.text().await.unwrap();
+        let done = text
+            .lines()
+            .find(|l| l.starts_with(requests))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .is_some_and(|n| n >= 2.0);
+        if done || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let value = |prefix: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(prefix))
@@ -349,7 +363,7 @@ async fn metrics_and_readiness_report_a_failing_elasticsearch() {
     };
     assert!(value("stockpipe_ticks_consumed_total ") > 0.0);
     assert!(value(r#"stockpipe_sink_retries_total{sink="elasticsearch",kind="request"}"#) >= 1.0);
-    assert!(value(r#"stockpipe_sink_request_seconds_count{sink="elasticsearch"}"#) >= 2.0);
+    assert!(value(requests) >= 2.0);
     assert!(value(r#"stockpipe_guest_call_seconds_count{stage="validate"}"#) >= 1.0);
     assert_eq!(
         value(r#"stockpipe_guest_info{stage="route",version="sha256:"#),
