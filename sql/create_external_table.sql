@@ -1,6 +1,8 @@
 -- The lake as a BigQuery external table: newline-delimited JSON written by stockpipe under
 -- gs://${bucket}/${prefix}/stock-stream/dt=YYYY-MM-DD/hour=HH/<partition>-<first>-<last>.ndjson.
 -- An explicit schema (autodetect samples a few hundred rows and guesses), Hive partitions dt/hour.
+-- The partition keys must not be columns of the files too: the documents' UTC hour is
+-- `hour_of_day`, and every field of a document is declared here.
 -- A lake written with lake.gzip = true (….ndjson.gz) needs `bq render --gzip`: one table reads
 -- one kind, and compression defaults to none.
 CREATE OR REPLACE EXTERNAL TABLE `${project}.${dataset}.stock_ticks`
@@ -28,6 +30,7 @@ CREATE OR REPLACE EXTERNAL TABLE `${project}.${dataset}.stock_ticks`
   book_imbalance FLOAT64,
   notional FLOAT64,
   deviation_bps FLOAT64,
+  hour_of_day INT64,
   minute INT64,
   source STRUCT<topic STRING, `partition` INT64, `offset` INT64>,
   guest_versions STRUCT<validate STRING, enrich STRING, route STRING>

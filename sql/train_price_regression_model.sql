@@ -19,7 +19,7 @@ SELECT
   high,
   low,
   close,
-  CAST(hour AS STRING) AS hour_of_day,
+  CAST(hour_of_day AS STRING) AS hour_of_day,
   spread_bps,
   book_imbalance
 FROM `${project}.${dataset}.stock_ticks`

@@ -3,7 +3,8 @@
 
 Data views: stock-stream* (ticks), stock-forecast* (ARIMA forecasts), stockpipe-metrics* (the host's
 counters every 10 s). Visualizations are Vega-Lite specs that query Elasticsearch with the
-dashboard's time range and filters (%context%, %timefield%). Run after editing: python3 build_saved_objects.py
+dashboard's time range and filters (%context%, %timefield%) — but for the forecasts, which are
+bounded by the time range from below only (they lie ahead of now). Run after editing: python3 build_saved_objects.py
 `stockpipe kibana import` sends the file (embedded in the binary) to Kibana's saved objects API.
 """
 import json
@@ -86,10 +87,17 @@ def forecast_vs_actual():
                      {"instruments": {"terms": {"field": "instrument_token", "size": 5},
                                       "aggs": {"t": histogram("timestamp", {"v": {"avg": {"field": "last_price"}}})}}},
                      "aggregations.instruments.buckets")
-    forecast = {"url": {"%context%": True, "%timefield%": "forecast_timestamp", "index": "stock-forecast*",
+    # Forecasts lie ahead of now: the time picker bounds them from below only (with %timefield%
+    # Kibana would add its upper bound, `now`, and drop every forecast still to come). A body query
+    # rules out %context%, so the dashboard's query and filters come in clause by clause.
+    since_start = {"range": {"forecast_timestamp": {"gte": {"%timefilter%": "min"}, "format": "epoch_millis"}}}
+    forecast = {"url": {"index": "stock-forecast*",
                         "body": {"size": 500, "_source": ["instrument_token", "forecast_timestamp", "forecast_value",
                                                           "prediction_interval_lower_bound",
                                                           "prediction_interval_upper_bound"],
+                                 "query": {"bool": {"must": ["%dashboard_context-must_clause%"],
+                                                    "filter": ["%dashboard_context-filter_clause%", since_start],
+                                                    "must_not": ["%dashboard_context-must_not_clause%"]}},
                                  "sort": [{"forecast_timestamp": "asc"}]}},
                 "format": {"property": "hits.hits"}}
     x = {"field": "time", "type": "temporal", "title": None}

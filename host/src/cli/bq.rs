@@ -20,6 +20,10 @@ pub struct SqlArgs {
     /// them as GZIP. One table reads one kind.
     #[arg(long)]
     pub gzip: bool,
+    /// The instrument of the single-series ARIMA (train_and_predict_timeseries); default: the one
+    /// with the most ticks in the table.
+    #[arg(long, value_name = "TOKEN")]
+    pub instrument: Option<u64>,
     /// Only these statements (file names without .sql), in their usual order.
     #[arg(long, value_name = "NAME", num_args = 1..)]
     pub only: Vec<String>,
@@ -33,6 +37,7 @@ impl SqlArgs {
             bucket: self.bucket.clone(),
             prefix: self.prefix.clone(),
             gzip: self.gzip,
+            instrument: self.instrument,
         }
     }
 }

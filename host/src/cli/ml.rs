@@ -31,6 +31,11 @@ pub enum MlCommand {
     Forecast {
         #[command(flatten)]
         lake: LakeArgs,
+        /// `all` (one series per instrument, as the per-instrument BigQuery model), `busiest` (one
+        /// series: the instrument with the most ticks, as the single-series model by default), or
+        /// an instrument token.
+        #[arg(long, value_name = "all|busiest|TOKEN", default_value = "all")]
+        instrument: stockpipe::tools::ml::Instruments,
         #[arg(long, default_value_t = 10)]
         horizon: usize,
         /// Seconds per value of the series (default: the coarsest of 60, 30, 15, 10, 5, 2, 1 at
@@ -80,6 +85,7 @@ pub async fn ml(command: MlCommand) -> anyhow::Result<()> {
         }
         MlCommand::Forecast {
             lake,
+            instrument,
             horizon,
             step_seconds,
             confidence,
@@ -95,6 +101,7 @@ pub async fn ml(command: MlCommand) -> anyhow::Result<()> {
             );
             let store = open_lake(&lake).await?;
             let rows = ml::load_lake(&store, &lake.topic).await?;
+            let rows = ml::select_instruments(rows, instrument).map_err(anyhow::Error::msg)?;
             let generated = stockpipe::clock::unix_now_us();
             let min_points = min_points.max(4);
             let step_seconds =

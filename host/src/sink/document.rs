@@ -1,5 +1,5 @@
 //! The document written for an accepted tick: the tick's own fields (timestamp as RFC 3339 UTC with
-//! microseconds, which Elasticsearch's `date_nanos` with `strict_date_optional_time` and BigQuery's TIMESTAMP
+//! microseconds, which Elasticsearch's `date_nanos` with `strict_date_optional_time_nanos` and BigQuery's TIMESTAMP
 //! both read — the sample's `2017-06-20 07:35:05.284824` form is not ISO 8601 and was the trap of
 //! the original mapping), the enrichment, the Kafka position, and the guest versions that produced
 //! it.
@@ -30,7 +30,9 @@ pub struct AcceptedDocument<'a> {
     book_imbalance: f64,
     notional: f64,
     deviation_bps: f64,
-    hour: u8,
+    /// The event's UTC hour. Not `hour`: that is the lake's Hive partition key, and BigQuery
+    /// refuses a table whose partition keys are also columns of its files.
+    hour_of_day: u8,
     minute: u8,
     source: Source<'a>,
     guest_versions: Versions<'a>,
@@ -143,7 +145,7 @@ impl<'a> AcceptedDocument<'a> {
             book_imbalance: e.book_imbalance,
             notional: e.notional,
             deviation_bps: e.deviation_bps,
-            hour: e.hour,
+            hour_of_day: e.hour,
             minute: e.minute,
             source: Source {
                 topic: &source.topic,
@@ -200,7 +202,7 @@ mod tests {
         ] {
             expected.insert(k.into(), v.into());
         }
-        expected.insert("hour".into(), 7.into());
+        expected.insert("hour_of_day".into(), 7.into());
         expected.insert("minute".into(), 35.into());
         expected.insert(
             "source".into(),

@@ -54,6 +54,8 @@ pub struct SqlParams {
     /// The lake's objects are gzipped (`lake.gzip = true`): the external table must say so (its
     /// `compression` defaults to none, and one table reads one kind).
     pub gzip: bool,
+    /// The single-series ARIMA's instrument; `None` = the one with the most ticks.
+    pub instrument: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -121,10 +123,14 @@ impl SqlParams {
     }
 }
 
-/// Replaces `${project}`, `${dataset}`, `${bucket}`, `${prefix}` and `${compression_option}`
-/// (`compression = 'GZIP',` for a gzipped lake, else nothing); any other `${…}` is an error.
+/// Replaces `${project}`, `${dataset}`, `${bucket}`, `${prefix}`, `${compression_option}`
+/// (`compression = 'GZIP',` for a gzipped lake, else nothing) and `${instrument_token}` (the
+/// instrument, or `NULL` for the statement's default); any other `${…}` is an error.
 pub fn render(statement: &str, sql: &str, params: &SqlParams) -> Result<String, BqError> {
     params.check()?;
+    let instrument = params
+        .instrument
+        .map_or_else(|| "NULL".to_string(), |t| t.to_string());
     let mut out = String::with_capacity(sql.len() + 64);
     let mut rest = sql;
     while let Some(at) = rest.find("${") {
@@ -142,6 +148,7 @@ pub fn render(statement: &str, sql: &str, params: &SqlParams) -> Result<String, 
             "prefix" => &params.prefix,
             "compression_option" if params.gzip => "compression = 'GZIP',",
             "compression_option" => "",
+            "instrument_token" => &instrument,
             _ => {
                 return Err(BqError::Placeholder {
                     statement: statement.into(),
@@ -461,7 +468,36 @@ mod tests {
             bucket: "ticks-lake".into(),
             prefix: "prod/stockpipe".into(),
             gzip: false,
+            instrument: None,
         }
+    }
+
+    /// The single series is one instrument: the one asked for, else the busiest — never the mean
+    /// of every instrument's price.
+    #[test]
+    fn the_single_series_is_one_instrument() {
+        let (name, sql) = *STATEMENTS
+            .iter()
+            .find(|(n, _)| *n == "train_and_predict_timeseries")
+            .unwrap();
+        let busiest = render(name, sql, &params()).unwrap();
+        assert!(
+            busiest.contains("WHERE instrument_token = COALESCE(NULL, (\n  SELECT instrument_token\n  FROM `my-project.market.stock_ticks`\n  GROUP BY instrument_token\n  ORDER BY COUNT(*) DESC"),
+            "{busiest}"
+        );
+        let chosen = render(
+            name,
+            sql,
+            &SqlParams {
+                instrument: Some(408065),
+                ..params()
+            },
+        )
+        .unwrap();
+        assert!(chosen.contains("COALESCE(408065, ("), "{chosen}");
+        let model = &busiest[..busiest.find("SELECT *").unwrap()];
+        let outer_where = model.find("WHERE instrument_token").unwrap();
+        assert!(outer_where < model.rfind("GROUP BY ts").unwrap(), "{model}");
     }
 
     /// A gzipped lake gets a table that reads GZIP; a plain one a table that reads it plain.

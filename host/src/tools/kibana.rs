@@ -165,6 +165,34 @@ mod tests {
             .collect()
     }
 
+    /// The dashboard's query and filters, and a lower bound only at the time picker's start: no
+    /// `%timefield%` (Kibana would add the picker's upper bound, `now`, and drop every forecast).
+    fn assert_follows_filters_and_the_time_s_start(url: &Value) {
+        assert!(url.get("%timefield%").is_none(), "{url}");
+        assert!(
+            url.get("%context%").is_none(),
+            "a body query rules it out: {url}"
+        );
+        let query = &url["body"]["query"]["bool"];
+        assert_eq!(
+            query["must"],
+            serde_json::json!(["%dashboard_context-must_clause%"])
+        );
+        assert_eq!(
+            query["must_not"],
+            serde_json::json!(["%dashboard_context-must_not_clause%"])
+        );
+        let filter = query["filter"].as_array().unwrap();
+        assert_eq!(filter[0], "%dashboard_context-filter_clause%");
+        let range = &filter[1]["range"]["forecast_timestamp"];
+        assert_eq!(range["gte"], serde_json::json!({"%timefilter%": "min"}));
+        assert_eq!(range["format"], "epoch_millis");
+        let mut bounds: Vec<&String> = range.as_object().unwrap().keys().collect();
+        bounds.sort();
+        assert_eq!(bounds, ["format", "gte"], "no upper bound: {range}");
+        assert!(!url.to_string().contains("\"max\""), "{url}");
+    }
+
     #[test]
     fn the_saved_objects_hold_together() {
         let objects = objects();
@@ -194,13 +222,19 @@ mod tests {
             assert_eq!(state["type"], "vega");
             let spec: Value = serde_json::from_str(state["params"]["spec"].as_str().unwrap())
                 .expect("the Vega-Lite spec is JSON");
-            // Every index a spec queries has a data view; every query follows the dashboard's time.
+            // Every index a spec queries has a data view; every query follows the dashboard's
+            // filters and time — the forecasts from its start on only (they lie ahead of now).
             let mut stack = vec![&spec];
             while let Some(v) = stack.pop() {
                 if let Some(url) = v.get("url").filter(|u| u.is_object()) {
-                    assert_eq!(url["%context%"], true);
-                    assert!(url["%timefield%"].is_string());
-                    queried.insert(url["index"].as_str().unwrap().to_string());
+                    let index = url["index"].as_str().unwrap();
+                    if index == "stock-forecast*" {
+                        assert_follows_filters_and_the_time_s_start(url);
+                    } else {
+                        assert_eq!(url["%context%"], true);
+                        assert!(url["%timefield%"].is_string());
+                    }
+                    queried.insert(index.to_string());
                 }
                 match v {
                     Value::Object(m) => stack.extend(m.values()),
@@ -226,6 +260,78 @@ mod tests {
                 reference["id"].as_str().unwrap().into()
             )));
         }
+    }
+
+    /// The fields a query body names: aggregation and range fields, `_source`, sort keys.
+    fn named_fields(body: &Value, out: &mut Vec<String>) {
+        match body {
+            Value::Object(m) => {
+                for (key, v) in m {
+                    match (key.as_str(), v) {
+                        ("field", Value::String(f)) => out.push(f.clone()),
+                        ("_source", Value::Array(fields)) => {
+                            out.extend(fields.iter().filter_map(|f| f.as_str().map(String::from)));
+                        }
+                        ("range", Value::Object(r)) => out.extend(r.keys().cloned()),
+                        ("sort", Value::Array(keys)) => {
+                            for k in keys.iter().filter_map(Value::as_object) {
+                                out.extend(k.keys().cloned());
+                            }
+                        }
+                        _ => named_fields(v, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| named_fields(v, out)),
+            _ => {}
+        }
+    }
+
+    /// Every field a panel queries is mapped by the index template of the index it queries (the
+    /// documents' names, as the lake and the BigQuery table have them).
+    #[test]
+    fn the_panels_query_fields_the_templates_map() {
+        let templates: Vec<(String, Value)> = crate::sink::elasticsearch::TEMPLATES
+            .iter()
+            .map(|(name, text)| (format!("{name}*"), serde_json::from_str(text).unwrap()))
+            .collect();
+        let mut checked = 0;
+        for vis in objects().iter().filter(|o| o["type"] == "visualization") {
+            let state: Value =
+                serde_json::from_str(vis["attributes"]["visState"].as_str().unwrap()).unwrap();
+            let spec: Value =
+                serde_json::from_str(state["params"]["spec"].as_str().unwrap()).unwrap();
+            let mut stack = vec![&spec];
+            while let Some(v) = stack.pop() {
+                if let Some(url) = v.get("url").filter(|u| u.is_object()) {
+                    let index = url["index"].as_str().unwrap();
+                    let (_, template) = templates.iter().find(|(p, _)| p == index).unwrap();
+                    let properties = &template["template"]["mappings"]["properties"];
+                    let mut fields = Vec::new();
+                    named_fields(&url["body"], &mut fields);
+                    if let Some(time) = url["%timefield%"].as_str() {
+                        fields.push(time.to_string());
+                    }
+                    for field in fields {
+                        let mut at = properties;
+                        for part in field.split('.') {
+                            at = &at[part];
+                            assert!(!at.is_null(), "{index}: {field} is not mapped");
+                            if at.get("properties").is_some() {
+                                at = &at["properties"];
+                            }
+                        }
+                        checked += 1;
+                    }
+                }
+                match v {
+                    Value::Object(m) => stack.extend(m.values()),
+                    Value::Array(a) => stack.extend(a.iter()),
+                    _ => {}
+                }
+            }
+        }
+        assert!(checked > 20, "{checked}");
     }
 
     #[test]

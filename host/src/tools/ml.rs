@@ -333,6 +333,64 @@ pub fn choose_step_seconds(rows: &[(i64, LakeRow)], min_points: usize) -> u64 {
         .unwrap_or(1)
 }
 
+/// Which instruments `ml forecast` forecasts: every one (as ARIMA_PLUS per `instrument_token`),
+/// or one series — a given instrument, or the busiest (the one with the most ticks, the lowest
+/// token on a tie, as `sql/train_and_predict_timeseries.sql` picks it). Never an average over
+/// instruments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instruments {
+    All,
+    Busiest,
+    One(u64),
+}
+
+impl std::str::FromStr for Instruments {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Self::All),
+            "busiest" => Ok(Self::Busiest),
+            token => token
+                .parse()
+                .map(Self::One)
+                .map_err(|_| format!("{token:?} is not all, busiest or an instrument token")),
+        }
+    }
+}
+
+/// Keeps the rows of the instruments `which` names; an error when that is none.
+pub fn select_instruments(
+    mut rows: Vec<(i64, LakeRow)>,
+    which: Instruments,
+) -> Result<Vec<(i64, LakeRow)>, String> {
+    let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+    for (_, r) in &rows {
+        *counts.entry(r.instrument_token).or_default() += 1;
+    }
+    let token = match which {
+        Instruments::All => return Ok(rows),
+        // Most ticks first; BTreeMap order makes the lowest token win a tie.
+        Instruments::Busiest => counts
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(&t, _)| t)
+            .ok_or("the lake holds no ticks")?,
+        Instruments::One(token) if counts.contains_key(&token) => token,
+        Instruments::One(token) => {
+            let known: Vec<String> = counts.keys().take(10).map(u64::to_string).collect();
+            return Err(format!(
+                "instrument {token} is not in the lake ({} instruments: {}{})",
+                counts.len(),
+                known.join(", "),
+                if counts.len() > 10 { ", …" } else { "" }
+            ));
+        }
+    };
+    rows.retain(|(_, r)| r.instrument_token == token);
+    Ok(rows)
+}
+
 /// Forecasts every instrument's last price.
 pub fn forecast_all(
     rows: &[(i64, LakeRow)],
@@ -450,6 +508,41 @@ pub fn forecast_documents(index: &str, rows: &[ForecastRow]) -> Vec<(String, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_series_is_one_instrument_the_busiest_by_default() {
+        let row = |token| LakeRow {
+            instrument_token: token,
+            ..Default::default()
+        };
+        let rows: Vec<(i64, LakeRow)> = [5, 9, 9, 3, 3, 7]
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (i as i64, row(t)))
+            .collect();
+        let tokens = |which| -> Vec<u64> {
+            select_instruments(rows.clone(), which)
+                .unwrap()
+                .iter()
+                .map(|(_, r)| r.instrument_token)
+                .collect()
+        };
+        assert_eq!(tokens(Instruments::All), [5, 9, 9, 3, 3, 7]);
+        assert_eq!(
+            tokens(Instruments::Busiest),
+            [3, 3],
+            "a tie: the lowest token"
+        );
+        assert_eq!(tokens(Instruments::One(7)), [7]);
+        let missing = select_instruments(rows.clone(), Instruments::One(4)).unwrap_err();
+        assert!(
+            missing.contains("instrument 4 is not in the lake (4 instruments: 3, 5, 7, 9)"),
+            "{missing}"
+        );
+        assert_eq!("busiest".parse(), Ok(Instruments::Busiest));
+        assert_eq!("408065".parse(), Ok(Instruments::One(408065)));
+        assert!("most".parse::<Instruments>().is_err());
+    }
 
     #[test]
     fn a_short_lake_gets_a_step_it_supports() {

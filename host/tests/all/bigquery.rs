@@ -56,6 +56,7 @@ async fn a_dry_run_sends_the_rendered_sql_with_location_and_dry_run() {
         bucket: "lake".into(),
         prefix: "p".into(),
         gzip: false,
+        instrument: None,
     };
     let (name, sql) = STATEMENTS[0];
     let text = render(name, sql, &params).unwrap();

@@ -9,6 +9,7 @@ mod failover;
 mod guests;
 mod hostile_input;
 mod kibana;
+mod lake_schema;
 mod layout;
 mod ml;
 mod numbers;

@@ -157,4 +157,58 @@ async fn ml_commands_over_a_lake_the_pipeline_wrote() {
         .await
         .unwrap();
     assert_eq!(count["count"], 200, "{count}");
+
+    // One series is one instrument: the busiest in the lake (the single-series BigQuery model's
+    // default), never the mean of every instrument's price.
+    let mut ticks: std::collections::BTreeMap<u64, usize> = Default::default();
+    for doc in crate::support::lake_documents(&lake.join("stock-stream")) {
+        *ticks
+            .entry(doc["instrument_token"].as_u64().unwrap())
+            .or_default() += 1;
+    }
+    let most = ticks.values().max().unwrap();
+    let busiest = ticks
+        .iter()
+        .find(|(_, n)| *n == most)
+        .unwrap()
+        .0
+        .to_string();
+    for (which, token) in [
+        ("busiest", busiest.clone()),
+        (busiest.as_str(), busiest.clone()),
+    ] {
+        let (lake_for, which) = (lake_s.to_string(), which.to_string());
+        let out = tokio::task::spawn_blocking(move || {
+            stockpipe(&[
+                "ml",
+                "forecast",
+                "--lake",
+                &lake_for,
+                "--horizon",
+                "4",
+                "--instrument",
+                &which,
+            ])
+        })
+        .await
+        .unwrap();
+        let one = last_json_line(&out);
+        assert_eq!(one["instruments"], 1, "{one}");
+        assert_eq!(one["forecasts"], 4, "{one}");
+        let object = lake.join(one["lake_object"].as_str().unwrap());
+        for line in std::fs::read_to_string(&object).unwrap().lines() {
+            let row: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(row["instrument_token"].to_string(), token, "{row}");
+        }
+    }
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+        .args(["ml", "forecast", "--lake", lake_s, "--instrument", "1"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("instrument 1 is not in the lake (20 instruments"),
+        "{missing:?}"
+    );
 }
