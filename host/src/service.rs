@@ -35,6 +35,30 @@ pub async fn run(
     http: Option<tokio::net::TcpListener>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<RunSummary> {
+    let extras = Extras {
+        telemetry: Arc::new(Telemetry::new()),
+        input: None,
+    };
+    run_with(config, brokers, once, registry, http, shutdown, extras).await
+}
+
+/// What a caller may bring to a run besides its configuration: the telemetry (to watch its counts,
+/// e.g. a replay that keeps pace with the consumer) and a file replayed meanwhile.
+pub struct Extras {
+    pub telemetry: Arc<Telemetry>,
+    pub input: Option<crate::pipeline::InputFeed>,
+}
+
+/// [`run`], with [`Extras`].
+pub async fn run_with(
+    config: Config,
+    brokers: &str,
+    once: bool,
+    registry: Arc<GuestRegistry>,
+    http: Option<tokio::net::TcpListener>,
+    shutdown: impl std::future::Future<Output = ()>,
+    extras: Extras,
+) -> anyhow::Result<RunSummary> {
     config.validate()?;
     tokio::pin!(shutdown);
     // Beyond loopback the API's mutating endpoints need a token: refuse to start without one.
@@ -53,7 +77,7 @@ pub async fn run(
     }
     let configs = config.stage_configs(crate::clock::unix_now_us());
     let chain = WasmChain::new(sandbox.clone(), components.clone(), configs.clone());
-    let telemetry = Arc::new(Telemetry::new());
+    let telemetry = extras.telemetry;
     let policy = config.guests.swap_policy();
     let mut triggers_for_http = None;
     let mut _watcher = None;
@@ -137,6 +161,9 @@ pub async fn run(
     };
     if let Some((applier, shadow)) = hot_swap {
         pipeline = pipeline.with_hot_swap(applier, shadow);
+    }
+    if let Some(input) = extras.input {
+        pipeline = pipeline.with_input(input);
     }
     let forecasts = tokio::spawn(follow_forecasts(config.clone(), telemetry.clone()));
     let metrics = tokio::spawn(report_metrics(config.clone(), telemetry.clone()));

@@ -6,8 +6,13 @@ use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
 use stockpipe::config::Config;
-use stockpipe::source::embedded::{self, EmbeddedKafka};
-use stockpipe::source::replay::{self, Pace};
+use stockpipe::source::backfill::{
+    EMBEDDED_WINDOW_BYTES, Gate, InputCheckpoint, ReplayProgress, Window, produce_file,
+    show_progress,
+};
+use stockpipe::source::embedded::EmbeddedKafka;
+use stockpipe::source::input::InputReader;
+use stockpipe::source::replay;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -75,22 +80,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     config.validate()?;
 
-    let payloads = match &args.input {
-        Some(input) => Some(replay::read_input(input)?),
+    let input = match &args.input {
+        Some(path) => Some(InputReader::open(path)?),
         None => None,
     };
     let k = &config.kafka;
     let embedded = if k.brokers.is_empty() {
-        let partitions = payloads.as_ref().map_or(k.embedded_partitions, |input| {
-            embedded::partitions_for_replay(k.embedded_partitions, &input.payloads)
-        });
-        if partitions > k.embedded_partitions {
-            tracing::info!(
-                partitions,
-                "the embedded cluster keeps 5 MiB per partition: sizing the topic to hold the whole input"
-            );
-        }
-        let cluster = EmbeddedKafka::for_pipeline(k, partitions)?;
+        let cluster = EmbeddedKafka::for_pipeline(k, k.embedded_partitions)?;
         tracing::info!(brokers = %cluster.bootstrap_servers(), "embedded Kafka (mock cluster) started");
         Some(cluster)
     } else {
@@ -99,18 +95,95 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let brokers = embedded
         .as_ref()
         .map_or_else(|| k.brokers.clone(), EmbeddedKafka::bootstrap_servers);
+    let telemetry = Arc::new(stockpipe::telemetry::Telemetry::new());
+    let progress = Arc::new(ReplayProgress::default());
     let mut input_refused = Vec::new();
-    if let (Some(path), Some(input)) = (&args.input, &payloads) {
+    let mut replay = None;
+    let mut feed_input = None;
+    if let (Some(path), Some(mut reader)) = (&args.input, input) {
         let producer = stockpipe::source::kafka::producer(&brokers)?;
-        let replayed = match &embedded {
-            Some(cluster) => cluster.replay(&producer, &input.payloads).await?,
-            None => {
-                replay::produce_all(&producer, &k.topic, &input.payloads, Pace::Max, |_| {}).await?
+        if embedded.is_some() {
+            // Replayed beside the pipeline, a window ahead of it, and resumed from the checkpoint
+            // the last run over the same file left beside the lake.
+            let partitions = k.embedded_partitions;
+            let store = stockpipe::sink::store::LakeStore::open(
+                &config.lake.location()?,
+                config.lake.gcs_options(),
+            )
+            .await?;
+            let checkpoint = InputCheckpoint::new(path, reader.size(), partitions)
+                .load(&store, &k.topic)
+                .await?;
+            if !checkpoint.committed.is_empty() {
+                tokio::task::block_in_place(|| {
+                    commit_for_group(&brokers, &k.group_id, &k.topic, &checkpoint.committed)
+                })?;
+                tracing::info!(input = %path.display(), committed = ?checkpoint.committed, "resuming the input where the sinks had acknowledged it");
             }
-        };
-        input_refused = replayed.refusals(input);
-        tracing::info!(sent = replayed.sent, refused = input_refused.len(), topic = %k.topic, input = %path.display(), "input replayed into the topic");
+            let (ends_tx, ends_rx) = tokio::sync::oneshot::channel();
+            let gate = Gate {
+                window: Window::new(EMBEDDED_WINDOW_BYTES, 0),
+                consumed: Box::new({
+                    let telemetry = telemetry.clone();
+                    move || telemetry.counts().consumed
+                }),
+                resume: checkpoint.committed.clone(),
+            };
+            let (topic, progress) = (k.topic.clone(), progress.clone());
+            replay = Some(tokio::spawn(async move {
+                let replayed = produce_file(
+                    &producer,
+                    &topic,
+                    partitions,
+                    &mut reader,
+                    Some(gate),
+                    &progress,
+                )
+                .await;
+                let (ends, refused) = match replayed {
+                    Ok(r) => (Ok(r.ends), r.refused),
+                    Err(e) => (Err(e), Vec::new()),
+                };
+                let _ = ends_tx.send(ends);
+                refused
+            }));
+            feed_input = Some(stockpipe::pipeline::InputFeed {
+                ends: ends_rx,
+                checkpoint,
+                saved_at: None,
+                unsaved: false,
+            });
+        } else {
+            let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .context("creating a Kafka client")?;
+            let probe = tokio::task::block_in_place(|| {
+                stockpipe::source::kafka::high_watermarks(
+                    &client,
+                    &k.topic,
+                    std::time::Duration::from_secs(10),
+                )
+            })
+            .with_context(|| format!("reading the partitions of {} at {brokers}", k.topic))?;
+            let partitions = i32::try_from(probe.len()).unwrap_or(i32::MAX);
+            let replayed = produce_file(
+                &producer,
+                &k.topic,
+                partitions,
+                &mut reader,
+                None,
+                &progress,
+            )
+            .await?;
+            input_refused = replayed.refused;
+            tracing::info!(sent = replayed.sent, refused = input_refused.len(), topic = %k.topic, input = %path.display(), "input replayed into the topic");
+        }
     }
+    let shown = args.input.as_ref().and_then(|_| {
+        let telemetry = telemetry.clone();
+        show_progress(progress.clone(), move || telemetry.counts().consumed)
+    });
     let feed = match args.simulate {
         Some(rate) => {
             let producer = stockpipe::source::kafka::producer(&brokers)?;
@@ -138,10 +211,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
     };
     let registry = Arc::new(stockpipe::chain::swap::GuestRegistry::default());
-    let summary =
-        stockpipe::service::run(config, &brokers, args.once, registry, http, shutdown).await;
+    let extras = stockpipe::service::Extras {
+        telemetry,
+        input: feed_input,
+    };
+    let summary = stockpipe::service::run_with(
+        config, &brokers, args.once, registry, http, shutdown, extras,
+    )
+    .await;
     if let Some(feed) = feed {
         feed.abort();
+    }
+    if let Some(shown) = shown {
+        shown.abort();
+        eprint!("\r\x1b[2K");
+    }
+    if let Some(replay) = replay {
+        if replay.is_finished() {
+            input_refused = replay.await.unwrap_or_default();
+        } else {
+            replay.abort();
+        }
     }
     let mut summary = summary?;
     summary.input_refused = input_refused;
@@ -160,4 +250,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Commits `offsets` for `group` (before any member joins: the group then starts there).
+fn commit_for_group(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    offsets: &std::collections::BTreeMap<i32, i64>,
+) -> anyhow::Result<()> {
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating a client to commit the checkpoint's offsets")?;
+    stockpipe::source::kafka::commit_positions(&consumer, topic, offsets)
+        .context("committing the checkpoint's offsets")
 }

@@ -17,6 +17,7 @@ use crate::sink::SourceRef;
 use crate::sink::elasticsearch::{BulkReport, DeadLetters, EsSink};
 use crate::sink::lake::{LakeConfig, LakeWriter, RolledSegment};
 use crate::sink::store::LakeStore;
+use crate::source::backfill::InputCheckpoint;
 use crate::source::kafka as kafka_source;
 use crate::source::once::{OnceStep, OnceTargets};
 use crate::source::positions::{LostRange, Positions};
@@ -153,6 +154,19 @@ pub struct Pipeline {
     brokers: String,
     /// When `run --once` last said what it waits for.
     waiting_noted: Option<Instant>,
+    /// A file being replayed beside the pipeline (`run --input` on the embedded cluster).
+    input: Option<InputFeed>,
+}
+
+/// A file replayed into the topic while the pipeline consumes it: `run --once` ends where the
+/// replay ends, and the committed offsets are kept in a checkpoint beside the lake.
+pub struct InputFeed {
+    /// Partition -> end of the replayed file, once the replay is done (or why it failed).
+    pub ends: tokio::sync::oneshot::Receiver<anyhow::Result<BTreeMap<i32, i64>>>,
+    pub checkpoint: InputCheckpoint,
+    /// When the checkpoint was last stored, and whether it has moved since.
+    pub saved_at: Option<Instant>,
+    pub unsaved: bool,
 }
 
 /// Kafka calls that wait on the broker give up after this long.
@@ -233,6 +247,7 @@ impl Pipeline {
             positions: Positions::default(),
             brokers: brokers.to_string(),
             waiting_noted: None,
+            input: None,
         })
     }
 
@@ -245,6 +260,12 @@ impl Pipeline {
     pub fn with_registry(mut self, registry: Arc<GuestRegistry>) -> Self {
         registry.set_loaded(&self.chain.components());
         self.registry = registry;
+        self
+    }
+
+    /// Consumes a file the caller replays into the topic meanwhile (see [`InputFeed`]).
+    pub fn with_input(mut self, input: InputFeed) -> Self {
+        self.input = Some(input);
         self
     }
 
@@ -263,7 +284,8 @@ impl Pipeline {
         once: bool,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<RunSummary> {
-        let mut targets = if once {
+        // With a file replayed meanwhile, the targets are its ends, known when the replay is done.
+        let mut targets = if once && self.input.is_none() {
             Some(self.once_targets()?)
         } else {
             None
@@ -295,6 +317,9 @@ impl Pipeline {
                 std::mem::take(&mut carried)
             };
             self.between_batches(&batch);
+            if once && targets.is_none() {
+                targets = self.input_ends()?;
+            }
             let done = {
                 // A sink that is down makes this wait; past `patience` the partitions are paused
                 // and the consumer polled, so that it stays a member of its group however long the
@@ -552,6 +577,7 @@ impl Pipeline {
         self.store_segments(rolled).await?;
         self.flush_index(false).await?;
         self.store_advanced()?;
+        self.save_checkpoint(false).await;
         let Some(targets) = targets else {
             return Ok(false);
         };
@@ -627,10 +653,11 @@ impl Pipeline {
     /// Commits the last positions, reads back what the group has committed, and leaves the group,
     /// each Kafka call bounded by `timeout`.
     async fn close(
-        self,
+        mut self,
         targets: Option<OnceTargets>,
         timeout: Duration,
     ) -> anyhow::Result<RunSummary> {
+        self.save_checkpoint(true).await;
         let topic = &self.config.kafka.topic;
         let positions: BTreeMap<i32, i64> = self
             .positions
@@ -767,8 +794,71 @@ impl Pipeline {
         }
     }
 
+    /// The `--once` targets of a replayed file, once its replay is done: its ends, and the group's
+    /// committed offsets (a partition resumed at its end has nothing left).
+    fn input_ends(&mut self) -> anyhow::Result<Option<OnceTargets>> {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let Some(input) = &mut self.input else {
+            return Ok(None);
+        };
+        let ends = match input.ends.try_recv() {
+            Ok(ends) => ends.context("replaying the input")?,
+            Err(TryRecvError::Empty) => return Ok(None),
+            Err(TryRecvError::Closed) => anyhow::bail!("the input's replay stopped without a word"),
+        };
+        let k = &self.config.kafka;
+        let committed = tokio::task::block_in_place(|| {
+            kafka_source::committed_offsets(
+                &**self.consumer,
+                &k.topic,
+                ends.keys().copied(),
+                KAFKA_TIMEOUT,
+            )
+        })?;
+        tracing::info!(
+            ?ends,
+            ?committed,
+            "run --once: the input is replayed; processing up to its end"
+        );
+        Ok(Some(OnceTargets::new(
+            ends,
+            committed,
+            Duration::from_millis(k.statistics_interval_ms),
+        )))
+    }
+
+    /// Stores the replayed file's checkpoint when its offsets moved (at most every second, unless
+    /// `now`). A failure is logged: the next one carries the same offsets.
+    async fn save_checkpoint(&mut self, now: bool) {
+        let Some(input) = &mut self.input else {
+            return;
+        };
+        let due = input
+            .saved_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        if !input.unsaved || !(now || due) {
+            return;
+        }
+        let name = input.checkpoint.object_name(&self.config.kafka.topic);
+        let bytes = serde_json::to_vec(&input.checkpoint).expect("a checkpoint serializes");
+        match self.store.put(&name, bytes).await {
+            Ok(()) => {
+                input.saved_at = Some(Instant::now());
+                input.unsaved = false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, checkpoint = %name, "storing the input's checkpoint failed")
+            }
+        }
+    }
+
     fn store_advanced(&mut self) -> anyhow::Result<()> {
         let advanced = self.tracker.advanced();
+        if let Some(input) = &mut self.input
+            && input.checkpoint.advance(&advanced)
+        {
+            input.unsaved = true;
+        }
         if let Err(e) =
             kafka_source::store_positions(&**self.consumer, &self.config.kafka.topic, &advanced)
         {

@@ -145,7 +145,7 @@ pub fn partitions_for(configured: i32, messages: &[(Option<&str>, usize)]) -> i3
 
 /// CRC-32 (IEEE, reflected: zlib's), which librdkafka's default partitioner (`consistent_random`)
 /// takes modulo the partition count to place a keyed message.
-fn crc32(bytes: &[u8]) -> u32 {
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &byte in bytes {
         crc ^= u32::from(byte);

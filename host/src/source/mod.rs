@@ -1,7 +1,9 @@
 //! Where ticks come from: Kafka (a real broker or the embedded mock cluster), files replayed into
 //! Kafka, and the simulated market that feeds it live.
 
+pub mod backfill;
 pub mod embedded;
+pub mod input;
 pub mod kafka;
 pub mod once;
 pub mod positions;

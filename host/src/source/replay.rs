@@ -87,7 +87,7 @@ impl Replayed {
 
 /// Whether the broker refuses this message for what it is (it could never be produced), rather
 /// than for the state the broker or the connection is in.
-fn refused_for_good(e: &rdkafka::error::KafkaError) -> bool {
+pub(crate) fn refused_for_good(e: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::error::KafkaError;
     use rdkafka::types::RDKafkaErrorCode as Code;
     matches!(

@@ -1,6 +1,7 @@
 //! The host's integration tests, in one binary (it links once).
 
 mod admin_api;
+mod backfill;
 mod bigquery;
 mod e2e;
 mod elasticsearch;

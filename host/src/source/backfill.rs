@@ -1,0 +1,409 @@
+//! `run --input FILE`: a file of any size replayed into the topic, streamed.
+//!
+//! On the embedded cluster (which keeps 5 MiB a partition and dies with the process) the replay
+//! runs beside the pipeline and stays at most a [`Window`] of bytes ahead of what the pipeline has
+//! consumed, so the broker never drops a tick before it is read; `run --once` ends at the
+//! per-partition ends the replay reports. Each tick's partition is chosen here (CRC32 of its key, as
+//! librdkafka's default partitioner does; by its position when it has no key) and the producer
+//! keeps each partition's order, so the same file always gives the same offsets — which makes a
+//! checkpoint of committed offsets ([`InputCheckpoint`], stored beside the lake) valid after a
+//! crash: the same command replays the file into a new cluster, the group resumes where the sinks
+//! had acknowledged, and the lake's own names (offset ranges) keep every tick there once. On a real
+//! broker (`--brokers`) the file is replayed first, streamed, as before.
+
+use super::input::InputReader;
+use super::replay::InputRefusal;
+use anyhow::Context;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The replay may be this far ahead of the consumer: below the 5 MiB a partition the embedded
+/// cluster keeps, whichever partition the unread ticks are in.
+pub const EMBEDDED_WINDOW_BYTES: usize = 4 << 20;
+
+/// How far the replay is ahead of the consumer, in bytes of ticks the consumer has yet to read.
+///
+/// Invariant: `ahead` is the sum of `sizes`, the sizes of the newest ticks produced, as many as
+/// were produced and not consumed yet (consumption is counted, not matched tick by tick: the oldest
+/// are taken to be read first).
+#[derive(Debug)]
+pub struct Window {
+    limit: usize,
+    sizes: VecDeque<usize>,
+    ahead: usize,
+    /// The consumed count the window last drained to.
+    consumed: u64,
+}
+
+impl Window {
+    pub fn new(limit: usize, consumed_at_start: u64) -> Self {
+        Self {
+            limit,
+            sizes: VecDeque::new(),
+            ahead: 0,
+            consumed: consumed_at_start,
+        }
+    }
+
+    /// Whether a tick of `size` bytes may be produced now that the consumer has taken `consumed`
+    /// messages in all. A tick larger than the window goes when nothing is ahead of it.
+    pub fn room(&mut self, consumed: u64, size: usize) -> bool {
+        while self.consumed < consumed {
+            self.consumed += 1;
+            match self.sizes.pop_front() {
+                Some(s) => self.ahead -= s,
+                None => break,
+            }
+        }
+        self.sizes.is_empty() || self.ahead + size <= self.limit
+    }
+
+    /// A tick of `size` bytes the consumer will read was produced.
+    pub fn produced(&mut self, size: usize) {
+        self.sizes.push_back(size);
+        self.ahead += size;
+    }
+}
+
+/// The partition a tick goes to: CRC32 of its key modulo the partition count (librdkafka's
+/// default for keyed messages), or its position in the file for one without a key.
+pub fn partition_of(key: Option<&str>, position: usize, partitions: i32) -> i32 {
+    let n = partitions.max(1) as u32;
+    let slot = match key {
+        Some(key) => super::embedded::crc32(key.as_bytes()) % n,
+        None => (position as u64 % u64::from(n)) as u32,
+    };
+    slot as i32
+}
+
+/// What the replay of a file did.
+#[derive(Debug, Default)]
+pub struct FileReplayed {
+    pub sent: u64,
+    /// Partition -> the offset after its last tick: where `run --once` ends.
+    pub ends: BTreeMap<i32, i64>,
+    pub refused: Vec<InputRefusal>,
+}
+
+/// Shared with whoever shows progress.
+#[derive(Debug, Default)]
+pub struct ReplayProgress {
+    pub bytes_read: AtomicU64,
+    pub size: AtomicU64,
+    pub produced: AtomicU64,
+}
+
+/// Keeps the replay behind the consumer: `consumed` tells how many messages the pipeline has taken;
+/// ticks below `resume` (their partition's committed offset) will not be read and do not count.
+pub struct Gate {
+    pub window: Window,
+    pub consumed: Box<dyn Fn() -> u64 + Send>,
+    pub resume: BTreeMap<i32, i64>,
+}
+
+/// Produces every tick of `input` to `topic` (of `partitions` partitions), in file order, each to
+/// [`partition_of`]; with a `gate`, waits while the window is full.
+pub async fn produce_file(
+    producer: &FutureProducer,
+    topic: &str,
+    partitions: i32,
+    input: &mut InputReader,
+    mut gate: Option<Gate>,
+    progress: &ReplayProgress,
+) -> anyhow::Result<FileReplayed> {
+    progress.size.store(input.size(), Ordering::Relaxed);
+    let mut replayed = FileReplayed::default();
+    let mut pending = VecDeque::new();
+    // Partition -> offsets handed to the producer (the same as the broker's: one producer, in order).
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    while let Some((position, payload)) = input.next_item()? {
+        let key = super::replay::key_of(&payload);
+        let partition = partition_of(key.as_deref(), position, partitions);
+        let offset = *next.entry(partition).or_insert(0);
+        // A tick the consumer will read (past its partition's committed offset) waits for room.
+        let read = gate
+            .as_ref()
+            .is_some_and(|g| g.resume.get(&partition).is_none_or(|&r| offset >= r));
+        if let Some(gate) = gate.as_mut().filter(|_| read) {
+            while !gate.window.room((gate.consumed)(), payload.len()) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
+            .payload(payload.as_slice())
+            .partition(partition);
+        if let Some(key) = &key {
+            record = record.key(key);
+        }
+        let delivery = loop {
+            match producer.send_result(record) {
+                Ok(delivery) => break Ok(delivery),
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => break Err(e),
+            }
+        };
+        let delivery = match delivery {
+            Ok(delivery) => delivery,
+            Err(e) if super::replay::refused_for_good(&e) => {
+                let at = format!("{} {position}", input.unit());
+                tracing::warn!(at = %at, bytes = payload.len(), reason = %e, "an input tick the broker would not take is left out of the topic");
+                replayed.refused.push(InputRefusal {
+                    at,
+                    bytes: payload.len(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("producing {} {position} to {topic}", input.unit()));
+            }
+        };
+        if let Some(gate) = gate.as_mut().filter(|_| read) {
+            gate.window.produced(payload.len());
+        }
+        *next.entry(partition).or_insert(0) += 1;
+        pending.push_back((position, payload.len(), delivery));
+        if pending.len() >= 10_000 {
+            settle(&mut pending, 5_000, topic, input.unit(), &mut replayed).await?;
+        }
+        progress
+            .bytes_read
+            .store(input.bytes_read(), Ordering::Relaxed);
+        progress.produced.fetch_add(1, Ordering::Relaxed);
+    }
+    settle(&mut pending, 0, topic, input.unit(), &mut replayed).await?;
+    Ok(replayed)
+}
+
+/// Awaits deliveries until `keep` are left: the sent ticks' partitions' ends noted, a tick the
+/// broker refused for good (too large) recorded with its position.
+async fn settle(
+    pending: &mut VecDeque<(usize, usize, rdkafka::producer::DeliveryFuture)>,
+    keep: usize,
+    topic: &str,
+    unit: &str,
+    replayed: &mut FileReplayed,
+) -> anyhow::Result<()> {
+    while pending.len() > keep {
+        let (position, bytes, delivery) = pending.pop_front().expect("non-empty");
+        match delivery.await {
+            Ok(Ok(delivered)) => {
+                replayed.sent += 1;
+                let end = replayed.ends.entry(delivered.partition).or_insert(0);
+                *end = (*end).max(delivered.offset + 1);
+            }
+            Ok(Err((e, _))) if super::replay::refused_for_good(&e) => {
+                let at = format!("{unit} {position}");
+                tracing::warn!(at = %at, bytes, reason = %e, "an input tick the broker would not take is left out of the topic");
+                replayed.refused.push(InputRefusal {
+                    at,
+                    bytes,
+                    reason: e.to_string(),
+                });
+            }
+            Ok(Err((e, _))) => {
+                return Err(e).with_context(|| format!("delivering {unit} {position} to {topic}"));
+            }
+            Err(_) => anyhow::bail!("the producer was dropped before delivering to {topic}"),
+        }
+    }
+    Ok(())
+}
+
+/// The committed offsets of a replayed file, stored beside the lake as
+/// `_checkpoints/<topic>/<id>.json`, written by the pipeline as its offsets are committed (the
+/// commit tracker's positions: every sink acknowledged everything before them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputCheckpoint {
+    pub input: String,
+    pub size: u64,
+    pub partitions: i32,
+    pub committed: BTreeMap<i32, i64>,
+}
+
+impl InputCheckpoint {
+    pub fn new(path: &Path, size: u64, partitions: i32) -> Self {
+        let input = std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+            .to_string();
+        Self {
+            input,
+            size,
+            partitions,
+            committed: BTreeMap::new(),
+        }
+    }
+
+    /// Its object in the lake: one per file (path, size) and partition count.
+    pub fn object_name(&self, topic: &str) -> String {
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        let id = format!("{}\n{}\n{}", self.input, self.size, self.partitions);
+        for b in id.bytes() {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("_checkpoints/{topic}/input-{hash:016x}.json")
+    }
+
+    /// The stored checkpoint of the same file, if any (a checkpoint of another file or partition
+    /// count does not apply: its offsets would be another file's).
+    pub async fn load(
+        self,
+        store: &crate::sink::store::LakeStore,
+        topic: &str,
+    ) -> anyhow::Result<Self> {
+        let name = self.object_name(topic);
+        let listed = store
+            .list(&format!("_checkpoints/{topic}/"))
+            .await
+            .context("listing the lake's checkpoints")?;
+        if !listed.contains(&name) {
+            return Ok(self);
+        }
+        let bytes = store
+            .get(&name)
+            .await
+            .with_context(|| format!("reading the checkpoint {name}"))?;
+        let stored: Self = serde_json::from_slice(&bytes)
+            .with_context(|| format!("the checkpoint {name} is not one stockpipe wrote"))?;
+        if (&stored.input, stored.size, stored.partitions)
+            != (&self.input, self.size, self.partitions)
+        {
+            tracing::warn!(checkpoint = %name, "the checkpoint is of another file; starting from the beginning");
+            return Ok(self);
+        }
+        Ok(stored)
+    }
+
+    /// Notes positions the commit tracker moved; true when any moved forward.
+    pub fn advance(&mut self, positions: &[(i32, i64)]) -> bool {
+        let mut moved = false;
+        for &(partition, at) in positions {
+            let committed = self.committed.entry(partition).or_insert(0);
+            if at > *committed {
+                *committed = at;
+                moved = true;
+            }
+        }
+        moved
+    }
+}
+
+/// What shows a replay's progress on a terminal: replayed, consumed, rate and ETA, redrawn in
+/// place on stderr every 500 ms until dropped.
+pub fn show_progress(
+    progress: Arc<ReplayProgress>,
+    consumed: impl Fn() -> u64 + Send + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let at_start = consumed();
+        // Rate and ETA count from the first tick consumed (joining the group takes seconds).
+        let mut started: Option<std::time::Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let (size, read) = (
+                progress.size.load(Ordering::Relaxed).max(1),
+                progress.bytes_read.load(Ordering::Relaxed),
+            );
+            let produced = progress.produced.load(Ordering::Relaxed).max(1);
+            let done = consumed().saturating_sub(at_start);
+            // The share of the file behind the consumer: read share × consumed share of produced.
+            let share = (read as f64 / size as f64) * (done as f64 / produced as f64).min(1.0);
+            if done > 0 && started.is_none() {
+                started = Some(std::time::Instant::now());
+            }
+            let elapsed = started.map_or(0.0, |at| at.elapsed().as_secs_f64());
+            let rate = done as f64 / elapsed.max(1e-3);
+            let eta = if share > 0.0 && elapsed > 0.0 {
+                format!("{:.0} s", elapsed * (1.0 - share) / share)
+            } else {
+                "…".into()
+            };
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "\r\x1b[2K{:5.1} %  {done} ticks  {rate:.0}/s  ETA {eta}",
+                share * 100.0
+            );
+            let _ = err.flush();
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_holds_the_replay_within_its_bytes_of_the_consumer() {
+        let mut w = Window::new(1000, 0);
+        for _ in 0..4 {
+            assert!(w.room(0, 250));
+            w.produced(250);
+        }
+        assert!(!w.room(0, 250), "1000 bytes ahead");
+        assert!(!w.room(0, 1), "full is full");
+        assert!(w.room(1, 250), "one read: room for one");
+        w.produced(250);
+        assert!(!w.room(1, 250));
+        assert!(w.room(5, 1000), "all read");
+        w.produced(1000);
+        assert!(!w.room(5, 1));
+        // A tick larger than the window waits until nothing is ahead, then goes alone.
+        assert!(!w.room(5, 5000));
+        assert!(w.room(6, 5000));
+        // More consumed than produced (messages from before the replay) drains it all, no more.
+        let mut w = Window::new(100, 10);
+        w.produced(60);
+        assert!(w.room(50, 100));
+    }
+
+    #[test]
+    fn partitions_follow_librdkafka_s_key_hash() {
+        assert_eq!(
+            partition_of(Some("408065"), 1, 3),
+            (super::super::embedded::crc32(b"408065") % 3) as i32
+        );
+        assert_eq!(partition_of(None, 7, 3), 1);
+        assert_eq!(partition_of(Some("x"), 1, 1), 0);
+    }
+
+    #[test]
+    fn a_checkpoint_moves_forward_only_and_names_its_file() {
+        let mut c = InputCheckpoint {
+            input: "/data/day.ndjson".into(),
+            size: 700,
+            partitions: 3,
+            committed: BTreeMap::new(),
+        };
+        assert!(c.advance(&[(0, 10), (2, 5)]));
+        assert!(!c.advance(&[(0, 9)]));
+        assert!(c.advance(&[(0, 11)]));
+        assert_eq!(c.committed, BTreeMap::from([(0, 11), (2, 5)]));
+        let name = c.object_name("stock-stream");
+        assert!(
+            name.starts_with("_checkpoints/stock-stream/input-"),
+            "{name}"
+        );
+        c.partitions = 4;
+        assert_ne!(c.object_name("stock-stream"), name);
+    }
+}
