@@ -556,3 +556,46 @@ async fn a_running_host_reports_what_the_broker_deleted_under_it() {
     assert_eq!(summary["offsets_lost"], start - 300);
     assert_eq!(summary["consumed"], 300 + end - start);
 }
+
+/// With `--brokers`, `--input` is streamed into the real topic first, each tick to its key's
+/// partition, then consumed; a second run over the same file adds its ticks again (the broker's
+/// topic is the record, not a checkpoint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_is_replayed_into_a_real_broker_first() {
+    let (_broker, brokers) = broker(2);
+    let dir = tempfile::tempdir().unwrap();
+    let sample = crate::support::workspace().join("data/stock_data_sample.json");
+    let lake = dir.path().join("lake");
+    for round in 1..=2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+            .args(["run", "--once", "--brokers", &brokers, "--input"])
+            .arg(&sample)
+            .arg("--lake")
+            .arg(&lake)
+            .env("RUST_LOG", "warn,rdkafka=off")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary = crate::support::last_json_line(&out);
+        assert_eq!(summary["consumed"], 100, "round {round}: {summary}");
+        let committed: i64 = summary["committed_offsets"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_i64().unwrap())
+            .sum();
+        assert_eq!(committed, 100 * round, "{summary}");
+    }
+    // Each instrument's ticks in one partition: its key's.
+    let mut partition_of: BTreeMap<String, i64> = BTreeMap::new();
+    for doc in crate::support::lake_documents(&lake) {
+        let token = doc["instrument_token"].to_string();
+        let partition = doc["source"]["partition"].as_i64().unwrap();
+        assert_eq!(*partition_of.entry(token).or_insert(partition), partition);
+    }
+    assert_eq!(lake_positions(&lake).len(), 200);
+}
