@@ -14,7 +14,7 @@
 use super::input::InputReader;
 use super::replay::InputRefusal;
 use anyhow::Context;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -134,27 +134,9 @@ pub async fn produce_file(
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
-        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
-            .payload(payload.as_slice())
-            .partition(partition);
-        if let Some(key) = &key {
-            record = record.key(key);
-        }
-        let delivery = loop {
-            match producer.send_result(record) {
-                Ok(delivery) => break Ok(delivery),
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    r,
-                )) => {
-                    record = r;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => break Err(e),
-            }
-        };
+        let delivery =
+            super::replay::enqueue(producer, topic, key.as_deref(), &payload, Some(partition))
+                .await;
         let delivery = match delivery {
             Ok(delivery) => delivery,
             Err(e) if super::replay::refused_for_good(&e) => {

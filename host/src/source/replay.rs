@@ -147,7 +147,7 @@ pub async fn produce_all(
             tokio::time::sleep(wait).await;
         }
         let key = key_of(payload);
-        match enqueue(producer, topic, key.as_deref(), payload).await {
+        match enqueue(producer, topic, key.as_deref(), payload, None).await {
             Ok(delivery) => pending.push((i, delivery)),
             Err(e) if refused_for_good(&e) => {
                 replayed.refused.push((i, payload.len(), e.to_string()));
@@ -192,16 +192,21 @@ async fn settle(
     Ok(())
 }
 
-/// Hands one message to the producer, waiting while its queue is full.
-async fn enqueue(
+/// Hands one message to the producer (to `partition`, or where the producer's partitioner puts
+/// it), waiting while its queue is full.
+pub(crate) async fn enqueue(
     producer: &FutureProducer,
     topic: &str,
     key: Option<&str>,
     payload: &[u8],
+    partition: Option<i32>,
 ) -> Result<rdkafka::producer::DeliveryFuture, rdkafka::error::KafkaError> {
     let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).payload(payload);
     if let Some(key) = key {
         record = record.key(key);
+    }
+    if let Some(partition) = partition {
+        record = record.partition(partition);
     }
     loop {
         match producer.send_result(record) {
@@ -246,7 +251,7 @@ pub async fn feed_simulated(
             let key = t.instrument_token.to_string();
             let payload = crate::source::simulate::tick_json(&t);
             pending.push(
-                enqueue(&producer, &topic, Some(&key), &payload)
+                enqueue(&producer, &topic, Some(&key), &payload, None)
                     .await
                     .with_context(|| format!("producing a simulated tick to {topic}"))?,
             );

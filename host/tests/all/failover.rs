@@ -316,6 +316,22 @@ async fn a_host_joining_takes_partitions_without_work_done_twice() {
     assert!(positions.values().all(|&n| n == 1));
 }
 
+/// Produces ~9,000 ticks of ~700 bytes after the first 300 of partition 0: more than the 5 MiB the
+/// partition keeps, so its log no longer starts at 300. Returns its (start, end).
+async fn outgrow_the_partition(brokers: &str, seed: u64) -> (i64, i64) {
+    assert_eq!(produce(brokers, 9_000, seed, None).await.unwrap(), 9_000);
+    let probe = crate::support::probe(brokers);
+    let (start, end) = rdkafka::consumer::Consumer::fetch_watermarks(
+        &probe,
+        "stock-stream",
+        0,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(start > 300, "the partition still starts at {start}");
+    (start, end)
+}
+
 /// The broker deleted offsets a group had not stored (the mock cluster keeps 5 MiB a partition,
 /// as retention would): `run --once` names the lost range, counts it, lists it in the summary and
 /// exits 1 — or 0 with `--accept-lost-offsets`.
@@ -348,17 +364,7 @@ async fn offsets_the_broker_deleted_are_reported_not_skipped() {
             300
         );
     }
-    // ~9,000 ticks of ~700 bytes: more than the 5 MiB the partition keeps.
-    assert_eq!(produce(&brokers, 9_000, 32, None).await.unwrap(), 9_000);
-    let probe = crate::support::probe(&brokers);
-    let (start, end) = rdkafka::consumer::Consumer::fetch_watermarks(
-        &probe,
-        "stock-stream",
-        0,
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    assert!(start > 300, "the partition still starts at {start}");
+    let (start, end) = outgrow_the_partition(&brokers, 32).await;
     assert_eq!(end, 9_300);
 
     let out = once("strict", false);
@@ -514,16 +520,7 @@ async fn a_running_host_reports_what_the_broker_deleted_under_it() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert_eq!(produce(&brokers, 9_000, 42, None).await.unwrap(), 9_000);
-    let probe = crate::support::probe(&brokers);
-    let (start, end) = rdkafka::consumer::Consumer::fetch_watermarks(
-        &probe,
-        "stock-stream",
-        0,
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    assert!(start > 300, "the partition still starts at {start}");
+    let (start, end) = outgrow_the_partition(&brokers, 42).await;
     down.store(false, std::sync::atomic::Ordering::SeqCst);
     await_indexed(&es, 300 + (end - start) as usize, &[&log]).await;
     host.stop();

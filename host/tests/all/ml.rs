@@ -57,6 +57,23 @@ fn arima_forecast_matches_statsmodels_within_1_percent() {
     assert!(got.upper[9] - got.lower[9] > got.upper[0] - got.lower[0]);
 }
 
+/// `stockpipe ml forecast --lake LAKE ARGS…` (off the runtime's threads), its JSON summary.
+async fn ml_forecast(lake: &str, args: &[&str]) -> Value {
+    let mut all = vec![
+        "ml".to_string(),
+        "forecast".into(),
+        "--lake".into(),
+        lake.into(),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let out = tokio::task::spawn_blocking(move || {
+        stockpipe(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    last_json_line(&out)
+}
+
 /// The pipeline fills a lake offline; `ml train` and `ml forecast` read it back, the forecasts land
 /// in the lake and in the stock-forecast index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,38 +114,25 @@ async fn ml_commands_over_a_lake_the_pipeline_wrote() {
         ml::FEATURES.len()
     );
 
-    let es = noida.es_url.clone();
-    let lake_for = lake_s.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        stockpipe(&[
-            "ml",
-            "forecast",
-            "--lake",
-            &lake_for,
+    let forecast = ml_forecast(
+        lake_s,
+        &[
             "--horizon",
             "10",
             "--step-seconds",
             "5",
             "--es-url",
-            &es,
-        ])
-    })
-    .await
-    .unwrap();
-    let forecast = last_json_line(&out);
+            &noida.es_url,
+        ],
+    )
+    .await;
     assert_eq!(forecast["step_seconds"], 5, "{forecast}");
     assert_eq!(forecast["instruments"], 20, "{forecast}");
     assert_eq!(forecast["forecasts"], 200);
     assert_eq!(forecast["indexed"], 200);
     // Without --step-seconds the step is one the data supports (these ticks span a few
     // minutes: at 60 s no series had 12 points, and the command failed).
-    let lake_for = lake_s.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        stockpipe(&["ml", "forecast", "--lake", &lake_for, "--horizon", "3"])
-    })
-    .await
-    .unwrap();
-    let chosen = last_json_line(&out);
+    let chosen = ml_forecast(lake_s, &["--horizon", "3"]).await;
     let step = chosen["step_seconds"].as_u64().unwrap();
     assert!(
         step < 60 && chosen["forecasts"].as_u64() > Some(0),
@@ -177,22 +181,7 @@ async fn ml_commands_over_a_lake_the_pipeline_wrote() {
         ("busiest", busiest.clone()),
         (busiest.as_str(), busiest.clone()),
     ] {
-        let (lake_for, which) = (lake_s.to_string(), which.to_string());
-        let out = tokio::task::spawn_blocking(move || {
-            stockpipe(&[
-                "ml",
-                "forecast",
-                "--lake",
-                &lake_for,
-                "--horizon",
-                "4",
-                "--instrument",
-                &which,
-            ])
-        })
-        .await
-        .unwrap();
-        let one = last_json_line(&out);
+        let one = ml_forecast(lake_s, &["--horizon", "4", "--instrument", which]).await;
         assert_eq!(one["instruments"], 1, "{one}");
         assert_eq!(one["forecasts"], 4, "{one}");
         let object = lake.join(one["lake_object"].as_str().unwrap());
