@@ -100,6 +100,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut input_refused = Vec::new();
     let mut replay = None;
     let mut feed_input = None;
+    // The checkpoint a run over the same file left, when this run resumes from it.
+    let mut resumed = None;
     if let (Some(path), Some(mut reader)) = (&args.input, input) {
         let producer = stockpipe::source::kafka::producer(&brokers)?;
         if embedded.is_some() {
@@ -119,6 +121,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     commit_for_group(&brokers, &k.group_id, &k.topic, &checkpoint.committed)
                 })?;
                 tracing::info!(input = %path.display(), committed = ?checkpoint.committed, "resuming the input where the sinks had acknowledged it");
+                resumed = Some(format!(
+                    "{}/{}",
+                    config.lake.url.trim_end_matches('/'),
+                    checkpoint.object_name(&k.topic)
+                ));
             }
             let (ends_tx, ends_rx) = tokio::sync::oneshot::channel();
             let gate = Gate {
@@ -235,6 +242,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let mut summary = summary?;
     summary.input_refused = input_refused;
+    if let Some(checkpoint) = resumed.filter(|_| args.once && summary.counts.consumed == 0) {
+        tracing::warn!(
+            %checkpoint,
+            "the input was already processed to its end by an earlier run: nothing to do (delete the checkpoint to process it again)"
+        );
+    }
     println!("{}", serde_json::to_string(&summary)?);
     drop(embedded);
     if args.once && !summary.lost_ranges.is_empty() && !args.accept_lost_offsets {

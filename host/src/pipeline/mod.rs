@@ -617,6 +617,11 @@ impl Pipeline {
         let own: HashSet<i32> = rdkafka::consumer::Consumer::assignment(&**self.consumer)
             .map(|a| a.elements().iter().map(|e| e.partition()).collect())
             .unwrap_or_default();
+        if own.is_empty() && self.positions.next().is_empty() {
+            // Not assigned anything yet: the group is still forming (joining takes seconds).
+            tracing::debug!("run --once: waiting for the group to assign partitions");
+            return;
+        }
         let elsewhere: Vec<i32> = targets
             .short_of_end(self.positions.next())
             .into_iter()
