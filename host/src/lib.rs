@@ -3,8 +3,11 @@
 //!
 //! Where a tick goes, module by module:
 //! 1. [`source`] — a consumer-group member reads a batch from `stock-stream`
-//!    ([`source::kafka`]); without a broker, [`source::embedded`] starts librdkafka's mock cluster
-//!    in-process and [`source::replay`] puts a file (or [`source::simulate`]'s market) into it;
+//!    ([`source::kafka`]; [`source::rebalance`] keeps a revoked partition until its work is stored,
+//!    [`source::positions`] reports offsets the broker deleted); without a broker,
+//!    [`source::embedded`] starts librdkafka's mock cluster in-process, [`source::backfill`] streams
+//!    a file ([`source::input`]) into it beside the pipeline and checkpoints it, and
+//!    [`source::replay`] puts ticks (or [`source::simulate`]'s market) into a topic;
 //!    [`source::once`] says when `run --once` has read everything.
 //! 2. [`pipeline`] — the loop: decodes each message ([`stockpipe_model::json`]; a message that does
 //!    not decode is refused with its reason), hands the batch to the chain, and
