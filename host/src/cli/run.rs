@@ -231,6 +231,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(shown) = shown {
         shown.abort();
+        let _ = shown.await;
         eprint!("\r\x1b[2K");
     }
     if let Some(replay) = replay {

@@ -285,47 +285,37 @@ impl InputCheckpoint {
     }
 }
 
-/// What shows a replay's progress on a terminal: replayed, consumed, rate and ETA, redrawn in
-/// place on stderr every 500 ms until dropped.
+/// A replay's progress on a terminal (nothing elsewhere): the share of the file the pipeline has
+/// consumed, ticks, rate and ETA, updated every 500 ms until the task is aborted.
 pub fn show_progress(
     progress: Arc<ReplayProgress>,
     consumed: impl Fn() -> u64 + Send + 'static,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    use std::io::{IsTerminal, Write};
-    if !std::io::stderr().is_terminal() {
+    use indicatif::{ProgressBar, ProgressStyle};
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         return None;
     }
+    const STEPS: u64 = 10_000;
+    let bar = ProgressBar::new(STEPS).with_style(
+        ProgressStyle::with_template("{percent:>3} % [{bar:30}] {msg}  ETA {eta}")
+            .expect("a valid template"),
+    );
     Some(tokio::spawn(async move {
         let at_start = consumed();
-        // Rate and ETA count from the first tick consumed (joining the group takes seconds).
-        let mut started: Option<std::time::Instant> = None;
+        let mut first: Option<(std::time::Instant, u64)> = None;
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let (size, read) = (
-                progress.size.load(Ordering::Relaxed).max(1),
-                progress.bytes_read.load(Ordering::Relaxed),
-            );
+            let size = progress.size.load(Ordering::Relaxed).max(1);
+            let read = progress.bytes_read.load(Ordering::Relaxed);
             let produced = progress.produced.load(Ordering::Relaxed).max(1);
             let done = consumed().saturating_sub(at_start);
             // The share of the file behind the consumer: read share × consumed share of produced.
             let share = (read as f64 / size as f64) * (done as f64 / produced as f64).min(1.0);
-            if done > 0 && started.is_none() {
-                started = Some(std::time::Instant::now());
-            }
-            let elapsed = started.map_or(0.0, |at| at.elapsed().as_secs_f64());
-            let rate = done as f64 / elapsed.max(1e-3);
-            let eta = if share > 0.0 && elapsed > 0.0 {
-                format!("{:.0} s", elapsed * (1.0 - share) / share)
-            } else {
-                "…".into()
-            };
-            let mut err = std::io::stderr().lock();
-            let _ = write!(
-                err,
-                "\r\x1b[2K{:5.1} %  {done} ticks  {rate:.0}/s  ETA {eta}",
-                share * 100.0
-            );
-            let _ = err.flush();
+            // The rate counts from the first tick consumed (joining the group takes seconds).
+            let (since, base) = *first.get_or_insert((std::time::Instant::now(), done));
+            let rate = (done - base) as f64 / since.elapsed().as_secs_f64().max(1e-3);
+            bar.set_position((share * STEPS as f64) as u64);
+            bar.set_message(format!("{done} ticks  {rate:.0}/s"));
         }
     }))
 }

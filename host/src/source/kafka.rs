@@ -500,8 +500,9 @@ pub struct KafkaConfig {
     pub assignment_strategy: String,
     /// How long a host may hold partitions the group revoked while it stores and commits what it
     /// holds for them, in milliseconds; past it they are let go of and that work is delivered again
-    /// to their next owner. At most half of `max_poll_interval_ms` is used (the group waits no
-    /// longer than that for the member).
+    /// to their next owner. At most half of `max_poll_interval_ms` and half of `session_timeout_ms`
+    /// is used: Kafka waits up to the poll interval for the member to rejoin, some brokers
+    /// (librdkafka's mock cluster) only about the session timeout.
     pub revoke_timeout_ms: u64,
 }
 
@@ -564,9 +565,13 @@ impl KafkaConfig {
     }
 
     /// How long revoked partitions are held for their work to be stored: `revoke_timeout_ms`, at
-    /// most half of `max_poll_interval_ms`.
+    /// most half of `max_poll_interval_ms` and of `session_timeout_ms`.
     pub fn revoke_timeout(&self) -> Duration {
-        Duration::from_millis(self.revoke_timeout_ms.min(self.max_poll_interval_ms / 2))
+        Duration::from_millis(
+            self.revoke_timeout_ms
+                .min(self.max_poll_interval_ms / 2)
+                .min(self.session_timeout_ms / 2),
+        )
     }
 
     pub fn group_timeouts(&self) -> GroupTimeouts {

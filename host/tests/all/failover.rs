@@ -305,11 +305,16 @@ async fn a_host_joining_takes_partitions_without_work_done_twice() {
     let indexed = indexed_positions(&es).await;
     assert_eq!(indexed.len(), 2 * TICKS);
     let twice: Vec<_> = indexed.iter().filter(|(_, n)| **n > 1).collect();
+    let warnings: Vec<&str> = first_log_text
+        .lines()
+        .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+        .collect();
     assert!(
         twice.is_empty(),
-        "indexed twice: {} e.g. {:?}",
+        "indexed twice: {} e.g. {:?}; the first host's warnings:\n{}",
         twice.len(),
-        twice.first()
+        twice.first(),
+        warnings.join("\n")
     );
     let positions = lake_positions(&lake);
     assert_eq!(positions.len(), 2 * TICKS);
