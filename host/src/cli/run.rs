@@ -45,7 +45,7 @@ pub struct RunArgs {
     pub accept_lost_offsets: bool,
     /// Feed the topic with simulated ticks, this many per second, stamped with the clock (a live
     /// market for the offline mode and the dashboard).
-    #[arg(long, value_name = "TICKS_PER_SECOND", conflicts_with = "once")]
+    #[arg(long, value_name = "TICKS_PER_SECOND", conflicts_with_all = ["once", "input"])]
     pub simulate: Option<f64>,
     /// Instruments of the simulated market.
     #[arg(long, default_value_t = 20, requires = "simulate")]
@@ -98,95 +98,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let telemetry = Arc::new(stockpipe::telemetry::Telemetry::new());
     let progress = Arc::new(ReplayProgress::default());
     let mut input_refused = Vec::new();
-    let mut replay = None;
-    let mut feed_input = None;
-    // The checkpoint a run over the same file left, when this run resumes from it.
-    let mut resumed = None;
-    if let (Some(path), Some(mut reader)) = (&args.input, input) {
+    let mut beside = None;
+    if let (Some(path), Some(reader)) = (&args.input, input) {
         let producer = stockpipe::source::kafka::producer(&brokers)?;
         if embedded.is_some() {
-            // Replayed beside the pipeline, a window ahead of it, and resumed from the checkpoint
-            // the last run over the same file left beside the lake.
-            let partitions = k.embedded_partitions;
-            let store = stockpipe::sink::store::LakeStore::open(
-                &config.lake.location()?,
-                config.lake.gcs_options(),
-            )
-            .await?;
-            let checkpoint = InputCheckpoint::new(path, reader.size(), partitions)
-                .load(&store, &k.topic)
-                .await?;
-            if !checkpoint.committed.is_empty() {
-                tokio::task::block_in_place(|| {
-                    commit_for_group(&brokers, &k.group_id, &k.topic, &checkpoint.committed)
-                })?;
-                tracing::info!(input = %path.display(), committed = ?checkpoint.committed, "resuming the input where the sinks had acknowledged it");
-                resumed = Some(format!(
-                    "{}/{}",
-                    config.lake.url.trim_end_matches('/'),
-                    checkpoint.object_name(&k.topic)
-                ));
-            }
-            let (ends_tx, ends_rx) = tokio::sync::oneshot::channel();
-            let gate = Gate {
-                window: Window::new(EMBEDDED_WINDOW_BYTES, 0),
-                consumed: Box::new({
-                    let telemetry = telemetry.clone();
-                    move || telemetry.counts().consumed
-                }),
-                resume: checkpoint.committed.clone(),
-            };
-            let (topic, progress) = (k.topic.clone(), progress.clone());
-            replay = Some(tokio::spawn(async move {
-                let replayed = produce_file(
-                    &producer,
-                    &topic,
-                    partitions,
-                    &mut reader,
-                    Some(gate),
-                    &progress,
+            beside = Some(
+                replay_beside(
+                    &config, &brokers, path, reader, producer, &telemetry, &progress,
                 )
-                .await;
-                let (ends, refused) = match replayed {
-                    Ok(r) => (Ok(r.ends), r.refused),
-                    Err(e) => (Err(e), Vec::new()),
-                };
-                let _ = ends_tx.send(ends);
-                refused
-            }));
-            feed_input = Some(stockpipe::pipeline::InputFeed {
-                ends: ends_rx,
-                checkpoint,
-                saved_at: None,
-                unsaved: false,
-            });
+                .await?,
+            );
         } else {
-            let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .create()
-                .context("creating a Kafka client")?;
-            let probe = tokio::task::block_in_place(|| {
-                stockpipe::source::kafka::high_watermarks(
-                    &client,
-                    &k.topic,
-                    std::time::Duration::from_secs(10),
-                )
-            })
-            .with_context(|| format!("reading the partitions of {} at {brokers}", k.topic))?;
-            let partitions = i32::try_from(probe.len()).unwrap_or(i32::MAX);
-            let replayed = produce_file(
-                &producer,
-                &k.topic,
-                partitions,
-                &mut reader,
-                None,
-                &progress,
-            )
-            .await?;
-            input_refused = replayed.refused;
-            tracing::info!(sent = replayed.sent, refused = input_refused.len(), topic = %k.topic, input = %path.display(), "input replayed into the topic");
+            input_refused =
+                replay_first(&brokers, &k.topic, path, reader, producer, &progress).await?;
         }
     }
+    let (replay, feed_input, resumed) = match beside {
+        Some(b) => (Some(b.replay), Some(b.feed), b.resumed),
+        None => (None, None, None),
+    };
     let shown = args.input.as_ref().and_then(|_| {
         let telemetry = telemetry.clone();
         show_progress(progress.clone(), move || telemetry.counts().consumed)
@@ -281,4 +211,109 @@ fn commit_for_group(
         .context("creating a client to commit the checkpoint's offsets")?;
     stockpipe::source::kafka::commit_positions(&consumer, topic, offsets)
         .context("committing the checkpoint's offsets")
+}
+
+/// A file replayed beside the pipeline (the embedded cluster).
+struct Beside {
+    /// The replay; it answers the ticks the broker refused.
+    replay: tokio::task::JoinHandle<Vec<replay::InputRefusal>>,
+    feed: stockpipe::pipeline::InputFeed,
+    /// The checkpoint this run resumes from, if any (to name it).
+    resumed: Option<String>,
+}
+
+/// Starts replaying `path` into the embedded cluster beside the pipeline, at most a window ahead of
+/// what it has consumed, resuming from the checkpoint a run over the same file left beside the
+/// lake (its offsets committed for the group before the group starts).
+async fn replay_beside(
+    config: &Config,
+    brokers: &str,
+    path: &std::path::Path,
+    mut reader: InputReader,
+    producer: rdkafka::producer::FutureProducer,
+    telemetry: &Arc<stockpipe::telemetry::Telemetry>,
+    progress: &Arc<ReplayProgress>,
+) -> anyhow::Result<Beside> {
+    let k = &config.kafka;
+    let partitions = k.embedded_partitions;
+    let store = stockpipe::sink::store::LakeStore::open(
+        &config.lake.location()?,
+        config.lake.gcs_options(),
+    )
+    .await?;
+    let checkpoint = InputCheckpoint::new(path, reader.size(), partitions)
+        .load(&store, &k.topic)
+        .await?;
+    let mut resumed = None;
+    if !checkpoint.committed.is_empty() {
+        tokio::task::block_in_place(|| {
+            commit_for_group(brokers, &k.group_id, &k.topic, &checkpoint.committed)
+        })?;
+        tracing::info!(input = %path.display(), committed = ?checkpoint.committed, "resuming the input where the sinks had acknowledged it");
+        resumed = Some(format!(
+            "{}/{}",
+            config.lake.url.trim_end_matches('/'),
+            checkpoint.object_name(&k.topic)
+        ));
+    }
+    let (ends_tx, ends_rx) = tokio::sync::oneshot::channel();
+    let gate = Gate {
+        window: Window::new(EMBEDDED_WINDOW_BYTES, 0),
+        consumed: Box::new({
+            let telemetry = telemetry.clone();
+            move || telemetry.counts().consumed
+        }),
+        resume: checkpoint.committed.clone(),
+    };
+    let (topic, progress) = (k.topic.clone(), progress.clone());
+    let replay = tokio::spawn(async move {
+        let replayed = produce_file(
+            &producer,
+            &topic,
+            partitions,
+            &mut reader,
+            Some(gate),
+            &progress,
+        )
+        .await;
+        let (ends, refused) = match replayed {
+            Ok(r) => (Ok(r.ends), r.refused),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        let _ = ends_tx.send(ends);
+        refused
+    });
+    Ok(Beside {
+        replay,
+        feed: stockpipe::pipeline::InputFeed::new(ends_rx, checkpoint),
+        resumed,
+    })
+}
+
+/// Replays `path` into a real broker's topic before the pipeline starts (the broker keeps it);
+/// returns the ticks the broker refused.
+async fn replay_first(
+    brokers: &str,
+    topic: &str,
+    path: &std::path::Path,
+    mut reader: InputReader,
+    producer: rdkafka::producer::FutureProducer,
+    progress: &ReplayProgress,
+) -> anyhow::Result<Vec<replay::InputRefusal>> {
+    let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .context("creating a Kafka client")?;
+    let ends = tokio::task::block_in_place(|| {
+        stockpipe::source::kafka::high_watermarks(
+            &client,
+            topic,
+            std::time::Duration::from_secs(10),
+        )
+    })
+    .with_context(|| format!("reading the partitions of {topic} at {brokers}"))?;
+    let partitions = i32::try_from(ends.len()).unwrap_or(i32::MAX);
+    let replayed = produce_file(&producer, topic, partitions, &mut reader, None, progress).await?;
+    tracing::info!(sent = replayed.sent, refused = replayed.refused.len(), topic, input = %path.display(), "input replayed into the topic");
+    Ok(replayed.refused)
 }

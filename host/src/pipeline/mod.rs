@@ -162,11 +162,26 @@ pub struct Pipeline {
 /// replay ends, and the committed offsets are kept in a checkpoint beside the lake.
 pub struct InputFeed {
     /// Partition -> end of the replayed file, once the replay is done (or why it failed).
-    pub ends: tokio::sync::oneshot::Receiver<anyhow::Result<BTreeMap<i32, i64>>>,
-    pub checkpoint: InputCheckpoint,
+    ends: tokio::sync::oneshot::Receiver<anyhow::Result<BTreeMap<i32, i64>>>,
+    checkpoint: InputCheckpoint,
     /// When the checkpoint was last stored, and whether it has moved since.
-    pub saved_at: Option<Instant>,
-    pub unsaved: bool,
+    saved_at: Option<Instant>,
+    unsaved: bool,
+}
+
+impl InputFeed {
+    /// `ends` answers once the replay is done; `checkpoint` is where the file resumes.
+    pub fn new(
+        ends: tokio::sync::oneshot::Receiver<anyhow::Result<BTreeMap<i32, i64>>>,
+        checkpoint: InputCheckpoint,
+    ) -> Self {
+        Self {
+            ends,
+            checkpoint,
+            saved_at: None,
+            unsaved: false,
+        }
+    }
 }
 
 /// Kafka calls that wait on the broker give up after this long.

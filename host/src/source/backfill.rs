@@ -313,7 +313,7 @@ pub fn show_progress(
             let share = (read as f64 / size as f64) * (done as f64 / produced as f64).min(1.0);
             // The rate counts from the first tick consumed (joining the group takes seconds).
             let (since, base) = *first.get_or_insert((std::time::Instant::now(), done));
-            let rate = (done - base) as f64 / since.elapsed().as_secs_f64().max(1e-3);
+            let rate = done.saturating_sub(base) as f64 / since.elapsed().as_secs_f64().max(1e-3);
             bar.set_position((share * STEPS as f64) as u64);
             bar.set_message(format!("{done} ticks  {rate:.0}/s"));
         }

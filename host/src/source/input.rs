@@ -140,12 +140,13 @@ impl InputReader {
                 match b {
                     b'"' => in_string = true,
                     b'{' | b'[' => depth += 1,
-                    b'}' => depth -= 1,
+                    // Saturating: the file was checked whole, but may have changed since.
+                    b'}' => depth = depth.saturating_sub(1),
                     b']' if depth == 0 => {
                         self.done = true;
                         break;
                     }
-                    b']' => depth -= 1,
+                    b']' => depth = depth.saturating_sub(1),
                     b',' if depth == 0 => break,
                     _ => {}
                 }
