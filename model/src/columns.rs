@@ -97,6 +97,112 @@ impl TickColumns {
         }
     }
 
+    /// Empty columns with room for `ticks` ticks of `levels` levels a side.
+    pub fn with_capacity(ticks: usize, levels: usize) -> Self {
+        let per_level = ticks * levels;
+        Self {
+            timestamp_us: Vec::with_capacity(ticks),
+            instrument_token: Vec::with_capacity(ticks),
+            last_price: Vec::with_capacity(ticks),
+            volume: Vec::with_capacity(ticks),
+            sell_quantity: Vec::with_capacity(ticks),
+            last_quantity: Vec::with_capacity(ticks),
+            change: Vec::with_capacity(ticks),
+            average_price: Vec::with_capacity(ticks),
+            open: Vec::with_capacity(ticks),
+            high: Vec::with_capacity(ticks),
+            low: Vec::with_capacity(ticks),
+            close: Vec::with_capacity(ticks),
+            bid_count: Vec::with_capacity(ticks),
+            bid_price: Vec::with_capacity(per_level),
+            bid_orders: Vec::with_capacity(per_level),
+            bid_quantity: Vec::with_capacity(per_level),
+            ask_count: Vec::with_capacity(ticks),
+            ask_price: Vec::with_capacity(per_level),
+            ask_orders: Vec::with_capacity(per_level),
+            ask_quantity: Vec::with_capacity(per_level),
+        }
+    }
+
+    /// The ticks at `indices`, in that order, as columns of their own. Panics on an index out of
+    /// range or on inconsistent columns (call [`TickColumns::check`] on columns from elsewhere).
+    pub fn gather(&self, indices: &[usize]) -> Self {
+        fn starts(counts: &[u8]) -> Vec<usize> {
+            let mut at = Vec::with_capacity(counts.len() + 1);
+            at.push(0);
+            let mut sum = 0;
+            for &c in counts {
+                sum += usize::from(c);
+                at.push(sum);
+            }
+            at
+        }
+        let (bid_at, ask_at) = (starts(&self.bid_count), starts(&self.ask_count));
+        let mut out = Self::with_capacity(indices.len(), 0);
+        for &i in indices {
+            out.push_scalars(self, i);
+            let (b, a) = (bid_at[i]..bid_at[i + 1], ask_at[i]..ask_at[i + 1]);
+            out.bid_price.extend_from_slice(&self.bid_price[b.clone()]);
+            out.bid_orders
+                .extend_from_slice(&self.bid_orders[b.clone()]);
+            out.bid_quantity.extend_from_slice(&self.bid_quantity[b]);
+            out.ask_price.extend_from_slice(&self.ask_price[a.clone()]);
+            out.ask_orders
+                .extend_from_slice(&self.ask_orders[a.clone()]);
+            out.ask_quantity.extend_from_slice(&self.ask_quantity[a]);
+        }
+        out
+    }
+
+    /// Tick `i`'s per-tick values (not its levels) from `from`.
+    fn push_scalars(&mut self, from: &Self, i: usize) {
+        self.timestamp_us.push(from.timestamp_us[i]);
+        self.instrument_token.push(from.instrument_token[i]);
+        self.last_price.push(from.last_price[i]);
+        self.volume.push(from.volume[i]);
+        self.sell_quantity.push(from.sell_quantity[i]);
+        self.last_quantity.push(from.last_quantity[i]);
+        self.change.push(from.change[i]);
+        self.average_price.push(from.average_price[i]);
+        self.open.push(from.open[i]);
+        self.high.push(from.high[i]);
+        self.low.push(from.low[i]);
+        self.close.push(from.close[i]);
+        self.bid_count.push(from.bid_count[i]);
+        self.ask_count.push(from.ask_count[i]);
+    }
+
+    /// Appends one tick. Panics if a side has more than [`MAX_LEVELS`] levels.
+    pub fn push(&mut self, t: &TickRef<'_>) {
+        let count = |levels: &[DepthLevel]| {
+            u8::try_from(levels.len()).expect("the decoder bounds depth at 255 levels")
+        };
+        self.timestamp_us.push(t.timestamp_us);
+        self.instrument_token.push(t.instrument_token);
+        self.last_price.push(t.last_price);
+        self.volume.push(t.volume);
+        self.sell_quantity.push(t.sell_quantity);
+        self.last_quantity.push(t.last_quantity);
+        self.change.push(t.change);
+        self.average_price.push(t.average_price);
+        self.open.push(t.open);
+        self.high.push(t.high);
+        self.low.push(t.low);
+        self.close.push(t.close);
+        self.bid_count.push(count(t.depth_buy));
+        self.ask_count.push(count(t.depth_sell));
+        for l in t.depth_buy {
+            self.bid_price.push(l.price);
+            self.bid_orders.push(l.orders);
+            self.bid_quantity.push(l.quantity);
+        }
+        for l in t.depth_sell {
+            self.ask_price.push(l.price);
+            self.ask_orders.push(l.orders);
+            self.ask_quantity.push(l.quantity);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.timestamp_us.len()
     }
@@ -297,6 +403,28 @@ mod tests {
         let views = columns.views(&bids, &asks);
         let back: Vec<Tick> = views.iter().map(TickRef::to_tick).collect();
         assert_eq!(back, ticks);
+    }
+
+    #[test]
+    fn gather_picks_ticks_with_their_levels() {
+        let mut second = tick();
+        second.instrument_token = 7;
+        second.depth_sell.truncate(2);
+        second.depth_buy.clear();
+        let mut third = tick();
+        third.depth_buy.truncate(1);
+        let ticks = [tick(), second, third];
+        let columns = TickColumns::from_ticks(ticks.iter());
+        for picked in [vec![], vec![1], vec![2, 0], vec![0, 1, 2], vec![1, 1]] {
+            let expected: Vec<&Tick> = picked.iter().map(|&i| &ticks[i]).collect();
+            let gathered = columns.gather(&picked);
+            gathered.check().unwrap();
+            assert_eq!(
+                gathered,
+                TickColumns::from_ticks(expected.into_iter()),
+                "{picked:?}"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! Decoding is strict about types (a price written as the string `"NaN"` is refused, not coerced)
 //! and names the offending field, because every refusal becomes a dead-letter reason.
 
+pub mod scan;
+
+use crate::columns::TickColumns;
 use crate::time::{from_epoch_millis, parse_timestamp};
 use crate::{DepthLevel, Tick};
 use serde_json::{Map, Value};
@@ -179,6 +182,21 @@ pub fn decode_tick(bytes: &[u8], naive_offset_minutes: i32) -> Result<Tick, Deco
         }
     }
     Ok(tick)
+}
+
+/// Decodes one message onto the end of a batch's columns: [`scan::scan_into`] for the messages it
+/// recognises (nearly all), [`decode_tick`] for the rest, which names the field of any refusal.
+/// On a refusal the columns are as they were.
+pub fn decode_into(
+    bytes: &[u8],
+    naive_offset_minutes: i32,
+    columns: &mut TickColumns,
+) -> Result<(), DecodeError> {
+    if scan::scan_into(bytes, naive_offset_minutes, columns).is_some() {
+        return Ok(());
+    }
+    columns.push(&decode_tick(bytes, naive_offset_minutes)?.view());
+    Ok(())
 }
 
 fn decode_unbounded(bytes: &[u8], naive_offset_minutes: i32) -> Result<Tick, DecodeError> {

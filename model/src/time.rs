@@ -76,11 +76,43 @@ impl Civil {
 /// RFC 3339 in UTC with microseconds: `2017-06-20T07:35:05.284824Z` (what Elasticsearch's
 /// `strict_date_optional_time_nanos` and BigQuery's TIMESTAMP both read).
 pub fn format_rfc3339_micros(us: i64) -> String {
+    let mut out = Vec::with_capacity(27);
+    write_rfc3339_micros(&mut out, us);
+    String::from_utf8(out).expect("ASCII")
+}
+
+/// [`format_rfc3339_micros`] appended to `out`: digits written in place for the years 0–9999
+/// (every timestamp validate lets through), `format!`'s padding otherwise.
+pub fn write_rfc3339_micros(out: &mut Vec<u8>, us: i64) {
     let c = Civil::from_micros(us);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros
-    )
+    let Ok(year @ 0..=9999) = u32::try_from(c.year) else {
+        let text = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros
+        );
+        out.extend_from_slice(text.as_bytes());
+        return;
+    };
+    push_digits(out, year, 4);
+    for (sep, value, width) in [
+        (b'-', c.month, 2),
+        (b'-', c.day, 2),
+        (b'T', c.hour, 2),
+        (b':', c.minute, 2),
+        (b':', c.second, 2),
+        (b'.', c.micros, 6),
+    ] {
+        out.push(sep);
+        push_digits(out, value, width);
+    }
+    out.push(b'Z');
+}
+
+/// `value` in `width` decimal digits, zero-padded (`value` < 10^width).
+fn push_digits(out: &mut Vec<u8>, value: u32, width: u32) {
+    for k in (0..width).rev() {
+        out.push(b'0' + (value / 10u32.pow(k) % 10) as u8);
+    }
 }
 
 /// The sample's own form, `2017-06-20 07:35:05.284824`, in UTC.
@@ -112,8 +144,18 @@ impl std::error::Error for TimestampError {}
 /// Parses the sample's form or RFC 3339 into UTC µs. `naive_offset_minutes` is the offset from UTC
 /// of wall-clock times that carry no zone (the sample's form); RFC 3339 carries its own.
 pub fn parse_timestamp(s: &str, naive_offset_minutes: i32) -> Result<i64, TimestampError> {
-    let err = |why: &str| TimestampError(format!("timestamp {s:?}: {why}"));
-    let b = s.as_bytes();
+    parse_timestamp_bytes(s.as_bytes(), naive_offset_minutes)
+}
+
+/// [`parse_timestamp`] over bytes (a JSON string's, not yet checked to be UTF-8: every accepted
+/// form is ASCII).
+pub fn parse_timestamp_bytes(b: &[u8], naive_offset_minutes: i32) -> Result<i64, TimestampError> {
+    let err =
+        |why: &str| TimestampError(format!("timestamp {:?}: {why}", String::from_utf8_lossy(b)));
+    if let Some((civil, micros)) = sample_form(b) {
+        check_civil(civil).map_err(err)?;
+        return Ok(civil_micros(civil, micros, i64::from(naive_offset_minutes)));
+    }
     if b.len() < 19 {
         return Err(err(
             "too short; expected YYYY-MM-DD HH:MM:SS[.ffffff] or RFC 3339",
@@ -139,12 +181,7 @@ pub fn parse_timestamp(s: &str, naive_offset_minutes: i32) -> Result<i64, Timest
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(i64::from(year), month) {
-        return Err(err("no such date"));
-    }
-    if hour > 23 || minute > 59 || second > 60 {
-        return Err(err("no such time of day"));
-    }
+    check_civil([year, month, day, hour, minute, second]).map_err(err)?;
     let mut i = 19;
     let mut micros = 0u32;
     if i < b.len() && b[i] == b'.' {
@@ -180,9 +217,69 @@ pub fn parse_timestamp(s: &str, naive_offset_minutes: i32) -> Result<i64, Timest
         }
         i64::from(naive_offset_minutes)
     };
+    Ok(civil_micros(
+        [year, month, day, hour, minute, second],
+        micros,
+        offset_minutes,
+    ))
+}
+
+/// The sample's form exactly, `YYYY-MM-DD HH:MM:SS.ffffff` — what nearly every tick carries — read
+/// in one pass over fixed positions: `[year, month, day, hour, minute, second]` and the micros.
+/// `None` for anything else, which the general parser reads (and refuses with a reason).
+fn sample_form(b: &[u8]) -> Option<([u32; 6], u32)> {
+    let b: &[u8; 26] = b.try_into().ok()?;
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b' '
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+    {
+        return None;
+    }
+    const DIGITS: [usize; 20] = [
+        0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22, 23, 24, 25,
+    ];
+    let d = |i: usize| u32::from(b[i].wrapping_sub(b'0'));
+    if DIGITS.iter().any(|&i| d(i) > 9) {
+        return None;
+    }
+    let two = |i: usize| d(i) * 10 + d(i + 1);
+    let micros = (20..26).fold(0, |acc, i| acc * 10 + d(i));
+    Some((
+        [
+            two(0) * 100 + two(2),
+            two(5),
+            two(8),
+            two(11),
+            two(14),
+            two(17),
+        ],
+        micros,
+    ))
+}
+
+/// Refuses a date or time of day that does not exist (a leap second, :60, is let through).
+fn check_civil([year, month, day, hour, minute, second]: [u32; 6]) -> Result<(), &'static str> {
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(i64::from(year), month) {
+        return Err("no such date");
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return Err("no such time of day");
+    }
+    Ok(())
+}
+
+/// UTC µs of a checked civil time at `offset_minutes` from UTC.
+fn civil_micros(
+    [year, month, day, hour, minute, second]: [u32; 6],
+    micros: u32,
+    offset_minutes: i64,
+) -> i64 {
     let days = days_from_civil(i64::from(year), month, day);
     let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_minutes * 60;
-    Ok(secs * MICROS_PER_SECOND + i64::from(micros))
+    secs * MICROS_PER_SECOND + i64::from(micros)
 }
 
 fn days_in_month(year: i64, month: u32) -> u32 {
@@ -214,6 +311,23 @@ mod tests {
         // 2017-06-20T07:35:05Z is 1497944105 s.
         assert_eq!(us, 1_497_944_105_284_824);
         assert_eq!(format_rfc3339_micros(us), "2017-06-20T07:35:05.284824Z");
+        // The digits written in place are format!'s, in and out of the four-digit years.
+        for us in [
+            0,
+            -1,
+            951_782_400_000_000,
+            253_402_300_799_999_999,
+            253_402_300_800_000_000,
+            -62_135_596_800_000_001,
+            us,
+        ] {
+            let c = Civil::from_micros(us);
+            let expected = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+                c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros
+            );
+            assert_eq!(format_rfc3339_micros(us), expected, "{us}");
+        }
         assert_eq!(format_sample_micros(us), "2017-06-20 07:35:05.284824");
         assert_eq!(
             Civil::from_micros(us).lake_partition(),

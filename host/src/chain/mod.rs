@@ -14,6 +14,7 @@ use std::sync::Arc;
 use stockpipe_guest_enrich::logic as enrich_logic;
 use stockpipe_guest_route::logic::{self as route_logic, Destinations, RouteInput};
 use stockpipe_guest_validate::logic as validate_logic;
+use stockpipe_model::columns::TickColumns;
 use stockpipe_model::{Enrichment, Rejection, Tick, TickRef};
 
 /// Configuration handed to the guests on every call.
@@ -72,14 +73,21 @@ pub enum StageOutcome {
 pub type GuestVersions = Vec<(&'static str, String)>;
 
 pub trait StageChain {
-    fn process(&mut self, ticks: &[Tick]) -> Vec<StageOutcome>;
+    /// One outcome per tick of a batch laid out as columns (as the pipeline decodes it), in order.
+    fn process_columns(&mut self, batch: &TickColumns) -> Vec<StageOutcome>;
+
+    /// [`StageChain::process_columns`] of ticks one by one (tests and tools).
+    fn process(&mut self, ticks: &[Tick]) -> Vec<StageOutcome> {
+        self.process_columns(&TickColumns::from_ticks(ticks.iter()))
+    }
+
     fn versions(&self) -> GuestVersions;
 }
 
 /// Puts per-stage results together; shared by both chains so that they cannot drift apart.
 fn assemble(
     config: &StageConfigs,
-    ticks: &[Tick],
+    batch: &TickColumns,
     verdicts: Vec<Result<(), Refusal>>,
     mut enrich_outcomes: impl FnMut(&[usize]) -> Vec<Result<Enrichment, Refusal>>,
     route: impl FnOnce(&[RouteInput]) -> Vec<Result<Destinations, Refusal>>,
@@ -95,13 +103,13 @@ fn assemble(
     for (i, outcome) in accepted.iter().zip(enrich_outcomes(&accepted)) {
         fates[*i] = outcome.map(Some);
     }
-    let inputs: Vec<RouteInput> = ticks
+    let inputs: Vec<RouteInput> = fates
         .iter()
-        .zip(&fates)
-        .map(|(t, fate)| RouteInput {
-            timestamp_us: t.timestamp_us,
-            instrument_token: t.instrument_token,
-            change: t.change,
+        .enumerate()
+        .map(|(i, fate)| RouteInput {
+            timestamp_us: batch.timestamp_us[i],
+            instrument_token: batch.instrument_token[i],
+            change: batch.change[i],
             spread_bps: fate
                 .as_ref()
                 .ok()
@@ -277,9 +285,9 @@ impl WasmChain {
 }
 
 impl StageChain for WasmChain {
-    fn process(&mut self, ticks: &[Tick]) -> Vec<StageOutcome> {
+    fn process_columns(&mut self, batch: &TickColumns) -> Vec<StageOutcome> {
         let faults_before = StageKind::ALL.map(|k| self.stage(k).faults());
-        let outcomes = self.process_batch(ticks);
+        let outcomes = self.process_batch(batch);
         for kind in StageKind::ALL {
             if self.stage(kind).faults() > faults_before[kind as usize] {
                 self.faulted_batches[kind as usize] += 1;
@@ -297,8 +305,7 @@ impl StageChain for WasmChain {
 }
 
 impl WasmChain {
-    fn process_batch(&mut self, ticks: &[Tick]) -> Vec<StageOutcome> {
-        let views: Vec<TickRef<'_>> = ticks.iter().map(Tick::view).collect();
+    fn process_batch(&mut self, batch: &TickColumns) -> Vec<StageOutcome> {
         let validate_cfg = convert::validate_config(&self.config.validate);
         let enrich_cfg = convert::enrich_config(&self.config.enrich);
         let route_cfg = convert::route_config(&self.config.route);
@@ -310,15 +317,18 @@ impl WasmChain {
         let validate = &mut self.validate;
         let mut took = [std::time::Duration::ZERO; 3];
         let started = std::time::Instant::now();
-        // The whole batch as columns, built once: validate's call, and enrich's when every tick
-        // passed (a retry of a single tick after a fault builds its own).
-        let columns = convert::tick_batch(&views);
-        let whole = views.len();
-        let validated = call_isolated(&views, |batch| {
-            if batch.len() == whole {
+        // The whole batch crosses as one copy of its columns: validate's call, and enrich's when
+        // every tick passed. A part of it (a retry tick by tick after a fault, the ticks validate
+        // accepted) gets columns of its own.
+        let whole = batch.len();
+        let columns = convert::tick_batch(batch);
+        let every: Vec<usize> = (0..whole).collect();
+        let part = |indices: &[usize]| convert::tick_batch_owned(batch.gather(indices));
+        let validated = call_isolated(&every, |indices| {
+            if indices.len() == whole {
                 validate.validate_columns(&validate_cfg, &columns, whole)
             } else {
-                validate.validate(&validate_cfg, batch)
+                validate.validate_columns(&validate_cfg, &part(indices), indices.len())
             }
         });
         took[0] = started.elapsed();
@@ -335,24 +345,17 @@ impl WasmChain {
         let [_, enrich_took, route_took] = &mut took;
         let outcomes = assemble(
             &self.config,
-            ticks,
+            batch,
             verdicts,
             |accepted| {
                 let started = std::time::Instant::now();
-                // Every tick passed (the usual case): the columns built for validate serve, and
-                // `views` is the batch. Otherwise the accepted ticks get columns of their own.
-                let enriched = if accepted.len() == whole {
-                    call_isolated(&views, |b| {
-                        if b.len() == whole {
-                            enrich.enrich_columns(&enrich_cfg, &columns, whole)
-                        } else {
-                            enrich.enrich(&enrich_cfg, b)
-                        }
-                    })
-                } else {
-                    let batch: Vec<TickRef<'_>> = accepted.iter().map(|&i| views[i]).collect();
-                    call_isolated(&batch, |b| enrich.enrich(&enrich_cfg, b))
-                };
+                let enriched = call_isolated(accepted, |indices| {
+                    if indices.len() == whole {
+                        enrich.enrich_columns(&enrich_cfg, &columns, whole)
+                    } else {
+                        enrich.enrich_columns(&enrich_cfg, &part(indices), indices.len())
+                    }
+                });
                 if !accepted.is_empty() {
                     *enrich_took = started.elapsed();
                 }
@@ -387,9 +390,10 @@ pub struct NativeChain {
 }
 
 impl StageChain for NativeChain {
-    fn process(&mut self, ticks: &[Tick]) -> Vec<StageOutcome> {
+    fn process_columns(&mut self, batch: &TickColumns) -> Vec<StageOutcome> {
         let config = &self.config;
-        let views: Vec<TickRef<'_>> = ticks.iter().map(Tick::view).collect();
+        let (bids, asks) = batch.levels();
+        let views: Vec<TickRef<'_>> = batch.views(&bids, &asks);
         let verdicts = validate_logic::validate_batch(&config.validate, &views)
             .into_iter()
             .map(|v| match v {
@@ -399,7 +403,7 @@ impl StageChain for NativeChain {
             .collect();
         assemble(
             config,
-            ticks,
+            batch,
             verdicts,
             |accepted| {
                 accepted

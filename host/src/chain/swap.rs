@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
-use stockpipe_model::Tick;
+use stockpipe_model::columns::TickColumns;
+use stockpipe_model::{Tick, TickRef};
 
 /// When to refuse a swap and when to undo one.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -57,7 +58,7 @@ impl Default for SwapPolicy {
 /// The latest processed batches, shared (not copied) with the shadow runs.
 #[derive(Debug, Default)]
 pub struct ShadowBuffer {
-    batches: VecDeque<Arc<Vec<Tick>>>,
+    batches: VecDeque<Arc<TickColumns>>,
     ticks: usize,
     capacity: usize,
 }
@@ -70,7 +71,7 @@ impl ShadowBuffer {
         }
     }
 
-    pub fn push(&mut self, batch: Arc<Vec<Tick>>) {
+    pub fn push(&mut self, batch: Arc<TickColumns>) {
         if self.capacity == 0 || batch.is_empty() {
             return;
         }
@@ -84,11 +85,19 @@ impl ShadowBuffer {
 
     /// The latest `capacity` ticks (or fewer), oldest first.
     pub fn snapshot(&self) -> Vec<Tick> {
-        let all: Vec<&Tick> = self.batches.iter().flat_map(|b| b.iter()).collect();
-        all[all.len().saturating_sub(self.capacity)..]
-            .iter()
-            .map(|t| (*t).clone())
-            .collect()
+        let mut skip = self.ticks.saturating_sub(self.capacity);
+        let mut latest = Vec::with_capacity(self.ticks - skip);
+        for batch in &self.batches {
+            if skip >= batch.len() {
+                skip -= batch.len();
+                continue;
+            }
+            let (bids, asks) = batch.levels();
+            let views = batch.views(&bids, &asks);
+            latest.extend(views[skip..].iter().map(TickRef::to_tick));
+            skip = 0;
+        }
+        latest
     }
 }
 
@@ -737,7 +746,8 @@ mod tests {
             ..stockpipe_model::example::tick()
         };
         for start in [0u64, 3, 6] {
-            buffer.push(Arc::new((start..start + 3).map(tick).collect()));
+            let ticks: Vec<Tick> = (start..start + 3).map(tick).collect();
+            buffer.push(Arc::new(TickColumns::from_ticks(ticks.iter())));
         }
         let tokens: Vec<u64> = buffer
             .snapshot()

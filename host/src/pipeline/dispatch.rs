@@ -4,17 +4,19 @@
 //! tracked, so that its offset moves only once each has acknowledged it.
 
 use super::{Consumed, Pipeline};
-use crate::chain::{GuestVersions, Refusal, StageChain, StageOutcome};
+use crate::chain::{Refusal, StageChain, StageOutcome};
+use crate::sink::document::DocumentWriter;
 use crate::sink::elasticsearch::BulkItem;
 use crate::sink::lake::{Appended, RolledSegment};
-use crate::sink::{SourceRef, document, kafka as kafka_sink};
+use crate::sink::{SourceRef, kafka as kafka_sink};
 use crate::telemetry::BatchRecord;
 use anyhow::Context;
 use rdkafka::producer::DeliveryFuture;
 use std::sync::Arc;
 use stockpipe_guest_route::logic::Destinations;
-use stockpipe_model::json::{DecodeError, decode_tick};
-use stockpipe_model::{Enrichment, Tick};
+use stockpipe_model::columns::TickColumns;
+use stockpipe_model::json::{DecodeError, decode_into};
+use stockpipe_model::{Enrichment, TickRef};
 
 /// A delivery to a topic the batch waits for before the next one.
 enum Pending {
@@ -23,8 +25,15 @@ enum Pending {
     Alert(SourceRef, DeliveryFuture),
 }
 
+/// A document for the index, its bytes at `range` of the batch's document buffer.
+struct ToIndex {
+    index: Arc<str>,
+    range: std::ops::Range<usize>,
+    message: Consumed,
+}
+
 /// What one batch left for after its loop: the counts, the deliveries to await, the lake
-/// segments that filled up.
+/// segments that filled up, the documents to index.
 #[derive(Default)]
 struct BatchOut {
     record: BatchRecord,
@@ -32,23 +41,23 @@ struct BatchOut {
     rolled: Vec<RolledSegment>,
     /// Re-delivered lines the lake already holds.
     already_stored: u64,
+    /// Every document of the batch, back to back: each is encoded once, the lake copies its line
+    /// from here and the index shares it.
+    documents: Vec<u8>,
+    to_index: Vec<ToIndex>,
 }
 
-/// Decodes every message: the ticks, in order, and for each message its tick's index or the
-/// reason it did not decode.
+/// Decodes every message straight into the batch's columns: the ticks, in order, and for each
+/// message its tick's index or the reason it did not decode.
 fn decode_batch(
     batch: &[Consumed],
     offset_minutes: i32,
-) -> (Vec<Tick>, Vec<Result<usize, DecodeError>>) {
-    let mut ticks = Vec::with_capacity(batch.len());
+) -> (TickColumns, Vec<Result<usize, DecodeError>>) {
+    // Five levels a side, the sample's depth: a deeper book only grows the level columns.
+    let mut ticks = TickColumns::with_capacity(batch.len(), 5);
     let slots = batch
         .iter()
-        .map(|m| {
-            decode_tick(&m.payload, offset_minutes).map(|t| {
-                ticks.push(t);
-                ticks.len() - 1
-            })
-        })
+        .map(|m| decode_into(&m.payload, offset_minutes, &mut ticks).map(|()| ticks.len() - 1))
         .collect();
     (ticks, slots)
 }
@@ -69,7 +78,7 @@ impl Pipeline {
         let (ticks, slots) = decode_batch(&batch, offset_minutes);
         let chain = &mut self.chain;
         let mut outcomes: Vec<Option<StageOutcome>> =
-            tokio::task::block_in_place(|| chain.process(&ticks))
+            tokio::task::block_in_place(|| chain.process_columns(&ticks))
                 .into_iter()
                 .map(Some)
                 .collect();
@@ -81,18 +90,22 @@ impl Pipeline {
         );
         let guest_calls = self.chain.last_calls();
         let versions = self.chain.versions();
+        let (bids, asks) = ticks.levels();
+        let views = ticks.views(&bids, &asks);
+        let writer = DocumentWriter::new(&versions);
         let mut out = BatchOut {
             record: BatchRecord {
                 consumed: batch.len() as u64,
                 ..BatchRecord::default()
             },
+            documents: Vec::with_capacity(self.document_capacity * views.len()),
             ..BatchOut::default()
         };
         for (message, slot) in batch.into_iter().zip(slots) {
             match slot {
                 Ok(i) => {
                     let outcome = outcomes[i].take().expect("each outcome is taken once");
-                    self.dispatch(message, Some(&ticks[i]), outcome, &versions, &mut out)?;
+                    self.dispatch(message, Some(&views[i]), outcome, &writer, &mut out)?;
                 }
                 Err(e) => {
                     let refused = StageOutcome::Refused {
@@ -104,13 +117,21 @@ impl Pipeline {
                         },
                         dead_letter_topic: self.config.kafka.dead_letter_topic.clone(),
                     };
-                    self.dispatch(message, None, refused, &versions, &mut out)?;
+                    self.dispatch(message, None, refused, &writer, &mut out)?;
                 }
             }
         }
+        if !views.is_empty() {
+            self.document_capacity = (out.documents.len() / views.len() + 64).min(16 << 10);
+        }
+        self.index_documents(
+            std::mem::take(&mut out.documents),
+            std::mem::take(&mut out.to_index),
+        );
         self.telemetry.record_batch(out.record, &guest_calls);
         self.telemetry.lake_already_stored(out.already_stored);
         self.store_segments(out.rolled).await?;
+        drop(views);
         self.after_batch(ticks);
         self.await_deliveries(out.pending).await
     }
@@ -119,9 +140,9 @@ impl Pipeline {
     fn dispatch(
         &mut self,
         message: Consumed,
-        tick: Option<&Tick>,
+        tick: Option<&TickRef<'_>>,
         outcome: StageOutcome,
-        versions: &GuestVersions,
+        writer: &DocumentWriter,
         out: &mut BatchOut,
     ) -> anyhow::Result<()> {
         match outcome {
@@ -134,7 +155,7 @@ impl Pipeline {
                 destinations,
             } => {
                 let tick = tick.expect("an accepted tick was decoded");
-                self.accept(message, tick, &enrichment, &destinations, versions, out)
+                self.accept(message, tick, &enrichment, &destinations, writer, out)
             }
         }
     }
@@ -171,10 +192,10 @@ impl Pipeline {
     fn accept(
         &mut self,
         message: Consumed,
-        tick: &Tick,
+        tick: &TickRef<'_>,
         enrichment: &Enrichment,
         destinations: &Destinations,
-        versions: &GuestVersions,
+        writer: &DocumentWriter,
         out: &mut BatchOut,
     ) -> anyhow::Result<()> {
         let source = &message.source;
@@ -182,7 +203,6 @@ impl Pipeline {
         out.record
             .prices
             .push((tick.instrument_token, tick.timestamp_us, tick.last_price));
-        let mut doc = document::AcceptedDocument::new(tick, enrichment, source, versions);
         let index = destinations
             .search_index
             .as_ref()
@@ -191,18 +211,16 @@ impl Pipeline {
             + u32::from(destinations.alert.is_some())
             + u32::from(index.is_some());
         self.tracker.track(source.partition, source.offset, sinks);
-        let line = if destinations.lake_partition.is_some() || index.is_some() {
-            let mut line = Vec::with_capacity(self.document_capacity);
-            serde_json::to_writer(&mut line, &doc).context("encoding a document")?;
-            self.document_capacity = (line.len() + 64).min(16 << 10);
-            line
-        } else {
-            Vec::new()
-        };
+        let start = out.documents.len();
+        if destinations.lake_partition.is_some() || index.is_some() {
+            writer.write(&mut out.documents, tick, enrichment, source, None);
+        }
+        let range = start..out.documents.len();
         if let Some(partition) = &destinations.lake_partition {
+            let line = &out.documents[range.clone()];
             match self
                 .lake
-                .append(partition, source.partition, source.offset, &line)
+                .append(partition, source.partition, source.offset, line)
             {
                 Appended::Buffered(r) => out.rolled.extend(r),
                 Appended::AlreadyStored => {
@@ -212,28 +230,44 @@ impl Pipeline {
             }
         }
         if let Some(alert) = &destinations.alert {
-            doc.alert_reason = Some(&alert.reason);
-            let body = serde_json::to_vec(&doc).context("encoding an alert")?;
+            let mut body = Vec::with_capacity(range.len() + 64);
+            writer.write(&mut body, tick, enrichment, source, Some(&alert.reason));
             let delivery =
                 kafka_sink::send_alert(&self.producer, &alert.topic, message.key.as_deref(), &body)
                     .with_context(|| format!("enqueueing an alert to {}", alert.topic))?;
             out.pending.push(Pending::Alert(source.clone(), delivery));
         }
-        if let (Some(index), Some(es)) = (index, &mut self.es) {
-            es.push(BulkItem {
+        if let Some(index) = index {
+            out.to_index.push(ToIndex {
                 index: index.clone(),
-                document: line,
-                source: message.source,
-                key: message.key,
-                payload: message.payload,
+                range,
+                message,
             });
         }
         Ok(())
     }
 
+    /// Hands the batch's documents for the index to the Elasticsearch sink, each a slice of the
+    /// one buffer they were encoded into.
+    fn index_documents(&mut self, documents: Vec<u8>, to_index: Vec<ToIndex>) {
+        let Some(es) = &mut self.es else {
+            return;
+        };
+        let documents = bytes::Bytes::from(documents);
+        for item in to_index {
+            es.push(BulkItem {
+                index: item.index,
+                document: documents.slice(item.range),
+                source: item.message.source,
+                key: item.message.key,
+                payload: item.message.payload,
+            });
+        }
+    }
+
     /// Hot swap's bookkeeping: the applier's watch over a new version, the processed count, and
     /// the shadow buffer a candidate is tried on.
-    fn after_batch(&mut self, ticks: Vec<Tick>) {
+    fn after_batch(&mut self, ticks: TickColumns) {
         if let Some(swaps) = &mut self.swaps {
             swaps.after_batch(&mut self.chain);
         }

@@ -632,8 +632,9 @@ impl Pipeline {
         let own: HashSet<i32> = rdkafka::consumer::Consumer::assignment(&**self.consumer)
             .map(|a| a.elements().iter().map(|e| e.partition()).collect())
             .unwrap_or_default();
-        if own.is_empty() && self.positions.next().is_empty() {
-            // Not assigned anything yet: the group is still forming (joining takes seconds).
+        if !self.consumer_notes.rebalance.joined() {
+            // Not assigned anything yet, not even an empty set: the group is still forming
+            // (joining takes seconds).
             tracing::debug!("run --once: waiting for the group to assign partitions");
             return;
         }

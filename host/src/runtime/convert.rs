@@ -6,8 +6,13 @@ use stockpipe_guest_route::plan::{RouteColumns, RoutePlan};
 use stockpipe_model as model;
 use stockpipe_model::columns::{EnrichmentColumns, TickColumns};
 
-pub fn tick_batch(ticks: &[model::TickRef<'_>]) -> types::TickBatch {
-    let c = TickColumns::from_views(ticks);
+/// The WIT record of a batch's columns: one copy of each column.
+pub fn tick_batch(c: &TickColumns) -> types::TickBatch {
+    tick_batch_owned(c.clone())
+}
+
+/// [`tick_batch`] of columns no longer needed: moved, not copied.
+pub fn tick_batch_owned(c: TickColumns) -> types::TickBatch {
     types::TickBatch {
         timestamp_us: c.timestamp_us,
         instrument_token: c.instrument_token,

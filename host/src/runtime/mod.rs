@@ -16,6 +16,7 @@ use bindings::{enrich, route, validate};
 use sandbox::{GuestState, Sandbox};
 use sha2::Digest;
 use std::sync::Arc;
+use stockpipe_model::columns::TickColumns;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
@@ -281,7 +282,8 @@ impl StageInstance {
         config: &validate::ValidateConfig,
         ticks: &[stockpipe_model::TickRef<'_>],
     ) -> Result<Vec<Option<stockpipe_model::Rejection>>, GuestFault> {
-        self.validate_columns(config, &convert::tick_batch(ticks), ticks.len())
+        let batch = convert::tick_batch_owned(TickColumns::from_views(ticks));
+        self.validate_columns(config, &batch, ticks.len())
     }
 
     /// [`StageInstance::validate`] of `ticks` ticks already laid out as columns (the chain builds
@@ -313,7 +315,8 @@ impl StageInstance {
         ticks: &[stockpipe_model::TickRef<'_>],
     ) -> Result<Vec<Result<stockpipe_model::Enrichment, stockpipe_model::Rejection>>, GuestFault>
     {
-        self.enrich_columns(config, &convert::tick_batch(ticks), ticks.len())
+        let batch = convert::tick_batch_owned(TickColumns::from_views(ticks));
+        self.enrich_columns(config, &batch, ticks.len())
     }
 
     /// [`StageInstance::enrich`] of `ticks` ticks already laid out as columns.

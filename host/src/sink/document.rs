@@ -9,15 +9,15 @@ use crate::chain::GuestVersions;
 use serde::Serialize;
 #[cfg(test)]
 use serde_json::{Map, Value};
-use stockpipe_model::{DepthLevel, Enrichment, Tick, time::format_rfc3339_micros};
+use stockpipe_model::{DepthLevel, Enrichment, TickRef, time::format_rfc3339_micros};
 
 /// The deterministic document id: the guest's event id (content hash) as 16 hex digits.
 pub fn document_id(enrichment: &Enrichment) -> String {
     format!("{:016x}", enrichment.event_id)
 }
 
-/// The document of an accepted tick, serialized straight from borrowed fields (no JSON value
-/// tree per tick): `serde_json::to_vec(&AcceptedDocument::new(…))`.
+/// The document of an accepted tick as serde describes it: the reference [`DocumentWriter`] is
+/// held to, byte for byte (the pipeline writes with the writer; tests and tools use this).
 #[derive(Debug, Serialize)]
 pub struct AcceptedDocument<'a> {
     event_id: String,
@@ -60,7 +60,7 @@ pub(crate) struct TickFields<'a> {
 }
 
 impl<'a> TickFields<'a> {
-    pub(crate) fn of(t: &'a Tick) -> Self {
+    pub(crate) fn of(t: &TickRef<'a>) -> Self {
         Self {
             instrument_token: t.instrument_token,
             last_price: t.last_price,
@@ -74,8 +74,8 @@ impl<'a> TickFields<'a> {
             low: t.low,
             close: t.close,
             depth: Depth {
-                buy: Levels(&t.depth_buy),
-                sell: Levels(&t.depth_sell),
+                buy: Levels(t.depth_buy),
+                sell: Levels(t.depth_sell),
             },
         }
     }
@@ -129,7 +129,7 @@ impl Serialize for Versions<'_> {
 
 impl<'a> AcceptedDocument<'a> {
     pub fn new(
-        tick: &'a Tick,
+        tick: &TickRef<'a>,
         enrichment: &Enrichment,
         source: &'a SourceRef,
         versions: &'a GuestVersions,
@@ -158,6 +158,150 @@ impl<'a> AcceptedDocument<'a> {
     }
 }
 
+/// Writes documents straight into a caller's buffer: the bytes `serde_json::to_vec` gives for an
+/// [`AcceptedDocument`] (integers by itoa, floats by zmij — serde_json's own formatters — a
+/// non-finite float as `null`, strings escaped by serde_json), without a value tree, a `String`
+/// or a `Vec` of its own. One writer per batch: the guest versions are encoded once.
+pub struct DocumentWriter {
+    /// `,"guest_versions":{…}`.
+    versions: Vec<u8>,
+}
+
+impl DocumentWriter {
+    pub fn new(versions: &GuestVersions) -> Self {
+        let mut out = b",\"guest_versions\":{".to_vec();
+        for (i, (stage, version)) in versions.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(&mut out, stage);
+            out.push(b':');
+            string(&mut out, version);
+        }
+        out.push(b'}');
+        Self { versions: out }
+    }
+
+    /// Appends the document of an accepted tick (one line's bytes, without the newline).
+    pub fn write(
+        &self,
+        out: &mut Vec<u8>,
+        tick: &TickRef<'_>,
+        e: &Enrichment,
+        source: &SourceRef,
+        alert_reason: Option<&str>,
+    ) {
+        out.extend_from_slice(b"{\"event_id\":\"");
+        hex16(out, e.event_id);
+        out.extend_from_slice(b"\",\"timestamp\":\"");
+        stockpipe_model::time::write_rfc3339_micros(out, tick.timestamp_us);
+        out.push(b'"');
+        tick_fields(out, tick);
+        for (key, value) in [
+            (&b",\"mid_price\":"[..], e.mid_price),
+            (b",\"spread\":", e.spread),
+            (b",\"spread_bps\":", e.spread_bps),
+            (b",\"book_imbalance\":", e.book_imbalance),
+            (b",\"notional\":", e.notional),
+            (b",\"deviation_bps\":", e.deviation_bps),
+        ] {
+            out.extend_from_slice(key);
+            float(out, value);
+        }
+        out.extend_from_slice(b",\"hour_of_day\":");
+        integer(out, e.hour);
+        out.extend_from_slice(b",\"minute\":");
+        integer(out, e.minute);
+        out.extend_from_slice(b",\"source\":{\"topic\":");
+        string(out, &source.topic);
+        out.extend_from_slice(b",\"partition\":");
+        integer(out, source.partition);
+        out.extend_from_slice(b",\"offset\":");
+        integer(out, source.offset);
+        out.push(b'}');
+        out.extend_from_slice(&self.versions);
+        if let Some(reason) = alert_reason {
+            out.extend_from_slice(b",\"alert_reason\":");
+            string(out, reason);
+        }
+        out.push(b'}');
+    }
+}
+
+/// The tick's fields after its timestamp, each preceded by its comma.
+fn tick_fields(out: &mut Vec<u8>, t: &TickRef<'_>) {
+    out.extend_from_slice(b",\"instrument_token\":");
+    integer(out, t.instrument_token);
+    out.extend_from_slice(b",\"last_price\":");
+    float(out, t.last_price);
+    for (key, value) in [
+        (&b",\"volume\":"[..], t.volume),
+        (b",\"sell_quantity\":", t.sell_quantity),
+        (b",\"last_quantity\":", t.last_quantity),
+    ] {
+        out.extend_from_slice(key);
+        integer(out, value);
+    }
+    for (key, value) in [
+        (&b",\"change\":"[..], t.change),
+        (b",\"average_price\":", t.average_price),
+        (b",\"open\":", t.open),
+        (b",\"high\":", t.high),
+        (b",\"low\":", t.low),
+        (b",\"close\":", t.close),
+    ] {
+        out.extend_from_slice(key);
+        float(out, value);
+    }
+    out.extend_from_slice(b",\"depth\":{\"buy\":");
+    levels(out, t.depth_buy);
+    out.extend_from_slice(b",\"sell\":");
+    levels(out, t.depth_sell);
+    out.push(b'}');
+}
+
+fn levels(out: &mut Vec<u8>, levels: &[DepthLevel]) {
+    out.push(b'[');
+    for (i, l) in levels.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"price\":");
+        float(out, l.price);
+        out.extend_from_slice(b",\"orders\":");
+        integer(out, l.orders);
+        out.extend_from_slice(b",\"quantity\":");
+        integer(out, l.quantity);
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+fn integer(out: &mut Vec<u8>, value: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// Shortest round trip, as serde_json writes it; `null` for NaN and the infinities, as it does.
+fn float(out: &mut Vec<u8>, value: f64) {
+    if value.is_finite() {
+        out.extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn string(out: &mut Vec<u8>, value: &str) {
+    serde_json::to_writer(&mut *out, value).expect("writing to a Vec");
+}
+
+/// 16 lowercase hex digits, as [`document_id`] formats them.
+fn hex16(out: &mut Vec<u8>, value: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(HEX[(value >> (shift * 4)) as usize & 0xf]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,7 +327,7 @@ mod tests {
             offset: 41,
         };
         let versions: GuestVersions = vec![("validate", "sha256:1".into()), ("route", "v2".into())];
-        let mut doc = AcceptedDocument::new(&tick, &enrichment, &source, &versions);
+        let mut doc = AcceptedDocument::new(&tick.view(), &enrichment, &source, &versions);
         let value: Value = serde_json::to_value(&doc).unwrap();
         let mut expected = Map::new();
         expected.insert("event_id".into(), "0000000000000abc".into());

@@ -252,7 +252,8 @@ fn retryable_status(status: StatusCode) -> bool {
 #[derive(Debug, Clone)]
 pub struct BulkItem {
     pub index: Arc<str>,
-    pub document: Vec<u8>,
+    /// The document's bytes: a slice of its batch's buffer (shared, not copied).
+    pub document: bytes::Bytes,
     pub source: SourceRef,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
@@ -938,7 +939,7 @@ mod tests {
     fn the_bulk_body_is_ndjson_with_deterministic_ids() {
         let item = BulkItem {
             index: "stock-stream".into(),
-            document: br#"{"a":1}"#.to_vec(),
+            document: bytes::Bytes::from_static(br#"{"a":1}"#),
             source: SourceRef {
                 topic: "stock-stream".into(),
                 partition: 2,

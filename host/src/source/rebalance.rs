@@ -37,6 +37,9 @@ struct State {
     dropped: Vec<i32>,
     /// Assigned since the pipeline last looked.
     assigned: Vec<i32>,
+    /// The group has assigned this member something at least once, if only an empty set: it is
+    /// a member, and what it does not hold, another member does.
+    joined: bool,
 }
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
@@ -76,7 +79,9 @@ impl RebalanceNotes {
                 match done {
                     Ok(()) => {
                         tracing::info!(partitions = ?list, "partitions assigned");
-                        self.state().assigned.extend(list);
+                        let mut state = self.state();
+                        state.assigned.extend(list);
+                        state.joined = true;
                     }
                     Err(e) => tracing::error!(error = %e, partitions = ?list, "assigning failed"),
                 }
@@ -175,6 +180,11 @@ impl RebalanceNotes {
     /// Partitions let go of without their work stored since the last call.
     pub fn take_dropped(&self) -> Vec<i32> {
         std::mem::take(&mut self.state().dropped)
+    }
+
+    /// Whether the group has assigned this member anything yet (an empty set counts).
+    pub fn joined(&self) -> bool {
+        self.state().joined
     }
 
     /// Partitions assigned since the last call.

@@ -184,7 +184,7 @@ pub fn tick_json(tick: &Tick) -> Vec<u8> {
     }
     serde_json::to_vec(&SampleTick {
         timestamp: stockpipe_model::time::format_sample_micros(tick.timestamp_us),
-        fields: crate::sink::document::TickFields::of(tick),
+        fields: crate::sink::document::TickFields::of(&tick.view()),
     })
     .expect("serializable")
 }

@@ -7,6 +7,7 @@ use crate::source::simulate::{SimulateOptions, simulate};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
+use stockpipe_model::columns::TickColumns;
 
 #[derive(Debug, Serialize)]
 pub struct GuestBench {
@@ -20,8 +21,14 @@ pub struct GuestBench {
     pub wasm_over_native: f64,
     pub wasm_ns_per_tick: f64,
     pub native_ns_per_tick: f64,
-    /// JSON decode (the host's cost before the guests), per tick.
+    /// JSON decode as the pipeline does it (the tick scanner, straight into a batch's columns), per
+    /// tick, best of `rounds`.
     pub decode_ns_per_tick: f64,
+    /// The reference it replaced, in the same run: serde_json's typed path into a `Tick` per
+    /// message, then the columns built from them.
+    pub decode_serde_ns_per_tick: f64,
+    /// serde / scanner.
+    pub decode_speedup: f64,
     /// Where the wasm time goes, per tick.
     pub stages: StageBreakdown,
 }
@@ -29,7 +36,8 @@ pub struct GuestBench {
 /// Per-stage cost, ns per tick, each stage timed alone over the same batches.
 #[derive(Debug, Serialize)]
 pub struct StageBreakdown {
-    /// Host: building the columns of a batch (included in the stages' wasm figures).
+    /// Host: the decoded batch's columns copied into the WIT record (once per batch in the chain;
+    /// included in the stages' wasm figures).
     pub to_wit_ns: f64,
     /// The boundary alone: a validate call, columns already built, into a guest that reads only
     /// the token column and accepts every tick (the test suite's hostile guest, read from the
@@ -70,9 +78,10 @@ fn stage_breakdown(
     let n = ticks.len();
     let views: Vec<stockpipe_model::TickRef<'_>> =
         ticks.iter().map(stockpipe_model::Tick::view).collect();
+    let columns: Vec<TickColumns> = views.chunks(batch).map(TickColumns::from_views).collect();
     let to_wit_ns = per_tick(n, rounds, || {
-        for chunk in views.chunks(batch) {
-            std::hint::black_box(convert::tick_batch(chunk));
+        for c in &columns {
+            std::hint::black_box(convert::tick_batch(c));
         }
     });
     let mut v = StageInstance::new(sandbox.clone(), components.validate.clone());
@@ -175,7 +184,10 @@ fn boundary_floor(
     let mut noop = StageInstance::new(sandbox.clone(), Arc::new(noop));
     let batches: Vec<_> = views
         .chunks(batch)
-        .map(|chunk| (chunk.len(), convert::tick_batch(chunk)))
+        .map(|chunk| {
+            let columns = TickColumns::from_views(chunk);
+            (chunk.len(), convert::tick_batch_owned(columns))
+        })
         .collect();
     let mut failed = None;
     let floor = per_tick(views.len(), rounds, || {
@@ -222,6 +234,36 @@ fn time_chains(
     best
 }
 
+/// The pipeline's decoder and the serde reference over the same messages, batch by batch, rounds
+/// alternating; best of `rounds` each, ns per tick.
+fn time_decoders(payloads: &[String], batch: usize, rounds: usize) -> (f64, f64) {
+    use stockpipe_model::json::{decode_into, decode_tick};
+    let scan = || {
+        for chunk in payloads.chunks(batch) {
+            let mut columns = TickColumns::with_capacity(chunk.len(), 5);
+            for p in chunk {
+                std::hint::black_box(decode_into(p.as_bytes(), 0, &mut columns).ok());
+            }
+            std::hint::black_box(columns);
+        }
+    };
+    let serde = || {
+        for chunk in payloads.chunks(batch) {
+            let ticks: Vec<_> = chunk
+                .iter()
+                .filter_map(|p| decode_tick(p.as_bytes(), 0).ok())
+                .collect();
+            std::hint::black_box(TickColumns::from_ticks(ticks.iter()));
+        }
+    };
+    let (mut best_scan, mut best_serde) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..rounds.max(1) {
+        best_scan = best_scan.min(per_tick(payloads.len(), 1, scan));
+        best_serde = best_serde.min(per_tick(payloads.len(), 1, serde));
+    }
+    (best_scan, best_serde)
+}
+
 pub fn guests(ticks: usize, batch: usize, rounds: usize) -> anyhow::Result<GuestBench> {
     let data = simulate(&SimulateOptions {
         instruments: 50,
@@ -246,11 +288,7 @@ pub fn guests(ticks: usize, batch: usize, rounds: usize) -> anyhow::Result<Guest
         .iter()
         .map(|t| serde_json::Value::Object(stockpipe_model::json::encode_tick(t)).to_string())
         .collect();
-    let start = Instant::now();
-    for p in &payloads {
-        std::hint::black_box(stockpipe_model::json::decode_tick(p.as_bytes(), 0).ok());
-    }
-    let decode_s = start.elapsed().as_secs_f64();
+    let (decode_ns, decode_serde_ns) = time_decoders(&payloads, batch, rounds);
     let n = data.len() as f64;
     Ok(GuestBench {
         bench: "guests",
@@ -262,7 +300,9 @@ pub fn guests(ticks: usize, batch: usize, rounds: usize) -> anyhow::Result<Guest
         wasm_over_native: wasm_s / native_s,
         wasm_ns_per_tick: wasm_s * 1e9 / n,
         native_ns_per_tick: native_s * 1e9 / n,
-        decode_ns_per_tick: decode_s * 1e9 / n,
+        decode_ns_per_tick: decode_ns,
+        decode_serde_ns_per_tick: decode_serde_ns,
+        decode_speedup: decode_serde_ns / decode_ns,
         stages,
     })
 }

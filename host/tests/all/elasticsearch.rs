@@ -38,7 +38,7 @@ fn items(n: i64) -> Vec<BulkItem> {
     (0..n)
         .map(|offset| BulkItem {
             index: Arc::from("stock-stream"),
-            document: json!({"n": offset}).to_string().into_bytes(),
+            document: json!({"n": offset}).to_string().into_bytes().into(),
             source: SourceRef {
                 topic: "stock-stream".into(),
                 partition: 0,
@@ -407,7 +407,7 @@ async fn wire_compatible_with_an_elasticsearch_api() {
             stockpipe_model::json::tick_fields(&tick, &mut doc);
             BulkItem {
                 index: Arc::from("stock-stream-wire"),
-                document: serde_json::to_vec(&doc).unwrap(),
+                document: serde_json::to_vec(&doc).unwrap().into(),
                 source: SourceRef {
                     topic: "stock-stream".into(),
                     partition: 0,

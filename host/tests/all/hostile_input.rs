@@ -214,7 +214,7 @@ fn no_generated_or_mutated_message_panics_the_host() {
             match outcome {
                 StageOutcome::Accepted { enrichment, .. } => {
                     accepted += 1;
-                    let doc = AcceptedDocument::new(tick, &enrichment, &source, &versions);
+                    let doc = AcceptedDocument::new(&tick.view(), &enrichment, &source, &versions);
                     let bytes = serde_json::to_vec(&doc).unwrap();
                     let back: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
                     assert_eq!(back["instrument_token"], tick.instrument_token);

@@ -3,6 +3,7 @@
 mod admin_api;
 mod backfill;
 mod bigquery;
+mod data_path;
 mod e2e;
 mod elasticsearch;
 mod emulators;

@@ -123,7 +123,7 @@ fn document(tick: &Tick, enrichment: &Enrichment) -> String {
         offset: 7,
     };
     let versions: GuestVersions = vec![("validate", "v1".into())];
-    let doc = AcceptedDocument::new(tick, enrichment, &source, &versions);
+    let doc = AcceptedDocument::new(&tick.view(), enrichment, &source, &versions);
     serde_json::to_string(&doc).unwrap()
 }
 
