@@ -229,24 +229,24 @@ pub fn parse_timestamp_bytes(b: &[u8], naive_offset_minutes: i32) -> Result<i64,
 /// `None` for anything else, which the general parser reads (and refuses with a reason).
 fn sample_form(b: &[u8]) -> Option<([u32; 6], u32)> {
     let b: &[u8; 26] = b.try_into().ok()?;
-    if b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b' '
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[19] != b'.'
-    {
+    // Every byte checked without a branch: a digit where one belongs, the separator elsewhere.
+    const FORM: &[u8; 26] = b"0000-00-00 00:00:00.000000";
+    let mut d = [0u32; 26];
+    let mut bad = false;
+    for i in 0..26 {
+        let v = b[i].wrapping_sub(b'0');
+        d[i] = u32::from(v);
+        bad |= if FORM[i] == b'0' {
+            v > 9
+        } else {
+            b[i] != FORM[i]
+        };
+    }
+    if bad {
         return None;
     }
-    const DIGITS: [usize; 20] = [
-        0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22, 23, 24, 25,
-    ];
-    let d = |i: usize| u32::from(b[i].wrapping_sub(b'0'));
-    if DIGITS.iter().any(|&i| d(i) > 9) {
-        return None;
-    }
-    let two = |i: usize| d(i) * 10 + d(i + 1);
-    let micros = (20..26).fold(0, |acc, i| acc * 10 + d(i));
+    let two = |i: usize| d[i] * 10 + d[i + 1];
+    let micros = two(20) * 10_000 + two(22) * 100 + two(24);
     Some((
         [
             two(0) * 100 + two(2),

@@ -57,10 +57,14 @@ struct Consumed {
 }
 
 impl Consumed {
-    fn from(message: &rdkafka::message::BorrowedMessage<'_>) -> Self {
+    /// `topic`: the last topic seen, reused while messages come from it.
+    fn from(message: &rdkafka::message::BorrowedMessage<'_>, topic: &mut Arc<str>) -> Self {
+        if &**topic != message.topic() {
+            *topic = Arc::from(message.topic());
+        }
         Self {
             source: SourceRef {
-                topic: message.topic().to_string(),
+                topic: topic.clone(),
                 partition: message.partition(),
                 offset: message.offset(),
             },
@@ -107,10 +111,11 @@ async fn keep_member(
         },
         Err(e) => tracing::warn!(error = %e, "reading the assignment failed"),
     }
+    let mut topic: Arc<str> = Arc::from("");
     loop {
         notes.rebalance.release_overdue(consumer, revoke_timeout);
         match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
-            Ok(Ok(message)) => carried.push(Consumed::from(&message)),
+            Ok(Ok(message)) => carried.push(Consumed::from(&message, &mut topic)),
             Ok(Err(e)) => tracing::debug!(error = %e, "consumer error while paused"),
             Err(_idle) => {}
         }
@@ -724,6 +729,7 @@ impl Pipeline {
         let wait = Duration::from_millis(self.config.kafka.batch_wait_ms);
         let mut batch = Vec::with_capacity(max);
         let mut deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+        let mut topic: Arc<str> = Arc::from("");
         while batch.len() < max {
             let message = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Err(_elapsed) => break,
@@ -738,7 +744,7 @@ impl Pipeline {
             if batch.is_empty() {
                 deadline = tokio::time::Instant::now() + wait;
             }
-            batch.push(Consumed::from(&message));
+            batch.push(Consumed::from(&message, &mut topic));
         }
         Ok(batch)
     }

@@ -25,7 +25,6 @@ use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder}
 use elasticsearch::http::{Method, StatusCode, Url};
 use rdkafka::producer::FutureProducer;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -305,7 +304,37 @@ pub fn classify_item(status: u16, error: Option<&serde_json::Value>) -> ItemOutc
 struct BulkResponse {
     #[serde(default)]
     errors: bool,
-    items: Vec<BTreeMap<String, BulkItemResponse>>,
+    items: Vec<BulkItemAnswer>,
+}
+
+/// One entry of a bulk answer, `{"index": {…}}`: the action's result (none for an empty entry),
+/// read without a map or a `String` per item.
+struct BulkItemAnswer(Option<BulkItemResponse>);
+
+impl<'de> Deserialize<'de> for BulkItemAnswer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = BulkItemAnswer;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object keyed by the bulk action")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let first = map
+                    .next_entry::<serde::de::IgnoredAny, BulkItemResponse>()?
+                    .map(|(_, r)| r);
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(BulkItemAnswer(first))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -350,18 +379,40 @@ pub struct DeadLetters {
 fn bulk_body(items: &[BulkItem]) -> Vec<u8> {
     let mut body = Vec::with_capacity(items.iter().map(|i| i.document.len() + 96).sum());
     for item in items {
-        push_index_action(&mut body, &item.index, &item.id(), &item.document);
+        push_index_action(
+            &mut body,
+            &item.index,
+            |body| write_document_id(body, &item.source),
+            &item.document,
+        );
     }
     body
 }
 
-/// `{"index":{"_index":…,"_id":…}}` and the document, each on its line; the two strings are
-/// JSON-escaped in place (no value tree per document).
-fn push_index_action(body: &mut Vec<u8>, index: &str, id: &str, document: &[u8]) {
+/// [`document_id`] as a JSON string, written in place: its digits and dashes need no escaping,
+/// so escaping the topic alone gives serde_json's bytes.
+fn write_document_id(body: &mut Vec<u8>, source: &SourceRef) {
+    serde_json::to_writer(&mut *body, &*source.topic).expect("writing to a Vec");
+    body.pop(); // the topic's closing quote
+    body.push(b'-');
+    body.extend_from_slice(itoa::Buffer::new().format(source.partition).as_bytes());
+    body.push(b'-');
+    body.extend_from_slice(itoa::Buffer::new().format(source.offset).as_bytes());
+    body.push(b'"');
+}
+
+/// `{"index":{"_index":…,"_id":…}}` and the document, each on its line; the index name is
+/// JSON-escaped in place, `write_id` writes the id as a JSON string (no value tree per document).
+fn push_index_action(
+    body: &mut Vec<u8>,
+    index: &str,
+    write_id: impl FnOnce(&mut Vec<u8>),
+    document: &[u8],
+) {
     body.extend_from_slice(b"{\"index\":{\"_index\":");
     serde_json::to_writer(&mut *body, index).expect("writing to a Vec");
     body.extend_from_slice(b",\"_id\":");
-    serde_json::to_writer(&mut *body, id).expect("writing to a Vec");
+    write_id(body);
     body.extend_from_slice(b"}}\n");
     body.extend_from_slice(document);
     body.push(b'\n');
@@ -376,7 +427,12 @@ pub async fn index_documents(
 ) -> Result<u64, EsError> {
     let mut body = Vec::new();
     for (index, id, document) in documents {
-        push_index_action(&mut body, index, id, document);
+        push_index_action(
+            &mut body,
+            index,
+            |b| serde_json::to_writer(b, id).expect("writing to a Vec"),
+            document,
+        );
     }
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -401,7 +457,7 @@ pub async fn index_documents(
                 let failed: Vec<String> = parsed
                     .items
                     .into_iter()
-                    .filter_map(|i| i.into_values().next())
+                    .filter_map(|i| i.0)
                     .filter_map(|i| match classify_item(i.status, i.error.as_ref()) {
                         ItemOutcome::Indexed => None,
                         ItemOutcome::Retry(e) | ItemOutcome::Refused(e) => Some(e),
@@ -473,7 +529,7 @@ pub async fn deliver(
         let mut again = Vec::new();
         let mut last_retry_reason = None;
         for (item, answer) in items.drain(..).zip(parsed.items) {
-            let Some(result) = answer.into_values().next() else {
+            let Some(result) = answer.0 else {
                 again.push(item);
                 continue;
             };
@@ -536,7 +592,8 @@ async fn send_bulk(
             "/_bulk",
             headers.clone(),
             None::<&()>,
-            Some(bulk_body(items)),
+            // As `Bytes`, which the client sends as it is (a `Vec` it would copy).
+            Some(bytes::Bytes::from(bulk_body(items))),
             None,
         )
         .await;
@@ -948,11 +1005,18 @@ mod tests {
             key: None,
             payload: Vec::new(),
         };
+        let mut odd = item.clone();
+        odd.source.topic = "a\"b\\c".into();
+        odd.source.offset = -1;
         let body = String::from_utf8(bulk_body(&[item])).unwrap();
         assert_eq!(
             body,
             "{\"index\":{\"_index\":\"stock-stream\",\"_id\":\"stock-stream-2-41\"}}\n{\"a\":1}\n"
         );
+        // The id written in place is the escaped `document_id`, whatever the topic.
+        let body = String::from_utf8(bulk_body(std::slice::from_ref(&odd))).unwrap();
+        let id = serde_json::to_string(&document_id(&odd.source)).unwrap();
+        assert!(body.contains(&format!(",\"_id\":{id}}}}}\n")), "{body}");
     }
 
     #[test]

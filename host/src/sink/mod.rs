@@ -16,7 +16,8 @@ pub mod store;
 /// The Kafka position of a message, carried with it to every sink.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SourceRef {
-    pub topic: String,
+    /// Shared: every message of a batch names the same few topics (no `String` per message).
+    pub topic: std::sync::Arc<str>,
     pub partition: i32,
     pub offset: i64,
 }

@@ -425,13 +425,23 @@ pub struct PacedBench {
     pub rss_mib: f64,
     /// Cores the host process kept busy on average (1.0 = one core).
     pub host_cores_busy: f64,
+    /// The host's CPU per indexed tick, user + kernel.
+    pub host_cpu_us_per_tick: f64,
+    /// Of which in the kernel (the lake's file writes are most of it).
+    pub host_kernel_us_per_tick: f64,
     pub bulk_max_age_ms: u64,
 }
 
 /// CPU seconds (user + system) the process has used, from /proc (clock ticks of 1/100 s).
 fn cpu_seconds(pid: &str) -> f64 {
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// CPU seconds the process has used in user space and in the kernel.
+fn cpu_split(pid: &str) -> (f64, f64) {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
+        return (f64::NAN, f64::NAN);
     };
     // The fields after the command name (which may hold spaces) start after the last ')'.
     let fields: Vec<&str> = text[text.rfind(')').map_or(0, |i| i + 2)..]
@@ -439,8 +449,8 @@ fn cpu_seconds(pid: &str) -> f64 {
         .collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
     match (ticks(11), ticks(12)) {
-        (Some(user), Some(system)) => (user + system) / 100.0,
-        _ => f64::NAN,
+        (Some(user), Some(system)) => (user / 100.0, system / 100.0),
+        _ => (f64::NAN, f64::NAN),
     }
 }
 
@@ -505,11 +515,14 @@ pub async fn paced(
     tokio::time::sleep(Duration::from_secs(2)).await; // warm-up
     endpoint.take();
     let started = Instant::now();
-    let cpu_before = cpu_seconds(&pid.to_string());
+    let before = cpu_split(&pid.to_string());
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let seen = endpoint.take();
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(&pid.to_string()) - cpu_before;
+    let after = cpu_split(&pid.to_string());
+    let kernel = after.1 - before.1;
+    let cpu = after.0 - before.0 + kernel;
+    let per_tick = |s: f64| s * 1e6 / seen.documents.max(1) as f64;
     let peak = status_kib(pid, "VmHWM:").unwrap_or(f64::NAN) / 1024.0;
     let rss = status_kib(pid, "VmRSS:").unwrap_or(f64::NAN) / 1024.0;
     let _ = child.start_kill();
@@ -535,6 +548,8 @@ pub async fn paced(
         peak_rss_mib: peak,
         rss_mib: rss,
         host_cores_busy: cpu / elapsed,
+        host_cpu_us_per_tick: per_tick(cpu),
+        host_kernel_us_per_tick: per_tick(kernel),
         bulk_max_age_ms,
     })
 }

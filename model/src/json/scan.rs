@@ -8,10 +8,10 @@
 //! the thorough way, which names the field of any refusal. `tests::the_scanner_agrees_with_the_
 //! reference` holds the two to the same answers over generated and mutated messages.
 //!
-//! Numbers: integers are read digit by digit; a decimal of at most 15 significant digits and 22
-//! fraction digits is `mantissa / 10^k`, exact and correctly rounded (both are exact doubles and
-//! IEEE division rounds once); anything longer goes to core's `f64::from_str`, which is correctly
-//! rounded too, as serde_json's `float_roundtrip` is.
+//! Numbers: digits are read eight at a time where eight bytes remain; a decimal whose mantissa is
+//! at most 2^53 with at most 22 fraction digits is `mantissa / 10^k`, exact and correctly rounded
+//! (both are exact doubles and IEEE division rounds once); anything else goes to core's
+//! `f64::from_str`, which is correctly rounded too, as serde_json's `float_roundtrip` is.
 
 use crate::columns::{MAX_LEVELS, TickColumns};
 use crate::time::{from_epoch_millis, parse_timestamp_bytes};
@@ -165,24 +165,25 @@ impl<'a> Scanner<'a> {
             self.i += 1;
         }
         let (int_len, mut mantissa) = digit_run(self.b, self.i, 0);
-        let leading_zero = match self.b.get(self.i..self.i + int_len)? {
-            [] | [b'0', _, ..] => return None,
-            [b'0'] => true,
-            _ => false,
-        };
+        let leading_zero = *self.b.get(self.i)? == b'0';
+        if int_len == 0 || (leading_zero && int_len > 1) {
+            return None;
+        }
         let mut digits = if leading_zero { 0 } else { int_len as u32 };
         self.i += int_len;
         let mut fraction_digits = 0u32;
         if self.peek() == Some(b'.') {
             self.i += 1;
             let (len, value) = digit_run(self.b, self.i, mantissa);
-            let fraction = self.b.get(self.i..self.i + len)?;
             if len == 0 {
                 return None;
             }
             // Leading zeros of a fraction (0.0012) are not significant.
             let zeros = if digits == 0 {
-                fraction.iter().take_while(|&&d| d == b'0').count()
+                self.b[self.i..self.i + len]
+                    .iter()
+                    .take_while(|&&d| d == b'0')
+                    .count()
             } else {
                 0
             };
@@ -244,7 +245,12 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     fn float(&mut self) -> Option<f64> {
         let n = self.number()?;
-        let v = if !n.has_exponent && n.digits <= 15 && n.fraction_digits <= 22 {
+        // Exact when the mantissa is (at most 2^53, and at most 19 digits were kept).
+        let v = if !n.has_exponent
+            && n.digits <= 19
+            && n.mantissa <= 1 << 53
+            && n.fraction_digits <= 22
+        {
             n.mantissa as f64 / POW10[n.fraction_digits as usize]
         } else {
             let text = std::str::from_utf8(&self.b[n.start..n.end]).ok()?;
@@ -763,6 +769,12 @@ mod tests {
         "\"2017-06-20T07:35:05+05:30\"",
         "\"2017-06-20 07:35:05\"",
         "\"2017-02-30 07:35:05\"",
+        "\"2017-02-29 07:35:05.123456\"",
+        "\"2016-02-29 23:59:60.999999\"",
+        "\"2017-06-20 24:00:00.000000\"",
+        "\"2017-06-20 07:3a:05.000000\"",
+        "\"2017-06-20T07:35:05.000000\"",
+        "\"2017/06/20 07:35:05.000000\"",
         "\"2017-06-20\\u0020\"",
         "\"yesterday\"",
         "1497944105284",
