@@ -314,7 +314,7 @@ fn four_decimals(out: &mut Vec<u8>, value: f64) -> bool {
         return true;
     }
     let mut width = 4;
-    while fraction % 10 == 0 {
+    while fraction.is_multiple_of(10) {
         fraction /= 10;
         width -= 1;
     }
