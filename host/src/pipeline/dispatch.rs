@@ -12,14 +12,17 @@ use crate::sink::{SourceRef, kafka as kafka_sink};
 use crate::telemetry::BatchRecord;
 use anyhow::Context;
 use rdkafka::producer::DeliveryFuture;
+use std::future::Future;
 use std::sync::Arc;
 use stockpipe_guest_route::logic::Destinations;
 use stockpipe_model::columns::TickColumns;
 use stockpipe_model::json::{DecodeError, decode_into};
 use stockpipe_model::{Enrichment, TickRef};
 
-/// A delivery to a topic the batch waits for before the next one.
-enum Pending {
+/// A delivery to a topic (a dead letter, an alert) not yet acknowledged by the broker: its
+/// message's offset cannot move until it is. Collected between batches, not awaited by the batch
+/// that sent it.
+pub(super) enum Pending {
     /// With the stage that refused the tick.
     DeadLetter(SourceRef, DeliveryFuture, &'static str),
     Alert(SourceRef, DeliveryFuture),
@@ -133,7 +136,8 @@ impl Pipeline {
         self.store_segments(out.rolled).await?;
         drop(views);
         self.after_batch(ticks);
-        self.await_deliveries(out.pending).await
+        self.deliveries.extend(out.pending);
+        Ok(())
     }
 
     /// Sends one message's outcome to its sinks.
@@ -280,17 +284,36 @@ impl Pipeline {
             .push(Arc::new(ticks));
     }
 
-    /// Waits for the batch's dead letters and alerts; each one the broker took is acknowledged,
-    /// and counted once per batch.
-    async fn await_deliveries(&mut self, pending: Vec<Pending>) -> anyhow::Result<()> {
+    /// The dead letters and alerts the broker has answered for (all of them, waiting, with `all`):
+    /// each one it took is acknowledged, and counted; one it refused stops the run (its offset is
+    /// not committed: the next run sends it again).
+    pub(super) async fn collect_deliveries(&mut self, all: bool) -> anyhow::Result<()> {
         let mut dead_lettered: Vec<(&'static str, u64)> = Vec::new();
         let mut alerts = 0;
-        for p in pending {
-            let (source, delivery, refused_at) = match p {
-                Pending::DeadLetter(s, d, stage) => (s, d, Some(stage)),
-                Pending::Alert(s, d) => (s, d, None),
+        let mut waiting = Vec::new();
+        for mut p in std::mem::take(&mut self.deliveries) {
+            let delivery = match &mut p {
+                Pending::DeadLetter(_, d, _) | Pending::Alert(_, d) => d,
             };
-            match delivery.await {
+            let answer = if all {
+                delivery.await
+            } else {
+                // Polled once, no timer, no wake-up wanted: an answer that has not come stays
+                // for the next batch.
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                match std::pin::Pin::new(delivery).poll(&mut cx) {
+                    std::task::Poll::Ready(answer) => answer,
+                    std::task::Poll::Pending => {
+                        waiting.push(p);
+                        continue;
+                    }
+                }
+            };
+            let (source, refused_at) = match p {
+                Pending::DeadLetter(s, _, stage) => (s, Some(stage)),
+                Pending::Alert(s, _) => (s, None),
+            };
+            match answer {
                 Ok(Ok(_)) => {
                     match refused_at {
                         Some(stage) => match dead_lettered.iter_mut().find(|(s, _)| *s == stage) {
@@ -314,6 +337,7 @@ impl Pipeline {
                 ),
             }
         }
+        self.deliveries = waiting;
         for (stage, count) in dead_lettered {
             self.telemetry.dead_lettered(stage, count);
         }

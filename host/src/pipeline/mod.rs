@@ -133,6 +133,8 @@ fn resume(consumer: &kafka_source::PipelineConsumer, partitions: &rdkafka::Topic
 
 pub struct Pipeline {
     config: Config,
+    /// Dead letters and alerts sent, not yet answered by the broker.
+    deliveries: Vec<dispatch::Pending>,
     chain: WasmChain,
     registry: Arc<GuestRegistry>,
     shadow: Arc<Mutex<ShadowBuffer>>,
@@ -250,6 +252,7 @@ impl Pipeline {
         registry.set_loaded(&chain.components());
         Ok(Self {
             config,
+            deliveries: Vec::new(),
             chain,
             registry,
             shadow: Arc::new(Mutex::new(ShadowBuffer::new(0))),
@@ -548,6 +551,7 @@ impl Pipeline {
         let rolled = self.lake.roll_partitions(&partitions);
         let store = async {
             self.store_segments(rolled).await?;
+            self.collect_deliveries(true).await?;
             self.flush_index(true).await
         };
         match tokio::time::timeout(limit, store).await {
@@ -593,6 +597,7 @@ impl Pipeline {
         targets: Option<&mut OnceTargets>,
     ) -> anyhow::Result<bool> {
         self.process(batch).await?;
+        self.collect_deliveries(false).await?;
         let rolled = self.lake.roll_due(Instant::now());
         self.store_segments(rolled).await?;
         self.flush_index(false).await?;
@@ -754,6 +759,7 @@ impl Pipeline {
     async fn finish_sinks(&mut self) -> anyhow::Result<()> {
         let flushed = self.lake.flush();
         self.store_segments(flushed).await?;
+        self.collect_deliveries(true).await?;
         self.flush_index(true).await?;
         self.store_advanced()
     }
