@@ -9,9 +9,11 @@
 //!    a file ([`source::input`]) into it beside the pipeline and checkpoints it, and
 //!    [`source::replay`] puts ticks (or [`source::simulate`]'s market) into a topic;
 //!    [`source::once`] says when `run --once` has read everything.
-//! 2. [`pipeline`] — the loop: decodes each message ([`stockpipe_model::json`]; a message that does
-//!    not decode is refused with its reason), hands the batch to the chain, and
-//!    [`pipeline::dispatch`] sends each outcome to its sinks.
+//! 2. [`pipeline`] — the loop: decodes each message straight into the batch's columns
+//!    ([`stockpipe_model::json::scan`], the tick scanner; a message it does not recognise is
+//!    decoded the thorough way, and one that does not decode is refused with its reason), hands
+//!    the columns to the chain, and [`pipeline::dispatch`] sends each outcome to its sinks
+//!    (documents written once per batch by [`sink::document::DocumentWriter`]).
 //! 3. [`chain`] — the batch goes through the validate, enrich and route guests, one call per stage;
 //!    [`chain::swap`] replaces a guest between batches ([`runtime`]: plain wasmtime — the one
 //!    `bindgen!`, the sandbox, trap isolation).

@@ -5,7 +5,8 @@
 //! - [`columns`]: batches column by column, as they cross the wasm boundary.
 //! - [`time`]: civil-date arithmetic and the timestamp formats the pipeline accepts.
 //! - [`hash`]: a stable 64-bit content hash (event ids, guest versions).
-//! - `json` (feature): decoding the Kite-style JSON the pipeline consumes, with a reason for every
+//! - `json` (feature): decoding the Kite-style JSON the pipeline consumes (`json::scan`, the tick
+//!   scanner into columns; serde_json's paths for everything else), with a reason for every
 //!   refusal, and encoding the documents it writes. Guests do not enable it.
 #![forbid(unsafe_code)]
 

@@ -197,17 +197,18 @@ impl DocumentWriter {
         stockpipe_model::time::write_rfc3339_micros(out, tick.timestamp_us);
         out.push(b'"');
         tick_fields(out, tick);
-        for (key, value) in [
-            (&b",\"mid_price\":"[..], e.mid_price),
-            (b",\"spread\":", e.spread),
-            (b",\"spread_bps\":", e.spread_bps),
-            (b",\"book_imbalance\":", e.book_imbalance),
-            (b",\"notional\":", e.notional),
-            (b",\"deviation_bps\":", e.deviation_bps),
-        ] {
-            out.extend_from_slice(key);
-            float(out, value);
-        }
+        members(
+            out,
+            &[
+                (b",\"mid_price\":", e.mid_price),
+                (b",\"spread\":", e.spread),
+                (b",\"spread_bps\":", e.spread_bps),
+                (b",\"book_imbalance\":", e.book_imbalance),
+                (b",\"notional\":", e.notional),
+                (b",\"deviation_bps\":", e.deviation_bps),
+            ],
+            float,
+        );
         out.extend_from_slice(b",\"hour_of_day\":");
         integer(out, e.hour);
         out.extend_from_slice(b",\"minute\":");
@@ -234,30 +235,40 @@ fn tick_fields(out: &mut Vec<u8>, t: &TickRef<'_>) {
     integer(out, t.instrument_token);
     out.extend_from_slice(b",\"last_price\":");
     float(out, t.last_price);
-    for (key, value) in [
-        (&b",\"volume\":"[..], t.volume),
-        (b",\"sell_quantity\":", t.sell_quantity),
-        (b",\"last_quantity\":", t.last_quantity),
-    ] {
-        out.extend_from_slice(key);
-        integer(out, value);
-    }
-    for (key, value) in [
-        (&b",\"change\":"[..], t.change),
-        (b",\"average_price\":", t.average_price),
-        (b",\"open\":", t.open),
-        (b",\"high\":", t.high),
-        (b",\"low\":", t.low),
-        (b",\"close\":", t.close),
-    ] {
-        out.extend_from_slice(key);
-        float(out, value);
-    }
+    members(
+        out,
+        &[
+            (b",\"volume\":", t.volume),
+            (b",\"sell_quantity\":", t.sell_quantity),
+            (b",\"last_quantity\":", t.last_quantity),
+        ],
+        integer,
+    );
+    members(
+        out,
+        &[
+            (b",\"change\":", t.change),
+            (b",\"average_price\":", t.average_price),
+            (b",\"open\":", t.open),
+            (b",\"high\":", t.high),
+            (b",\"low\":", t.low),
+            (b",\"close\":", t.close),
+        ],
+        float,
+    );
     out.extend_from_slice(b",\"depth\":{\"buy\":");
     levels(out, t.depth_buy);
     out.extend_from_slice(b",\"sell\":");
     levels(out, t.depth_sell);
     out.push(b'}');
+}
+
+/// Object members, each written `,"key":` (the key's bytes as given) then its value.
+fn members<T: Copy>(out: &mut Vec<u8>, members: &[(&[u8], T)], write: fn(&mut Vec<u8>, T)) {
+    for &(key, value) in members {
+        out.extend_from_slice(key);
+        write(out, value);
+    }
 }
 
 fn levels(out: &mut Vec<u8>, levels: &[DepthLevel]) {
@@ -277,7 +288,7 @@ fn levels(out: &mut Vec<u8>, levels: &[DepthLevel]) {
     out.push(b']');
 }
 
-fn integer(out: &mut Vec<u8>, value: impl itoa::Integer) {
+fn integer<T: itoa::Integer>(out: &mut Vec<u8>, value: T) {
     out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 

@@ -84,6 +84,41 @@ impl Number {
 /// Every one of the tick's 13 keys seen.
 const ALL: u16 = (1 << 13) - 1;
 
+/// A tick's per-tick values, all read before any is pushed (a message may still be declined).
+#[derive(Default)]
+struct Scalars {
+    timestamp_us: i64,
+    token: u64,
+    volume: i64,
+    sell_quantity: i64,
+    last_quantity: i64,
+    /// last_price, change, average_price, open, high, low, close.
+    prices: [f64; 7],
+    bids: u8,
+    asks: u8,
+}
+
+impl Scalars {
+    #[inline(always)]
+    fn push(&self, c: &mut TickColumns) {
+        let [last_price, change, average_price, open, high, low, close] = self.prices;
+        c.timestamp_us.push(self.timestamp_us);
+        c.instrument_token.push(self.token);
+        c.last_price.push(last_price);
+        c.volume.push(self.volume);
+        c.sell_quantity.push(self.sell_quantity);
+        c.last_quantity.push(self.last_quantity);
+        c.change.push(change);
+        c.average_price.push(average_price);
+        c.open.push(open);
+        c.high.push(high);
+        c.low.push(low);
+        c.close.push(close);
+        c.bid_count.push(self.bids);
+        c.ask_count.push(self.asks);
+    }
+}
+
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
@@ -364,20 +399,17 @@ impl<'a> Scanner<'a> {
         if self.i != self.b.len() {
             return None;
         }
-        c.timestamp_us.push(timestamp_us);
-        c.instrument_token.push(token);
-        c.last_price.push(last_price);
-        c.volume.push(volume);
-        c.sell_quantity.push(sell_quantity);
-        c.last_quantity.push(last_quantity);
-        c.change.push(change);
-        c.average_price.push(average_price);
-        c.open.push(open);
-        c.high.push(high);
-        c.low.push(low);
-        c.close.push(close);
-        c.bid_count.push(bids);
-        c.ask_count.push(asks);
+        Scalars {
+            timestamp_us,
+            token,
+            volume,
+            sell_quantity,
+            last_quantity,
+            prices: [last_price, change, average_price, open, high, low, close],
+            bids,
+            asks,
+        }
+        .push(c);
         Some(())
     }
 
@@ -419,34 +451,19 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The top-level object, then nothing but whitespace.
+    /// The members of an object whose `{` is consumed, up to its `}`: each key one of `keys`,
+    /// none twice, and `read` reads each value. Answers which keys were seen (bit i: `keys[i]`).
     #[inline(always)]
-    fn tick(mut self, naive_offset_minutes: i32, c: &mut TickColumns) -> Option<()> {
-        self.expect(b'{')?;
+    fn object(
+        &mut self,
+        keys: &[&[u8]],
+        mut read: impl FnMut(&mut Self, usize) -> Option<()>,
+    ) -> Option<u16> {
         let mut seen = 0u16;
-        let (mut timestamp_us, mut token) = (0i64, 0u64);
-        let (mut volume, mut sell_quantity, mut last_quantity) = (0i64, 0i64, 0i64);
-        // last_price, change, average_price, open, high, low, close
-        let mut prices = [0f64; 7];
-        let (mut bids, mut asks) = (0u8, 0u8);
         let mut predicted = 0;
         loop {
-            let field = self.field(&TICK_KEYS, predicted)?;
-            match field {
-                0 => timestamp_us = self.timestamp(naive_offset_minutes)?,
-                1 => token = self.uint()?,
-                2 => prices[0] = self.float()?,
-                3 => volume = self.int()?,
-                4 => sell_quantity = self.int()?,
-                5 => last_quantity = self.int()?,
-                6 => prices[1] = self.float()?,
-                7 => prices[2] = self.float()?,
-                8 => prices[3] = self.float()?,
-                9 => prices[4] = self.float()?,
-                10 => prices[5] = self.float()?,
-                11 => prices[6] = self.float()?,
-                _ => (bids, asks) = self.depth(c)?,
-            }
+            let field = self.field(keys, predicted)?;
+            read(self, field)?;
             let bit = 1 << field;
             if seen & bit != 0 {
                 return None;
@@ -454,28 +471,35 @@ impl<'a> Scanner<'a> {
             seen |= bit;
             predicted = field + 1;
             if !self.more(b'}')? {
-                break;
+                return Some(seen);
             }
         }
+    }
+
+    /// The top-level object, then nothing but whitespace. Out of line: the canonical form is
+    /// the common case, and keeping this tier apart keeps its code lean.
+    #[inline(never)]
+    fn tick(mut self, naive_offset_minutes: i32, c: &mut TickColumns) -> Option<()> {
+        self.expect(b'{')?;
+        let mut v = Scalars::default();
+        let seen = self.object(&TICK_KEYS, |s, field| {
+            match field {
+                0 => v.timestamp_us = s.timestamp(naive_offset_minutes)?,
+                1 => v.token = s.uint()?,
+                2 => v.prices[0] = s.float()?,
+                3 => v.volume = s.int()?,
+                4 => v.sell_quantity = s.int()?,
+                5 => v.last_quantity = s.int()?,
+                6..=11 => v.prices[field - 5] = s.float()?,
+                _ => (v.bids, v.asks) = s.depth(c)?,
+            }
+            Some(())
+        })?;
         self.skip_ws();
         if seen != ALL || self.i != self.b.len() {
             return None;
         }
-        let [last_price, change, average_price, open, high, low, close] = prices;
-        c.timestamp_us.push(timestamp_us);
-        c.instrument_token.push(token);
-        c.last_price.push(last_price);
-        c.volume.push(volume);
-        c.sell_quantity.push(sell_quantity);
-        c.last_quantity.push(last_quantity);
-        c.change.push(change);
-        c.average_price.push(average_price);
-        c.open.push(open);
-        c.high.push(high);
-        c.low.push(low);
-        c.close.push(close);
-        c.bid_count.push(bids);
-        c.ask_count.push(asks);
+        v.push(c);
         Some(())
     }
 
@@ -483,35 +507,16 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     fn depth(&mut self, c: &mut TickColumns) -> Option<(u8, u8)> {
         self.expect(b'{')?;
-        let (mut bids, mut asks) = (None, None);
-        let mut predicted = 0;
-        loop {
-            let side = self.field(&[b"\"buy\":", b"\"sell\":"], predicted)?;
-            let (slot, prices, orders, quantities) = if side == 0 {
-                (
-                    &mut bids,
-                    &mut c.bid_price,
-                    &mut c.bid_orders,
-                    &mut c.bid_quantity,
-                )
+        let (mut bids, mut asks) = (0, 0);
+        let seen = self.object(&[b"\"buy\":", b"\"sell\":"], |s, side| {
+            if side == 0 {
+                bids = s.levels(&mut c.bid_price, &mut c.bid_orders, &mut c.bid_quantity)?;
             } else {
-                (
-                    &mut asks,
-                    &mut c.ask_price,
-                    &mut c.ask_orders,
-                    &mut c.ask_quantity,
-                )
-            };
-            if slot.is_some() {
-                return None;
+                asks = s.levels(&mut c.ask_price, &mut c.ask_orders, &mut c.ask_quantity)?;
             }
-            *slot = Some(self.levels(prices, orders, quantities)?);
-            predicted = side + 1;
-            if !self.more(b'}')? {
-                break;
-            }
-        }
-        Some((bids?, asks?))
+            Some(())
+        })?;
+        (seen == 0b11).then_some((bids, asks))
     }
 
     /// `[{"price": p, "orders": o, "quantity": q}, …]`, at most [`MAX_LEVELS`] of them.
@@ -531,31 +536,17 @@ impl<'a> Scanner<'a> {
         let mut count = 0usize;
         loop {
             self.expect(b'{')?;
-            let mut seen = 0u8;
             let (mut price, mut order, mut quantity) = (0f64, 0i64, 0i64);
-            let mut predicted = 0;
-            loop {
-                let field = self.field(&LEVEL_KEYS, predicted)?;
+            let seen = self.object(&LEVEL_KEYS, |s, field| {
                 match field {
-                    0 => price = self.float()?,
-                    1 => order = self.int()?,
-                    _ => quantity = self.int()?,
+                    0 => price = s.float()?,
+                    1 => order = s.int()?,
+                    _ => quantity = s.int()?,
                 }
-                let bit = 1 << field;
-                if seen & bit != 0 {
-                    return None;
-                }
-                seen |= bit;
-                predicted = field + 1;
-                if !self.more(b'}')? {
-                    break;
-                }
-            }
-            if seen != 7 {
-                return None;
-            }
+                Some(())
+            })?;
             count += 1;
-            if count > MAX_LEVELS {
+            if seen != 0b111 || count > MAX_LEVELS {
                 return None;
             }
             prices.push(price);
