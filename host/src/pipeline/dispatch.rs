@@ -22,10 +22,13 @@ use stockpipe_model::{Enrichment, TickRef};
 /// A delivery to a topic (a dead letter, an alert) not yet acknowledged by the broker: its
 /// message's offset cannot move until it is. Collected between batches, not awaited by the batch
 /// that sent it.
-pub(super) enum Pending {
-    /// With the stage that refused the tick.
-    DeadLetter(SourceRef, DeliveryFuture, &'static str),
-    Alert(SourceRef, DeliveryFuture),
+pub(super) struct Pending {
+    source: SourceRef,
+    delivery: DeliveryFuture,
+    /// A dead letter's: the stage that refused the tick; none for an alert.
+    refused_at: Option<&'static str>,
+    /// The partition's generation when it was sent (see [`Pipeline::generation`]).
+    generation: u64,
 }
 
 /// A document for the index, its bytes at `range` of the batch's document buffer.
@@ -187,8 +190,12 @@ impl Pipeline {
             source,
         )
         .with_context(|| format!("enqueueing a dead letter to {dead_letter_topic}"))?;
-        out.pending
-            .push(Pending::DeadLetter(source.clone(), delivery, refusal.stage));
+        out.pending.push(Pending {
+            source: source.clone(),
+            delivery,
+            refused_at: Some(refusal.stage),
+            generation: self.generation(source.partition),
+        });
         Ok(())
     }
 
@@ -239,7 +246,12 @@ impl Pipeline {
             let delivery =
                 kafka_sink::send_alert(&self.producer, &alert.topic, message.key.as_deref(), &body)
                     .with_context(|| format!("enqueueing an alert to {}", alert.topic))?;
-            out.pending.push(Pending::Alert(source.clone(), delivery));
+            out.pending.push(Pending {
+                source: source.clone(),
+                delivery,
+                refused_at: None,
+                generation: self.generation(source.partition),
+            });
         }
         if let Some(index) = index {
             out.to_index.push(ToIndex {
@@ -292,16 +304,13 @@ impl Pipeline {
         let mut alerts = 0;
         let mut waiting = Vec::new();
         for mut p in std::mem::take(&mut self.deliveries) {
-            let delivery = match &mut p {
-                Pending::DeadLetter(_, d, _) | Pending::Alert(_, d) => d,
-            };
             let answer = if all {
-                delivery.await
+                (&mut p.delivery).await
             } else {
                 // Polled once, no timer, no wake-up wanted: an answer that has not come stays
                 // for the next batch.
                 let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                match std::pin::Pin::new(delivery).poll(&mut cx) {
+                match std::pin::Pin::new(&mut p.delivery).poll(&mut cx) {
                     std::task::Poll::Ready(answer) => answer,
                     std::task::Poll::Pending => {
                         waiting.push(p);
@@ -309,11 +318,12 @@ impl Pipeline {
                     }
                 }
             };
-            let (source, refused_at) = match p {
-                Pending::DeadLetter(s, _, stage) => (s, Some(stage)),
-                Pending::Alert(s, _) => (s, None),
-            };
+            let (source, refused_at) = (p.source, p.refused_at);
             match answer {
+                Ok(Ok(_)) if p.generation != self.generation(source.partition) => {
+                    // The partition was let go of and taken again since: its offsets are
+                    // tracked anew, and this answer is not theirs to count.
+                }
                 Ok(Ok(_)) => {
                     match refused_at {
                         Some(stage) => match dead_lettered.iter_mut().find(|(s, _)| *s == stage) {

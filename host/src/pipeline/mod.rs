@@ -27,7 +27,7 @@ use commit::CommitTracker;
 use rdkafka::Message;
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,21 @@ pub struct RunSummary {
     /// in this run's counts. Absent when there were none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub input_refused: Vec<crate::source::replay::InputRefusal>,
+}
+
+/// Lake objects stored at once, at most: each holds a segment (up to `lake.roll_bytes`) in memory
+/// until it lands.
+const LAKE_STORES_IN_FLIGHT: usize = 2;
+
+/// A lake object's store, done: what its lines need to be acknowledged.
+struct StoredSegment {
+    name: String,
+    partition: i32,
+    /// The partition's generation when the store began.
+    generation: u64,
+    offsets: Vec<i64>,
+    took: Duration,
+    stored: Result<(), crate::sink::store::StoreError>,
 }
 
 /// One consumed message, detached from the consumer.
@@ -135,6 +150,10 @@ pub struct Pipeline {
     config: Config,
     /// Dead letters and alerts sent, not yet answered by the broker.
     deliveries: Vec<dispatch::Pending>,
+    /// Per partition, how many times its work was forgotten (let go of without storing it). A
+    /// store or delivery still in flight from an earlier generation does not acknowledge the
+    /// offsets tracked since: they are the same offsets, but this host's copy of them is new.
+    generations: HashMap<i32, u64>,
     chain: WasmChain,
     registry: Arc<GuestRegistry>,
     shadow: Arc<Mutex<ShadowBuffer>>,
@@ -145,12 +164,16 @@ pub struct Pipeline {
     consumer_notes: kafka_source::ConsumerNotes,
     producer: FutureProducer,
     lake: LakeWriter,
-    store: LakeStore,
+    /// Shared with the stores in flight.
+    store: Arc<LakeStore>,
+    /// Lake objects being stored, off the loop (a local file's write and fsync on the blocking
+    /// pool, a GCS upload on the runtime): their lines are acknowledged when they land.
+    storing: tokio::task::JoinSet<StoredSegment>,
     /// Partitions whose stored lake objects are known (listed since they were assigned).
     listed: HashSet<i32>,
-    /// Room a new document's buffer starts with: the last document's length and a little more,
-    /// so that encoding does not regrow (and copy) it; bounded, because every buffer waits in the
-    /// bulk queue and one huge tick must not make all the following ones reserve its size.
+    /// Room a document takes in the batch's buffer: the last batch's average and a little more,
+    /// so that encoding does not regrow (and copy) the buffer; bounded, so that one huge tick does
+    /// not make the following batches reserve its size for every document.
     document_capacity: usize,
     es: Option<EsSink>,
     tracker: CommitTracker,
@@ -210,6 +233,7 @@ impl Pipeline {
         let store = LakeStore::open(&location, config.lake.gcs_options())
             .await
             .with_context(|| format!("opening the lake at {location}"))?;
+        let store = Arc::new(store);
         tracing::info!(lake = %location, "lake");
         telemetry.set_ready(Dependency::Lake, Ok(()));
         let es = if config.elasticsearch.url.is_empty() {
@@ -253,6 +277,8 @@ impl Pipeline {
         Ok(Self {
             config,
             deliveries: Vec::new(),
+            storing: tokio::task::JoinSet::new(),
+            generations: HashMap::new(),
             chain,
             registry,
             shadow: Arc::new(Mutex::new(ShadowBuffer::new(0))),
@@ -464,10 +490,16 @@ impl Pipeline {
     /// Forgets what this host knew of `partition` (no longer its own). Returns the buffered lake
     /// lines dropped.
     fn forget_partition(&mut self, partition: i32) -> usize {
+        *self.generations.entry(partition).or_default() += 1;
         self.listed.remove(&partition);
         self.tracker.forget(partition);
         self.positions.forget(partition);
         self.lake.discard(partition)
+    }
+
+    /// How many times `partition`'s work has been forgotten (see `generations`).
+    fn generation(&self, partition: i32) -> u64 {
+        self.generations.get(&partition).copied().unwrap_or(0)
     }
 
     /// Newly assigned partitions: where each resumes, and what the broker deleted before this
@@ -551,6 +583,7 @@ impl Pipeline {
         let rolled = self.lake.roll_partitions(&partitions);
         let store = async {
             self.store_segments(rolled).await?;
+            self.collect_stores(true).await?;
             self.collect_deliveries(true).await?;
             self.flush_index(true).await
         };
@@ -600,6 +633,7 @@ impl Pipeline {
         self.collect_deliveries(false).await?;
         let rolled = self.lake.roll_due(Instant::now());
         self.store_segments(rolled).await?;
+        self.collect_stores(false).await?;
         self.flush_index(false).await?;
         self.store_advanced()?;
         self.save_checkpoint(false).await;
@@ -759,6 +793,7 @@ impl Pipeline {
     async fn finish_sinks(&mut self) -> anyhow::Result<()> {
         let flushed = self.lake.flush();
         self.store_segments(flushed).await?;
+        self.collect_stores(true).await?;
         self.collect_deliveries(true).await?;
         self.flush_index(true).await?;
         self.store_advanced()
@@ -781,20 +816,75 @@ impl Pipeline {
     /// Puts rolled segments in the lake store, then acknowledges their offsets.
     async fn store_segments(&mut self, segments: Vec<RolledSegment>) -> anyhow::Result<()> {
         for segment in segments {
-            let lines = segment.lines();
-            let started = Instant::now();
-            let stored = self.store.put(&segment.name, segment.bytes).await;
-            self.telemetry.sink_request(Sink::Lake, started.elapsed());
-            self.telemetry.set_ready(
-                Dependency::Lake,
-                stored.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-            );
-            stored.with_context(|| format!("storing lake object {}", segment.name))?;
-            self.telemetry.lake_object_stored(lines as u64);
-            tracing::debug!(object = %segment.name, lines, "lake object stored");
-            for offset in segment.offsets {
-                self.tracker.ack(segment.partition, offset);
+            while self.storing.len() >= LAKE_STORES_IN_FLIGHT {
+                let done = self
+                    .storing
+                    .join_next()
+                    .await
+                    .expect("stores are in flight");
+                self.segment_stored(done)?;
             }
+            let store = self.store.clone();
+            let generation = self.generation(segment.partition);
+            self.storing.spawn(async move {
+                let started = Instant::now();
+                let stored = store.put(&segment.name, segment.bytes).await;
+                StoredSegment {
+                    name: segment.name,
+                    partition: segment.partition,
+                    generation,
+                    offsets: segment.offsets,
+                    took: started.elapsed(),
+                    stored,
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// The lake objects that have landed (all of them, waiting, with `all`): their lines are
+    /// acknowledged; one that failed stops the run (its offsets are not committed).
+    async fn collect_stores(&mut self, all: bool) -> anyhow::Result<()> {
+        loop {
+            let done = if all {
+                self.storing.join_next().await
+            } else {
+                self.storing.try_join_next()
+            };
+            match done {
+                Some(done) => self.segment_stored(done)?,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn segment_stored(
+        &mut self,
+        done: Result<StoredSegment, tokio::task::JoinError>,
+    ) -> anyhow::Result<()> {
+        let segment = done.context("a lake store panicked")?;
+        self.telemetry.sink_request(Sink::Lake, segment.took);
+        self.telemetry.set_ready(
+            Dependency::Lake,
+            segment
+                .stored
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        );
+        segment
+            .stored
+            .with_context(|| format!("storing lake object {}", segment.name))?;
+        let lines = segment.offsets.len();
+        self.telemetry.lake_object_stored(lines as u64);
+        tracing::debug!(object = %segment.name, lines, "lake object stored");
+        if segment.generation != self.generation(segment.partition) {
+            // Stored, but the partition was let go of and taken again meanwhile: the offsets
+            // tracked since are acknowledged by their own copy.
+            return Ok(());
+        }
+        for offset in segment.offsets {
+            self.tracker.ack(segment.partition, offset);
         }
         Ok(())
     }

@@ -121,7 +121,18 @@ impl LakeStore {
 
     pub async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         match self {
-            Self::Local(root) => put_local(root, name, &bytes),
+            // A file's write and fsync block: on the blocking pool, not a runtime worker.
+            Self::Local(root) => {
+                let path = root.join(name);
+                let (root, name) = (root.clone(), name.to_string());
+                match tokio::task::spawn_blocking(move || put_local(&root, &name, &bytes)).await {
+                    Ok(stored) => stored,
+                    Err(e) => Err(StoreError::Io {
+                        path,
+                        source: std::io::Error::other(e.to_string()),
+                    }),
+                }
+            }
             Self::Gcs(gcs) => gcs.put(name, bytes).await,
         }
     }
