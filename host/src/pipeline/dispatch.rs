@@ -266,12 +266,17 @@ impl Pipeline {
     /// Hands the batch's documents for the index to the Elasticsearch sink, each a slice of the
     /// one buffer they were encoded into.
     fn index_documents(&mut self, documents: Vec<u8>, to_index: Vec<ToIndex>) {
+        let generations: Vec<u64> = to_index
+            .iter()
+            .map(|item| self.generation(item.message.source.partition))
+            .collect();
         let Some(es) = &mut self.es else {
             return;
         };
         let documents = bytes::Bytes::from(documents);
-        for item in to_index {
+        for (item, generation) in to_index.into_iter().zip(generations) {
             es.push(BulkItem {
+                generation,
                 index: item.index,
                 document: documents.slice(item.range),
                 source: item.message.source,

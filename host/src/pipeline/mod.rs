@@ -151,8 +151,9 @@ pub struct Pipeline {
     /// Dead letters and alerts sent, not yet answered by the broker.
     deliveries: Vec<dispatch::Pending>,
     /// Per partition, how many times its work was forgotten (let go of without storing it). A
-    /// store or delivery still in flight from an earlier generation does not acknowledge the
-    /// offsets tracked since: they are the same offsets, but this host's copy of them is new.
+    /// lake store, a delivery or a bulk request still in flight from an earlier generation does
+    /// not acknowledge the offsets tracked since: they are the same offsets, but this host's copy
+    /// of them is new.
     generations: HashMap<i32, u64>,
     chain: WasmChain,
     registry: Arc<GuestRegistry>,
@@ -912,8 +913,11 @@ impl Pipeline {
             report.retried_items,
             report.retried_requests,
         );
-        for source in report.acked {
-            self.tracker.ack(source.partition, source.offset);
+        for (source, generation) in report.acked {
+            // A request sent before the partition was let go of and taken again does not count.
+            if generation == self.generation(source.partition) {
+                self.tracker.ack(source.partition, source.offset);
+            }
         }
     }
 

@@ -256,6 +256,10 @@ pub struct BulkItem {
     pub source: SourceRef,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
+    /// The caller's generation of the message's partition, handed back with its acknowledgement
+    /// (the pipeline's guard against counting a request sent before the partition was let go of
+    /// and taken again).
+    pub generation: u64,
 }
 
 impl BulkItem {
@@ -347,8 +351,8 @@ struct BulkItemResponse {
 /// What one bulk batch came to.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct BulkReport {
-    /// Every message of the batch, each indexed or dead-lettered.
-    pub acked: Vec<SourceRef>,
+    /// Every message of the batch, each indexed or dead-lettered, with its item's generation.
+    pub acked: Vec<(SourceRef, u64)>,
     pub indexed: u64,
     pub dead_lettered: u64,
     /// Items sent again after a retryable item error.
@@ -523,7 +527,9 @@ pub async fn deliver(
         };
         if !parsed.errors {
             report.indexed += items.len() as u64;
-            report.acked.extend(items.drain(..).map(|i| i.source));
+            report
+                .acked
+                .extend(items.drain(..).map(|i| (i.source, i.generation)));
             break;
         }
         let mut again = Vec::new();
@@ -536,7 +542,7 @@ pub async fn deliver(
             match classify_item(result.status, result.error.as_ref()) {
                 ItemOutcome::Indexed => {
                     report.indexed += 1;
-                    report.acked.push(item.source);
+                    report.acked.push((item.source, item.generation));
                 }
                 ItemOutcome::Retry(reason) => {
                     last_retry_reason = Some(reason);
@@ -545,7 +551,7 @@ pub async fn deliver(
                 ItemOutcome::Refused(reason) => {
                     dead_letter(dead_letters, &item, reason).await?;
                     report.dead_lettered += 1;
-                    report.acked.push(item.source);
+                    report.acked.push((item.source, item.generation));
                 }
             }
         }
@@ -1004,6 +1010,7 @@ mod tests {
             },
             key: None,
             payload: Vec::new(),
+            generation: 0,
         };
         let mut odd = item.clone();
         odd.source.topic = "a\"b\\c".into();

@@ -46,6 +46,7 @@ fn items(n: i64) -> Vec<BulkItem> {
             },
             key: None,
             payload: format!("payload-{offset}").into_bytes(),
+            generation: 0,
         })
         .collect()
 }
@@ -228,7 +229,7 @@ async fn a_429_item_alone_is_retried() {
     let requests = bulk_requests(&server).await;
     assert_eq!(requests.len(), 2);
     assert_eq!(ids(&requests[1]), ["stock-stream-0-2"], "only item k again");
-    let mut acked: Vec<i64> = report.acked.iter().map(|s| s.offset).collect();
+    let mut acked: Vec<i64> = report.acked.iter().map(|(s, _)| s.offset).collect();
     acked.sort_unstable();
     assert_eq!(acked, [0, 1, 2, 3]);
 }
@@ -415,6 +416,7 @@ async fn wire_compatible_with_an_elasticsearch_api() {
                 },
                 key: None,
                 payload: p.clone(),
+                generation: 0,
             }
         })
         .collect();
