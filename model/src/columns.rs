@@ -127,49 +127,13 @@ impl TickColumns {
     /// The ticks at `indices`, in that order, as columns of their own. Panics on an index out of
     /// range or on inconsistent columns (call [`TickColumns::check`] on columns from elsewhere).
     pub fn gather(&self, indices: &[usize]) -> Self {
-        fn starts(counts: &[u8]) -> Vec<usize> {
-            let mut at = Vec::with_capacity(counts.len() + 1);
-            at.push(0);
-            let mut sum = 0;
-            for &c in counts {
-                sum += usize::from(c);
-                at.push(sum);
-            }
-            at
-        }
-        let (bid_at, ask_at) = (starts(&self.bid_count), starts(&self.ask_count));
+        let (bids, asks) = self.levels();
+        let views = self.views(&bids, &asks);
         let mut out = Self::with_capacity(indices.len(), 0);
         for &i in indices {
-            out.push_scalars(self, i);
-            let (b, a) = (bid_at[i]..bid_at[i + 1], ask_at[i]..ask_at[i + 1]);
-            out.bid_price.extend_from_slice(&self.bid_price[b.clone()]);
-            out.bid_orders
-                .extend_from_slice(&self.bid_orders[b.clone()]);
-            out.bid_quantity.extend_from_slice(&self.bid_quantity[b]);
-            out.ask_price.extend_from_slice(&self.ask_price[a.clone()]);
-            out.ask_orders
-                .extend_from_slice(&self.ask_orders[a.clone()]);
-            out.ask_quantity.extend_from_slice(&self.ask_quantity[a]);
+            out.push(&views[i]);
         }
         out
-    }
-
-    /// Tick `i`'s per-tick values (not its levels) from `from`.
-    fn push_scalars(&mut self, from: &Self, i: usize) {
-        self.timestamp_us.push(from.timestamp_us[i]);
-        self.instrument_token.push(from.instrument_token[i]);
-        self.last_price.push(from.last_price[i]);
-        self.volume.push(from.volume[i]);
-        self.sell_quantity.push(from.sell_quantity[i]);
-        self.last_quantity.push(from.last_quantity[i]);
-        self.change.push(from.change[i]);
-        self.average_price.push(from.average_price[i]);
-        self.open.push(from.open[i]);
-        self.high.push(from.high[i]);
-        self.low.push(from.low[i]);
-        self.close.push(from.close[i]);
-        self.bid_count.push(from.bid_count[i]);
-        self.ask_count.push(from.ask_count[i]);
     }
 
     /// Appends one tick. Panics if a side has more than [`MAX_LEVELS`] levels.
@@ -387,17 +351,24 @@ mod tests {
     use super::*;
     use crate::example::tick;
 
-    #[test]
-    fn columns_round_trip_through_views() {
+    /// Three ticks with books of different depths (one side empty).
+    fn mixed() -> [Tick; 3] {
         let mut second = tick();
         second.instrument_token = 7;
         second.depth_sell.truncate(2);
         second.depth_buy.clear();
-        let ticks = [tick(), second, tick()];
+        let mut third = tick();
+        third.depth_buy.truncate(1);
+        [tick(), second, third]
+    }
+
+    #[test]
+    fn columns_round_trip_through_views() {
+        let ticks = mixed();
         let columns = TickColumns::from_ticks(ticks.iter());
         columns.check().unwrap();
         assert_eq!(columns.len(), 3);
-        assert_eq!(columns.bid_price.len(), 10);
+        assert_eq!(columns.bid_price.len(), 6);
         assert_eq!(columns.ask_price.len(), 12);
         let (bids, asks) = columns.levels();
         let views = columns.views(&bids, &asks);
@@ -407,13 +378,7 @@ mod tests {
 
     #[test]
     fn gather_picks_ticks_with_their_levels() {
-        let mut second = tick();
-        second.instrument_token = 7;
-        second.depth_sell.truncate(2);
-        second.depth_buy.clear();
-        let mut third = tick();
-        third.depth_buy.truncate(1);
-        let ticks = [tick(), second, third];
+        let ticks = mixed();
         let columns = TickColumns::from_ticks(ticks.iter());
         for picked in [vec![], vec![1], vec![2, 0], vec![0, 1, 2], vec![1, 1]] {
             let expected: Vec<&Tick> = picked.iter().map(|&i| &ticks[i]).collect();

@@ -36,6 +36,8 @@ struct ToIndex {
     index: Arc<str>,
     range: std::ops::Range<usize>,
     message: Consumed,
+    /// Its partition's generation (see [`Pipeline::generation`]).
+    generation: u64,
 }
 
 /// What one batch left for after its loop: the counts, the deliveries to await, the lake
@@ -223,8 +225,8 @@ impl Pipeline {
             + u32::from(index.is_some());
         self.tracker.track(source.partition, source.offset, sinks);
         let start = out.documents.len();
-        if destinations.lake_partition.is_some() || index.is_some() {
-            writer.write(&mut out.documents, tick, enrichment, source, None);
+        if sinks > 0 {
+            writer.write(&mut out.documents, tick, enrichment, source);
         }
         let range = start..out.documents.len();
         if let Some(partition) = &destinations.lake_partition {
@@ -241,8 +243,7 @@ impl Pipeline {
             }
         }
         if let Some(alert) = &destinations.alert {
-            let mut body = Vec::with_capacity(range.len() + 64);
-            writer.write(&mut body, tick, enrichment, source, Some(&alert.reason));
+            let body = DocumentWriter::with_alert(&out.documents[range.clone()], &alert.reason);
             let delivery =
                 kafka_sink::send_alert(&self.producer, &alert.topic, message.key.as_deref(), &body)
                     .with_context(|| format!("enqueueing an alert to {}", alert.topic))?;
@@ -257,6 +258,7 @@ impl Pipeline {
             out.to_index.push(ToIndex {
                 index: index.clone(),
                 range,
+                generation: self.generation(message.source.partition),
                 message,
             });
         }
@@ -266,17 +268,13 @@ impl Pipeline {
     /// Hands the batch's documents for the index to the Elasticsearch sink, each a slice of the
     /// one buffer they were encoded into.
     fn index_documents(&mut self, documents: Vec<u8>, to_index: Vec<ToIndex>) {
-        let generations: Vec<u64> = to_index
-            .iter()
-            .map(|item| self.generation(item.message.source.partition))
-            .collect();
         let Some(es) = &mut self.es else {
             return;
         };
         let documents = bytes::Bytes::from(documents);
-        for (item, generation) in to_index.into_iter().zip(generations) {
+        for item in to_index {
             es.push(BulkItem {
-                generation,
+                generation: item.generation,
                 index: item.index,
                 document: documents.slice(item.range),
                 source: item.message.source,

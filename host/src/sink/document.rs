@@ -13,7 +13,9 @@ use stockpipe_model::{DepthLevel, Enrichment, TickRef, time::format_rfc3339_micr
 
 /// The deterministic document id: the guest's event id (content hash) as 16 hex digits.
 pub fn document_id(enrichment: &Enrichment) -> String {
-    format!("{:016x}", enrichment.event_id)
+    let mut id = Vec::with_capacity(16);
+    hex16(&mut id, enrichment.event_id);
+    String::from_utf8(id).expect("hex digits")
 }
 
 /// The document of an accepted tick as serde describes it: the reference [`DocumentWriter`] is
@@ -183,14 +185,7 @@ impl DocumentWriter {
     }
 
     /// Appends the document of an accepted tick (one line's bytes, without the newline).
-    pub fn write(
-        &self,
-        out: &mut Vec<u8>,
-        tick: &TickRef<'_>,
-        e: &Enrichment,
-        source: &SourceRef,
-        alert_reason: Option<&str>,
-    ) {
+    pub fn write(&self, out: &mut Vec<u8>, tick: &TickRef<'_>, e: &Enrichment, source: &SourceRef) {
         out.extend_from_slice(b"{\"event_id\":\"");
         hex16(out, e.event_id);
         out.extend_from_slice(b"\",\"timestamp\":\"");
@@ -221,11 +216,21 @@ impl DocumentWriter {
         integer(out, source.offset);
         out.push(b'}');
         out.extend_from_slice(&self.versions);
-        if let Some(reason) = alert_reason {
-            out.extend_from_slice(b",\"alert_reason\":");
-            string(out, reason);
-        }
         out.push(b'}');
+    }
+
+    /// The copy of a document that goes to the alerts topic: the document [`DocumentWriter::write`]
+    /// wrote, with `alert_reason` as its last member (not encoded a second time).
+    pub fn with_alert(document: &[u8], reason: &str) -> Vec<u8> {
+        let members = document
+            .strip_suffix(b"}")
+            .expect("a document written by `write` ends its object");
+        let mut body = Vec::with_capacity(document.len() + reason.len() + 20);
+        body.extend_from_slice(members);
+        body.extend_from_slice(b",\"alert_reason\":");
+        string(&mut body, reason);
+        body.push(b'}');
+        body
     }
 }
 
@@ -339,7 +344,7 @@ fn string(out: &mut Vec<u8>, value: &str) {
     serde_json::to_writer(&mut *out, value).expect("writing to a Vec");
 }
 
-/// 16 lowercase hex digits, as [`document_id`] formats them.
+/// 16 lowercase hex digits.
 fn hex16(out: &mut Vec<u8>, value: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for shift in (0..16).rev() {

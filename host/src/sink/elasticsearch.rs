@@ -262,13 +262,8 @@ pub struct BulkItem {
     pub generation: u64,
 }
 
-impl BulkItem {
-    /// The deterministic `_id`: the message's Kafka position.
-    pub fn id(&self) -> String {
-        document_id(&self.source)
-    }
-}
-
+/// A document's deterministic `_id`: its message's Kafka position (the bulk body writes it in
+/// place, [`write_document_id`]).
 pub fn document_id(source: &SourceRef) -> String {
     format!("{}-{}-{}", source.topic, source.partition, source.offset)
 }

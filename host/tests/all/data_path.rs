@@ -66,7 +66,10 @@ fn documents_are_the_bytes_serde_writes() {
         let mut doc = AcceptedDocument::new(tick, e, &source, &versions);
         doc.alert_reason = reason;
         out.clear();
-        writer.write(&mut out, tick, e, &source, reason);
+        writer.write(&mut out, tick, e, &source);
+        if let Some(reason) = reason {
+            out = DocumentWriter::with_alert(&out, reason);
+        }
         let expected = serde_json::to_vec(&doc).unwrap();
         assert_eq!(
             String::from_utf8_lossy(&out),

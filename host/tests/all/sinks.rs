@@ -310,12 +310,7 @@ async fn a_crash_in_the_middle_loses_nothing_and_doubles_nothing() {
         (summary["consumed"].as_u64().unwrap() as usize) < TICKS,
         "the restart resumed from the committed offsets: {summary}"
     );
-    let committed: i64 = summary["committed_offsets"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_i64().unwrap())
-        .sum();
+    let committed: i64 = crate::support::committed_total(&summary);
     assert_eq!(
         committed as usize, TICKS,
         "offsets committed to the end: {summary}"

@@ -205,6 +205,16 @@ pub fn stockpipe(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// A run summary's committed offsets, summed over its partitions.
+pub fn committed_total(summary: &serde_json::Value) -> i64 {
+    summary["committed_offsets"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_i64().unwrap())
+        .sum()
+}
+
 /// The last line a command printed, as JSON (the commands end with a JSON summary).
 pub fn last_json_line(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap()
