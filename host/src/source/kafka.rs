@@ -181,6 +181,12 @@ pub fn drop_within<T: Send + 'static>(value: T, limit: Duration, what: &str) -> 
     closed
 }
 
+/// How often the pipeline's consumer asks the brokers for the topic's metadata. librdkafka's
+/// default (5 minutes) is also how long a host started before its input topic exists — a fresh
+/// compose stack, before anything was produced — consumed nothing once the topic appeared; and how
+/// late it noticed partitions added to the topic. One metadata request every 10 s costs nothing.
+const TOPIC_METADATA_REFRESH_MS: u64 = 10_000;
+
 /// The pipeline's consumer-group member, and what its callbacks note for the pipeline loop.
 pub fn pipeline_consumer(
     brokers: &str,
@@ -202,6 +208,10 @@ pub fn pipeline_consumer(
             timeouts.statistics_interval_ms.to_string(),
         )
         .set("fetch.wait.max.ms", timeouts.fetch_wait_max_ms.to_string())
+        .set(
+            "topic.metadata.refresh.interval.ms",
+            TOPIC_METADATA_REFRESH_MS.to_string(),
+        )
         .set(
             "partition.assignment.strategy",
             timeouts.assignment_strategy.as_str(),
