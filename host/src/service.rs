@@ -97,6 +97,7 @@ pub async fn run_with(
             shadow: shadow.clone(),
             current: current.clone(),
             batch_max: config.kafka.batch_max,
+            sent: Mutex::new(Vec::new()),
         }
         .spawn(trigger_rx, swap_tx);
         if config.guests.watch {
@@ -304,6 +305,7 @@ fn spawn_sighup(
                 force: false,
                 trigger: "sighup".into(),
                 reply: None,
+                candidate: None,
             };
             if triggers.send(trigger).is_err() {
                 break;

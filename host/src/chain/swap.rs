@@ -187,6 +187,9 @@ pub struct SwapEvent {
     pub shadow: Option<ShadowReport>,
     /// Time from the trigger to the decision (compile + checks + shadow run).
     pub decision_ms: f64,
+    /// The `guest diff` report a promotion came with (`stockpipe guest promote --diff-report`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff_report: Option<serde_json::Value>,
 }
 
 fn now_secs() -> f64 {
@@ -279,6 +282,16 @@ pub struct SwapTrigger {
     pub trigger: String,
     /// Where to send the decision (the HTTP handler waits for it).
     pub reply: Option<tokio::sync::oneshot::Sender<Vec<SwapEvent>>>,
+    /// A component handed over (promoted) instead of the one in the directory; written into the
+    /// directory once it is swapped in, so that a restart keeps it.
+    pub candidate: Option<Candidate>,
+}
+
+/// A promoted component and the diff report it came with.
+#[derive(Debug)]
+pub struct Candidate {
+    pub bytes: Vec<u8>,
+    pub diff_report: Option<serde_json::Value>,
 }
 
 /// A checked candidate on its way to the pipeline loop.
@@ -288,6 +301,7 @@ pub struct Swap {
     pub reason: String,
     pub shadow: Option<ShadowReport>,
     pub decision_ms: f64,
+    pub diff_report: Option<serde_json::Value>,
 }
 
 /// Decides on swaps, on its own thread.
@@ -301,6 +315,9 @@ pub struct SwapController {
     /// What serves now, as the loop last reported it.
     pub current: Arc<Mutex<ChainComponents>>,
     pub batch_max: usize,
+    /// The version last sent to the loop per stage: the directory's file a promotion wrote is that
+    /// version, even before the loop reports it serving.
+    pub sent: Mutex<Vec<(StageKind, String)>>,
 }
 
 impl SwapController {
@@ -326,6 +343,17 @@ impl SwapController {
     }
 
     fn handle(&self, pending: Vec<SwapTrigger>, swaps: &mpsc::Sender<Swap>) {
+        let (promoted, pending): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|t| t.candidate.is_some());
+        for mut t in promoted {
+            let events = self.handle_candidate(&mut t, swaps);
+            if let Some(reply) = t.reply {
+                let _ = reply.send(events);
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
         let mut stages: Vec<(StageKind, bool, String)> = Vec::new();
         for t in &pending {
             for kind in t.stage.map_or(StageKind::ALL.to_vec(), |k| vec![k]) {
@@ -358,8 +386,9 @@ impl SwapController {
                         reason: swap.reason.clone(),
                         shadow: swap.shadow,
                         decision_ms: swap.decision_ms,
+                        diff_report: None,
                     });
-                    if swaps.send(swap).is_err() {
+                    if !self.send(swap, swaps) {
                         return;
                     }
                 }
@@ -398,19 +427,49 @@ impl SwapController {
                 reason,
                 shadow,
                 decision_ms: 0.0,
+                diff_report: None,
             })
         };
         let path = self.dir.join(kind.file_name());
         let bytes = std::fs::read(&path)
             .map_err(|e| refuse(None, format!("reading {}: {e}", path.display()), None))?;
         let version = crate::runtime::component_version(&bytes);
-        if version == from_version {
+        if version == from_version || self.was_sent(kind, &version) {
             tracing::debug!(stage = kind.name(), %version, "guest file unchanged");
             return Ok(None);
         }
-        let component =
-            GuestComponent::load(&self.sandbox, kind, &bytes, path.display().to_string())
-                .map_err(|e| refuse(Some(version.clone()), e.to_string(), None))?;
+        self.check(kind, force, trigger, &bytes, path.display().to_string())
+    }
+
+    /// Loads `bytes` as the next version of `kind` and runs the shadow check: `Ok(Some)` = swap,
+    /// `Err(event)` = refused.
+    fn check(
+        &self,
+        kind: StageKind,
+        force: bool,
+        trigger: &str,
+        bytes: &[u8],
+        source: String,
+    ) -> Result<Option<Swap>, Box<SwapEvent>> {
+        let current = self.current.lock().expect("current lock").clone();
+        let from_version = current.get(kind).version.clone();
+        let refuse = |to_version: Option<String>, reason: String, shadow: Option<ShadowReport>| {
+            Box::new(SwapEvent {
+                at: now_secs(),
+                stage: kind.name(),
+                outcome: "refused",
+                from_version: from_version.clone(),
+                to_version,
+                trigger: trigger.to_string(),
+                reason,
+                shadow,
+                decision_ms: 0.0,
+                diff_report: None,
+            })
+        };
+        let version = crate::runtime::component_version(bytes);
+        let component = GuestComponent::load(&self.sandbox, kind, bytes, source)
+            .map_err(|e| refuse(Some(version.clone()), e.to_string(), None))?;
         let component = Arc::new(component);
         let ticks = self.shadow.lock().expect("shadow lock").snapshot();
         let report = self.shadow_run(&current, &component, &ticks);
@@ -425,7 +484,82 @@ impl SwapController {
             reason,
             shadow: Some(report),
             decision_ms: 0.0,
+            diff_report: None,
         }))
+    }
+
+    /// Sends a decided swap to the loop and notes its version; false once the loop is gone.
+    fn send(&self, swap: Swap, swaps: &mpsc::Sender<Swap>) -> bool {
+        let (kind, version) = (swap.component.kind, swap.component.version.clone());
+        if swaps.send(swap).is_err() {
+            return false;
+        }
+        let mut sent = self.sent.lock().expect("sent lock");
+        sent.retain(|(k, _)| *k != kind);
+        sent.push((kind, version));
+        true
+    }
+
+    fn was_sent(&self, kind: StageKind, version: &str) -> bool {
+        self.sent
+            .lock()
+            .expect("sent lock")
+            .iter()
+            .any(|(k, v)| *k == kind && v == version)
+    }
+
+    /// A promoted component: checked like a file's, then written into the directory (atomically)
+    /// once it is swapped in. Its diff report goes into the history entry either way.
+    fn handle_candidate(&self, t: &mut SwapTrigger, swaps: &mpsc::Sender<Swap>) -> Vec<SwapEvent> {
+        let Some(Candidate { bytes, diff_report }) = t.candidate.take() else {
+            return Vec::new();
+        };
+        let Some(kind) = t.stage else {
+            return Vec::new();
+        };
+        let started = Instant::now();
+        let from_version = self
+            .current
+            .lock()
+            .expect("current lock")
+            .get(kind)
+            .version
+            .clone();
+        let source = format!("promoted ({} bytes)", bytes.len());
+        match self.check(kind, t.force, &t.trigger, &bytes, source) {
+            Ok(Some(mut swap)) => {
+                swap.decision_ms = started.elapsed().as_secs_f64() * 1e3;
+                let path = self.dir.join(kind.file_name());
+                if let Err(e) = write_atomically(&path, &bytes) {
+                    swap.reason.push_str(&format!(
+                        "; not kept for restarts: writing {}: {e}",
+                        path.display()
+                    ));
+                }
+                let event = SwapEvent {
+                    at: now_secs(),
+                    stage: kind.name(),
+                    outcome: "swapped",
+                    from_version,
+                    to_version: Some(swap.component.version.clone()),
+                    trigger: t.trigger.clone(),
+                    reason: swap.reason.clone(),
+                    shadow: swap.shadow,
+                    decision_ms: swap.decision_ms,
+                    diff_report: diff_report.clone(),
+                };
+                swap.diff_report = diff_report;
+                self.send(swap, swaps);
+                vec![event]
+            }
+            Ok(None) => Vec::new(),
+            Err(mut event) => {
+                event.decision_ms = started.elapsed().as_secs_f64() * 1e3;
+                event.diff_report = diff_report;
+                self.registry.record((*event).clone());
+                vec![*event]
+            }
+        }
     }
 
     fn shadow_run(
@@ -453,6 +587,14 @@ impl SwapController {
     }
 }
 
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so that
+/// a reader (the watcher, a restart) never sees half a component.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("wasm.promoting");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Watches the guests directory (not the files: an atomic rename replaces the inode) and turns
 /// changes of `validate.wasm`, `enrich.wasm` or `route.wasm` into triggers.
 pub fn watch_dir(
@@ -477,6 +619,7 @@ pub fn watch_dir(
                     force: false,
                     trigger: "watch".into(),
                     reply: None,
+                    candidate: None,
                 });
             }
         }
@@ -539,6 +682,7 @@ impl SwapApplier {
                 reason: swap.reason,
                 shadow: swap.shadow,
                 decision_ms: swap.decision_ms,
+                diff_report: swap.diff_report,
             });
         }
         paused
@@ -574,6 +718,7 @@ impl SwapApplier {
                 ),
                 shadow: None,
                 decision_ms: 0.0,
+                diff_report: None,
             });
         }
     }

@@ -1,8 +1,9 @@
-//! `stockpipe guest`: work with guest components.
+//! `stockpipe guest`: an author's kit — new → test → diff against the lake's history → promote.
 
+use super::ml::{LakeArgs, open_lake};
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use stockpipe::config::Config;
 use stockpipe::runtime::sandbox::Sandbox;
@@ -10,7 +11,18 @@ use stockpipe::runtime::{GuestComponent, StageKind};
 
 #[derive(Subcommand)]
 pub enum GuestCommand {
-    /// Run a component over fixture cases (input.jsonl → expected.jsonl) under the production limits.
+    /// Write a new guest crate into DIR, standalone (its own workspace): the stage's shipped guest
+    /// as a starting point — lib.rs adapter, logic.rs with native unit tests, fixtures/ — with the
+    /// WIT and the tick model vendored at this host's version. It builds with
+    /// `cargo build --release --target wasm32-wasip2` and its tests pass as generated.
+    New {
+        /// validate, enrich or route.
+        stage: String,
+        /// A new (or empty) directory; the crate is named after it.
+        dir: PathBuf,
+    },
+    /// Run a component over fixture cases (input.jsonl → expected.jsonl) under the production
+    /// limits, reporting every mismatch; or, with --record, write what it answers as expected.jsonl.
     Test {
         /// `validate`, `enrich` or `route` (the built-in component), or a path to a .wasm component.
         guest: String,
@@ -19,42 +31,139 @@ pub enum GuestCommand {
         stage: Option<String>,
         #[arg(long)]
         fixtures: PathBuf,
+        /// Write each case's expected.jsonl from this component's outcomes (use a known-good build;
+        /// the files are overwritten).
+        #[arg(long)]
+        record: bool,
+    },
+    /// Replay the lake's history through two versions of one stage and report what changed:
+    /// verdict flips by reason, enriched fields beyond the tolerance, route changes, faults — with
+    /// examples. Reads the lake one object at a time (bounded memory). Prints a summary on stderr
+    /// and the JSON report on stdout (or into --report).
+    Diff {
+        /// The current version: a .wasm path, or validate|enrich|route for the built-in one.
+        old: String,
+        /// The candidate: a .wasm path.
+        new: String,
+        /// Stage of the components (default: guessed from the file names).
+        #[arg(long)]
+        stage: Option<String>,
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// Only ticks stamped at or after this instant (RFC 3339, e.g. 2026-11-30T00:00:00Z).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only ticks stamped before this instant.
+        #[arg(long)]
+        to: Option<String>,
+        /// Enriched numbers within this relative difference (absolute below 1) count as equal.
+        #[arg(long, default_value_t = 1e-9)]
+        tolerance: f64,
+        /// Examples kept per kind of difference.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+        /// Write the JSON report to this file instead of stdout.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Exit with status 1 when anything changed (for scripts and CI gates).
+        #[arg(long)]
+        fail_on_change: bool,
+    },
+    /// Hand a candidate to a running host (POST /guests/<stage>/promote with the admin token,
+    /// $STOCKPIPE_ADMIN_TOKEN). The host still runs its shadow check on the ticks it saw last and
+    /// refuses a candidate that fails it; its swap history (GET /guests) keeps the diff report.
+    /// A promoted version is written into the host's guests directory, so a restart keeps it.
+    Promote {
+        /// The candidate .wasm.
+        wasm: PathBuf,
+        /// Stage of the component (default: guessed from its file name).
+        #[arg(long)]
+        stage: Option<String>,
+        /// The host's API, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        http: String,
+        /// A `guest diff` report to attach to the swap's history entry.
+        #[arg(long)]
+        diff_report: Option<PathBuf>,
+        /// Swap even if the shadow check fails.
+        #[arg(long)]
+        force: bool,
     },
 }
 
-fn guest_test(guest: &str, stage: Option<&str>, fixtures: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::default();
-    let sandbox = Arc::new(Sandbox::new(stockpipe::service::sandbox_limits(&config))?);
+/// The stage a file is for: `--stage`, else its stem (`validate`, `…_validate`, `…-validate`).
+fn stage_of(path: &Path, stage: Option<&str>) -> anyhow::Result<StageKind> {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    let name = stage.unwrap_or(stem);
+    StageKind::ALL
+        .into_iter()
+        .find(|k| {
+            name == k.name()
+                || name.ends_with(&format!("_{}", k.name()))
+                || name.ends_with(&format!("-{}", k.name()))
+        })
+        .with_context(|| {
+            format!(
+                "cannot tell the stage of {}; pass --stage validate|enrich|route",
+                path.display()
+            )
+        })
+}
+
+/// A built-in component by stage name, or a .wasm file.
+fn load(
+    sandbox: &Sandbox,
+    guest: &str,
+    stage: Option<&str>,
+) -> anyhow::Result<Arc<GuestComponent>> {
     let (kind, bytes, source) = match StageKind::from_name(guest) {
-        Some(kind) if stage.is_none() => (
+        Some(kind) if stage.is_none_or(|s| s == guest) => (
             kind,
             stockpipe::runtime::embedded_component(kind).to_vec(),
             "embedded".to_string(),
         ),
         _ => {
-            let path = std::path::Path::new(guest);
-            let stem = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default();
-            let name = stage.unwrap_or(stem);
-            let kind = StageKind::ALL
-                .into_iter()
-                .find(|k| name == k.name() || name.ends_with(&format!("_{}", k.name())))
-                .with_context(|| {
-                    format!("cannot tell the stage of {guest}; pass --stage validate|enrich|route")
-                })?;
+            let path = Path::new(guest);
+            let kind = stage_of(path, stage)?;
             let bytes = std::fs::read(path).with_context(|| format!("reading {guest}"))?;
             (kind, bytes, guest.to_string())
         }
     };
-    let component = Arc::new(GuestComponent::load(&sandbox, kind, &bytes, source)?);
-    let report = stockpipe::tools::guest_test::run_fixtures(
-        sandbox,
-        component,
-        &config.stage_configs(stockpipe::clock::unix_now_us()),
-        fixtures,
-    )?;
+    Ok(Arc::new(GuestComponent::load(
+        sandbox, kind, &bytes, source,
+    )?))
+}
+
+fn production_sandbox(config: &Config) -> anyhow::Result<Arc<Sandbox>> {
+    Ok(Arc::new(Sandbox::new(stockpipe::service::sandbox_limits(
+        config,
+    ))?))
+}
+
+fn guest_test(
+    guest: &str,
+    stage: Option<&str>,
+    fixtures: &Path,
+    record: bool,
+) -> anyhow::Result<()> {
+    let config = Config::default();
+    let sandbox = production_sandbox(&config)?;
+    let component = load(&sandbox, guest, stage)?;
+    let configs = config.stage_configs(stockpipe::clock::unix_now_us());
+    if record {
+        let report =
+            stockpipe::tools::guest_test::record_fixtures(sandbox, component, &configs, fixtures)?;
+        println!(
+            "{} cases: wrote {} expected lines",
+            report.cases, report.lines
+        );
+        return Ok(());
+    }
+    let report =
+        stockpipe::tools::guest_test::run_fixtures(sandbox, component, &configs, fixtures)?;
     for m in &report.mismatches {
         println!("MISMATCH {m}");
     }
@@ -71,12 +180,156 @@ fn guest_test(guest: &str, stage: Option<&str>, fixtures: &std::path::Path) -> a
     Ok(())
 }
 
+fn instant(flag: &str, value: Option<&str>) -> anyhow::Result<Option<i64>> {
+    value
+        .map(|v| {
+            stockpipe_model::time::parse_timestamp(v, 0).map_err(|e| {
+                anyhow::anyhow!("--{flag} {v:?}: {e} (use RFC 3339, e.g. 2026-11-30T00:00:00Z)")
+            })
+        })
+        .transpose()
+}
+
+struct DiffArgs {
+    old: String,
+    new: String,
+    stage: Option<String>,
+    lake: LakeArgs,
+    from: Option<String>,
+    to: Option<String>,
+    tolerance: f64,
+    examples: usize,
+    report: Option<PathBuf>,
+    fail_on_change: bool,
+}
+
+async fn guest_diff(args: DiffArgs) -> anyhow::Result<()> {
+    let config = Config::default();
+    let sandbox = production_sandbox(&config)?;
+    let stage = match args.stage.as_deref() {
+        Some(s) => Some(s.to_string()),
+        None => Some(stage_of(Path::new(&args.new), None)?.name().to_string()),
+    };
+    let old = load(&sandbox, &args.old, stage.as_deref())?;
+    let new = load(&sandbox, &args.new, stage.as_deref())?;
+    let options = stockpipe::tools::guest_diff::DiffOptions {
+        topic: args.lake.topic.clone(),
+        from_us: instant("from", args.from.as_deref())?,
+        to_us: instant("to", args.to.as_deref())?,
+        tolerance: args.tolerance,
+        examples: args.examples,
+        batch: config.kafka.batch_max,
+    };
+    let store = open_lake(&args.lake).await?;
+    let configs = config.stage_configs(stockpipe::clock::unix_now_us());
+    let report =
+        stockpipe::tools::guest_diff::diff(sandbox, old, new, &configs, &store, &options).await?;
+    eprint!("{}", report.summary_text());
+    let json = serde_json::to_string_pretty(&report)?;
+    match &args.report {
+        Some(path) => std::fs::write(path, json + "\n")
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => println!("{json}"),
+    }
+    if args.fail_on_change && report.changed > 0 {
+        bail!("{} of {} ticks changed", report.changed, report.ticks);
+    }
+    Ok(())
+}
+
+async fn guest_promote(
+    wasm: &Path,
+    stage: Option<&str>,
+    http: &str,
+    diff_report: Option<&Path>,
+    force: bool,
+) -> anyhow::Result<()> {
+    let kind = stage_of(wasm, stage)?;
+    let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
+    let report = diff_report
+        .map(|path| -> anyhow::Result<serde_json::Value> {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a JSON diff report", path.display()))
+        })
+        .transpose()?;
+    let token = std::env::var(stockpipe::http::ADMIN_TOKEN_ENV).ok();
+    let answer = stockpipe::tools::guest_promote::promote(
+        http,
+        kind,
+        &bytes,
+        report,
+        force,
+        token.as_deref(),
+    )
+    .await?;
+    println!("{}", serde_json::to_string(&answer.events)?);
+    if let Some(refused) = answer.refused() {
+        bail!("the host refused {}: {}", wasm.display(), refused);
+    }
+    Ok(())
+}
+
 pub fn guest(command: GuestCommand) -> anyhow::Result<()> {
     match command {
+        GuestCommand::New { stage, dir } => {
+            let kind = StageKind::from_name(&stage)
+                .with_context(|| format!("no stage {stage:?}; use validate, enrich or route"))?;
+            let name = stockpipe::tools::guest_new::generate(kind, &dir)?;
+            let wasm = stockpipe::tools::guest_new::component_path(&name);
+            println!(
+                "wrote the {} guest crate {name} in {}\n  cd {} && cargo test && cargo build --release --target wasm32-wasip2\n  stockpipe guest test {}/{wasm} --stage {} --fixtures {}/fixtures",
+                kind.name(),
+                dir.display(),
+                dir.display(),
+                dir.display(),
+                kind.name(),
+                dir.display()
+            );
+            Ok(())
+        }
         GuestCommand::Test {
             guest,
             stage,
             fixtures,
-        } => guest_test(&guest, stage.as_deref(), &fixtures),
+            record,
+        } => guest_test(&guest, stage.as_deref(), &fixtures, record),
+        GuestCommand::Diff {
+            old,
+            new,
+            stage,
+            lake,
+            from,
+            to,
+            tolerance,
+            examples,
+            report,
+            fail_on_change,
+        } => super::block_on(guest_diff(DiffArgs {
+            old,
+            new,
+            stage,
+            lake,
+            from,
+            to,
+            tolerance,
+            examples,
+            report,
+            fail_on_change,
+        })),
+        GuestCommand::Promote {
+            wasm,
+            stage,
+            http,
+            diff_report,
+            force,
+        } => super::block_on(guest_promote(
+            &wasm,
+            stage.as_deref(),
+            &http,
+            diff_report.as_deref(),
+            force,
+        )),
     }
 }

@@ -1,17 +1,20 @@
 //! The HTTP API:
 //! - `GET /health` (live: the process answers), `GET /ready` (Kafka, the lake and Elasticsearch
 //!   reachable; 503 with the reason otherwise), `GET /metrics` (Prometheus / OpenMetrics text);
-//! - `GET /guests` (loaded versions, swap history, ticks processed) and
+//! - `GET /guests` (loaded versions, swap history, ticks processed),
 //!   `POST /guests/<validate|enrich|route|all>/reload[?force=true]`, which asks for a guarded swap
-//!   and answers with the decision;
+//!   of the directory's file and answers with the decision, and
+//!   `POST /guests/<validate|enrich|route>/promote` (JSON: `component_base64`, optional
+//!   `diff_report` and `force`), the same guarded swap of a component handed over
+//!   (`stockpipe guest promote`), kept in the guests directory once swapped in;
 //! - the dashboard: `GET /` and `/assets/…` (embedded in the binary), fed by `GET /api/live`.
 //!
-//! Reads are open. The mutating endpoint needs `Authorization: Bearer <token>` whenever a token is
+//! Reads are open. The mutating endpoints need `Authorization: Bearer <token>` whenever a token is
 //! set (`STOCKPIPE_ADMIN_TOKEN`, from the environment only), and a token must be set when the API
 //! listens beyond loopback ([`admin_token`]). Connections are limited in number and must send
 //! their headers within a deadline ([`ServeLimits`]).
 
-use crate::chain::swap::{GuestRegistry, LoadedGuest, SwapEvent, SwapTrigger};
+use crate::chain::swap::{Candidate, GuestRegistry, LoadedGuest, SwapEvent, SwapTrigger};
 use crate::config::error::{ConfigError, invalid};
 use crate::runtime::StageKind;
 use crate::telemetry::{Dependency, LiveSnapshot, Telemetry};
@@ -105,6 +108,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/guests", get(guests))
         .route("/guests/{name}/reload", post(reload))
+        .route(
+            "/guests/{name}/promote",
+            post(promote).layer(axum::extract::DefaultBodyLimit::max(PROMOTE_BODY_MAX)),
+        )
         .route("/api/live", get(live))
         .route("/", get(|| async { asset("index.html") }))
         .route(
@@ -230,6 +237,86 @@ async fn reload(
             }
         },
     };
+    ask(
+        &state,
+        SwapTrigger {
+            stage,
+            force: query.force,
+            trigger: "http".into(),
+            reply: None,
+            candidate: None,
+        },
+    )
+    .await
+}
+
+/// A promotion's body can carry a large component (base64) and its diff report.
+const PROMOTE_BODY_MAX: usize = 64 << 20;
+
+#[derive(Deserialize)]
+struct PromoteBody {
+    /// The component's bytes, base64 (standard alphabet, padded).
+    component_base64: String,
+    /// The `guest diff` report, kept in the swap history.
+    #[serde(default)]
+    diff_report: Option<serde_json::Value>,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn promote(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(refused) = unauthorized(&state, &headers) {
+        return refused;
+    }
+    let Some(stage) = StageKind::from_name(&name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no stage {name:?}; use validate, enrich or route"),
+        );
+    };
+    let request: PromoteBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a promotion (component_base64, diff_report, force): {e}"),
+            );
+        }
+    };
+    use base64::Engine as _;
+    let bytes = match base64::engine::general_purpose::STANDARD.decode(&request.component_base64) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("component_base64 is not base64: {e}"),
+            );
+        }
+    };
+    ask(
+        &state,
+        SwapTrigger {
+            stage: Some(stage),
+            force: request.force,
+            trigger: "promote".into(),
+            reply: None,
+            candidate: Some(Candidate {
+                bytes,
+                diff_report: request.diff_report,
+            }),
+        },
+    )
+    .await
+}
+
+/// Hands `trigger` to the swap controller and answers with its decision: 200 with the events,
+/// 409 when a candidate was refused.
+async fn ask(state: &ApiState, mut trigger: SwapTrigger) -> Response {
     let Some(triggers) = &state.triggers else {
         return error(
             StatusCode::CONFLICT,
@@ -237,12 +324,7 @@ async fn reload(
         );
     };
     let (reply, answer) = tokio::sync::oneshot::channel::<Vec<SwapEvent>>();
-    let trigger = SwapTrigger {
-        stage,
-        force: query.force,
-        trigger: "http".into(),
-        reply: Some(reply),
-    };
+    trigger.reply = Some(reply);
     if triggers
         .lock()
         .expect("trigger lock")

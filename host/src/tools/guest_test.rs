@@ -1,5 +1,6 @@
 //! `stockpipe guest test`: runs one compiled component, under the production sandbox limits, over
-//! fixture cases and reports every mismatch.
+//! fixture cases and reports every mismatch — or, with `--record`, writes what it answers as the
+//! cases' expected outputs.
 //!
 //! A fixtures directory holds `input.jsonl` and `expected.jsonl`, or subdirectories (one per case)
 //! that do. Inputs are ticks in the pipeline's JSON format (route: route inputs,
@@ -191,6 +192,33 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
         .filter(|l| !l.trim().is_empty())
         .map(str::to_string)
         .collect())
+}
+
+/// Writes each case's `expected.jsonl` from what the component answers: the full outcome of every
+/// input line (`guest test --record`, with a known-good build). Returns the lines written.
+pub fn record_fixtures(
+    sandbox: Arc<Sandbox>,
+    component: Arc<GuestComponent>,
+    configs: &StageConfigs,
+    dir: &Path,
+) -> anyhow::Result<FixtureReport> {
+    let mut report = FixtureReport::default();
+    let mut instance = StageInstance::new(sandbox, component);
+    for case in find_cases(dir)? {
+        let inputs = read_lines(&case.join("input.jsonl"))?;
+        let name = case.display().to_string();
+        let actual = run_case(&mut instance, configs, &inputs).with_context(|| name.clone())?;
+        let mut text = String::new();
+        for outcome in &actual {
+            text.push_str(&outcome.to_string());
+            text.push('\n');
+        }
+        let path = case.join("expected.jsonl");
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        report.cases += 1;
+        report.lines += actual.len();
+    }
+    Ok(report)
 }
 
 pub fn run_fixtures(

@@ -1,7 +1,9 @@
 //! The tools around the pipeline, each behind a subcommand: none of them is on a tick's path.
 //!
 //! - [`bench`] and [`bench_pipeline`]: performance figures (`stockpipe bench …`).
-//! - [`guest_test`]: a component against fixture cases (`stockpipe guest test`).
+//! - The guest author's kit (`stockpipe guest …`): [`guest_new`] a standalone guest crate,
+//!   [`guest_test`] a component against fixture cases (or recording them), [`guest_diff`] two
+//!   versions over the lake's history, [`guest_promote`] a candidate handed to a running host.
 //! - [`upload`]: files into the lake as NDJSON (`stockpipe upload`).
 //! - [`bigquery`]: the sql/ statements, rendered and submitted (`stockpipe bq`).
 //! - [`kibana`]: the dashboard's saved objects and their import (`stockpipe kibana`).
@@ -10,6 +12,9 @@
 pub mod bench;
 pub mod bench_pipeline;
 pub mod bigquery;
+pub mod guest_diff;
+pub mod guest_new;
+pub mod guest_promote;
 pub mod guest_test;
 pub mod kibana;
 pub mod ml;

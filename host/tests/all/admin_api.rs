@@ -1,4 +1,4 @@
-//! The admin API: the mutating endpoint needs the token when one is set, reads stay open; a host
+//! The admin API: the mutating endpoints need the token when one is set, reads stay open; a host
 //! that listens beyond loopback without a token does not start; connections that never finish
 //! their headers are closed.
 
@@ -34,20 +34,35 @@ async fn the_reload_endpoint_needs_the_token() {
     let (addr, _stop) = api(Some("s3cret"), ServeLimits::default()).await;
     let client = reqwest::Client::new();
     let reload = format!("http://{addr}/guests/all/reload?force=true");
-    for auth in [
-        None,
-        Some("Bearer wrong"),
-        Some("Bearer s3cre"),
-        Some("s3cret"),
-    ] {
-        let mut request = client.post(&reload);
-        if let Some(auth) = auth {
-            request = request.header("authorization", auth);
+    let promote = format!("http://{addr}/guests/validate/promote");
+    for endpoint in [&reload, &promote] {
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Bearer s3cre"),
+            Some("s3cret"),
+        ] {
+            let mut request = client
+                .post(endpoint)
+                .body("{\"component_base64\":\"AA==\"}");
+            if let Some(auth) = auth {
+                request = request.header("authorization", auth);
+            }
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status().as_u16(), 401, "{endpoint} {auth:?}");
+            assert_eq!(answer.headers()["www-authenticate"], "Bearer");
         }
-        let answer = request.send().await.unwrap();
-        assert_eq!(answer.status().as_u16(), 401, "{auth:?}");
-        assert_eq!(answer.headers()["www-authenticate"], "Bearer");
     }
+    // A promotion with the token but a body that is not one is refused, naming what it expects.
+    let answer = client
+        .post(&promote)
+        .header("authorization", "Bearer s3cret")
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 400);
+    assert!(answer.text().await.unwrap().contains("component_base64"));
     // With the token the request gets through to the swap logic (no guests directory here).
     let answer = client
         .post(&reload)

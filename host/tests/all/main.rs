@@ -8,6 +8,7 @@ mod e2e;
 mod elasticsearch;
 mod emulators;
 mod failover;
+mod guest_kit;
 mod guests;
 mod hostile_input;
 mod kibana;

@@ -1,0 +1,643 @@
+//! `stockpipe guest diff`: what a new version of a stage would have done to the history in the lake,
+//! next to what the current version does, under the production limits.
+//!
+//! The lake holds the accepted ticks' documents; each document carries the tick it was made from
+//! (every field of the Kite quote) and, for route, the enrichment route was given. Objects are read
+//! one at a time (a lake object is at most `lake.roll_bytes`), their lines decoded back into ticks,
+//! and batches of them run through both components: memory is bounded by one object and one batch,
+//! whatever the length of the window.
+//!
+//! A tick differs when the two outcomes differ: another verdict or reason (validate, enrich), an
+//! enriched number further apart than the tolerance or another event id or minute (enrich), another
+//! destination (route), or a fault on one side only. Each difference is counted under a kind —
+//! `accepted->rejected:crossed-book`, `enrich.mid_price`, `route.alert`, `fault:trap` … — with the
+//! first few ticks of each kind as examples. Because the lake holds only what was accepted, a
+//! validate diff over it shows accepted→rejected flips; refusals of the past are in the dead-letter
+//! topic, not here.
+
+use crate::chain::StageConfigs;
+use crate::runtime::sandbox::Sandbox;
+use crate::runtime::{
+    GuestComponent, GuestFault, StageInstance, StageKind, call_isolated, convert,
+};
+use crate::sink::store::LakeStore;
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use stockpipe_guest_route::logic::{Destinations, RouteInput};
+use stockpipe_model::{Enrichment, Rejection, Tick};
+
+/// What to replay and how to compare.
+#[derive(Debug, Clone)]
+pub struct DiffOptions {
+    /// Documents under `<topic>/` in the lake.
+    pub topic: String,
+    /// Only ticks stamped at or after this instant (UTC µs).
+    pub from_us: Option<i64>,
+    /// Only ticks stamped before this instant (UTC µs).
+    pub to_us: Option<i64>,
+    /// Enriched numbers closer than this (relative, or absolute below 1) are equal.
+    pub tolerance: f64,
+    /// Examples kept per kind of difference.
+    pub examples: usize,
+    /// Ticks per call, as the pipeline batches them.
+    pub batch: usize,
+}
+
+/// One version's identity in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Version {
+    pub version: String,
+    pub source: String,
+}
+
+/// The diff's result: the JSON summary `guest diff` prints and `guest promote` hands the host.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiffReport {
+    pub stage: &'static str,
+    pub old: Version,
+    pub new: Version,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub tolerance: f64,
+    /// Lake objects read (those whose hour lies outside the window are not).
+    pub objects: u64,
+    /// Ticks replayed through both versions.
+    pub ticks: u64,
+    /// Documents in the objects read but outside the window.
+    pub outside_window: u64,
+    /// Lines that are not a tick's document (named in `undecodable_examples`).
+    pub undecodable: u64,
+    pub undecodable_examples: Vec<String>,
+    /// Ticks with at least one difference.
+    pub changed: u64,
+    /// Differences by kind.
+    pub differences: BTreeMap<String, u64>,
+    /// Per kind, the first `examples` ticks: their event id, instrument, time and both outcomes.
+    pub examples: BTreeMap<String, Vec<Value>>,
+    /// For enrich: the largest absolute difference seen per field (beyond the tolerance or not).
+    pub max_abs_difference: BTreeMap<String, f64>,
+    pub elapsed_seconds: f64,
+    pub ticks_per_second: f64,
+}
+
+impl DiffReport {
+    fn new(
+        stage: StageKind,
+        old: &GuestComponent,
+        new: &GuestComponent,
+        options: &DiffOptions,
+    ) -> Self {
+        let time = |us: Option<i64>| us.map(stockpipe_model::time::format_rfc3339_micros);
+        Self {
+            stage: stage.name(),
+            old: Version {
+                version: old.version.clone(),
+                source: old.source_name.clone(),
+            },
+            new: Version {
+                version: new.version.clone(),
+                source: new.source_name.clone(),
+            },
+            from: time(options.from_us),
+            to: time(options.to_us),
+            tolerance: options.tolerance,
+            objects: 0,
+            ticks: 0,
+            outside_window: 0,
+            undecodable: 0,
+            undecodable_examples: Vec::new(),
+            changed: 0,
+            differences: BTreeMap::new(),
+            examples: BTreeMap::new(),
+            max_abs_difference: BTreeMap::new(),
+            elapsed_seconds: 0.0,
+            ticks_per_second: 0.0,
+        }
+    }
+
+    fn note(&mut self, kind: String, limit: usize, example: impl FnOnce() -> Value) {
+        let count = self.differences.entry(kind.clone()).or_default();
+        *count += 1;
+        let kept = self.examples.entry(kind).or_default();
+        if kept.len() < limit {
+            kept.push(example());
+        }
+    }
+
+    /// A few lines for a terminal: the totals, then each kind of difference with its count.
+    pub fn summary_text(&self) -> String {
+        let mut out = format!(
+            "{} {} -> {}: {} ticks from {} objects, {} changed ({:.0} ticks/s)\n",
+            self.stage,
+            self.old.version,
+            self.new.version,
+            self.ticks,
+            self.objects,
+            self.changed,
+            self.ticks_per_second
+        );
+        for (kind, count) in &self.differences {
+            out.push_str(&format!("  {count:>9}  {kind}\n"));
+        }
+        if self.undecodable > 0 {
+            out.push_str(&format!(
+                "  {:>9}  lines that are not a tick's document (skipped)\n",
+                self.undecodable
+            ));
+        }
+        out
+    }
+}
+
+/// A tick read back from the lake, with what route was given about it.
+struct Replayed {
+    tick: Tick,
+    event_id: String,
+    spread_bps: f64,
+}
+
+/// The document's tick and the fields the diff needs beside it, or why the line is not one.
+fn replay_line(line: &[u8]) -> Result<Replayed, String> {
+    let tick = stockpipe_model::json::decode_tick(line, 0).map_err(|e| e.to_string())?;
+    let text = std::str::from_utf8(line).map_err(|e| e.to_string())?;
+    // Our writer's documents are compact: find the two fields by their keys; anything else is
+    // parsed whole.
+    let (event_id, spread_bps) = match (
+        compact_field(text, "\"event_id\":\""),
+        compact_field(text, "\"spread_bps\":"),
+    ) {
+        (Some(id), Some(bps)) => (
+            id.split('"').next().unwrap_or_default().to_string(),
+            bps.split([',', '}']).next().and_then(|n| n.parse().ok()),
+        ),
+        _ => {
+            let doc: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            (
+                doc.get("event_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                doc.get("spread_bps").and_then(Value::as_f64),
+            )
+        }
+    };
+    Ok(Replayed {
+        tick,
+        event_id,
+        spread_bps: spread_bps.unwrap_or(f64::NAN),
+    })
+}
+
+/// What follows `key` (with its punctuation) in a compact document, if it is there once at the
+/// top level — a nested object of ours never repeats these keys.
+fn compact_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.find(key).map(|at| &text[at + key.len()..])
+}
+
+/// Does the object, by its `dt=…/hour=…` path, hold nothing inside the window?
+fn object_outside_window(name: &str, from_us: Option<i64>, to_us: Option<i64>) -> bool {
+    let Some(hour_start) = hour_of_object(name) else {
+        return false;
+    };
+    let hour_end = hour_start + 3_600_000_000;
+    from_us.is_some_and(|from| hour_end <= from) || to_us.is_some_and(|to| hour_start >= to)
+}
+
+/// The start (UTC µs) of the hour a lake object's path names, if it names one.
+fn hour_of_object(name: &str) -> Option<i64> {
+    let day = name.split("dt=").nth(1)?.get(..10)?;
+    let hour: i64 = name.split("hour=").nth(1)?.get(..2)?.parse().ok()?;
+    let midnight = stockpipe_model::time::parse_timestamp(&format!("{day}T00:00:00Z"), 0).ok()?;
+    Some(midnight + hour * 3_600_000_000)
+}
+
+fn rejection_json(r: &Rejection) -> Value {
+    json!({"verdict": "rejected", "code": r.code.as_str(), "message": r.message})
+}
+
+fn fault_json(f: &GuestFault) -> Value {
+    json!({"fault": f.code, "message": f.message})
+}
+
+fn enrichment_json(e: &Enrichment) -> Value {
+    json!({
+        "event_id": format!("{:016x}", e.event_id),
+        "mid_price": e.mid_price, "spread": e.spread, "spread_bps": e.spread_bps,
+        "book_imbalance": e.book_imbalance, "notional": e.notional,
+        "deviation_bps": e.deviation_bps, "hour": e.hour, "minute": e.minute,
+    })
+}
+
+fn destinations_json(d: &Destinations) -> Value {
+    json!({
+        "search_index": d.search_index.as_deref(),
+        "lake_partition": d.lake_partition.as_deref(),
+        "alert": d.alert.as_ref().map(|a| json!({"topic": &*a.topic, "reason": a.reason})),
+        "dead_letter_topic": d.dead_letter_topic.as_deref(),
+    })
+}
+
+/// The kind of a verdict change, or `None` when both sides agree.
+fn verdict_change(old: Option<&Rejection>, new: Option<&Rejection>) -> Option<String> {
+    match (old, new) {
+        (None, None) => None,
+        (None, Some(n)) => Some(format!("accepted->rejected:{}", n.code.as_str())),
+        (Some(o), None) => Some(format!("rejected->accepted:{}", o.code.as_str())),
+        (Some(o), Some(n)) if o.code != n.code => Some(format!(
+            "rejected:{}->rejected:{}",
+            o.code.as_str(),
+            n.code.as_str()
+        )),
+        (Some(_), Some(_)) => None,
+    }
+}
+
+/// Are two enriched numbers equal within `tolerance` (relative, absolute below magnitude 1)?
+pub fn close_enough(a: f64, b: f64, tolerance: f64) -> bool {
+    a == b
+        || (a.is_nan() && b.is_nan())
+        || (a - b).abs() <= tolerance * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Reads one enriched number.
+type Field = fn(&Enrichment) -> f64;
+
+/// The enrichment fields compared numerically, by name.
+const ENRICHED_NUMBERS: [(&str, Field); 6] = [
+    ("mid_price", |e| e.mid_price),
+    ("spread", |e| e.spread),
+    ("spread_bps", |e| e.spread_bps),
+    ("book_imbalance", |e| e.book_imbalance),
+    ("notional", |e| e.notional),
+    ("deviation_bps", |e| e.deviation_bps),
+];
+
+/// Compares one batch's outcomes and notes every difference.
+struct Comparer<'a> {
+    report: &'a mut DiffReport,
+    limit: usize,
+    tolerance: f64,
+}
+
+impl Comparer<'_> {
+    fn example(t: &Replayed, old: Value, new: Value) -> Value {
+        json!({
+            "event_id": t.event_id,
+            "instrument_token": t.tick.instrument_token,
+            "timestamp": stockpipe_model::time::format_rfc3339_micros(t.tick.timestamp_us),
+            "old": old,
+            "new": new,
+        })
+    }
+
+    /// Faults on either side: `Some(kind)` when they differ, and whether both faulted alike.
+    fn faults<A, B>(old: &Result<A, GuestFault>, new: &Result<B, GuestFault>) -> Option<String> {
+        match (old, new) {
+            (Ok(_), Err(f)) => Some(format!("fault:{}", f.code)),
+            (Err(f), Ok(_)) => Some(format!("fault-fixed:{}", f.code)),
+            (Err(a), Err(b)) if a.code != b.code => Some(format!("fault:{}->{}", a.code, b.code)),
+            _ => None,
+        }
+    }
+
+    fn validate(
+        &mut self,
+        ticks: &[Replayed],
+        old: &[Result<Option<Rejection>, GuestFault>],
+        new: &[Result<Option<Rejection>, GuestFault>],
+    ) {
+        let json = |o: &Result<Option<Rejection>, GuestFault>| match o {
+            Ok(None) => json!({"verdict": "accepted"}),
+            Ok(Some(r)) => rejection_json(r),
+            Err(f) => fault_json(f),
+        };
+        for ((t, o), n) in ticks.iter().zip(old).zip(new) {
+            let kind = Self::faults(o, n).or_else(|| match (o, n) {
+                (Ok(o), Ok(n)) => verdict_change(o.as_ref(), n.as_ref()),
+                _ => None,
+            });
+            if let Some(kind) = kind {
+                self.report.changed += 1;
+                self.report
+                    .note(kind, self.limit, || Self::example(t, json(o), json(n)));
+            }
+        }
+    }
+
+    fn enrich(
+        &mut self,
+        ticks: &[Replayed],
+        old: &[Result<Result<Enrichment, Rejection>, GuestFault>],
+        new: &[Result<Result<Enrichment, Rejection>, GuestFault>],
+    ) {
+        let json = |o: &Result<Result<Enrichment, Rejection>, GuestFault>| match o {
+            Ok(Ok(e)) => enrichment_json(e),
+            Ok(Err(r)) => rejection_json(r),
+            Err(f) => fault_json(f),
+        };
+        for ((t, o), n) in ticks.iter().zip(old).zip(new) {
+            let mut kinds = Vec::new();
+            if let Some(kind) = Self::faults(o, n) {
+                kinds.push(kind);
+            }
+            match (o, n) {
+                (Ok(Ok(a)), Ok(Ok(b))) => {
+                    for (field, get) in ENRICHED_NUMBERS {
+                        let (x, y) = (get(a), get(b));
+                        let gap = (x - y).abs();
+                        if gap.is_finite() {
+                            let max = self
+                                .report
+                                .max_abs_difference
+                                .entry(field.into())
+                                .or_default();
+                            *max = max.max(gap);
+                        }
+                        if !close_enough(x, y, self.tolerance) {
+                            kinds.push(format!("enrich.{field}"));
+                        }
+                    }
+                    if a.event_id != b.event_id {
+                        kinds.push("enrich.event_id".into());
+                    }
+                    if (a.hour, a.minute) != (b.hour, b.minute) {
+                        kinds.push("enrich.hour_minute".into());
+                    }
+                }
+                (Ok(a), Ok(b)) => {
+                    if let Some(kind) = verdict_change(a.as_ref().err(), b.as_ref().err()) {
+                        kinds.push(kind);
+                    }
+                }
+                _ => {}
+            }
+            if !kinds.is_empty() {
+                self.report.changed += 1;
+                for kind in kinds {
+                    self.report
+                        .note(kind, self.limit, || Self::example(t, json(o), json(n)));
+                }
+            }
+        }
+    }
+
+    fn route(
+        &mut self,
+        ticks: &[Replayed],
+        old: &[Result<Destinations, GuestFault>],
+        new: &[Result<Destinations, GuestFault>],
+    ) {
+        let json = |o: &Result<Destinations, GuestFault>| match o {
+            Ok(d) => destinations_json(d),
+            Err(f) => fault_json(f),
+        };
+        for ((t, o), n) in ticks.iter().zip(old).zip(new) {
+            let mut kinds = Vec::new();
+            if let Some(kind) = Self::faults(o, n) {
+                kinds.push(kind);
+            }
+            if let (Ok(a), Ok(b)) = (o, n) {
+                if a.search_index != b.search_index {
+                    kinds.push("route.search_index".to_string());
+                }
+                if a.lake_partition != b.lake_partition {
+                    kinds.push("route.lake_partition".to_string());
+                }
+                if a.alert != b.alert {
+                    kinds.push("route.alert".to_string());
+                }
+                if a.dead_letter_topic != b.dead_letter_topic {
+                    kinds.push("route.dead_letter_topic".to_string());
+                }
+            }
+            if !kinds.is_empty() {
+                self.report.changed += 1;
+                for kind in kinds {
+                    self.report
+                        .note(kind, self.limit, || Self::example(t, json(o), json(n)));
+                }
+            }
+        }
+    }
+}
+
+/// Runs one batch through both versions and compares.
+fn diff_batch(
+    old: &mut StageInstance,
+    new: &mut StageInstance,
+    configs: &StageConfigs,
+    batch: &[Replayed],
+    comparer: &mut Comparer<'_>,
+) {
+    match old.component().kind {
+        StageKind::Validate => {
+            let config = convert::validate_config(&configs.validate);
+            let views: Vec<_> = batch.iter().map(|r| r.tick.view()).collect();
+            let a = call_isolated(&views, |b| old.validate(&config, b));
+            let b = call_isolated(&views, |b| new.validate(&config, b));
+            comparer.validate(batch, &a, &b);
+        }
+        StageKind::Enrich => {
+            let config = convert::enrich_config(&configs.enrich);
+            let views: Vec<_> = batch.iter().map(|r| r.tick.view()).collect();
+            let a = call_isolated(&views, |b| old.enrich(&config, b));
+            let b = call_isolated(&views, |b| new.enrich(&config, b));
+            comparer.enrich(batch, &a, &b);
+        }
+        StageKind::Route => {
+            let config = convert::route_config(&configs.route);
+            let inputs: Vec<RouteInput> = batch
+                .iter()
+                .map(|r| RouteInput {
+                    timestamp_us: r.tick.timestamp_us,
+                    instrument_token: r.tick.instrument_token,
+                    change: r.tick.change,
+                    spread_bps: r.spread_bps,
+                    rejected: false,
+                })
+                .collect();
+            let a = call_isolated(&inputs, |b| old.route(&config, b));
+            let b = call_isolated(&inputs, |b| new.route(&config, b));
+            comparer.route(batch, &a, &b);
+        }
+    }
+}
+
+/// Replays the lake's documents within the window through `old` and `new` (the same stage) and
+/// reports every difference.
+pub async fn diff(
+    sandbox: Arc<Sandbox>,
+    old: Arc<GuestComponent>,
+    new: Arc<GuestComponent>,
+    configs: &StageConfigs,
+    store: &LakeStore,
+    options: &DiffOptions,
+) -> anyhow::Result<DiffReport> {
+    anyhow::ensure!(
+        old.kind == new.kind,
+        "{} is a {} component and {} a {} one: diff two versions of one stage",
+        old.source_name,
+        old.kind.name(),
+        new.source_name,
+        new.kind.name()
+    );
+    let started = Instant::now();
+    let mut report = DiffReport::new(old.kind, &old, &new, options);
+    let mut old_instance = StageInstance::new(sandbox.clone(), old);
+    let mut new_instance = StageInstance::new(sandbox, new);
+    let prefix = format!("{}/", options.topic);
+    let mut names = store.list(&prefix).await?;
+    names.retain(|n| n.ends_with(".ndjson") || n.ends_with(".ndjson.gz"));
+    names.sort();
+    let mut batch: Vec<Replayed> = Vec::with_capacity(options.batch);
+    for name in names {
+        if object_outside_window(&name, options.from_us, options.to_us) {
+            continue;
+        }
+        let bytes = crate::sink::lake::object_lines(&name, store.get(&name).await?)
+            .with_context(|| format!("gunzipping {name}"))?;
+        report.objects += 1;
+        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let replayed = match replay_line(line) {
+                Ok(r) => r,
+                Err(e) => {
+                    report.undecodable += 1;
+                    if report.undecodable_examples.len() < options.examples {
+                        report
+                            .undecodable_examples
+                            .push(format!("{name} line {}: {e}", i + 1));
+                    }
+                    continue;
+                }
+            };
+            let at = replayed.tick.timestamp_us;
+            if options.from_us.is_some_and(|from| at < from)
+                || options.to_us.is_some_and(|to| at >= to)
+            {
+                report.outside_window += 1;
+                continue;
+            }
+            batch.push(replayed);
+            if batch.len() == options.batch {
+                report.ticks += batch.len() as u64;
+                let mut comparer = Comparer {
+                    report: &mut report,
+                    limit: options.examples,
+                    tolerance: options.tolerance,
+                };
+                diff_batch(
+                    &mut old_instance,
+                    &mut new_instance,
+                    configs,
+                    &batch,
+                    &mut comparer,
+                );
+                batch.clear();
+            }
+        }
+    }
+    if !batch.is_empty() {
+        report.ticks += batch.len() as u64;
+        let mut comparer = Comparer {
+            report: &mut report,
+            limit: options.examples,
+            tolerance: options.tolerance,
+        };
+        diff_batch(
+            &mut old_instance,
+            &mut new_instance,
+            configs,
+            &batch,
+            &mut comparer,
+        );
+    }
+    anyhow::ensure!(
+        report.ticks > 0,
+        "no documents under {prefix} in the lake{} — nothing to replay",
+        match (&report.from, &report.to) {
+            (None, None) => String::new(),
+            (from, to) => format!(
+                " between {} and {}",
+                from.as_deref().unwrap_or("the start"),
+                to.as_deref().unwrap_or("the end")
+            ),
+        }
+    );
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    report.ticks_per_second = report.ticks as f64 / report.elapsed_seconds.max(1e-9);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stockpipe_model::ReasonCode;
+
+    fn rejection(code: ReasonCode) -> Rejection {
+        Rejection {
+            code,
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn verdict_changes_are_named_by_the_reason_that_decided() {
+        let crossed = rejection(ReasonCode::CrossedBook);
+        let other = rejection(ReasonCode::Other);
+        assert_eq!(verdict_change(None, None), None);
+        assert_eq!(
+            verdict_change(None, Some(&crossed)).as_deref(),
+            Some("accepted->rejected:crossed-book")
+        );
+        assert_eq!(
+            verdict_change(Some(&crossed), None).as_deref(),
+            Some("rejected->accepted:crossed-book")
+        );
+        assert_eq!(
+            verdict_change(Some(&crossed), Some(&other)).as_deref(),
+            Some("rejected:crossed-book->rejected:other")
+        );
+        // Only the message changed: the same verdict.
+        let reworded = Rejection {
+            message: "other words".into(),
+            ..crossed.clone()
+        };
+        assert_eq!(verdict_change(Some(&crossed), Some(&reworded)), None);
+    }
+
+    #[test]
+    fn numbers_are_compared_relative_above_one_and_absolute_below() {
+        assert!(close_enough(100.0, 100.0 + 1e-8, 1e-9));
+        assert!(!close_enough(100.0, 100.0 + 1e-6, 1e-9));
+        assert!(close_enough(1e-12, 2e-12, 1e-9));
+        assert!(close_enough(f64::NAN, f64::NAN, 0.0));
+        assert!(!close_enough(f64::NAN, 1.0, 1.0));
+        assert!(close_enough(f64::INFINITY, f64::INFINITY, 0.0));
+    }
+
+    #[test]
+    fn objects_outside_the_window_are_skipped_by_their_hour() {
+        let name = "stock-stream/dt=2017-06-20/hour=07/0-1-9.ndjson";
+        let seven = stockpipe_model::time::parse_timestamp("2017-06-20T07:00:00Z", 0).unwrap();
+        let hour = 3_600_000_000;
+        assert_eq!(hour_of_object(name), Some(seven));
+        assert!(!object_outside_window(name, None, None));
+        assert!(!object_outside_window(name, Some(seven + hour - 1), None));
+        assert!(object_outside_window(name, Some(seven + hour), None));
+        assert!(object_outside_window(name, None, Some(seven)));
+        assert!(!object_outside_window(name, None, Some(seven + 1)));
+        // A name without partitions is always read.
+        assert!(!object_outside_window(
+            "stock-stream/x.ndjson",
+            Some(i64::MAX),
+            None
+        ));
+    }
+}
