@@ -43,7 +43,7 @@ ES = "http://127.0.0.1:9200"
 GCS = "http://127.0.0.1:4443"
 KIBANA = "http://127.0.0.1:5601"
 BUCKET, LAKE_PREFIX = "stockpipe-lake", "stockpipe/stock-stream/"
-ADMIN_TOKEN = "ci-admin-token"
+ADMIN_TOKEN = os.environ.get("STOCKPIPE_ADMIN_TOKEN", "ci-admin-token")
 
 
 class CheckFailed(Exception):

@@ -97,10 +97,16 @@ service=$!
 for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
 export DOCKER_HOST="unix://$socket"
 export COMPOSE_PROJECT_NAME=stockpipe-ci
+# The compose file requires the admin token for every command, `down` included.
+export STOCKPIPE_ADMIN_TOKEN=ci-admin-token
 compose=(docker-compose -f docker-compose.yml -f docker/ci/compose.ci.yml)
 cleanup() {
     if [ "${KEEP_STACK:-0}" != 1 ]; then
-        "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
+        "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 \
+            || echo "warning: docker-compose down failed; the stack may still run" >&2
+        if [ -n "$(podman ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")" ]; then
+            echo "warning: containers of $COMPOSE_PROJECT_NAME still run after down" >&2
+        fi
     fi
     kill "$service" 2>/dev/null || true
 }

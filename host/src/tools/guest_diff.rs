@@ -16,6 +16,7 @@
 //! topic, not here.
 
 use crate::chain::StageConfigs;
+use crate::runtime::bindings::types;
 use crate::runtime::sandbox::Sandbox;
 use crate::runtime::{
     GuestComponent, GuestFault, StageInstance, StageKind, call_isolated, convert,
@@ -28,7 +29,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use stockpipe_guest_route::logic::{Destinations, RouteInput};
-use stockpipe_model::{Enrichment, Rejection, Tick};
+use stockpipe_model::columns::TickColumns;
+use stockpipe_model::{Enrichment, Rejection};
 
 /// What to replay and how to compare.
 #[derive(Debug, Clone)]
@@ -153,49 +155,123 @@ impl DiffReport {
     }
 }
 
-/// A tick read back from the lake, with what route was given about it.
-struct Replayed {
-    tick: Tick,
-    event_id: String,
-    spread_bps: f64,
+/// Ticks read back from the lake, laid out as the pipeline hands them to the guests, with what the
+/// report and route need beside each: its event id and the enrichment's `spread_bps`.
+struct Batch {
+    columns: TickColumns,
+    ids: Vec<[u8; 16]>,
+    spread_bps: Vec<f64>,
+    /// A document's tick rebuilt as a message, for the scanner.
+    scratch: Vec<u8>,
 }
 
-/// The document's tick and the fields the diff needs beside it, or why the line is not one.
-fn replay_line(line: &[u8]) -> Result<Replayed, String> {
-    let tick = stockpipe_model::json::decode_tick(line, 0).map_err(|e| e.to_string())?;
-    let text = std::str::from_utf8(line).map_err(|e| e.to_string())?;
-    // Our writer's documents are compact: find the two fields by their keys; anything else is
-    // parsed whole.
-    let (event_id, spread_bps) = match (
-        compact_field(text, "\"event_id\":\""),
-        compact_field(text, "\"spread_bps\":"),
-    ) {
-        (Some(id), Some(bps)) => (
-            id.split('"').next().unwrap_or_default().to_string(),
-            bps.split([',', '}']).next().and_then(|n| n.parse().ok()),
-        ),
-        _ => {
-            let doc: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-            (
-                doc.get("event_id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                doc.get("spread_bps").and_then(Value::as_f64),
-            )
+/// `{"event_id":"` + 16 hex digits + `",`: where our writer's documents put the tick's fields.
+const ID_AT: usize = 13;
+const FIELDS_AT: usize = ID_AT + 16 + 2;
+const TIMESTAMP_KEY: &[u8] = b"\"timestamp\":\"";
+
+/// Where a document of our writer splits: its event id, the tick's fields (`"timestamp":…` up to
+/// the end of `"depth":{…}`), and the enrichment after them; `None` for any other layout.
+fn split_document(line: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    static MID_PRICE: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(b",\"mid_price\":"));
+    if !line.starts_with(b"{\"event_id\":\"")
+        || !line.get(FIELDS_AT - 2..FIELDS_AT)?.eq(b"\",")
+        || !line[FIELDS_AT..].starts_with(TIMESTAMP_KEY)
+    {
+        return None;
+    }
+    let end = MID_PRICE.rfind(line)?;
+    Some((
+        &line[ID_AT..ID_AT + 16],
+        &line[FIELDS_AT..end],
+        &line[end..],
+    ))
+}
+
+/// The enrichment's `spread_bps` (what route was given), if it is there.
+fn spread_bps_of(enrichment: &[u8]) -> Option<f64> {
+    const KEY: &[u8] = b"\"spread_bps\":";
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
+    let text = enrichment;
+    let at = FINDER.find(text)? + KEY.len();
+    let len = text[at..].iter().position(|b| matches!(b, b',' | b'}'))?;
+    std::str::from_utf8(&text[at..at + len]).ok()?.parse().ok()
+}
+
+impl Batch {
+    fn new(capacity: usize) -> Self {
+        Self {
+            columns: TickColumns::with_capacity(capacity, capacity * 10),
+            ids: Vec::with_capacity(capacity),
+            spread_bps: Vec::with_capacity(capacity),
+            scratch: Vec::with_capacity(2048),
         }
-    };
-    Ok(Replayed {
-        tick,
-        event_id,
-        spread_bps: spread_bps.unwrap_or(f64::NAN),
-    })
-}
+    }
 
-/// What follows `key` (with its punctuation) in a compact document, if it is there once at the
-/// top level — a nested object of ours never repeats these keys.
-fn compact_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.find(key).map(|at| &text[at + key.len()..])
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn clear(&mut self) {
+        self.columns = TickColumns::with_capacity(self.ids.capacity(), self.ids.capacity() * 10);
+        self.ids.clear();
+        self.spread_bps.clear();
+    }
+
+    /// Adds a document's tick if it lies inside `window`: `Ok(true)` added, `Ok(false)` outside,
+    /// `Err` not a tick's document. Our writer's documents are rebuilt as a message and scanned
+    /// straight into the columns; any other layout is parsed whole.
+    fn push(&mut self, line: &[u8], window: (Option<i64>, Option<i64>)) -> Result<bool, String> {
+        let inside =
+            |at: i64| window.0.is_none_or(|from| at >= from) && window.1.is_none_or(|to| at < to);
+        if let Some((id, fields, enrichment)) = split_document(line) {
+            // The window first, from the timestamp alone: ticks outside it are not scanned.
+            let value = &fields[TIMESTAMP_KEY.len()..];
+            let end = memchr::memchr(b'"', value).ok_or("the timestamp is not closed")?;
+            let at = stockpipe_model::time::parse_timestamp_bytes(&value[..end], 0)
+                .map_err(|e| e.to_string())?;
+            if !inside(at) {
+                return Ok(false);
+            }
+            self.scratch.clear();
+            self.scratch.push(b'{');
+            self.scratch.extend_from_slice(fields);
+            self.scratch.push(b'}');
+            stockpipe_model::json::decode_into(&self.scratch, 0, &mut self.columns)
+                .map_err(|e| e.to_string())?;
+            self.ids.push(id.try_into().expect("16 bytes"));
+            self.spread_bps
+                .push(spread_bps_of(enrichment).unwrap_or(f64::NAN));
+            return Ok(true);
+        }
+        let tick = stockpipe_model::json::decode_tick(line, 0).map_err(|e| e.to_string())?;
+        if !inside(tick.timestamp_us) {
+            return Ok(false);
+        }
+        let doc: Value = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+        let mut id = [b'0'; 16];
+        let given = doc
+            .get("event_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        for (slot, b) in id.iter_mut().zip(given.bytes()) {
+            *slot = b;
+        }
+        self.columns.push(&tick.view());
+        self.ids.push(id);
+        self.spread_bps.push(
+            doc.get("spread_bps")
+                .and_then(Value::as_f64)
+                .unwrap_or(f64::NAN),
+        );
+        Ok(true)
+    }
+
+    fn event_id(&self, i: usize) -> String {
+        String::from_utf8_lossy(&self.ids[i]).into_owned()
+    }
 }
 
 /// Does the object, by its `dt=…/hour=…` path, hold nothing inside the window?
@@ -284,11 +360,11 @@ struct Comparer<'a> {
 }
 
 impl Comparer<'_> {
-    fn example(t: &Replayed, old: Value, new: Value) -> Value {
+    fn example(batch: &Batch, i: usize, old: Value, new: Value) -> Value {
         json!({
-            "event_id": t.event_id,
-            "instrument_token": t.tick.instrument_token,
-            "timestamp": stockpipe_model::time::format_rfc3339_micros(t.tick.timestamp_us),
+            "event_id": batch.event_id(i),
+            "instrument_token": batch.columns.instrument_token[i],
+            "timestamp": stockpipe_model::time::format_rfc3339_micros(batch.columns.timestamp_us[i]),
             "old": old,
             "new": new,
         })
@@ -306,7 +382,7 @@ impl Comparer<'_> {
 
     fn validate(
         &mut self,
-        ticks: &[Replayed],
+        batch: &Batch,
         old: &[Result<Option<Rejection>, GuestFault>],
         new: &[Result<Option<Rejection>, GuestFault>],
     ) {
@@ -315,22 +391,23 @@ impl Comparer<'_> {
             Ok(Some(r)) => rejection_json(r),
             Err(f) => fault_json(f),
         };
-        for ((t, o), n) in ticks.iter().zip(old).zip(new) {
+        for (i, (o, n)) in old.iter().zip(new).enumerate() {
             let kind = Self::faults(o, n).or_else(|| match (o, n) {
                 (Ok(o), Ok(n)) => verdict_change(o.as_ref(), n.as_ref()),
                 _ => None,
             });
             if let Some(kind) = kind {
                 self.report.changed += 1;
-                self.report
-                    .note(kind, self.limit, || Self::example(t, json(o), json(n)));
+                self.report.note(kind, self.limit, || {
+                    Self::example(batch, i, json(o), json(n))
+                });
             }
         }
     }
 
     fn enrich(
         &mut self,
-        ticks: &[Replayed],
+        batch: &Batch,
         old: &[Result<Result<Enrichment, Rejection>, GuestFault>],
         new: &[Result<Result<Enrichment, Rejection>, GuestFault>],
     ) {
@@ -339,7 +416,7 @@ impl Comparer<'_> {
             Ok(Err(r)) => rejection_json(r),
             Err(f) => fault_json(f),
         };
-        for ((t, o), n) in ticks.iter().zip(old).zip(new) {
+        for (i, (o, n)) in old.iter().zip(new).enumerate() {
             let mut kinds = Vec::new();
             if let Some(kind) = Self::faults(o, n) {
                 kinds.push(kind);
@@ -378,8 +455,9 @@ impl Comparer<'_> {
             if !kinds.is_empty() {
                 self.report.changed += 1;
                 for kind in kinds {
-                    self.report
-                        .note(kind, self.limit, || Self::example(t, json(o), json(n)));
+                    self.report.note(kind, self.limit, || {
+                        Self::example(batch, i, json(o), json(n))
+                    });
                 }
             }
         }
@@ -387,7 +465,7 @@ impl Comparer<'_> {
 
     fn route(
         &mut self,
-        ticks: &[Replayed],
+        batch: &Batch,
         old: &[Result<Destinations, GuestFault>],
         new: &[Result<Destinations, GuestFault>],
     ) {
@@ -395,7 +473,7 @@ impl Comparer<'_> {
             Ok(d) => destinations_json(d),
             Err(f) => fault_json(f),
         };
-        for ((t, o), n) in ticks.iter().zip(old).zip(new) {
+        for (i, (o, n)) in old.iter().zip(new).enumerate() {
             let mut kinds = Vec::new();
             if let Some(kind) = Self::faults(o, n) {
                 kinds.push(kind);
@@ -417,12 +495,33 @@ impl Comparer<'_> {
             if !kinds.is_empty() {
                 self.report.changed += 1;
                 for kind in kinds {
-                    self.report
-                        .note(kind, self.limit, || Self::example(t, json(o), json(n)));
+                    self.report.note(kind, self.limit, || {
+                        Self::example(batch, i, json(o), json(n))
+                    });
                 }
             }
         }
     }
+}
+
+/// One stage call over the whole batch as a single copy of its columns; after a fault, parts of
+/// it (down to single ticks) get columns of their own, as in the pipeline.
+fn call_columns<O>(
+    columns: &TickColumns,
+    whole: &types::TickBatch,
+    mut call: impl FnMut(&types::TickBatch, usize) -> Result<Vec<O>, GuestFault>,
+) -> Vec<Result<O, GuestFault>> {
+    let every: Vec<usize> = (0..columns.len()).collect();
+    call_isolated(&every, |indices| {
+        if indices.len() == every.len() {
+            call(whole, indices.len())
+        } else {
+            call(
+                &convert::tick_batch_owned(columns.gather(indices)),
+                indices.len(),
+            )
+        }
+    })
 }
 
 /// Runs one batch through both versions and compares.
@@ -430,33 +529,41 @@ fn diff_batch(
     old: &mut StageInstance,
     new: &mut StageInstance,
     configs: &StageConfigs,
-    batch: &[Replayed],
+    batch: &Batch,
     comparer: &mut Comparer<'_>,
 ) {
     match old.component().kind {
         StageKind::Validate => {
             let config = convert::validate_config(&configs.validate);
-            let views: Vec<_> = batch.iter().map(|r| r.tick.view()).collect();
-            let a = call_isolated(&views, |b| old.validate(&config, b));
-            let b = call_isolated(&views, |b| new.validate(&config, b));
+            let whole = convert::tick_batch(&batch.columns);
+            let a = call_columns(&batch.columns, &whole, |b, n| {
+                old.validate_columns(&config, b, n)
+            });
+            let b = call_columns(&batch.columns, &whole, |b, n| {
+                new.validate_columns(&config, b, n)
+            });
             comparer.validate(batch, &a, &b);
         }
         StageKind::Enrich => {
             let config = convert::enrich_config(&configs.enrich);
-            let views: Vec<_> = batch.iter().map(|r| r.tick.view()).collect();
-            let a = call_isolated(&views, |b| old.enrich(&config, b));
-            let b = call_isolated(&views, |b| new.enrich(&config, b));
+            let whole = convert::tick_batch(&batch.columns);
+            let a = call_columns(&batch.columns, &whole, |b, n| {
+                old.enrich_columns(&config, b, n)
+            });
+            let b = call_columns(&batch.columns, &whole, |b, n| {
+                new.enrich_columns(&config, b, n)
+            });
             comparer.enrich(batch, &a, &b);
         }
         StageKind::Route => {
             let config = convert::route_config(&configs.route);
-            let inputs: Vec<RouteInput> = batch
-                .iter()
-                .map(|r| RouteInput {
-                    timestamp_us: r.tick.timestamp_us,
-                    instrument_token: r.tick.instrument_token,
-                    change: r.tick.change,
-                    spread_bps: r.spread_bps,
+            let c = &batch.columns;
+            let inputs: Vec<RouteInput> = (0..batch.len())
+                .map(|i| RouteInput {
+                    timestamp_us: c.timestamp_us[i],
+                    instrument_token: c.instrument_token[i],
+                    change: c.change[i],
+                    spread_bps: batch.spread_bps[i],
                     rejected: false,
                 })
                 .collect();
@@ -465,6 +572,24 @@ fn diff_batch(
             comparer.route(batch, &a, &b);
         }
     }
+}
+
+fn run_batch(
+    old: &mut StageInstance,
+    new: &mut StageInstance,
+    configs: &StageConfigs,
+    batch: &mut Batch,
+    report: &mut DiffReport,
+    options: &DiffOptions,
+) {
+    report.ticks += batch.len() as u64;
+    let mut comparer = Comparer {
+        report,
+        limit: options.examples,
+        tolerance: options.tolerance,
+    };
+    diff_batch(old, new, configs, batch, &mut comparer);
+    batch.clear();
 }
 
 /// Replays the lake's documents within the window through `old` and `new` (the same stage) and
@@ -493,7 +618,8 @@ pub async fn diff(
     let mut names = store.list(&prefix).await?;
     names.retain(|n| n.ends_with(".ndjson") || n.ends_with(".ndjson.gz"));
     names.sort();
-    let mut batch: Vec<Replayed> = Vec::with_capacity(options.batch);
+    let mut batch = Batch::new(options.batch);
+    let window = (options.from_us, options.to_us);
     for name in names {
         if object_outside_window(&name, options.from_us, options.to_us) {
             continue;
@@ -501,12 +627,22 @@ pub async fn diff(
         let bytes = crate::sink::lake::object_lines(&name, store.get(&name).await?)
             .with_context(|| format!("gunzipping {name}"))?;
         report.objects += 1;
-        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let mut start = 0;
+        for (i, end) in memchr::memchr_iter(b'\n', &bytes)
+            .chain(std::iter::once(bytes.len()))
+            .enumerate()
+        {
+            let line = &bytes[start..end];
+            start = end + 1;
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let replayed = match replay_line(line) {
-                Ok(r) => r,
+            match batch.push(line, window) {
+                Ok(true) => {}
+                Ok(false) => {
+                    report.outside_window += 1;
+                    continue;
+                }
                 Err(e) => {
                     report.undecodable += 1;
                     if report.undecodable_examples.len() < options.examples {
@@ -516,46 +652,27 @@ pub async fn diff(
                     }
                     continue;
                 }
-            };
-            let at = replayed.tick.timestamp_us;
-            if options.from_us.is_some_and(|from| at < from)
-                || options.to_us.is_some_and(|to| at >= to)
-            {
-                report.outside_window += 1;
-                continue;
             }
-            batch.push(replayed);
             if batch.len() == options.batch {
-                report.ticks += batch.len() as u64;
-                let mut comparer = Comparer {
-                    report: &mut report,
-                    limit: options.examples,
-                    tolerance: options.tolerance,
-                };
-                diff_batch(
+                run_batch(
                     &mut old_instance,
                     &mut new_instance,
                     configs,
-                    &batch,
-                    &mut comparer,
+                    &mut batch,
+                    &mut report,
+                    options,
                 );
-                batch.clear();
             }
         }
     }
-    if !batch.is_empty() {
-        report.ticks += batch.len() as u64;
-        let mut comparer = Comparer {
-            report: &mut report,
-            limit: options.examples,
-            tolerance: options.tolerance,
-        };
-        diff_batch(
+    if batch.len() > 0 {
+        run_batch(
             &mut old_instance,
             &mut new_instance,
             configs,
-            &batch,
-            &mut comparer,
+            &mut batch,
+            &mut report,
+            options,
         );
     }
     anyhow::ensure!(

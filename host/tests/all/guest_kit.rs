@@ -336,10 +336,10 @@ async fn a_changed_guest_recorded_diffed_against_the_lake_and_promoted() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let view = host.guests().await;
-    let loaded: Vec<&Value> = view["guests"].as_array().unwrap().iter().collect();
-    let validate = loaded.iter().find(|g| g["stage"] == "validate").unwrap();
-    assert_eq!(validate["version"], report["new"]["version"]);
+    // The host answers once it decided; the loop puts the new version in at its next batch.
+    let view = host
+        .serving("validate", report["new"]["version"].as_str().unwrap())
+        .await;
     let swapped = view["history"]
         .as_array()
         .unwrap()
@@ -435,6 +435,27 @@ impl Host {
             .json()
             .await
             .unwrap()
+    }
+
+    /// The host's view once `stage` is served by `version` (within 30 s).
+    async fn serving(&self, stage: &str, version: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let view = self.guests().await;
+            let loaded = view["guests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["stage"] == stage && g["version"] == version);
+            if loaded {
+                return view;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{stage} never served {version}: {view}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn wait_processed(&self, ticks: u64) {
