@@ -214,12 +214,6 @@ impl Batch {
         self.ids.len()
     }
 
-    fn clear(&mut self) {
-        self.columns = TickColumns::with_capacity(self.ids.capacity(), self.ids.capacity() * 10);
-        self.ids.clear();
-        self.spread_bps.clear();
-    }
-
     /// Adds a document's tick if it lies inside `window`: `Ok(true)` added, `Ok(false)` outside,
     /// `Err` not a tick's document. Our writer's documents are rebuilt as a message and scanned
     /// straight into the columns; any other layout is parsed whole.
@@ -578,7 +572,7 @@ fn run_batch(
     old: &mut StageInstance,
     new: &mut StageInstance,
     configs: &StageConfigs,
-    batch: &mut Batch,
+    batch: &Batch,
     report: &mut DiffReport,
     options: &DiffOptions,
 ) {
@@ -589,7 +583,65 @@ fn run_batch(
         tolerance: options.tolerance,
     };
     diff_batch(old, new, configs, batch, &mut comparer);
-    batch.clear();
+}
+
+/// Reads the lake's objects under the topic, one at a time, skipping those whose hour lies
+/// outside the window, and sends their ticks on in batches; counts what it read and skipped.
+async fn read_lake(
+    store: &LakeStore,
+    options: &DiffOptions,
+    report: &mut DiffReport,
+    batches: &std::sync::mpsc::SyncSender<Batch>,
+) -> anyhow::Result<()> {
+    let prefix = format!("{}/", options.topic);
+    let mut names = store.list(&prefix).await?;
+    names.retain(|n| n.ends_with(".ndjson") || n.ends_with(".ndjson.gz"));
+    names.sort();
+    let window = (options.from_us, options.to_us);
+    let send = |batch: Batch| {
+        tokio::task::block_in_place(|| batches.send(batch).is_ok())
+            .then_some(())
+            .ok_or_else(|| anyhow::anyhow!("the diff's worker thread stopped"))
+    };
+    let mut batch = Batch::new(options.batch);
+    for name in names {
+        if object_outside_window(&name, options.from_us, options.to_us) {
+            continue;
+        }
+        let bytes = crate::sink::lake::object_lines(&name, store.get(&name).await?)
+            .with_context(|| format!("gunzipping {name}"))?;
+        report.objects += 1;
+        let mut start = 0;
+        for (i, end) in memchr::memchr_iter(b'\n', &bytes)
+            .chain(std::iter::once(bytes.len()))
+            .enumerate()
+        {
+            let line = &bytes[start..end];
+            start = end + 1;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match batch.push(line, window) {
+                Ok(true) => {}
+                Ok(false) => report.outside_window += 1,
+                Err(e) => {
+                    report.undecodable += 1;
+                    if report.undecodable_examples.len() < options.examples {
+                        report
+                            .undecodable_examples
+                            .push(format!("{name} line {}: {e}", i + 1));
+                    }
+                }
+            }
+            if batch.len() == options.batch {
+                send(std::mem::replace(&mut batch, Batch::new(options.batch)))?;
+            }
+        }
+    }
+    if batch.len() > 0 {
+        send(batch)?;
+    }
+    Ok(())
 }
 
 /// Replays the lake's documents within the window through `old` and `new` (the same stage) and
@@ -612,72 +664,46 @@ pub async fn diff(
     );
     let started = Instant::now();
     let mut report = DiffReport::new(old.kind, &old, &new, options);
-    let mut old_instance = StageInstance::new(sandbox.clone(), old);
-    let mut new_instance = StageInstance::new(sandbox, new);
-    let prefix = format!("{}/", options.topic);
-    let mut names = store.list(&prefix).await?;
-    names.retain(|n| n.ends_with(".ndjson") || n.ends_with(".ndjson.gz"));
-    names.sort();
-    let mut batch = Batch::new(options.batch);
-    let window = (options.from_us, options.to_us);
-    for name in names {
-        if object_outside_window(&name, options.from_us, options.to_us) {
-            continue;
-        }
-        let bytes = crate::sink::lake::object_lines(&name, store.get(&name).await?)
-            .with_context(|| format!("gunzipping {name}"))?;
-        report.objects += 1;
-        let mut start = 0;
-        for (i, end) in memchr::memchr_iter(b'\n', &bytes)
-            .chain(std::iter::once(bytes.len()))
-            .enumerate()
-        {
-            let line = &bytes[start..end];
-            start = end + 1;
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match batch.push(line, window) {
-                Ok(true) => {}
-                Ok(false) => {
-                    report.outside_window += 1;
-                    continue;
+    // Two threads: this one reads and decodes the lake into batches, a worker runs them through
+    // both versions. At most two batches wait between them, and one object is in hand: memory
+    // stays bounded whatever the window.
+    let (batches, decoded) = std::sync::mpsc::sync_channel::<Batch>(2);
+    let worker = {
+        let (configs, options) = (configs.clone(), options.clone());
+        let mut compared = report.clone();
+        std::thread::Builder::new()
+            .name("guest-diff".into())
+            .spawn(move || {
+                let mut old = StageInstance::new(sandbox.clone(), old);
+                let mut new = StageInstance::new(sandbox, new);
+                for batch in decoded {
+                    run_batch(
+                        &mut old,
+                        &mut new,
+                        &configs,
+                        &batch,
+                        &mut compared,
+                        &options,
+                    );
                 }
-                Err(e) => {
-                    report.undecodable += 1;
-                    if report.undecodable_examples.len() < options.examples {
-                        report
-                            .undecodable_examples
-                            .push(format!("{name} line {}: {e}", i + 1));
-                    }
-                    continue;
-                }
-            }
-            if batch.len() == options.batch {
-                run_batch(
-                    &mut old_instance,
-                    &mut new_instance,
-                    configs,
-                    &mut batch,
-                    &mut report,
-                    options,
-                );
-            }
-        }
-    }
-    if batch.len() > 0 {
-        run_batch(
-            &mut old_instance,
-            &mut new_instance,
-            configs,
-            &mut batch,
-            &mut report,
-            options,
-        );
-    }
+                compared
+            })
+            .context("starting the diff's worker thread")?
+    };
+    let read = read_lake(store, options, &mut report, &batches).await;
+    drop(batches);
+    let compared = tokio::task::block_in_place(|| worker.join())
+        .map_err(|_| anyhow::anyhow!("the diff's worker thread panicked"))?;
+    read?;
+    report.ticks = compared.ticks;
+    report.changed = compared.changed;
+    report.differences = compared.differences;
+    report.examples = compared.examples;
+    report.max_abs_difference = compared.max_abs_difference;
     anyhow::ensure!(
         report.ticks > 0,
-        "no documents under {prefix} in the lake{} — nothing to replay",
+        "no documents under {}/ in the lake{} — nothing to replay",
+        options.topic,
         match (&report.from, &report.to) {
             (None, None) => String::new(),
             (from, to) => format!(
