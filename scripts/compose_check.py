@@ -21,6 +21,7 @@ saw. In order:
 """
 
 import argparse
+import datetime
 import hashlib
 import json
 import os
@@ -109,11 +110,28 @@ def inspect(container, template):
     return run(["podman", "inspect", "--format", template, container]).stdout.strip()
 
 
+def first_pass(container):
+    """When the container's earliest passing health check in podman's own log began (epoch
+    seconds): podman records every run, whoever asked for it."""
+    log = json.loads(inspect(container, "{{json .State.Health.Log}}") or "null") or []
+    starts = []
+    for entry in log:
+        if entry.get("ExitCode") == 0 and entry.get("Start"):
+            stamp = entry["Start"]
+            # RFC 3339 with nanoseconds: keep microseconds for Python's parser.
+            head, _, rest = stamp.partition(".")
+            digits = "".join(c for c in rest if c.isdigit())
+            zone = rest[len(digits):].replace("Z", "+00:00")
+            parsed = f"{head}.{digits[:6].ljust(6, '0')}{zone}" if rest else stamp.replace("Z", "+00:00")
+            starts.append(datetime.datetime.fromisoformat(parsed).timestamp())
+    return min(starts) if starts else None
+
+
 class HealthLoop(threading.Thread):
     """podman has no systemd here to run health checks: this loop runs them (every container of
-    the project, about once a second) and notes when each first passed — the time the passing
-    check started, so that a dependent started after the dependency turned healthy is always
-    seen as later."""
+    the project, about once a second) and notes when each first passed — the start of the
+    earliest passing check in podman's own log (or of ours), so that a dependent started after
+    the dependency turned healthy is always seen as later."""
 
     def __init__(self):
         super().__init__(daemon=True)
@@ -133,7 +151,11 @@ class HealthLoop(threading.Thread):
                 began = time.time()
                 if run(["podman", "healthcheck", "run", cid], check=False).returncode == 0:
                     with self.lock:
-                        self.first_healthy.setdefault(cid, began)
+                        seen = cid in self.first_healthy
+                    if not seen:
+                        at = first_pass(cid) or began
+                        with self.lock:
+                            self.first_healthy[cid] = min(at, began)
             time.sleep(1)
 
     def healthy_at(self, cid):

@@ -369,13 +369,7 @@ impl SwapController {
             match self.decide(kind, force, &trigger) {
                 Ok(Some(mut swap)) => {
                     swap.decision_ms = started.elapsed().as_secs_f64() * 1e3;
-                    let from = self
-                        .current
-                        .lock()
-                        .expect("current lock")
-                        .get(kind)
-                        .version
-                        .clone();
+                    let from = self.serving(kind);
                     events.push(SwapEvent {
                         at: now_secs(),
                         stage: kind.name(),
@@ -414,34 +408,38 @@ impl SwapController {
         force: bool,
         trigger: &str,
     ) -> Result<Option<Swap>, Box<SwapEvent>> {
-        let current = self.current.lock().expect("current lock").clone();
-        let from_version = current.get(kind).version.clone();
-        let refuse = |to_version: Option<String>, reason: String, shadow: Option<ShadowReport>| {
-            Box::new(SwapEvent {
-                at: now_secs(),
-                stage: kind.name(),
-                outcome: "refused",
-                from_version: from_version.clone(),
-                to_version,
-                trigger: trigger.to_string(),
-                reason,
-                shadow,
-                decision_ms: 0.0,
-                diff_report: None,
-            })
-        };
+        let from_version = self.serving(kind);
         let path = self.dir.join(kind.file_name());
-        let bytes = std::fs::read(&path)
-            .map_err(|e| refuse(None, format!("reading {}: {e}", path.display()), None))?;
+        let bytes = std::fs::read(&path).map_err(|e| {
+            refusal(
+                kind,
+                &from_version,
+                trigger,
+                None,
+                format!("reading {}: {e}", path.display()),
+                None,
+            )
+        })?;
         let version = crate::runtime::component_version(&bytes);
         if version == from_version || self.was_sent(kind, &version) {
             tracing::debug!(stage = kind.name(), %version, "guest file unchanged");
             return Ok(None);
         }
         self.check(kind, force, trigger, &bytes, path.display().to_string())
+            .map(Some)
     }
 
-    /// Loads `bytes` as the next version of `kind` and runs the shadow check: `Ok(Some)` = swap,
+    /// The version of `kind` serving now, as the loop last reported it.
+    fn serving(&self, kind: StageKind) -> String {
+        self.current
+            .lock()
+            .expect("current lock")
+            .get(kind)
+            .version
+            .clone()
+    }
+
+    /// Loads `bytes` as the next version of `kind` and runs the shadow check: `Ok` = swap,
     /// `Err(event)` = refused.
     fn check(
         &self,
@@ -450,22 +448,11 @@ impl SwapController {
         trigger: &str,
         bytes: &[u8],
         source: String,
-    ) -> Result<Option<Swap>, Box<SwapEvent>> {
+    ) -> Result<Swap, Box<SwapEvent>> {
         let current = self.current.lock().expect("current lock").clone();
         let from_version = current.get(kind).version.clone();
         let refuse = |to_version: Option<String>, reason: String, shadow: Option<ShadowReport>| {
-            Box::new(SwapEvent {
-                at: now_secs(),
-                stage: kind.name(),
-                outcome: "refused",
-                from_version: from_version.clone(),
-                to_version,
-                trigger: trigger.to_string(),
-                reason,
-                shadow,
-                decision_ms: 0.0,
-                diff_report: None,
-            })
+            refusal(kind, &from_version, trigger, to_version, reason, shadow)
         };
         let version = crate::runtime::component_version(bytes);
         let component = GuestComponent::load(&self.sandbox, kind, bytes, source)
@@ -478,14 +465,14 @@ impl SwapController {
             Err(why) if force => format!("forced despite: {why}"),
             Err(why) => return Err(refuse(Some(version), why, Some(report))),
         };
-        Ok(Some(Swap {
+        Ok(Swap {
             component,
             trigger: trigger.to_string(),
             reason,
             shadow: Some(report),
             decision_ms: 0.0,
             diff_report: None,
-        }))
+        })
     }
 
     /// Sends a decided swap to the loop and notes its version; false once the loop is gone.
@@ -518,16 +505,10 @@ impl SwapController {
             return Vec::new();
         };
         let started = Instant::now();
-        let from_version = self
-            .current
-            .lock()
-            .expect("current lock")
-            .get(kind)
-            .version
-            .clone();
+        let from_version = self.serving(kind);
         let source = format!("promoted ({} bytes)", bytes.len());
         match self.check(kind, t.force, &t.trigger, &bytes, source) {
-            Ok(Some(mut swap)) => {
+            Ok(mut swap) => {
                 swap.decision_ms = started.elapsed().as_secs_f64() * 1e3;
                 let path = self.dir.join(kind.file_name());
                 if let Err(e) = write_atomically(&path, &bytes) {
@@ -552,7 +533,6 @@ impl SwapController {
                 self.send(swap, swaps);
                 vec![event]
             }
-            Ok(None) => Vec::new(),
             Err(mut event) => {
                 event.decision_ms = started.elapsed().as_secs_f64() * 1e3;
                 event.diff_report = diff_report;
@@ -585,6 +565,29 @@ impl SwapController {
         }
         ShadowReport::compare(&b, &a)
     }
+}
+
+/// The history entry of a refused candidate.
+fn refusal(
+    kind: StageKind,
+    from_version: &str,
+    trigger: &str,
+    to_version: Option<String>,
+    reason: String,
+    shadow: Option<ShadowReport>,
+) -> Box<SwapEvent> {
+    Box::new(SwapEvent {
+        at: now_secs(),
+        stage: kind.name(),
+        outcome: "refused",
+        from_version: from_version.to_string(),
+        to_version,
+        trigger: trigger.to_string(),
+        reason,
+        shadow,
+        decision_ms: 0.0,
+        diff_report: None,
+    })
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so that

@@ -40,35 +40,7 @@ pub enum GuestCommand {
     /// verdict flips by reason, enriched fields beyond the tolerance, route changes, faults — with
     /// examples. Reads the lake one object at a time (bounded memory). Prints a summary on stderr
     /// and the JSON report on stdout (or into --report).
-    Diff {
-        /// The current version: a .wasm path, or validate|enrich|route for the built-in one.
-        old: String,
-        /// The candidate: a .wasm path.
-        new: String,
-        /// Stage of the components (default: guessed from the file names).
-        #[arg(long)]
-        stage: Option<String>,
-        #[command(flatten)]
-        lake: LakeArgs,
-        /// Only ticks stamped at or after this instant (RFC 3339, e.g. 2026-11-30T00:00:00Z).
-        #[arg(long)]
-        from: Option<String>,
-        /// Only ticks stamped before this instant.
-        #[arg(long)]
-        to: Option<String>,
-        /// Enriched numbers within this relative difference (absolute below 1) count as equal.
-        #[arg(long, default_value_t = 1e-9)]
-        tolerance: f64,
-        /// Examples kept per kind of difference.
-        #[arg(long, default_value_t = 5)]
-        examples: usize,
-        /// Write the JSON report to this file instead of stdout.
-        #[arg(long)]
-        report: Option<PathBuf>,
-        /// Exit with status 1 when anything changed (for scripts and CI gates).
-        #[arg(long)]
-        fail_on_change: bool,
-    },
+    Diff(DiffArgs),
     /// Hand a candidate to a running host (POST /guests/<stage>/promote with the admin token,
     /// $STOCKPIPE_ADMIN_TOKEN). The host still runs its shadow check on the ticks it saw last and
     /// refuses a candidate that fails it; its swap history (GET /guests) keeps the diff report.
@@ -190,16 +162,34 @@ fn instant(flag: &str, value: Option<&str>) -> anyhow::Result<Option<i64>> {
         .transpose()
 }
 
-struct DiffArgs {
+#[derive(clap::Args)]
+pub struct DiffArgs {
+    /// The current version: a .wasm path, or validate|enrich|route for the built-in one.
     old: String,
+    /// The candidate: a .wasm path.
     new: String,
+    /// Stage of the components (default: guessed from the file names).
+    #[arg(long)]
     stage: Option<String>,
+    #[command(flatten)]
     lake: LakeArgs,
+    /// Only ticks stamped at or after this instant (RFC 3339, e.g. 2026-11-30T00:00:00Z).
+    #[arg(long)]
     from: Option<String>,
+    /// Only ticks stamped before this instant.
+    #[arg(long)]
     to: Option<String>,
+    /// Enriched numbers within this relative difference (absolute below 1) count as equal.
+    #[arg(long, default_value_t = 1e-9)]
     tolerance: f64,
+    /// Examples kept per kind of difference.
+    #[arg(long, default_value_t = 5)]
     examples: usize,
+    /// Write the JSON report to this file instead of stdout.
+    #[arg(long)]
     report: Option<PathBuf>,
+    /// Exit with status 1 when anything changed (for scripts and CI gates).
+    #[arg(long)]
     fail_on_change: bool,
 }
 
@@ -295,29 +285,7 @@ pub fn guest(command: GuestCommand) -> anyhow::Result<()> {
             fixtures,
             record,
         } => guest_test(&guest, stage.as_deref(), &fixtures, record),
-        GuestCommand::Diff {
-            old,
-            new,
-            stage,
-            lake,
-            from,
-            to,
-            tolerance,
-            examples,
-            report,
-            fail_on_change,
-        } => super::block_on(guest_diff(DiffArgs {
-            old,
-            new,
-            stage,
-            lake,
-            from,
-            to,
-            tolerance,
-            examples,
-            report,
-            fail_on_change,
-        })),
+        GuestCommand::Diff(args) => super::block_on(guest_diff(args)),
         GuestCommand::Promote {
             wasm,
             stage,

@@ -194,8 +194,27 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+/// Runs each case's inputs through the component and hands `each` the case's directory, its name
+/// and one outcome per input line.
+fn answer_cases(
+    sandbox: Arc<Sandbox>,
+    component: Arc<GuestComponent>,
+    configs: &StageConfigs,
+    dir: &Path,
+    mut each: impl FnMut(&Path, &str, Vec<Value>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut instance = StageInstance::new(sandbox, component);
+    for case in find_cases(dir)? {
+        let inputs = read_lines(&case.join("input.jsonl"))?;
+        let name = case.display().to_string();
+        let outcomes = run_case(&mut instance, configs, &inputs).with_context(|| name.clone())?;
+        each(&case, &name, outcomes)?;
+    }
+    Ok(())
+}
+
 /// Writes each case's `expected.jsonl` from what the component answers: the full outcome of every
-/// input line (`guest test --record`, with a known-good build). Returns the lines written.
+/// input line (`guest test --record`, with a known-good build).
 pub fn record_fixtures(
     sandbox: Arc<Sandbox>,
     component: Arc<GuestComponent>,
@@ -203,24 +222,18 @@ pub fn record_fixtures(
     dir: &Path,
 ) -> anyhow::Result<FixtureReport> {
     let mut report = FixtureReport::default();
-    let mut instance = StageInstance::new(sandbox, component);
-    for case in find_cases(dir)? {
-        let inputs = read_lines(&case.join("input.jsonl"))?;
-        let name = case.display().to_string();
-        let actual = run_case(&mut instance, configs, &inputs).with_context(|| name.clone())?;
-        let mut text = String::new();
-        for outcome in &actual {
-            text.push_str(&outcome.to_string());
-            text.push('\n');
-        }
+    answer_cases(sandbox, component, configs, dir, |case, _, outcomes| {
+        let text: String = outcomes.iter().map(|o| format!("{o}\n")).collect();
         let path = case.join("expected.jsonl");
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         report.cases += 1;
-        report.lines += actual.len();
-    }
+        report.lines += outcomes.len();
+        Ok(())
+    })?;
     Ok(report)
 }
 
+/// Runs each case and reports every line whose outcome does not match the expected one.
 pub fn run_fixtures(
     sandbox: Arc<Sandbox>,
     component: Arc<GuestComponent>,
@@ -228,19 +241,15 @@ pub fn run_fixtures(
     dir: &Path,
 ) -> anyhow::Result<FixtureReport> {
     let mut report = FixtureReport::default();
-    let mut instance = StageInstance::new(sandbox, component);
-    for case in find_cases(dir)? {
-        let inputs = read_lines(&case.join("input.jsonl"))?;
+    answer_cases(sandbox, component, configs, dir, |case, name, actual| {
         let expected = read_lines(&case.join("expected.jsonl"))?;
-        let name = case.display().to_string();
-        if inputs.len() != expected.len() {
+        if actual.len() != expected.len() {
             bail!(
                 "{name}: {} input lines but {} expected lines",
-                inputs.len(),
+                actual.len(),
                 expected.len()
             );
         }
-        let actual = run_case(&mut instance, configs, &inputs).with_context(|| name.clone())?;
         report.cases += 1;
         for (i, (e, a)) in expected.iter().zip(actual).enumerate() {
             report.lines += 1;
@@ -248,14 +257,15 @@ pub fn run_fixtures(
                 .with_context(|| format!("{name}: expected line {}", i + 1))?;
             if !matches(&e, &a) {
                 report.mismatches.push(Mismatch {
-                    case: name.clone(),
+                    case: name.to_string(),
                     line: i + 1,
                     expected: e,
                     actual: a,
                 });
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(report)
 }
 

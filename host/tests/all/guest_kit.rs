@@ -62,6 +62,26 @@ fn built(name: &str) -> PathBuf {
     )
 }
 
+/// `stockpipe guest test WASM --stage S --fixtures DIR [extra…]`, asserting success.
+fn guest_test(
+    wasm: &Path,
+    kind: StageKind,
+    fixtures: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "guest",
+        "test",
+        wasm.to_str().unwrap(),
+        "--stage",
+        kind.name(),
+        "--fixtures",
+        fixtures.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    stockpipe(&args)
+}
+
 #[test]
 fn the_embedded_guest_files_are_the_shipped_guests_files() {
     for kind in StageKind::ALL {
@@ -126,15 +146,7 @@ fn every_stage_s_new_crate_builds_and_passes_its_tests_as_generated() {
         let tests = cargo(&dir, &["test", "--release"]);
         assert!(tests.contains("test result: ok"), "{tests}");
         cargo(&dir, &["build", "--release", "--target", "wasm32-wasip2"]);
-        let out = stockpipe(&[
-            "guest",
-            "test",
-            wasm.to_str().unwrap(),
-            "--stage",
-            kind.name(),
-            "--fixtures",
-            dir.join("fixtures").to_str().unwrap(),
-        ]);
+        let out = guest_test(&wasm, kind, &dir.join("fixtures"), &[]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains(" 0 failed"), "{}: {text}", kind.name());
     }
@@ -207,30 +219,13 @@ async fn a_changed_guest_recorded_diffed_against_the_lake_and_promoted() {
 
     // --record writes the new version's outcomes; the recorded fixtures then pass.
     let fixtures = dir.join("fixtures");
-    stockpipe(&[
-        "guest",
-        "test",
-        wasm_arg,
-        "--stage",
-        "validate",
-        "--fixtures",
-        fixtures.to_str().unwrap(),
-        "--record",
-    ]);
+    guest_test(&wasm, StageKind::Validate, &fixtures, &["--record"]);
     let recorded = std::fs::read_to_string(fixtures.join("sample/expected.jsonl")).unwrap();
     assert!(
         recorded.lines().all(|l| l.starts_with("{\"verdict\":")),
         "{recorded}"
     );
-    stockpipe(&[
-        "guest",
-        "test",
-        wasm_arg,
-        "--stage",
-        "validate",
-        "--fixtures",
-        fixtures.to_str().unwrap(),
-    ]);
+    guest_test(&wasm, StageKind::Validate, &fixtures, &[]);
 
     // The diff over the whole lake: exactly that instrument's ticks flip, with that reason.
     let report_path = work.path().join("diff.json");
