@@ -82,6 +82,22 @@ fn guest_test(
     stockpipe(&args)
 }
 
+/// `stockpipe guest diff OLD NEW --stage validate --lake LAKE [extra…]`, asserting success.
+fn guest_diff(old: &str, new: &str, lake: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "guest",
+        "diff",
+        old,
+        new,
+        "--stage",
+        "validate",
+        "--lake",
+        lake.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    stockpipe(&args)
+}
+
 #[test]
 fn the_embedded_guest_files_are_the_shipped_guests_files() {
     for kind in StageKind::ALL {
@@ -229,20 +245,12 @@ async fn a_changed_guest_recorded_diffed_against_the_lake_and_promoted() {
 
     // The diff over the whole lake: exactly that instrument's ticks flip, with that reason.
     let report_path = work.path().join("diff.json");
-    stockpipe(&[
-        "guest",
-        "diff",
+    guest_diff(
         "validate",
         wasm_arg,
-        "--stage",
-        "validate",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--report",
-        report_path.to_str().unwrap(),
-        "--examples",
-        "3",
-    ]);
+        &lake,
+        &["--report", report_path.to_str().unwrap(), "--examples", "3"],
+    );
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     assert_eq!(report["ticks"], docs.len() as u64, "{report}");
@@ -278,18 +286,7 @@ async fn a_changed_guest_recorded_diffed_against_the_lake_and_promoted() {
         .collect();
     times.sort();
     let cut = times[times.len() / 2];
-    let out = stockpipe(&[
-        "guest",
-        "diff",
-        "validate",
-        wasm_arg,
-        "--stage",
-        "validate",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--to",
-        cut,
-    ]);
+    let out = guest_diff("validate", wasm_arg, &lake, &["--to", cut]);
     let windowed = last_json_object(&out);
     let before = docs
         .iter()
@@ -305,17 +302,7 @@ async fn a_changed_guest_recorded_diffed_against_the_lake_and_promoted() {
     assert_eq!(windowed["changed"], refused_before);
 
     // The same version against itself changes nothing, and --fail-on-change passes.
-    stockpipe(&[
-        "guest",
-        "diff",
-        wasm_arg,
-        wasm_arg,
-        "--stage",
-        "validate",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--fail-on-change",
-    ]);
+    guest_diff(wasm_arg, wasm_arg, &lake, &["--fail-on-change"]);
 
     // Promote to a running host: its shadow check passes (one instrument of 40 is under the 5 %
     // limit), it swaps, keeps the report in its history and the file in its guests directory.
