@@ -14,12 +14,15 @@
 # - serves podman's Docker-compatible API for docker-compose, and leaves the stack down at exit.
 # Environment: CARGO_TARGET_DIR (where the release build is), KEEP_STACK=1 (leave it running).
 set -euo pipefail
+# Rootful podman (rootless needs other settings): as root, or again through sudo.
+if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/containers.sh runs podman as root: re-running through sudo" >&2
+    exec sudo -E "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 root=$PWD
 started=$SECONDS
-
 sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
 export CONTAINERS_CONF="$root/docker/ci/containers.conf"
 
 echo "== container tools"
