@@ -22,7 +22,6 @@ fi
 cd "$(dirname "$0")/.."
 root=$PWD
 started=$SECONDS
-sudo=""
 export CONTAINERS_CONF="$root/docker/ci/containers.conf"
 
 echo "== container tools"
@@ -34,8 +33,8 @@ for tool in podman runc mmdebstrap docker-compose netavark:/usr/lib/podman/netav
 done
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing (missing: ${need[*]})"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         podman runc netavark aardvark-dns fuse-overlayfs slirp4netns uidmap mmdebstrap \
         containernetworking-plugins iptables docker-compose >/dev/null
 fi
@@ -92,7 +91,7 @@ echo "localhost/stockpipe-standins:ci in $((SECONDS - t)) s"
 
 echo "== podman's Docker API (for docker-compose)"
 socket=/run/stockpipe-ci/podman.sock
-$sudo mkdir -p "$(dirname "$socket")"
+mkdir -p "$(dirname "$socket")"
 service_log=$(mktemp --suffix=.podman-service.log)
 # Its stderr is noisy here (no systemd to schedule health checks: the check runs them).
 podman system service --time=0 "unix://$socket" 2>"$service_log" &
