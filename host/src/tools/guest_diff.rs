@@ -22,6 +22,7 @@ use crate::runtime::{
     GuestComponent, GuestFault, StageInstance, StageKind, call_isolated, convert,
 };
 use crate::sink::store::LakeStore;
+use crate::tools::guest_test::{enrich_outcome_json, route_outcome_json, validate_outcome_json};
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -81,7 +82,7 @@ pub struct DiffReport {
     /// Per kind, the first `examples` ticks: their event id, instrument, time and both outcomes.
     pub examples: BTreeMap<String, Vec<Value>>,
     /// For enrich: the largest absolute difference seen per field (beyond the tolerance or not).
-    pub max_abs_difference: BTreeMap<String, f64>,
+    pub max_abs_difference: BTreeMap<&'static str, f64>,
     pub elapsed_seconds: f64,
     pub ticks_per_second: f64,
 }
@@ -181,12 +182,13 @@ fn split_document(line: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     {
         return None;
     }
+    let id = &line[ID_AT..ID_AT + 16];
     let end = MID_PRICE.rfind(line)?;
-    Some((
-        &line[ID_AT..ID_AT + 16],
-        &line[FIELDS_AT..end],
-        &line[end..],
-    ))
+    // Anything else (a key inside the id, no fields between) is not our layout.
+    if !id.iter().all(u8::is_ascii_hexdigit) || end < FIELDS_AT + TIMESTAMP_KEY.len() {
+        return None;
+    }
+    Some((id, &line[FIELDS_AT..end], &line[end..]))
 }
 
 /// The enrichment's `spread_bps` (what route was given), if it is there.
@@ -285,32 +287,6 @@ fn hour_of_object(name: &str) -> Option<i64> {
     Some(midnight + hour * 3_600_000_000)
 }
 
-fn rejection_json(r: &Rejection) -> Value {
-    json!({"verdict": "rejected", "code": r.code.as_str(), "message": r.message})
-}
-
-fn fault_json(f: &GuestFault) -> Value {
-    json!({"fault": f.code, "message": f.message})
-}
-
-fn enrichment_json(e: &Enrichment) -> Value {
-    json!({
-        "event_id": format!("{:016x}", e.event_id),
-        "mid_price": e.mid_price, "spread": e.spread, "spread_bps": e.spread_bps,
-        "book_imbalance": e.book_imbalance, "notional": e.notional,
-        "deviation_bps": e.deviation_bps, "hour": e.hour, "minute": e.minute,
-    })
-}
-
-fn destinations_json(d: &Destinations) -> Value {
-    json!({
-        "search_index": d.search_index.as_deref(),
-        "lake_partition": d.lake_partition.as_deref(),
-        "alert": d.alert.as_ref().map(|a| json!({"topic": &*a.topic, "reason": a.reason})),
-        "dead_letter_topic": d.dead_letter_topic.as_deref(),
-    })
-}
-
 /// The kind of a verdict change, or `None` when both sides agree.
 fn verdict_change(old: Option<&Rejection>, new: Option<&Rejection>) -> Option<String> {
     match (old, new) {
@@ -364,7 +340,7 @@ impl Comparer<'_> {
         })
     }
 
-    /// Faults on either side: `Some(kind)` when they differ, and whether both faulted alike.
+    /// The kind of a fault on one side only, or of two different faults; `None` otherwise.
     fn faults<A, B>(old: &Result<A, GuestFault>, new: &Result<B, GuestFault>) -> Option<String> {
         match (old, new) {
             (Ok(_), Err(f)) => Some(format!("fault:{}", f.code)),
@@ -380,11 +356,7 @@ impl Comparer<'_> {
         old: &[Result<Option<Rejection>, GuestFault>],
         new: &[Result<Option<Rejection>, GuestFault>],
     ) {
-        let json = |o: &Result<Option<Rejection>, GuestFault>| match o {
-            Ok(None) => json!({"verdict": "accepted"}),
-            Ok(Some(r)) => rejection_json(r),
-            Err(f) => fault_json(f),
-        };
+        let json = validate_outcome_json;
         for (i, (o, n)) in old.iter().zip(new).enumerate() {
             let kind = Self::faults(o, n).or_else(|| match (o, n) {
                 (Ok(o), Ok(n)) => verdict_change(o.as_ref(), n.as_ref()),
@@ -405,11 +377,7 @@ impl Comparer<'_> {
         old: &[Result<Result<Enrichment, Rejection>, GuestFault>],
         new: &[Result<Result<Enrichment, Rejection>, GuestFault>],
     ) {
-        let json = |o: &Result<Result<Enrichment, Rejection>, GuestFault>| match o {
-            Ok(Ok(e)) => enrichment_json(e),
-            Ok(Err(r)) => rejection_json(r),
-            Err(f) => fault_json(f),
-        };
+        let json = enrich_outcome_json;
         for (i, (o, n)) in old.iter().zip(new).enumerate() {
             let mut kinds = Vec::new();
             if let Some(kind) = Self::faults(o, n) {
@@ -421,11 +389,7 @@ impl Comparer<'_> {
                         let (x, y) = (get(a), get(b));
                         let gap = (x - y).abs();
                         if gap.is_finite() {
-                            let max = self
-                                .report
-                                .max_abs_difference
-                                .entry(field.into())
-                                .or_default();
+                            let max = self.report.max_abs_difference.entry(field).or_default();
                             *max = max.max(gap);
                         }
                         if !close_enough(x, y, self.tolerance) {
@@ -463,10 +427,7 @@ impl Comparer<'_> {
         old: &[Result<Destinations, GuestFault>],
         new: &[Result<Destinations, GuestFault>],
     ) {
-        let json = |o: &Result<Destinations, GuestFault>| match o {
-            Ok(d) => destinations_json(d),
-            Err(f) => fault_json(f),
-        };
+        let json = route_outcome_json;
         for (i, (o, n)) in old.iter().zip(new).enumerate() {
             let mut kinds = Vec::new();
             if let Some(kind) = Self::faults(o, n) {
@@ -763,6 +724,21 @@ mod tests {
         assert!(close_enough(f64::NAN, f64::NAN, 0.0));
         assert!(!close_enough(f64::NAN, 1.0, 1.0));
         assert!(close_enough(f64::INFINITY, f64::INFINITY, 0.0));
+    }
+
+    #[test]
+    fn lines_that_only_look_like_our_documents_are_not_split() {
+        let ours = br#"{"event_id":"00000000000000ff","timestamp":"2017-06-20T07:00:00Z","instrument_token":1,"depth":{}},"mid_price":1}"#;
+        assert!(split_document(ours).is_some());
+        // The key split on sits inside the id: no fields between, not our layout.
+        let inside = br#"{"event_id":"x,"mid_price":xx","timestamp":"2017"}"#;
+        assert!(split_document(inside).is_none());
+        // No cut of a document panics: it is split and scanned, or refused.
+        for cut in 0..ours.len() {
+            let _ = split_document(&ours[..cut]);
+            let mut batch = Batch::new(4);
+            let _ = batch.push(&ours[..cut], (None, None));
+        }
     }
 
     #[test]

@@ -21,6 +21,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use stockpipe_guest_route::logic::Destinations;
+use stockpipe_model::{Enrichment, Rejection};
 
 /// One line that did not match.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,8 +74,49 @@ fn fault_json(f: &GuestFault) -> Value {
     json!({"fault": f.code, "message": f.message})
 }
 
-fn rejection_json(r: stockpipe_model::Rejection) -> Value {
+fn rejection_json(r: &Rejection) -> Value {
     json!({"verdict": "rejected", "code": r.code.as_str(), "message": r.message})
+}
+
+/// A validate outcome as the fixtures write it (`guest diff`'s examples use the same form).
+pub fn validate_outcome_json(o: &Result<Option<Rejection>, GuestFault>) -> Value {
+    match o {
+        Ok(None) => json!({"verdict": "accepted"}),
+        Ok(Some(r)) => rejection_json(r),
+        Err(f) => fault_json(f),
+    }
+}
+
+/// An enrich outcome as the fixtures write it.
+pub fn enrich_outcome_json(o: &Result<Result<Enrichment, Rejection>, GuestFault>) -> Value {
+    match o {
+        Ok(Ok(e)) => json!({
+            "event_id": format!("{:016x}", e.event_id),
+            "mid_price": e.mid_price,
+            "spread": e.spread,
+            "spread_bps": e.spread_bps,
+            "book_imbalance": e.book_imbalance,
+            "notional": e.notional,
+            "deviation_bps": e.deviation_bps,
+            "hour": e.hour,
+            "minute": e.minute,
+        }),
+        Ok(Err(r)) => rejection_json(r),
+        Err(f) => fault_json(f),
+    }
+}
+
+/// A route outcome as the fixtures write it.
+pub fn route_outcome_json(o: &Result<Destinations, GuestFault>) -> Value {
+    match o {
+        Ok(d) => json!({
+            "search_index": d.search_index.as_deref(),
+            "lake_partition": d.lake_partition.as_deref(),
+            "alert": d.alert.as_ref().map(|a| json!({"topic": &*a.topic, "reason": a.reason})),
+            "dead_letter_topic": d.dead_letter_topic.as_deref(),
+        }),
+        Err(f) => fault_json(f),
+    }
 }
 
 /// Runs one case's inputs through the component and returns one outcome per input line.
@@ -106,16 +149,8 @@ fn run_case(
             .collect::<anyhow::Result<Vec<_>>>()?;
         let config = convert::route_config(&configs.route);
         return Ok(call_isolated(&inputs, |b| instance.route(&config, b))
-            .into_iter()
-            .map(|o| match o {
-                Ok(d) => json!({
-                    "search_index": d.search_index.as_deref(),
-                    "lake_partition": d.lake_partition.as_deref(),
-                    "alert": d.alert.map(|a| json!({"topic": &*a.topic, "reason": a.reason})),
-                    "dead_letter_topic": d.dead_letter_topic.as_deref(),
-                }),
-                Err(f) => fault_json(&f),
-            })
+            .iter()
+            .map(route_outcome_json)
             .collect());
     }
     let owned = lines
@@ -131,33 +166,15 @@ fn run_case(
         StageKind::Validate => {
             let config = convert::validate_config(&configs.validate);
             call_isolated(&ticks, |b| instance.validate(&config, b))
-                .into_iter()
-                .map(|o| match o {
-                    Ok(None) => json!({"verdict": "accepted"}),
-                    Ok(Some(r)) => rejection_json(r),
-                    Err(f) => fault_json(&f),
-                })
+                .iter()
+                .map(validate_outcome_json)
                 .collect()
         }
         StageKind::Enrich => {
             let config = convert::enrich_config(&configs.enrich);
             call_isolated(&ticks, |b| instance.enrich(&config, b))
-                .into_iter()
-                .map(|o| match o {
-                    Ok(Ok(e)) => json!({
-                        "event_id": format!("{:016x}", e.event_id),
-                        "mid_price": e.mid_price,
-                        "spread": e.spread,
-                        "spread_bps": e.spread_bps,
-                        "book_imbalance": e.book_imbalance,
-                        "notional": e.notional,
-                        "deviation_bps": e.deviation_bps,
-                        "hour": e.hour,
-                        "minute": e.minute,
-                    }),
-                    Ok(Err(r)) => rejection_json(r),
-                    Err(f) => fault_json(&f),
-                })
+                .iter()
+                .map(enrich_outcome_json)
                 .collect()
         }
         StageKind::Route => unreachable!("handled above"),
