@@ -1,4 +1,4 @@
-//! Builds the three guest components (wasm32-wasip2) so that the host binary can embed them as its
+//! Builds the guest components (wasm32-wasip2) so that the host binary can embed them as its
 //! default guests and the tests never depend on a `.wasm` someone built by hand.
 //!
 //! The nested cargo uses its own target directory under the workspace's (a build script cannot
@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: [&str; 3] = ["validate", "enrich", "route"];
+const GUESTS: [&str; 4] = ["validate", "enrich", "route", "aggregate"];
 /// Built for the host's tests only: never embedded.
 const TEST_GUESTS: [&str; 1] = ["hostile"];
 const TARGET: &str = "wasm32-wasip2";

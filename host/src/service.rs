@@ -77,6 +77,10 @@ pub async fn run_with(
     }
     let configs = config.stage_configs(crate::clock::unix_now_us());
     let chain = WasmChain::new(sandbox.clone(), components.clone(), configs.clone());
+    let aggregation = match config.aggregate.enabled {
+        true => Some(load_aggregation(&sandbox, &config)?),
+        false => None,
+    };
     let telemetry = extras.telemetry;
     let policy = config.guests.swap_policy();
     let mut triggers_for_http = None;
@@ -166,6 +170,9 @@ pub async fn run_with(
     if let Some(input) = extras.input {
         pipeline = pipeline.with_input(input);
     }
+    if let Some(aggregation) = aggregation {
+        pipeline = pipeline.with_aggregation(aggregation);
+    }
     let forecasts = tokio::spawn(follow_forecasts(config.clone(), telemetry.clone()));
     let metrics = tokio::spawn(report_metrics(config.clone(), telemetry.clone()));
     registry
@@ -179,6 +186,41 @@ pub async fn run_with(
     forecasts.abort();
     metrics.abort();
     summary
+}
+
+/// The aggregate guest: `aggregate.wasm` of the guests directory when there is one, else the
+/// embedded component.
+fn load_aggregation(
+    sandbox: &Arc<Sandbox>,
+    config: &Config,
+) -> anyhow::Result<crate::chain::aggregate::Aggregation> {
+    use crate::runtime::{GuestComponent, StageKind};
+    let kind = StageKind::Aggregate;
+    let in_dir = config
+        .guests
+        .dir
+        .as_ref()
+        .map(|dir| dir.join(kind.file_name()))
+        .filter(|path| path.exists());
+    let component = match in_dir {
+        Some(path) => {
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("reading guest aggregate from {}", path.display()))?;
+            GuestComponent::load(sandbox, kind, &bytes, path.display().to_string())?
+        }
+        None => GuestComponent::load(
+            sandbox,
+            kind,
+            crate::runtime::embedded_component(kind),
+            "embedded",
+        )?,
+    };
+    tracing::info!(stage = kind.name(), version = %component.version, source = %component.source_name, "guest loaded");
+    Ok(crate::chain::aggregate::Aggregation::new(
+        sandbox.clone(),
+        Arc::new(component),
+        config.aggregate.guest_config(),
+    ))
 }
 
 /// Indexes the host's counters every `elasticsearch.metrics_interval_ms` in `stockpipe-metrics`

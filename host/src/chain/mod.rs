@@ -2,6 +2,7 @@
 //! tick. [`WasmChain`] runs the guest components in the sandbox; [`NativeChain`] runs the same
 //! `logic.rs` code linked natively (the benchmark's reference, and a cross-check in tests).
 
+pub mod aggregate;
 pub mod swap;
 
 use crate::config::error::{ConfigError, invalid};
@@ -173,6 +174,7 @@ impl ChainComponents {
             StageKind::Validate => &self.validate,
             StageKind::Enrich => &self.enrich,
             StageKind::Route => &self.route,
+            StageKind::Aggregate => unreachable!("aggregate is not one of the chain's stages"),
         }
     }
 
@@ -182,6 +184,7 @@ impl ChainComponents {
             StageKind::Validate => self.validate = component,
             StageKind::Enrich => self.enrich = component,
             StageKind::Route => self.route = component,
+            StageKind::Aggregate => unreachable!("aggregate is not one of the chain's stages"),
         }
         self
     }
@@ -254,6 +257,7 @@ impl WasmChain {
             StageKind::Validate => &self.validate,
             StageKind::Enrich => &self.enrich,
             StageKind::Route => &self.route,
+            StageKind::Aggregate => unreachable!("aggregate is not one of the chain's stages"),
         }
     }
 
@@ -274,6 +278,7 @@ impl WasmChain {
             StageKind::Validate => &mut self.validate,
             StageKind::Enrich => &mut self.enrich,
             StageKind::Route => &mut self.route,
+            StageKind::Aggregate => unreachable!("aggregate is not one of the chain's stages"),
         };
         std::mem::replace(slot, fresh).component().clone()
     }

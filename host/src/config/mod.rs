@@ -6,6 +6,7 @@ pub mod error;
 
 pub use error::ConfigError;
 
+use crate::chain::aggregate::AggregateSection;
 use crate::chain::swap::GuestsSection;
 use crate::chain::{EnrichSection, RouteSection, ValidateSection};
 use crate::http::HttpSection;
@@ -26,6 +27,7 @@ pub struct Config {
     pub validate: ValidateSection,
     pub enrich: EnrichSection,
     pub route: RouteSection,
+    pub aggregate: AggregateSection,
 }
 
 /// Environment variables that override settings start with this.
@@ -33,7 +35,7 @@ pub const ENV_PREFIX: &str = "STOCKPIPE_";
 /// `json` or `text`: the log format (default: JSON unless stderr is a terminal).
 pub const LOG_FORMAT_ENV: &str = "STOCKPIPE_LOG_FORMAT";
 /// The sections of the file, as `STOCKPIPE_<SECTION>_<KEY>` spells them (lowercased).
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "kafka",
     "lake",
     "elasticsearch",
@@ -42,6 +44,7 @@ const SECTIONS: [&str; 8] = [
     "validate",
     "enrich",
     "route",
+    "aggregate",
 ];
 
 impl Config {
@@ -151,7 +154,8 @@ impl Config {
         self.http.validate()?;
         self.validate.validate()?;
         self.enrich.validate()?;
-        self.route.validate()
+        self.route.validate()?;
+        self.aggregate.validate()
     }
 
     /// The guests' per-call configuration, with the timestamp window fixed at `now_us`.

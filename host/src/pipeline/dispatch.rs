@@ -23,12 +23,12 @@ use stockpipe_model::{Enrichment, TickRef};
 /// message's offset cannot move until it is. Collected between batches, not awaited by the batch
 /// that sent it.
 pub(super) struct Pending {
-    source: SourceRef,
-    delivery: DeliveryFuture,
+    pub(super) source: SourceRef,
+    pub(super) delivery: DeliveryFuture,
     /// A dead letter's: the stage that refused the tick; none for an alert.
-    refused_at: Option<&'static str>,
+    pub(super) refused_at: Option<&'static str>,
     /// The partition's generation when it was sent (see [`Pipeline::generation`]).
-    generation: u64,
+    pub(super) generation: u64,
 }
 
 /// A document for the index, its bytes at `range` of the batch's document buffer.
@@ -82,6 +82,7 @@ impl Pipeline {
             self.list_lake().await?;
             self.listed.extend(batch.iter().map(|m| m.source.partition));
         }
+        self.restore_states().await?;
         let offset_minutes = self.config.validate.naive_timestamp_offset_minutes;
         let (ticks, slots) = decode_batch(&batch, offset_minutes);
         let chain = &mut self.chain;
@@ -96,6 +97,7 @@ impl Pipeline {
             outcomes.len(),
             ticks.len()
         );
+        let bars = self.aggregate(&batch, &slots, &outcomes, &ticks)?;
         let guest_calls = self.chain.last_calls();
         let versions = self.chain.versions();
         let (bids, asks) = ticks.levels();
@@ -127,6 +129,14 @@ impl Pipeline {
                     };
                     self.dispatch(message, None, refused, &writer, &mut out)?;
                 }
+            }
+        }
+        out.pending.extend(bars.pending);
+        out.rolled.extend(bars.rolled);
+        out.already_stored += bars.already_stored;
+        if let Some(es) = &mut self.es {
+            for item in bars.to_index {
+                es.push(item);
             }
         }
         if !views.is_empty() {
@@ -280,6 +290,7 @@ impl Pipeline {
                 source: item.message.source,
                 key: item.message.key,
                 payload: item.message.payload,
+                id: None,
             });
         }
     }

@@ -7,6 +7,7 @@
 //! loop wait). Offsets move only through the [`CommitTracker`](commit::CommitTracker): a message is
 //! committed after every sink it was routed to has acknowledged it.
 
+mod bars;
 pub mod commit;
 mod dispatch;
 
@@ -187,6 +188,8 @@ pub struct Pipeline {
     waiting_noted: Option<Instant>,
     /// A file being replayed beside the pipeline (`run --input` on the embedded cluster).
     input: Option<InputFeed>,
+    /// The aggregate stage, when configured.
+    bars: Option<bars::Bars>,
 }
 
 /// A file replayed into the topic while the pipeline consumes it: `run --once` ends where the
@@ -298,6 +301,7 @@ impl Pipeline {
             brokers: brokers.to_string(),
             waiting_noted: None,
             input: None,
+            bars: None,
         })
     }
 
@@ -310,6 +314,22 @@ impl Pipeline {
     pub fn with_registry(mut self, registry: Arc<GuestRegistry>) -> Self {
         registry.set_loaded(&self.chain.components());
         self.registry = registry;
+        self
+    }
+
+    /// Runs the aggregate stage after the chain: bars to the index and the lake, its state
+    /// checkpointed beside the lake (see [`bars`]).
+    pub fn with_aggregation(mut self, aggregation: crate::chain::aggregate::Aggregation) -> Self {
+        let lake = LakeConfig {
+            roll_bytes: self.config.lake.roll_bytes,
+            roll_age: Duration::from_secs(self.config.lake.roll_seconds),
+            gzip: self.config.lake.gzip,
+        };
+        self.bars = Some(bars::Bars::new(
+            aggregation,
+            self.config.aggregate.clone(),
+            lake,
+        ));
         self
     }
 
@@ -495,6 +515,9 @@ impl Pipeline {
         self.listed.remove(&partition);
         self.tracker.forget(partition);
         self.positions.forget(partition);
+        if let Some(bars) = &mut self.bars {
+            bars.forget(partition);
+        }
         self.lake.discard(partition)
     }
 
@@ -531,11 +554,19 @@ impl Pipeline {
             Ok(starts) => starts,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), ?partitions, "could not read where the assigned partitions start: offsets the broker deleted there are not checked");
+                if let Some(bars) = &mut self.bars {
+                    for &partition in partitions {
+                        bars.assigned(partition, Err(format!("{e:#}")));
+                    }
+                }
                 return;
             }
         };
         let mut never_committed = BTreeMap::new();
         for (partition, committed, start) in starts {
+            if let Some(bars) = &mut self.bars {
+                bars.assigned(partition, Ok(committed));
+            }
             if let Some(lost) = self.positions.start(partition, committed, start) {
                 self.telemetry.offsets_lost(&topic, lost);
             }
@@ -581,12 +612,16 @@ impl Pipeline {
         };
         let started = Instant::now();
         let limit = self.config.kafka.revoke_timeout();
-        let rolled = self.lake.roll_partitions(&partitions);
+        let mut rolled = self.lake.roll_partitions(&partitions);
+        if let Some(bars) = &mut self.bars {
+            rolled.extend(bars.roll_partitions(&partitions));
+        }
         let store = async {
             self.store_segments(rolled).await?;
             self.collect_stores(true).await?;
             self.collect_deliveries(true).await?;
-            self.flush_index(true).await
+            self.flush_index(true).await?;
+            self.save_states(true).await
         };
         match tokio::time::timeout(limit, store).await {
             Ok(Ok(())) => {}
@@ -601,7 +636,7 @@ impl Pipeline {
         }
         let positions: BTreeMap<i32, i64> = partitions
             .iter()
-            .filter_map(|&p| self.tracker.position(p).map(|at| (p, at)))
+            .filter_map(|&p| self.commit_position(p).map(|at| (p, at)))
             .collect();
         let topic = &self.config.kafka.topic;
         let consumer = &**self.consumer;
@@ -632,10 +667,15 @@ impl Pipeline {
     ) -> anyhow::Result<bool> {
         self.process(batch).await?;
         self.collect_deliveries(false).await?;
-        let rolled = self.lake.roll_due(Instant::now());
+        let now = Instant::now();
+        let mut rolled = self.lake.roll_due(now);
+        if let Some(bars) = &mut self.bars {
+            rolled.extend(bars.roll_due(now));
+        }
         self.store_segments(rolled).await?;
         self.collect_stores(false).await?;
         self.flush_index(false).await?;
+        self.save_states(false).await?;
         self.store_advanced()?;
         self.save_checkpoint(false).await;
         let Some(targets) = targets else {
@@ -729,7 +769,7 @@ impl Pipeline {
             .positions
             .next()
             .keys()
-            .filter_map(|&p| self.tracker.position(p).map(|pos| (p, pos)))
+            .filter_map(|&p| self.commit_position(p).map(|pos| (p, pos)))
             .collect();
         if let Err(e) = tokio::task::block_in_place(|| {
             kafka_source::commit_positions(&**self.consumer, topic, &positions)
@@ -792,12 +832,26 @@ impl Pipeline {
     /// Stores every open lake segment, sends and awaits everything for Elasticsearch, and stores
     /// the offsets that moved.
     async fn finish_sinks(&mut self) -> anyhow::Result<()> {
-        let flushed = self.lake.flush();
+        let mut flushed = self.lake.flush();
+        if let Some(bars) = &mut self.bars {
+            flushed.extend(bars.flush());
+        }
         self.store_segments(flushed).await?;
         self.collect_stores(true).await?;
         self.collect_deliveries(true).await?;
         self.flush_index(true).await?;
+        self.save_states(true).await?;
         self.store_advanced()
+    }
+
+    /// How far `partition` may be committed: the commit tracker's position, capped at the newest
+    /// stored checkpoint of its aggregate state when that stage runs.
+    fn commit_position(&self, partition: i32) -> Option<i64> {
+        let position = self.tracker.position(partition)?;
+        match &self.bars {
+            Some(bars) => bars.capped(partition, position),
+            None => Some(position),
+        }
     }
 
     /// Learns which offset ranges the lake already holds (after a crash, objects may be stored
@@ -811,6 +865,15 @@ impl Pipeline {
             .context("listing the lake's objects")?;
         tracing::debug!(objects = names.len(), "listed the lake");
         self.lake.set_existing(names.iter().map(String::as_str));
+        if let Some(bars) = &mut self.bars {
+            let prefix = bars.lake_prefix().to_string();
+            let names = self
+                .store
+                .list(&prefix)
+                .await
+                .context("listing the lake's bar objects")?;
+            bars.set_existing(names.iter().map(String::as_str));
+        }
         Ok(())
     }
 
@@ -980,7 +1043,10 @@ impl Pipeline {
     }
 
     fn store_advanced(&mut self) -> anyhow::Result<()> {
-        let advanced = self.tracker.advanced();
+        let mut advanced = self.tracker.advanced();
+        if let Some(bars) = &mut self.bars {
+            advanced = bars.cap(advanced);
+        }
         if let Some(input) = &mut self.input
             && input.checkpoint.advance(&advanced)
         {

@@ -1,6 +1,6 @@
 //! Conversions between the host's domain types and the WIT records. Columns are moved, not copied.
 
-use super::bindings::{enrich, route, types};
+use super::bindings::{aggregate, enrich, route, types};
 use stockpipe_guest_route::logic::RouteInput;
 use stockpipe_guest_route::plan::{RouteColumns, RoutePlan};
 use stockpipe_model as model;
@@ -121,4 +121,67 @@ pub fn route_config(c: &stockpipe_guest_route::logic::RouteConfig) -> route::Rou
         change_alert_pct: c.change_alert_pct,
         spread_alert_bps: c.spread_alert_bps,
     }
+}
+
+pub fn aggregate_config(
+    c: &stockpipe_guest_aggregate::logic::AggregateConfig,
+) -> aggregate::AggregateConfig {
+    aggregate::AggregateConfig {
+        bar_width_us: c.bar_width_us,
+        allowed_lateness_us: c.allowed_lateness_us,
+        volatility_bars: c.volatility_bars,
+    }
+}
+
+/// The guest's answer, checked: every column as long as the bars, every index inside the batch
+/// of `ticks`, late ticks in order.
+pub fn aggregate_output_from_wit(
+    o: aggregate::AggregateOutput,
+    ticks: usize,
+) -> Result<stockpipe_guest_aggregate::logic::AggregateOutput, String> {
+    let b = o.bars;
+    let bars = stockpipe_guest_aggregate::logic::BarColumns {
+        partition: b.partition,
+        instrument_token: b.instrument_token,
+        start_us: b.start_us,
+        open: b.open,
+        high: b.high,
+        low: b.low,
+        close: b.close,
+        traded_quantity: b.traded_quantity,
+        tick_count: b.tick_count,
+        vwap: b.vwap,
+        last_mid_price: b.last_mid_price,
+        last_spread: b.last_spread,
+        log_return: b.log_return,
+        volatility: b.volatility,
+        closed_by: b.closed_by,
+    };
+    let n = bars.len();
+    let lengths = [
+        bars.partition.len(),
+        bars.instrument_token.len(),
+        bars.open.len(),
+        bars.high.len(),
+        bars.low.len(),
+        bars.close.len(),
+        bars.traded_quantity.len(),
+        bars.tick_count.len(),
+        bars.vwap.len(),
+        bars.last_mid_price.len(),
+        bars.last_spread.len(),
+        bars.log_return.len(),
+        bars.volatility.len(),
+        bars.closed_by.len(),
+    ];
+    if lengths.iter().any(|&l| l != n) {
+        return Err(format!("bar columns of unequal lengths: {n} starts, {lengths:?}"));
+    }
+    if let Some(i) = bars.closed_by.iter().chain(&o.late).find(|&&i| i as usize >= ticks) {
+        return Err(format!("index {i} outside a batch of {ticks} ticks"));
+    }
+    if !o.late.is_sorted_by(|a, b| a < b) {
+        return Err("late ticks not in ascending order".into());
+    }
+    Ok(stockpipe_guest_aggregate::logic::AggregateOutput { late: o.late, bars })
 }

@@ -1,4 +1,4 @@
-//! The wasm side of the host: the sandbox, the three stage guests, and the calls into them.
+//! The wasm side of the host: the sandbox, the stage guests, and the calls into them.
 //!
 //! - [`sandbox`]: engine, empty-WASI linker, memory cap, per-call epoch deadline.
 //! - [`bindings`]: the one `bindgen!`.
@@ -12,7 +12,7 @@ pub mod bindings;
 pub mod convert;
 pub mod sandbox;
 
-use bindings::{enrich, route, validate};
+use bindings::{aggregate, enrich, route, validate};
 use sandbox::{GuestState, Sandbox};
 use sha2::Digest;
 use std::sync::Arc;
@@ -20,15 +20,20 @@ use stockpipe_model::columns::TickColumns;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-/// The three stages, in pipeline order.
+/// The stages: the stateless chain's three in pipeline order, then the stateful aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StageKind {
     Validate,
     Enrich,
     Route,
+    /// Bars per instrument, with state kept across calls ([`crate::chain::aggregate`]). Not one
+    /// of [`StageKind::ALL`]: it runs after the chain, only when configured, and is not swapped
+    /// through the chain's controller.
+    Aggregate,
 }
 
 impl StageKind {
+    /// The stateless chain, in pipeline order.
     pub const ALL: [StageKind; 3] = [StageKind::Validate, StageKind::Enrich, StageKind::Route];
 
     pub fn name(self) -> &'static str {
@@ -36,6 +41,7 @@ impl StageKind {
             Self::Validate => "validate",
             Self::Enrich => "enrich",
             Self::Route => "route",
+            Self::Aggregate => "aggregate",
         }
     }
 
@@ -50,7 +56,7 @@ impl StageKind {
 }
 
 /// The guest components built with this binary (see build.rs).
-pub const EMBEDDED_GUESTS: [(&str, &[u8]); 3] =
+pub const EMBEDDED_GUESTS: [(&str, &[u8]); 4] =
     include!(concat!(env!("OUT_DIR"), "/embedded_guests.rs"));
 
 /// Where build.rs put the test-only guests (e.g. `stockpipe_guest_hostile.wasm`); never embedded.
@@ -198,6 +204,9 @@ fn instantiate(
         StageKind::Route => {
             Exports::Route(route::GuestIndices::new(pre)?.load(&mut *store, &instance)?)
         }
+        StageKind::Aggregate => {
+            Exports::Aggregate(aggregate::GuestIndices::new(pre)?.load(&mut *store, &instance)?)
+        }
     })
 }
 
@@ -205,6 +214,7 @@ enum Exports {
     Validate(validate::Guest),
     Enrich(enrich::Guest),
     Route(route::Guest),
+    Aggregate(aggregate::Guest),
 }
 
 struct Live {
@@ -360,6 +370,63 @@ impl StageInstance {
                 .map_err(GuestFault::broken_contract)?;
             expect_len(inputs.len(), destinations.len())?;
             Ok(destinations)
+        })
+    }
+}
+
+impl StageInstance {
+    /// One aggregate call. The guest's state lives in the instance: a fault discards it, and the
+    /// caller restores what it checkpointed ([`crate::chain::aggregate`]).
+    pub fn aggregate(
+        &mut self,
+        config: &aggregate::AggregateConfig,
+        input: &aggregate::AggregateInput,
+    ) -> Result<stockpipe_guest_aggregate::logic::AggregateOutput, GuestFault> {
+        let ticks = input.timestamp_us.len();
+        self.call(|exports, store| {
+            let Exports::Aggregate(g) = exports else {
+                unreachable!("an aggregate stage holds an aggregate guest")
+            };
+            let out = g
+                .call_aggregate_batch(store, *config, input)
+                .map_err(GuestFault::from_wasmtime)?;
+            convert::aggregate_output_from_wit(out, ticks).map_err(GuestFault::broken_contract)
+        })
+    }
+
+    /// One partition's state as the guest exports it.
+    pub fn export_state(&mut self, partition: i32) -> Result<Vec<u8>, GuestFault> {
+        self.call(|exports, store| {
+            let Exports::Aggregate(g) = exports else {
+                unreachable!("an aggregate stage holds an aggregate guest")
+            };
+            g.call_export_state(store, partition)
+                .map_err(GuestFault::from_wasmtime)
+        })
+    }
+
+    /// Hands one partition's state to the guest: `Ok(Err(why))` when it cannot read it.
+    pub fn import_state(
+        &mut self,
+        partition: i32,
+        state: &[u8],
+    ) -> Result<Result<(), String>, GuestFault> {
+        self.call(|exports, store| {
+            let Exports::Aggregate(g) = exports else {
+                unreachable!("an aggregate stage holds an aggregate guest")
+            };
+            g.call_import_state(store, partition, state)
+                .map_err(GuestFault::from_wasmtime)
+        })
+    }
+
+    pub fn drop_state(&mut self, partition: i32) -> Result<(), GuestFault> {
+        self.call(|exports, store| {
+            let Exports::Aggregate(g) = exports else {
+                unreachable!("an aggregate stage holds an aggregate guest")
+            };
+            g.call_drop_state(store, partition)
+                .map_err(GuestFault::from_wasmtime)
         })
     }
 }

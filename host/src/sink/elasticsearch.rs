@@ -260,6 +260,9 @@ pub struct BulkItem {
     /// (the pipeline's guard against counting a request sent before the partition was let go of
     /// and taken again).
     pub generation: u64,
+    /// The document's `_id` when it is not its message's position (a bar: one per instrument and
+    /// start, however many times it is closed again).
+    pub id: Option<Box<str>>,
 }
 
 /// A document's deterministic `_id`: its message's Kafka position (the bulk body writes it in
@@ -381,7 +384,10 @@ fn bulk_body(items: &[BulkItem]) -> Vec<u8> {
         push_index_action(
             &mut body,
             &item.index,
-            |body| write_document_id(body, &item.source),
+            |body| match &item.id {
+                Some(id) => serde_json::to_writer(body, &**id).expect("writing to a Vec"),
+                None => write_document_id(body, &item.source),
+            },
             &item.document,
         );
     }
@@ -1006,6 +1012,7 @@ mod tests {
             key: None,
             payload: Vec::new(),
             generation: 0,
+            id: None,
         };
         let mut odd = item.clone();
         odd.source.topic = "a\"b\\c".into();
@@ -1019,6 +1026,10 @@ mod tests {
         let body = String::from_utf8(bulk_body(std::slice::from_ref(&odd))).unwrap();
         let id = serde_json::to_string(&document_id(&odd.source)).unwrap();
         assert!(body.contains(&format!(",\"_id\":{id}}}}}\n")), "{body}");
+        // A bar names its own id, whatever message closed it.
+        odd.id = Some("408065-1498043700000000".into());
+        let body = String::from_utf8(bulk_body(&[odd])).unwrap();
+        assert!(body.contains(",\"_id\":\"408065-1498043700000000\"}}\n"), "{body}");
     }
 
     #[test]

@@ -184,6 +184,14 @@ pub struct Counts {
     pub index_retried_requests: u64,
     /// Offsets the broker no longer had when this group got to them (see [`Telemetry::offsets_lost`]).
     pub offsets_lost: u64,
+    /// Bars the aggregate stage closed (absent without it). Their lake lines count in
+    /// `lake_lines` too; late ticks' dead letters in `dead_lettered`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub bars_closed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Counts {
@@ -553,6 +561,16 @@ impl Telemetry {
                 .expect("live view lock")
                 .counts
                 .lake_already_stored += count;
+        }
+    }
+
+    pub fn bars_closed(&self, count: u64) {
+        if count > 0 {
+            self.live
+                .lock()
+                .expect("live view lock")
+                .counts
+                .bars_closed += count;
         }
     }
 

@@ -526,6 +526,7 @@ fn diff_batch(
             let b = call_isolated(&inputs, |b| new.route(&config, b));
             comparer.route(batch, &a, &b);
         }
+        StageKind::Aggregate => unreachable!("guest diff takes the chain's stages only"),
     }
 }
 

@@ -113,6 +113,7 @@ fn stage_files(kind: StageKind) -> &'static [(&'static str, &'static str)] {
                 include_str!("../../../guests/route/fixtures/thresholds/expected.jsonl"),
             ),
         ],
+        StageKind::Aggregate => unreachable!("guest new takes the chain's stages only"),
     }
 }
 

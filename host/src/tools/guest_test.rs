@@ -178,6 +178,7 @@ fn run_case(
                 .collect()
         }
         StageKind::Route => unreachable!("handled above"),
+        StageKind::Aggregate => anyhow::bail!("guest test does not take the aggregate stage yet"),
     })
 }
 

@@ -47,6 +47,7 @@ fn items(n: i64) -> Vec<BulkItem> {
             key: None,
             payload: format!("payload-{offset}").into_bytes(),
             generation: 0,
+            id: None,
         })
         .collect()
 }
@@ -417,6 +418,7 @@ async fn wire_compatible_with_an_elasticsearch_api() {
                 key: None,
                 payload: p.clone(),
                 generation: 0,
+                id: None,
             }
         })
         .collect();
