@@ -43,7 +43,10 @@ mod bindings {
                 spread: &ticks.spread,
             };
             // Columns of unequal length are a host bug: trap, and the host isolates the batch.
-            assert!(input.is_consistent(), "aggregate input columns differ in length");
+            assert!(
+                input.is_consistent(),
+                "aggregate input columns differ in length"
+            );
             let out = STATE.with_borrow_mut(|state| state.aggregate_batch(&config, &input));
             let b = out.bars;
             AggregateOutput {

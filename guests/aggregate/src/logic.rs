@@ -192,7 +192,10 @@ impl Aggregator {
             };
             let closed_by = u32::try_from(i).expect("a batch holds < 2^32 ticks");
             let ts = input.timestamp_us[i];
-            if state.newest_us.is_some_and(|newest| ts < newest.saturating_sub(lateness)) {
+            if state
+                .newest_us
+                .is_some_and(|newest| ts < newest.saturating_sub(lateness))
+            {
                 out.late.push(closed_by);
             } else {
                 state.add(
@@ -748,10 +751,20 @@ mod tests {
             let token = 1 + (x >> 20) % 4;
             let partition = ((x >> 40) % 2) as i32;
             let price = 100.0 + ((x >> 24) % 1000) as f64 / 100.0;
-            feed = feed.tick(partition, i * 2 * SEC - jitter, token, price, i * 3 - (i % 5));
+            feed = feed.tick(
+                partition,
+                i * 2 * SEC - jitter,
+                token,
+                price,
+                i * 3 - (i % 5),
+            );
         }
         let all = Aggregator::default().aggregate_batch(&config(), &feed.input());
-        assert!(all.bars.len() > 20 && !all.late.is_empty(), "{}", all.bars.len());
+        assert!(
+            all.bars.len() > 20 && !all.late.is_empty(),
+            "{}",
+            all.bars.len()
+        );
         for cut in [1, 57, 200, 399] {
             let input = feed.input();
             let part = |lo: usize, hi: usize| AggregateInput {
@@ -777,26 +790,63 @@ mod tests {
                 ($($f:ident),*) => { $(joined.$f.extend_from_slice(&b.bars.$f);)* };
             }
             extend!(
-                partition, instrument_token, start_us, open, high, low, close, traded_quantity,
-                tick_count, vwap, last_mid_price, last_spread, log_return, volatility
+                partition,
+                instrument_token,
+                start_us,
+                open,
+                high,
+                low,
+                close,
+                traded_quantity,
+                tick_count,
+                vwap,
+                last_mid_price,
+                last_spread,
+                log_return,
+                volatility
             );
             joined.closed_by.extend(shift(&b.bars.closed_by));
             // Bit for bit, NaNs included: compare through the bits.
             let bits = |c: &BarColumns| -> Vec<u64> {
-                [&c.open, &c.high, &c.low, &c.close, &c.vwap, &c.last_mid_price, &c.last_spread,
-                 &c.log_return, &c.volatility]
-                    .iter()
-                    .flat_map(|col| col.iter().map(|f| f.to_bits()))
-                    .collect()
+                [
+                    &c.open,
+                    &c.high,
+                    &c.low,
+                    &c.close,
+                    &c.vwap,
+                    &c.last_mid_price,
+                    &c.last_spread,
+                    &c.log_return,
+                    &c.volatility,
+                ]
+                .iter()
+                .flat_map(|col| col.iter().map(|f| f.to_bits()))
+                .collect()
             };
             assert_eq!(bits(&joined), bits(&all.bars), "cut at {cut}");
             assert_eq!(
-                (&joined.partition, &joined.instrument_token, &joined.start_us),
-                (&all.bars.partition, &all.bars.instrument_token, &all.bars.start_us)
+                (
+                    &joined.partition,
+                    &joined.instrument_token,
+                    &joined.start_us
+                ),
+                (
+                    &all.bars.partition,
+                    &all.bars.instrument_token,
+                    &all.bars.start_us
+                )
             );
             assert_eq!(
-                (&joined.traded_quantity, &joined.tick_count, &joined.closed_by),
-                (&all.bars.traded_quantity, &all.bars.tick_count, &all.bars.closed_by)
+                (
+                    &joined.traded_quantity,
+                    &joined.tick_count,
+                    &joined.closed_by
+                ),
+                (
+                    &all.bars.traded_quantity,
+                    &all.bars.tick_count,
+                    &all.bars.closed_by
+                )
             );
             let late: Vec<u32> = a
                 .late
@@ -827,7 +877,11 @@ mod tests {
         let mut huge = good.clone();
         huge[14..18].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(a.import_state(3, &huge).unwrap_err().contains("entries"));
-        assert_eq!(a.export_state(3), good, "the failed imports changed nothing");
+        assert_eq!(
+            a.export_state(3),
+            good,
+            "the failed imports changed nothing"
+        );
         a.import_state(3, &[]).unwrap();
         assert_eq!(a.export_state(3), Aggregator::default().export_state(3));
     }

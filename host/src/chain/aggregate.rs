@@ -68,7 +68,10 @@ impl AggregateSection {
             );
         }
         if self.index.is_empty() || self.index.chars().any(|c| c.is_ascii_uppercase()) {
-            return invalid("aggregate.index", "must be a non-empty lowercase index name");
+            return invalid(
+                "aggregate.index",
+                "must be a non-empty lowercase index name",
+            );
         }
         let prefix_ok = !self.lake_prefix.is_empty()
             && !self.lake_prefix.starts_with('_')
@@ -125,7 +128,11 @@ pub struct Aggregation {
 }
 
 impl Aggregation {
-    pub fn new(sandbox: Arc<Sandbox>, component: Arc<GuestComponent>, config: AggregateConfig) -> Self {
+    pub fn new(
+        sandbox: Arc<Sandbox>,
+        component: Arc<GuestComponent>,
+        config: AggregateConfig,
+    ) -> Self {
         Self {
             config: convert::aggregate_config(&config),
             instance: StageInstance::new(sandbox, component),
@@ -145,6 +152,15 @@ impl Aggregation {
     /// The snapshot of `partition` after the last batch (none before its first).
     pub fn snapshot(&self, partition: i32) -> Option<&Snapshot> {
         self.snapshots.get(&partition)
+    }
+
+    /// Whether `partition`'s state already holds the message at `offset`: a message delivered
+    /// again (the consumer reset to an older offset than the state's, a replay) is not counted
+    /// twice.
+    pub fn covers(&self, partition: i32, offset: i64) -> bool {
+        self.snapshots
+            .get(&partition)
+            .is_some_and(|s| offset < s.next_offset)
     }
 
     /// Gives the guest a partition's state (a checkpoint, on assignment).
@@ -248,7 +264,8 @@ impl Aggregation {
         match self.instance.export_state(partition) {
             Ok(state) => {
                 let next_offset = self.snapshots.get(&partition).map_or(0, |s| s.next_offset);
-                self.snapshots.insert(partition, Snapshot { next_offset, state });
+                self.snapshots
+                    .insert(partition, Snapshot { next_offset, state });
             }
             Err(fault) => {
                 tracing::error!(partition, %fault, "the aggregate guest faulted exporting its state; going on from the last snapshot");
@@ -428,7 +445,10 @@ mod tests {
             assert!(c.push("v2", &snap(20 + i, i as u8)));
         }
         assert_eq!(c.snapshots.len(), Checkpoint::KEEP);
-        assert_eq!(c.offsets().first(), Some(&(20 + 20 - Checkpoint::KEEP as i64)));
+        assert_eq!(
+            c.offsets().first(),
+            Some(&(20 + 20 - Checkpoint::KEEP as i64))
+        );
         assert_eq!(c.guest_version, "v2");
         let round = Checkpoint::parse(&serde_json::to_vec(&c).unwrap()).unwrap();
         assert_eq!(round, c);
@@ -452,12 +472,48 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         for (section, key) in [
-            (AggregateSection { bar_seconds: 0, ..Default::default() }, "aggregate.bar_seconds"),
-            (AggregateSection { volatility_bars: 1, ..Default::default() }, "aggregate.volatility_bars"),
-            (AggregateSection { index: "Bars".into(), ..Default::default() }, "aggregate.index"),
-            (AggregateSection { lake_prefix: "_state".into(), ..Default::default() }, "aggregate.lake_prefix"),
-            (AggregateSection { lake_prefix: "a/b".into(), ..Default::default() }, "aggregate.lake_prefix"),
-            (AggregateSection { checkpoint_ms: 0, ..Default::default() }, "aggregate.checkpoint_ms"),
+            (
+                AggregateSection {
+                    bar_seconds: 0,
+                    ..Default::default()
+                },
+                "aggregate.bar_seconds",
+            ),
+            (
+                AggregateSection {
+                    volatility_bars: 1,
+                    ..Default::default()
+                },
+                "aggregate.volatility_bars",
+            ),
+            (
+                AggregateSection {
+                    index: "Bars".into(),
+                    ..Default::default()
+                },
+                "aggregate.index",
+            ),
+            (
+                AggregateSection {
+                    lake_prefix: "_state".into(),
+                    ..Default::default()
+                },
+                "aggregate.lake_prefix",
+            ),
+            (
+                AggregateSection {
+                    lake_prefix: "a/b".into(),
+                    ..Default::default()
+                },
+                "aggregate.lake_prefix",
+            ),
+            (
+                AggregateSection {
+                    checkpoint_ms: 0,
+                    ..Default::default()
+                },
+                "aggregate.checkpoint_ms",
+            ),
         ] {
             let e = section.validate().unwrap_err();
             assert!(e.to_string().contains(key), "{e}");

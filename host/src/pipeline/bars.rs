@@ -20,8 +20,8 @@ use crate::chain::aggregate::{AggregateSection, Aggregation, Checkpoint, commit_
 use crate::chain::{Refusal, StageOutcome};
 use crate::runtime::bindings::aggregate as wit;
 use crate::sink::elasticsearch::BulkItem;
-use crate::sink::lake::{Appended, LakeConfig, LakeWriter, RolledSegment};
 use crate::sink::kafka as kafka_sink;
+use crate::sink::lake::{Appended, LakeConfig, LakeWriter, RolledSegment};
 use crate::sink::store::LakeStore;
 use anyhow::Context;
 use serde::Serialize;
@@ -74,7 +74,11 @@ pub(super) struct BarsOut {
 }
 
 impl Bars {
-    pub(super) fn new(aggregation: Aggregation, section: AggregateSection, lake: LakeConfig) -> Self {
+    pub(super) fn new(
+        aggregation: Aggregation,
+        section: AggregateSection,
+        lake: LakeConfig,
+    ) -> Self {
         Self {
             index: Arc::from(section.index.as_str()),
             lake: LakeWriter::new(lake, section.lake_prefix.clone()),
@@ -273,7 +277,10 @@ impl Pipeline {
                 "partition {partition}'s committed offset could not be read, so its aggregate state cannot be restored: {e}"
             ))?;
             let Some(committed) = committed else {
-                tracing::info!(partition, "aggregate: a partition never committed starts with an empty state");
+                tracing::info!(
+                    partition,
+                    "aggregate: a partition never committed starts with an empty state"
+                );
                 continue;
             };
             let snapshot = match &checkpoint {
@@ -293,7 +300,11 @@ impl Pipeline {
                             bars.aggregation.component().version,
                             version.unwrap_or_default()
                         ))?;
-                    tracing::info!(partition, offset = committed, "aggregate: state restored from its checkpoint");
+                    tracing::info!(
+                        partition,
+                        offset = committed,
+                        "aggregate: state restored from its checkpoint"
+                    );
                 }
                 None => tracing::warn!(
                     partition,
@@ -337,9 +348,15 @@ impl Pipeline {
         // Input index -> message index.
         let mut messages = Vec::new();
         let mut consumed: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut again = 0_u64;
         for (m, (message, slot)) in batch.iter().zip(slots).enumerate() {
-            let next = consumed.entry(message.source.partition).or_insert(0);
-            *next = (*next).max(message.source.offset + 1);
+            let source = &message.source;
+            if bars.aggregation.covers(source.partition, source.offset) {
+                again += 1;
+                continue;
+            }
+            let next = consumed.entry(source.partition).or_insert(0);
+            *next = (*next).max(source.offset + 1);
             let Ok(i) = slot else { continue };
             let Some(StageOutcome::Accepted { enrichment, .. }) = &outcomes[*i] else {
                 continue;
@@ -352,6 +369,12 @@ impl Pipeline {
             input.mid_price.push(enrichment.mid_price);
             input.spread.push(enrichment.spread);
             messages.push(m);
+        }
+        if again > 0 {
+            tracing::debug!(
+                messages = again,
+                "aggregate: messages its state already holds (delivered again) are not counted twice"
+            );
         }
         let aggregation = &mut bars.aggregation;
         let result = tokio::task::block_in_place(|| aggregation.process(&input, &consumed));
@@ -387,6 +410,7 @@ impl Pipeline {
         for (i, refusal) in late.chain(faulted) {
             let message = &batch[messages[i]];
             let source = &message.source;
+            tracing::debug!(partition = source.partition, offset = source.offset, code = %refusal.code, "aggregate refused a tick");
             self.tracker.track(source.partition, source.offset, 1);
             let delivery = kafka_sink::send_dead_letter(
                 &self.producer,
@@ -417,7 +441,9 @@ impl Pipeline {
                 source.offset,
                 &version,
             );
-            let k = place.entry(messages[closed.closed_by[j] as usize]).or_insert(0);
+            let k = place
+                .entry(messages[closed.closed_by[j] as usize])
+                .or_insert(0);
             anyhow::ensure!(
                 *k < 1 << POSITION_BITS,
                 "offset {} of partition {} closed more than 2^{POSITION_BITS} bars",
@@ -472,13 +498,14 @@ impl Pipeline {
                         saved.partition
                     )
                 })?;
-                bars.stored.insert(saved.partition, saved.checkpoint.offsets());
+                bars.stored
+                    .insert(saved.partition, saved.checkpoint.offsets());
                 bars.checkpoints.insert(saved.partition, saved.checkpoint);
             }
         }
-        let due = bars.saved_at.is_none_or(|at| {
-            at.elapsed() >= Duration::from_millis(bars.section.checkpoint_ms)
-        });
+        let due = bars
+            .saved_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_millis(bars.section.checkpoint_ms));
         if bars.saving.is_some() || !(all || due) {
             return Ok(());
         }

@@ -175,9 +175,16 @@ pub fn aggregate_output_from_wit(
         bars.closed_by.len(),
     ];
     if lengths.iter().any(|&l| l != n) {
-        return Err(format!("bar columns of unequal lengths: {n} starts, {lengths:?}"));
+        return Err(format!(
+            "bar columns of unequal lengths: {n} starts, {lengths:?}"
+        ));
     }
-    if let Some(i) = bars.closed_by.iter().chain(&o.late).find(|&&i| i as usize >= ticks) {
+    if let Some(i) = bars
+        .closed_by
+        .iter()
+        .chain(&o.late)
+        .find(|&&i| i as usize >= ticks)
+    {
         return Err(format!("index {i} outside a batch of {ticks} ticks"));
     }
     if !o.late.is_sorted_by(|a, b| a < b) {

@@ -1029,7 +1029,10 @@ mod tests {
         // A bar names its own id, whatever message closed it.
         odd.id = Some("408065-1498043700000000".into());
         let body = String::from_utf8(bulk_body(&[odd])).unwrap();
-        assert!(body.contains(",\"_id\":\"408065-1498043700000000\"}}\n"), "{body}");
+        assert!(
+            body.contains(",\"_id\":\"408065-1498043700000000\"}}\n"),
+            "{body}"
+        );
     }
 
     #[test]

@@ -566,11 +566,7 @@ impl Telemetry {
 
     pub fn bars_closed(&self, count: u64) {
         if count > 0 {
-            self.live
-                .lock()
-                .expect("live view lock")
-                .counts
-                .bars_closed += count;
+            self.live.lock().expect("live view lock").counts.bars_closed += count;
         }
     }
 

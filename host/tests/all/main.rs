@@ -2,6 +2,7 @@
 
 mod admin_api;
 mod backfill;
+mod bars;
 mod bigquery;
 mod data_path;
 mod e2e;

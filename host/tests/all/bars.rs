@@ -1,0 +1,207 @@
+//! The aggregate stage end to end: `run --once --input` of a 100,000-tick simulated file with
+//! `[aggregate] enabled`, whose bars equal, to the last digit of every field, a computation that
+//! shares no code with the guest (DuckDB over the lake's tick documents, `bars_reference.py`);
+//! and the same run killed with SIGKILL halfway and started again, whose bars are byte for byte
+//! those of the run in one go (state restored from its checkpoint at the committed offset: no
+//! tick counted twice, none lost).
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TICKS: usize = 100_000;
+
+fn run(input: &Path, lake: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stockpipe"));
+    command
+        .args(["run", "--once", "--input"])
+        .arg(input)
+        .arg("--lake")
+        .arg(lake)
+        .env("RUST_LOG", "warn,rdkafka=off")
+        .env("STOCKPIPE_AGGREGATE_ENABLED", "true")
+        .env("STOCKPIPE_AGGREGATE_CHECKPOINT_MS", "250")
+        // Segments of ~2 MB or 1 s (bars fill theirs slowly): offsets are committed (and
+        // checkpointed) as the run goes.
+        .env("STOCKPIPE_LAKE_ROLL_BYTES", "2000000")
+        .env("STOCKPIPE_LAKE_ROLL_SECONDS", "1");
+    command
+}
+
+/// Every bar line of the lake, keyed by its id; a bar stored twice fails.
+fn bar_lines(lake: &Path) -> BTreeMap<String, String> {
+    let mut bars = BTreeMap::new();
+    for file in crate::support::walk(&lake.join("stock-bars")) {
+        for line in std::fs::read_to_string(&file).unwrap().lines() {
+            let doc: Value = serde_json::from_str(line).unwrap();
+            let id = doc["bar_id"].as_str().unwrap().to_string();
+            let again = bars.insert(id.clone(), line.to_string());
+            assert!(again.is_none(), "bar {id} stored twice");
+        }
+    }
+    bars
+}
+
+/// The committed offsets in the replay's checkpoint, summed.
+fn checkpointed(lake: &Path) -> i64 {
+    let Ok(entries) = std::fs::read_dir(lake.join("_checkpoints/stock-stream")) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+        })
+        .filter_map(|p| serde_json::from_slice::<Value>(&std::fs::read(p).ok()?).ok())
+        .map(|c| {
+            c["committed"]
+                .as_object()
+                .map_or(0, |m| m.values().filter_map(Value::as_i64).sum())
+        })
+        .sum()
+}
+
+fn reference(lake: &Path) -> Vec<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all/bars_reference.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(lake)
+        .args(["60", "5000", "20"])
+        .output()
+        .expect("python3 with duckdb (pip install duckdb; scripts/test.sh does)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A JSON number or null as the f64 bits it reads as (null: NaN's), so that equality is exact.
+fn bits(v: &Value) -> Option<u64> {
+    match v {
+        Value::Null => None,
+        v => Some(v.as_f64().expect("a number").to_bits()),
+    }
+}
+
+#[test]
+fn bars_equal_an_independent_computation_and_survive_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("day.ndjson");
+    let mut text = crate::support::simulated_payloads(TICKS, 20).join(&b'\n');
+    text.push(b'\n');
+    std::fs::write(&input, &text).unwrap();
+
+    // In one go.
+    let whole = dir.path().join("whole");
+    let out = run(&input, &whole).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = crate::support::last_json_line(&out);
+    assert_eq!(summary["consumed"], TICKS, "{summary}");
+    let bars = bar_lines(&whole);
+    assert_eq!(summary["bars_closed"], bars.len(), "{summary}");
+    assert_eq!(
+        summary["dead_lettered"], 0,
+        "the simulator's ticks are in order: none late"
+    );
+
+    let expected = reference(&whole);
+    assert!(expected.len() > 3_000, "{} bars", expected.len());
+    assert_eq!(expected.len(), bars.len());
+    let floats = [
+        "open",
+        "high",
+        "low",
+        "close",
+        "vwap",
+        "last_mid_price",
+        "last_spread",
+        "log_return",
+        "volatility",
+    ];
+    let mut nulls = BTreeMap::<&str, usize>::new();
+    for want in &expected {
+        let id = format!("{}-{}", want["instrument_token"], want["start_us"]);
+        let got: Value = serde_json::from_str(
+            bars.get(&id)
+                .unwrap_or_else(|| panic!("bar {id} is missing")),
+        )
+        .unwrap();
+        assert_eq!(got["source"]["partition"], want["partition"], "{id}");
+        assert_eq!(got["traded_quantity"], want["traded_quantity"], "{id}");
+        assert_eq!(got["tick_count"], want["tick_count"], "{id}");
+        for field in floats {
+            assert_eq!(
+                bits(&got[field]),
+                bits(&want[field]),
+                "{id} {field}: {} against the reference's {}",
+                got[field],
+                want[field]
+            );
+            if got[field].is_null() {
+                *nulls.entry(field).or_default() += 1;
+            }
+        }
+    }
+    // Every instrument's first bar has no return, its second no volatility; nothing else is null.
+    assert_eq!(nulls.get("log_return"), Some(&50), "{nulls:?}");
+    assert_eq!(nulls.get("volatility"), Some(&100), "{nulls:?}");
+    assert_eq!(nulls.len(), 2, "{nulls:?}");
+
+    // Killed once some of it is committed, then the same command again.
+    let lake = dir.path().join("lake");
+    let mut first = run(&input, &lake)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while checkpointed(&lake) == 0 {
+        assert!(Instant::now() < deadline, "no checkpoint within 60 s");
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "it finished before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let done = checkpointed(&lake);
+    assert!(done > 0 && done < TICKS as i64, "{done}");
+    let out = run(&input, &lake).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("starts with an empty state"),
+        "every partition resumed its state: {stderr}"
+    );
+    let summary = crate::support::last_json_line(&out);
+    // It resumed at the checkpoint; what it consumed below it (the consumer starts at the log's
+    // start when the replay has not yet reached the committed offset) the lake already held, and
+    // the state too (the guard against counting a tick twice).
+    let consumed = summary["consumed"].as_i64().unwrap();
+    let again = consumed - (TICKS as i64 - done);
+    assert!(
+        (0..=summary["lake_already_stored"].as_i64().unwrap()).contains(&again),
+        "resumed at {done}: {summary}"
+    );
+    assert_eq!(summary["dead_lettered"], 0, "none late: {summary}");
+    let resumed = bar_lines(&lake);
+    assert_eq!(resumed.len(), bars.len());
+    for (id, line) in &bars {
+        assert_eq!(resumed.get(id), Some(line), "bar {id}");
+    }
+}
