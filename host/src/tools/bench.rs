@@ -50,6 +50,11 @@ pub struct StageBreakdown {
     pub enrich_native_ns: f64,
     pub route_wasm_ns: f64,
     pub route_native_ns: f64,
+    /// The stateful stage, on top of the chain (not in `wasm_ns_per_tick`): the call, the input
+    /// columns, and each batch's export of the state of the partitions it touched (what the
+    /// pipeline does). A fresh state each round: the same ticks again would all be late.
+    pub aggregate_wasm_ns: f64,
+    pub aggregate_native_ns: f64,
 }
 
 /// Best of `rounds` timed runs after one warm-up, in ns per tick (the machine is shared: the
@@ -150,7 +155,11 @@ fn stage_breakdown(
             );
         }
     });
+    let (aggregate_wasm_ns, aggregate_native_ns) =
+        time_aggregate(sandbox, ticks, batch, rounds)?;
     Ok(StageBreakdown {
+        aggregate_wasm_ns,
+        aggregate_native_ns,
         to_wit_ns,
         boundary_floor_ns,
         validate_wasm_ns,
@@ -160,6 +169,71 @@ fn stage_breakdown(
         route_wasm_ns,
         route_native_ns,
     })
+}
+
+/// See [`StageBreakdown::aggregate_wasm_ns`]: ns per tick, wasm and native, best of `rounds`.
+fn time_aggregate(
+    sandbox: &Arc<Sandbox>,
+    ticks: &[stockpipe_model::Tick],
+    batch: usize,
+    rounds: usize,
+) -> anyhow::Result<(f64, f64)> {
+    use crate::chain::aggregate::Aggregation;
+    use crate::runtime::bindings::aggregate::AggregateInput;
+    use stockpipe_guest_aggregate::logic::{AggregateConfig, Aggregator};
+    let config = AggregateConfig::default();
+    let inputs: Vec<AggregateInput> = ticks
+        .chunks(batch)
+        .map(|chunk| AggregateInput {
+            partition: chunk.iter().map(|t| (t.instrument_token % 3) as i32).collect(),
+            timestamp_us: chunk.iter().map(|t| t.timestamp_us).collect(),
+            instrument_token: chunk.iter().map(|t| t.instrument_token).collect(),
+            last_price: chunk.iter().map(|t| t.last_price).collect(),
+            volume: chunk.iter().map(|t| t.volume).collect(),
+            mid_price: chunk.iter().map(|t| t.last_price + 0.025).collect(),
+            spread: chunk.iter().map(|_| 0.05).collect(),
+        })
+        .collect();
+    let kind = crate::runtime::StageKind::Aggregate;
+    let component = Arc::new(crate::runtime::GuestComponent::load(
+        sandbox,
+        kind,
+        crate::runtime::embedded_component(kind),
+        "embedded",
+    )?);
+    let mut faulted = 0;
+    let wasm = per_tick(ticks.len(), rounds, || {
+        let mut aggregation = Aggregation::new(sandbox.clone(), component.clone(), config);
+        let mut next = std::collections::BTreeMap::new();
+        for (i, input) in inputs.iter().enumerate() {
+            for p in 0..3 {
+                next.insert(p, (i * batch) as i64);
+            }
+            let out = aggregation.process(input, &next);
+            faulted += out.faulted.len();
+            std::hint::black_box(out);
+        }
+    });
+    anyhow::ensure!(faulted == 0, "the aggregate guest faulted during the benchmark");
+    let native = per_tick(ticks.len(), rounds, || {
+        let mut aggregator = Aggregator::default();
+        for input in &inputs {
+            let view = stockpipe_guest_aggregate::logic::AggregateInput {
+                partition: &input.partition,
+                timestamp_us: &input.timestamp_us,
+                instrument_token: &input.instrument_token,
+                last_price: &input.last_price,
+                volume: &input.volume,
+                mid_price: &input.mid_price,
+                spread: &input.spread,
+            };
+            std::hint::black_box(aggregator.aggregate_batch(&config, &view));
+            for p in 0..3 {
+                std::hint::black_box(aggregator.export_state(p));
+            }
+        }
+    });
+    Ok((wasm, native))
 }
 
 /// See [`StageBreakdown::boundary_floor_ns`]: `None` when the test guests' build directory is gone.
