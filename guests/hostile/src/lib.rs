@@ -8,6 +8,9 @@
 //! | 15 | allocates 1 GiB (the memory cap must stop it) |
 //! | 16 | returns one outcome fewer than it was given (a broken contract) |
 //! | 17 | reads an environment variable and a file, and rejects the tick with what it found |
+//!
+//! It also exports the aggregate stage, as a version that cannot read any state: importing one is
+//! refused, it closes no bars, and instrument 13 traps there too.
 
 #[cfg(target_arch = "wasm32")]
 #[expect(
@@ -15,8 +18,18 @@
     reason = "the canonical-ABI exports that wit-bindgen generates"
 )]
 mod bindings {
-    wit_bindgen::generate!({ world: "validator", path: "../../wit" });
+    wit_bindgen::generate!({
+        inline: "package stockpipe:hostile;
+                 world hostile {
+                     include stockpipe:pipeline/validator@0.1.0;
+                     include stockpipe:pipeline/aggregator@0.1.0;
+                 }",
+        path: "../../wit",
+        world: "stockpipe:hostile/hostile",
+        generate_all,
+    });
 
+    use exports::stockpipe::pipeline::aggregate;
     use exports::stockpipe::pipeline::validate::{Guest, ValidateConfig};
     use stockpipe::pipeline::types::{ReasonCode, Rejection, TickBatch};
 
@@ -60,6 +73,55 @@ mod bindings {
             }
             out
         }
+    }
+
+    impl aggregate::Guest for Hostile {
+        fn aggregate_batch(
+            _config: aggregate::AggregateConfig,
+            ticks: aggregate::AggregateInput,
+        ) -> aggregate::AggregateOutput {
+            assert!(
+                !ticks.instrument_token.contains(&13),
+                "hostile guest: poison tick"
+            );
+            aggregate::AggregateOutput {
+                late: Vec::new(),
+                bars: aggregate::BarBatch {
+                    partition: Vec::new(),
+                    instrument_token: Vec::new(),
+                    start_us: Vec::new(),
+                    open: Vec::new(),
+                    high: Vec::new(),
+                    low: Vec::new(),
+                    close: Vec::new(),
+                    traded_quantity: Vec::new(),
+                    tick_count: Vec::new(),
+                    vwap: Vec::new(),
+                    last_mid_price: Vec::new(),
+                    last_spread: Vec::new(),
+                    log_return: Vec::new(),
+                    volatility: Vec::new(),
+                    closed_by: Vec::new(),
+                },
+            }
+        }
+
+        fn export_state(_partition: i32) -> Vec<u8> {
+            Vec::new()
+        }
+
+        fn import_state(_partition: i32, state: Vec<u8>) -> Result<(), String> {
+            if state.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "hostile guest: reads no state ({} bytes offered)",
+                    state.len()
+                ))
+            }
+        }
+
+        fn drop_state(_partition: i32) {}
     }
 
     export!(Hostile);

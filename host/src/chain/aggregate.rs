@@ -122,9 +122,69 @@ pub struct Aggregated {
 
 /// The guest and the per-partition snapshots of its state.
 pub struct Aggregation {
+    sandbox: Arc<Sandbox>,
     config: wit::AggregateConfig,
     instance: StageInstance,
     snapshots: HashMap<i32, Snapshot>,
+    /// The last batch and the states it started from: a candidate's shadow run replays it.
+    last: Option<LastBatch>,
+}
+
+struct LastBatch {
+    before: Vec<(i32, Vec<u8>)>,
+    input: wit::AggregateInput,
+}
+
+/// The bars the current version and a candidate close on the last batch, from the same states.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BarsShadow {
+    pub ticks: usize,
+    pub bars_before: usize,
+    pub bars_after: usize,
+    /// Bars (by partition, instrument and start) closed by one version only, or with a field
+    /// that differs (bit for bit).
+    pub bars_differing: usize,
+    /// Ticks late for one version and not the other.
+    pub late_differing: usize,
+}
+
+impl BarsShadow {
+    pub fn compare(ticks: usize, before: &Aggregated, after: &Aggregated) -> Self {
+        let key = |b: &BarColumns, i: usize| (b.partition[i], b.instrument_token[i], b.start_us[i]);
+        let fields = |b: &BarColumns, i: usize| {
+            (
+                [
+                    b.open[i],
+                    b.high[i],
+                    b.low[i],
+                    b.close[i],
+                    b.vwap[i],
+                    b.last_mid_price[i],
+                    b.last_spread[i],
+                    b.log_return[i],
+                    b.volatility[i],
+                ]
+                .map(f64::to_bits),
+                b.traded_quantity[i],
+                b.tick_count[i],
+            )
+        };
+        let index = |b: &BarColumns| -> HashMap<_, _> {
+            (0..b.len()).map(|i| (key(b, i), fields(b, i))).collect()
+        };
+        let (a, b) = (index(&before.bars), index(&after.bars));
+        let differing = a.iter().filter(|(k, v)| b.get(*k) != Some(*v)).count()
+            + b.keys().filter(|k| !a.contains_key(*k)).count();
+        let late_a: std::collections::HashSet<_> = before.late.iter().collect();
+        let late_b: std::collections::HashSet<_> = after.late.iter().collect();
+        Self {
+            ticks,
+            bars_before: before.bars.len(),
+            bars_after: after.bars.len(),
+            bars_differing: differing,
+            late_differing: late_a.symmetric_difference(&late_b).count(),
+        }
+    }
 }
 
 impl Aggregation {
@@ -135,9 +195,83 @@ impl Aggregation {
     ) -> Self {
         Self {
             config: convert::aggregate_config(&config),
-            instance: StageInstance::new(sandbox, component),
+            instance: StageInstance::new(sandbox.clone(), component),
+            sandbox,
             snapshots: HashMap::new(),
+            last: None,
         }
+    }
+
+    /// A new version with the same configuration and no state yet.
+    fn successor(&self, component: Arc<GuestComponent>) -> Self {
+        Self {
+            config: self.config,
+            instance: StageInstance::new(self.sandbox.clone(), component),
+            sandbox: self.sandbox.clone(),
+            snapshots: HashMap::new(),
+            last: None,
+        }
+    }
+
+    /// Hands every partition's state to `candidate`, which imports what this version exported.
+    /// Returns the new aggregation and the partitions whose state it could not read, with why
+    /// (those start empty in it, at the same offsets).
+    pub fn hand_over(&self, candidate: Arc<GuestComponent>) -> (Self, Vec<(i32, String)>) {
+        let mut next = self.successor(candidate);
+        let mut refused = Vec::new();
+        let mut partitions: Vec<&i32> = self.snapshots.keys().collect();
+        partitions.sort_unstable();
+        for &partition in partitions {
+            let snapshot = self.snapshots[&partition].clone();
+            let next_offset = snapshot.next_offset;
+            if let Err(why) = next.restore(partition, snapshot) {
+                refused.push((partition, why));
+                next.snapshots.insert(
+                    partition,
+                    Snapshot {
+                        next_offset,
+                        state: Vec::new(),
+                    },
+                );
+            }
+        }
+        (next, refused)
+    }
+
+    /// The shadow run of `candidate`: the last batch again, from the states it started from,
+    /// through this version and the candidate (fresh instances; the live ones are untouched).
+    /// `Err` when the candidate cannot read those states or faults on the batch; `Ok(None)`
+    /// before any batch.
+    pub fn shadow(&self, candidate: &Arc<GuestComponent>) -> Result<Option<BarsShadow>, String> {
+        let Some(last) = &self.last else {
+            return Ok(None);
+        };
+        let run = |component: Arc<GuestComponent>| -> Result<Aggregated, String> {
+            let mut a = self.successor(component);
+            for (partition, state) in &last.before {
+                a.instance
+                    .import_state(*partition, state)
+                    .map_err(|f| f.to_string())?
+                    .map_err(|why| format!("partition {partition}: {why}"))?;
+            }
+            let out = a
+                .instance
+                .aggregate(&self.config, &last.input)
+                .map_err(|f| f.to_string())?;
+            Ok(Aggregated {
+                late: out.late.iter().map(|&i| i as usize).collect(),
+                faulted: Vec::new(),
+                bars: out.bars,
+            })
+        };
+        let before = run(self.instance.component().clone())
+            .map_err(|e| format!("the current version, replayed: {e}"))?;
+        let after = run(candidate.clone())?;
+        Ok(Some(BarsShadow::compare(
+            last.input.timestamp_us.len(),
+            &before,
+            &after,
+        )))
     }
 
     pub fn component(&self) -> &Arc<GuestComponent> {
@@ -147,6 +281,11 @@ impl Aggregation {
     /// Calls that faulted so far.
     pub fn faults(&self) -> u64 {
         self.instance.faults()
+    }
+
+    /// Partitions with a state here.
+    pub fn partitions(&self) -> usize {
+        self.snapshots.len()
     }
 
     /// The snapshot of `partition` after the last batch (none before its first).
@@ -197,13 +336,28 @@ impl Aggregation {
         let n = input.timestamp_us.len();
         let mut out = Aggregated::default();
         if n > 0 {
+            let mut touched: Vec<i32> = input.partition.clone();
+            touched.sort_unstable();
+            touched.dedup();
+            self.last = Some(LastBatch {
+                before: touched
+                    .iter()
+                    .map(|p| {
+                        let state = self.snapshots.get(p).map(|s| s.state.clone());
+                        (*p, state.unwrap_or_default())
+                    })
+                    .collect(),
+                input: input.clone(),
+            });
             match self.instance.aggregate(&self.config, input) {
                 Ok(answer) => {
                     out.late = answer.late.iter().map(|&i| i as usize).collect();
                     out.bars = answer.bars;
-                    let mut touched: Vec<i32> = input.partition.clone();
-                    touched.sort_unstable();
-                    touched.dedup();
+                    let touched: Vec<i32> = self
+                        .last
+                        .as_ref()
+                        .map(|l| l.before.iter().map(|(p, _)| *p).collect())
+                        .unwrap_or_default();
                     for partition in touched {
                         self.export(partition);
                     }

@@ -15,6 +15,14 @@
 //! 5. The loop watches a new version for its first batches: if it faults in more than a configured
 //!    number of them, the loop puts the previous version back by itself.
 //!
+//! The aggregate stage's guest holds state, so its swap is decided in the loop, where the state
+//! is: the controller only loads and checks the component, then waits for the loop's word. The
+//! loop hands every partition's state to the new version (it imports what the old one exported):
+//! a version that cannot read it is refused unless forced, and then the partitions it could not
+//! read start empty and the event says so. The shadow run replays the last batch from the states
+//! before it through both versions and compares the bars they close
+//! ([`crate::chain::aggregate::BarsShadow`]).
+//!
 //! [`GuestRegistry`] keeps what is loaded and the history of every attempt, for `GET /guests`.
 
 use crate::chain::{ChainComponents, StageChain, StageConfigs, StageOutcome, WasmChain};
@@ -190,6 +198,9 @@ pub struct SwapEvent {
     /// The `guest diff` report a promotion came with (`stockpipe guest promote --diff-report`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff_report: Option<serde_json::Value>,
+    /// The aggregate stage's shadow run: the bars both versions close on the last batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bars_shadow: Option<crate::chain::aggregate::BarsShadow>,
 }
 
 fn now_secs() -> f64 {
@@ -208,6 +219,8 @@ pub struct LoadedGuest {
 #[derive(Debug, Default)]
 struct RegistryState {
     loaded: Vec<LoadedGuest>,
+    /// The aggregate stage's guest, when it runs.
+    aggregate: Option<LoadedGuest>,
     history: Vec<SwapEvent>,
 }
 
@@ -244,6 +257,20 @@ impl GuestRegistry {
         self.state.lock().expect("registry lock").loaded = loaded;
     }
 
+    pub fn set_aggregate(&self, component: &GuestComponent) {
+        self.state.lock().expect("registry lock").aggregate = Some(LoadedGuest {
+            stage: component.kind.name(),
+            version: component.version.clone(),
+            source: component.source_name.clone(),
+        });
+    }
+
+    /// The aggregate guest's version, when it runs.
+    pub fn aggregate_version(&self) -> Option<String> {
+        let state = self.state.lock().expect("registry lock");
+        state.aggregate.as_ref().map(|g| g.version.clone())
+    }
+
     pub fn record(&self, event: SwapEvent) {
         match event.outcome {
             "refused" => {
@@ -266,7 +293,12 @@ impl GuestRegistry {
     pub fn view(&self) -> RegistryView {
         let state = self.state.lock().expect("registry lock");
         RegistryView {
-            guests: state.loaded.clone(),
+            guests: state
+                .loaded
+                .iter()
+                .chain(&state.aggregate)
+                .cloned()
+                .collect(),
             history: state.history.clone(),
             processed: self.processed.load(Ordering::Relaxed),
         }
@@ -302,7 +334,15 @@ pub struct Swap {
     pub shadow: Option<ShadowReport>,
     pub decision_ms: f64,
     pub diff_report: Option<serde_json::Value>,
+    /// Swap even if the state cannot be handed over (aggregate).
+    pub force: bool,
+    /// Where the loop says what it decided (aggregate: the controller waits for it).
+    pub decided: Option<mpsc::SyncSender<SwapEvent>>,
 }
+
+/// How long the controller waits for the loop to decide on an aggregate swap (a loop held by a
+/// sink that does not answer takes the swap later; the event is then in the history).
+const LOOP_DECISION_WAIT: Duration = Duration::from_secs(30);
 
 /// Decides on swaps, on its own thread.
 pub struct SwapController {
@@ -367,6 +407,13 @@ impl SwapController {
         for (kind, force, trigger) in stages {
             let started = Instant::now();
             match self.decide(kind, force, &trigger) {
+                Ok(Some(mut swap)) if kind == StageKind::Aggregate => {
+                    swap.force = force;
+                    match self.decided_by_loop(swap, swaps) {
+                        Some(event) => events.push(event),
+                        None => return,
+                    }
+                }
                 Ok(Some(mut swap)) => {
                     swap.decision_ms = started.elapsed().as_secs_f64() * 1e3;
                     let from = self.serving(kind);
@@ -381,6 +428,7 @@ impl SwapController {
                         shadow: swap.shadow,
                         decision_ms: swap.decision_ms,
                         diff_report: None,
+                        bars_shadow: None,
                     });
                     if !self.send(swap, swaps) {
                         return;
@@ -399,6 +447,44 @@ impl SwapController {
                 let _ = reply.send(events.clone());
             }
         }
+    }
+
+    /// Sends an aggregate candidate to the loop and waits for its decision. None once the loop
+    /// is gone.
+    fn decided_by_loop(&self, mut swap: Swap, swaps: &mpsc::Sender<Swap>) -> Option<SwapEvent> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        swap.decided = Some(tx);
+        let (stage, from, to, trigger) = (
+            swap.component.kind.name(),
+            self.serving(swap.component.kind),
+            swap.component.version.clone(),
+            swap.trigger.clone(),
+        );
+        if !self.send(swap, swaps) {
+            return None;
+        }
+        let decided = rx.recv_timeout(LOOP_DECISION_WAIT);
+        if decided.as_ref().is_ok_and(|e| e.outcome == "refused") {
+            // Not serving: the same file asked for again (say, forced) is decided again.
+            let mut sent = self.sent.lock().expect("sent lock");
+            sent.retain(|(k, v)| !(*k == StageKind::Aggregate && *v == to));
+        }
+        Some(decided.unwrap_or_else(|_| SwapEvent {
+            at: now_secs(),
+            stage,
+            outcome: "pending",
+            from_version: from,
+            to_version: Some(to),
+            trigger,
+            reason: format!(
+                "handed to the pipeline loop, which had not decided within {} s (it decides between two batches; see GET /guests)",
+                LOOP_DECISION_WAIT.as_secs()
+            ),
+            shadow: None,
+            decision_ms: LOOP_DECISION_WAIT.as_secs_f64() * 1e3,
+            diff_report: None,
+            bars_shadow: None,
+        }))
     }
 
     /// `Ok(Some)` = swap, `Ok(None)` = nothing changed, `Err(event)` = refused.
@@ -431,6 +517,9 @@ impl SwapController {
 
     /// The version of `kind` serving now, as the loop last reported it.
     fn serving(&self, kind: StageKind) -> String {
+        if kind == StageKind::Aggregate {
+            return self.registry.aggregate_version().unwrap_or_default();
+        }
         self.current
             .lock()
             .expect("current lock")
@@ -450,7 +539,7 @@ impl SwapController {
         source: String,
     ) -> Result<Swap, Box<SwapEvent>> {
         let current = self.current.lock().expect("current lock").clone();
-        let from_version = current.get(kind).version.clone();
+        let from_version = self.serving(kind);
         let refuse = |to_version: Option<String>, reason: String, shadow: Option<ShadowReport>| {
             refusal(kind, &from_version, trigger, to_version, reason, shadow)
         };
@@ -458,6 +547,19 @@ impl SwapController {
         let component = GuestComponent::load(&self.sandbox, kind, bytes, source)
             .map_err(|e| refuse(Some(version.clone()), e.to_string(), None))?;
         let component = Arc::new(component);
+        if kind == StageKind::Aggregate {
+            // Its state and its shadow run are in the loop.
+            return Ok(Swap {
+                component,
+                trigger: trigger.to_string(),
+                reason: "loaded and checked".into(),
+                shadow: None,
+                decision_ms: 0.0,
+                diff_report: None,
+                force,
+                decided: None,
+            });
+        }
         let ticks = self.shadow.lock().expect("shadow lock").snapshot();
         let report = self.shadow_run(&current, &component, &ticks);
         let reason = match report.verdict(&self.policy) {
@@ -472,6 +574,8 @@ impl SwapController {
             shadow: Some(report),
             decision_ms: 0.0,
             diff_report: None,
+            force,
+            decided: None,
         })
     }
 
@@ -508,6 +612,19 @@ impl SwapController {
         let from_version = self.serving(kind);
         let source = format!("promoted ({} bytes)", bytes.len());
         match self.check(kind, t.force, &t.trigger, &bytes, source) {
+            Ok(mut swap) if kind == StageKind::Aggregate => {
+                swap.diff_report = diff_report;
+                let Some(event) = self.decided_by_loop(swap, swaps) else {
+                    return Vec::new();
+                };
+                if event.outcome == "swapped" {
+                    let path = self.dir.join(kind.file_name());
+                    if let Err(e) = write_atomically(&path, &bytes) {
+                        tracing::warn!(path = %path.display(), error = %e, "the promoted aggregate guest serves but is not kept for restarts");
+                    }
+                }
+                vec![event]
+            }
             Ok(mut swap) => {
                 swap.decision_ms = started.elapsed().as_secs_f64() * 1e3;
                 let path = self.dir.join(kind.file_name());
@@ -528,6 +645,7 @@ impl SwapController {
                     shadow: swap.shadow,
                     decision_ms: swap.decision_ms,
                     diff_report: diff_report.clone(),
+                    bars_shadow: None,
                 };
                 swap.diff_report = diff_report;
                 self.send(swap, swaps);
@@ -587,6 +705,7 @@ fn refusal(
         shadow,
         decision_ms: 0.0,
         diff_report: None,
+        bars_shadow: None,
     })
 }
 
@@ -599,7 +718,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Watches the guests directory (not the files: an atomic rename replaces the inode) and turns
-/// changes of `validate.wasm`, `enrich.wasm` or `route.wasm` into triggers.
+/// changes of `validate.wasm`, `enrich.wasm`, `route.wasm` or `aggregate.wasm` into triggers.
 pub fn watch_dir(
     dir: &Path,
     triggers: mpsc::Sender<SwapTrigger>,
@@ -615,7 +734,7 @@ pub fn watch_dir(
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(|n| n.strip_suffix(".wasm"))
-                .and_then(StageKind::from_name);
+                .and_then(StageKind::from_swappable_name);
             if let Some(stage) = stage {
                 let _ = triggers.send(SwapTrigger {
                     stage: Some(stage),
@@ -659,10 +778,16 @@ impl SwapApplier {
         }
     }
 
-    /// Call between batches. Returns how long the swap itself held the loop (the pause).
-    pub fn apply_pending(&mut self, chain: &mut WasmChain) -> Option<Duration> {
+    /// Call between batches. Returns how long the swap itself held the loop (the pause), and the
+    /// aggregate stage's swaps, which the pipeline hands its state to.
+    pub fn apply_pending(&mut self, chain: &mut WasmChain) -> (Option<Duration>, Vec<Swap>) {
         let mut paused = None;
+        let mut stateful = Vec::new();
         while let Ok(swap) = self.swaps.try_recv() {
+            if swap.component.kind == StageKind::Aggregate {
+                stateful.push(swap);
+                continue;
+            }
             let started = Instant::now();
             let kind = swap.component.kind;
             let previous = chain.replace(swap.component.clone());
@@ -686,9 +811,10 @@ impl SwapApplier {
                 shadow: swap.shadow,
                 decision_ms: swap.decision_ms,
                 diff_report: swap.diff_report,
+                bars_shadow: None,
             });
         }
-        paused
+        (paused, stateful)
     }
 
     /// Call after each batch: rolls back a new version that faulted in too many of its first batches.
@@ -722,6 +848,7 @@ impl SwapApplier {
                 shadow: None,
                 decision_ms: 0.0,
                 diff_report: None,
+                bars_shadow: None,
             });
         }
     }

@@ -227,12 +227,12 @@ async fn reload(
     }
     let stage = match name.as_str() {
         "all" => None,
-        other => match StageKind::from_name(other) {
+        other => match StageKind::from_swappable_name(other) {
             Some(kind) => Some(kind),
             None => {
                 return error(
                     StatusCode::NOT_FOUND,
-                    format!("no stage {other:?}; use validate, enrich, route or all"),
+                    format!("no stage {other:?}; use validate, enrich, route, aggregate or all"),
                 );
             }
         },
@@ -273,10 +273,10 @@ async fn promote(
     if let Some(refused) = unauthorized(&state, &headers) {
         return refused;
     }
-    let Some(stage) = StageKind::from_name(&name) else {
+    let Some(stage) = StageKind::from_swappable_name(&name) else {
         return error(
             StatusCode::NOT_FOUND,
-            format!("no stage {name:?}; use validate, enrich or route"),
+            format!("no stage {name:?}; use validate, enrich, route or aggregate"),
         );
     };
     let request: PromoteBody = match serde_json::from_slice(&body) {

@@ -17,6 +17,7 @@
 use super::dispatch::Pending;
 use super::{Consumed, Pipeline};
 use crate::chain::aggregate::{AggregateSection, Aggregation, Checkpoint, commit_cap};
+use crate::chain::swap::{Swap, SwapEvent};
 use crate::chain::{Refusal, StageOutcome};
 use crate::runtime::bindings::aggregate as wit;
 use crate::sink::elasticsearch::BulkItem;
@@ -241,6 +242,86 @@ fn bar_document(
 }
 
 impl Pipeline {
+    /// A new version of the aggregate guest, between two batches: every partition's state handed
+    /// to it, and the last batch replayed through both versions. Refused (the current version
+    /// keeps serving) when it cannot read the state or faults, unless forced: then the partitions
+    /// it could not read start empty, and the event and the log say which.
+    pub(super) fn swap_aggregate(&mut self, swap: Swap) {
+        let started = Instant::now();
+        let to = swap.component.version.clone();
+        let event = |outcome, from: String, reason, bars_shadow| SwapEvent {
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            stage: "aggregate",
+            outcome,
+            from_version: from,
+            to_version: Some(to.clone()),
+            trigger: swap.trigger.clone(),
+            reason,
+            shadow: None,
+            decision_ms: started.elapsed().as_secs_f64() * 1e3,
+            diff_report: swap.diff_report.clone(),
+            bars_shadow,
+        };
+        let decided = match &mut self.bars {
+            None => event(
+                "refused",
+                String::new(),
+                "the aggregate stage is not running here ([aggregate] enabled = false)".into(),
+                None,
+            ),
+            Some(bars) => {
+                let from = bars.aggregation.component().version.clone();
+                let shadow = bars.aggregation.shadow(&swap.component);
+                let (next, unread) = bars.aggregation.hand_over(swap.component.clone());
+                let problem = if !unread.is_empty() {
+                    let list: Vec<String> = unread
+                        .iter()
+                        .map(|(p, why)| format!("partition {p}: {why}"))
+                        .collect();
+                    Some(format!(
+                        "version {to} cannot read the state version {from} exported ({})",
+                        list.join("; ")
+                    ))
+                } else {
+                    shadow.as_ref().err().map(|e| format!("shadow run: {e}"))
+                };
+                let bars_shadow = shadow.ok().flatten();
+                match problem {
+                    Some(why) if !swap.force => event("refused", from, why, bars_shadow),
+                    problem => {
+                        let handed = bars.aggregation.partitions() - unread.len();
+                        let mut reason = format!(
+                            "the state of {handed} partitions handed over; {}",
+                            match &bars_shadow {
+                                Some(s) => format!(
+                                    "shadow run of the last batch ({} ticks): {} of {} bars differ",
+                                    s.ticks, s.bars_differing, s.bars_before
+                                ),
+                                None => "no batch yet for a shadow run".into(),
+                            }
+                        );
+                        if let Some(why) = problem {
+                            let empty: Vec<i32> = unread.iter().map(|(p, _)| *p).collect();
+                            tracing::warn!(partitions = ?empty, %why, "aggregate swap forced: these partitions start with an empty state");
+                            reason = format!(
+                                "forced despite: {why}; partitions {empty:?} start with an empty state"
+                            );
+                        }
+                        bars.aggregation = next;
+                        self.registry.set_aggregate(&swap.component);
+                        event("swapped", from, reason, bars_shadow)
+                    }
+                }
+            }
+        };
+        self.registry.record(decided.clone());
+        if let Some(tell) = swap.decided {
+            let _ = tell.try_send(decided);
+        }
+    }
+
     /// Restores the state of partitions assigned since the last batch, from their checkpoints
     /// at exactly their committed offsets. A partition committed before without a checkpoint at
     /// that offset starts empty, and the host says so (its first bars may be partial).

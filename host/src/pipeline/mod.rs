@@ -325,6 +325,7 @@ impl Pipeline {
             roll_age: Duration::from_secs(self.config.lake.roll_seconds),
             gzip: self.config.lake.gzip,
         };
+        self.registry.set_aggregate(aggregation.component());
         self.bars = Some(bars::Bars::new(
             aggregation,
             self.config.aggregate.clone(),
@@ -498,13 +499,18 @@ impl Pipeline {
                 "forgot a partition let go of; its uncommitted work goes to its next owner"
             );
         }
-        if let Some(swaps) = &mut self.swaps
-            && let Some(pause) = swaps.apply_pending(&mut self.chain)
-        {
+        let Some(swaps) = &mut self.swaps else {
+            return;
+        };
+        let (pause, stateful) = swaps.apply_pending(&mut self.chain);
+        if let Some(pause) = pause {
             tracing::info!(
                 pause_us = pause.as_micros() as u64,
                 "guest swapped between batches"
             );
+        }
+        for swap in stateful {
+            self.swap_aggregate(swap);
         }
     }
 

@@ -50,8 +50,15 @@ impl StageKind {
         format!("{}.wasm", self.name())
     }
 
+    /// One of the chain's stages by name.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Any stage a guests directory, a reload or a promotion may name: the chain's and
+    /// `aggregate`.
+    pub fn from_swappable_name(name: &str) -> Option<Self> {
+        Self::from_name(name).or((name == "aggregate").then_some(Self::Aggregate))
     }
 }
 

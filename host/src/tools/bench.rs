@@ -155,8 +155,7 @@ fn stage_breakdown(
             );
         }
     });
-    let (aggregate_wasm_ns, aggregate_native_ns) =
-        time_aggregate(sandbox, ticks, batch, rounds)?;
+    let (aggregate_wasm_ns, aggregate_native_ns) = time_aggregate(sandbox, ticks, batch, rounds)?;
     Ok(StageBreakdown {
         aggregate_wasm_ns,
         aggregate_native_ns,
@@ -185,7 +184,10 @@ fn time_aggregate(
     let inputs: Vec<AggregateInput> = ticks
         .chunks(batch)
         .map(|chunk| AggregateInput {
-            partition: chunk.iter().map(|t| (t.instrument_token % 3) as i32).collect(),
+            partition: chunk
+                .iter()
+                .map(|t| (t.instrument_token % 3) as i32)
+                .collect(),
             timestamp_us: chunk.iter().map(|t| t.timestamp_us).collect(),
             instrument_token: chunk.iter().map(|t| t.instrument_token).collect(),
             last_price: chunk.iter().map(|t| t.last_price).collect(),
@@ -214,7 +216,10 @@ fn time_aggregate(
             std::hint::black_box(out);
         }
     });
-    anyhow::ensure!(faulted == 0, "the aggregate guest faulted during the benchmark");
+    anyhow::ensure!(
+        faulted == 0,
+        "the aggregate guest faulted during the benchmark"
+    );
     let native = per_tick(ticks.len(), rounds, || {
         let mut aggregator = Aggregator::default();
         for input in &inputs {

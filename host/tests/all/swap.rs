@@ -622,3 +622,139 @@ async fn stockpipe_group_committed(brokers: &str, high: &BTreeMap<i32, i64>) -> 
     .await
     .unwrap()
 }
+
+/// A component with a custom section appended: the same code, another version.
+fn rebuilt(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let mut payload = vec![tag.len() as u8];
+    payload.extend_from_slice(tag.as_bytes());
+    payload.extend_from_slice(b"a new build");
+    let mut out = bytes.to_vec();
+    out.push(0); // a custom section
+    assert!(payload.len() < 128, "one LEB byte");
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// The bars in the lake: (instrument, start) -> the bar's document.
+fn lake_bars(lake: &std::path::Path) -> BTreeMap<(u64, i64), serde_json::Value> {
+    let mut bars = BTreeMap::new();
+    for doc in lake_documents(&lake.join("stock-bars")) {
+        let start = doc["bar_id"].as_str().unwrap().split('-').nth(1).unwrap();
+        let key = (
+            doc["instrument_token"].as_u64().unwrap(),
+            start.parse().unwrap(),
+        );
+        assert!(bars.insert(key, doc).is_none(), "bar {key:?} stored twice");
+    }
+    bars
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aggregate_state_is_handed_to_a_new_version_and_a_version_that_cannot_read_it_is_refused()
+ {
+    let (guests, lake) = (guests_dir(), tempfile::tempdir().unwrap());
+    let mut config = config(guests.path(), lake.path());
+    config.aggregate.enabled = true;
+    config.lake.roll_seconds = 1;
+    config.guests.watch = false;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut running = Running::start_with(config, Some(listener));
+    let old = component_version(embedded_component(StageKind::Aggregate));
+    let (_, listing) = {
+        running
+            .wait("the service to start", 60, |r| {
+                r.registry.started.load(Ordering::Acquire)
+            })
+            .await;
+        http(addr, "GET", "/guests").await
+    };
+    assert_eq!(listing["guests"][3]["stage"], "aggregate", "{listing}");
+    assert_eq!(listing["guests"][3]["version"], old.as_str());
+    // Eight minutes of market: a first half, then the swaps, then the second half.
+    let total = 12_000_u64;
+    let mut payloads = simulated_payloads(total as usize, 16);
+    let second = payloads.split_off(total as usize / 2);
+    let producer = running.produce(payloads, Pace::Rate(4_000.0)).await;
+    assert_eq!(producer.await.unwrap(), total / 2);
+    running
+        .wait("the first half", 60, |r| r.processed() >= total / 2)
+        .await;
+
+    // The same logic built again: the state goes over, the shadow run finds no difference.
+    let new_bytes = rebuilt(embedded_component(StageKind::Aggregate), "stockpipe-test");
+    let new = component_version(&new_bytes);
+    install(guests.path(), "aggregate.wasm", &new_bytes);
+    let (status, body) = http(addr, "POST", "/guests/aggregate/reload").await;
+    assert_eq!(status, 200, "{body}");
+    let event = &body["events"][0];
+    assert_eq!(event["outcome"], "swapped", "{body}");
+    assert_eq!(event["to_version"], new.as_str());
+    assert!(
+        event["reason"]
+            .as_str()
+            .unwrap()
+            .contains("partitions handed over"),
+        "{body}"
+    );
+    assert_eq!(event["bars_shadow"]["bars_differing"], 0, "{body}");
+    assert!(
+        event["bars_shadow"]["ticks"].as_u64().unwrap() > 0,
+        "{body}"
+    );
+
+    // A version that reads no state: refused, and the new version keeps serving.
+    install(guests.path(), "aggregate.wasm", &hostile_bytes());
+    let (status, body) = http(addr, "POST", "/guests/aggregate/reload").await;
+    assert_eq!(status, 409, "{body}");
+    let reason = body["events"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("cannot read the state") && reason.contains(&new),
+        "{body}"
+    );
+    let (_, listing) = http(addr, "GET", "/guests").await;
+    assert_eq!(listing["guests"][3]["version"], new.as_str());
+
+    let producer = running.produce(second, Pace::Rate(4_000.0)).await;
+    assert_eq!(producer.await.unwrap(), total / 2);
+    running
+        .wait("the whole stream", 60, |r| r.processed() >= total)
+        .await;
+    // Forced: it serves, and the event says which partitions start empty.
+    let (status, body) = http(addr, "POST", "/guests/aggregate/reload?force=true").await;
+    assert_eq!(status, 200, "{body}");
+    let reason = body["events"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("forced despite") && reason.contains("start with an empty state"),
+        "{body}"
+    );
+    running.stop().await;
+
+    // Every instrument's bars: the first closed by the rebuilt version continues the state of
+    // the first one (it has a log return: the previous close came over with the state).
+    let bars = lake_bars(lake.path());
+    let mut first_new: BTreeMap<u64, &serde_json::Value> = BTreeMap::new();
+    for ((token, _), bar) in &bars {
+        if bar["guest_version"] == new.as_str() {
+            first_new.entry(*token).or_insert(bar);
+        }
+    }
+    let versions: BTreeSet<&str> = bars
+        .values()
+        .map(|b| b["guest_version"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        first_new.len(),
+        50,
+        "every instrument closed bars after the swap: {} bars of {versions:?} (old {old}, new {new})",
+        bars.len()
+    );
+    for (token, bar) in &first_new {
+        assert!(
+            bar["log_return"].is_number(),
+            "instrument {token}'s first bar after the swap lost the previous close: {bar}"
+        );
+    }
+    assert!(bars.values().any(|b| b["guest_version"] == old.as_str()));
+}
