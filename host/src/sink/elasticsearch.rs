@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 /// The index templates we own, put at start-up.
-pub const TEMPLATES: [(&str, &str); 3] = [
+pub const TEMPLATES: [(&str, &str); 4] = [
     (
         "stock-stream",
         include_str!("../../../data/elasticsearch/stock-stream.index-template.json"),
@@ -39,6 +39,10 @@ pub const TEMPLATES: [(&str, &str); 3] = [
     (
         "stock-forecast",
         include_str!("../../../data/elasticsearch/stock-forecast.index-template.json"),
+    ),
+    (
+        "stock-bars",
+        include_str!("../../../data/elasticsearch/stock-bars.index-template.json"),
     ),
     (
         "stockpipe-metrics",

@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// The statements, in the order `bq submit` runs them.
-pub const STATEMENTS: [(&str, &str); 7] = [
+/// The statements, in the order `bq submit` runs them. The last two read the aggregate stage's
+/// bars (a lake written with `[aggregate] enabled = true`).
+pub const STATEMENTS: [(&str, &str); 9] = [
     (
         "create_external_table",
         include_str!("../../../sql/create_external_table.sql"),
@@ -40,6 +41,14 @@ pub const STATEMENTS: [(&str, &str); 7] = [
     (
         "evaluate_timeseries",
         include_str!("../../../sql/evaluate_timeseries.sql"),
+    ),
+    (
+        "create_bars_external_table",
+        include_str!("../../../sql/create_bars_external_table.sql"),
+    ),
+    (
+        "train_and_predict_bars_per_instrument",
+        include_str!("../../../sql/train_and_predict_bars_per_instrument.sql"),
     ),
 ];
 

@@ -69,9 +69,11 @@ fn duckdb_type(bq: &str) -> String {
 type Columns = Vec<(String, String)>;
 
 fn external_table() -> (Columns, Columns) {
-    let sql =
-        std::fs::read_to_string(crate::support::workspace().join("sql/create_external_table.sql"))
-            .unwrap();
+    table_of("sql/create_external_table.sql")
+}
+
+fn table_of(file: &str) -> (Columns, Columns) {
+    let sql = std::fs::read_to_string(crate::support::workspace().join(file)).unwrap();
     let sql: String = sql
         .lines()
         .filter(|l| !l.trim_start().starts_with("--"))
@@ -104,6 +106,10 @@ fn write_input(path: &Path, ticks: usize) {
 }
 
 fn run_once(input: &Path, lake: &Path, gzip: bool) {
+    run_once_with(input, lake, gzip, false);
+}
+
+fn run_once_with(input: &Path, lake: &Path, gzip: bool, bars: bool) {
     let out = Command::new(env!("CARGO_BIN_EXE_stockpipe"))
         .args(["run", "--once", "--input"])
         .arg(input)
@@ -111,6 +117,7 @@ fn run_once(input: &Path, lake: &Path, gzip: bool) {
         .arg(lake)
         .env("RUST_LOG", "warn")
         .env("STOCKPIPE_LAKE_GZIP", gzip.to_string())
+        .env("STOCKPIPE_AGGREGATE_ENABLED", bars.to_string())
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -223,4 +230,49 @@ fn duckdb_reads_the_lake_with_the_external_table_s_schema() {
         assert_eq!(row["hours"], serde_json::json!([7, 8]), "{rows}");
         assert_eq!(row["first_day"], "2017-06-20", "{rows}");
     }
+}
+
+/// The bars (`[aggregate] enabled`) as `sql/create_bars_external_table.sql` declares them.
+#[test]
+fn duckdb_reads_the_bars_with_their_external_table_s_schema() {
+    const TICKS: usize = 4_000;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("ticks.ndjson");
+    write_input(&input, TICKS);
+    let (columns, partitions) = table_of("sql/create_bars_external_table.sql");
+    let declared: BTreeSet<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+    let lake = dir.path().join("lake");
+    run_once_with(&input, &lake, false, true);
+    let docs = crate::support::lake_documents(&lake.join("stock-bars"));
+    assert!(docs.len() > 6, "{} bars", docs.len());
+    for doc in &docs {
+        let keys: BTreeSet<&str> = doc
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys, declared,
+            "the table and the bars name the same fields"
+        );
+    }
+    let query = "SELECT count(*) AS n, count(DISTINCT bar_id) AS ids, \
+        count(*) FILTER (WHERE hour = hour(bar_start) AND dt = CAST(bar_start AS DATE) \
+            AND bar_end - bar_start = INTERVAL 60 SECOND AND low <= open AND open <= high \
+            AND low <= close AND close <= high AND source.closed_by_offset >= 0) AS consistent, \
+        count(*) FILTER (WHERE log_return IS NULL) AS firsts, \
+        list(DISTINCT hour ORDER BY hour) AS hours \
+        FROM LAKE";
+    let pattern = format!("{}/stock-bars/*/*/*.ndjson", lake.display());
+    let rows = duckdb(&pattern, &columns, &partitions, query);
+    let row = &rows[0];
+    assert_eq!(row["n"], docs.len(), "{rows}");
+    assert_eq!(row["ids"], docs.len(), "{rows}");
+    assert_eq!(row["consistent"], docs.len(), "{rows}");
+    assert_eq!(
+        row["firsts"], 6,
+        "each instrument's first bar has no return: {rows}"
+    );
+    assert_eq!(row["hours"], serde_json::json!([7, 8]), "{rows}");
 }
