@@ -185,10 +185,7 @@ impl Aggregator {
             let partition = input.partition[i];
             let state = match current.take() {
                 Some((p, state)) if p == partition => state,
-                other => {
-                    drop(other);
-                    self.partitions.entry(partition).or_default()
-                }
+                _ => self.partitions.entry(partition).or_default(),
             };
             let closed_by = u32::try_from(i).expect("a batch holds < 2^32 ticks");
             let ts = input.timestamp_us[i];
