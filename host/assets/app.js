@@ -40,8 +40,23 @@ function paintedPixels(u) {
   return painted;
 }
 
-// (Re)draws the chart `id` with `series` (uPlot series options after x) and aligned `data`.
-function draw(id, series, data, axes) {
+// Counts the canvas pixels of exactly the candles' colours (every pixel of the bodies).
+function candlePixels(u) {
+  const canvas = u.ctx.canvas;
+  if (!canvas.width || !canvas.height) return 0;
+  const px = u.ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  let n = 0;
+  for (let i = 0; i < px.length; i += 4) {
+    const up = px[i] === 44 && px[i + 1] === 160 && px[i + 2] === 44;
+    const down = px[i] === 214 && px[i + 1] === 39 && px[i + 2] === 40;
+    if ((up || down) && px[i + 3] === 255) n++;
+  }
+  return n;
+}
+
+// (Re)draws the chart `id` with `series` (uPlot series options after x) and aligned `data`;
+// `paint(u)`, when given, draws over the series (the candlesticks).
+function draw(id, series, data, axes, paint) {
   const el = $(id);
   const key = series.map((s) => s.label).join("|");
   let chart = charts[id];
@@ -56,13 +71,16 @@ function draw(id, series, data, axes) {
       legend: { live: false },
       hooks: {
         draw: [(u) => {
+          if (charts[id] && charts[id].paint) charts[id].paint(u);
           el.dataset.painted = String(paintedPixels(u));
         }],
       },
     };
-    chart = { key, plot: new uPlot(opts, data, el) };
+    chart = { key, paint };
     charts[id] = chart;
+    chart.plot = new uPlot(opts, data, el);
   } else {
+    chart.paint = paint;
     chart.plot.setData(data);
   }
   let points = 0;
@@ -131,6 +149,49 @@ function drawPrices(live) {
   draw("prices", series, align([line, forecast, lower, upper]));
 }
 
+// Candlesticks of the chosen instrument's closed bars (the busiest one's when "all" is chosen):
+// high and low as invisible series (they set the scales), each bar painted over them.
+function drawBars(live) {
+  const all = live.bars || {};
+  const tokens = Object.keys(all);
+  $("bars-section").hidden = tokens.length === 0;
+  if (tokens.length === 0) return;
+  const chosen = $("instrument").value;
+  const token = all[chosen] ? chosen : tokens.sort((a, b) => all[b].length - all[a].length)[0];
+  const candles = all[token];
+  $("bars-instrument").textContent = `instrument ${token}`;
+  $("bars-hint").textContent = "Closed bars of the aggregate stage (event time): green when the close is at or above the open.";
+  const data = [candles.map((c) => c[0]), candles.map((c) => c[2]), candles.map((c) => c[3])];
+  const series = [
+    { label: "high", stroke: "rgba(0,0,0,0)", points: { show: false } },
+    { label: "low", stroke: "rgba(0,0,0,0)", points: { show: false } },
+  ];
+  // The bar width: the smallest step between two starts (a minute without ticks has no bar).
+  let width = Infinity;
+  for (let i = 1; i < candles.length; i++) width = Math.min(width, candles[i][0] - candles[i - 1][0]);
+  if (!Number.isFinite(width) || width <= 0) width = 60;
+  draw("bars", series, data, undefined, (u) => {
+    const ctx = u.ctx;
+    const px = (t) => u.valToPos(t, "x", true);
+    const py = (v) => u.valToPos(v, "y", true);
+    const body = Math.max(1, (px(candles[0][0] + width) - px(candles[0][0])) * 0.6);
+    ctx.save();
+    for (const [t, o, h, l, c] of candles) {
+      const x = px(t + width / 2);
+      ctx.strokeStyle = ctx.fillStyle = c >= o ? "#2ca02c" : "#d62728";
+      ctx.beginPath();
+      ctx.moveTo(x, py(h));
+      ctx.lineTo(x, py(l));
+      ctx.stroke();
+      const top = py(Math.max(o, c));
+      ctx.fillRect(x - body / 2, top, body, Math.max(1, py(Math.min(o, c)) - top));
+    }
+    ctx.restore();
+    $("bars").dataset.candlePixels = String(candlePixels(u));
+  });
+  $("bars").dataset.candles = String(candles.length);
+}
+
 function drawRates(live) {
   const xs = live.rates.map((r) => r.second);
   draw("rates", [
@@ -153,6 +214,7 @@ function render(live) {
     return div;
   }));
   drawPrices(live);
+  drawBars(live);
   drawRates(live);
   fillTable("rejects", live.rejects.map((r) => [r.stage, r.code, r.count]), 3);
   fillTable("guests", live.guests.map((g) => [g.stage, g.version, g.source]), 3);

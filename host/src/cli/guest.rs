@@ -24,7 +24,7 @@ pub enum GuestCommand {
     /// Run a component over fixture cases (input.jsonl → expected.jsonl) under the production
     /// limits, reporting every mismatch; or, with --record, write what it answers as expected.jsonl.
     Test {
-        /// `validate`, `enrich` or `route` (the built-in component), or a path to a .wasm component.
+        /// `validate`, `enrich`, `route` or `aggregate` (the built-in component), or a path to a .wasm component.
         guest: String,
         /// Stage of a .wasm file (default: guessed from its file name).
         #[arg(long)]
@@ -72,6 +72,7 @@ fn stage_of(path: &Path, stage: Option<&str>) -> anyhow::Result<StageKind> {
     let name = stage.unwrap_or(stem);
     StageKind::ALL
         .into_iter()
+        .chain([StageKind::Aggregate])
         .find(|k| {
             name == k.name()
                 || name.ends_with(&format!("_{}", k.name()))
@@ -79,7 +80,7 @@ fn stage_of(path: &Path, stage: Option<&str>) -> anyhow::Result<StageKind> {
         })
         .with_context(|| {
             format!(
-                "cannot tell the stage of {}; pass --stage validate|enrich|route",
+                "cannot tell the stage of {}; pass --stage validate|enrich|route|aggregate",
                 path.display()
             )
         })
@@ -91,7 +92,7 @@ fn load(
     guest: &str,
     stage: Option<&str>,
 ) -> anyhow::Result<Arc<GuestComponent>> {
-    let (kind, bytes, source) = match StageKind::from_name(guest) {
+    let (kind, bytes, source) = match StageKind::from_swappable_name(guest) {
         Some(kind) if stage.is_none_or(|s| s == guest) => (
             kind,
             stockpipe::runtime::embedded_component(kind).to_vec(),
@@ -202,6 +203,11 @@ async fn guest_diff(args: DiffArgs) -> anyhow::Result<()> {
     };
     let old = load(&sandbox, &args.old, stage.as_deref())?;
     let new = load(&sandbox, &args.new, stage.as_deref())?;
+    if old.kind == StageKind::Aggregate {
+        bail!(
+            "guest diff compares the chain's stages (validate, enrich, route); a new aggregate version is compared by its swap's shadow run (the last batch's bars, through both)"
+        );
+    }
     let options = stockpipe::tools::guest_diff::DiffOptions {
         topic: args.lake.topic.clone(),
         from_us: instant("from", args.from.as_deref())?,

@@ -557,7 +557,17 @@ impl Pipeline {
                 });
             }
         }
-        self.telemetry.bars_closed(closed.len() as u64);
+        self.telemetry.bars_closed((0..closed.len()).map(|j| {
+            let candle = [
+                closed.start_us[j] as f64 / 1e6,
+                closed.open[j],
+                closed.high[j],
+                closed.low[j],
+                closed.close[j],
+                closed.traded_quantity[j] as f64,
+            ];
+            (closed.instrument_token[j], candle)
+        }));
         Ok(out)
     }
 

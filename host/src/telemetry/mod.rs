@@ -135,6 +135,12 @@ pub const PRICE_POINTS: usize = 240;
 pub const PRICE_STEP_US: i64 = 250_000;
 /// Instruments drawn at most (the first seen).
 pub const MAX_INSTRUMENTS: usize = 64;
+/// Closed bars kept per instrument for the dashboard's candlesticks.
+pub const BAR_POINTS: usize = 120;
+
+/// A closed bar as the dashboard draws it: `[start (unix seconds), open, high, low, close,
+/// traded quantity]`.
+pub type Candle = [f64; 6];
 /// Seconds of throughput history.
 pub const RATE_SECONDS: usize = 300;
 
@@ -154,6 +160,8 @@ struct LiveState {
     rejects: BTreeMap<(String, String), u64>,
     forecasts: Vec<serde_json::Value>,
     forecasts_source: Option<String>,
+    /// Instrument -> its last closed bars, oldest first (the aggregate stage's).
+    bars: BTreeMap<u64, VecDeque<Candle>>,
     counts: Counts,
     lost: Vec<crate::source::positions::LostRange>,
 }
@@ -235,6 +243,9 @@ pub struct LiveSnapshot {
     pub totals: Totals,
     pub forecasts: Vec<serde_json::Value>,
     pub forecasts_source: Option<String>,
+    /// Instrument → its last closed bars, oldest first (absent without the aggregate stage).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub bars: BTreeMap<u64, Vec<Candle>>,
 }
 
 pub struct Telemetry {
@@ -564,9 +575,19 @@ impl Telemetry {
         }
     }
 
-    pub fn bars_closed(&self, count: u64) {
-        if count > 0 {
-            self.live.lock().expect("live view lock").counts.bars_closed += count;
+    /// Bars the aggregate stage closed, per instrument, in the order they closed.
+    pub fn bars_closed(&self, bars: impl IntoIterator<Item = (u64, Candle)>) {
+        let mut live = self.live.lock().expect("live view lock");
+        for (instrument, candle) in bars {
+            live.counts.bars_closed += 1;
+            if !live.bars.contains_key(&instrument) && live.bars.len() >= MAX_INSTRUMENTS {
+                continue;
+            }
+            let line = live.bars.entry(instrument).or_default();
+            line.push_back(candle);
+            if line.len() > BAR_POINTS {
+                line.pop_front();
+            }
         }
     }
 
@@ -733,6 +754,11 @@ impl Telemetry {
             totals: live.counts.totals(),
             forecasts: live.forecasts.clone(),
             forecasts_source: live.forecasts_source.clone(),
+            bars: live
+                .bars
+                .iter()
+                .map(|(k, v)| (*k, v.iter().copied().collect()))
+                .collect(),
         }
     }
 }

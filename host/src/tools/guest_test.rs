@@ -11,6 +11,14 @@
 //! - enrich: the enrichment's fields (`event_id` as 16 hex digits), or a rejection as above
 //! - route: `{"search_index", "lake_partition", "alert": {"topic", "reason"} | null, "dead_letter_topic"}`
 //! - any stage: `{"fault": "trap" | "deadline-exceeded" | …}` when the call faulted.
+//!
+//! The aggregate stage keeps state, so its case is a sequence of batches through one instance
+//! (each case starts empty), with the default `[aggregate]` settings (1-minute bars, 5 s of
+//! lateness, 20 returns). Each input line is a batch, `{"ticks": [{"partition",
+//! "timestamp_us", "instrument_token", "last_price", "volume", "mid_price", "spread"}, …]}`; each
+//! expected line is what that batch did, `{"late": [tick indices], "bars": [{"partition",
+//! "instrument_token", "start_us", "open", …, "volatility", "closed_by"}, …]}` (a float with no
+//! value is null).
 
 use crate::chain::StageConfigs;
 use crate::runtime::sandbox::Sandbox;
@@ -119,6 +127,81 @@ pub fn route_outcome_json(o: &Result<Destinations, GuestFault>) -> Value {
     }
 }
 
+/// An aggregate fixture's batch line.
+fn aggregate_batch(
+    line: &str,
+) -> anyhow::Result<crate::runtime::bindings::aggregate::AggregateInput> {
+    let v: Value = serde_json::from_str(line)?;
+    let ticks = v
+        .get("ticks")
+        .and_then(Value::as_array)
+        .context("`ticks`: a list of ticks")?;
+    let mut input = crate::runtime::bindings::aggregate::AggregateInput {
+        partition: Vec::new(),
+        timestamp_us: Vec::new(),
+        instrument_token: Vec::new(),
+        last_price: Vec::new(),
+        volume: Vec::new(),
+        mid_price: Vec::new(),
+        spread: Vec::new(),
+    };
+    for (j, t) in ticks.iter().enumerate() {
+        let int = |k: &str| {
+            t.get(k)
+                .and_then(Value::as_i64)
+                .with_context(|| format!("tick {j}: `{k}`, an integer"))
+        };
+        let num = |k: &str| {
+            t.get(k)
+                .and_then(Value::as_f64)
+                .with_context(|| format!("tick {j}: `{k}`, a number"))
+        };
+        input.partition.push(
+            i32::try_from(t.get("partition").and_then(Value::as_i64).unwrap_or(0))
+                .with_context(|| format!("tick {j}: `partition`"))?,
+        );
+        input.timestamp_us.push(int("timestamp_us")?);
+        input.instrument_token.push(
+            t.get("instrument_token")
+                .and_then(Value::as_u64)
+                .with_context(|| format!("tick {j}: `instrument_token`"))?,
+        );
+        input.last_price.push(num("last_price")?);
+        input.volume.push(int("volume")?);
+        input.mid_price.push(num("mid_price")?);
+        input.spread.push(num("spread")?);
+    }
+    Ok(input)
+}
+
+/// What an aggregate batch did, as the fixtures write it.
+pub fn aggregate_outcome_json(o: &stockpipe_guest_aggregate::logic::AggregateOutput) -> Value {
+    let b = &o.bars;
+    let float = |x: f64| if x.is_nan() { Value::Null } else { json!(x) };
+    let bars: Vec<Value> = (0..b.len())
+        .map(|i| {
+            json!({
+                "partition": b.partition[i],
+                "instrument_token": b.instrument_token[i],
+                "start_us": b.start_us[i],
+                "open": b.open[i],
+                "high": b.high[i],
+                "low": b.low[i],
+                "close": b.close[i],
+                "traded_quantity": b.traded_quantity[i],
+                "tick_count": b.tick_count[i],
+                "vwap": float(b.vwap[i]),
+                "last_mid_price": b.last_mid_price[i],
+                "last_spread": b.last_spread[i],
+                "log_return": float(b.log_return[i]),
+                "volatility": float(b.volatility[i]),
+                "closed_by": b.closed_by[i],
+            })
+        })
+        .collect();
+    json!({"late": o.late, "bars": bars})
+}
+
 /// Runs one case's inputs through the component and returns one outcome per input line.
 fn run_case(
     instance: &mut StageInstance,
@@ -126,6 +209,22 @@ fn run_case(
     lines: &[String],
 ) -> anyhow::Result<Vec<Value>> {
     let kind = instance.component().kind;
+    if kind == StageKind::Aggregate {
+        return lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let input = aggregate_batch(l).with_context(|| format!("input line {}", i + 1))?;
+                let config = convert::aggregate_config(
+                    &stockpipe_guest_aggregate::logic::AggregateConfig::default(),
+                );
+                Ok(match instance.aggregate(&config, &input) {
+                    Ok(out) => aggregate_outcome_json(&out),
+                    Err(f) => fault_json(&f),
+                })
+            })
+            .collect();
+    }
     if kind == StageKind::Route {
         let inputs = lines
             .iter()
@@ -221,8 +320,9 @@ fn answer_cases(
     dir: &Path,
     mut each: impl FnMut(&Path, &str, Vec<Value>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut instance = StageInstance::new(sandbox, component);
     for case in find_cases(dir)? {
+        // A fresh instance per case: the aggregate stage's state starts empty in each.
+        let mut instance = StageInstance::new(sandbox.clone(), component.clone());
         let inputs = read_lines(&case.join("input.jsonl"))?;
         let name = case.display().to_string();
         let outcomes = run_case(&mut instance, configs, &inputs).with_context(|| name.clone())?;

@@ -167,12 +167,14 @@ async fn templates_then_bulk_with_deterministic_ids() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("PUT"))
-        .and(path("/_index_template/stockpipe-metrics"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"acknowledged": true})))
-        .expect(1)
-        .mount(&server)
-        .await;
+    for template in ["stock-bars", "stockpipe-metrics"] {
+        Mock::given(method("PUT"))
+            .and(path(format!("/_index_template/{template}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"acknowledged": true})))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
     mount_bulk(&server, all_ok(4), None, 1).await;
     let d = dlq();
     let mut sink = EsSink::connect(

@@ -441,3 +441,68 @@ async fn the_host_waits_for_an_elasticsearch_that_is_down_at_start_up() {
         "{text}"
     );
 }
+
+/// With the aggregate stage on (bars of a second), the live view carries each instrument's closed
+/// bars and the dashboard draws the chosen instrument's candlesticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_draws_the_bars_of_the_chosen_instrument_as_candlesticks() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let logs = dir.path().join("host.log");
+    let mut host = Host::start(
+        &lake,
+        &logs,
+        &[],
+        &[
+            ("STOCKPIPE_AGGREGATE_ENABLED", "true"),
+            ("STOCKPIPE_AGGREGATE_BAR_SECONDS", "1"),
+            ("STOCKPIPE_AGGREGATE_ALLOWED_LATENESS_MS", "200"),
+        ],
+    );
+    let token = simulated_tokens()[1];
+    host.wait_json("/api/live", "closed bars in the live view", |_, live| {
+        live["bars"][token.to_string()]
+            .as_array()
+            .is_some_and(|b| b.len() >= 4)
+    })
+    .await;
+    let Some(response) = host.get("/api/live").await else {
+        panic!("the live view went away");
+    };
+    let live: Value = response.json().await.unwrap();
+    for candle in live["bars"][token.to_string()].as_array().unwrap() {
+        let c: Vec<f64> = candle
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let (open, high, low, close) = (c[1], c[2], c[3], c[4]);
+        assert!(
+            low <= open.min(close) && open.max(close) <= high,
+            "{candle}"
+        );
+        assert_eq!(
+            c[0].fract(),
+            0.0,
+            "a bar of a second starts on one: {candle}"
+        );
+    }
+    let page = dump_dom(
+        &format!("{}/?instrument={token}", host.base),
+        &dir.path().join("profile-bars"),
+    );
+    assert!(
+        !page.contains("id=\"bars-section\" hidden"),
+        "the bars section is shown"
+    );
+    assert!(
+        page.contains(&format!("instrument {token}</span>")),
+        "the chosen instrument's bars"
+    );
+    assert!(data_number(&page, "bars", "data-candles") >= 4);
+    assert!(
+        data_number(&page, "bars", "data-candle-pixels") > 50,
+        "candle bodies painted in their colours"
+    );
+}
