@@ -328,9 +328,11 @@ impl Aggregation {
 
     /// Runs the accepted ticks of a batch. `consumed`: per partition, the offset after the batch's
     /// last message of it (accepted or not), where that partition's snapshot now stands.
+    /// The input is kept (the last batch, for a candidate's shadow run): see
+    /// [`Aggregation::last_input`].
     pub fn process(
         &mut self,
-        input: &wit::AggregateInput,
+        input: wit::AggregateInput,
         consumed: &BTreeMap<i32, i64>,
     ) -> Aggregated {
         let n = input.timestamp_us.len();
@@ -339,37 +341,29 @@ impl Aggregation {
             let mut touched: Vec<i32> = input.partition.clone();
             touched.sort_unstable();
             touched.dedup();
-            self.last = Some(LastBatch {
-                before: touched
-                    .iter()
-                    .map(|p| {
-                        let state = self.snapshots.get(p).map(|s| s.state.clone());
-                        (*p, state.unwrap_or_default())
-                    })
-                    .collect(),
-                input: input.clone(),
-            });
-            match self.instance.aggregate(&self.config, input) {
+            let mut before = Vec::with_capacity(touched.len());
+            match self.instance.aggregate(&self.config, &input) {
                 Ok(answer) => {
                     out.late = answer.late.iter().map(|&i| i as usize).collect();
                     out.bars = answer.bars;
-                    let touched: Vec<i32> = self
-                        .last
-                        .as_ref()
-                        .map(|l| l.before.iter().map(|(p, _)| *p).collect())
-                        .unwrap_or_default();
+                    // The states the batch started from move into `last` as the new ones come.
                     for partition in touched {
-                        self.export(partition);
+                        before.push((partition, self.export(partition).unwrap_or_default()));
                     }
                 }
                 Err(fault) => {
                     tracing::warn!(ticks = n, %fault, "the aggregate guest faulted on a batch; restoring its state and retrying tick by tick");
+                    for &p in &touched {
+                        let state = self.snapshots.get(&p).map(|s| s.state.clone());
+                        before.push((p, state.unwrap_or_default()));
+                    }
                     self.reinstate();
                     for i in 0..n {
-                        self.process_one(input, i, &mut out);
+                        self.process_one(&input, i, &mut out);
                     }
                 }
             }
+            self.last = Some(LastBatch { before, input });
         }
         for (&partition, &next_offset) in consumed {
             match self.snapshots.get_mut(&partition) {
@@ -413,19 +407,27 @@ impl Aggregation {
         }
     }
 
-    /// Takes the guest's state of `partition` into its snapshot (the offset is set by the caller).
-    fn export(&mut self, partition: i32) {
+    /// Takes the guest's state of `partition` into its snapshot (the offset is set by the
+    /// caller); returns the state it replaced.
+    fn export(&mut self, partition: i32) -> Option<Vec<u8>> {
         match self.instance.export_state(partition) {
             Ok(state) => {
                 let next_offset = self.snapshots.get(&partition).map_or(0, |s| s.next_offset);
                 self.snapshots
-                    .insert(partition, Snapshot { next_offset, state });
+                    .insert(partition, Snapshot { next_offset, state })
+                    .map(|old| old.state)
             }
             Err(fault) => {
                 tracing::error!(partition, %fault, "the aggregate guest faulted exporting its state; going on from the last snapshot");
                 self.reinstate();
+                self.snapshots.get(&partition).map(|s| s.state.clone())
             }
         }
+    }
+
+    /// The last batch's input.
+    pub fn last_input(&self) -> Option<&wit::AggregateInput> {
+        self.last.as_ref().map(|l| &l.input)
     }
 
     /// After a fault (the instance is gone): every partition's last snapshot into the fresh one.
