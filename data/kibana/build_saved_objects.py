@@ -2,7 +2,7 @@
 """Writes stockpipe.ndjson, the Kibana saved objects of the stockpipe dashboard (Kibana 8.x).
 
 Data views: stock-stream* (ticks), stock-forecast* (ARIMA forecasts), stockpipe-metrics* (the host's
-counters every 10 s). Visualizations are Vega-Lite specs that query Elasticsearch with the
+counters every 10 s), stock-bars* (the aggregate stage's closed bars). Visualizations are Vega-Lite specs that query Elasticsearch with the
 dashboard's time range and filters (%context%, %timefield%) — but for the forecasts, which are
 bounded by the time range from below only (they lie ahead of now). Run after editing: python3 build_saved_objects.py
 `stockpipe kibana import` sends the file (embedded in the binary) to Kibana's saved objects API.
@@ -130,6 +130,36 @@ def forecast_vs_actual():
         ],
     }
 
+def bars():
+    """Candlesticks of the aggregate stage's closed bars (stock-bars*): a rule from low to high and a
+    bar from open to close, green when the close is at or above the open. Every instrument's bars
+    share the axes: filter the dashboard on one instrument_token to read one."""
+    data = {"url": {"%context%": True, "%timefield%": "bar_start", "index": "stock-bars*",
+                    "body": {"size": 1000, "_source": ["instrument_token", "bar_start", "open", "high", "low",
+                                                       "close", "traded_quantity"],
+                             "sort": [{"bar_start": "asc"}]}},
+            "format": {"property": "hits.hits"}}
+    x = {"field": "time", "type": "temporal", "title": None}
+    color = {"condition": {"test": "datum.close >= datum.open", "value": "#2ca02c"}, "value": "#d62728"}
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": "Bars (filter on one instrument_token)",
+        "data": data,
+        "transform": [{"calculate": "toDate(datum._source.bar_start)", "as": "time"},
+                      {"calculate": "datum._source.open", "as": "open"},
+                      {"calculate": "datum._source.high", "as": "high"},
+                      {"calculate": "datum._source.low", "as": "low"},
+                      {"calculate": "datum._source.close", "as": "close"}],
+        "encoding": {"x": x, "color": color},
+        "layer": [
+            {"mark": "rule",
+             "encoding": {"y": {"field": "low", "type": "quantitative", "scale": {"zero": False}, "title": "price"},
+                          "y2": {"field": "high"}}},
+            {"mark": {"type": "bar", "size": 4},
+             "encoding": {"y": {"field": "open", "type": "quantitative"}, "y2": {"field": "close"}}},
+        ],
+    }
+
 VISUALIZATIONS = [
     ("stockpipe-last-price", "Last price per instrument",
      per_instrument_line("Last price per instrument", "avg", "last_price", "last price")),
@@ -142,6 +172,7 @@ VISUALIZATIONS = [
                          "book_imbalance", "imbalance")),
     ("stockpipe-rejects", "Refused and dead-lettered rate", rates()),
     ("stockpipe-forecast", "Forecast vs actual", forecast_vs_actual()),
+    ("stockpipe-bars", "Bars (candlesticks)", bars()),
 ]
 
 def visualization(id_, title, spec):
@@ -173,6 +204,7 @@ objects = [
     data_view("stockpipe-stock-stream", "stock-stream*", "timestamp", "stock-stream (ticks)"),
     data_view("stockpipe-stock-forecast", "stock-forecast*", "forecast_timestamp", "stock-forecast (ARIMA)"),
     data_view("stockpipe-metrics", "stockpipe-metrics*", "timestamp", "stockpipe-metrics (host counters)"),
+    data_view("stockpipe-stock-bars", "stock-bars*", "bar_start", "stock-bars (closed bars)"),
     *(visualization(*v) for v in VISUALIZATIONS),
     dashboard(),
 ]

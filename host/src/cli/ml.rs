@@ -53,6 +53,11 @@ pub enum MlCommand {
         es_url: Option<String>,
         #[arg(long, default_value = "stock-forecast")]
         index: String,
+        /// Forecast each bar's close (the aggregate stage's bars, under this lake prefix,
+        /// `[aggregate] lake_prefix`) instead of the ticks' last price; the step defaults to the
+        /// bars' width.
+        #[arg(long, value_name = "PREFIX", num_args = 0..=1, default_missing_value = "stock-bars")]
+        bars: Option<String>,
     },
 }
 
@@ -92,6 +97,7 @@ pub async fn ml(command: MlCommand) -> anyhow::Result<()> {
             min_points,
             es_url,
             index,
+            bars,
         } => {
             anyhow::ensure!((1..=1000).contains(&horizon), "--horizon must be 1..=1000");
             anyhow::ensure!(step_seconds != Some(0), "--step-seconds must be at least 1");
@@ -100,7 +106,10 @@ pub async fn ml(command: MlCommand) -> anyhow::Result<()> {
                 "--confidence must be in (0, 1)"
             );
             let store = open_lake(&lake).await?;
-            let rows = ml::load_lake(&store, &lake.topic).await?;
+            let rows = match &bars {
+                Some(prefix) => ml::load_bars(&store, prefix).await?,
+                None => ml::load_lake(&store, &lake.topic).await?,
+            };
             let rows = ml::select_instruments(rows, instrument).map_err(anyhow::Error::msg)?;
             let generated = stockpipe::clock::unix_now_us();
             let min_points = min_points.max(4);

@@ -451,10 +451,59 @@ pub fn forecast_all(
     (out, skipped)
 }
 
+/// What the forecast reads of one closed bar (the aggregate stage's lake, `stock-bars/`).
+#[derive(Debug, Deserialize)]
+struct BarRow {
+    bar_start: String,
+    instrument_token: u64,
+    close: f64,
+}
+
+/// Reads bar lines (NDJSON) as rows whose price is the bar's close, at the bar's start: the series
+/// `sql/train_and_predict_bars_per_instrument.sql` forecasts.
+pub fn parse_bar_rows(ndjson: &[u8]) -> Result<Vec<(i64, LakeRow)>, MlError> {
+    let mut rows = Vec::new();
+    for (n, line) in ndjson.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let bar: BarRow = serde_json::from_slice(line)
+            .map_err(|e| MlError::Data(format!("line {}: {e}", n + 1)))?;
+        let ts = stockpipe_model::time::parse_timestamp(&bar.bar_start, 0)
+            .map_err(|e| MlError::Data(format!("line {}: bar_start: {e:?}", n + 1)))?;
+        rows.push((
+            ts,
+            LakeRow {
+                timestamp: bar.bar_start,
+                instrument_token: bar.instrument_token,
+                last_price: bar.close,
+                ..LakeRow::default()
+            },
+        ));
+    }
+    Ok(rows)
+}
+
 /// Every row of the lake's documents under `topic/`.
 pub async fn load_lake(
     store: &crate::sink::store::LakeStore,
     topic: &str,
+) -> anyhow::Result<Vec<(i64, LakeRow)>> {
+    load_lake_with(store, topic, parse_rows).await
+}
+
+/// Every closed bar under `prefix/` (see [`parse_bar_rows`]).
+pub async fn load_bars(
+    store: &crate::sink::store::LakeStore,
+    prefix: &str,
+) -> anyhow::Result<Vec<(i64, LakeRow)>> {
+    load_lake_with(store, prefix, parse_bar_rows).await
+}
+
+async fn load_lake_with(
+    store: &crate::sink::store::LakeStore,
+    topic: &str,
+    parse: fn(&[u8]) -> Result<Vec<(i64, LakeRow)>, MlError>,
 ) -> anyhow::Result<Vec<(i64, LakeRow)>> {
     use anyhow::Context;
     let mut rows = Vec::new();
@@ -465,7 +514,7 @@ pub async fn load_lake(
     {
         let bytes = crate::sink::lake::object_lines(name, store.get(name).await?)
             .with_context(|| format!("gunzipping {name}"))?;
-        rows.extend(parse_rows(&bytes).with_context(|| format!("reading {name}"))?);
+        rows.extend(parse(&bytes).with_context(|| format!("reading {name}"))?);
     }
     anyhow::ensure!(
         !rows.is_empty(),

@@ -161,6 +161,50 @@ fn bars_equal_an_independent_computation_and_survive_a_kill() {
     assert_eq!(nulls.get("volatility"), Some(&100), "{nulls:?}");
     assert_eq!(nulls.len(), 2, "{nulls:?}");
 
+    // The offline forecast reads the bars: a bar-wide step, the next bar after the last closed.
+    let out = Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+        .args([
+            "ml",
+            "forecast",
+            "--bars",
+            "--instrument",
+            "busiest",
+            "--lake",
+        ])
+        .arg(&whole)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = crate::support::last_json_line(&out);
+    assert_eq!(report["step_seconds"], 60, "{report}");
+    assert_eq!(report["forecasts"], 10, "{report}");
+    let object = whole.join(report["lake_object"].as_str().unwrap());
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(object)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let token = first["instrument_token"].as_u64().unwrap();
+    let last_start = expected
+        .iter()
+        .filter(|b| b["instrument_token"] == token)
+        .map(|b| b["start_us"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(
+        first["forecast_timestamp"],
+        stockpipe_model::time::format_rfc3339_micros(last_start + 60_000_000),
+        "{first}"
+    );
+
     // Killed once some of it is committed, then the same command again.
     let lake = dir.path().join("lake");
     let mut first = run(&input, &lake)
