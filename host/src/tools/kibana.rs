@@ -213,7 +213,12 @@ mod tests {
             .collect();
         assert_eq!(
             data_views,
-            HashSet::from(["stock-stream*", "stock-forecast*", "stockpipe-metrics*"])
+            HashSet::from([
+                "stock-stream*",
+                "stock-forecast*",
+                "stockpipe-metrics*",
+                "stock-bars*"
+            ])
         );
         let mut queried = HashSet::new();
         for vis in objects.iter().filter(|o| o["type"] == "visualization") {
@@ -244,12 +249,12 @@ mod tests {
             }
         }
         assert!(queried.iter().all(|i| data_views.contains(i.as_str())));
-        assert_eq!(queried.len(), 3, "{queried:?}");
+        assert_eq!(queried.len(), 4, "{queried:?}");
         let dashboard = objects.iter().find(|o| o["type"] == "dashboard").unwrap();
         let panels: Vec<Value> =
             serde_json::from_str(dashboard["attributes"]["panelsJSON"].as_str().unwrap()).unwrap();
         let references = dashboard["references"].as_array().unwrap();
-        assert_eq!(panels.len(), 6);
+        assert_eq!(panels.len(), 7);
         for panel in &panels {
             let reference = references
                 .iter()

@@ -500,10 +500,13 @@ pub async fn load_bars(
     load_lake_with(store, prefix, parse_bar_rows).await
 }
 
+/// Rows of one object's lines, with their time in UTC µs.
+type ParseRows = fn(&[u8]) -> Result<Vec<(i64, LakeRow)>, MlError>;
+
 async fn load_lake_with(
     store: &crate::sink::store::LakeStore,
     topic: &str,
-    parse: fn(&[u8]) -> Result<Vec<(i64, LakeRow)>, MlError>,
+    parse: ParseRows,
 ) -> anyhow::Result<Vec<(i64, LakeRow)>> {
     use anyhow::Context;
     let mut rows = Vec::new();
