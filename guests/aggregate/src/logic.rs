@@ -110,6 +110,32 @@ impl BarColumns {
         self.start_us.len()
     }
 
+    /// `other`'s bars after these, their `closed_by` moved on by `shift` (they indexed a batch
+    /// that starts `shift` ticks into this one's).
+    pub fn append(&mut self, other: BarColumns, shift: u32) {
+        macro_rules! extend {
+            ($($f:ident),*) => { $(self.$f.extend(other.$f);)* };
+        }
+        extend!(
+            partition,
+            instrument_token,
+            start_us,
+            open,
+            high,
+            low,
+            close,
+            traded_quantity,
+            tick_count,
+            vwap,
+            last_mid_price,
+            last_spread,
+            log_return,
+            volatility
+        );
+        self.closed_by
+            .extend(other.closed_by.into_iter().map(|i| i + shift));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -808,27 +834,7 @@ mod tests {
             }
             let b = second.aggregate_batch(&config(), &part(cut, 400));
             let mut joined = a.bars.clone();
-            let shift = |v: &[u32]| v.iter().map(|i| i + cut as u32).collect::<Vec<_>>();
-            macro_rules! extend {
-                ($($f:ident),*) => { $(joined.$f.extend_from_slice(&b.bars.$f);)* };
-            }
-            extend!(
-                partition,
-                instrument_token,
-                start_us,
-                open,
-                high,
-                low,
-                close,
-                traded_quantity,
-                tick_count,
-                vwap,
-                last_mid_price,
-                last_spread,
-                log_return,
-                volatility
-            );
-            joined.closed_by.extend(shift(&b.bars.closed_by));
+            joined.append(b.bars.clone(), cut as u32);
             // Bit for bit, NaNs included: compare through the bits.
             let bits = |c: &BarColumns| -> Vec<u64> {
                 [

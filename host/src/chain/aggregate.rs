@@ -395,9 +395,8 @@ impl Aggregation {
                 if !answer.late.is_empty() {
                     out.late.push(i);
                 }
-                let mut bars = answer.bars;
-                bars.closed_by.iter_mut().for_each(|c| *c = i as u32);
-                append_bars(&mut out.bars, bars);
+                // Its bars indexed a batch of one: tick i of this one.
+                out.bars.append(answer.bars, i as u32);
                 self.export(input.partition[i]);
             }
             Err(fault) => {
@@ -449,29 +448,6 @@ impl Aggregation {
             }
         }
     }
-}
-
-fn append_bars(to: &mut BarColumns, from: BarColumns) {
-    macro_rules! extend {
-        ($($f:ident),*) => { $(to.$f.extend(from.$f);)* };
-    }
-    extend!(
-        partition,
-        instrument_token,
-        start_us,
-        open,
-        high,
-        low,
-        close,
-        traded_quantity,
-        tick_count,
-        vwap,
-        last_mid_price,
-        last_spread,
-        log_return,
-        volatility,
-        closed_by
-    );
 }
 
 /// The stored checkpoint of one partition: its newest snapshots, newest last. More than one is

@@ -19,7 +19,7 @@ use super::{Consumed, Pipeline};
 use crate::chain::aggregate::{AggregateSection, Aggregation, Checkpoint, commit_cap};
 use crate::chain::swap::{Swap, SwapEvent};
 use crate::chain::{Refusal, StageOutcome};
-use crate::runtime::bindings::aggregate as wit;
+use crate::runtime::convert;
 use crate::sink::elasticsearch::BulkItem;
 use crate::sink::kafka as kafka_sink;
 use crate::sink::lake::{Appended, LakeConfig, LakeWriter, RolledSegment};
@@ -417,15 +417,7 @@ impl Pipeline {
         let Some(bars) = &mut self.bars else {
             return Ok(out);
         };
-        let mut input = wit::AggregateInput {
-            partition: Vec::new(),
-            timestamp_us: Vec::new(),
-            instrument_token: Vec::new(),
-            last_price: Vec::new(),
-            volume: Vec::new(),
-            mid_price: Vec::new(),
-            spread: Vec::new(),
-        };
+        let mut input = convert::empty_aggregate_input();
         // Input index -> message index.
         let mut messages = Vec::new();
         let mut consumed: BTreeMap<i32, i64> = BTreeMap::new();
@@ -459,15 +451,7 @@ impl Pipeline {
         }
         let aggregation = &mut bars.aggregation;
         let result = tokio::task::block_in_place(|| aggregation.process(input, &consumed));
-        let empty = wit::AggregateInput {
-            partition: Vec::new(),
-            timestamp_us: Vec::new(),
-            instrument_token: Vec::new(),
-            last_price: Vec::new(),
-            volume: Vec::new(),
-            mid_price: Vec::new(),
-            spread: Vec::new(),
-        };
+        let empty = convert::empty_aggregate_input();
         // What the guest was given (kept for a candidate's shadow run).
         let input = match messages.is_empty() {
             true => &empty,

@@ -123,6 +123,19 @@ pub fn route_config(c: &stockpipe_guest_route::logic::RouteConfig) -> route::Rou
     }
 }
 
+/// An aggregate input with no ticks, to fill.
+pub fn empty_aggregate_input() -> aggregate::AggregateInput {
+    aggregate::AggregateInput {
+        partition: Vec::new(),
+        timestamp_us: Vec::new(),
+        instrument_token: Vec::new(),
+        last_price: Vec::new(),
+        volume: Vec::new(),
+        mid_price: Vec::new(),
+        spread: Vec::new(),
+    }
+}
+
 pub fn aggregate_config(
     c: &stockpipe_guest_aggregate::logic::AggregateConfig,
 ) -> aggregate::AggregateConfig {

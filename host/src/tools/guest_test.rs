@@ -136,15 +136,7 @@ fn aggregate_batch(
         .get("ticks")
         .and_then(Value::as_array)
         .context("`ticks`: a list of ticks")?;
-    let mut input = crate::runtime::bindings::aggregate::AggregateInput {
-        partition: Vec::new(),
-        timestamp_us: Vec::new(),
-        instrument_token: Vec::new(),
-        last_price: Vec::new(),
-        volume: Vec::new(),
-        mid_price: Vec::new(),
-        spread: Vec::new(),
-    };
+    let mut input = convert::empty_aggregate_input();
     for (j, t) in ticks.iter().enumerate() {
         let int = |k: &str| {
             t.get(k)
