@@ -13,9 +13,14 @@ use std::time::{Duration, Instant};
 
 const TICKS: usize = 100_000;
 
-fn run(input: &Path, lake: &Path) -> Command {
+/// `run --once --input` with the aggregate stage, on an embedded cluster of `partitions`.
+fn run(input: &Path, lake: &Path, partitions: u32) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stockpipe"));
     command
+        .env(
+            "STOCKPIPE_KAFKA_EMBEDDED_PARTITIONS",
+            partitions.to_string(),
+        )
         .args(["run", "--once", "--input"])
         .arg(input)
         .arg("--lake")
@@ -101,9 +106,9 @@ fn bars_equal_an_independent_computation_and_survive_a_kill() {
     text.push(b'\n');
     std::fs::write(&input, &text).unwrap();
 
-    // In one go.
+    // In one go, over three partitions (three watermarks).
     let whole = dir.path().join("whole");
-    let out = run(&input, &whole).output().unwrap();
+    let out = run(&input, &whole, 3).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -205,9 +210,25 @@ fn bars_equal_an_independent_computation_and_survive_a_kill() {
         "{first}"
     );
 
-    // Killed once some of it is committed, then the same command again.
+    // Killed once some of it is committed, then the same command again; on one partition, as
+    // the backfill test runs, because a resumed replay into several partitions can still lose
+    // offsets to the embedded cluster's 5 MiB cap (README, "Noticed": the consumer may start below
+    // its commit). The reference of the kill is the same run in one go.
+    let once = dir.path().join("once");
+    let out = run(&input, &once, 1).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bars = bar_lines(&once);
+    assert_eq!(
+        bars.len(),
+        expected.len(),
+        "one partition closes the same bars"
+    );
     let lake = dir.path().join("lake");
-    let mut first = run(&input, &lake)
+    let mut first = run(&input, &lake, 1)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -225,7 +246,7 @@ fn bars_equal_an_independent_computation_and_survive_a_kill() {
     first.wait().unwrap();
     let done = checkpointed(&lake);
     assert!(done > 0 && done < TICKS as i64, "{done}");
-    let out = run(&input, &lake).output().unwrap();
+    let out = run(&input, &lake, 1).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
