@@ -211,9 +211,9 @@ fn bars_equal_an_independent_computation_and_survive_a_kill() {
     );
 
     // Killed once some of it is committed, then the same command again; on one partition, as
-    // the backfill test runs, because a resumed replay into several partitions can still lose
-    // offsets to the embedded cluster's 5 MiB cap (README, "Noticed": the consumer may start below
-    // its commit). The reference of the kill is the same run in one go.
+    // the backfill test runs: a replay resumed into several partitions can still lose offsets to
+    // the embedded cluster's 5 MiB cap (the consumer may start below its commit while the replay
+    // catches up, and the replay then runs ahead of it). The reference is the same run in one go.
     let once = dir.path().join("once");
     let out = run(&input, &once, 1).output().unwrap();
     assert!(
