@@ -100,6 +100,7 @@ fn bits(v: &Value) -> Option<u64> {
 
 #[test]
 fn bars_equal_an_independent_computation_and_survive_a_kill() {
+    let _heavy = crate::support::HEAVY.blocking_lock();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("day.ndjson");
     let mut text = crate::support::simulated_payloads(TICKS, 20).join(&b'\n');

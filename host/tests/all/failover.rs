@@ -172,6 +172,7 @@ fn produce(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_host_s_partitions_move_to_the_survivor_which_keeps_its_own_work() {
+    let _heavy = crate::support::HEAVY.lock().await;
     const TICKS: usize = 6_000;
     let (_broker, brokers) = broker(6);
     let es = crate::support::elasticsearch(crate::support::BulkCreated).await;
@@ -241,6 +242,7 @@ async fn a_killed_host_s_partitions_move_to_the_survivor_which_keeps_its_own_wor
 /// indexed or written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_joining_takes_partitions_without_work_done_twice() {
+    let _heavy = crate::support::HEAVY.lock().await;
     const TICKS: usize = 3_000;
     let (_broker, brokers) = broker(6);
     let es = crate::support::elasticsearch(crate::support::BulkCreated).await;

@@ -273,3 +273,8 @@ pub async fn elasticsearch(bulk: impl wiremock::Respond + 'static) -> wiremock::
         .await;
     server
 }
+
+/// Held by the tests that run several hosts or processes against timing-sensitive group protocol
+/// (rebalances, kills): on 2 cores, two of them at once starve each other's heartbeats. Async
+/// tests `.lock().await` it; a plain test takes it with `blocking_lock()`.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
