@@ -649,13 +649,7 @@ impl Pipeline {
         let committed = tokio::task::block_in_place(|| {
             let list: Vec<(i32, i64)> = positions.iter().map(|(&p, &at)| (p, at)).collect();
             kafka_source::store_positions(consumer, topic, &list)?;
-            kafka_source::commit_positions_through_rebalance(
-                consumer,
-                topic,
-                &positions,
-                5,
-                Duration::from_millis(200),
-            )
+            kafka_source::commit_positions(consumer, topic, &positions)
         });
         if let Err(e) = committed {
             tracing::warn!(error = %format!("{e:#}"), ?positions, "committing revoked partitions failed; their next owner starts from the last commit");

@@ -418,39 +418,6 @@ pub fn commit_positions<C: ConsumerContext>(
         .context("committing offsets")
 }
 
-/// [`commit_positions`], tried again (up to `attempts` times, `pause` apart) while the broker
-/// answers that the group is rebalancing: the commit of revoked partitions can meet the group in
-/// the middle of the rebalance that revoked them, and once it settles the commit is taken.
-pub fn commit_positions_through_rebalance<C: ConsumerContext>(
-    consumer: &impl Consumer<C>,
-    topic: &str,
-    positions: &BTreeMap<i32, i64>,
-    attempts: u32,
-    pause: Duration,
-) -> anyhow::Result<()> {
-    let mut attempt = 1;
-    loop {
-        match commit_positions(consumer, topic, positions) {
-            Err(e) if attempt < attempts && rebalancing(&e) => {
-                tracing::debug!(attempt, error = %e, "the group is rebalancing; committing again");
-                std::thread::sleep(pause);
-                attempt += 1;
-            }
-            done => return done,
-        }
-    }
-}
-
-fn rebalancing(e: &anyhow::Error) -> bool {
-    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-    matches!(
-        e.downcast_ref::<KafkaError>(),
-        Some(KafkaError::ConsumerCommit(
-            RDKafkaErrorCode::RebalanceInProgress
-        ))
-    )
-}
-
 /// Every message of `topic` from the beginning up to its current end, read without a group
 /// (used by tests and tools to inspect the dead-letter and alerts topics).
 pub fn read_to_end(

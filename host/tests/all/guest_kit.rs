@@ -149,6 +149,7 @@ fn the_embedded_guest_files_are_the_shipped_guests_files() {
 
 #[test]
 fn every_stage_s_new_crate_builds_and_passes_its_tests_as_generated() {
+    let _heavy = crate::support::HEAVY.blocking_lock();
     let parent = tempfile::tempdir().unwrap();
     for kind in StageKind::ALL {
         let name = format!("my-{}", kind.name());
@@ -217,6 +218,7 @@ fn lake_of(dir: &Path, ticks: usize) -> (PathBuf, Vec<Value>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_guest_recorded_diffed_against_the_lake_and_promoted() {
+    let _heavy = crate::support::HEAVY.lock().await;
     let work = tempfile::tempdir().unwrap();
     let (lake, docs) = lake_of(work.path(), 4000);
     let token = docs[0]["instrument_token"].as_u64().unwrap();

@@ -166,6 +166,7 @@ fn table<'a>(dom: &'a str, id: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_draws_live_prices_throughput_guests_and_forecasts_in_a_real_browser() {
+    let _heavy = crate::support::HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let tokens = simulated_tokens();
@@ -446,6 +447,7 @@ async fn the_host_waits_for_an_elasticsearch_that_is_down_at_start_up() {
 /// bars and the dashboard draws the chosen instrument's candlesticks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_draws_the_bars_of_the_chosen_instrument_as_candlesticks() {
+    let _heavy = crate::support::HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let logs = dir.path().join("host.log");

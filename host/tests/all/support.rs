@@ -274,7 +274,8 @@ pub async fn elasticsearch(bulk: impl wiremock::Respond + 'static) -> wiremock::
     server
 }
 
-/// Held by the tests that run several hosts or processes against timing-sensitive group protocol
-/// (rebalances, kills): on 2 cores, two of them at once starve each other's heartbeats. Async
+/// Held by the tests that are timing-sensitive group protocol (rebalances, kills) and by the
+/// heaviest others (the 100k-tick runs, the guest crates' cargo builds, chromium): on 2 cores,
+/// two of them at once starve a revoking host, whose commit then meets the next rebalance. Async
 /// tests `.lock().await` it; a plain test takes it with `blocking_lock()`.
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

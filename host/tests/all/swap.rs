@@ -527,6 +527,7 @@ async fn a_candidate_that_rejects_what_the_current_version_accepts_is_refused_un
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_member_of_the_group_takes_partitions_without_losing_a_tick() {
+    let _heavy = crate::support::HEAVY.lock().await;
     let (guests, lake) = (guests_dir(), tempfile::tempdir().unwrap());
     let mut config = config(guests.path(), lake.path());
     config.lake.roll_seconds = 1;
