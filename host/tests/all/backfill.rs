@@ -62,6 +62,7 @@ fn checkpointed(lake: &Path) -> Option<i64> {
 
 #[test]
 fn a_file_larger_than_the_broker_keeps_is_streamed_and_resumed_after_a_kill() {
+    let _heavy = crate::support::HEAVY.blocking_lock();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("day.ndjson");
     let payloads = crate::support::simulated_payloads(TICKS, 91);

@@ -141,6 +141,7 @@ async fn upload_turns_a_json_array_into_ndjson() {
 /// topic again under a new group (a re-delivery): nothing is written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_to_elasticsearch_and_gcs_and_redelivery() {
+    let _heavy = crate::support::HEAVY.lock().await;
     let noida = NoidaDb::start();
     let gcs = FakeGcs::start();
     gcs.create_bucket("lake").await;
@@ -248,6 +249,7 @@ bulk_max_age_ms = 200
 /// with no gap, and the group's offsets are at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_in_the_middle_loses_nothing_and_doubles_nothing() {
+    let _heavy = crate::support::HEAVY.lock().await;
     const TICKS: usize = 50_000;
     let noida = NoidaDb::start();
     let gcs = FakeGcs::start();
