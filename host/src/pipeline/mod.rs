@@ -50,9 +50,14 @@ pub struct RunSummary {
     pub input_refused: Vec<crate::source::replay::InputRefusal>,
 }
 
-/// Lake objects stored at once, at most: each holds a segment (up to `lake.roll_bytes`) in memory
-/// until it lands.
+/// Lake objects stored at once, at most: each holds a segment (up to `lake.roll_bytes`, or its
+/// unspilled tail) in memory until it lands.
 const LAKE_STORES_IN_FLIGHT: usize = 2;
+
+/// A local lake's segments keep at most about this much of themselves in memory; the rest is in
+/// their spool files (see [`crate::sink::lake`]). 8 MiB segments on three partitions held ~34 MiB
+/// of the host's ~118 MiB at 20,000 ticks/s (BENCHMARKS.md).
+const LAKE_SPILL_BYTES: usize = 1 << 20;
 
 /// A lake object's store, done: what its lines need to be acknowledged.
 struct StoredSegment {
@@ -273,6 +278,7 @@ impl Pipeline {
                 roll_bytes: config.lake.roll_bytes,
                 roll_age: Duration::from_secs(config.lake.roll_seconds),
                 gzip: config.lake.gzip,
+                spill_bytes: store.spools().then_some(LAKE_SPILL_BYTES),
             },
             k.topic.clone(),
         );
@@ -324,6 +330,8 @@ impl Pipeline {
             roll_bytes: self.config.lake.roll_bytes,
             roll_age: Duration::from_secs(self.config.lake.roll_seconds),
             gzip: self.config.lake.gzip,
+            // Bars fill a segment slowly; they are not worth a spool file.
+            spill_bytes: None,
         };
         self.registry.set_aggregate(aggregation.component());
         self.bars = Some(bars::Bars::new(
@@ -885,6 +893,10 @@ impl Pipeline {
 
     /// Puts rolled segments in the lake store, then acknowledges their offsets.
     async fn store_segments(&mut self, segments: Vec<RolledSegment>) -> anyhow::Result<()> {
+        // Spilled pieces first: a segment's object starts with them.
+        for op in self.lake.take_spool_ops() {
+            self.store.spool(op).await;
+        }
         for segment in segments {
             while self.storing.len() >= LAKE_STORES_IN_FLIGHT {
                 let done = self
@@ -898,7 +910,9 @@ impl Pipeline {
             let generation = self.generation(segment.partition);
             self.storing.spawn(async move {
                 let started = Instant::now();
-                let stored = store.put(&segment.name, segment.bytes).await;
+                let stored = store
+                    .put_segment(&segment.name, segment.spool, segment.bytes)
+                    .await;
                 StoredSegment {
                     name: segment.name,
                     partition: segment.partition,

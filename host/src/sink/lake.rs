@@ -5,6 +5,13 @@
 //! [`LakeStore`](super::store::LakeStore) (a directory or a GCS bucket) before it acknowledges the
 //! segment's offsets.
 //!
+//! Spilling (a local lake): with [`LakeConfig::spill_bytes`], a segment keeps only its newest lines
+//! in memory. Whole blocks of it are handed out as [`SpoolOp`]s as it fills, to be appended to the
+//! segment's spool file, and the rolled segment carries the rest and the spool's name: its object
+//! is the spool file plus that tail, renamed into place. The bytes, the name and the moment an
+//! object appears are the same as without spilling; the memory held is a block per partition
+//! instead of a whole segment.
+//!
 //! No duplicates after a crash: an object's name carries its offset range, and the writer knows the
 //! ranges already in the store ([`LakeWriter::set_existing`], from a listing at start-up and after
 //! a rebalance). A re-delivered offset that an existing object covers is acknowledged without being
@@ -24,13 +31,40 @@ pub struct LakeConfig {
     pub roll_age: Duration,
     /// Store objects gzip-compressed, as `….ndjson.gz` (BigQuery reads them so).
     pub gzip: bool,
+    /// Hand out a segment's bytes in whole blocks of [`SPILL_ALIGN`] once this many are buffered
+    /// (see the module's doc). `None`: a segment stays in memory until it rolls (gzip, GCS).
+    pub spill_bytes: Option<usize>,
+}
+
+/// Spilled pieces are whole multiples of this (a spool file written with direct I/O takes whole
+/// blocks, except its last write).
+pub const SPILL_ALIGN: usize = 4096;
+
+/// A piece of work for the spool files, in the order the writer made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpoolOp {
+    /// Append `bytes` (a multiple of [`SPILL_ALIGN`]) to the spool file `spool`, creating it.
+    Append { spool: String, bytes: Vec<u8> },
+    /// The segment was discarded (its partition revoked): remove the spool file.
+    Discard { spool: String },
 }
 
 #[derive(Debug)]
 struct Segment {
+    /// The lines not spilled yet.
     bytes: Vec<u8>,
+    /// How many bytes went to the spool file before `bytes`.
+    spilled: usize,
+    /// The spool file's name (relative to the lake root, like an object's), once it spilled.
+    spool: Option<String>,
     offsets: Vec<i64>,
     opened: Instant,
+}
+
+impl Segment {
+    fn len(&self) -> usize {
+        self.spilled + self.bytes.len()
+    }
 }
 
 /// A segment ready to be stored, and the offsets it acknowledges once stored.
@@ -40,7 +74,10 @@ pub struct RolledSegment {
     pub name: String,
     pub partition: i32,
     pub offsets: Vec<i64>,
+    /// The object's bytes; with `spool`, only its tail (the spool file holds what comes before).
     pub bytes: Vec<u8>,
+    /// The spool file holding the object's first bytes, if the segment spilled.
+    pub spool: Option<String>,
 }
 
 impl RolledSegment {
@@ -68,6 +105,10 @@ pub struct LakeWriter {
     open: HashMap<i32, (String, Segment)>,
     /// Kafka partition -> sorted offset ranges of the objects already stored.
     existing: HashMap<i32, Vec<(i64, i64)>>,
+    /// Spool work not taken yet ([`LakeWriter::take_spool_ops`]).
+    spool_ops: Vec<SpoolOp>,
+    /// Numbers the spool files this writer opens.
+    spools_opened: u64,
 }
 
 /// The object name for a segment.
@@ -117,13 +158,25 @@ pub fn parse_object_name(name: &str) -> Option<(i32, i64, i64)> {
 }
 
 impl LakeWriter {
-    pub fn new(config: LakeConfig, topic: impl Into<String>) -> Self {
+    /// A gzip object is compressed whole when it rolls, so a gzip writer does not spill.
+    pub fn new(mut config: LakeConfig, topic: impl Into<String>) -> Self {
+        if config.gzip {
+            config.spill_bytes = None;
+        }
         Self {
             config,
             topic: topic.into(),
             open: HashMap::new(),
             existing: HashMap::new(),
+            spool_ops: Vec::new(),
+            spools_opened: 0,
         }
+    }
+
+    /// The spool work made since the last call, in order. It must reach the store before any
+    /// segment rolled since then (a rolled segment's object starts with its spool file).
+    pub fn take_spool_ops(&mut self) -> Vec<SpoolOp> {
+        std::mem::take(&mut self.spool_ops)
     }
 
     pub fn topic(&self) -> &str {
@@ -173,11 +226,15 @@ impl LakeWriter {
         {
             rolled.extend(self.roll(vec![partition]));
         }
+        let spill = self.config.spill_bytes;
         let (_, segment) = self.open.entry(partition).or_insert_with(|| {
             (
                 lake_partition.to_string(),
                 Segment {
-                    bytes: Vec::new(),
+                    // Room for a spill's worth and a line: no reallocation (and copy) as it fills.
+                    bytes: Vec::with_capacity(spill.map_or(0, |s| s + 2 * SPILL_ALIGN)),
+                    spilled: 0,
+                    spool: None,
                     offsets: Vec::new(),
                     opened: Instant::now(),
                 },
@@ -186,8 +243,28 @@ impl LakeWriter {
         segment.bytes.extend_from_slice(line);
         segment.bytes.push(b'\n');
         segment.offsets.push(offset);
-        if segment.bytes.len() >= self.config.roll_bytes {
+        if segment.len() >= self.config.roll_bytes {
             rolled.extend(self.roll(vec![partition]));
+        } else if let Some(spill) = spill
+            && segment.bytes.len() >= spill.max(SPILL_ALIGN)
+        {
+            let spool = segment.spool.get_or_insert_with(|| {
+                self.spools_opened += 1;
+                format!(
+                    "{}/{lake_partition}/.{partition}-{}.spool",
+                    self.topic, self.spools_opened
+                )
+            });
+            let whole = segment.bytes.len() / SPILL_ALIGN * SPILL_ALIGN;
+            let mut rest = Vec::with_capacity(segment.bytes.capacity());
+            rest.extend_from_slice(&segment.bytes[whole..]);
+            let mut bytes = std::mem::replace(&mut segment.bytes, rest);
+            bytes.truncate(whole);
+            segment.spilled += whole;
+            self.spool_ops.push(SpoolOp::Append {
+                spool: spool.clone(),
+                bytes,
+            });
         }
         Appended::Buffered(rolled)
     }
@@ -218,9 +295,13 @@ impl LakeWriter {
     /// what is known of its stored objects (the new owner may add some). Returns the lines dropped.
     pub fn discard(&mut self, partition: i32) -> usize {
         self.existing.remove(&partition);
-        self.open
-            .remove(&partition)
-            .map_or(0, |(_, segment)| segment.offsets.len())
+        let Some((_, segment)) = self.open.remove(&partition) else {
+            return 0;
+        };
+        if let Some(spool) = segment.spool {
+            self.spool_ops.push(SpoolOp::Discard { spool });
+        }
+        segment.offsets.len()
     }
 
     pub fn buffered_lines(&self) -> usize {
@@ -260,6 +341,7 @@ impl LakeWriter {
             partition,
             offsets: segment.offsets,
             bytes,
+            spool: segment.spool,
         }
     }
 }
@@ -333,6 +415,7 @@ mod tests {
                 roll_bytes,
                 roll_age: Duration::from_secs(3600),
                 gzip: false,
+                spill_bytes: None,
             },
             "stock-stream",
         )
@@ -401,6 +484,7 @@ mod tests {
                 roll_bytes: 1 << 20,
                 roll_age: Duration::from_millis(1),
                 gzip: false,
+                spill_bytes: None,
             },
             "t",
         );
@@ -420,6 +504,7 @@ mod tests {
                 roll_bytes: 1 << 20,
                 roll_age: Duration::from_secs(60),
                 gzip: true,
+                spill_bytes: None,
             },
             "stock-stream",
         );
@@ -475,5 +560,90 @@ mod tests {
             lake.append(H7, 0, 15, b"x"),
             Appended::Buffered(_)
         ));
+    }
+
+    /// A spilling writer's object = its spool pieces + the rolled tail, byte for byte the object
+    /// the same lines make without spilling; pieces are whole blocks, in order, to one spool.
+    #[test]
+    fn a_spilled_segment_is_its_pieces_then_its_tail() {
+        let config = |spill_bytes| LakeConfig {
+            roll_bytes: 50_000,
+            roll_age: Duration::from_secs(3600),
+            gzip: false,
+            spill_bytes,
+        };
+        let mut plain = LakeWriter::new(config(None), "t");
+        let mut spilling = LakeWriter::new(config(Some(SPILL_ALIGN)), "t");
+        let mut objects = (Vec::new(), Vec::new());
+        let mut spools: HashMap<String, Vec<u8>> = HashMap::new();
+        for offset in 0..400 {
+            let line = vec![b'a' + (offset % 26) as u8; 100 + (offset as usize * 37) % 300];
+            objects.0.extend(rolled(plain.append(H7, 0, offset, &line)));
+            objects
+                .1
+                .extend(rolled(spilling.append(H7, 0, offset, &line)));
+            for op in spilling.take_spool_ops() {
+                let SpoolOp::Append { spool, bytes } = op else {
+                    panic!("nothing was discarded")
+                };
+                assert!(bytes.len().is_multiple_of(SPILL_ALIGN), "whole blocks");
+                spools.entry(spool).or_default().extend(bytes);
+            }
+        }
+        objects.0.extend(plain.flush());
+        objects.1.extend(spilling.flush());
+        assert!(objects.0.len() >= 2, "the test rolls segments by size");
+        assert_eq!(spools.len(), objects.1.len(), "every object spilled");
+        for (whole, tail) in objects.0.iter().zip(&objects.1) {
+            assert_eq!((&whole.name, &whole.offsets), (&tail.name, &tail.offsets));
+            let spool = tail.spool.as_ref().expect("spilled");
+            assert!(spool.starts_with("t/dt=2017-06-20/hour=07/."), "{spool}");
+            let mut object = spools[spool].clone();
+            object.extend(&tail.bytes);
+            assert!(object == whole.bytes, "{} differs", whole.name);
+            assert!(tail.bytes.len() < SPILL_ALIGN + 400);
+        }
+    }
+
+    #[test]
+    fn a_discarded_spilled_segment_discards_its_spool() {
+        let mut lake = LakeWriter::new(
+            LakeConfig {
+                roll_bytes: 1 << 20,
+                roll_age: Duration::from_secs(3600),
+                gzip: false,
+                spill_bytes: Some(SPILL_ALIGN),
+            },
+            "t",
+        );
+        lake.append(H7, 3, 1, &[b'x'; 5000]);
+        let ops = lake.take_spool_ops();
+        let [SpoolOp::Append { spool, .. }] = &ops[..] else {
+            panic!("one piece: {ops:?}")
+        };
+        assert_eq!(lake.discard(3), 1);
+        assert_eq!(
+            lake.take_spool_ops(),
+            [SpoolOp::Discard {
+                spool: spool.clone()
+            }]
+        );
+        assert!(lake.flush().is_empty());
+    }
+
+    #[test]
+    fn gzip_writers_do_not_spill() {
+        let mut lake = LakeWriter::new(
+            LakeConfig {
+                roll_bytes: 1 << 20,
+                roll_age: Duration::from_secs(3600),
+                gzip: true,
+                spill_bytes: Some(SPILL_ALIGN),
+            },
+            "t",
+        );
+        lake.append(H7, 0, 1, &[b'x'; 10_000]);
+        assert!(lake.take_spool_ops().is_empty());
+        assert_eq!(lake.flush()[0].spool, None);
     }
 }
