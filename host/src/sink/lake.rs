@@ -19,6 +19,7 @@
 //! an upload and the offset commit.
 
 use crate::config::error::{ConfigError, invalid};
+pub use crate::sink::store::{SPILL_ALIGN, SpoolOp};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -34,19 +35,6 @@ pub struct LakeConfig {
     /// Hand out a segment's bytes in whole blocks of [`SPILL_ALIGN`] once this many are buffered
     /// (see the module's doc). `None`: a segment stays in memory until it rolls (gzip, GCS).
     pub spill_bytes: Option<usize>,
-}
-
-/// Spilled pieces are whole multiples of this (a spool file written with direct I/O takes whole
-/// blocks, except its last write).
-pub const SPILL_ALIGN: usize = 4096;
-
-/// A piece of work for the spool files, in the order the writer made it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SpoolOp {
-    /// Append `bytes` (a multiple of [`SPILL_ALIGN`]) to the spool file `spool`, creating it.
-    Append { spool: String, bytes: Vec<u8> },
-    /// The segment was discarded (its partition revoked): remove the spool file.
-    Discard { spool: String },
 }
 
 #[derive(Debug)]

@@ -5,7 +5,6 @@
 //! locally, a single- or resumable upload on GCS), lists names under a prefix and reads objects
 //! back. Names are relative to the lake's root (`stock-stream/dt=…/hour=…/…ndjson`).
 
-use crate::sink::lake::SpoolOp;
 use google_cloud_storage::client::Storage;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -103,6 +102,20 @@ impl GcsOptions {
         });
         self
     }
+}
+
+/// Spilled pieces are whole multiples of this (a spool file written with direct I/O takes whole
+/// blocks, except its last write).
+pub const SPILL_ALIGN: usize = 4096;
+
+/// A piece of work for the spool files, in the order the lake writer made it
+/// ([`crate::sink::lake`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpoolOp {
+    /// Append `bytes` (a multiple of [`SPILL_ALIGN`]) to the spool file `spool`, creating it.
+    Append { spool: String, bytes: Vec<u8> },
+    /// The segment was discarded (its partition revoked): remove the spool file.
+    Discard { spool: String },
 }
 
 pub enum LakeStore {
@@ -239,7 +252,7 @@ fn publish(tmp: &Path, path: &Path) -> std::io::Result<()> {
 
 /// Direct writes are aligned to this (address, length and file offset): the page size, a multiple
 /// of every logical block size Linux file systems use. Spilled pieces are whole blocks of it.
-const DIRECT_ALIGN: usize = crate::sink::lake::SPILL_ALIGN;
+const DIRECT_ALIGN: usize = SPILL_ALIGN;
 /// Direct writes go through one aligned buffer of this size per thread.
 const DIRECT_CHUNK: usize = 1 << 20;
 
