@@ -8,7 +8,7 @@ use std::sync::Arc;
 use stockpipe::config::Config;
 use stockpipe::source::backfill::{
     EMBEDDED_WINDOW_BYTES, Gate, InputCheckpoint, ReplayProgress, Window, produce_file,
-    show_progress,
+    produce_resumed_prefix, show_progress,
 };
 use stockpipe::source::embedded::EmbeddedKafka;
 use stockpipe::source::input::InputReader;
@@ -256,6 +256,26 @@ async fn replay_beside(
             checkpoint.object_name(&k.topic)
         ));
     }
+    let prefix = if checkpoint.committed.is_empty() {
+        None
+    } else {
+        let mut prefix_reader = InputReader::open(path)?;
+        let prefix = produce_resumed_prefix(
+            &producer,
+            &k.topic,
+            partitions,
+            &mut prefix_reader,
+            &checkpoint.committed,
+        )
+        .await
+        .context("producing the input's ticks below the resumed offsets")?;
+        tracing::info!(
+            sent = prefix.sent,
+            "the input's ticks below the resumed offsets are in the topic; the pipeline starts at those offsets"
+        );
+        Some(prefix)
+    };
+    let prefix_refused = prefix.as_ref().map_or_else(Vec::new, |p| p.refused.clone());
     let (ends_tx, ends_rx) = tokio::sync::oneshot::channel();
     let gate = Gate {
         window: Window::new(EMBEDDED_WINDOW_BYTES, 0),
@@ -264,6 +284,7 @@ async fn replay_beside(
             move || telemetry.counts().consumed
         }),
         resume: checkpoint.committed.clone(),
+        prefix,
     };
     let (topic, progress) = (k.topic.clone(), progress.clone());
     let replay = tokio::spawn(async move {
@@ -281,7 +302,9 @@ async fn replay_beside(
             Err(e) => (Err(e), Vec::new()),
         };
         let _ = ends_tx.send(ends);
-        refused
+        let mut all = prefix_refused;
+        all.extend(refused);
+        all
     });
     Ok(Beside {
         replay,

@@ -16,7 +16,7 @@ use super::replay::InputRefusal;
 use anyhow::Context;
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,6 +104,87 @@ pub struct Gate {
     pub window: Window,
     pub consumed: Box<dyn Fn() -> u64 + Send>,
     pub resume: BTreeMap<i32, i64>,
+    /// What [`produce_resumed_prefix`] did, when it ran: the ticks below `resume` are in the topic
+    /// already, so they are counted, not produced again.
+    pub prefix: Option<ResumedPrefix>,
+}
+
+/// The ticks below the resume offsets, produced before the pipeline starts.
+#[derive(Debug, Default)]
+pub struct ResumedPrefix {
+    /// File positions the producer refused at once (too large): they took no offset.
+    pub skipped: HashSet<usize>,
+    /// Every refusal, delivered or not, for the run's summary.
+    pub refused: Vec<InputRefusal>,
+    pub sent: u64,
+}
+
+/// Produces the ticks of `input` below `resume` (their partitions' committed offsets: processed
+/// by the sinks before, never read again), in file order, and waits for their delivery; it stops
+/// at the first position where every partition has reached its resume offset.
+///
+/// Why, before the pipeline starts: a consumer that starts at a committed offset past its
+/// partition's end is reset to the log's start (`auto.offset.reset`). Beside a replay that has
+/// not reached that offset yet, it would read again what had been processed, and count it, which
+/// let the window run ahead in another partition until the embedded cluster dropped ticks no one
+/// had read (`offsets lost`). A partition's order is kept: its ticks below the resume offset all
+/// come before the others, and [`produce_file`] produces the rest afterwards.
+pub async fn produce_resumed_prefix(
+    producer: &FutureProducer,
+    topic: &str,
+    partitions: i32,
+    input: &mut InputReader,
+    resume: &BTreeMap<i32, i64>,
+) -> anyhow::Result<ResumedPrefix> {
+    let mut prefix = ResumedPrefix::default();
+    let mut replayed = FileReplayed::default();
+    let mut pending = VecDeque::new();
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    let reached = |next: &BTreeMap<i32, i64>| {
+        resume
+            .iter()
+            .all(|(p, &r)| next.get(p).copied().unwrap_or(0) >= r)
+    };
+    while !reached(&next) {
+        let Some((position, payload)) = input.next_item()? else {
+            break;
+        };
+        let key = super::replay::key_of(&payload);
+        let partition = partition_of(key.as_deref(), position, partitions);
+        let offset = next.get(&partition).copied().unwrap_or(0);
+        if resume.get(&partition).is_none_or(|&r| offset >= r) {
+            continue; // read by the pipeline: produce_file's
+        }
+        let delivery =
+            super::replay::enqueue(producer, topic, key.as_deref(), &payload, Some(partition))
+                .await;
+        match delivery {
+            Ok(delivery) => pending.push_back((position, payload.len(), delivery)),
+            Err(e) if super::replay::refused_for_good(&e) => {
+                let at = format!("{} {position}", input.unit());
+                tracing::warn!(at = %at, bytes = payload.len(), reason = %e, "an input tick the broker would not take is left out of the topic");
+                prefix.skipped.insert(position);
+                prefix.refused.push(InputRefusal {
+                    at,
+                    bytes: payload.len(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("producing {} {position} to {topic}", input.unit()));
+            }
+        }
+        *next.entry(partition).or_insert(0) += 1;
+        if pending.len() >= 10_000 {
+            settle(&mut pending, 5_000, topic, input.unit(), &mut replayed).await?;
+        }
+    }
+    settle(&mut pending, 0, topic, input.unit(), &mut replayed).await?;
+    prefix.refused.extend(replayed.refused);
+    prefix.sent = replayed.sent;
+    Ok(prefix)
 }
 
 /// Produces every tick of `input` to `topic` (of `partitions` partitions), in file order, each to
@@ -129,6 +210,15 @@ pub async fn produce_file(
         let read = gate
             .as_ref()
             .is_some_and(|g| g.resume.get(&partition).is_none_or(|&r| offset >= r));
+        if let Some(prefix) = gate.as_ref().and_then(|g| g.prefix.as_ref())
+            && !read
+        {
+            // In the topic already (produce_resumed_prefix), or refused there without an offset.
+            if !prefix.skipped.contains(&position) {
+                *next.entry(partition).or_insert(0) += 1;
+            }
+            continue;
+        }
         if let Some(gate) = gate.as_mut().filter(|_| read) {
             while !gate.window.room((gate.consumed)(), payload.len()) {
                 tokio::time::sleep(Duration::from_millis(2)).await;

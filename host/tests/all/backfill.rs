@@ -18,8 +18,9 @@ fn run(input: &Path, lake: &Path) -> Command {
         .arg("--lake")
         .arg(lake)
         .env("RUST_LOG", "warn,rdkafka=off")
-        // One partition: ~28 MB of ticks where the embedded broker keeps 5 MiB.
-        .env("STOCKPIPE_KAFKA_EMBEDDED_PARTITIONS", "1")
+        // Three partitions: ~28 MB of ticks where the embedded broker keeps 5 MiB of each; a
+        // resumed run must start every partition at its own committed offset.
+        .env("STOCKPIPE_KAFKA_EMBEDDED_PARTITIONS", "3")
         // Segments of ~2 MB: offsets are committed (and checkpointed) as the run goes.
         .env("STOCKPIPE_LAKE_ROLL_BYTES", "2000000");
     command
