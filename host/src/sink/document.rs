@@ -311,32 +311,37 @@ fn float(out: &mut Vec<u8>, value: f64) {
 /// nearest that decimal, and no other decimal of four places or fewer is within an ulp (< 10^-4
 /// below 10^11). Answers false, writing nothing, for any other value (zero too: its sign).
 fn four_decimals(out: &mut Vec<u8>, value: f64) -> bool {
-    if value == 0.0 || value.abs() >= 1e11 {
+    let magnitude = value.abs();
+    if value == 0.0 || magnitude >= 1e11 {
         return false;
     }
-    let n = (value * 10_000.0).round();
-    if n / 10_000.0 != value {
+    // Rounded half away from zero, as `f64::round` (a libm call here) rounds: below 10^15 the
+    // sum is exact or, next to a half, off by one — which the check below refuses either way.
+    let n = (magnitude * 10_000.0 + 0.5) as u64;
+    if n as f64 / 10_000.0 != magnitude {
         return false;
     }
-    if n < 0.0 {
+    if value < 0.0 {
         out.push(b'-');
     }
-    let n = n.abs() as u64;
     out.extend_from_slice(itoa::Buffer::new().format(n / 10_000).as_bytes());
-    out.push(b'.');
-    let mut fraction = n % 10_000;
+    let fraction = n % 10_000;
     if fraction == 0 {
-        out.push(b'0');
+        out.extend_from_slice(b".0");
         return true;
     }
-    let mut width = 4;
-    while fraction.is_multiple_of(10) {
-        fraction /= 10;
+    let digits = [
+        b'.',
+        b'0' + (fraction / 1000) as u8,
+        b'0' + (fraction / 100 % 10) as u8,
+        b'0' + (fraction / 10 % 10) as u8,
+        b'0' + (fraction % 10) as u8,
+    ];
+    let mut width = digits.len();
+    while digits[width - 1] == b'0' {
         width -= 1;
     }
-    for k in (0..width).rev() {
-        out.push(b'0' + (fraction / 10u64.pow(k) % 10) as u8);
-    }
+    out.extend_from_slice(&digits[..width]);
     true
 }
 
@@ -445,6 +450,13 @@ mod tests {
             f64::MIN_POSITIVE,
             5e-324,
             f64::MAX,
+            // Next to a half of the fourth decimal, where adding 0.5 can round.
+            0.499_999_999_999_999_94e-4,
+            0.000_05,
+            1.000_05,
+            1.000_049_999_999_999_9,
+            12_345.678_95,
+            -0.000_15,
         ];
         for _ in 0..200_000 {
             let n = (next() % 2_000_000_000_000) as f64 - 1e12;
