@@ -734,15 +734,19 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn local_store_puts_lists_and_reads_whole_objects() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LakeStore::open(
-            &LakeLocation::Local(dir.path().to_path_buf()),
+    async fn local_store(root: &Path) -> LakeStore {
+        LakeStore::open(
+            &LakeLocation::Local(root.to_path_buf()),
             GcsOptions::default(),
         )
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn local_store_puts_lists_and_reads_whole_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local_store(dir.path()).await;
         store
             .put("t/dt=2017-06-20/hour=07/0-1-2.ndjson", b"a\nb\n".to_vec())
             .await
@@ -831,12 +835,7 @@ mod tests {
     #[tokio::test]
     async fn spooled_segments_become_whole_objects() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LakeStore::open(
-            &LakeLocation::Local(dir.path().to_path_buf()),
-            GcsOptions::default(),
-        )
-        .await
-        .unwrap();
+        let store = local_store(dir.path()).await;
         assert!(store.spools());
         let hour = "t/dt=2017-06-20/hour=07";
         let piece = |n: usize, b: u8| vec![b; n * DIRECT_ALIGN];

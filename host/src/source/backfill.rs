@@ -155,25 +155,17 @@ pub async fn produce_resumed_prefix(
         if resume.get(&partition).is_none_or(|&r| offset >= r) {
             continue; // read by the pipeline: produce_file's
         }
-        let delivery =
-            super::replay::enqueue(producer, topic, key.as_deref(), &payload, Some(partition))
-                .await;
-        match delivery {
+        let at = Tick {
+            unit: input.unit(),
+            position,
+            partition,
+        };
+        match enqueue_tick(producer, topic, at, key.as_deref(), &payload).await? {
             Ok(delivery) => pending.push_back((position, payload.len(), delivery)),
-            Err(e) if super::replay::refused_for_good(&e) => {
-                let at = format!("{} {position}", input.unit());
-                tracing::warn!(at = %at, bytes = payload.len(), reason = %e, "an input tick the broker would not take is left out of the topic");
+            Err(refusal) => {
                 prefix.skipped.insert(position);
-                prefix.refused.push(InputRefusal {
-                    at,
-                    bytes: payload.len(),
-                    reason: e.to_string(),
-                });
+                prefix.refused.push(refusal);
                 continue;
-            }
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("producing {} {position} to {topic}", input.unit()));
             }
         }
         *next.entry(partition).or_insert(0) += 1;
@@ -224,24 +216,16 @@ pub async fn produce_file(
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
-        let delivery =
-            super::replay::enqueue(producer, topic, key.as_deref(), &payload, Some(partition))
-                .await;
-        let delivery = match delivery {
+        let at = Tick {
+            unit: input.unit(),
+            position,
+            partition,
+        };
+        let delivery = match enqueue_tick(producer, topic, at, key.as_deref(), &payload).await? {
             Ok(delivery) => delivery,
-            Err(e) if super::replay::refused_for_good(&e) => {
-                let at = format!("{} {position}", input.unit());
-                tracing::warn!(at = %at, bytes = payload.len(), reason = %e, "an input tick the broker would not take is left out of the topic");
-                replayed.refused.push(InputRefusal {
-                    at,
-                    bytes: payload.len(),
-                    reason: e.to_string(),
-                });
+            Err(refusal) => {
+                replayed.refused.push(refusal);
                 continue;
-            }
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("producing {} {position} to {topic}", input.unit()));
             }
         };
         if let Some(gate) = gate.as_mut().filter(|_| read) {
@@ -259,6 +243,44 @@ pub async fn produce_file(
     }
     settle(&mut pending, 0, topic, input.unit(), &mut replayed).await?;
     Ok(replayed)
+}
+
+/// Where a tick of the input is and goes.
+#[derive(Debug, Clone, Copy)]
+struct Tick {
+    /// "line" or "element" ([`InputReader::unit`]).
+    unit: &'static str,
+    position: usize,
+    partition: i32,
+}
+
+/// Hands one tick to the producer. A tick the broker will never take (too large) is logged and
+/// comes back as its refusal; any other error names the tick.
+async fn enqueue_tick(
+    producer: &FutureProducer,
+    topic: &str,
+    at: Tick,
+    key: Option<&str>,
+    payload: &[u8],
+) -> anyhow::Result<Result<rdkafka::producer::DeliveryFuture, InputRefusal>> {
+    let Tick {
+        unit,
+        position,
+        partition,
+    } = at;
+    match super::replay::enqueue(producer, topic, key, payload, Some(partition)).await {
+        Ok(delivery) => Ok(Ok(delivery)),
+        Err(e) if super::replay::refused_for_good(&e) => {
+            let at = format!("{unit} {position}");
+            tracing::warn!(at = %at, bytes = payload.len(), reason = %e, "an input tick the broker would not take is left out of the topic");
+            Ok(Err(InputRefusal {
+                at,
+                bytes: payload.len(),
+                reason: e.to_string(),
+            }))
+        }
+        Err(e) => Err(e).with_context(|| format!("producing {unit} {position} to {topic}")),
+    }
 }
 
 /// Awaits deliveries until `keep` are left: the sent ticks' partitions' ends noted, a tick the
