@@ -529,6 +529,13 @@ impl Pipeline {
                 source.offset,
                 source.partition
             );
+            anyhow::ensure!(
+                source.offset < 1 << (63 - POSITION_BITS),
+                "offset {} of partition {} is past 2^{}, where the bars' lake positions (offset × 2^{POSITION_BITS}) end",
+                source.offset,
+                source.partition,
+                63 - POSITION_BITS
+            );
             let position = (source.offset << POSITION_BITS) | *k;
             *k += 1;
             let lake_partition = Civil::from_micros(closed.start_us[j]).lake_partition();
