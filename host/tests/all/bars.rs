@@ -255,3 +255,64 @@ fn bars_equal_an_independent_computation_and_survive_a_kill() {
         assert_eq!(resumed.get(id), Some(line), "bar {id}");
     }
 }
+
+/// The aggregate stage's fault path end to end: an aggregate guest that traps on instrument 13
+/// (the hostile test guest) costs only those ticks. Each trap restores every partition's snapshot
+/// into a fresh instance and retries the batch tick by tick, so only the poison ticks go to the
+/// dead-letter topic; every tick still reaches the lake, and the run completes.
+#[test]
+fn a_faulting_aggregate_guest_costs_only_its_poison_ticks() {
+    let _heavy = crate::support::HEAVY.blocking_lock();
+    let dir = tempfile::tempdir().unwrap();
+    const N: usize = 3_000;
+    let payloads: Vec<Vec<u8>> = crate::support::simulated_payloads(N, 33)
+        .into_iter()
+        .enumerate()
+        .map(|(i, payload)| {
+            if i % 97 != 5 {
+                return payload;
+            }
+            let mut tick: Value = serde_json::from_slice(&payload).unwrap();
+            tick["instrument_token"] = 13.into();
+            serde_json::to_vec(&tick).unwrap()
+        })
+        .collect();
+    let poisoned = (0..N).filter(|i| i % 97 == 5).count();
+    let input = dir.path().join("poisoned.ndjson");
+    let mut text = payloads.join(&b'\n');
+    text.push(b'\n');
+    std::fs::write(&input, &text).unwrap();
+    let guests = crate::support::guests_dir();
+    crate::support::install(
+        guests.path(),
+        "aggregate.wasm",
+        &crate::support::hostile_bytes(),
+    );
+    let lake = dir.path().join("lake");
+    let out = run(&input, &lake, 3)
+        .arg("--guests")
+        .arg(guests.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary = crate::support::last_json_line(&out);
+    assert_eq!(summary["consumed"], N, "{summary}");
+    assert_eq!(summary["dead_lettered"], poisoned, "{summary}");
+    assert_eq!(
+        summary["bars_closed"].as_u64().unwrap_or(0),
+        0,
+        "the hostile guest closes none: {summary}"
+    );
+    assert!(
+        stderr.contains(
+            "the aggregate guest faulted on a batch; restoring its state and retrying tick by tick"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        crate::support::lake_documents(&lake.join("stock-stream")).len(),
+        N,
+        "every tick in the lake"
+    );
+}
