@@ -54,6 +54,11 @@ pub struct RunSummary {
 /// unspilled tail) in memory until it lands.
 const LAKE_STORES_IN_FLIGHT: usize = 2;
 
+/// A temporary or spool file of a local lake not written for this long (or twice
+/// `lake.roll_seconds`, if longer) is a crash's leftover: a live host renames its temporary files
+/// within one store and rolls a segment within `roll_seconds` of its first line.
+const LAKE_LEFTOVERS_AFTER: Duration = Duration::from_secs(3600);
+
 /// A local lake's segments keep at most about this much of themselves in memory; the rest is in
 /// their spool files (see [`crate::sink::lake`]). 8 MiB segments on three partitions held ~34 MiB
 /// of the host's ~118 MiB at 20,000 ticks/s (BENCHMARKS.md).
@@ -872,6 +877,16 @@ impl Pipeline {
     /// whose offsets were never committed; they are not written twice).
     async fn list_lake(&mut self) -> anyhow::Result<()> {
         let topic = self.lake.topic().to_string();
+        let stale =
+            LAKE_LEFTOVERS_AFTER.max(2 * Duration::from_secs(self.config.lake.roll_seconds));
+        let swept = self.store.sweep_leftovers(&topic, stale).await;
+        if swept > 0 {
+            tracing::info!(
+                files = swept,
+                older_than_s = stale.as_secs(),
+                "removed a crash's leftover temporary and spool files from the lake"
+            );
+        }
         let names = self
             .store
             .list(&topic)

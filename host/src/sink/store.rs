@@ -201,6 +201,18 @@ impl LakeStore {
         stored.await.map_err(|_| gone())?
     }
 
+    /// Removes a crash's leftovers under `prefix` in a directory: temporary and spool files not
+    /// written for `older_than` (GCS has none: its objects appear whole). Returns how many.
+    pub async fn sweep_leftovers(&self, prefix: &str, older_than: std::time::Duration) -> usize {
+        let Self::Local(local) = self else {
+            return 0;
+        };
+        let (root, prefix) = (local.root.clone(), prefix.to_string());
+        tokio::task::spawn_blocking(move || sweep_local(&root, &prefix, older_than))
+            .await
+            .unwrap_or(0)
+    }
+
     /// Object names under `prefix` (relative to the lake root), sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut names = match self {
@@ -490,6 +502,39 @@ impl Spooler {
             let _ = std::fs::remove_file(file.path);
         }
     }
+}
+
+/// Removes the temporary and spool files under `root/prefix` that were last written before
+/// `older_than` ago: a crash's leftovers (a live host writes its spool files at least once a
+/// segment's age, and renames its temporary files within one store). Returns how many went.
+fn sweep_local(root: &Path, prefix: &str, older_than: std::time::Duration) -> usize {
+    let mut removed = 0;
+    let mut dirs = vec![root.join(prefix)];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let leftover =
+                name.starts_with('.') && (name.ends_with(".tmp") || name.contains(".spool."));
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|at| at.elapsed().ok())
+                .is_some_and(|age| age >= older_than);
+            if leftover && stale && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 /// Every file under `root/prefix`, skipping temporary files (a crash can leave `.…tmp` behind).
@@ -881,5 +926,35 @@ mod tests {
             never.contains("0-10-11.ndjson") && never.contains("never written"),
             "{never}"
         );
+    }
+
+    /// Leftover temporary and spool files go once they are older than asked; recent ones (a live
+    /// host's) and objects stay.
+    #[tokio::test]
+    async fn leftovers_of_a_crash_are_swept_once_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local_store(dir.path()).await;
+        let hour = dir.path().join("t/dt=2017-06-20/hour=07");
+        std::fs::create_dir_all(&hour).unwrap();
+        for name in [
+            ".0-1.spool.abc",
+            ".0-5-9.ndjson.tmp",
+            "0-5-9.ndjson",
+            ".keep",
+        ] {
+            std::fs::write(hour.join(name), "x").unwrap();
+        }
+        let long = std::time::Duration::from_secs(3600);
+        assert_eq!(store.sweep_leftovers("t", long).await, 0, "all recent");
+        assert_eq!(
+            store.sweep_leftovers("t", std::time::Duration::ZERO).await,
+            2
+        );
+        let mut left: Vec<_> = std::fs::read_dir(&hour)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".keep", "0-5-9.ndjson"]);
     }
 }
