@@ -877,8 +877,9 @@ impl Pipeline {
     /// whose offsets were never committed; they are not written twice).
     async fn list_lake(&mut self) -> anyhow::Result<()> {
         let topic = self.lake.topic().to_string();
-        let stale =
-            LAKE_LEFTOVERS_AFTER.max(2 * Duration::from_secs(self.config.lake.roll_seconds));
+        let stale = LAKE_LEFTOVERS_AFTER.max(Duration::from_secs(
+            self.config.lake.roll_seconds.saturating_mul(2),
+        ));
         let swept = self.store.sweep_leftovers(&topic, stale).await;
         if swept > 0 {
             tracing::info!(
