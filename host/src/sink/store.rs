@@ -134,7 +134,7 @@ impl LakeStore {
         Ok(match location {
             LakeLocation::Local(root) => Self::Local(LocalStore {
                 root: root.clone(),
-                spooler: Spooler::start(root.clone()),
+                spooler: Spooler::start(root.clone())?,
             }),
             LakeLocation::Gcs { bucket, prefix } => {
                 Self::Gcs(Box::new(GcsStore::connect(bucket, prefix, gcs).await?))
@@ -167,13 +167,13 @@ impl LakeStore {
     }
 
     /// Hands spool work to the spool thread, in order; waits while it is [`SPOOL_QUEUE`] behind.
-    /// A failed write is reported when its segment is stored ([`LakeStore::put_segment`]).
+    /// A failed write is reported when its segment is stored ([`LakeStore::put_segment`]), as is
+    /// spool work given to a store that does not spool.
     pub async fn spool(&self, op: SpoolOp) {
-        let Self::Local(local) = self else {
-            panic!("spool work for a store that does not spool: {op:?}");
-        };
-        // The thread only stops with the store.
-        let _ = local.spooler.send(SpoolCommand::Op(op)).await;
+        if let Self::Local(local) = self {
+            // The thread only stops with the store.
+            let _ = local.spooler.send(SpoolCommand::Op(op)).await;
+        }
     }
 
     /// Stores a rolled segment: its spool file (if it spilled) followed by `tail`, as `name`.
@@ -183,8 +183,16 @@ impl LakeStore {
         spool: Option<String>,
         tail: Vec<u8>,
     ) -> Result<(), StoreError> {
-        let (Self::Local(local), Some(spool)) = (self, spool) else {
+        let Some(spool) = spool else {
             return self.put(name, tail).await;
+        };
+        let Self::Local(local) = self else {
+            return Err(StoreError::Io {
+                path: PathBuf::from(name),
+                source: std::io::Error::other(format!(
+                    "its first bytes are in spool file {spool}, and this store keeps none"
+                )),
+            });
         };
         let (done, stored) = tokio::sync::oneshot::channel();
         let seal = SpoolCommand::Seal {
@@ -294,21 +302,16 @@ struct ObjectFile {
 
 impl ObjectFile {
     fn create(path: &Path) -> std::io::Result<Self> {
-        match open_direct(path) {
-            Ok(Some(file)) => Ok(Self {
-                file,
-                len: 0,
-                direct: true,
-                padded: false,
-            }),
-            Ok(None) => Ok(Self {
-                file: std::fs::File::create(path)?,
-                len: 0,
-                direct: false,
-                padded: false,
-            }),
-            Err(e) => Err(e),
-        }
+        let (file, direct) = match open_direct(path)? {
+            Some(file) => (file, true),
+            None => (std::fs::File::create(path)?, false),
+        };
+        Ok(Self {
+            file,
+            len: 0,
+            direct,
+            padded: false,
+        })
     }
 
     /// Appends `bytes`: whole blocks of [`DIRECT_ALIGN`], except for the last append.
@@ -408,18 +411,11 @@ struct SpoolFile {
 }
 
 impl Spooler {
-    fn start(root: PathBuf) -> tokio::sync::mpsc::Sender<SpoolCommand> {
+    fn start(root: PathBuf) -> Result<tokio::sync::mpsc::Sender<SpoolCommand>, StoreError> {
         let (sender, mut commands) = tokio::sync::mpsc::channel(SPOOL_QUEUE);
-        let run = format!(
-            "{:x}{:x}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-        );
         let mut spooler = Self {
-            root,
-            run,
+            root: root.clone(),
+            run: format!("{:016x}", crate::random_u64()),
             open: Default::default(),
         };
         std::thread::Builder::new()
@@ -430,8 +426,8 @@ impl Spooler {
                 }
                 spooler.abandon();
             })
-            .expect("starting the lake's spool thread");
-        sender
+            .map_err(|source| StoreError::Io { path: root, source })?;
+        Ok(sender)
     }
 
     fn handle(&mut self, command: SpoolCommand) {
@@ -509,38 +505,41 @@ impl Spooler {
 /// segment's age, and renames its temporary files within one store). Returns how many went.
 fn sweep_local(root: &Path, prefix: &str, older_than: std::time::Duration) -> usize {
     let mut removed = 0;
-    let mut dirs = vec![root.join(prefix)];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if path.is_dir() {
-                dirs.push(path);
-                continue;
-            }
-            let leftover =
-                name.starts_with('.') && (name.ends_with(".tmp") || name.contains(".spool."));
-            let stale = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|at| at.elapsed().ok())
-                .is_some_and(|age| age >= older_than);
-            if leftover && stale && std::fs::remove_file(&path).is_ok() {
-                removed += 1;
-            }
+    // A directory that cannot be read is left as it is: the listing that follows reports it.
+    let _ = walk_files(&root.join(prefix), |entry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let leftover =
+            name.starts_with('.') && (name.ends_with(".tmp") || name.contains(".spool."));
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age >= older_than);
+        if leftover && stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
         }
-    }
+    });
     removed
 }
 
 /// Every file under `root/prefix`, skipping temporary files (a crash can leave `.…tmp` behind).
 fn list_local(root: &Path, prefix: &str) -> Result<Vec<String>, StoreError> {
     let mut names = Vec::new();
-    let mut dirs = vec![root.join(prefix)];
+    walk_files(&root.join(prefix), |entry| {
+        let path = entry.path();
+        if !entry.file_name().to_string_lossy().starts_with('.')
+            && let Ok(rel) = path.strip_prefix(root)
+        {
+            names.push(rel.to_string_lossy().replace('\\', "/"));
+        }
+    })?;
+    Ok(names)
+}
+
+/// Visits every file under `top`, depth first; a directory that does not exist has none.
+fn walk_files(top: &Path, mut visit: impl FnMut(&std::fs::DirEntry)) -> Result<(), StoreError> {
+    let mut dirs = vec![top.to_path_buf()];
     while let Some(dir) = dirs.pop() {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -552,17 +551,14 @@ fn list_local(root: &Path, prefix: &str) -> Result<Vec<String>, StoreError> {
                 path: dir.clone(),
                 source,
             })?;
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if !entry.file_name().to_string_lossy().starts_with('.')
-                && let Ok(rel) = path.strip_prefix(root)
-            {
-                names.push(rel.to_string_lossy().replace('\\', "/"));
+            if entry.path().is_dir() {
+                dirs.push(entry.path());
+            } else {
+                visit(&entry);
             }
         }
     }
-    Ok(names)
+    Ok(())
 }
 
 /// A bucket (and a prefix in it) on Google Cloud Storage. Writes and reads go through the official

@@ -140,12 +140,9 @@ pub async fn produce_resumed_prefix(
     let mut replayed = FileReplayed::default();
     let mut pending = VecDeque::new();
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-    let reached = |next: &BTreeMap<i32, i64>| {
-        resume
-            .iter()
-            .all(|(p, &r)| next.get(p).copied().unwrap_or(0) >= r)
-    };
-    while !reached(&next) {
+    // Partitions whose produced ticks have not reached their resume offset yet.
+    let mut short = resume.values().filter(|&&r| r > 0).count();
+    while short > 0 {
         let Some((position, payload)) = input.next_item()? else {
             break;
         };
@@ -168,7 +165,11 @@ pub async fn produce_resumed_prefix(
                 continue;
             }
         }
-        *next.entry(partition).or_insert(0) += 1;
+        let produced = next.entry(partition).or_insert(0);
+        *produced += 1;
+        if resume.get(&partition) == Some(produced) {
+            short -= 1;
+        }
         if pending.len() >= 10_000 {
             settle(&mut pending, 5_000, topic, input.unit(), &mut replayed).await?;
         }
