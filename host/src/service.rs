@@ -46,7 +46,7 @@ pub async fn run(
 /// e.g. a replay that keeps pace with the consumer) and a file replayed meanwhile.
 pub struct Extras {
     pub telemetry: Arc<Telemetry>,
-    pub input: Option<crate::pipeline::InputFeed>,
+    pub input: Option<crate::source::backfill::InputFeed>,
 }
 
 /// [`run`], with [`Extras`].

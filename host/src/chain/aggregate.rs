@@ -488,9 +488,14 @@ impl Checkpoint {
         }
     }
 
+    /// Where the checkpoints of `topic`'s partitions live in the lake store.
+    pub fn prefix(topic: &str) -> String {
+        format!("_state/aggregate/{topic}/")
+    }
+
     /// Where a partition's checkpoint lives in the lake store.
     pub fn object_name(topic: &str, partition: i32) -> String {
-        format!("_state/aggregate/{topic}/{partition}.json")
+        format!("{}{partition}.json", Self::prefix(topic))
     }
 
     /// Adds a snapshot (a newer offset than any kept, or the newest's again); keeps the newest

@@ -217,7 +217,7 @@ fn commit_for_group(
 struct Beside {
     /// The replay; it answers the ticks the broker refused.
     replay: tokio::task::JoinHandle<Vec<replay::InputRefusal>>,
-    feed: stockpipe::pipeline::InputFeed,
+    feed: stockpipe::source::backfill::InputFeed,
     /// The checkpoint this run resumes from, if any (to name it).
     resumed: Option<String>,
 }
@@ -308,7 +308,7 @@ async fn replay_beside(
     });
     Ok(Beside {
         replay,
-        feed: stockpipe::pipeline::InputFeed::new(ends_rx, checkpoint),
+        feed: stockpipe::source::backfill::InputFeed::new(ends_rx, checkpoint),
         resumed,
     })
 }

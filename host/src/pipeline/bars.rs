@@ -10,39 +10,33 @@
 //! overwrites them (their id is `<instrument>-<start µs>`), the lake skips what it holds.
 //!
 //! Lake lines of bars are placed by *position*, `offset × 2^20 + k` (k: the bar's place among
-//! those its message closed), not by offset: one message may close bars of several hours, and
-//! with a position of its own each bar is stored exactly once even when its message's bars land
-//! in two objects.
+//! those its message closed; [`bar_position`]), not by offset: one message may close bars of
+//! several hours, and with a position of its own each bar is stored exactly once even when its
+//! message's bars land in two objects.
 
-use super::dispatch::Pending;
-use super::{Consumed, Pipeline};
+use super::dispatch::Decoded;
 use crate::chain::aggregate::{AggregateSection, Aggregation, Checkpoint, commit_cap};
-use crate::chain::swap::{Swap, SwapEvent};
+use crate::chain::swap::{GuestRegistry, Swap, SwapEvent};
 use crate::chain::{Refusal, StageOutcome};
 use crate::runtime::convert;
-use crate::sink::elasticsearch::BulkItem;
-use crate::sink::kafka as kafka_sink;
-use crate::sink::lake::{Appended, LakeConfig, LakeWriter, RolledSegment};
+use crate::sink::PartitionLifecycle;
+use crate::sink::lake_sink::bar_position;
 use crate::sink::store::LakeStore;
+use crate::source::group::Consumed;
+use crate::telemetry::Telemetry;
 use anyhow::Context;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stockpipe_guest_aggregate::logic::BarColumns;
-use stockpipe_model::columns::TickColumns;
-use stockpipe_model::json::DecodeError;
 use stockpipe_model::time::{Civil, format_rfc3339_micros};
-
-/// Bits of a bar's lake position below its message's offset.
-pub const POSITION_BITS: u32 = 20;
 
 /// The aggregate stage's part of the pipeline.
 pub(super) struct Bars {
-    pub(super) aggregation: Aggregation,
+    aggregation: Aggregation,
     section: AggregateSection,
     index: Arc<str>,
-    lake: LakeWriter,
     /// Per partition: the checkpoint as last stored (or read at assignment).
     checkpoints: HashMap<i32, Checkpoint>,
     /// Per partition: the offsets of the snapshots stored; commits stop at them.
@@ -64,25 +58,29 @@ struct SavedCheckpoint {
     stored: Result<(), crate::sink::store::StoreError>,
 }
 
-/// What a batch's aggregation leaves for the loop: dead letters to await, lake segments to
-/// store, bars to index.
+/// A bar the guest closed: its document, placed in the lake at `position` (see
+/// [`bar_position`]), tracked against the message at `message` of the batch.
+pub(super) struct ClosedBar {
+    pub(super) message: usize,
+    pub(super) id: String,
+    pub(super) document: Vec<u8>,
+    pub(super) lake_partition: String,
+    pub(super) position: i64,
+}
+
+/// What a batch's aggregation leaves for the sinks: the ticks it refused (by their place in the
+/// batch), the bars it closed, and the index bars go to.
 #[derive(Default)]
 pub(super) struct BarsOut {
-    pub(super) pending: Vec<Pending>,
-    pub(super) rolled: Vec<RolledSegment>,
-    pub(super) to_index: Vec<BulkItem>,
-    pub(super) already_stored: u64,
+    pub(super) refused: Vec<(usize, Refusal)>,
+    pub(super) bars: Vec<ClosedBar>,
+    pub(super) index: Arc<str>,
 }
 
 impl Bars {
-    pub(super) fn new(
-        aggregation: Aggregation,
-        section: AggregateSection,
-        lake: LakeConfig,
-    ) -> Self {
+    pub(super) fn new(aggregation: Aggregation, section: AggregateSection) -> Self {
         Self {
             index: Arc::from(section.index.as_str()),
-            lake: LakeWriter::new(lake, section.lake_prefix.clone()),
             aggregation,
             section,
             checkpoints: HashMap::new(),
@@ -94,44 +92,24 @@ impl Bars {
             handed: HashMap::new(),
         }
     }
+}
 
-    pub(super) fn lake_prefix(&self) -> &str {
-        self.lake.topic()
+impl PartitionLifecycle for Bars {
+    fn assigned(&mut self, partition: i32, committed: &Result<Option<i64>, String>) {
+        self.to_restore.push((partition, committed.clone()));
     }
 
-    pub(super) fn set_existing<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
-        self.lake.set_existing(names);
-    }
-
-    pub(super) fn assigned(&mut self, partition: i32, committed: Result<Option<i64>, String>) {
-        self.to_restore.push((partition, committed));
-    }
-
-    /// Forgets a partition let go of: its state, buffered bars and checkpoint bookkeeping.
-    pub(super) fn forget(&mut self, partition: i32) {
-        self.aggregation.forget(partition);
-        self.lake.discard(partition);
-        self.checkpoints.remove(&partition);
-        self.stored.remove(&partition);
-        self.wanted.remove(&partition);
-        self.handed.remove(&partition);
-        self.to_restore.retain(|(p, _)| *p != partition);
-    }
-
-    pub(super) fn roll_due(&mut self, now: Instant) -> Vec<RolledSegment> {
-        to_offsets(self.lake.roll_due(now))
-    }
-
-    pub(super) fn flush(&mut self) -> Vec<RolledSegment> {
-        to_offsets(self.lake.flush())
-    }
-
-    pub(super) fn roll_partitions(&mut self, partitions: &[i32]) -> Vec<RolledSegment> {
-        to_offsets(self.lake.roll_partitions(partitions))
+    /// Where `partition` may be committed, given the tracker's `position`: no further than its
+    /// newest stored checkpoint.
+    fn commit_limit(&self, partition: i32, position: i64) -> Option<i64> {
+        commit_cap(
+            self.stored.get(&partition).map_or(&[][..], Vec::as_slice),
+            position,
+        )
     }
 
     /// The tracker's new positions, capped at stored checkpoints: the ones to store now.
-    pub(super) fn cap(&mut self, advanced: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
+    fn limit_advanced(&mut self, advanced: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
         self.wanted.extend(advanced);
         let mut due = Vec::new();
         for (&partition, &position) in &self.wanted {
@@ -147,23 +125,16 @@ impl Bars {
         due
     }
 
-    /// Where `partition` may be committed, given the tracker's `position`.
-    pub(super) fn capped(&self, partition: i32, position: i64) -> Option<i64> {
-        commit_cap(
-            self.stored.get(&partition).map_or(&[][..], Vec::as_slice),
-            position,
-        )
+    /// Forgets a partition let go of: its state and checkpoint bookkeeping.
+    fn forget(&mut self, partition: i32) -> usize {
+        self.aggregation.forget(partition);
+        self.checkpoints.remove(&partition);
+        self.stored.remove(&partition);
+        self.wanted.remove(&partition);
+        self.handed.remove(&partition);
+        self.to_restore.retain(|(p, _)| *p != partition);
+        0
     }
-}
-
-/// Segments of bar lines carry positions; their acknowledgements are per offset.
-fn to_offsets(mut segments: Vec<RolledSegment>) -> Vec<RolledSegment> {
-    for s in &mut segments {
-        for o in &mut s.offsets {
-            *o >>= POSITION_BITS;
-        }
-    }
-    segments
 }
 
 /// A closed bar's document, as the index and the lake hold it.
@@ -241,118 +212,103 @@ fn bar_document(
     (id, bytes)
 }
 
-impl Pipeline {
-    /// A new version of the aggregate guest, between two batches: every partition's state handed
-    /// to it, and the last batch replayed through both versions. Refused (the current version
-    /// keeps serving) when it cannot read the state or faults, unless forced: then the partitions
-    /// it could not read start empty, and the event and the log say which.
-    pub(super) fn swap_aggregate(&mut self, swap: Swap) {
-        let started = Instant::now();
-        let to = swap.component.version.clone();
-        let event = |outcome, from: String, reason, bars_shadow| SwapEvent {
-            at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
-            stage: "aggregate",
-            outcome,
-            from_version: from,
-            to_version: Some(to.clone()),
-            trigger: swap.trigger.clone(),
-            reason,
-            shadow: None,
-            decision_ms: started.elapsed().as_secs_f64() * 1e3,
-            diff_report: swap.diff_report.clone(),
-            bars_shadow,
-        };
-        let decided = match &mut self.bars {
-            None => event(
-                "refused",
-                String::new(),
-                "the aggregate stage is not running here ([aggregate] enabled = false)".into(),
-                None,
-            ),
-            Some(bars) => {
-                let from = bars.aggregation.component().version.clone();
-                let shadow = bars.aggregation.shadow(&swap.component);
-                let (next, unread) = bars.aggregation.hand_over(swap.component.clone());
-                let problem = if !unread.is_empty() {
-                    let list: Vec<String> = unread
-                        .iter()
-                        .map(|(p, why)| format!("partition {p}: {why}"))
-                        .collect();
-                    Some(format!(
-                        "version {to} cannot read the state version {from} exported ({})",
-                        list.join("; ")
-                    ))
-                } else {
-                    shadow.as_ref().err().map(|e| format!("shadow run: {e}"))
-                };
-                let bars_shadow = shadow.ok().flatten();
-                match problem {
-                    Some(why) if !swap.force => event("refused", from, why, bars_shadow),
-                    problem => {
-                        let handed = bars.aggregation.partitions() - unread.len();
-                        let mut reason = format!(
-                            "the state of {handed} partitions handed over; {}",
-                            match &bars_shadow {
-                                Some(s) => format!(
-                                    "shadow run of the last batch ({} ticks): {} of {} bars differ",
-                                    s.ticks, s.bars_differing, s.bars_before
-                                ),
-                                None => "no batch yet for a shadow run".into(),
-                            }
-                        );
-                        if let Some(why) = problem {
-                            let empty: Vec<i32> = unread.iter().map(|(p, _)| *p).collect();
-                            tracing::warn!(partitions = ?empty, %why, "aggregate swap forced: these partitions start with an empty state");
-                            reason = format!(
-                                "forced despite: {why}; partitions {empty:?} start with an empty state"
-                            );
+/// A new version of the aggregate guest, between two batches: every partition's state handed
+/// to it, and the last batch replayed through both versions. Refused (the current version keeps
+/// serving) when it cannot read the state or faults, unless forced: then the partitions it could
+/// not read start empty, and the event and the log say which.
+pub(super) fn swap(bars: &mut Option<Bars>, swap: Swap, registry: &GuestRegistry) {
+    let started = Instant::now();
+    let to = swap.component.version.clone();
+    let event = |outcome, from: String, reason, bars_shadow| SwapEvent {
+        at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+        stage: "aggregate",
+        outcome,
+        from_version: from,
+        to_version: Some(to.clone()),
+        trigger: swap.trigger.clone(),
+        reason,
+        shadow: None,
+        decision_ms: started.elapsed().as_secs_f64() * 1e3,
+        diff_report: swap.diff_report.clone(),
+        bars_shadow,
+    };
+    let decided = match bars {
+        None => event(
+            "refused",
+            String::new(),
+            "the aggregate stage is not running here ([aggregate] enabled = false)".into(),
+            None,
+        ),
+        Some(bars) => {
+            let from = bars.aggregation.component().version.clone();
+            let shadow = bars.aggregation.shadow(&swap.component);
+            let (next, unread) = bars.aggregation.hand_over(swap.component.clone());
+            let problem = if !unread.is_empty() {
+                let list: Vec<String> = unread
+                    .iter()
+                    .map(|(p, why)| format!("partition {p}: {why}"))
+                    .collect();
+                Some(format!(
+                    "version {to} cannot read the state version {from} exported ({})",
+                    list.join("; ")
+                ))
+            } else {
+                shadow.as_ref().err().map(|e| format!("shadow run: {e}"))
+            };
+            let bars_shadow = shadow.ok().flatten();
+            match problem {
+                Some(why) if !swap.force => event("refused", from, why, bars_shadow),
+                problem => {
+                    let handed = bars.aggregation.partitions() - unread.len();
+                    let mut reason = format!(
+                        "the state of {handed} partitions handed over; {}",
+                        match &bars_shadow {
+                            Some(s) => format!(
+                                "shadow run of the last batch ({} ticks): {} of {} bars differ",
+                                s.ticks, s.bars_differing, s.bars_before
+                            ),
+                            None => "no batch yet for a shadow run".into(),
                         }
-                        bars.aggregation = next;
-                        self.registry.set_aggregate(&swap.component);
-                        event("swapped", from, reason, bars_shadow)
+                    );
+                    if let Some(why) = problem {
+                        let empty: Vec<i32> = unread.iter().map(|(p, _)| *p).collect();
+                        tracing::warn!(partitions = ?empty, %why, "aggregate swap forced: these partitions start with an empty state");
+                        reason = format!(
+                            "forced despite: {why}; partitions {empty:?} start with an empty state"
+                        );
                     }
+                    bars.aggregation = next;
+                    registry.set_aggregate(&swap.component);
+                    event("swapped", from, reason, bars_shadow)
                 }
             }
-        };
-        self.registry.record(decided.clone());
-        if let Some(tell) = swap.decided {
-            let _ = tell.try_send(decided);
         }
+    };
+    registry.record(decided.clone());
+    if let Some(tell) = swap.decided {
+        let _ = tell.try_send(decided);
     }
+}
 
+impl Bars {
     /// Restores the state of partitions assigned since the last batch, from their checkpoints
     /// at exactly their committed offsets. A partition committed before without a checkpoint at
     /// that offset starts empty, and the host says so (its first bars may be partial).
-    pub(super) async fn restore_states(&mut self) -> anyhow::Result<()> {
-        let Some(bars) = &mut self.bars else {
-            return Ok(());
-        };
-        if bars.to_restore.is_empty() {
+    pub(super) async fn restore(&mut self, store: &LakeStore, topic: &str) -> anyhow::Result<()> {
+        if self.to_restore.is_empty() {
             return Ok(());
         }
-        let topic = self.config.kafka.topic.clone();
-        let listed = self
-            .store
-            .list(&format!("_state/aggregate/{topic}/"))
+        let listed = store
+            .list(&Checkpoint::prefix(topic))
             .await
             .context("listing the aggregate checkpoints")?;
-        for (partition, committed) in std::mem::take(&mut bars.to_restore) {
-            let name = Checkpoint::object_name(&topic, partition);
-            let checkpoint = if listed.contains(&name) {
-                let bytes = self
-                    .store
-                    .get(&name)
-                    .await
-                    .with_context(|| format!("reading the aggregate checkpoint {name}"))?;
-                Some(
-                    Checkpoint::parse(&bytes)
-                        .map_err(|e| anyhow::anyhow!("{e}"))
-                        .with_context(|| format!("reading the aggregate checkpoint {name}"))?,
-                )
-            } else {
-                None
+        for (partition, committed) in std::mem::take(&mut self.to_restore) {
+            let name = Checkpoint::object_name(topic, partition);
+            let checkpoint = match listed.contains(&name) {
+                true => Some(read_checkpoint(store, &name).await?),
+                false => None,
             };
             let committed = committed.map_err(|e| anyhow::anyhow!(
                 "partition {partition}'s committed offset could not be read, so its aggregate state cannot be restored: {e}"
@@ -364,74 +320,148 @@ impl Pipeline {
                 );
                 continue;
             };
-            let snapshot = match &checkpoint {
-                Some(c) => c
-                    .at(committed)
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-                    .with_context(|| format!("reading the aggregate checkpoint {name}"))?,
-                None => None,
-            };
-            match snapshot {
-                Some(snapshot) => {
-                    let version = checkpoint.as_ref().map(|c| c.guest_version.clone());
-                    bars.aggregation
-                        .restore(partition, snapshot)
-                        .map_err(|why| anyhow::anyhow!(
-                            "the aggregate guest {} cannot read partition {partition}'s state (exported by {}): {why}",
-                            bars.aggregation.component().version,
-                            version.unwrap_or_default()
-                        ))?;
-                    tracing::info!(
-                        partition,
-                        offset = committed,
-                        "aggregate: state restored from its checkpoint"
-                    );
-                }
-                None => tracing::warn!(
-                    partition,
-                    committed,
-                    checkpoint = %name,
-                    kept = ?checkpoint.as_ref().map(Checkpoint::offsets),
-                    "aggregate: no checkpoint of the state at the committed offset; the partition starts with an empty state (each instrument's first bar may be partial)"
-                ),
-            }
+            self.restore_at(partition, committed, checkpoint.as_ref(), &name)?;
             if let Some(c) = checkpoint {
-                bars.stored.insert(partition, c.offsets());
-                bars.checkpoints.insert(partition, c);
+                self.stored.insert(partition, c.offsets());
+                self.checkpoints.insert(partition, c);
             }
         }
         Ok(())
     }
 
-    /// Runs the batch's accepted ticks through the aggregate guest and hands its outputs on:
-    /// the late and faulted ticks to the dead-letter topic, the closed bars to the lake and the
-    /// index. Every output is tracked against its message's offset.
+    /// Restores `partition`'s state as `checkpoint` (named `name`) holds it at `committed`.
+    fn restore_at(
+        &mut self,
+        partition: i32,
+        committed: i64,
+        checkpoint: Option<&Checkpoint>,
+        name: &str,
+    ) -> anyhow::Result<()> {
+        let snapshot = match checkpoint {
+            Some(c) => c
+                .at(committed)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("reading the aggregate checkpoint {name}"))?,
+            None => None,
+        };
+        let Some(snapshot) = snapshot else {
+            tracing::warn!(
+                partition,
+                committed,
+                checkpoint = %name,
+                kept = ?checkpoint.map(Checkpoint::offsets),
+                "aggregate: no checkpoint of the state at the committed offset; the partition starts with an empty state (each instrument's first bar may be partial)"
+            );
+            return Ok(());
+        };
+        let exported_by = checkpoint.map(|c| c.guest_version.clone());
+        self.aggregation
+            .restore(partition, snapshot)
+            .map_err(|why| anyhow::anyhow!(
+                "the aggregate guest {} cannot read partition {partition}'s state (exported by {}): {why}",
+                self.aggregation.component().version,
+                exported_by.unwrap_or_default()
+            ))?;
+        tracing::info!(
+            partition,
+            offset = committed,
+            "aggregate: state restored from its checkpoint"
+        );
+        Ok(())
+    }
+
+    /// Runs the batch's accepted ticks through the aggregate guest: the ticks it refused (late,
+    /// or faulted) and the bars it closed, each by its message's place in the batch.
     pub(super) fn aggregate(
         &mut self,
         batch: &[Consumed],
-        slots: &[Result<usize, DecodeError>],
-        outcomes: &[Option<StageOutcome>],
-        ticks: &TickColumns,
+        decoded: &Decoded,
+        outcomes: &[StageOutcome],
+        telemetry: &Telemetry,
     ) -> anyhow::Result<BarsOut> {
-        let mut out = BarsOut::default();
-        let Some(bars) = &mut self.bars else {
-            return Ok(out);
+        let (input, messages, consumed) = self.input(batch, decoded, outcomes);
+        let aggregation = &mut self.aggregation;
+        let result = tokio::task::block_in_place(|| aggregation.process(input, &consumed));
+        let empty = convert::empty_aggregate_input();
+        // What the guest was given (kept for a candidate's shadow run).
+        let input = match messages.is_empty() {
+            true => &empty,
+            false => self.aggregation.last_input().unwrap_or(&empty),
         };
+        let version = self.aggregation.component().version.clone();
+        let lateness_ms = self.section.allowed_lateness_ms;
+        let late = result.late.iter().map(|&i| {
+            (
+                messages[i],
+                Refusal {
+                    stage: "aggregate",
+                    code: "late".into(),
+                    message: format!(
+                        "timestamp {} is older than partition {}'s watermark (its newest timestamp minus the allowed lateness of {lateness_ms} ms): counted in no bar",
+                        format_rfc3339_micros(input.timestamp_us[i]),
+                        input.partition[i]
+                    ),
+                    guest_version: Some(version.clone()),
+                },
+            )
+        });
+        let faulted = result.faulted.into_iter().map(|(i, fault)| {
+            let refusal = Refusal {
+                stage: "aggregate",
+                code: fault.code.into(),
+                message: fault.message,
+                guest_version: Some(version.clone()),
+            };
+            (messages[i], refusal)
+        });
+        let refused = late.chain(faulted).collect();
+        let closed = &result.bars;
+        let bars = self.closed(batch, &messages, closed, &version)?;
+        telemetry.bars_closed((0..closed.len()).map(|j| {
+            let candle = [
+                closed.start_us[j] as f64 / 1e6,
+                closed.open[j],
+                closed.high[j],
+                closed.low[j],
+                closed.close[j],
+                closed.traded_quantity[j] as f64,
+            ];
+            (closed.instrument_token[j], candle)
+        }));
+        Ok(BarsOut {
+            refused,
+            bars,
+            index: self.index.clone(),
+        })
+    }
+
+    /// The guest's input: the accepted ticks of messages its state does not hold yet, the place
+    /// in the batch of each one's message, and per partition the offset after the last message.
+    fn input(
+        &self,
+        batch: &[Consumed],
+        decoded: &Decoded,
+        outcomes: &[StageOutcome],
+    ) -> (
+        crate::runtime::bindings::aggregate::AggregateInput,
+        Vec<usize>,
+        BTreeMap<i32, i64>,
+    ) {
+        let ticks = &decoded.ticks;
         let mut input = convert::empty_aggregate_input();
-        // Input index -> message index.
         let mut messages = Vec::new();
         let mut consumed: BTreeMap<i32, i64> = BTreeMap::new();
         let mut again = 0_u64;
-        for (m, (message, slot)) in batch.iter().zip(slots).enumerate() {
+        for (m, (message, slot)) in batch.iter().zip(&decoded.slots).enumerate() {
             let source = &message.source;
-            if bars.aggregation.covers(source.partition, source.offset) {
+            if self.aggregation.covers(source.partition, source.offset) {
                 again += 1;
                 continue;
             }
             let next = consumed.entry(source.partition).or_insert(0);
             *next = (*next).max(source.offset + 1);
             let Ok(i) = slot else { continue };
-            let Some(StageOutcome::Accepted { enrichment, .. }) = &outcomes[*i] else {
+            let StageOutcome::Accepted { enrichment, .. } = &outcomes[*i] else {
                 continue;
             };
             input.partition.push(message.source.partition);
@@ -449,139 +479,55 @@ impl Pipeline {
                 "aggregate: messages its state already holds (delivered again) are not counted twice"
             );
         }
-        let aggregation = &mut bars.aggregation;
-        let result = tokio::task::block_in_place(|| aggregation.process(input, &consumed));
-        let empty = convert::empty_aggregate_input();
-        // What the guest was given (kept for a candidate's shadow run).
-        let input = match messages.is_empty() {
-            true => &empty,
-            false => bars.aggregation.last_input().unwrap_or(&empty),
-        };
-        let version = bars.aggregation.component().version.clone();
-        let dead_letter_topic = &self.config.kafka.dead_letter_topic;
-        let lateness_ms = bars.section.allowed_lateness_ms;
-        let late = result.late.iter().map(|&i| {
-            (
-                i,
-                Refusal {
-                    stage: "aggregate",
-                    code: "late".into(),
-                    message: format!(
-                        "timestamp {} is older than partition {}'s watermark (its newest timestamp minus the allowed lateness of {lateness_ms} ms): counted in no bar",
-                        format_rfc3339_micros(input.timestamp_us[i]),
-                        input.partition[i]
-                    ),
-                    guest_version: Some(version.clone()),
-                },
-            )
-        });
-        let faulted = result.faulted.into_iter().map(|(i, fault)| {
-            (
-                i,
-                Refusal {
-                    stage: "aggregate",
-                    code: fault.code.into(),
-                    message: fault.message,
-                    guest_version: Some(version.clone()),
-                },
-            )
-        });
-        for (i, refusal) in late.chain(faulted) {
-            let message = &batch[messages[i]];
-            let source = &message.source;
-            tracing::debug!(partition = source.partition, offset = source.offset, code = %refusal.code, "aggregate refused a tick");
-            self.tracker.track(source.partition, source.offset, 1);
-            let delivery = kafka_sink::send_dead_letter(
-                &self.producer,
-                dead_letter_topic,
-                message.key.as_deref(),
-                &message.payload,
-                &refusal,
-                source,
-            )
-            .with_context(|| format!("enqueueing a dead letter to {dead_letter_topic}"))?;
-            out.pending.push(Pending {
-                source: source.clone(),
-                delivery,
-                refused_at: Some("aggregate"),
-                generation: *self.generations.get(&source.partition).unwrap_or(&0),
-            });
-        }
-        let closed = &result.bars;
+        (input, messages, consumed)
+    }
+
+    /// The closed bars' documents, each placed in the lake by its message and its place among
+    /// the bars that message closed.
+    fn closed(
+        &self,
+        batch: &[Consumed],
+        messages: &[usize],
+        closed: &BarColumns,
+        version: &str,
+    ) -> anyhow::Result<Vec<ClosedBar>> {
         let mut place: HashMap<usize, i64> = HashMap::new();
+        let mut bars = Vec::with_capacity(closed.len());
         for j in 0..closed.len() {
-            let message = &batch[messages[closed.closed_by[j] as usize]];
-            let source = &message.source;
+            let m = messages[closed.closed_by[j] as usize];
+            let source = &batch[m].source;
             let (id, document) = bar_document(
                 closed,
                 j,
-                bars.section.bar_seconds,
+                self.section.bar_seconds,
                 &source.topic,
                 source.offset,
-                &version,
+                version,
             );
-            let k = place
-                .entry(messages[closed.closed_by[j] as usize])
-                .or_insert(0);
-            anyhow::ensure!(
-                *k < 1 << POSITION_BITS,
-                "offset {} of partition {} closed more than 2^{POSITION_BITS} bars",
-                source.offset,
-                source.partition
-            );
-            anyhow::ensure!(
-                source.offset < 1 << (63 - POSITION_BITS),
-                "offset {} of partition {} is past 2^{}, where the bars' lake positions (offset × 2^{POSITION_BITS}) end",
-                source.offset,
-                source.partition,
-                63 - POSITION_BITS
-            );
-            let position = (source.offset << POSITION_BITS) | *k;
+            let k = place.entry(m).or_insert(0);
+            let position = bar_position(source.partition, source.offset, *k)?;
             *k += 1;
-            let lake_partition = Civil::from_micros(closed.start_us[j]).lake_partition();
-            match bars
-                .lake
-                .append(&lake_partition, source.partition, position, &document)
-            {
-                Appended::Buffered(rolled) => {
-                    self.tracker.track(source.partition, source.offset, 1);
-                    out.rolled.extend(to_offsets(rolled));
-                }
-                Appended::AlreadyStored => out.already_stored += 1,
-            }
-            if self.es.is_some() {
-                self.tracker.track(source.partition, source.offset, 1);
-                out.to_index.push(BulkItem {
-                    index: bars.index.clone(),
-                    payload: document.clone(),
-                    document: document.into(),
-                    source: source.clone(),
-                    key: message.key.clone(),
-                    generation: *self.generations.get(&source.partition).unwrap_or(&0),
-                    id: Some(id.into()),
-                });
-            }
+            bars.push(ClosedBar {
+                message: m,
+                id,
+                document,
+                lake_partition: Civil::from_micros(closed.start_us[j]).lake_partition(),
+                position,
+            });
         }
-        self.telemetry.bars_closed((0..closed.len()).map(|j| {
-            let candle = [
-                closed.start_us[j] as f64 / 1e6,
-                closed.open[j],
-                closed.high[j],
-                closed.low[j],
-                closed.close[j],
-                closed.traded_quantity[j] as f64,
-            ];
-            (closed.instrument_token[j], candle)
-        }));
-        Ok(out)
+        Ok(bars)
     }
 
     /// Stores the snapshots that moved since the last checkpoint (every `checkpoint_ms`, or
     /// now with `all`, waiting for them), and takes in the stores that landed.
-    pub(super) async fn save_states(&mut self, all: bool) -> anyhow::Result<()> {
-        let Some(bars) = &mut self.bars else {
-            return Ok(());
-        };
+    pub(super) async fn save(
+        &mut self,
+        all: bool,
+        store: &Arc<LakeStore>,
+        topic: &str,
+        partitions: impl Iterator<Item = i32>,
+    ) -> anyhow::Result<()> {
+        let bars = self;
         if let Some(saving) = &mut bars.saving
             && (all || saving.is_finished())
         {
@@ -605,12 +551,11 @@ impl Pipeline {
         if bars.saving.is_some() || !(all || due) {
             return Ok(());
         }
-        let topic = &self.config.kafka.topic;
         let version = bars.aggregation.component().version.clone();
         let mut round = Vec::new();
-        let mut partitions: Vec<i32> = self.positions.next().keys().copied().collect();
+        let mut partitions: Vec<i32> = partitions.collect();
         partitions.sort_unstable();
-        for partition in partitions {
+        for &partition in &partitions {
             let Some(snapshot) = bars.aggregation.snapshot(partition) else {
                 continue;
             };
@@ -627,9 +572,9 @@ impl Pipeline {
         if round.is_empty() {
             return Ok(());
         }
-        let store: Arc<LakeStore> = self.store.clone();
-        let topic = topic.clone();
+        let (task_store, task_topic) = (store.clone(), topic.to_string());
         bars.saving = Some(tokio::spawn(async move {
+            let (store, topic) = (task_store, task_topic);
             let mut done = Vec::with_capacity(round.len());
             for (partition, checkpoint) in round {
                 let bytes = serde_json::to_vec(&checkpoint).expect("a checkpoint serializes");
@@ -646,8 +591,19 @@ impl Pipeline {
         }));
         if all {
             // Wait for this round too.
-            Box::pin(self.save_states(true)).await?;
+            Box::pin(bars.save(true, store, topic, partitions.into_iter())).await?;
         }
         Ok(())
     }
+}
+
+/// Reads and parses the aggregate checkpoint `name`.
+async fn read_checkpoint(store: &LakeStore, name: &str) -> anyhow::Result<Checkpoint> {
+    let bytes = store
+        .get(name)
+        .await
+        .with_context(|| format!("reading the aggregate checkpoint {name}"))?;
+    Checkpoint::parse(&bytes)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("reading the aggregate checkpoint {name}"))
 }

@@ -2,15 +2,17 @@
 //! commit tracker; nothing is committed before that.
 //!
 //! - [`lake`]: newline-delimited JSON segments, Hive-partitioned, named by their offset range;
-//!   [`store`] puts them in a directory (`file://`, the offline default) or a GCS bucket (`gs://`).
+//!   [`store`] puts them in a directory (`file://`, the offline default) or a GCS bucket (`gs://`);
+//!   [`lake_sink`] is the lake as the run loop sees it (lines in, acknowledgements out).
 //! - [`elasticsearch`]: `_bulk` indexing with item-level retries and dead letters.
-//! - [`kafka`]: the dead-letter and alerts topics.
+//! - [`kafka`]: the dead-letter and alerts topics, and the deliveries awaiting the broker.
 //! - [`document`]: the JSON document written for an accepted tick.
 
 pub mod document;
 pub mod elasticsearch;
 pub mod kafka;
 pub mod lake;
+pub mod lake_sink;
 pub mod store;
 
 /// The Kafka position of a message, carried with it to every sink.
@@ -20,4 +22,85 @@ pub struct SourceRef {
     pub topic: std::sync::Arc<str>,
     pub partition: i32,
     pub offset: i64,
+}
+
+/// A sink's acknowledgement: it made `offsets` of `partition` durable, for the copy of the
+/// partition's work stamped `generation` when the output was made (see the pipeline's ledger).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acked {
+    pub partition: i32,
+    pub generation: u64,
+    pub offsets: Vec<i64>,
+}
+
+/// Which buffered segments to roll (close and hand on to be stored).
+#[derive(Debug, Clone, Copy)]
+pub enum Roll<'a> {
+    /// Those that have been open for their roll age.
+    Due(std::time::Instant),
+    /// Those of partitions being revoked: stored before they are let go of.
+    Partitions(&'a [i32]),
+    /// Everything (the end of a run, a shutdown).
+    All,
+}
+
+/// The per-partition lifecycle every sink and stateful stage answers, so that the run loop
+/// calls each in turn instead of branching on which ones run. Each hook has a default that does
+/// nothing; a part implements the ones it has state for.
+pub trait PartitionLifecycle {
+    /// The group assigned `partition`; `committed` is its committed offset (`None`: never
+    /// committed), or why that could not be read.
+    fn assigned(&mut self, _partition: i32, _committed: &Result<Option<i64>, String>) {}
+
+    /// Closes the buffered segments `roll` selects, for the next store.
+    fn roll(&mut self, _roll: Roll<'_>) {}
+
+    /// How far `partition` may be committed, given that every sink acknowledged everything
+    /// before `position`; `None` holds it where it is.
+    fn commit_limit(&self, _partition: i32, position: i64) -> Option<i64> {
+        Some(position)
+    }
+
+    /// The positions to store now, of the partitions whose position `advanced`.
+    fn limit_advanced(&mut self, advanced: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
+        advanced
+    }
+
+    /// `partition` is no longer this host's: drops what is buffered for it (its next owner
+    /// processes it again). Returns how many lines were dropped.
+    fn forget(&mut self, _partition: i32) -> usize {
+        0
+    }
+}
+
+impl<T: PartitionLifecycle> PartitionLifecycle for Option<T> {
+    fn assigned(&mut self, partition: i32, committed: &Result<Option<i64>, String>) {
+        if let Some(part) = self {
+            part.assigned(partition, committed);
+        }
+    }
+
+    fn roll(&mut self, roll: Roll<'_>) {
+        if let Some(part) = self {
+            part.roll(roll);
+        }
+    }
+
+    fn commit_limit(&self, partition: i32, position: i64) -> Option<i64> {
+        match self {
+            Some(part) => part.commit_limit(partition, position),
+            None => Some(position),
+        }
+    }
+
+    fn limit_advanced(&mut self, advanced: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
+        match self {
+            Some(part) => part.limit_advanced(advanced),
+            None => advanced,
+        }
+    }
+
+    fn forget(&mut self, partition: i32) -> usize {
+        self.as_mut().map_or(0, |part| part.forget(partition))
+    }
 }

@@ -344,6 +344,11 @@ impl InputCheckpoint {
         }
     }
 
+    /// Where the checkpoints of files replayed into `topic` live in the lake.
+    pub fn prefix(topic: &str) -> String {
+        format!("_checkpoints/{topic}/")
+    }
+
     /// Its object in the lake: one per file (path, size) and partition count.
     pub fn object_name(&self, topic: &str) -> String {
         let mut hash = 0xcbf2_9ce4_8422_2325u64;
@@ -351,7 +356,7 @@ impl InputCheckpoint {
         for b in id.bytes() {
             hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
-        format!("_checkpoints/{topic}/input-{hash:016x}.json")
+        format!("{}input-{hash:016x}.json", Self::prefix(topic))
     }
 
     /// The stored checkpoint of the same file, if any (a checkpoint of another file or partition
@@ -363,7 +368,7 @@ impl InputCheckpoint {
     ) -> anyhow::Result<Self> {
         let name = self.object_name(topic);
         let listed = store
-            .list(&format!("_checkpoints/{topic}/"))
+            .list(&Self::prefix(topic))
             .await
             .context("listing the lake's checkpoints")?;
         if !listed.contains(&name) {
@@ -431,6 +436,76 @@ pub fn show_progress(
             bar.set_message(format!("{done} ticks  {rate:.0}/s"));
         }
     }))
+}
+
+/// A file replayed into the topic while the pipeline consumes it: `run --once` ends where the
+/// replay ends, and the committed offsets are kept in a checkpoint beside the lake.
+pub struct InputFeed {
+    /// Partition -> end of the replayed file, once the replay is done (or why it failed).
+    ends: tokio::sync::oneshot::Receiver<anyhow::Result<BTreeMap<i32, i64>>>,
+    checkpoint: InputCheckpoint,
+    /// When the checkpoint was last stored, and whether it has moved since.
+    saved_at: Option<std::time::Instant>,
+    unsaved: bool,
+}
+
+impl InputFeed {
+    /// `ends` answers once the replay is done; `checkpoint` is where the file resumes.
+    pub fn new(
+        ends: tokio::sync::oneshot::Receiver<anyhow::Result<BTreeMap<i32, i64>>>,
+        checkpoint: InputCheckpoint,
+    ) -> Self {
+        Self {
+            ends,
+            checkpoint,
+            saved_at: None,
+            unsaved: false,
+        }
+    }
+
+    /// The `--once` targets, once the replay is done: the file's ends, and the group's
+    /// committed offsets (a partition resumed at its end has nothing left).
+    pub fn targets(
+        &mut self,
+        group: &super::group::Membership,
+    ) -> anyhow::Result<Option<super::once::OnceTargets>> {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let ends = match self.ends.try_recv() {
+            Ok(ends) => ends.context("replaying the input")?,
+            Err(TryRecvError::Empty) => return Ok(None),
+            Err(TryRecvError::Closed) => anyhow::bail!("the input's replay stopped without a word"),
+        };
+        group.input_targets(ends).map(Some)
+    }
+
+    /// The positions the pipeline stores now: the checkpoint follows them.
+    pub fn advance(&mut self, advanced: &[(i32, i64)]) {
+        if self.checkpoint.advance(advanced) {
+            self.unsaved = true;
+        }
+    }
+
+    /// Stores the checkpoint when its offsets moved (at most every second, unless `now`). A
+    /// failure is logged: the next one carries the same offsets.
+    pub async fn save(&mut self, store: &crate::sink::store::LakeStore, topic: &str, now: bool) {
+        let due = self
+            .saved_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        if !self.unsaved || !(now || due) {
+            return;
+        }
+        let name = self.checkpoint.object_name(topic);
+        let bytes = serde_json::to_vec(&self.checkpoint).expect("a checkpoint serializes");
+        match store.put(&name, bytes).await {
+            Ok(()) => {
+                self.saved_at = Some(std::time::Instant::now());
+                self.unsaved = false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, checkpoint = %name, "storing the input's checkpoint failed")
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 
 pub mod backfill;
 pub mod embedded;
+pub mod group;
 pub mod input;
 pub mod kafka;
+pub mod member;
 pub mod once;
 pub mod positions;
 pub mod rebalance;
