@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use stockpipe_guest_aggregate::logic::{AggregateConfig, BarColumns};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AggregateSection {
     /// Bars per instrument: `stock-bars` in Elasticsearch and the lake.

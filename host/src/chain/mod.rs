@@ -438,7 +438,7 @@ impl StageChain for NativeChain {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ValidateSection {
     /// Offset from UTC, in minutes, of timestamps written without a zone (the sample's form).
@@ -480,7 +480,7 @@ impl ValidateSection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnrichSection {
     pub imbalance_levels: u32,
@@ -504,7 +504,7 @@ impl EnrichSection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteSection {
     pub search_index: String,

@@ -860,7 +860,7 @@ impl SwapApplier {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GuestsSection {
     /// Directory holding validate.wasm, enrich.wasm and route.wasm; empty = the embedded guests.

@@ -12,6 +12,7 @@ use stockpipe::source::backfill::{
 };
 use stockpipe::source::embedded::EmbeddedKafka;
 use stockpipe::source::input::InputReader;
+use stockpipe::source::kafka::Connection;
 use stockpipe::source::replay;
 
 #[derive(Args)]
@@ -95,22 +96,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let brokers = embedded
         .as_ref()
         .map_or_else(|| k.brokers.clone(), EmbeddedKafka::bootstrap_servers);
+    // Every client of the input cluster connects this way (secrets from the environment).
+    let cluster = k.input_connection(&brokers, |name| std::env::var(name).ok())?;
     let telemetry = Arc::new(stockpipe::telemetry::Telemetry::new());
     let progress = Arc::new(ReplayProgress::default());
     let mut input_refused = Vec::new();
     let mut beside = None;
     if let (Some(path), Some(reader)) = (&args.input, input) {
-        let producer = stockpipe::source::kafka::producer(&brokers)?;
+        let producer = stockpipe::source::kafka::producer(&cluster)?;
         if embedded.is_some() {
             beside = Some(
                 replay_beside(
-                    &config, &brokers, path, reader, producer, &telemetry, &progress,
+                    &config, &cluster, path, reader, producer, &telemetry, &progress,
                 )
                 .await?,
             );
         } else {
             input_refused =
-                replay_first(&brokers, &k.topic, path, reader, producer, &progress).await?;
+                replay_first(&cluster, &k.topic, path, reader, producer, &progress).await?;
         }
     }
     let (replay, feed_input, resumed) = match beside {
@@ -123,7 +126,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let feed = match args.simulate {
         Some(rate) => {
-            let producer = stockpipe::source::kafka::producer(&brokers)?;
+            let producer = stockpipe::source::kafka::producer(&cluster)?;
             let options = stockpipe::source::simulate::SimulateOptions {
                 instruments: args.simulate_instruments,
                 seed: args.simulate_seed.unwrap_or_else(stockpipe::random_u64),
@@ -198,16 +201,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Commits `offsets` for `group` (before any member joins: the group then starts there).
 fn commit_for_group(
-    brokers: &str,
+    cluster: &Connection,
     group: &str,
     topic: &str,
     offsets: &std::collections::BTreeMap<i32, i64>,
 ) -> anyhow::Result<()> {
-    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
+    let consumer = stockpipe::source::kafka::client(cluster, Some(group))
         .context("creating a client to commit the checkpoint's offsets")?;
     stockpipe::source::kafka::commit_positions(&consumer, topic, offsets)
         .context("committing the checkpoint's offsets")
@@ -227,7 +226,7 @@ struct Beside {
 /// lake (its offsets committed for the group before the group starts).
 async fn replay_beside(
     config: &Config,
-    brokers: &str,
+    cluster: &Connection,
     path: &std::path::Path,
     mut reader: InputReader,
     producer: rdkafka::producer::FutureProducer,
@@ -247,7 +246,7 @@ async fn replay_beside(
     let mut resumed = None;
     if !checkpoint.committed.is_empty() {
         tokio::task::block_in_place(|| {
-            commit_for_group(brokers, &k.group_id, &k.topic, &checkpoint.committed)
+            commit_for_group(cluster, &k.group_id, &k.topic, &checkpoint.committed)
         })?;
         tracing::info!(input = %path.display(), committed = ?checkpoint.committed, "resuming the input where the sinks had acknowledged it");
         resumed = Some(format!(
@@ -316,17 +315,14 @@ async fn replay_beside(
 /// Replays `path` into a real broker's topic before the pipeline starts (the broker keeps it);
 /// returns the ticks the broker refused.
 async fn replay_first(
-    brokers: &str,
+    cluster: &Connection,
     topic: &str,
     path: &std::path::Path,
     mut reader: InputReader,
     producer: rdkafka::producer::FutureProducer,
     progress: &ReplayProgress,
 ) -> anyhow::Result<Vec<replay::InputRefusal>> {
-    let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .context("creating a Kafka client")?;
+    let client = stockpipe::source::kafka::client(cluster, None)?;
     let ends = tokio::task::block_in_place(|| {
         stockpipe::source::kafka::high_watermarks(
             &client,
@@ -334,7 +330,12 @@ async fn replay_first(
             std::time::Duration::from_secs(10),
         )
     })
-    .with_context(|| format!("reading the partitions of {topic} at {brokers}"))?;
+    .with_context(|| {
+        format!(
+            "reading the partitions of {topic} at {}",
+            cluster.describe()
+        )
+    })?;
     let partitions = i32::try_from(ends.len()).unwrap_or(i32::MAX);
     let replayed = produce_file(&producer, topic, partitions, &mut reader, None, progress).await?;
     tracing::info!(sent = replayed.sent, refused = replayed.refused.len(), topic, input = %path.display(), "input replayed into the topic");

@@ -3,6 +3,8 @@
 use anyhow::bail;
 use clap::Args;
 use std::path::PathBuf;
+use stockpipe::config::Config;
+use stockpipe::source::kafka::Connection;
 use stockpipe::source::replay::{self, Pace};
 
 #[derive(Args)]
@@ -10,9 +12,8 @@ pub struct ProduceArgs {
     /// File of ticks: the sample's JSON array or NDJSON.
     #[arg(long)]
     pub input: PathBuf,
-    /// Kafka bootstrap servers.
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    pub brokers: String,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[arg(long, default_value = "stock-stream")]
     pub topic: String,
     /// Messages per second.
@@ -28,8 +29,8 @@ pub struct ProduceArgs {
 
 #[derive(Args)]
 pub struct ConsumeArgs {
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    pub brokers: String,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[arg(long, default_value = "stock-stream")]
     pub topic: String,
     /// One JSON object per message (partition, offset, key, headers, payload).
@@ -38,6 +39,33 @@ pub struct ConsumeArgs {
     /// Stop after this many messages.
     #[arg(long)]
     pub max: Option<u64>,
+}
+
+/// Which Kafka, and how to reach it.
+#[derive(Args)]
+pub struct ClusterArgs {
+    /// Kafka bootstrap servers (default: the config's `kafka.brokers`, else 127.0.0.1:9092).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// TOML configuration whose `[kafka]` security settings (TLS, SASL, `[kafka.librdkafka]`)
+    /// apply; secrets come from the environment (STOCKPIPE_KAFKA_SASL_PASSWORD, …), as for `run`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn connection(&self) -> anyhow::Result<Connection> {
+        let config = Config::load_with_env(self.config.as_deref(), std::env::vars())?;
+        config.kafka.validate()?;
+        let brokers = match (&self.brokers, config.kafka.brokers.as_str()) {
+            (Some(b), _) => b.clone(),
+            (None, "") => "127.0.0.1:9092".to_string(),
+            (None, b) => b.to_string(),
+        };
+        Ok(config
+            .kafka
+            .input_connection(&brokers, |name| std::env::var(name).ok())?)
+    }
 }
 
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
@@ -50,7 +78,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     };
     let input = replay::read_input(&args.input)?;
     let payloads = &input.payloads;
-    let producer = stockpipe::source::kafka::producer(&args.brokers)?;
+    let producer = stockpipe::source::kafka::producer(&args.cluster.connection()?)?;
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::new(payloads.len() as u64)
     } else {
@@ -74,7 +102,8 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     use rdkafka::Message;
     use rdkafka::message::Headers;
     let group = format!("stockpipe-consume-{}", std::process::id());
-    let consumer = stockpipe::source::kafka::consumer(&args.brokers, &group, &args.topic)?;
+    let cluster = args.cluster.connection()?;
+    let consumer = stockpipe::source::kafka::consumer(&cluster, &group, &args.topic)?;
     let mut seen = 0u64;
     let shutdown = stockpipe::service::stop_signal();
     tokio::pin!(shutdown);

@@ -8,15 +8,21 @@ pub enum ConfigError {
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("config key `{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid {
+        key: std::borrow::Cow<'static, str>,
+        message: String,
+    },
     #[error("environment variable {name}: {message}")]
     Env { name: String, message: String },
 }
 
 /// Refuses the value of `key`.
-pub fn invalid<T>(key: &'static str, message: &str) -> Result<T, ConfigError> {
+pub fn invalid<T>(
+    key: impl Into<std::borrow::Cow<'static, str>>,
+    message: &str,
+) -> Result<T, ConfigError> {
     Err(ConfigError::Invalid {
-        key,
+        key: key.into(),
         message: message.into(),
     })
 }

@@ -16,7 +16,7 @@ use crate::source::kafka::KafkaConfig;
 use serde::Deserialize;
 use std::path::Path;
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub kafka: KafkaConfig,
@@ -87,7 +87,7 @@ impl Config {
             message: e.to_string(),
         })?;
         // Secrets (never settings) and process options that are not settings either.
-        let not_settings = {
+        let mut not_settings: Vec<String> = {
             use crate::sink::elasticsearch::env;
             [
                 env::API_KEY,
@@ -96,40 +96,46 @@ impl Config {
                 LOG_FORMAT_ENV,
                 crate::http::ADMIN_TOKEN_ENV,
             ]
+            .map(String::from)
+            .to_vec()
         };
+        not_settings.extend(crate::source::kafka_config::secret_env_names());
+        // Each key's type, from the defaults: an override is read as its key's type.
+        let defaults = toml::Table::try_from(Self::default()).expect("the defaults serialize");
         let mut overridden = Vec::new();
         for (name, raw) in env {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            if not_settings.contains(&name.as_str()) {
+            if !name.starts_with(ENV_PREFIX)
+                || not_settings.contains(&name)
+                || is_service_link(&name)
+            {
                 continue;
             }
-            let lower = rest.to_ascii_lowercase();
-            let Some(section) = SECTIONS
-                .iter()
-                .find(|s| lower.starts_with(&format!("{s}_")))
-            else {
-                return Err(ConfigError::Env {
-                    name,
-                    message: format!("no such section (sections: {})", SECTIONS.join(", ")),
-                });
-            };
-            let key = lower[section.len() + 1..].to_string();
-            let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or_else(|| toml::Value::String(raw.clone()));
-            let entry = table
-                .entry((*section).to_string())
+            let (path, value) = override_of(&name, &raw, &defaults)?;
+            let (section, key) = (path[0].as_str(), &path[1..]);
+            let mut entry = table
+                .entry(section.to_string())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            let Some(section_table) = entry.as_table_mut() else {
+            for part in &key[..key.len() - 1] {
+                let Some(t) = entry.as_table_mut() else {
+                    return Err(ConfigError::Env {
+                        name,
+                        message: format!("[{section}] is not a table in {origin}"),
+                    });
+                };
+                entry = t
+                    .entry(part.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            }
+            let Some(t) = entry.as_table_mut() else {
                 return Err(ConfigError::Env {
                     name,
-                    message: format!("[{section}] is not a table in {origin}"),
+                    message: format!(
+                        "[{}] is not a table in {origin}",
+                        path[..path.len() - 1].join(".")
+                    ),
                 });
             };
-            section_table.insert(key, value);
+            t.insert(key[key.len() - 1].to_string(), value);
             overridden.push(name);
         }
         let config: Self = toml::Value::Table(table)
@@ -188,6 +194,100 @@ impl Config {
     }
 }
 
+/// A variable of Kubernetes' service links for a Service whose name starts with `stockpipe`
+/// (`STOCKPIPE[_X]_SERVICE_HOST`, `…_SERVICE_PORT[_NAME]`, `…_PORT`,
+/// `…_PORT_<n>_<TCP|UDP|SCTP>[_ADDR|_PORT|_PROTO]`): never a setting, and ignored.
+pub fn is_service_link(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    if name.ends_with("_SERVICE_HOST") || name.ends_with("_SERVICE_PORT") || name.ends_with("_PORT")
+    {
+        return true;
+    }
+    if name.contains("_SERVICE_PORT_") {
+        return true;
+    }
+    // …_PORT_<n>_<proto>[_ADDR|_PORT|_PROTO]
+    let parts: Vec<&str> = name.split('_').collect();
+    parts.windows(3).enumerate().any(|(i, w)| {
+        let rest = &parts[i + 3..];
+        w[0] == "PORT"
+            && !w[1].is_empty()
+            && w[1].bytes().all(|b| b.is_ascii_digit())
+            && ["TCP", "UDP", "SCTP"].contains(&w[2])
+            && (rest.is_empty()
+                || (rest.len() == 1 && ["ADDR", "PORT", "PROTO"].contains(&rest[0])))
+    })
+}
+
+/// Where `STOCKPIPE_<SECTION>_<KEY>` goes (section, then key; `[kafka.output]`'s keys as
+/// `STOCKPIPE_KAFKA_OUTPUT_<KEY>`), and its value read as the key's type in `defaults`: a string
+/// key takes the text as it is (a numeric group id stays a string), a number or a boolean must
+/// parse as one.
+fn override_of(
+    name: &str,
+    raw: &str,
+    defaults: &toml::Table,
+) -> Result<(Vec<String>, toml::Value), ConfigError> {
+    let refuse = |message: String| ConfigError::Env {
+        name: name.to_string(),
+        message,
+    };
+    let lower = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+    let Some(section) = SECTIONS
+        .iter()
+        .find(|s| lower.starts_with(&format!("{s}_")))
+    else {
+        return Err(refuse(format!(
+            "no such section (sections: {})",
+            SECTIONS.join(", ")
+        )));
+    };
+    let mut key = lower[section.len() + 1..].to_string();
+    let mut path = vec![section.to_string()];
+    let mut section_defaults = defaults.get(*section).and_then(toml::Value::as_table);
+    if *section == "kafka"
+        && let Some(rest) = key.strip_prefix("output_")
+    {
+        path.push("output".to_string());
+        section_defaults = section_defaults
+            .and_then(|t| t.get("output"))
+            .and_then(toml::Value::as_table);
+        key = rest.to_string();
+    }
+    if key == "librdkafka" || key.starts_with("librdkafka_") {
+        return Err(refuse(
+            "librdkafka properties are set in the file only, in its [kafka.librdkafka] table"
+                .into(),
+        ));
+    }
+    let value = match section_defaults.and_then(|t| t.get(&key)) {
+        Some(toml::Value::String(_)) => toml::Value::String(raw.to_string()),
+        Some(toml::Value::Integer(_)) => toml::Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| refuse(format!("{key}: {raw:?} is not an integer")))?,
+        ),
+        Some(toml::Value::Float(_)) => toml::Value::Float(
+            raw.trim()
+                .parse()
+                .map_err(|_| refuse(format!("{key}: {raw:?} is not a number")))?,
+        ),
+        Some(toml::Value::Boolean(_)) => toml::Value::Boolean(
+            raw.trim()
+                .parse()
+                .map_err(|_| refuse(format!("{key}: {raw:?} is not true or false")))?,
+        ),
+        // A key without a default (optional) or an unknown one (refused by the section's parse,
+        // naming it): read as TOML, else as text.
+        _ => toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+    };
+    path.push(key);
+    Ok((path, value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +325,76 @@ mod tests {
             Config::load_with_env(None, env(&[])).unwrap(),
             Config::default()
         );
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_not_settings() {
+        let links = [
+            ("STOCKPIPE_SERVICE_HOST", "10.0.0.1"),
+            ("STOCKPIPE_SERVICE_PORT", "8080"),
+            ("STOCKPIPE_SERVICE_PORT_HTTP", "8080"),
+            ("STOCKPIPE_PORT", "tcp://10.0.0.1:8080"),
+            ("STOCKPIPE_PORT_8080_TCP", "tcp://10.0.0.1:8080"),
+            ("STOCKPIPE_PORT_8080_TCP_ADDR", "10.0.0.1"),
+            ("STOCKPIPE_PORT_8080_TCP_PORT", "8080"),
+            ("STOCKPIPE_PORT_8080_TCP_PROTO", "tcp"),
+            ("STOCKPIPE_KAFKA_SERVICE_HOST", "10.0.0.2"),
+            ("STOCKPIPE_KAFKA_PORT_9092_TCP", "tcp://10.0.0.2:9092"),
+            ("STOCKPIPE_METRICS_PORT_9100_UDP_ADDR", "10.0.0.3"),
+        ];
+        assert_eq!(
+            Config::load_with_env(None, env(&links)).unwrap(),
+            Config::default()
+        );
+        for (name, _) in links {
+            assert!(is_service_link(name), "{name}");
+        }
+        for setting in [
+            "STOCKPIPE_KAFKA_BROKERS",
+            "STOCKPIPE_HTTP_LISTEN",
+            "STOCKPIPE_PORTS",
+        ] {
+            assert!(!is_service_link(setting), "{setting}");
+        }
+    }
+
+    #[test]
+    fn an_override_is_read_as_its_keys_type() {
+        let config = Config::load_with_env(
+            None,
+            env(&[
+                ("STOCKPIPE_KAFKA_GROUP_ID", "12345"),
+                ("STOCKPIPE_KAFKA_SASL_USERNAME", "true"),
+                ("STOCKPIPE_KAFKA_BATCH_MAX", "250"),
+                ("STOCKPIPE_KAFKA_CREATE_TOPICS", "true"),
+                ("STOCKPIPE_ROUTE_CHANGE_ALERT_PCT", "3"),
+                ("STOCKPIPE_KAFKA_OUTPUT_BROKERS", "out:9092"),
+                ("STOCKPIPE_KAFKA_SASL_PASSWORD", "a secret, not a setting"),
+                (
+                    "STOCKPIPE_KAFKA_OUTPUT_SSL_KEY_PASSWORD_FILE",
+                    "/run/secrets/k",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.kafka.group_id, "12345");
+        assert_eq!(config.kafka.sasl_username, "true");
+        assert_eq!(config.kafka.batch_max, 250);
+        assert!(config.kafka.create_topics);
+        assert_eq!(config.route.change_alert_pct, 3.0);
+        assert_eq!(config.kafka.output.brokers, "out:9092");
+        let e = Config::load_with_env(None, env(&[("STOCKPIPE_KAFKA_CREATE_TOPICS", "yes")]))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("STOCKPIPE_KAFKA_CREATE_TOPICS"),
+            "{e}"
+        );
+        let e = Config::load_with_env(
+            None,
+            env(&[("STOCKPIPE_KAFKA_LIBRDKAFKA_FETCH_MIN_BYTES", "1")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("[kafka.librdkafka]"), "{e}");
     }
 
     #[test]

@@ -419,7 +419,7 @@ pub async fn serve(
     Ok(())
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
     /// `host:port` of the HTTP API (`/guests`, `/health`); empty = no HTTP.

@@ -14,7 +14,7 @@
 //! several hours, and with a position of its own each bar is stored exactly once even when its
 //! message's bars land in two objects.
 
-use super::dispatch::Decoded;
+use super::decode::Decoded;
 use crate::chain::aggregate::{AggregateSection, Aggregation, Checkpoint, commit_cap};
 use crate::chain::swap::{GuestRegistry, Swap, SwapEvent};
 use crate::chain::{Refusal, StageOutcome};
@@ -39,17 +39,64 @@ pub(super) struct Bars {
     index: Arc<str>,
     /// Per partition: the checkpoint as last stored (or read at assignment).
     checkpoints: HashMap<i32, Checkpoint>,
-    /// Per partition: the offsets of the snapshots stored; commits stop at them.
-    stored: HashMap<i32, Vec<i64>>,
+    /// How far the stored checkpoints let each partition be committed.
+    limits: CheckpointLimits,
     /// One round of checkpoint stores at a time, so two stores of one object never race.
     saving: Option<tokio::task::JoinHandle<Vec<SavedCheckpoint>>>,
     saved_at: Option<Instant>,
     /// Partitions assigned since the last batch, with their committed offsets (or why they
     /// could not be read): their state is restored before their first tick.
     to_restore: Vec<(i32, Result<Option<i64>, String>)>,
-    /// Per partition: the commit tracker's position, and the position last handed on.
+}
+
+/// How far the aggregate stage lets each partition be committed: to the newest stored checkpoint
+/// of its state at or before the position every sink acknowledged ([`commit_cap`]), never
+/// further — a host that takes the partition over restores the state at exactly the committed
+/// offset. Pure bookkeeping: the stage tells it what is stored and what the sinks acknowledged.
+#[derive(Debug, Default)]
+struct CheckpointLimits {
+    /// Per partition: the offsets of the snapshots stored.
+    stored: HashMap<i32, Vec<i64>>,
+    /// Per partition: the position every sink acknowledged, and the limit last handed on.
     wanted: HashMap<i32, i64>,
     handed: HashMap<i32, i64>,
+}
+
+impl CheckpointLimits {
+    /// `partition`'s stored checkpoint now holds snapshots at `offsets`.
+    fn stored(&mut self, partition: i32, offsets: Vec<i64>) {
+        self.stored.insert(partition, offsets);
+    }
+
+    fn limit(&self, partition: i32, position: i64) -> Option<i64> {
+        commit_cap(
+            self.stored.get(&partition).map_or(&[][..], Vec::as_slice),
+            position,
+        )
+    }
+
+    /// The positions that `advanced` (and the checkpoints stored since) let move: each partition's
+    /// limit, when it differs from the one last handed on.
+    fn advanced(&mut self, advanced: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
+        self.wanted.extend(advanced);
+        let mut due = Vec::new();
+        for (&partition, &position) in &self.wanted {
+            if let Some(at) = self.limit(partition, position)
+                && self.handed.get(&partition) != Some(&at)
+            {
+                self.handed.insert(partition, at);
+                due.push((partition, at));
+            }
+        }
+        due.sort_unstable();
+        due
+    }
+
+    fn forget(&mut self, partition: i32) {
+        self.stored.remove(&partition);
+        self.wanted.remove(&partition);
+        self.handed.remove(&partition);
+    }
 }
 
 struct SavedCheckpoint {
@@ -84,12 +131,10 @@ impl Bars {
             aggregation,
             section,
             checkpoints: HashMap::new(),
-            stored: HashMap::new(),
+            limits: CheckpointLimits::default(),
             saving: None,
             saved_at: None,
             to_restore: Vec::new(),
-            wanted: HashMap::new(),
-            handed: HashMap::new(),
         }
     }
 }
@@ -102,36 +147,19 @@ impl PartitionLifecycle for Bars {
     /// Where `partition` may be committed, given the tracker's `position`: no further than its
     /// newest stored checkpoint.
     fn commit_limit(&self, partition: i32, position: i64) -> Option<i64> {
-        commit_cap(
-            self.stored.get(&partition).map_or(&[][..], Vec::as_slice),
-            position,
-        )
+        self.limits.limit(partition, position)
     }
 
     /// The tracker's new positions, capped at stored checkpoints: the ones to store now.
     fn limit_advanced(&mut self, advanced: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
-        self.wanted.extend(advanced);
-        let mut due = Vec::new();
-        for (&partition, &position) in &self.wanted {
-            let stored = self.stored.get(&partition).map_or(&[][..], Vec::as_slice);
-            if let Some(at) = commit_cap(stored, position)
-                && self.handed.get(&partition) != Some(&at)
-            {
-                self.handed.insert(partition, at);
-                due.push((partition, at));
-            }
-        }
-        due.sort_unstable();
-        due
+        self.limits.advanced(advanced)
     }
 
     /// Forgets a partition let go of: its state and checkpoint bookkeeping.
     fn forget(&mut self, partition: i32) -> usize {
         self.aggregation.forget(partition);
         self.checkpoints.remove(&partition);
-        self.stored.remove(&partition);
-        self.wanted.remove(&partition);
-        self.handed.remove(&partition);
+        self.limits.forget(partition);
         self.to_restore.retain(|(p, _)| *p != partition);
         0
     }
@@ -322,7 +350,7 @@ impl Bars {
             };
             self.restore_at(partition, committed, checkpoint.as_ref(), &name)?;
             if let Some(c) = checkpoint {
-                self.stored.insert(partition, c.offsets());
+                self.limits.stored(partition, c.offsets());
                 self.checkpoints.insert(partition, c);
             }
         }
@@ -540,8 +568,8 @@ impl Bars {
                         saved.partition
                     )
                 })?;
-                bars.stored
-                    .insert(saved.partition, saved.checkpoint.offsets());
+                bars.limits
+                    .stored(saved.partition, saved.checkpoint.offsets());
                 bars.checkpoints.insert(saved.partition, saved.checkpoint);
             }
         }
@@ -606,4 +634,53 @@ async fn read_checkpoint(store: &LakeStore, name: &str) -> anyhow::Result<Checkp
     Checkpoint::parse(&bytes)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("reading the aggregate checkpoint {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CheckpointLimits;
+
+    #[test]
+    fn nothing_is_committed_before_a_checkpoint_of_the_state_is_stored() {
+        let mut limits = CheckpointLimits::default();
+        assert_eq!(limits.advanced(vec![(0, 40)]), vec![]);
+        assert_eq!(limits.limit(0, 40), None);
+        // The checkpoint lands: the acknowledged position moves as far as it.
+        limits.stored(0, vec![25]);
+        assert_eq!(limits.advanced(vec![]), vec![(0, 25)]);
+    }
+
+    #[test]
+    fn a_position_is_held_at_the_newest_checkpoint_at_or_before_it() {
+        let mut limits = CheckpointLimits::default();
+        limits.stored(1, vec![10, 30, 50]);
+        assert_eq!(limits.limit(1, 49), Some(30));
+        assert_eq!(limits.limit(1, 50), Some(50));
+        assert_eq!(limits.limit(1, 9), None, "older than every checkpoint kept");
+    }
+
+    #[test]
+    fn a_limit_is_handed_on_once() {
+        let mut limits = CheckpointLimits::default();
+        limits.stored(0, vec![5]);
+        limits.stored(2, vec![7]);
+        assert_eq!(limits.advanced(vec![(0, 6), (2, 9)]), vec![(0, 5), (2, 7)]);
+        // The sinks moved on, but no newer checkpoint is stored: nothing new to store.
+        assert_eq!(limits.advanced(vec![(0, 8)]), vec![]);
+        limits.stored(0, vec![5, 8]);
+        assert_eq!(limits.advanced(vec![]), vec![(0, 8)]);
+    }
+
+    #[test]
+    fn a_forgotten_partition_starts_over() {
+        let mut limits = CheckpointLimits::default();
+        limits.stored(3, vec![4]);
+        assert_eq!(limits.advanced(vec![(3, 4)]), vec![(3, 4)]);
+        limits.forget(3);
+        assert_eq!(limits.limit(3, 4), None);
+        // Taken again with the same checkpoint: its limit is handed on again (the new owner's
+        // position must be stored anew).
+        limits.stored(3, vec![4]);
+        assert_eq!(limits.advanced(vec![(3, 4)]), vec![(3, 4)]);
+    }
 }

@@ -5,6 +5,7 @@
 //! the offset moves only once each sink has acknowledged it.
 
 use super::bars::BarsOut;
+use super::decode::Decoded;
 use super::ledger::Ledger;
 use crate::chain::{Refusal, StageOutcome};
 use crate::sink::document::DocumentWriter;
@@ -15,26 +16,8 @@ use crate::source::group::Consumed;
 use crate::telemetry::BatchRecord;
 use std::sync::Arc;
 use stockpipe_guest_route::logic::Destinations;
-use stockpipe_model::columns::TickColumns;
-use stockpipe_model::json::{DecodeError, decode_into};
+use stockpipe_model::json::DecodeError;
 use stockpipe_model::{Enrichment, TickRef};
-
-/// A batch's messages decoded straight into its columns: the ticks, in order, and for each
-/// message its tick's index or the reason it did not decode.
-pub(super) struct Decoded {
-    pub(super) ticks: TickColumns,
-    pub(super) slots: Vec<Result<usize, DecodeError>>,
-}
-
-pub(super) fn decode_batch(batch: &[Consumed], offset_minutes: i32) -> Decoded {
-    // Five levels a side, the sample's depth: a deeper book only grows the level columns.
-    let mut ticks = TickColumns::with_capacity(batch.len(), 5);
-    let slots = batch
-        .iter()
-        .map(|m| decode_into(&m.payload, offset_minutes, &mut ticks).map(|()| ticks.len() - 1))
-        .collect();
-    Decoded { ticks, slots }
-}
 
 /// A document for the index, its bytes at `range` of the batch's document buffer.
 struct ToIndex {

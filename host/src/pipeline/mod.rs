@@ -12,12 +12,13 @@
 
 mod bars;
 pub mod commit;
+mod decode;
 mod dispatch;
 mod ledger;
 mod swaps;
 
-use crate::chain::{StageChain, WasmChain};
 use crate::chain::swap::{GuestRegistry, ShadowBuffer, SwapApplier};
+use crate::chain::{StageChain, WasmChain};
 use crate::config::Config;
 use crate::sink::document::DocumentWriter;
 use crate::sink::elasticsearch::{BulkReport, DeadLetters, EsSink};
@@ -86,7 +87,11 @@ impl Pipeline {
         telemetry: Arc<Telemetry>,
     ) -> anyhow::Result<Self> {
         let k = &config.kafka;
-        let producer = kafka_source::producer(brokers)?;
+        let env = |name: &str| std::env::var(name).ok();
+        let input = k.input_connection(brokers, env)?;
+        let output = k.output_connection(&input, env)?;
+        crate::source::topics::check(&input, &output, k, KAFKA_TIMEOUT).await?;
+        let producer = kafka_source::producer(&output)?;
         let lake = LakeSink::open(&config.lake, &k.topic, telemetry.clone()).await?;
         let es = if config.elasticsearch.url.is_empty() {
             None
@@ -105,7 +110,7 @@ impl Pipeline {
             tracing::info!(url = %url, "Elasticsearch sink ready");
             Some(sink)
         };
-        let group = Membership::join(brokers, k, telemetry.clone())?;
+        let group = Membership::join(&input, k, telemetry.clone())?;
         Ok(Self {
             swaps: swaps::HotSwap::off(&chain),
             deliveries: Deliveries::new(producer, telemetry.clone()),
@@ -176,7 +181,7 @@ impl Pipeline {
         let mut carried: Vec<Consumed> = Vec::new();
         let stop_by = loop {
             let batch = tokio::select! {
-                batch = self.group.next_batch() => batch,
+                batch = self.group.next_batch() => batch?,
                 () = &mut shutdown => {
                     tracing::info!("shutdown requested");
                     break Some(tokio::time::Instant::now() + grace);
@@ -189,7 +194,7 @@ impl Pipeline {
                     .chain(batch)
                     .collect(),
             };
-            self.between_batches(&batch);
+            self.between_batches(&batch)?;
             if let (true, None, Some(input)) = (once, &targets, &mut self.input) {
                 targets = input.targets(&self.group)?;
             }
@@ -236,8 +241,8 @@ impl Pipeline {
     /// Lets the group's changes in, between two batches: partitions assigned start, partitions
     /// let go of at once are forgotten, and a pending guest swap is applied — between two
     /// batches, the only place a guest may change.
-    fn between_batches(&mut self, batch: &[Consumed]) {
-        let changes = self.group.changes(batch);
+    fn between_batches(&mut self, batch: &[Consumed]) -> anyhow::Result<()> {
+        let changes = self.group.changes(batch)?;
         for (partition, committed) in &changes.assigned {
             self.bars.assigned(*partition, committed);
         }
@@ -254,6 +259,7 @@ impl Pipeline {
         for swap in self.swaps.apply_pending(&mut self.chain) {
             bars::swap(&mut self.bars, swap, &self.swaps.registry);
         }
+        Ok(())
     }
 
     /// One batch through the chain and into its sinks, then what is due: segments rolled, bulks
@@ -294,7 +300,7 @@ impl Pipeline {
             bars.restore(self.lake.store(), topic).await?;
         }
         let offset_minutes = self.config.validate.naive_timestamp_offset_minutes;
-        let decoded = dispatch::decode_batch(&batch, offset_minutes);
+        let decoded = decode::decode_batch(&batch, offset_minutes);
         let chain = &mut self.chain;
         let outcomes = tokio::task::block_in_place(|| chain.process_columns(&decoded.ticks));
         anyhow::ensure!(
@@ -483,5 +489,50 @@ async fn settle_index(es: Option<&mut EsSink>, all: bool) -> anyhow::Result<Bulk
         None => Ok(BulkReport::default()),
         Some(es) if all => Ok(es.drain().await?),
         Some(es) => Ok(es.flush_due(Instant::now()).await?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ledger, commit_positions};
+    use crate::sink::PartitionLifecycle;
+
+    /// A stage whose state is stored up to `0` in every partition.
+    struct StoredUpTo(i64);
+
+    impl PartitionLifecycle for StoredUpTo {
+        fn commit_limit(&self, _partition: i32, position: i64) -> Option<i64> {
+            (self.0 <= position).then_some(self.0)
+        }
+    }
+
+    #[test]
+    fn a_partition_is_committed_as_far_as_the_sinks_and_the_stages_allow() {
+        let mut ledger = Ledger::default();
+        for offset in 0..10 {
+            ledger.track(0, offset, 1);
+            ledger.track(1, offset, 1);
+        }
+        for offset in 0..8 {
+            ledger.ack(0, 0, offset);
+        }
+        for offset in 0..3 {
+            ledger.ack(1, 0, offset);
+        }
+        let stages = Some(StoredUpTo(5));
+        let positions = commit_positions(&ledger, &stages, [0, 1].into_iter());
+        // Partition 0: the sinks are at 8, the stage's state at 5; partition 1: the sinks at 3,
+        // before any stored state, so it stays where it is.
+        assert_eq!(positions, [(0, 5)].into_iter().collect());
+        let without_stages: Option<StoredUpTo> = None;
+        let positions = commit_positions(&ledger, &without_stages, [0, 1].into_iter());
+        assert_eq!(positions, [(0, 8), (1, 3)].into_iter().collect());
+    }
+
+    #[test]
+    fn a_partition_nothing_was_consumed_from_is_not_committed() {
+        let ledger = Ledger::default();
+        let stages: Option<StoredUpTo> = None;
+        assert!(commit_positions(&ledger, &stages, [4].into_iter()).is_empty());
     }
 }

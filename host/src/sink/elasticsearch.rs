@@ -820,7 +820,7 @@ fn joined(
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ElasticsearchSection {
     /// `http(s)://host:port`; empty = no Elasticsearch sink. Credentials come from the

@@ -334,7 +334,7 @@ impl LakeWriter {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LakeSection {
     /// `file:///path`, a plain directory, or `gs://bucket/prefix`.
@@ -377,7 +377,7 @@ impl LakeSection {
 
     pub fn location(&self) -> Result<crate::sink::store::LakeLocation, ConfigError> {
         crate::sink::store::LakeLocation::parse(&self.url).map_err(|message| ConfigError::Invalid {
-            key: "lake.url",
+            key: "lake.url".into(),
             message,
         })
     }

@@ -104,3 +104,60 @@ impl<T: PartitionLifecycle> PartitionLifecycle for Option<T> {
         self.as_mut().map_or(0, |part| part.forget(partition))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{PartitionLifecycle, Roll};
+
+    /// Notes what it is told.
+    #[derive(Default)]
+    struct Noting {
+        assigned: Vec<i32>,
+        rolls: usize,
+        forgotten: Vec<i32>,
+    }
+
+    impl PartitionLifecycle for Noting {
+        fn assigned(&mut self, partition: i32, _committed: &Result<Option<i64>, String>) {
+            self.assigned.push(partition);
+        }
+        fn roll(&mut self, _roll: Roll<'_>) {
+            self.rolls += 1;
+        }
+        fn commit_limit(&self, _partition: i32, position: i64) -> Option<i64> {
+            Some(position - 1)
+        }
+        fn limit_advanced(&mut self, advanced: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
+            advanced.into_iter().filter(|(p, _)| *p != 0).collect()
+        }
+        fn forget(&mut self, partition: i32) -> usize {
+            self.forgotten.push(partition);
+            7
+        }
+    }
+
+    #[test]
+    fn a_part_that_does_not_run_passes_everything_through() {
+        let mut absent: Option<Noting> = None;
+        absent.assigned(1, &Ok(None));
+        absent.roll(Roll::All);
+        assert_eq!(absent.commit_limit(1, 42), Some(42));
+        assert_eq!(absent.limit_advanced(vec![(0, 3)]), vec![(0, 3)]);
+        assert_eq!(absent.forget(1), 0);
+    }
+
+    #[test]
+    fn a_part_that_runs_hears_every_hook() {
+        let mut present = Some(Noting::default());
+        present.assigned(1, &Ok(Some(5)));
+        present.roll(Roll::Partitions(&[1]));
+        assert_eq!(present.commit_limit(1, 42), Some(41));
+        assert_eq!(present.limit_advanced(vec![(0, 3), (1, 4)]), vec![(1, 4)]);
+        assert_eq!(present.forget(2), 7);
+        let noted = present.unwrap();
+        assert_eq!(
+            (noted.assigned, noted.rolls, noted.forgotten),
+            (vec![1], 1, vec![2])
+        );
+    }
+}

@@ -9,7 +9,7 @@
 //! runtime's other tasks (stores, bulk requests) go on meanwhile.
 
 use crate::sink::SourceRef;
-use crate::source::kafka::{self, KafkaConfig};
+use crate::source::kafka::{self, Connection, KafkaConfig};
 use crate::source::member::{self, ConsumerNotes, GroupMember, PipelineConsumer};
 use crate::source::once::{OnceStep, OnceTargets};
 use crate::source::positions::{Gap, Positions};
@@ -78,6 +78,10 @@ pub struct Membership {
     max_poll_interval: Duration,
     statistics_interval: Duration,
     revoke_timeout: Duration,
+    /// `kafka.auto_offset_reset`: where a partition the group never committed starts.
+    reset: String,
+    /// A consumer error repeating this long stops the run.
+    give_up: Duration,
     /// Partition -> the offset after the last message consumed from it; gaps the broker deleted.
     positions: Positions,
     /// When `run --once` last said what it waits for.
@@ -85,31 +89,27 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Joins the group (subscribes to `config.topic` at `brokers`).
+    /// Joins the group (subscribes to `config.topic` on `cluster`).
     pub fn join(
-        brokers: &str,
+        cluster: &Connection,
         config: &KafkaConfig,
         telemetry: Arc<Telemetry>,
     ) -> anyhow::Result<Self> {
-        let (consumer, notes) = member::pipeline_consumer(
-            brokers,
-            &config.group_id,
-            &config.topic,
-            config.group_timeouts(),
-            telemetry.clone(),
-        )?;
+        let (consumer, notes) = member::pipeline_consumer(cluster, config, telemetry.clone())?;
         Ok(Self {
             consumer: Arc::new(consumer),
             notes,
             telemetry,
             topic: config.topic.clone(),
             group_id: config.group_id.clone(),
-            brokers: brokers.to_string(),
+            brokers: cluster.describe(),
             batch_max: config.batch_max,
             batch_wait: Duration::from_millis(config.batch_wait_ms),
             max_poll_interval: Duration::from_millis(config.max_poll_interval_ms),
             statistics_interval: Duration::from_millis(config.statistics_interval_ms),
             revoke_timeout: config.revoke_timeout(),
+            reset: config.auto_offset_reset.clone(),
+            give_up: Duration::from_millis(config.error_give_up_ms),
             positions: Positions::default(),
             waiting_noted: None,
         })
@@ -123,8 +123,9 @@ impl Membership {
 
     /// Up to `kafka.batch_max` messages, waiting at most `kafka.batch_wait_ms` once the first has
     /// arrived (and at most 200 ms for the first, so that the loop can roll segments and notice
-    /// the end).
-    pub async fn next_batch(&self) -> Vec<Consumed> {
+    /// the end). Fails, naming it, on a consumer error that waiting cannot heal or that has
+    /// repeated for `kafka.error_give_up_ms` (see [`crate::source::faults`]).
+    pub async fn next_batch(&self) -> anyhow::Result<Vec<Consumed>> {
         let mut batch = Vec::with_capacity(self.batch_max);
         let mut deadline = tokio::time::Instant::now() + Duration::from_millis(200);
         let mut topic: Arc<str> = Arc::from("");
@@ -132,19 +133,22 @@ impl Membership {
             let message = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Err(_elapsed) => break,
                 Ok(Err(e)) => {
-                    // Transient consumer errors (e.g. a partition EOF, a broker hiccup) are logged;
-                    // librdkafka retries on its own.
-                    tracing::warn!(error = %e, "consumer error");
+                    self.notes.error(&e, None, &self.telemetry);
                     continue;
                 }
                 Ok(Ok(m)) => m,
             };
             if batch.is_empty() {
                 deadline = tokio::time::Instant::now() + self.batch_wait;
+                self.notes.healthy();
             }
             batch.push(Consumed::from(&message, &mut topic));
         }
-        batch
+        let faults = self.notes.faults.lock().expect("faults lock");
+        if let Some(why) = faults.verdict(Instant::now(), self.give_up) {
+            anyhow::bail!("{why} (consuming {} at {})", self.topic, self.brokers);
+        }
+        Ok(batch)
     }
 
     /// Keeps this member in its group while a batch waits on its sinks (see [`Keeper`]).
@@ -162,9 +166,9 @@ impl Membership {
     /// What the group changed since the last batch, and what `batch` consumed: partitions
     /// assigned are started (see [`Membership::start`]), gaps in `batch`'s offsets checked
     /// against the log's start, partitions let go of at once forgotten.
-    pub fn changes(&mut self, batch: &[Consumed]) -> GroupChanges {
+    pub fn changes(&mut self, batch: &[Consumed]) -> anyhow::Result<GroupChanges> {
         let assigned = self.notes.rebalance.take_assigned();
-        let assigned = self.start(&assigned);
+        let assigned = self.start(&assigned)?;
         let gaps: Vec<Gap> = batch
             .iter()
             .filter_map(|m| self.positions.consumed(m.source.partition, m.source.offset))
@@ -176,15 +180,17 @@ impl Membership {
         for &partition in &dropped {
             self.positions.forget(partition);
         }
-        GroupChanges { assigned, dropped }
+        Ok(GroupChanges { assigned, dropped })
     }
 
     /// Newly assigned partitions: where each resumes, and what the broker deleted before this
     /// group stored it (reported, see [`Telemetry::offsets_lost`]). A partition the group never
-    /// committed is committed at the log's start now, so that a later loss there shows.
-    fn start(&mut self, partitions: &[i32]) -> Vec<Assigned> {
+    /// committed is committed where `kafka.auto_offset_reset` says it starts — the log's start
+    /// (`earliest`) or its end (`latest`) — so that a later loss there shows; with `error` the
+    /// start stops, naming it.
+    fn start(&mut self, partitions: &[i32]) -> anyhow::Result<Vec<Assigned>> {
         if partitions.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let (consumer, topic) = (&**self.consumer, self.topic.as_str());
         let starts = tokio::task::block_in_place(|| {
@@ -197,8 +203,8 @@ impl Membership {
             partitions
                 .iter()
                 .map(|&p| {
-                    let start = kafka::log_start(consumer, topic, p, KAFKA_TIMEOUT)?;
-                    Ok((p, committed.get(&p).copied(), start))
+                    let (low, high) = kafka::watermarks(consumer, topic, p, KAFKA_TIMEOUT)?;
+                    Ok((p, committed.get(&p).copied(), low, high))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()
         });
@@ -207,17 +213,26 @@ impl Membership {
             Err(e) => {
                 let why = format!("{e:#}");
                 tracing::warn!(error = %why, ?partitions, "could not read where the assigned partitions start: offsets the broker deleted there are not checked");
-                return partitions.iter().map(|&p| (p, Err(why.clone()))).collect();
+                return Ok(partitions.iter().map(|&p| (p, Err(why.clone()))).collect());
             }
         };
         let mut never_committed = BTreeMap::new();
         let mut assigned = Vec::with_capacity(starts.len());
-        for (partition, committed, start) in starts {
-            if let Some(lost) = self.positions.start(partition, committed, start) {
+        for (partition, committed, low, high) in starts {
+            let resume = match (committed, self.reset.as_str()) {
+                (Some(at), _) => Some(at),
+                (None, "latest") => Some(high),
+                (None, "error") => anyhow::bail!(
+                    "partition {partition} of {topic} has no committed offset for group {} and kafka.auto_offset_reset = \"error\" (its log holds offsets {low} to {high}); commit a start for it, or set auto_offset_reset to earliest or latest",
+                    self.group_id
+                ),
+                (None, _) => None,
+            };
+            if let Some(lost) = self.positions.start(partition, resume, low) {
                 self.telemetry.offsets_lost(topic, lost);
             }
             if committed.is_none() {
-                never_committed.insert(partition, start);
+                never_committed.insert(partition, resume.unwrap_or(low));
             }
             assigned.push((partition, Ok(committed)));
         }
@@ -227,7 +242,7 @@ impl Membership {
         if let Err(e) = pinned {
             tracing::warn!(error = %format!("{e:#}"), "committing the start of partitions the group never committed failed");
         }
-        assigned
+        Ok(assigned)
     }
 
     /// A jump in a partition's offsets: lost as far as the broker's log starts past it.
@@ -327,7 +342,9 @@ impl Membership {
     pub fn consumed_all(&mut self, targets: &mut OnceTargets) -> bool {
         if !targets.reached(self.positions.next()) {
             self.note_waiting(targets);
-            return false;
+            if !targets.reached(self.positions.next()) {
+                return false;
+            }
         }
         let (notes, topic) = (&self.notes, self.topic.as_str());
         match targets.next_step(
@@ -348,7 +365,7 @@ impl Membership {
 
     /// `run --once` waiting on partitions this host does not hold: every few seconds, says which,
     /// and which member of the group holds them (their committed offsets have to reach the end).
-    fn note_waiting(&mut self, targets: &OnceTargets) {
+    fn note_waiting(&mut self, targets: &mut OnceTargets) {
         const EVERY: Duration = Duration::from_secs(5);
         if self.waiting_noted.is_some_and(|at| at.elapsed() < EVERY) {
             return;
@@ -371,6 +388,24 @@ impl Membership {
             .filter(|p| !own.contains(p))
             .collect();
         if elsewhere.is_empty() {
+            return;
+        }
+        // Another member may have committed them to their end since: then this host is done.
+        let committed = tokio::task::block_in_place(|| {
+            kafka::committed_offsets(
+                &**self.consumer,
+                &self.topic,
+                elsewhere.iter().copied(),
+                KAFKA_TIMEOUT,
+            )
+        });
+        match committed {
+            Ok(committed) => targets.committed_since(committed),
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "re-reading the group's committed offsets failed")
+            }
+        }
+        if targets.reached(self.positions.next()) {
             return;
         }
         let holders = tokio::task::block_in_place(|| {

@@ -3,25 +3,38 @@
 //! section. The pipeline's own group member is [`super::member`]'s, used through
 //! [`super::group::Membership`].
 
-use super::member::GroupTimeouts;
-use crate::config::error::{ConfigError, invalid};
+pub use super::kafka_config::{Connection, GroupTimeouts, KafkaConfig};
 use anyhow::Context;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+/// A producer of `cluster` (idempotent, with `kafka.compression`).
+pub fn producer(cluster: &Connection) -> anyhow::Result<FutureProducer> {
+    cluster
+        .producer_config()
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
         .create()
-        .with_context(|| format!("creating a Kafka producer for {brokers}"))
+        .with_context(|| format!("creating a Kafka producer for {}", cluster.describe()))
+}
+
+/// A client of `cluster` in no group: metadata, watermarks, offsets (`group` given: that
+/// group's, never auto-committed).
+pub fn client(cluster: &Connection, group: Option<&str>) -> anyhow::Result<BaseConsumer> {
+    let mut config = cluster.client_config();
+    if let Some(group) = group {
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false");
+    }
+    config
+        .create()
+        .with_context(|| format!("creating a Kafka client for {}", cluster.describe()))
 }
 
 /// Drops `value` (a consumer: dropping one leaves its group, `rd_kafka_consumer_close`) on a thread
@@ -51,10 +64,10 @@ pub fn drop_within<T: Send + 'static>(value: T, limit: Duration, what: &str) -> 
     closed
 }
 
-pub(super) fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
+/// A group member's settings: offsets stored only when told, then auto-committed.
+pub(super) fn consumer_config(cluster: &Connection, group_id: &str) -> ClientConfig {
+    let mut config = cluster.client_config();
     config
-        .set("bootstrap.servers", brokers)
         .set("group.id", group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
@@ -82,10 +95,14 @@ fn client_id() -> String {
 }
 
 /// A plain group member (the `consume` command, tests).
-pub fn consumer(brokers: &str, group_id: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = consumer_config(brokers, group_id)
+pub fn consumer(
+    cluster: &Connection,
+    group_id: &str,
+    topic: &str,
+) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = consumer_config(cluster, group_id)
         .create()
-        .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
+        .with_context(|| format!("creating a Kafka consumer for {}", cluster.describe()))?;
     consumer
         .subscribe(&[topic])
         .with_context(|| format!("subscribing to {topic}"))?;
@@ -156,6 +173,18 @@ pub fn log_start<C: ConsumerContext>(
     Ok(low)
 }
 
+/// The first offset the broker still has of `partition`, and the offset after its last.
+pub fn watermarks<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> anyhow::Result<(i64, i64)> {
+    consumer
+        .fetch_watermarks(topic, partition, timeout)
+        .with_context(|| format!("watermarks of {topic}/{partition}"))
+}
+
 /// Partition -> committed offset of the group (absent when the group never committed it).
 pub fn committed_offsets<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
@@ -219,18 +248,12 @@ pub fn commit_positions<C: ConsumerContext>(
 /// Every message of `topic` from the beginning up to its current end, read without a group
 /// (used by tests and tools to inspect the dead-letter and alerts topics).
 pub fn read_to_end(
-    brokers: &str,
+    cluster: &Connection,
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
     use rdkafka::Message;
-    use rdkafka::consumer::BaseConsumer;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "stockpipe-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .context("creating a reader")?;
+    let consumer = client(cluster, Some("stockpipe-reader")).context("creating a reader")?;
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
         .with_context(|| format!("metadata of {topic}"))?;
@@ -270,151 +293,6 @@ pub fn read_to_end(
         }
     }
     Ok(messages)
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KafkaConfig {
-    /// `host:port[,host:port]`; empty = start librdkafka's mock cluster in-process.
-    pub brokers: String,
-    pub topic: String,
-    pub group_id: String,
-    pub dead_letter_topic: String,
-    pub alerts_topic: String,
-    /// Partitions of the topic when the embedded cluster creates it.
-    pub embedded_partitions: i32,
-    /// Most messages in one batch through the guests.
-    pub batch_max: usize,
-    /// Longest wait to fill a batch, in milliseconds.
-    pub batch_wait_ms: u64,
-    /// A member silent this long leaves the group (`session.timeout.ms`).
-    pub session_timeout_ms: u64,
-    /// A member that does not poll for this long leaves the group; a rebalance may also wait this
-    /// long for a member that died without leaving (`max.poll.interval.ms`).
-    pub max_poll_interval_ms: u64,
-    /// Static group membership (`group.instance.id`): empty = dynamic. Give each host of a group
-    /// its own stable id (e.g. the container's name) to restart without a rebalance.
-    pub group_instance_id: String,
-    /// How often librdkafka reports consumer lag, committed offsets and broker states (for
-    /// `/metrics` and `/ready`), in milliseconds; 0 = never.
-    pub statistics_interval_ms: u64,
-    /// How long the broker may hold a fetch waiting for data (`fetch.wait.max.ms`; librdkafka's
-    /// default is 500). Bounds the latency of a quiet partition; lower = more idle requests.
-    pub fetch_wait_max_ms: u64,
-    /// How partitions are shared among the group's members (`partition.assignment.strategy`):
-    /// `cooperative-sticky` (default: a rebalance revokes only the partitions that move), or the
-    /// eager `range` / `roundrobin` (every member lets go of everything at each rebalance). All
-    /// members of a group must use the same kind.
-    pub assignment_strategy: String,
-    /// How long a host may hold partitions the group revoked while it stores and commits what it
-    /// holds for them, in milliseconds; past it they are let go of and that work is delivered again
-    /// to their next owner. At most half of `max_poll_interval_ms` and half of `session_timeout_ms`
-    /// is used: Kafka waits up to the poll interval for the member to rejoin, some brokers
-    /// (librdkafka's mock cluster) only about the session timeout.
-    pub revoke_timeout_ms: u64,
-}
-
-impl KafkaConfig {
-    /// Checks the section's values; the error names the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let k = self;
-        for (key, topic) in [
-            ("kafka.topic", &k.topic),
-            ("kafka.dead_letter_topic", &k.dead_letter_topic),
-            ("kafka.alerts_topic", &k.alerts_topic),
-        ] {
-            if topic.is_empty()
-                || topic.len() > 249
-                || !topic
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            {
-                return invalid(
-                    key,
-                    &format!("{topic:?} is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])"),
-                );
-            }
-        }
-        if k.dead_letter_topic == k.topic || k.alerts_topic == k.topic {
-            return invalid(
-                "kafka.dead_letter_topic",
-                "the dead-letter and alerts topics must differ from kafka.topic",
-            );
-        }
-        if k.group_id.is_empty() {
-            return invalid("kafka.group_id", "must not be empty");
-        }
-        if k.batch_max == 0 || k.batch_max > 100_000 {
-            return invalid("kafka.batch_max", "must be between 1 and 100000");
-        }
-        if k.session_timeout_ms < 1000 || k.max_poll_interval_ms < k.session_timeout_ms {
-            return invalid(
-                "kafka.max_poll_interval_ms",
-                "kafka.session_timeout_ms must be at least 1000 and at most kafka.max_poll_interval_ms",
-            );
-        }
-        if !["cooperative-sticky", "range", "roundrobin"].contains(&k.assignment_strategy.as_str())
-        {
-            return invalid(
-                "kafka.assignment_strategy",
-                &format!(
-                    "{:?} is not one of cooperative-sticky, range, roundrobin",
-                    k.assignment_strategy
-                ),
-            );
-        }
-        if k.revoke_timeout_ms == 0 {
-            return invalid("kafka.revoke_timeout_ms", "must be above 0");
-        }
-        if !(1..=1024).contains(&k.embedded_partitions) {
-            return invalid("kafka.embedded_partitions", "must be between 1 and 1024");
-        }
-        Ok(())
-    }
-
-    /// How long revoked partitions are held for their work to be stored: `revoke_timeout_ms`, at
-    /// most half of `max_poll_interval_ms` and of `session_timeout_ms`.
-    pub fn revoke_timeout(&self) -> Duration {
-        Duration::from_millis(
-            self.revoke_timeout_ms
-                .min(self.max_poll_interval_ms / 2)
-                .min(self.session_timeout_ms / 2),
-        )
-    }
-
-    pub fn group_timeouts(&self) -> GroupTimeouts {
-        GroupTimeouts {
-            session_ms: self.session_timeout_ms,
-            max_poll_interval_ms: self.max_poll_interval_ms,
-            instance_id: (!self.group_instance_id.is_empty())
-                .then(|| self.group_instance_id.clone()),
-            statistics_interval_ms: self.statistics_interval_ms,
-            fetch_wait_max_ms: self.fetch_wait_max_ms,
-            assignment_strategy: self.assignment_strategy.clone(),
-        }
-    }
-}
-
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        Self {
-            brokers: String::new(),
-            topic: "stock-stream".into(),
-            group_id: "stockpipe".into(),
-            dead_letter_topic: "stock-stream.dlq".into(),
-            alerts_topic: "stock-alerts".into(),
-            embedded_partitions: 3,
-            batch_max: 1000,
-            batch_wait_ms: 50,
-            session_timeout_ms: 10_000,
-            max_poll_interval_ms: 300_000,
-            group_instance_id: String::new(),
-            statistics_interval_ms: 2_000,
-            fetch_wait_max_ms: 100,
-            assignment_strategy: "cooperative-sticky".into(),
-            revoke_timeout_ms: 10_000,
-        }
-    }
 }
 
 /// The partitions of `topic` in a group member's assignment, as the group coordinator reports it

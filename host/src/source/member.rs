@@ -5,24 +5,28 @@
 //! partition and the brokers' states (librdkafka statistics). [`super::group::Membership`] is
 //! the type the loop uses.
 
-use super::kafka::consumer_config;
+use super::faults::{FaultClass, Faults, classify};
+use super::kafka::{Connection, KafkaConfig, consumer_config};
 use crate::source::rebalance::RebalanceNotes;
 use crate::telemetry::{Dependency, Telemetry};
 use anyhow::Context;
 use rdkafka::ClientContext;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// What the consumer's callbacks tell the pipeline loop: partitions assigned and taken away in a
-/// rebalance ([`RebalanceNotes`]), and the end of each partition as its fetches reported it
-/// (librdkafka statistics).
+/// rebalance ([`RebalanceNotes`]), the end of each partition as its fetches reported it
+/// (librdkafka statistics), and the errors seen since the consumer was last healthy ([`Faults`]).
 #[derive(Debug, Clone, Default)]
 pub struct ConsumerNotes {
     pub rebalance: RebalanceNotes,
     fetched: Arc<Mutex<FetchedEnds>>,
+    pub faults: Arc<Mutex<Faults>>,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +48,32 @@ impl ConsumerNotes {
     /// Statistics reports received so far.
     pub fn statistics_reports(&self) -> u64 {
         self.fetched.lock().expect("statistics lock").reports
+    }
+
+    /// A consumer error: noted, and logged when it is worth a line (see [`Faults::error`]); what
+    /// is wrong goes to `/ready` and the metrics.
+    pub fn error(&self, error: &KafkaError, detail: Option<&str>, telemetry: &Telemetry) {
+        let code = error.rdkafka_error_code();
+        let what = match detail {
+            Some(detail) if !detail.is_empty() => format!("{error}: {detail}"),
+            _ => error.to_string(),
+        };
+        telemetry.kafka_error(&code.map_or_else(|| "unknown".to_string(), |c| format!("{c:?}")));
+        let mut faults = self.faults.lock().expect("faults lock");
+        if let Some(count) = faults.error(code, what.clone(), Instant::now()) {
+            let class = classify(code);
+            tracing::warn!(error = %what, errors = count, fatal = class == FaultClass::Fatal, "Kafka error");
+        }
+        let current = faults.current().map(str::to_string);
+        drop(faults);
+        if let Some(current) = current {
+            telemetry.set_ready(Dependency::Kafka, Err(current));
+        }
+    }
+
+    /// A healthy sign (a message, a broker up): transient errors are forgiven.
+    pub fn healthy(&self) {
+        self.faults.lock().expect("faults lock").healthy();
     }
 }
 
@@ -96,7 +126,11 @@ impl ClientContext for PipelineContext {
             .filter(|b| b.nodeid >= 0 && b.state == "UP")
             .count();
         let seen = if up > 0 {
-            Ok(())
+            self.notes.healthy();
+            match self.notes.faults.lock().expect("faults lock").current() {
+                Some(fatal) => Err(fatal.to_string()),
+                None => Ok(()),
+            }
         } else {
             let states: Vec<String> = statistics
                 .brokers
@@ -106,6 +140,12 @@ impl ClientContext for PipelineContext {
             Err(format!("no Kafka broker is up ({})", states.join(", ")))
         };
         self.telemetry.set_ready(Dependency::Kafka, seen);
+    }
+
+    /// librdkafka's errors outside a message: a broker down, a TLS handshake or an
+    /// authentication refused, … (see [`Faults`]).
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.notes.error(&error, Some(reason), &self.telemetry);
     }
 }
 
@@ -151,15 +191,15 @@ const TOPIC_METADATA_REFRESH_MS: u64 = 10_000;
 
 /// The pipeline's consumer-group member, and what its callbacks note for the pipeline loop.
 pub fn pipeline_consumer(
-    brokers: &str,
-    group_id: &str,
-    topic: &str,
-    timeouts: GroupTimeouts,
+    cluster: &Connection,
+    k: &KafkaConfig,
     telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<(GroupMember, ConsumerNotes)> {
+    let (group_id, topic, timeouts) = (&k.group_id, &k.topic, k.group_timeouts());
     let notes = ConsumerNotes::default();
-    let mut config = consumer_config(brokers, group_id);
+    let mut config = consumer_config(cluster, group_id);
     config
+        .set("auto.offset.reset", &k.auto_offset_reset)
         .set("session.timeout.ms", timeouts.session_ms.to_string())
         .set(
             "max.poll.interval.ms",
@@ -186,7 +226,7 @@ pub fn pipeline_consumer(
             notes: notes.clone(),
             telemetry,
         })
-        .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
+        .with_context(|| format!("creating a Kafka consumer for {}", cluster.describe()))?;
     consumer
         .subscribe(&[topic])
         .with_context(|| format!("subscribing to {topic}"))?;
@@ -195,22 +235,4 @@ pub fn pipeline_consumer(
         notes: notes.clone(),
     };
     Ok((member, notes))
-}
-
-/// How long the group waits for a silent member (`session.timeout.ms`) and for a member that
-/// stopped polling (`max.poll.interval.ms`; also how long a rebalance may wait for a member that
-/// died without leaving).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupTimeouts {
-    pub session_ms: u64,
-    pub max_poll_interval_ms: u64,
-    /// Static membership (`group.instance.id`): a restarted member with the same id takes its
-    /// place back at once instead of waiting for the old one to time out.
-    pub instance_id: Option<String>,
-    /// How often librdkafka reports lag and broker states (0 = never; `/ready` then never sees Kafka).
-    pub statistics_interval_ms: u64,
-    /// `fetch.wait.max.ms`: how long a fetch may wait for data before the broker answers.
-    pub fetch_wait_max_ms: u64,
-    /// `partition.assignment.strategy`.
-    pub assignment_strategy: String,
 }

@@ -3,12 +3,15 @@
 
 pub mod backfill;
 pub mod embedded;
+pub mod faults;
 pub mod group;
 pub mod input;
 pub mod kafka;
+pub mod kafka_config;
 pub mod member;
 pub mod once;
 pub mod positions;
 pub mod rebalance;
 pub mod replay;
 pub mod simulate;
+pub mod topics;

@@ -48,6 +48,15 @@ impl OnceTargets {
         }
     }
 
+    /// The group's committed offsets read again: partitions another member of the group holds
+    /// count as done once it has committed them to their end (a backfill spread over hosts).
+    pub fn committed_since(&mut self, committed: BTreeMap<i32, i64>) {
+        for (p, at) in committed {
+            let known = self.committed.entry(p).or_insert(at);
+            *known = (*known).max(at);
+        }
+    }
+
     /// Every partition consumed (or committed) up to its end.
     pub fn reached(&self, consumed_to: &BTreeMap<i32, i64>) -> bool {
         self.short_of_end(consumed_to).is_empty()
@@ -167,6 +176,24 @@ mod tests {
         );
         let none = OnceTargets::new(map(&[(0, 10)]), map(&[]), STATS);
         assert!(!none.reached(&map(&[])));
+    }
+
+    #[test]
+    fn partitions_other_members_commit_to_their_end_count_as_done() {
+        let mut targets = OnceTargets::new(map(&[(0, 10), (1, 8)]), map(&[(1, 2)]), STATS);
+        // This host holds partition 0 only.
+        let consumed = map(&[(0, 10)]);
+        assert!(!targets.reached(&consumed));
+        targets.committed_since(map(&[(1, 5)]));
+        assert!(
+            !targets.reached(&consumed),
+            "partition 1 is committed to 5 of 8"
+        );
+        targets.committed_since(map(&[(1, 8)]));
+        assert!(targets.reached(&consumed));
+        // A stale read never moves it back.
+        targets.committed_since(map(&[(1, 3)]));
+        assert!(targets.reached(&consumed));
     }
 
     #[test]

@@ -38,6 +38,11 @@ struct RejectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SinkLabels {
     sink: String,
 }
@@ -263,6 +268,7 @@ pub struct Telemetry {
     uncommitted: Family<PartitionLabels, Gauge>,
     committed: Family<PartitionLabels, Gauge>,
     offsets_lost: Family<PartitionLabels, Counter>,
+    kafka_errors: Family<CodeLabels, Counter>,
     guest_info: Family<GuestLabels, Gauge>,
     swaps: Family<StageOutcomeLabels, Counter>,
     readiness: Mutex<BTreeMap<Dependency, DependencyStatus>>,
@@ -297,6 +303,7 @@ impl Telemetry {
         let uncommitted = Family::default();
         let committed = Family::default();
         let offsets_lost = Family::default();
+        let kafka_errors = Family::default();
         let guest_info = Family::default();
         let swaps = Family::default();
         registry.register(
@@ -338,6 +345,11 @@ impl Telemetry {
             "sink_retries",
             "Sink requests or items sent again",
             sink_retries.clone(),
+        );
+        registry.register(
+            "kafka_errors",
+            "Errors the Kafka consumer reported, by librdkafka's code",
+            kafka_errors.clone(),
         );
         registry.register(
             "sink_written",
@@ -389,6 +401,7 @@ impl Telemetry {
             uncommitted,
             committed,
             offsets_lost,
+            kafka_errors,
             guest_info,
             swaps,
             readiness: Mutex::new(BTreeMap::new()),
@@ -614,6 +627,13 @@ impl Telemetry {
                 })
                 .inc_by(count);
         }
+    }
+
+    /// An error the Kafka consumer reported (`code`: librdkafka's, as its name).
+    pub fn kafka_error(&self, code: &str) {
+        self.kafka_errors
+            .get_or_create(&CodeLabels { code: code.into() })
+            .inc();
     }
 
     pub fn sink_written(&self, sink: Sink, count: u64) {

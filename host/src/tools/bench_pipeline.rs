@@ -348,7 +348,8 @@ pub async fn throughput(ticks: usize, external: Option<&str>) -> anyhow::Result<
     let broker = BenchBroker::start(external, partitions).await?;
     broker.configure(&mut config);
     let brokers = broker.brokers.clone();
-    let producer = crate::source::kafka::producer(&brokers)?;
+    let producer =
+        crate::source::kafka::producer(&crate::source::kafka::Connection::plaintext(&brokers))?;
     match &broker.embedded {
         Some(cluster) => cluster.replay(&producer, &payloads).await?,
         None => {
@@ -476,7 +477,7 @@ pub async fn paced(
     let broker = BenchBroker::start(external, Config::default().kafka.embedded_partitions).await?;
     let brokers = broker.brokers.clone();
     let feed = tokio::spawn(crate::source::replay::feed_simulated(
-        crate::source::kafka::producer(&brokers)?,
+        crate::source::kafka::producer(&crate::source::kafka::Connection::plaintext(&brokers))?,
         broker.topic.clone(),
         rate,
         crate::source::simulate::SimulateOptions {
@@ -585,7 +586,8 @@ pub async fn python_baseline(
         .collect();
     let broker = BenchBroker::start(external, 3).await?;
     let brokers = broker.brokers.clone();
-    let producer = crate::source::kafka::producer(&brokers)?;
+    let producer =
+        crate::source::kafka::producer(&crate::source::kafka::Connection::plaintext(&brokers))?;
     crate::source::replay::produce_all(
         &producer,
         &broker.topic,

@@ -79,7 +79,7 @@ async fn sample_and_bad_ticks_end_to_end() {
     for (i, (payload, _)) in bad.iter().enumerate() {
         payloads.insert(i * 20 + 7, payload.clone());
     }
-    let producer = kafka_source::producer(&brokers).unwrap();
+    let producer = kafka_source::producer(&kafka_source::Connection::plaintext(&brokers)).unwrap();
     produce_all(&producer, &k.topic, &payloads, Pace::Max, |_| {})
         .await
         .unwrap();

@@ -100,7 +100,10 @@ struct Dlq {
 
 fn dlq() -> Dlq {
     let kafka = EmbeddedKafka::start(&[("stock-stream.dlq", 1)]).unwrap();
-    let producer = stockpipe::source::kafka::producer(&kafka.bootstrap_servers()).unwrap();
+    let producer = stockpipe::source::kafka::producer(
+        &stockpipe::source::kafka::Connection::plaintext(&kafka.bootstrap_servers()),
+    )
+    .unwrap();
     Dlq {
         kafka,
         dead_letters: DeadLetters {
@@ -515,7 +518,10 @@ async fn a_shutdown_gets_through_while_elasticsearch_is_down() {
     config.lake.url = lake.path().display().to_string();
     let cluster = crate::support::embedded_cluster(&config, 1);
     let brokers = cluster.bootstrap_servers();
-    let producer = stockpipe::source::kafka::producer(&brokers).unwrap();
+    let producer = stockpipe::source::kafka::producer(
+        &stockpipe::source::kafka::Connection::plaintext(&brokers),
+    )
+    .unwrap();
     stockpipe::source::replay::produce_all(
         &producer,
         &config.kafka.topic,
@@ -608,7 +614,10 @@ async fn a_long_outage_does_not_cost_the_group_membership() {
     config.lake.url = lake.path().display().to_string();
     let cluster = crate::support::embedded_cluster(&config, 1);
     let brokers = cluster.bootstrap_servers();
-    let producer = stockpipe::source::kafka::producer(&brokers).unwrap();
+    let producer = stockpipe::source::kafka::producer(
+        &stockpipe::source::kafka::Connection::plaintext(&brokers),
+    )
+    .unwrap();
     let payloads = crate::support::sample_payloads();
     cluster.replay(&producer, &payloads).await.unwrap();
     let registry = Arc::new(stockpipe::chain::swap::GuestRegistry::default());

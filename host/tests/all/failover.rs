@@ -156,7 +156,10 @@ fn produce(
     seed: u64,
     rate: Option<f64>,
 ) -> tokio::task::JoinHandle<u64> {
-    let producer = stockpipe::source::kafka::producer(brokers).unwrap();
+    let producer = stockpipe::source::kafka::producer(
+        &stockpipe::source::kafka::Connection::plaintext(brokers),
+    )
+    .unwrap();
     let payloads = crate::support::simulated_payloads(ticks, seed);
     tokio::spawn(async move {
         let pace = rate.map_or(
@@ -434,7 +437,10 @@ async fn a_once_run_names_the_member_it_waits_for() {
     let (_broker, brokers) = broker(2);
     let es = crate::support::elasticsearch(ResponseTemplate::new(503)).await;
     let dir = tempfile::tempdir().unwrap();
-    let producer = stockpipe::source::kafka::producer(&brokers).unwrap();
+    let producer = stockpipe::source::kafka::producer(
+        &stockpipe::source::kafka::Connection::plaintext(&brokers),
+    )
+    .unwrap();
     let payloads = crate::support::simulated_payloads(400, 12);
     stockpipe::source::replay::produce_all(
         &producer,

@@ -110,7 +110,10 @@ async fn the_whole_stop_takes_one_grace_period() {
     config.lake.url = lake.path().display().to_string();
     let cluster = crate::support::embedded_cluster(&config, 1);
     let brokers = cluster.bootstrap_servers();
-    let producer = stockpipe::source::kafka::producer(&brokers).unwrap();
+    let producer = stockpipe::source::kafka::producer(
+        &stockpipe::source::kafka::Connection::plaintext(&brokers),
+    )
+    .unwrap();
     cluster
         .replay(&producer, &crate::support::sample_payloads())
         .await

@@ -157,7 +157,7 @@ async fn kafka_to_elasticsearch_and_gcs_and_redelivery() {
     let brokers = cluster.bootstrap_servers();
     let mut payloads = crate::support::sample_payloads();
     payloads.insert(10, b"{\"not\": \"a tick\"}".to_vec());
-    let producer = kafka_source::producer(&brokers).unwrap();
+    let producer = kafka_source::producer(&kafka_source::Connection::plaintext(&brokers)).unwrap();
     produce_all(&producer, &k.topic, &payloads, Pace::Max, |_| {})
         .await
         .unwrap();
@@ -257,7 +257,8 @@ async fn a_crash_in_the_middle_loses_nothing_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &noida, &gcs);
     let payloads = crate::support::simulated_payloads(TICKS, 7);
-    let producer = kafka_source::producer(&noida.kafka).unwrap();
+    let producer =
+        kafka_source::producer(&kafka_source::Connection::plaintext(&noida.kafka)).unwrap();
     produce_all(&producer, "stock-stream", &payloads, Pace::Max, |_| {})
         .await
         .unwrap();

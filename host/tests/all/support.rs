@@ -140,7 +140,7 @@ pub async fn dead_letters(
     let brokers = brokers.to_string();
     let messages = tokio::task::spawn_blocking(move || {
         stockpipe::source::kafka::read_to_end(
-            &brokers,
+            &stockpipe::source::kafka::Connection::plaintext(&brokers),
             "stock-stream.dlq",
             std::time::Duration::from_secs(30),
         )

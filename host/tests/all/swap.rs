@@ -77,7 +77,8 @@ impl Running {
     }
 
     async fn produce(&self, payloads: Vec<Vec<u8>>, pace: Pace) -> tokio::task::JoinHandle<u64> {
-        let producer = kafka_source::producer(&self.brokers).unwrap();
+        let producer =
+            kafka_source::producer(&kafka_source::Connection::plaintext(&self.brokers)).unwrap();
         tokio::spawn(async move {
             produce_all(&producer, "stock-stream", &payloads, pace, |_| {})
                 .await
