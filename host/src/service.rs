@@ -61,11 +61,14 @@ pub async fn run_with(
 ) -> anyhow::Result<RunSummary> {
     config.validate()?;
     tokio::pin!(shutdown);
-    // Beyond loopback the API's mutating endpoints need a token: refuse to start without one.
-    let admin_token = match &http {
-        Some(listener) => http::admin_token(listener.local_addr()?, |key| std::env::var(key).ok())?,
-        None => None,
+    // Beyond loopback the API's mutating endpoints need a token; without one they are closed.
+    let admin = match &http {
+        Some(listener) => http::admin_access(listener.local_addr()?, |key| std::env::var(key).ok()),
+        None => http::AdminAccess::Open,
     };
+    if let http::AdminAccess::Closed { listen } = &admin {
+        tracing::warn!(%listen, variable = http::ADMIN_TOKEN_ENV, "the HTTP API listens beyond loopback without an admin token: its reads are served, its admin endpoints answer 401 until the variable is set");
+    }
     let sandbox = Arc::new(Sandbox::new(sandbox_limits(&config))?);
     let components = match &config.guests.dir {
         Some(dir) => ChainComponents::from_dir(&sandbox, dir)?,
@@ -133,7 +136,7 @@ pub async fn run_with(
                 triggers: triggers_for_http,
                 telemetry: telemetry.clone(),
                 dependencies,
-                admin_token,
+                admin,
             };
             let limits = http::ServeLimits::default();
             Some(tokio::spawn(http::serve(listener, state, limits, async {

@@ -10,9 +10,11 @@
 //! - the dashboard: `GET /` and `/assets/…` (embedded in the binary), fed by `GET /api/live`.
 //!
 //! Reads are open. The mutating endpoints need `Authorization: Bearer <token>` whenever a token is
-//! set (`STOCKPIPE_ADMIN_TOKEN`, from the environment only), and a token must be set when the API
-//! listens beyond loopback ([`admin_token`]). Connections are limited in number and must send
-//! their headers within a deadline ([`ServeLimits`]).
+//! set (`STOCKPIPE_ADMIN_TOKEN`, from the environment only); beyond loopback without a token they
+//! are closed (401 naming the variable) while the reads — `/health`, `/ready`, `/metrics`, the
+//! dashboard — are served, so Prometheus can scrape a replica that has none ([`AdminAccess`]).
+//! Connections are limited in number and must send their headers within a deadline
+//! ([`ServeLimits`]).
 
 use crate::chain::swap::{Candidate, GuestRegistry, LoadedGuest, SwapEvent, SwapTrigger};
 use crate::config::error::{ConfigError, invalid};
@@ -36,28 +38,35 @@ pub struct ApiState {
     pub telemetry: Arc<Telemetry>,
     /// What `/ready` waits for.
     pub dependencies: Vec<Dependency>,
-    /// The bearer token the mutating endpoints require; `None`: open (loopback only).
-    pub admin_token: Option<Arc<str>>,
+    /// Who may call the mutating endpoints.
+    pub admin: AdminAccess,
+}
+
+/// Who may call the mutating endpoints (`POST /guests/<name>/reload`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdminAccess {
+    /// Anyone who can connect: the API listens on loopback only and no token is set.
+    Open,
+    /// Callers with `Authorization: Bearer <token>`.
+    Token(Arc<str>),
+    /// No one: the API listens beyond loopback and no token is set.
+    Closed { listen: std::net::SocketAddr },
 }
 
 /// The environment variable that holds the admin token (never the config file).
 pub const ADMIN_TOKEN_ENV: &str = "STOCKPIPE_ADMIN_TOKEN";
 
-/// The admin token for an API listening on `listen`, from `lookup` (the environment): required
-/// when `listen` is not a loopback address, optional on loopback.
-pub fn admin_token(
+/// Who may call the mutating endpoints of an API listening on `listen`, given the token in
+/// `lookup` (the environment): with a token, its holders; without one, anyone on loopback, no
+/// one beyond it.
+pub fn admin_access(
     listen: std::net::SocketAddr,
     lookup: impl Fn(&str) -> Option<String>,
-) -> Result<Option<Arc<str>>, ConfigError> {
+) -> AdminAccess {
     match lookup(ADMIN_TOKEN_ENV).filter(|t| !t.is_empty()) {
-        Some(token) => Ok(Some(token.into())),
-        None if listen.ip().is_loopback() => Ok(None),
-        None => Err(ConfigError::Env {
-            name: ADMIN_TOKEN_ENV.into(),
-            message: format!(
-                "the HTTP API listens on {listen}, beyond loopback: set a token for its mutating endpoints (or listen on 127.0.0.1)"
-            ),
-        }),
+        Some(token) => AdminAccess::Token(token.into()),
+        None if listen.ip().is_loopback() => AdminAccess::Open,
+        None => AdminAccess::Closed { listen },
     }
 }
 
@@ -72,10 +81,17 @@ fn same_token(given: &[u8], token: &[u8]) -> bool {
         ) == 0
 }
 
-/// The answer to a mutating request without the admin token (when one is set); `None` lets it
-/// through.
+/// The answer to a mutating request the caller may not make; `None` lets it through.
 fn unauthorized(state: &ApiState, headers: &axum::http::HeaderMap) -> Option<Response> {
-    let token = state.admin_token.as_ref()?;
+    let token = match &state.admin {
+        AdminAccess::Open => return None,
+        AdminAccess::Token(token) => token,
+        AdminAccess::Closed { listen } => {
+            return Some(refused(format!(
+                "the admin endpoints are closed: this API listens on {listen}, beyond loopback, and {ADMIN_TOKEN_ENV} is not set; set it (and send Authorization: Bearer <it>) to use them"
+            )));
+        }
+    };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
@@ -83,16 +99,19 @@ fn unauthorized(state: &ApiState, headers: &axum::http::HeaderMap) -> Option<Res
     if same_token(given, token.as_bytes()) {
         None
     } else {
-        let mut answer = error(
-            StatusCode::UNAUTHORIZED,
-            format!("this endpoint needs Authorization: Bearer <the token in {ADMIN_TOKEN_ENV}>"),
-        );
-        answer.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        Some(answer)
+        Some(refused(format!(
+            "this endpoint needs Authorization: Bearer <the token in {ADMIN_TOKEN_ENV}>"
+        )))
     }
+}
+
+fn refused(message: String) -> Response {
+    let mut answer = error(StatusCode::UNAUTHORIZED, message);
+    answer.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    answer
 }
 
 #[derive(serde::Deserialize)]
@@ -444,22 +463,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_token_is_required_beyond_loopback() {
+    fn beyond_loopback_the_admin_endpoints_need_a_token_or_are_closed() {
         let none = |_: &str| None;
         let set = |key: &str| (key == ADMIN_TOKEN_ENV).then(|| "s3cret".to_string());
         for loopback in ["127.0.0.1:8080", "[::1]:8080"] {
-            assert_eq!(admin_token(loopback.parse().unwrap(), none).unwrap(), None);
+            assert_eq!(
+                admin_access(loopback.parse().unwrap(), none),
+                AdminAccess::Open
+            );
         }
         for open in ["0.0.0.0:8080", "10.1.2.3:8080", "[::]:8080"] {
-            let e = admin_token(open.parse().unwrap(), none).unwrap_err();
-            assert!(e.to_string().contains(ADMIN_TOKEN_ENV), "{e}");
+            let listen = open.parse().unwrap();
+            assert_eq!(admin_access(listen, none), AdminAccess::Closed { listen });
             assert_eq!(
-                admin_token(open.parse().unwrap(), set).unwrap().as_deref(),
-                Some("s3cret")
+                admin_access(listen, set),
+                AdminAccess::Token(Arc::from("s3cret"))
             );
         }
         let empty = |_: &str| Some(String::new());
-        assert!(admin_token("0.0.0.0:1".parse().unwrap(), empty).is_err());
+        let listen = "0.0.0.0:1".parse().unwrap();
+        assert_eq!(admin_access(listen, empty), AdminAccess::Closed { listen });
     }
 
     #[test]

@@ -706,7 +706,7 @@ impl Default for KafkaConfig {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
         let owned: Vec<(String, String)> = pairs
             .iter()
             .map(|(n, v)| ((*n).to_string(), (*v).to_string()))

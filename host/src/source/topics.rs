@@ -11,6 +11,7 @@ use super::kafka::{Connection, KafkaConfig};
 use anyhow::Context;
 use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use std::sync::{Arc, Mutex};
@@ -25,10 +26,20 @@ pub struct Probe {
 
 impl ClientContext for Probe {
     fn error(&self, error: KafkaError, reason: &str) {
-        let mut errors = self.errors.lock().expect("probe lock");
-        let what = format!("{error}: {reason}");
-        if !errors.contains(&what) && errors.len() < 8 {
-            errors.push(what);
+        self.note(format!("{error}: {reason}"));
+    }
+
+    /// librdkafka says why a connection failed (a certificate that does not verify, a handshake
+    /// refused) in its log lines, from its own threads: the ones at warning level and above are
+    /// kept.
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        tracing::debug!(facility, message, "librdkafka");
+        use RDKafkaLogLevel as L;
+        if matches!(
+            level,
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
+        ) {
+            self.note(message.to_string());
         }
     }
 }
@@ -36,6 +47,13 @@ impl ClientContext for Probe {
 impl rdkafka::consumer::ConsumerContext for Probe {}
 
 impl Probe {
+    fn note(&self, what: String) {
+        let mut errors = self.errors.lock().expect("probe lock");
+        if !errors.contains(&what) && errors.len() < 8 {
+            errors.push(what);
+        }
+    }
+
     /// What the client saw go wrong, joined (empty when nothing).
     pub fn seen(&self) -> String {
         self.errors.lock().expect("probe lock").join("; ")
@@ -67,9 +85,18 @@ pub fn partitions(
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<Option<usize>> {
-    let metadata = client
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| probe.explain(e))?;
+    let metadata = match client.fetch_metadata(Some(topic), timeout) {
+        Ok(metadata) => metadata,
+        Err(e) => {
+            // The client's logs and errors arrive on its queue: serve it, so the probe hears why.
+            for _ in 0..100 {
+                if client.poll(Duration::ZERO).is_none() && !probe.seen().is_empty() {
+                    break;
+                }
+            }
+            return Err(probe.explain(e));
+        }
+    };
     let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
         return Ok(None);
     };

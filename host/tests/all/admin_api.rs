@@ -1,6 +1,6 @@
 //! The admin API: the mutating endpoints need the token when one is set, reads stay open; a host
-//! that listens beyond loopback without a token does not start; connections that never finish
-//! their headers are closed.
+//! that listens beyond loopback without a token serves its reads and keeps its admin endpoints
+//! closed; connections that never finish their headers are closed.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -20,7 +20,9 @@ async fn api(
         triggers: None,
         telemetry: Arc::new(Telemetry::new()),
         dependencies: Vec::new(),
-        admin_token: token.map(Arc::from),
+        admin: token.map_or(stockpipe::http::AdminAccess::Open, |t| {
+            stockpipe::http::AdminAccess::Token(Arc::from(t))
+        }),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(listener, state, limits, async {
@@ -82,26 +84,50 @@ async fn the_reload_endpoint_needs_the_token() {
     }
 }
 
+/// A replica beyond loopback without a token (Prometheus scrapes it; no one administers it): the
+/// reads are served, the admin endpoints answer 401 naming the variable that would open them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_listening_beyond_loopback_without_a_token_does_not_start() {
-    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
-    let config = stockpipe::config::Config::default();
+async fn beyond_loopback_without_a_token_the_reads_are_served_and_the_admin_endpoints_closed() {
     // The test relies on the token being unset (nothing in the tests sets it).
     assert!(std::env::var(stockpipe::http::ADMIN_TOKEN_ENV).is_err());
-    let e = stockpipe::service::run(
-        config,
-        "127.0.0.1:1",
-        true,
-        Arc::new(GuestRegistry::default()),
-        Some(listener),
-        std::future::pending(),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        format!("{e:#}").contains(stockpipe::http::ADMIN_TOKEN_ENV),
-        "{e:#}"
-    );
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let listen = listener.local_addr().unwrap();
+    let admin = stockpipe::http::admin_access(listen, |k| std::env::var(k).ok());
+    assert_eq!(admin, stockpipe::http::AdminAccess::Closed { listen });
+    let state = ApiState {
+        registry: Arc::new(GuestRegistry::default()),
+        triggers: None,
+        telemetry: Arc::new(Telemetry::new()),
+        dependencies: Vec::new(),
+        admin,
+    };
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, state, ServeLimits::default(), async {
+        let _ = stopped.await;
+    }));
+    let addr = format!("127.0.0.1:{}", listen.port());
+    let client = reqwest::Client::new();
+    for read in ["/health", "/ready", "/metrics", "/"] {
+        let answer = client
+            .get(format!("http://{addr}{read}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{read}: {}", answer.status());
+    }
+    for auth in [None, Some("Bearer anything")] {
+        let mut request = client.post(format!("http://{addr}/guests/all/reload"));
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), 401, "{auth:?}");
+        let body = answer.text().await.unwrap();
+        assert!(
+            body.contains(stockpipe::http::ADMIN_TOKEN_ENV) && body.contains("closed"),
+            "{body}"
+        );
+    }
 }
 
 /// 300 connections that send half a request head and stop: each is closed once the header

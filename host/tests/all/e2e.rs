@@ -231,9 +231,35 @@ fn the_container_config_is_valid_and_names_the_compose_services() {
     config.validate().unwrap();
     assert_eq!(config.kafka.brokers, "kafka:9092");
     assert_eq!(config.elasticsearch.url, "http://elasticsearch:9200");
-    assert_eq!(config.lake.gcs_endpoint, "http://gcs");
     assert_eq!(config.http.listen, "0.0.0.0:8080");
+    // The image's config is safe for a real cluster: no emulator, no group instance id shared by
+    // every replica, no topics created with a guessed replication.
+    assert_eq!(config.lake.gcs_endpoint, "");
+    assert_eq!(config.kafka.group_instance_id, "");
+    assert!(!config.kafka.create_topics);
+    // The compose stack sets the demo's values over it.
     let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    let env: Vec<(String, String)> = [
+        "STOCKPIPE_LAKE_GCS_ENDPOINT",
+        "STOCKPIPE_KAFKA_GROUP_INSTANCE_ID",
+        "STOCKPIPE_KAFKA_CREATE_TOPICS",
+        "STOCKPIPE_KAFKA_TOPIC_REPLICATION_FACTOR",
+    ]
+    .iter()
+    .map(|name| {
+        let line = compose
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("docker-compose.yml sets {name}"));
+        let value = line.split_once(':').unwrap().1.trim().trim_matches('"');
+        ((*name).to_string(), value.to_string())
+    })
+    .collect();
+    let demo = Config::load_with_env(Some(&root.join("docker/stockpipe.toml")), env).unwrap();
+    demo.validate().unwrap();
+    assert_eq!(demo.lake.gcs_endpoint, "http://gcs");
+    assert_eq!(demo.kafka.group_instance_id, "stockpipe-1");
+    assert!(demo.kafka.create_topics);
     // The guests directory the config names is the one the image fills and compose mounts.
     let guests = config.guests.dir.unwrap();
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
@@ -241,7 +267,10 @@ fn the_container_config_is_valid_and_names_the_compose_services() {
     assert!(compose.contains(&format!("guests:{}", guests.display())));
     // Beyond loopback the admin API needs a token: compose passes one, and requires it.
     let listen: std::net::SocketAddr = config.http.listen.parse().unwrap();
-    assert!(stockpipe::http::admin_token(listen, |_| None).is_err());
+    assert!(matches!(
+        stockpipe::http::admin_access(listen, |_| None),
+        stockpipe::http::AdminAccess::Closed { .. }
+    ));
     assert!(compose.contains("STOCKPIPE_ADMIN_TOKEN: ${STOCKPIPE_ADMIN_TOKEN:?"));
 }
 

@@ -12,6 +12,7 @@ mod failover;
 mod guest_kit;
 mod guests;
 mod hostile_input;
+mod kafka_security;
 mod kibana;
 mod lake_schema;
 mod layout;
