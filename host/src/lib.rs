@@ -30,7 +30,8 @@
 //! Around it: [`service`] (a run: the chain, the pipeline, hot swap and the HTTP API together),
 //! [`telemetry`] (the counts — the one place they are kept — metrics, readiness and the live
 //! view), [`http`] (the API and the dashboard), [`config`] (the TOML file; each section lives with
-//! its connector), [`clock`]. The tools behind the other subcommands are in [`tools`]; none is on
+//! its connector), [`clock`], [`redact`] (what is printed of a secret). The tools behind the
+//! other subcommands are in [`tools`]; none is on
 //! a tick's path.
 
 pub mod chain;
@@ -38,6 +39,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod pipeline;
+pub mod redact;
 pub mod runtime;
 pub mod service;
 pub mod sink;

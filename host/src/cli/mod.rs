@@ -3,6 +3,7 @@
 mod bench;
 mod bq;
 mod broker;
+mod check;
 mod guest;
 mod kibana;
 mod ml;
@@ -53,6 +54,11 @@ pub enum Command {
     /// Kibana: load the stockpipe dashboard (data views, visualizations) through its API.
     #[command(subcommand)]
     Kibana(kibana::KibanaCommand),
+    /// Try every dependency the configuration names — Kafka (brokers, credentials, the input
+    /// topic and its partitions, the output topics, the group coordinator), Elasticsearch
+    /// (version, rights), the lake (a probe object written and deleted) — one line each, `ok` or
+    /// the whole cause; exits 1 if any fails.
+    Check(check::CheckArgs),
     /// Serve librdkafka's mock cluster in a process of its own (the pipeline's topics; prints its
     /// bootstrap address), for several hosts to share on one machine.
     Broker(broker::BrokerArgs),
@@ -77,6 +83,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Kibana(command) => block_on(kibana::kibana(command)),
         Command::Bench(command) => bench::bench(command),
         Command::Broker(args) => block_on(broker::broker(args)),
+        Command::Check(args) => block_on(check::check(args)),
     }
 }
 

@@ -103,7 +103,7 @@ impl Pipeline {
                 producer: producer.clone(),
                 topic: k.dead_letter_topic.clone(),
             };
-            let url = &config.elasticsearch.url;
+            let url = crate::redact::url(&config.elasticsearch.url);
             let sink = EsSink::connect(settings, dead_letters, telemetry.clone())
                 .await
                 .with_context(|| format!("connecting to Elasticsearch at {url}"))?;

@@ -157,12 +157,12 @@ pub struct EsSettings {
 /// Builds the client (one node, TLS by rustls with an optional CA file, auth as given).
 pub fn client(settings: &EsSettings) -> Result<Elasticsearch, EsError> {
     let url = Url::parse(&settings.url).map_err(|e| EsError::Url {
-        url: settings.url.clone(),
+        url: crate::redact::url(&settings.url),
         message: e.to_string(),
     })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(EsError::Url {
-            url: settings.url.clone(),
+            url: crate::redact::url(&settings.url),
             message: "the scheme must be http or https".into(),
         });
     }

@@ -231,6 +231,17 @@ impl LakeStore {
         Ok(names)
     }
 
+    /// Deletes one object.
+    pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Local(local) => {
+                let path = local.root.join(name);
+                std::fs::remove_file(&path).map_err(|source| StoreError::Io { path, source })
+            }
+            Self::Gcs(gcs) => gcs.delete(name).await,
+        }
+    }
+
     pub async fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {
         match self {
             Self::Local(local) => {
@@ -681,6 +692,34 @@ impl GcsStore {
             Ok(CacheableResource::NotModified) => Ok(reqwest::header::HeaderMap::new()),
             Err(e) => Err(StoreError::Connect(format!("credentials: {e}"))),
         }
+    }
+
+    /// Deletes one object (`stockpipe check`'s probe).
+    pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        let object = self.object(name);
+        let encoded: String = object
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let url = format!("{}/storage/v1/b/{}/o/{encoded}", self.endpoint, self.bucket);
+        let response = self
+            .http
+            .delete(&url)
+            .headers(self.auth_headers().await?)
+            .send()
+            .await
+            .map_err(|e| self.error(&object, format!("deleting: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(self.error(&object, format!("deleting: {status}: {body}")));
+        }
+        Ok(())
     }
 
     /// Names under `prefix`, relative to the store's own prefix.

@@ -59,6 +59,17 @@ impl Probe {
         self.errors.lock().expect("probe lock").join("; ")
     }
 
+    /// `e` with the errors `client` saw: its logs and errors arrive on its queue, which is served
+    /// first so that the probe hears why.
+    pub fn explain_after(&self, client: &BaseConsumer<Probe>, e: KafkaError) -> anyhow::Error {
+        for _ in 0..100 {
+            if client.poll(Duration::ZERO).is_none() && !self.seen().is_empty() {
+                break;
+            }
+        }
+        self.explain(e)
+    }
+
     /// `e` with the errors seen, when there were any.
     pub fn explain(&self, e: KafkaError) -> anyhow::Error {
         match self.seen() {
@@ -68,11 +79,19 @@ impl Probe {
     }
 }
 
-/// A client of `cluster` that keeps its errors.
-pub fn probe_client(cluster: &Connection) -> anyhow::Result<(BaseConsumer<Probe>, Probe)> {
+/// A client of `cluster` that keeps its errors (in `group`, never committing, when given).
+pub fn probe_client(
+    cluster: &Connection,
+    group: Option<&str>,
+) -> anyhow::Result<(BaseConsumer<Probe>, Probe)> {
     let probe = Probe::default();
-    let client = cluster
-        .client_config()
+    let mut config = cluster.client_config();
+    if let Some(group) = group {
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false");
+    }
+    let client = config
         .create_with_context(probe.clone())
         .with_context(|| format!("creating a Kafka client for {}", cluster.describe()))?;
     Ok((client, probe))
@@ -85,18 +104,9 @@ pub fn partitions(
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<Option<usize>> {
-    let metadata = match client.fetch_metadata(Some(topic), timeout) {
-        Ok(metadata) => metadata,
-        Err(e) => {
-            // The client's logs and errors arrive on its queue: serve it, so the probe hears why.
-            for _ in 0..100 {
-                if client.poll(Duration::ZERO).is_none() && !probe.seen().is_empty() {
-                    break;
-                }
-            }
-            return Err(probe.explain(e));
-        }
-    };
+    let metadata = client
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| probe.explain_after(client, e))?;
     let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
         return Ok(None);
     };
@@ -123,7 +133,7 @@ pub async fn check(
     k: &KafkaConfig,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let (client, probe) = probe_client(input)?;
+    let (client, probe) = probe_client(input, None)?;
     let topic = k.topic.clone();
     let found = tokio::task::block_in_place(|| partitions(&client, &probe, &topic, timeout))
         .with_context(|| format!("reading the metadata of {topic} from {}", input.describe()))?;
@@ -139,7 +149,7 @@ pub async fn check(
         ),
     };
     tracing::info!(topic = %topic, partitions = count, brokers = %input.describe(), "input topic");
-    let (client, probe) = probe_client(output)?;
+    let (client, probe) = probe_client(output, None)?;
     for topic in [&k.dead_letter_topic, &k.alerts_topic] {
         let found = tokio::task::block_in_place(|| partitions(&client, &probe, topic, timeout))
             .with_context(|| {

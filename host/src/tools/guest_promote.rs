@@ -43,6 +43,7 @@ pub async fn promote(
         base_url.trim_end_matches('/'),
         stage.name()
     );
+    let shown = crate::redact::url(&url);
     let body = serde_json::json!({
         "component_base64": base64::engine::general_purpose::STANDARD.encode(component),
         "diff_report": diff_report,
@@ -59,7 +60,7 @@ pub async fn promote(
     let response = request
         .send()
         .await
-        .with_context(|| format!("sending the candidate to {url}"))?;
+        .with_context(|| format!("sending the candidate to {shown}"))?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     let answer: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
@@ -68,15 +69,15 @@ pub async fn promote(
             let events = answer["events"]
                 .as_array()
                 .cloned()
-                .with_context(|| format!("{url} answered without events: {text}"))?;
+                .with_context(|| format!("{shown} answered without events: {text}"))?;
             Ok(PromoteAnswer { events })
         }
         401 => bail!(
-            "{url}: 401 — set {} to the host's admin token",
+            "{shown}: 401 — set {} to the host's admin token",
             crate::http::ADMIN_TOKEN_ENV
         ),
         _ => bail!(
-            "{url}: {status}: {}",
+            "{shown}: {status}: {}",
             answer["error"].as_str().unwrap_or(&text)
         ),
     }

@@ -127,7 +127,7 @@ pub async fn import(options: &ImportOptions, objects: &[u8]) -> Result<u64, Kiba
         };
         if started.elapsed() >= options.wait {
             return Err(KibanaError::Unavailable {
-                url: base.into(),
+                url: crate::redact::url(base),
                 waited: options.wait,
                 last,
             });

@@ -4,6 +4,7 @@
 //! - The guest author's kit (`stockpipe guest …`): [`guest_new`] a standalone guest crate,
 //!   [`guest_test`] a component against fixture cases (or recording them), [`guest_diff`] two
 //!   versions over the lake's history, [`guest_promote`] a candidate handed to a running host.
+//! - [`check`]: every dependency the configuration names, tried (`stockpipe check`).
 //! - [`upload`]: files into the lake as NDJSON (`stockpipe upload`).
 //! - [`bigquery`]: the sql/ statements, rendered and submitted (`stockpipe bq`).
 //! - [`kibana`]: the dashboard's saved objects and their import (`stockpipe kibana`).
@@ -12,6 +13,7 @@
 pub mod bench;
 pub mod bench_pipeline;
 pub mod bigquery;
+pub mod check;
 pub mod guest_diff;
 pub mod guest_new;
 pub mod guest_promote;

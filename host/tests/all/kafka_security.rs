@@ -346,8 +346,27 @@ fn tls_and_mtls_end_to_end_and_refused_certificates_named() {
         serde_json::from_str(last_json_line(&out)["payload"].as_str().unwrap()).unwrap();
     assert!(alert["alert_reason"].is_string(), "{alert}");
 
+    // `check` finds everything in order over mTLS.
+    let out = run(Command::new(bin())
+        .args(["check", "--json", "--config"])
+        .arg(&mtls));
+    assert!(out.status.success(), "{out:?}");
+    let report = last_json_line(&out);
+    assert_eq!(report["ok"], true, "{report}");
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["kafka", "kafka.output", "kafka.group", "lake"],
+        "{report}"
+    );
+
     // A CA that did not sign the broker's certificate, and no client certificate where the
-    // broker requires one: each stops the start, naming why.
+    // broker requires one: each stops the start, naming why, and `check` says the same.
     for (name, ca, client, cause) in [
         ("untrusted", "other.pem", true, "certificate verify failed"),
         (
@@ -369,5 +388,81 @@ fn tls_and_mtls_end_to_end_and_refused_certificates_named() {
             started.elapsed() < Duration::from_secs(60),
             "{name}: not at start-up"
         );
+        let out = run(Command::new(bin())
+            .args(["check", "--timeout-secs", "4", "--config"])
+            .arg(&config));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{name}: {stdout}");
+        let kafka = stdout
+            .lines()
+            .find(|l| l.contains(" kafka "))
+            .unwrap_or_default();
+        assert!(
+            kafka.starts_with("FAILED") && kafka.contains(cause),
+            "{name}: {stdout}"
+        );
     }
+}
+
+/// `check`'s Elasticsearch line: the version, and the rights a user lacks named (a scripted
+/// cluster whose `_has_privileges` says the user may not manage templates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_elasticsearch_rights_a_user_lacks() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let es = MockServer::start().await;
+    let answer = |body: serde_json::Value| {
+        ResponseTemplate::new(200)
+            .insert_header("x-elastic-product", "Elasticsearch")
+            .set_body_json(body)
+    };
+    Mock::given(method("GET"))
+        .and(path("/"))
+        .respond_with(answer(serde_json::json!({"version": {"number": "8.15.3"}})))
+        .mount(&es)
+        .await;
+    let all = serde_json::json!({"create_doc": true, "index": true, "create_index": true});
+    Mock::given(method("POST"))
+        .and(path("/_security/user/_has_privileges"))
+        .respond_with(answer(serde_json::json!({
+            "has_all_requested": false,
+            "cluster": {"monitor": true, "manage_index_templates": false, "manage_ilm": false},
+            "index": {"stock-*": all, "stockpipe-*": all}
+        })))
+        .mount(&es)
+        .await;
+    let (_broker, line) = first_line({
+        let mut c = Command::new(bin());
+        c.args(["broker", "--partitions", "1"]);
+        c
+    });
+    let brokers = serde_json::from_str::<serde_json::Value>(&line).unwrap()["bootstrap_servers"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lake = tempfile::tempdir().unwrap();
+    let check = |put_templates: &str| {
+        run(Command::new(bin())
+            .args(["check", "--json", "--brokers", &brokers])
+            .env("STOCKPIPE_ELASTICSEARCH_URL", es.uri())
+            .env("STOCKPIPE_ELASTICSEARCH_PUT_TEMPLATES", put_templates)
+            .env("STOCKPIPE_LAKE_URL", lake.path()))
+    };
+    let out = tokio::task::block_in_place(|| check("true"));
+    assert!(!out.status.success());
+    let report = last_json_line(&out);
+    let line = &report["checks"][3];
+    assert_eq!(line["name"], "elasticsearch", "{report}");
+    assert_eq!(line["ok"], false, "{report}");
+    let detail = line["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("8.15.3") && detail.contains("manage_index_templates"),
+        "{detail}"
+    );
+    // An ingest-only key (its templates put by someone else) needs no template rights.
+    let out = tokio::task::block_in_place(|| check("false"));
+    let report = last_json_line(&out);
+    assert!(out.status.success(), "{report}");
+    let detail = report["checks"][3]["detail"].as_str().unwrap();
+    assert!(detail.contains("ingest rights only"), "{report}");
 }

@@ -223,6 +223,9 @@ batch_max = 500
 # Static membership: the restarted host takes its partitions back without waiting for the
 # killed one to time out (the emulated broker never evicts it).
 group_instance_id = "crash-test-host"
+# The emulated broker starts without the alert and dead-letter topics.
+create_topics = true
+topic_replication_factor = 1
 
 [lake]
 url = "gs://lake/crash"
