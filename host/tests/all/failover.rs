@@ -627,3 +627,68 @@ async fn an_input_is_replayed_into_a_real_broker_first() {
     }
     assert_eq!(lake_positions(&lake).len(), 200);
 }
+
+/// A backfill spread over three hosts: each runs `run --once` in one group; each ends (exit 0)
+/// once the group has committed every partition to its end — the partitions the others hold
+/// included, whose committed offsets it reads again while it waits — and the lake holds every
+/// tick. Before, each waited forever for the partitions the others held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_once_backfill_spread_over_three_hosts_ends_on_every_host() {
+    let _heavy = crate::support::HEAVY.lock().await;
+    let (_broker, brokers) = broker(6);
+    let ticks = 6_000;
+    assert_eq!(
+        produce(&brokers, ticks, 33, None).await.unwrap(),
+        ticks as u64
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let hosts: Vec<(Process, std::path::PathBuf)> = (0..3)
+        .map(|i| {
+            let log = dir.path().join(format!("host-{i}.log"));
+            let process = Process(
+                Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+                    .args(["run", "--once", "--brokers", &brokers, "--lake"])
+                    .arg(&lake)
+                    .env("RUST_LOG", "info,rdkafka=warn")
+                    .env("STOCKPIPE_LOG_FORMAT", "json")
+                    .env("STOCKPIPE_KAFKA_GROUP_ID", "spread")
+                    .env("STOCKPIPE_KAFKA_SESSION_TIMEOUT_MS", "6000")
+                    .stdout(Stdio::piped())
+                    .stderr(std::fs::File::create(&log).unwrap())
+                    .spawn()
+                    .unwrap(),
+            );
+            (process, log)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut consumed = 0;
+    for (mut process, log) in hosts {
+        let status = loop {
+            if let Some(status) = process.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a host still waits after 180 s:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut process.0.stdout.take().unwrap(), &mut out).unwrap();
+        assert!(status.success(), "{status}: {out}");
+        let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            crate::support::committed_total(&summary),
+            ticks as i64,
+            "every host reads the group's offsets at the end: {summary}"
+        );
+        consumed += summary["consumed"].as_u64().unwrap();
+    }
+    assert!(consumed >= ticks as u64, "{consumed}");
+    // Every tick is in the lake. (A partition that moves while the mock cluster refuses the
+    // revoking member's commit may be written twice: see the joining-host test.)
+    assert_eq!(lake_positions(&lake).len(), ticks, "every tick in the lake");
+}
