@@ -13,5 +13,6 @@ pub mod once;
 pub mod positions;
 pub mod rebalance;
 pub mod replay;
+pub mod secrets;
 pub mod simulate;
 pub mod topics;
