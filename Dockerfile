@@ -41,7 +41,7 @@ FROM ${ARTIFACTS} AS artifacts
 
 FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl \
+ && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /opt/stockpipe stockpipe
 COPY --from=artifacts /out/stockpipe /usr/local/bin/stockpipe
