@@ -9,74 +9,22 @@
 //!
 //! The loop records per batch, not per tick, so the cost does not grow with the tick rate.
 
-use prometheus_client::encoding::EncodeLabelSet;
+mod interval;
+mod labels;
+mod readiness;
+
+pub use interval::IntervalDocument;
+use interval::unix_seconds;
+use labels::*;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+pub use readiness::{Dependency, DependencyStatus, Readiness};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StageLabels {
-    stage: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StageOutcomeLabels {
-    stage: String,
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RejectLabels {
-    stage: String,
-    code: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CodeLabels {
-    code: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SinkLabels {
-    sink: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RetryLabels {
-    sink: String,
-    kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PartitionLabels {
-    topic: String,
-    partition: i32,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct GuestLabels {
-    stage: String,
-    version: String,
-    source: String,
-}
-
-type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
-
-fn guest_call_buckets() -> Histogram {
-    // 10 µs .. ~2.6 s: a batch call of 1 to 10,000 ticks.
-    Histogram::new(exponential_buckets(1e-5, 4.0, 10))
-}
-
-fn sink_buckets() -> Histogram {
-    // 100 µs .. ~26 s.
-    Histogram::new(exponential_buckets(1e-4, 4.0, 10))
-}
+use std::time::Duration;
 
 /// The sinks whose latency and retries are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,32 +42,6 @@ impl Sink {
             Sink::DeadLetter => "dead_letter",
         }
     }
-}
-
-/// A dependency `/ready` reports on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dependency {
-    Kafka,
-    Lake,
-    Elasticsearch,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DependencyStatus {
-    pub ready: bool,
-    /// What was last seen: "up", or the error.
-    pub detail: String,
-    /// Seconds since this status was set.
-    pub age_seconds: f64,
-    #[serde(skip)]
-    at: Option<Instant>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Readiness {
-    pub ready: bool,
-    pub dependencies: BTreeMap<Dependency, DependencyStatus>,
 }
 
 /// Everything a batch changed, recorded under one lock.
@@ -696,49 +618,6 @@ impl Telemetry {
         self.live.lock().expect("live view lock").lost.clone()
     }
 
-    /// Notes what was last seen of `dependency` (`Ok` = reachable).
-    pub fn set_ready(&self, dependency: Dependency, seen: Result<(), String>) {
-        let (ready, detail) = match seen {
-            Ok(()) => (true, "up".to_string()),
-            Err(e) => (false, e),
-        };
-        let mut map = self.readiness.lock().expect("readiness lock");
-        let status = map.entry(dependency).or_insert(DependencyStatus {
-            ready,
-            detail: String::new(),
-            age_seconds: 0.0,
-            at: None,
-        });
-        status.ready = ready;
-        status.detail = detail;
-        status.at = Some(Instant::now());
-    }
-
-    /// Ready when every dependency that reported is reachable and `expected` have all reported.
-    pub fn readiness(&self, expected: &[Dependency]) -> Readiness {
-        let map = self.readiness.lock().expect("readiness lock");
-        let mut dependencies = BTreeMap::new();
-        for d in expected {
-            let status = match map.get(d) {
-                Some(s) => DependencyStatus {
-                    age_seconds: s.at.map_or(0.0, |t| t.elapsed().as_secs_f64()),
-                    ..s.clone()
-                },
-                None => DependencyStatus {
-                    ready: false,
-                    detail: "not checked yet".into(),
-                    age_seconds: 0.0,
-                    at: None,
-                },
-            };
-            dependencies.insert(*d, status);
-        }
-        Readiness {
-            ready: dependencies.values().all(|s| s.ready),
-            dependencies,
-        }
-    }
-
     pub fn set_forecasts(&self, source: String, forecasts: Vec<serde_json::Value>) {
         let mut live = self.live.lock().expect("live view lock");
         live.forecasts = forecasts;
@@ -781,55 +660,6 @@ impl Telemetry {
                 .collect(),
         }
     }
-}
-
-/// What happened between two [`Telemetry::interval_document`] calls, as the `stockpipe-metrics`
-/// index stores it (Kibana's refused / dead-lettered rate reads it).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct IntervalDocument {
-    pub timestamp: String,
-    pub host: String,
-    pub interval_seconds: f64,
-    #[serde(flatten)]
-    pub counts: Totals,
-}
-
-impl Totals {
-    fn minus(self, before: Totals) -> Totals {
-        Totals {
-            consumed: self.consumed - before.consumed,
-            accepted: self.accepted - before.accepted,
-            rejected: self.rejected - before.rejected,
-            dead_lettered: self.dead_lettered - before.dead_lettered,
-            indexed: self.indexed - before.indexed,
-            lake_lines: self.lake_lines - before.lake_lines,
-        }
-    }
-}
-
-impl Telemetry {
-    /// The counts since `since` (the totals of the previous call), and the totals now.
-    pub fn interval_document(
-        &self,
-        host: &str,
-        since: Totals,
-        interval: Duration,
-    ) -> (IntervalDocument, Totals) {
-        let now = self.counts().totals();
-        let document = IntervalDocument {
-            timestamp: stockpipe_model::time::format_rfc3339_micros(crate::clock::unix_now_us()),
-            host: host.into(),
-            interval_seconds: interval.as_secs_f64(),
-            counts: now.minus(since),
-        };
-        (document, now)
-    }
-}
-
-fn unix_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -25,19 +25,22 @@
 //!
 //! [`GuestRegistry`] keeps what is loaded and the history of every attempt, for `GET /guests`.
 
-use crate::chain::{ChainComponents, StageChain, StageConfigs, StageOutcome, WasmChain};
-use crate::config::error::{ConfigError, invalid};
+mod config;
+mod registry;
+mod shadow;
+
+pub use config::GuestsSection;
+pub use registry::{GuestRegistry, LoadedGuest, RegistryView};
+pub use shadow::{ShadowBuffer, ShadowReport};
+
+use crate::chain::{ChainComponents, StageChain, StageConfigs, WasmChain};
 use crate::runtime::sandbox::Sandbox;
 use crate::runtime::{GuestComponent, StageKind};
-use serde::Deserialize;
 use serde::Serialize;
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
-use stockpipe_model::columns::TickColumns;
-use stockpipe_model::{Tick, TickRef};
+use stockpipe_model::Tick;
 
 /// When to refuse a swap and when to undo one.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,122 +63,6 @@ impl Default for SwapPolicy {
             rollback_after_faults: 3,
             rollback_window_batches: 100,
         }
-    }
-}
-
-/// The latest processed batches, shared (not copied) with the shadow runs.
-#[derive(Debug, Default)]
-pub struct ShadowBuffer {
-    batches: VecDeque<Arc<TickColumns>>,
-    ticks: usize,
-    capacity: usize,
-}
-
-impl ShadowBuffer {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            ..Self::default()
-        }
-    }
-
-    pub fn push(&mut self, batch: Arc<TickColumns>) {
-        if self.capacity == 0 || batch.is_empty() {
-            return;
-        }
-        self.ticks += batch.len();
-        self.batches.push_back(batch);
-        while self.ticks - self.batches.front().map_or(0, |b| b.len()) >= self.capacity {
-            let dropped = self.batches.pop_front().expect("non-empty");
-            self.ticks -= dropped.len();
-        }
-    }
-
-    /// The latest `capacity` ticks (or fewer), oldest first.
-    pub fn snapshot(&self) -> Vec<Tick> {
-        let mut skip = self.ticks.saturating_sub(self.capacity);
-        let mut latest = Vec::with_capacity(self.ticks - skip);
-        for batch in &self.batches {
-            if skip >= batch.len() {
-                skip -= batch.len();
-                continue;
-            }
-            let (bids, asks) = batch.levels();
-            let views = batch.views(&bids, &asks);
-            latest.extend(views[skip..].iter().map(TickRef::to_tick));
-            skip = 0;
-        }
-        latest
-    }
-}
-
-/// How the candidate's outcomes differ from the current version's on the same ticks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct ShadowReport {
-    pub ticks: usize,
-    /// Accepted by the current version.
-    pub accepted_before: usize,
-    /// Accepted by the current version, refused (or faulted) by the candidate.
-    pub newly_rejected: usize,
-    /// Refused by the current version, accepted by the candidate.
-    pub newly_accepted: usize,
-    /// Accepted by both, routed differently.
-    pub route_changes: usize,
-    /// Accepted by both, with different features.
-    pub feature_changes: usize,
-}
-
-impl ShadowReport {
-    pub fn compare(before: &[StageOutcome], after: &[StageOutcome]) -> Self {
-        let mut r = Self {
-            ticks: before.len(),
-            ..Self::default()
-        };
-        for (b, a) in before.iter().zip(after) {
-            match (b, a) {
-                (
-                    StageOutcome::Accepted {
-                        enrichment: eb,
-                        destinations: db,
-                    },
-                    StageOutcome::Accepted {
-                        enrichment: ea,
-                        destinations: da,
-                    },
-                ) => {
-                    r.accepted_before += 1;
-                    r.route_changes += usize::from(db != da);
-                    r.feature_changes += usize::from(eb != ea);
-                }
-                (StageOutcome::Accepted { .. }, StageOutcome::Refused { .. }) => {
-                    r.accepted_before += 1;
-                    r.newly_rejected += 1;
-                }
-                (StageOutcome::Refused { .. }, StageOutcome::Accepted { .. }) => {
-                    r.newly_accepted += 1
-                }
-                (StageOutcome::Refused { .. }, StageOutcome::Refused { .. }) => {}
-            }
-        }
-        r
-    }
-
-    /// `Err(reason)` when the policy refuses the candidate.
-    pub fn verdict(&self, policy: &SwapPolicy) -> Result<(), String> {
-        if self.accepted_before == 0 {
-            return Ok(());
-        }
-        let share = self.newly_rejected as f64 / self.accepted_before as f64;
-        if share > policy.max_new_reject_share {
-            return Err(format!(
-                "the new version rejects {} of the {} shadow ticks the current one accepted ({:.1} % > {:.1} %)",
-                self.newly_rejected,
-                self.accepted_before,
-                share * 100.0,
-                policy.max_new_reject_share * 100.0
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -207,102 +94,6 @@ fn now_secs() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LoadedGuest {
-    pub stage: &'static str,
-    pub version: String,
-    pub source: String,
-}
-
-#[derive(Debug, Default)]
-struct RegistryState {
-    loaded: Vec<LoadedGuest>,
-    /// The aggregate stage's guest, when it runs.
-    aggregate: Option<LoadedGuest>,
-    history: Vec<SwapEvent>,
-}
-
-/// What is loaded, and what happened: shared by the loop, the controller and the HTTP API.
-#[derive(Debug, Default)]
-pub struct GuestRegistry {
-    state: Mutex<RegistryState>,
-    /// Ticks the pipeline has processed (for observers; the loop adds to it per batch).
-    pub processed: AtomicU64,
-    /// Set once the service is consuming, with its watcher and API in place.
-    pub started: std::sync::atomic::AtomicBool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RegistryView {
-    pub guests: Vec<LoadedGuest>,
-    pub history: Vec<SwapEvent>,
-    pub processed: u64,
-}
-
-impl GuestRegistry {
-    pub fn set_loaded(&self, components: &ChainComponents) {
-        let loaded = StageKind::ALL
-            .iter()
-            .map(|&k| {
-                let c = components.get(k);
-                LoadedGuest {
-                    stage: k.name(),
-                    version: c.version.clone(),
-                    source: c.source_name.clone(),
-                }
-            })
-            .collect();
-        self.state.lock().expect("registry lock").loaded = loaded;
-    }
-
-    pub fn set_aggregate(&self, component: &GuestComponent) {
-        self.state.lock().expect("registry lock").aggregate = Some(LoadedGuest {
-            stage: component.kind.name(),
-            version: component.version.clone(),
-            source: component.source_name.clone(),
-        });
-    }
-
-    /// The aggregate guest's version, when it runs.
-    pub fn aggregate_version(&self) -> Option<String> {
-        let state = self.state.lock().expect("registry lock");
-        state.aggregate.as_ref().map(|g| g.version.clone())
-    }
-
-    pub fn record(&self, event: SwapEvent) {
-        match event.outcome {
-            "refused" => {
-                tracing::warn!(stage = event.stage, trigger = %event.trigger, shadow = ?event.shadow, reason = %event.reason, "guest swap refused; the current version keeps serving")
-            }
-            "rolled-back" => {
-                tracing::warn!(stage = event.stage, from = %event.from_version, reason = %event.reason, "guest rolled back")
-            }
-            _ => {
-                tracing::info!(stage = event.stage, outcome = event.outcome, from = %event.from_version, to = ?event.to_version, shadow = ?event.shadow, reason = %event.reason, "guest swap")
-            }
-        }
-        self.state
-            .lock()
-            .expect("registry lock")
-            .history
-            .push(event);
-    }
-
-    pub fn view(&self) -> RegistryView {
-        let state = self.state.lock().expect("registry lock");
-        RegistryView {
-            guests: state
-                .loaded
-                .iter()
-                .chain(&state.aggregate)
-                .cloned()
-                .collect(),
-            history: state.history.clone(),
-            processed: self.processed.load(Ordering::Relaxed),
-        }
-    }
 }
 
 /// A request to (re)load guests from the directory.
@@ -860,84 +651,13 @@ impl SwapApplier {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GuestsSection {
-    /// Directory holding validate.wasm, enrich.wasm and route.wasm; empty = the embedded guests.
-    pub dir: Option<PathBuf>,
-    pub call_deadline_ms: u64,
-    pub memory_mib: usize,
-    /// Fuel per call (a deterministic instruction budget on top of the deadline); 0 = off.
-    pub fuel_per_call: u64,
-    /// Swap a guest when its file in `dir` changes.
-    pub watch: bool,
-    /// Latest processed ticks a candidate is run on, beside the current version, before a swap.
-    pub shadow_ticks: usize,
-    /// Refuse a swap whose candidate rejects more than this share of what the current version accepted.
-    pub max_new_reject_share: f64,
-    /// Roll back a new version that faults in more than this many batches...
-    pub rollback_after_faults: u64,
-    /// ...among its first this-many batches.
-    pub rollback_window_batches: u64,
-}
-
-impl Default for GuestsSection {
-    fn default() -> Self {
-        let policy = SwapPolicy::default();
-        Self {
-            dir: None,
-            call_deadline_ms: 500,
-            memory_mib: 64,
-            fuel_per_call: 0,
-            watch: true,
-            shadow_ticks: policy.shadow_ticks,
-            max_new_reject_share: policy.max_new_reject_share,
-            rollback_after_faults: policy.rollback_after_faults,
-            rollback_window_batches: policy.rollback_window_batches,
-        }
-    }
-}
-
-impl GuestsSection {
-    /// Checks the section's values; the error names the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.call_deadline_ms == 0 {
-            return invalid("guests.call_deadline_ms", "must be at least 1");
-        }
-        if !(0.0..=1.0).contains(&self.max_new_reject_share) {
-            return invalid(
-                "guests.max_new_reject_share",
-                "must be a share between 0 and 1",
-            );
-        }
-        if self.shadow_ticks > 1_000_000 {
-            return invalid("guests.shadow_ticks", "must be at most 1000000");
-        }
-        if self.rollback_window_batches == 0 {
-            return invalid("guests.rollback_window_batches", "must be at least 1");
-        }
-        if !(1..=4096).contains(&self.memory_mib) {
-            return invalid("guests.memory_mib", "must be between 1 and 4096");
-        }
-        Ok(())
-    }
-
-    pub fn swap_policy(&self) -> SwapPolicy {
-        SwapPolicy {
-            shadow_ticks: self.shadow_ticks,
-            max_new_reject_share: self.max_new_reject_share,
-            rollback_after_faults: self.rollback_after_faults,
-            rollback_window_batches: self.rollback_window_batches,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Refusal;
+    use crate::chain::{Refusal, StageOutcome};
     use stockpipe_guest_route::logic::Destinations;
     use stockpipe_model::Enrichment;
+    use stockpipe_model::columns::TickColumns;
 
     fn accepted(partition: &str) -> StageOutcome {
         StageOutcome::Accepted {
