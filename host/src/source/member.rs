@@ -198,8 +198,15 @@ pub fn pipeline_consumer(
     let (group_id, topic, timeouts) = (&k.group_id, &k.topic, k.group_timeouts());
     let notes = ConsumerNotes::default();
     let mut config = consumer_config(cluster, group_id);
+    // With `error`, the host's own start rule refuses a partition without a committed offset,
+    // naming it and the group, before a batch of it is processed (see `group::Membership`);
+    // librdkafka's own refusal would race it and name neither.
+    let reset = match k.auto_offset_reset.as_str() {
+        "error" => "earliest",
+        other => other,
+    };
     config
-        .set("auto.offset.reset", &k.auto_offset_reset)
+        .set("auto.offset.reset", reset)
         .set("session.timeout.ms", timeouts.session_ms.to_string())
         .set(
             "max.poll.interval.ms",
