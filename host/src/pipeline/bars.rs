@@ -248,9 +248,7 @@ pub(super) fn swap(bars: &mut Option<Bars>, swap: Swap, registry: &GuestRegistry
     let started = Instant::now();
     let to = swap.component.version.clone();
     let event = |outcome, from: String, reason, bars_shadow| SwapEvent {
-        at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64()),
+        at: crate::clock::unix_now_secs_f64(),
         stage: "aggregate",
         outcome,
         from_version: from,

@@ -2,7 +2,7 @@
 
 use super::{Telemetry, Totals};
 use serde::Serialize;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// What happened between two [`Telemetry::interval_document`] calls, as the `stockpipe-metrics`
 /// index stores it (Kibana's refused / dead-lettered rate reads it).
@@ -48,7 +48,5 @@ impl Telemetry {
 }
 
 pub(super) fn unix_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::clock::unix_now_secs()
 }

@@ -460,9 +460,7 @@ fn error_text(answer: &Value) -> String {
 }
 
 fn new_job_id(statement: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nanos = crate::clock::unix_now_nanos();
     format!("stockpipe_{statement}_{nanos}_{:016x}", crate::random_u64())
 }
 

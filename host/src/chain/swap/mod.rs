@@ -91,9 +91,7 @@ pub struct SwapEvent {
 }
 
 fn now_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    crate::clock::unix_now_secs_f64()
 }
 
 /// A request to (re)load guests from the directory.
