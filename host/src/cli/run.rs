@@ -206,7 +206,7 @@ fn commit_for_group(
     topic: &str,
     offsets: &std::collections::BTreeMap<i32, i64>,
 ) -> anyhow::Result<()> {
-    let consumer = stockpipe::source::kafka::client(cluster, Some(group))
+    let (consumer, _) = stockpipe::source::kafka::client(cluster, Some(group))
         .context("creating a client to commit the checkpoint's offsets")?;
     stockpipe::source::kafka::commit_positions(&consumer, topic, offsets)
         .context("committing the checkpoint's offsets")
@@ -322,7 +322,7 @@ async fn replay_first(
     producer: rdkafka::producer::FutureProducer,
     progress: &ReplayProgress,
 ) -> anyhow::Result<Vec<replay::InputRefusal>> {
-    let client = stockpipe::source::kafka::client(cluster, None)?;
+    let (client, _) = stockpipe::source::kafka::client(cluster, None)?;
     let ends = tokio::task::block_in_place(|| {
         stockpipe::source::kafka::high_watermarks(
             &client,

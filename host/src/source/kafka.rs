@@ -6,10 +6,14 @@
 pub use super::kafka_config::{Connection, GroupTimeouts, KafkaConfig};
 use anyhow::Context;
 use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A producer of `cluster` (idempotent, with `kafka.compression`).
@@ -23,18 +27,85 @@ pub fn producer(cluster: &Connection) -> anyhow::Result<FutureProducer> {
         .with_context(|| format!("creating a Kafka producer for {}", cluster.describe()))
 }
 
-/// A client of `cluster` in no group: metadata, watermarks, offsets (`group` given: that
-/// group's, never auto-committed).
-pub fn client(cluster: &Connection, group: Option<&str>) -> anyhow::Result<BaseConsumer> {
+/// A client context that keeps the errors librdkafka reports outside a request (TLS, SASL,
+/// connections), to name the cause when a request fails.
+#[derive(Clone, Default)]
+pub struct Probe {
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl ClientContext for Probe {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.note(format!("{error}: {reason}"));
+    }
+
+    /// librdkafka says why a connection failed (a certificate that does not verify, a handshake
+    /// refused) in its log lines, from its own threads: the ones at warning level and above are
+    /// kept.
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        tracing::debug!(facility, message, "librdkafka");
+        use RDKafkaLogLevel as L;
+        if matches!(
+            level,
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
+        ) {
+            self.note(message.to_string());
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Probe {}
+
+impl Probe {
+    fn note(&self, what: String) {
+        let mut errors = self.errors.lock().expect("probe lock");
+        if !errors.contains(&what) && errors.len() < 8 {
+            errors.push(what);
+        }
+    }
+
+    /// What the client saw go wrong, joined (empty when nothing).
+    pub fn seen(&self) -> String {
+        self.errors.lock().expect("probe lock").join("; ")
+    }
+
+    /// `e` with the errors `client` saw: its logs and errors arrive on its queue, which is served
+    /// first so that the probe hears why.
+    pub fn explain_after(&self, client: &BaseConsumer<Probe>, e: KafkaError) -> anyhow::Error {
+        for _ in 0..100 {
+            if client.poll(Duration::ZERO).is_none() && !self.seen().is_empty() {
+                break;
+            }
+        }
+        self.explain(e)
+    }
+
+    /// `e` with the errors seen, when there were any.
+    pub fn explain(&self, e: KafkaError) -> anyhow::Error {
+        match self.seen() {
+            seen if seen.is_empty() => anyhow::Error::from(e),
+            seen => anyhow::Error::from(e).context(format!("the client saw: {seen}")),
+        }
+    }
+}
+
+/// A client of `cluster` in no group subscription — metadata, watermarks, offsets, reading a
+/// topic — that keeps the errors it sees (in `group`, never committing, when given).
+pub fn client(
+    cluster: &Connection,
+    group: Option<&str>,
+) -> anyhow::Result<(BaseConsumer<Probe>, Probe)> {
+    let probe = Probe::default();
     let mut config = cluster.client_config();
     if let Some(group) = group {
         config
             .set("group.id", group)
             .set("enable.auto.commit", "false");
     }
-    config
-        .create()
-        .with_context(|| format!("creating a Kafka client for {}", cluster.describe()))
+    let client = config
+        .create_with_context(probe.clone())
+        .with_context(|| format!("creating a Kafka client for {}", cluster.describe()))?;
+    Ok((client, probe))
 }
 
 /// Drops `value` (a consumer: dropping one leaves its group, `rd_kafka_consumer_close`) on a thread
@@ -253,7 +324,7 @@ pub fn read_to_end(
     timeout: Duration,
 ) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
     use rdkafka::Message;
-    let consumer = client(cluster, Some("stockpipe-reader")).context("creating a reader")?;
+    let (consumer, _) = client(cluster, Some("stockpipe-reader")).context("creating a reader")?;
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
         .with_context(|| format!("metadata of {topic}"))?;

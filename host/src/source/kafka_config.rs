@@ -334,13 +334,40 @@ fn passthrough(
 }
 
 /// How every client of one cluster connects: its brokers, security and passed-through
-/// properties. Debug-printing it shows no secret.
-#[derive(Debug, Clone, PartialEq)]
+/// properties. Debug-printing it shows no secret: the secrets are `<redacted>`, and so is a
+/// passed-through value whose name says it is one (`ssl.keystore.password`, …).
+#[derive(Clone, PartialEq)]
 pub struct Connection {
     pub brokers: String,
     security: Option<(Security, Secrets)>,
     properties: Vec<(String, String)>,
     compression: String,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |name: &str| {
+            ["password", "secret", "pem", "token"]
+                .iter()
+                .any(|w| name.contains(w))
+        };
+        let properties: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str(),
+                    if secret(n) { "<redacted>" } else { v.as_str() },
+                )
+            })
+            .collect();
+        f.debug_struct("Connection")
+            .field("brokers", &self.brokers)
+            .field("security", &self.security)
+            .field("properties", &properties)
+            .field("compression", &self.compression)
+            .finish()
+    }
 }
 
 impl Connection {
@@ -767,6 +794,26 @@ mod tests {
             .client_config();
         assert_eq!(property(&c, "fetch.min.bytes").as_deref(), Some("1024"));
         assert_eq!(property(&c, "client.rack").as_deref(), Some("eu-1a"));
+        // A passed-through secret (a PKCS#12 keystore's password) reaches librdkafka, and no
+        // printout of the connection.
+        let keystore = KafkaConfig {
+            librdkafka: [(
+                "ssl.keystore.password".to_string(),
+                toml::Value::from("k3y"),
+            )]
+            .into(),
+            ..KafkaConfig::default()
+        };
+        let c = keystore.input_connection("b:1", env(&[])).unwrap();
+        assert_eq!(
+            property(&c.client_config(), "ssl.keystore.password").as_deref(),
+            Some("k3y")
+        );
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("k3y") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 
     #[test]

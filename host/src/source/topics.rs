@@ -4,98 +4,14 @@
 //! that creates it by accident with the broker's defaults, or waits on it forever.
 //!
 //! A cluster that does not answer is named with the errors its client saw meanwhile (a
-//! certificate that does not verify, a refused password), not only "timed out": [`Probe`]
-//! keeps them.
+//! certificate that does not verify, a refused password), not only "timed out":
+//! [`kafka::Probe`](super::kafka::Probe) keeps them.
 
-use super::kafka::{Connection, KafkaConfig};
+use super::kafka::{self, Connection, KafkaConfig, Probe};
 use anyhow::Context;
-use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// A client context that keeps the errors librdkafka reports outside a request (TLS, SASL,
-/// connections), to name the cause when a request fails.
-#[derive(Clone, Default)]
-pub struct Probe {
-    errors: Arc<Mutex<Vec<String>>>,
-}
-
-impl ClientContext for Probe {
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.note(format!("{error}: {reason}"));
-    }
-
-    /// librdkafka says why a connection failed (a certificate that does not verify, a handshake
-    /// refused) in its log lines, from its own threads: the ones at warning level and above are
-    /// kept.
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        tracing::debug!(facility, message, "librdkafka");
-        use RDKafkaLogLevel as L;
-        if matches!(
-            level,
-            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
-        ) {
-            self.note(message.to_string());
-        }
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for Probe {}
-
-impl Probe {
-    fn note(&self, what: String) {
-        let mut errors = self.errors.lock().expect("probe lock");
-        if !errors.contains(&what) && errors.len() < 8 {
-            errors.push(what);
-        }
-    }
-
-    /// What the client saw go wrong, joined (empty when nothing).
-    pub fn seen(&self) -> String {
-        self.errors.lock().expect("probe lock").join("; ")
-    }
-
-    /// `e` with the errors `client` saw: its logs and errors arrive on its queue, which is served
-    /// first so that the probe hears why.
-    pub fn explain_after(&self, client: &BaseConsumer<Probe>, e: KafkaError) -> anyhow::Error {
-        for _ in 0..100 {
-            if client.poll(Duration::ZERO).is_none() && !self.seen().is_empty() {
-                break;
-            }
-        }
-        self.explain(e)
-    }
-
-    /// `e` with the errors seen, when there were any.
-    pub fn explain(&self, e: KafkaError) -> anyhow::Error {
-        match self.seen() {
-            seen if seen.is_empty() => anyhow::Error::from(e),
-            seen => anyhow::Error::from(e).context(format!("the client saw: {seen}")),
-        }
-    }
-}
-
-/// A client of `cluster` that keeps its errors (in `group`, never committing, when given).
-pub fn probe_client(
-    cluster: &Connection,
-    group: Option<&str>,
-) -> anyhow::Result<(BaseConsumer<Probe>, Probe)> {
-    let probe = Probe::default();
-    let mut config = cluster.client_config();
-    if let Some(group) = group {
-        config
-            .set("group.id", group)
-            .set("enable.auto.commit", "false");
-    }
-    let client = config
-        .create_with_context(probe.clone())
-        .with_context(|| format!("creating a Kafka client for {}", cluster.describe()))?;
-    Ok((client, probe))
-}
 
 /// How many partitions `topic` has on `cluster`; `None` when it does not exist.
 pub fn partitions(
@@ -133,7 +49,7 @@ pub async fn check(
     k: &KafkaConfig,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let (client, probe) = probe_client(input, None)?;
+    let (client, probe) = kafka::client(input, None)?;
     let topic = k.topic.clone();
     let found = tokio::task::block_in_place(|| partitions(&client, &probe, &topic, timeout))
         .with_context(|| format!("reading the metadata of {topic} from {}", input.describe()))?;
@@ -149,7 +65,7 @@ pub async fn check(
         ),
     };
     tracing::info!(topic = %topic, partitions = count, brokers = %input.describe(), "input topic");
-    let (client, probe) = probe_client(output, None)?;
+    let (client, probe) = kafka::client(output, None)?;
     for topic in [&k.dead_letter_topic, &k.alerts_topic] {
         let found = tokio::task::block_in_place(|| partitions(&client, &probe, topic, timeout))
             .with_context(|| {

@@ -5,8 +5,8 @@
 //! or the whole cause chain.
 
 use crate::config::Config;
-use crate::source::kafka::{self, Connection};
-use crate::source::topics::{partitions, probe_client};
+use crate::source::kafka::{self, Connection, client as probe_client};
+use crate::source::topics::partitions;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -116,7 +116,11 @@ fn kafka_group(input: &Connection, config: &Config, timeout: Duration) -> anyhow
     let k = &config.kafka;
     let (client, probe) = probe_client(input, Some(&k.group_id))?;
     let committed = tokio::task::block_in_place(|| {
-        let ends = kafka::high_watermarks(&client, &k.topic, timeout)?;
+        let ends =
+            kafka::high_watermarks(&client, &k.topic, timeout).map_err(|e| match probe.seen() {
+                seen if seen.is_empty() => e,
+                seen => e.context(format!("the client saw: {seen}")),
+            })?;
         let partitions = ends.keys().copied();
         let mut list = rdkafka::TopicPartitionList::new();
         for p in partitions {
