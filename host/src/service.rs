@@ -128,7 +128,7 @@ pub async fn run_with(
             let addr = listener.local_addr()?;
             tracing::info!(%addr, "HTTP API listening");
             let mut dependencies = vec![Dependency::Kafka, Dependency::Lake];
-            if !config.elasticsearch.url.is_empty() {
+            if config.elasticsearch.enabled() {
                 dependencies.push(Dependency::Elasticsearch);
             }
             let state = ApiState {
@@ -230,13 +230,13 @@ fn load_aggregation(
 /// (one document per host and interval). A failure is logged; the next interval carries on.
 async fn report_metrics(config: Config, telemetry: Arc<Telemetry>) {
     let es = &config.elasticsearch;
-    if es.url.is_empty() || es.metrics_interval_ms == 0 {
+    if !es.enabled() || es.metrics_interval_ms == 0 {
         return;
     }
-    let client = match es
-        .settings(|key| std::env::var(key).ok())
-        .and_then(|s| crate::sink::elasticsearch::client(&s).map(|c| (c, s.retry)))
-    {
+    let client = match es.settings(|key| std::env::var(key).ok()).and_then(|s| {
+        let shape = crate::sink::elasticsearch::BulkShape::of(&s.templates);
+        crate::sink::elasticsearch::client(&s).map(|c| (c, s.retry, shape))
+    }) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "no metrics to Elasticsearch");
@@ -257,11 +257,15 @@ async fn report_metrics(config: Config, telemetry: Arc<Telemetry>) {
         let (document, now) = telemetry.interval_document(&host, since, last.elapsed());
         last = std::time::Instant::now();
         since = now;
-        let id = format!("{host}-{}", document.timestamp);
-        let body = serde_json::to_vec(&document).expect("a metrics document serializes");
-        let documents = [(METRICS_INDEX.to_string(), id, body)];
+        let documents = [crate::sink::elasticsearch::OwnDocument {
+            index: METRICS_INDEX.to_string(),
+            id: format!("{host}-{}", document.timestamp),
+            time_us: document.timestamp_us,
+            body: serde_json::to_vec(&document).expect("a metrics document serializes"),
+        }];
         if let Err(e) =
-            crate::sink::elasticsearch::index_documents(&client.0, client.1, &documents).await
+            crate::sink::elasticsearch::index_documents(&client.0, client.1, client.2, &documents)
+                .await
         {
             tracing::warn!(error = %e, "indexing the host's metrics failed");
         }

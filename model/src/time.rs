@@ -64,6 +64,12 @@ impl Civil {
         }
     }
 
+    /// `YYYY.MM.DD`, the day of a dated Elasticsearch index (`stock-stream-2017.06.20`), the
+    /// form ILM's `parse_origination_date` reads.
+    pub fn index_day(&self) -> String {
+        format!("{:04}.{:02}.{:02}", self.year, self.month, self.day)
+    }
+
     /// `dt=YYYY-MM-DD/hour=HH`, the lake's Hive-style partition.
     pub fn lake_partition(&self) -> String {
         format!(

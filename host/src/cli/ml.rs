@@ -51,6 +51,11 @@ pub enum MlCommand {
         /// Also index the forecasts in Elasticsearch (credentials as for `run`).
         #[arg(long, value_name = "URL")]
         es_url: Option<String>,
+        /// The pipeline's config file: its [elasticsearch] section (and STOCKPIPE_ELASTICSEARCH_*
+        /// variables) say how the forecasts are written — the cluster when --es-url is not given,
+        /// the mode (index or data stream), dated indices, shards, replicas, lifecycle.
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
         #[arg(long, default_value = "stock-forecast")]
         index: String,
         /// Forecast each bar's close (the aggregate stage's bars, under this lake prefix,
@@ -96,6 +101,7 @@ pub async fn ml(command: MlCommand) -> anyhow::Result<()> {
             confidence,
             min_points,
             es_url,
+            config,
             index,
             bars,
         } => {
@@ -134,23 +140,33 @@ pub async fn ml(command: MlCommand) -> anyhow::Result<()> {
             );
             let object = ml::store_forecasts(&store, &forecasts, generated).await?;
             let mut indexed = 0;
+            let mut section =
+                stockpipe::config::Config::load_with_env(config.as_deref(), std::env::vars())?
+                    .elasticsearch;
             if let Some(url) = es_url {
-                let settings = stockpipe::sink::elasticsearch::ElasticsearchSection {
-                    url,
-                    ..Default::default()
+                section.url = url;
+                section.urls.clear();
+                section.cloud_id.clear();
+            }
+            if section.enabled() {
+                use stockpipe::sink::elasticsearch as es;
+                section.validate()?;
+                let settings = section.settings(|k| std::env::var(k).ok())?;
+                let client = es::client(&settings)?;
+                if settings.put_templates {
+                    es::put_templates(
+                        &client,
+                        &settings.templates,
+                        settings.retry,
+                        Some(9),
+                        &|_| {},
+                    )
+                    .await?;
                 }
-                .settings(|k| std::env::var(k).ok())?;
-                let client = stockpipe::sink::elasticsearch::client(&settings)?;
-                stockpipe::sink::elasticsearch::put_templates(
+                indexed = es::index_documents(
                     &client,
                     settings.retry,
-                    Some(9),
-                    &|_| {},
-                )
-                .await?;
-                indexed = stockpipe::sink::elasticsearch::index_documents(
-                    &client,
-                    settings.retry,
+                    es::BulkShape::of(&settings.templates),
                     &ml::forecast_documents(&index, &forecasts),
                 )
                 .await?;

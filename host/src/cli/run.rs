@@ -71,7 +71,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         config.lake.url = lake;
     }
     if let Some(url) = args.es_url {
+        // The flag names the one cluster: over the file's url, urls or cloud_id.
         config.elasticsearch.url = url;
+        config.elasticsearch.urls.clear();
+        config.elasticsearch.cloud_id.clear();
     }
     if args.guests.is_some() {
         config.guests.dir = args.guests;

@@ -113,6 +113,8 @@ pub(super) struct ClosedBar {
     pub(super) document: Vec<u8>,
     pub(super) lake_partition: String,
     pub(super) position: i64,
+    /// The bar's start (its time field, `bar_start`).
+    pub(super) start_us: i64,
 }
 
 /// What a batch's aggregation leaves for the sinks: the ticks it refused (by their place in the
@@ -539,6 +541,7 @@ impl Bars {
                 document,
                 lake_partition: Civil::from_micros(closed.start_us[j]).lake_partition(),
                 position,
+                start_us: closed.start_us[j],
             });
         }
         Ok(bars)

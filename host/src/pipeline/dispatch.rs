@@ -23,6 +23,8 @@ use stockpipe_model::{Enrichment, TickRef};
 struct ToIndex {
     index: Arc<str>,
     range: std::ops::Range<usize>,
+    /// The tick's time.
+    time_us: i64,
     message: Consumed,
     /// Its partition's generation (see [`Ledger::generation`]).
     generation: u64,
@@ -75,6 +77,7 @@ impl Outputs<'_> {
                     key: message.key.clone(),
                     generation: self.ledger.generation(source.partition),
                     id: Some(bar.id.into()),
+                    time_us: bar.start_us,
                 });
             }
         }
@@ -123,6 +126,7 @@ impl Outputs<'_> {
                     if let Some(index) = self.accept(&message, accepted, writer, &mut documents)? {
                         to_index.push(ToIndex {
                             generation: self.ledger.generation(message.source.partition),
+                            time_us: tick.timestamp_us,
                             index: index.0,
                             range: index.1,
                             message,
@@ -233,6 +237,7 @@ impl Outputs<'_> {
                 key: item.message.key,
                 payload: item.message.payload,
                 id: None,
+                time_us: item.time_us,
             });
         }
     }

@@ -93,7 +93,7 @@ impl Pipeline {
         crate::source::topics::check(&input, &output, k, KAFKA_TIMEOUT).await?;
         let producer = kafka_source::producer(&output)?;
         let lake = LakeSink::open(&config.lake, &k.topic, telemetry.clone()).await?;
-        let es = if config.elasticsearch.url.is_empty() {
+        let es = if !config.elasticsearch.enabled() {
             None
         } else {
             let settings = config
@@ -103,7 +103,7 @@ impl Pipeline {
                 producer: producer.clone(),
                 topic: k.dead_letter_topic.clone(),
             };
-            let url = crate::redact::url(&config.elasticsearch.url);
+            let url = settings.nodes.describe();
             let sink = EsSink::connect(settings, dead_letters, telemetry.clone())
                 .await
                 .with_context(|| format!("connecting to Elasticsearch at {url}"))?;
@@ -169,6 +169,9 @@ impl Pipeline {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<RunSummary> {
         // With a file replayed meanwhile, the targets are its ends, known when the replay is done.
+        if let (true, Some(es)) = (once, &mut self.es) {
+            es.give_up_after_faults();
+        }
         let mut targets = match once && self.input.is_none() {
             true => Some(self.group.once_targets()?),
             false => None,
@@ -358,12 +361,7 @@ impl Pipeline {
             .await?;
         self.ledger.acknowledge(delivered);
         let report = settle_index(self.es.as_mut(), all).await?;
-        self.telemetry.index_settled(
-            report.indexed,
-            report.dead_lettered,
-            report.retried_items,
-            report.retried_requests,
-        );
+        self.telemetry.index_settled(&report);
         for (source, generation) in report.acked {
             self.ledger.ack(source.partition, generation, source.offset);
         }

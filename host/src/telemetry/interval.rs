@@ -9,6 +9,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct IntervalDocument {
     pub timestamp: String,
+    /// `timestamp` as a number (the document's `@timestamp` in a data stream).
+    #[serde(skip)]
+    pub timestamp_us: i64,
     pub host: String,
     pub interval_seconds: f64,
     #[serde(flatten)]
@@ -37,8 +40,10 @@ impl Telemetry {
         interval: Duration,
     ) -> (IntervalDocument, Totals) {
         let now = self.counts().totals();
+        let now_us = crate::clock::unix_now_us();
         let document = IntervalDocument {
-            timestamp: stockpipe_model::time::format_rfc3339_micros(crate::clock::unix_now_us()),
+            timestamp: stockpipe_model::time::format_rfc3339_micros(now_us),
+            timestamp_us: now_us,
             host: host.into(),
             interval_seconds: interval.as_secs_f64(),
             counts: now.minus(since),

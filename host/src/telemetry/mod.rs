@@ -117,6 +117,14 @@ pub struct Counts {
     /// Bulk items and whole bulk requests sent again (429, 5xx, connection failures).
     pub index_retried_items: u64,
     pub index_retried_requests: u64,
+    /// Documents a data stream already held (`create` answered 409: a re-delivered tick), counted
+    /// as stored, neither retried nor dead-lettered.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub index_already_stored: u64,
+    /// Times a bulk request met a fault of the cluster's (rights, a closed or read-only index, no
+    /// write index) and waited for it to be fixed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub index_faults: u64,
     /// Offsets the broker no longer had when this group got to them (see [`Telemetry::offsets_lost`]).
     pub offsets_lost: u64,
     /// Bars the aggregate stage closed (absent without it). Their lake lines count in
@@ -465,21 +473,17 @@ impl Telemetry {
     /// What Elasticsearch settled: documents indexed, documents it refused (dead-lettered with
     /// stage `elasticsearch`), and the retries of the settled requests (counted when a request
     /// completes, unlike the `sink_retries` metric, which counts each retry as it is sent).
-    pub fn index_settled(
-        &self,
-        indexed: u64,
-        refused: u64,
-        retried_items: u64,
-        retried_requests: u64,
-    ) {
-        self.sink_written(Sink::Elasticsearch, indexed);
-        if refused > 0 {
-            self.dead_lettered_metric("elasticsearch", refused);
+    pub fn index_settled(&self, report: &crate::sink::elasticsearch::BulkReport) {
+        self.sink_written(Sink::Elasticsearch, report.indexed);
+        if report.dead_lettered > 0 {
+            self.dead_lettered_metric("elasticsearch", report.dead_lettered);
         }
         let counts = &mut self.live.lock().expect("live view lock").counts;
-        counts.index_dead_lettered += refused;
-        counts.index_retried_items += retried_items;
-        counts.index_retried_requests += retried_requests;
+        counts.index_dead_lettered += report.dead_lettered;
+        counts.index_retried_items += report.retried_items;
+        counts.index_retried_requests += report.retried_requests;
+        counts.index_already_stored += report.already_stored;
+        counts.index_faults += report.faults;
     }
 
     /// `count` alerts were acknowledged by the broker.

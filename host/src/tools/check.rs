@@ -56,7 +56,7 @@ pub async fn run(config: &Config, brokers: &str, timeout: Duration) -> Vec<Check
         }
         Err(e) => checks.push(check("kafka", Err(e.into()))),
     }
-    if !config.elasticsearch.url.is_empty() {
+    if config.elasticsearch.enabled() {
         checks.push(check("elasticsearch", elasticsearch(config).await));
     }
     checks.push(check("lake", lake(config).await));
@@ -165,13 +165,7 @@ async fn elasticsearch(config: &Config) -> anyhow::Result<String> {
         .as_str()
         .unwrap_or("?")
         .to_string();
-    let question = serde_json::json!({
-        "cluster": ["monitor", "manage_index_templates", "manage_ilm"],
-        "index": [{
-            "names": ["stock-*", "stockpipe-*"],
-            "privileges": ["create_doc", "index", "create_index"]
-        }]
-    });
+    let question = crate::sink::elasticsearch::privileges(&settings.templates, true);
     let body = serde_json::to_vec(&question)?;
     let asked = client
         .send(
@@ -202,8 +196,9 @@ async fn elasticsearch(config: &Config) -> anyhow::Result<String> {
         None => "security is off (no rights to check)".to_string(),
     };
     Ok(format!(
-        "Elasticsearch {version} at {}; {rights}",
-        crate::redact::url(&config.elasticsearch.url)
+        "Elasticsearch {version} at {} ({} mode); {rights}",
+        settings.nodes.describe(),
+        settings.templates.mode.as_str()
     ))
 }
 

@@ -298,7 +298,12 @@ mod tests {
     fn the_panels_query_fields_the_templates_map() {
         let templates: Vec<(String, Value)> = crate::sink::elasticsearch::TEMPLATES
             .iter()
-            .map(|(name, text)| (format!("{name}*"), serde_json::from_str(text).unwrap()))
+            .map(|t| {
+                (
+                    format!("{}*", t.name),
+                    serde_json::from_str(t.body).unwrap(),
+                )
+            })
             .collect();
         let mut checked = 0;
         for vis in objects().iter().filter(|o| o["type"] == "visualization") {

@@ -545,14 +545,17 @@ pub async fn store_forecasts(
 
 /// The forecasts as `stock-forecast` documents, one id per instrument and forecast time (a new
 /// run replaces the old forecast for the same time).
-pub fn forecast_documents(index: &str, rows: &[ForecastRow]) -> Vec<(String, String, Vec<u8>)> {
+pub fn forecast_documents(
+    index: &str,
+    rows: &[ForecastRow],
+) -> Vec<crate::sink::elasticsearch::OwnDocument> {
     rows.iter()
-        .map(|r| {
-            (
-                index.to_string(),
-                format!("{}-{}", r.instrument_token, r.forecast_timestamp),
-                serde_json::to_vec(r).expect("a forecast row serializes"),
-            )
+        .map(|r| crate::sink::elasticsearch::OwnDocument {
+            index: index.to_string(),
+            id: format!("{}-{}", r.instrument_token, r.forecast_timestamp),
+            time_us: stockpipe_model::time::parse_timestamp(&r.forecast_timestamp, 0)
+                .unwrap_or_default(),
+            body: serde_json::to_vec(r).expect("a forecast row serializes"),
         })
         .collect()
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use stockpipe::sink::SourceRef;
 use stockpipe::sink::elasticsearch::{
-    BulkItem, DeadLetters, EsAuth, EsSettings, EsSink, RetryPolicy, deliver,
+    BulkItem, BulkShape, DeadLetters, Delivery, ElasticsearchSection, EsAuth, EsError, EsSettings,
+    EsSink, RetryPolicy,
 };
 use stockpipe::source::embedded::EmbeddedKafka;
 use stockpipe::telemetry::Telemetry;
@@ -20,17 +21,29 @@ const RETRY: RetryPolicy = RetryPolicy {
 };
 
 fn settings(url: &str) -> EsSettings {
-    EsSettings {
+    let section = ElasticsearchSection {
         url: url.to_string(),
-        auth: EsAuth::None,
-        ca_file: None,
         bulk_max_docs: 4,
         bulk_max_bytes: 1 << 20,
-        bulk_max_age: Duration::from_millis(50),
+        bulk_max_age_ms: 50,
         max_in_flight: 2,
+        request_timeout_ms: 5000,
+        ..ElasticsearchSection::default()
+    };
+    let mut settings = section.settings(|_| None).unwrap();
+    settings.retry = RETRY;
+    settings
+}
+
+/// How the sink delivers to `url` (plain indices; waiting however long unless `give_up`).
+fn delivery(url: &str, dead_letters: &DeadLetters, give_up: Option<Duration>) -> Delivery {
+    Delivery {
+        client: client(url),
+        shape: BulkShape::PLAIN,
         retry: RETRY,
-        request_timeout: Duration::from_secs(5),
-        put_templates: true,
+        dead_letters: dead_letters.clone(),
+        telemetry: Arc::new(Telemetry::new()),
+        give_up,
     }
 }
 
@@ -48,6 +61,7 @@ fn items(n: i64) -> Vec<BulkItem> {
             payload: format!("payload-{offset}").into_bytes(),
             generation: 0,
             id: None,
+            time_us: 1_498_044_305_000_000 + offset,
         })
         .collect()
 }
@@ -59,7 +73,8 @@ fn ids(request: &Request) -> Vec<String> {
         .step_by(2)
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
-            v["index"]["_id"].as_str().unwrap().to_string()
+            let action = v.get("index").or(v.get("create")).unwrap();
+            action["_id"].as_str().unwrap().to_string()
         })
         .collect()
 }
@@ -140,14 +155,9 @@ async fn deliver_to(
     Result<stockpipe::sink::elasticsearch::BulkReport, stockpipe::sink::elasticsearch::EsError>,
 ) {
     let d = dlq();
-    let result = deliver(
-        &client(&server.uri()),
-        items(n),
-        RETRY,
-        &d.dead_letters,
-        &Telemetry::new(),
-    )
-    .await;
+    let result = delivery(&server.uri(), &d.dead_letters, None)
+        .deliver(items(n))
+        .await;
     (d, result)
 }
 
@@ -327,11 +337,8 @@ async fn a_refused_connection_is_retried_until_the_cluster_is_up() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let d = dlq();
-    let es = client(&url);
-    let dead_letters = d.dead_letters.clone();
-    let delivery = tokio::spawn(async move {
-        deliver(&es, items(3), RETRY, &dead_letters, &Telemetry::new()).await
-    });
+    let to = delivery(&url, &d.dead_letters, None);
+    let delivery = tokio::spawn(async move { to.deliver(items(3)).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !delivery.is_finished(),
@@ -350,22 +357,42 @@ async fn a_refused_connection_is_retried_until_the_cluster_is_up() {
     assert_eq!(ids(&bulk_requests(&server).await[0]).len(), 3);
 }
 
+/// A 401 on the whole request is the deployment's to fix: waited out (nothing dead-lettered,
+/// nothing acknowledged), until `run --once`'s give-up time ends it with the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_auth_failure_stops_with_the_answer() {
+async fn an_auth_failure_is_waited_out_and_once_gives_up_naming_it() {
     let server = MockServer::start().await;
     mount_bulk(
         &server,
-        ResponseTemplate::new(401).set_body_string("missing authentication"),
+        ResponseTemplate::new(401).set_body_json(json!({"error": {"type": "security_exception", "reason": "missing authentication credentials for REST request [/_bulk]"}, "status": 401})),
         None,
         1,
     )
     .await;
-    let (_dlq, err) = deliver_to(&server, 1).await;
-    let err = err.unwrap_err();
+    let d = dlq();
+    let started = std::time::Instant::now();
+    let err = delivery(
+        &server.uri(),
+        &d.dead_letters,
+        Some(Duration::from_millis(400)),
+    )
+    .deliver(items(2))
+    .await
+    .unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(400));
     let text = err.to_string();
+    assert!(matches!(err, EsError::GaveUp { .. }), "{text}");
     assert!(
-        text.contains("401") && text.contains("missing authentication"),
+        text.contains("401")
+            && text.contains("security_exception: missing authentication credentials")
+            && text.contains("elasticsearch.fault_give_up_ms"),
         "{text}"
+    );
+    assert!(bulk_requests(&server).await.len() >= 2, "asked again");
+    assert!(
+        crate::support::dead_letters(&d.kafka.bootstrap_servers())
+            .await
+            .is_empty()
     );
 }
 
@@ -376,10 +403,9 @@ async fn credentials_are_sent() {
     let d = dlq();
     let mut s = settings(&server.uri());
     s.auth = EsAuth::ApiKey("a2V5OnNlY3JldA==".into());
-    let es = stockpipe::sink::elasticsearch::client(&s).unwrap();
-    deliver(&es, items(1), RETRY, &d.dead_letters, &Telemetry::new())
-        .await
-        .unwrap();
+    let mut to = delivery(&server.uri(), &d.dead_letters, None);
+    to.client = stockpipe::sink::elasticsearch::client(&s).unwrap();
+    to.deliver(items(1)).await.unwrap();
     let r = &bulk_requests(&server).await[0];
     assert_eq!(
         r.headers.get("authorization").unwrap(),
@@ -424,6 +450,7 @@ async fn wire_compatible_with_an_elasticsearch_api() {
                 payload: p.clone(),
                 generation: 0,
                 id: None,
+                time_us: tick.timestamp_us,
             }
         })
         .collect();

@@ -8,6 +8,7 @@ mod data_path;
 mod e2e;
 mod elasticsearch;
 mod emulators;
+mod es_production;
 mod failover;
 mod guest_kit;
 mod guests;

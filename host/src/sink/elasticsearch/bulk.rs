@@ -2,8 +2,8 @@
 //! item, the retries of what may succeed later and the dead letters of what never will.
 
 use super::EsError;
-use super::client::retryable_status;
-use super::config::RetryPolicy;
+use super::config::{EsMode, RetryPolicy};
+use super::templates::retryable_status;
 use crate::chain::Refusal;
 use crate::sink::SourceRef;
 use crate::sink::kafka as kafka_sink;
@@ -14,7 +14,7 @@ use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use rdkafka::producer::FutureProducer;
 use serde::Deserialize;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 /// One document to index, with what the dead-letter topic needs should Elasticsearch refuse it.
 #[derive(Debug, Clone)]
 pub struct BulkItem {
@@ -31,6 +31,9 @@ pub struct BulkItem {
     /// The document's `_id` when it is not its message's position (a bar: one per instrument and
     /// start, however many times it is closed again).
     pub id: Option<Box<str>>,
+    /// The instant of the document's time field (the tick's time, the bar's start): its
+    /// `@timestamp` in a data stream, its day with dated indices.
+    pub time_us: i64,
 }
 
 /// A document's deterministic `_id`: its message's Kafka position (the bulk body writes it in
@@ -39,35 +42,151 @@ pub fn document_id(source: &SourceRef) -> String {
     format!("{}-{}-{}", source.topic, source.partition, source.offset)
 }
 
+/// How a bulk body names and shapes its items: the action (`index`, or `create` for a data
+/// stream, which also wants `@timestamp`), and the index name (the day of the document's time
+/// appended with dated indices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkShape {
+    pub mode: EsMode,
+    pub dated_indices: bool,
+}
+
+impl BulkShape {
+    pub const PLAIN: Self = Self {
+        mode: EsMode::Index,
+        dated_indices: false,
+    };
+
+    pub fn of(settings: &super::config::TemplateSettings) -> Self {
+        Self {
+            mode: settings.mode,
+            dated_indices: settings.dated_indices && settings.mode == EsMode::Index,
+        }
+    }
+
+    /// The index (or data stream) a document of `index`'s family at `time_us` goes to.
+    pub fn index_name(&self, index: &str, time_us: i64) -> String {
+        match self.dated_indices {
+            true => format!(
+                "{index}-{}",
+                stockpipe_model::time::Civil::from_micros(time_us).index_day()
+            ),
+            false => index.to_string(),
+        }
+    }
+
+    /// `{"index":{"_index":…,"_id":…}}` (or `create`) and the document, each on its line; the
+    /// index name is JSON-escaped in place, `write_id` writes the id as a JSON string. A data
+    /// stream's document gets `"@timestamp"` first (the instant of its own time field).
+    pub(super) fn push(
+        &self,
+        body: &mut Vec<u8>,
+        index: &str,
+        time_us: i64,
+        write_id: impl FnOnce(&mut Vec<u8>),
+        document: &[u8],
+    ) {
+        body.extend_from_slice(match self.mode {
+            EsMode::Index => b"{\"index\":{\"_index\":",
+            EsMode::DataStream => b"{\"create\":{\"_index\":",
+        });
+        if self.dated_indices {
+            serde_json::to_writer(&mut *body, &self.index_name(index, time_us))
+        } else {
+            serde_json::to_writer(&mut *body, index)
+        }
+        .expect("writing to a Vec");
+        body.extend_from_slice(b",\"_id\":");
+        write_id(body);
+        body.extend_from_slice(b"}}\n");
+        match (self.mode, document.split_first()) {
+            (EsMode::DataStream, Some((b'{', rest))) => {
+                body.extend_from_slice(b"{\"@timestamp\":\"");
+                stockpipe_model::time::write_rfc3339_micros(body, time_us);
+                body.push(b'"');
+                if rest.first().is_some_and(|b| *b != b'}') {
+                    body.push(b',');
+                }
+                body.extend_from_slice(rest);
+            }
+            _ => body.extend_from_slice(document),
+        }
+        body.push(b'\n');
+    }
+}
+
 /// What became of one bulk item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemOutcome {
     Indexed,
+    /// A data stream already holds the document (`create` answered 409): a re-delivery.
+    AlreadyStored,
+    /// The cluster is busy or failing (429, 5xx, rejected execution): try again.
     Retry(String),
+    /// The cluster refuses for a reason of its own — rights, a closed or read-only index, no
+    /// write index, no such index — that any document would meet: wait for it to be fixed,
+    /// dead-letter nothing.
+    Fault(String),
+    /// The document itself is at fault (a mapping or parse error, a bad value): dead-letter it.
     Refused(String),
 }
 
-/// Reads one bulk response item: `status` and its optional `error` object.
+/// Reads one bulk response item: `status` and its optional `error` object, by the error's type
+/// and reason together (`illegal_argument_exception` is a bad value as often as a missing write
+/// index).
 pub fn classify_item(status: u16, error: Option<&serde_json::Value>) -> ItemOutcome {
+    let text = |key: &str| {
+        error
+            .and_then(|e| e.get(key))
+            .and_then(|t| t.as_str())
+            .unwrap_or("")
+    };
+    let (kind, reason) = (text("type"), text("reason"));
     let describe = || match error {
-        Some(e) => {
-            let kind = e.get("type").and_then(|t| t.as_str()).unwrap_or("error");
-            let reason = e.get("reason").and_then(|t| t.as_str()).unwrap_or("");
-            format!("{status} {kind}: {reason}")
-        }
+        Some(_) => format!(
+            "{status} {}: {reason}",
+            if kind.is_empty() { "error" } else { kind }
+        ),
         None => format!("status {status}"),
     };
-    let rejected_execution = error
-        .and_then(|e| e.get("type"))
-        .and_then(|t| t.as_str())
-        .is_some_and(|t| t == "es_rejected_execution_exception");
     if (200..300).contains(&status) && error.is_none() {
         ItemOutcome::Indexed
-    } else if status == 429 || status >= 500 || rejected_execution {
+    } else if status == 409 && kind == "version_conflict_engine_exception" {
+        ItemOutcome::AlreadyStored
+    } else if cluster_fault(status, kind, reason) {
+        ItemOutcome::Fault(describe())
+    } else if status == 429
+        || status >= 500
+        || matches!(
+            kind,
+            "es_rejected_execution_exception" | "circuit_breaking_exception"
+        )
+    {
         ItemOutcome::Retry(describe())
     } else {
         ItemOutcome::Refused(describe())
     }
+}
+
+/// A refusal any document would meet: the cluster's or the deployment's to fix.
+fn cluster_fault(status: u16, kind: &str, reason: &str) -> bool {
+    const ARGUMENTS_OF_THE_CLUSTER: [&str; 4] = [
+        "no write index is defined",
+        "only write ops with an op_type of create are allowed in data streams",
+        "composable template",
+        "data stream",
+    ];
+    matches!(status, 401 | 403)
+        || matches!(
+            kind,
+            "security_exception"
+                | "cluster_block_exception"
+                | "index_closed_exception"
+                | "index_not_found_exception"
+                | "invalid_index_name_exception"
+        )
+        || (kind == "illegal_argument_exception"
+            && ARGUMENTS_OF_THE_CLUSTER.iter().any(|a| reason.contains(a)))
 }
 
 #[derive(Deserialize)]
@@ -126,6 +245,10 @@ pub struct BulkReport {
     /// Whole requests sent again (connection refused, 429, 5xx).
     pub retried_requests: u64,
     pub requests: u64,
+    /// Items a data stream already held (409 to `create`).
+    pub already_stored: u64,
+    /// Attempts that met a fault of the cluster's and waited.
+    pub faults: u64,
 }
 
 impl BulkReport {
@@ -136,6 +259,8 @@ impl BulkReport {
         self.retried_items += other.retried_items;
         self.retried_requests += other.retried_requests;
         self.requests += other.requests;
+        self.already_stored += other.already_stored;
+        self.faults += other.faults;
     }
 }
 
@@ -146,12 +271,13 @@ pub struct DeadLetters {
     pub topic: String,
 }
 
-pub(super) fn bulk_body(items: &[BulkItem]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(items.iter().map(|i| i.document.len() + 96).sum());
+pub(super) fn bulk_body(items: &[BulkItem], shape: BulkShape) -> Vec<u8> {
+    let mut body = Vec::with_capacity(items.iter().map(|i| i.document.len() + 128).sum());
     for item in items {
-        push_index_action(
+        shape.push(
             &mut body,
             &item.index,
+            item.time_us,
             |body| match &item.id {
                 Some(id) => serde_json::to_writer(body, &**id).expect("writing to a Vec"),
                 None => write_document_id(body, &item.source),
@@ -174,37 +300,33 @@ pub(super) fn write_document_id(body: &mut Vec<u8>, source: &SourceRef) {
     body.push(b'"');
 }
 
-/// `{"index":{"_index":…,"_id":…}}` and the document, each on its line; the index name is
-/// JSON-escaped in place, `write_id` writes the id as a JSON string (no value tree per document).
-pub(super) fn push_index_action(
-    body: &mut Vec<u8>,
-    index: &str,
-    write_id: impl FnOnce(&mut Vec<u8>),
-    document: &[u8],
-) {
-    body.extend_from_slice(b"{\"index\":{\"_index\":");
-    serde_json::to_writer(&mut *body, index).expect("writing to a Vec");
-    body.extend_from_slice(b",\"_id\":");
-    write_id(body);
-    body.extend_from_slice(b"}}\n");
-    body.extend_from_slice(document);
-    body.push(b'\n');
+/// A document of our own (not from Kafka: a forecast, the host's metrics).
+#[derive(Debug, Clone)]
+pub struct OwnDocument {
+    pub index: String,
+    pub id: String,
+    /// The instant of its time field (its `@timestamp`, its dated index's day).
+    pub time_us: i64,
+    pub body: Vec<u8>,
 }
 
-/// Indexes a few documents of our own (not from Kafka: the forecasts) in one `_bulk` request,
-/// retrying the request while the cluster is unavailable; any item error is an error.
+/// Indexes a few documents of our own in one `_bulk` request, retrying the request while the
+/// cluster is unavailable; any item error is an error (a 409 from a data stream that already
+/// holds the document is not).
 pub async fn index_documents(
     client: &Elasticsearch,
     retry: RetryPolicy,
-    documents: &[(String, String, Vec<u8>)],
+    shape: BulkShape,
+    documents: &[OwnDocument],
 ) -> Result<u64, EsError> {
     let mut body = Vec::new();
-    for (index, id, document) in documents {
-        push_index_action(
+    for d in documents {
+        shape.push(
             &mut body,
-            index,
-            |b| serde_json::to_writer(b, id).expect("writing to a Vec"),
-            document,
+            &d.index,
+            d.time_us,
+            |b| serde_json::to_writer(b, &d.id).expect("writing to a Vec"),
+            &d.body,
         );
     }
     let mut headers = HeaderMap::new();
@@ -232,8 +354,10 @@ pub async fn index_documents(
                     .into_iter()
                     .filter_map(|i| i.0)
                     .filter_map(|i| match classify_item(i.status, i.error.as_ref()) {
-                        ItemOutcome::Indexed => None,
-                        ItemOutcome::Retry(e) | ItemOutcome::Refused(e) => Some(e),
+                        ItemOutcome::Indexed | ItemOutcome::AlreadyStored => None,
+                        ItemOutcome::Retry(e) | ItemOutcome::Fault(e) | ItemOutcome::Refused(e) => {
+                            Some(e)
+                        }
                     })
                     .collect();
                 if let Some(first) = failed.first() {
@@ -265,82 +389,158 @@ pub async fn index_documents(
     }
 }
 
-/// Delivers one batch: sends, reads the items, retries what may be retried, dead-letters what is
-/// refused. Returns only when every item is settled (or on an error retrying cannot fix).
-pub async fn deliver(
-    client: &Elasticsearch,
-    mut items: Vec<BulkItem>,
-    retry: RetryPolicy,
-    dead_letters: &DeadLetters,
-    telemetry: &Telemetry,
-) -> Result<BulkReport, EsError> {
-    let mut report = BulkReport::default();
-    let mut attempt = 0u32;
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    while !items.is_empty() {
-        report.requests += 1;
-        let parsed = match send_bulk(client, &headers, &items, telemetry).await? {
-            BulkAttempt::Answered(parsed) => parsed,
-            BulkAttempt::Retry(why) => {
-                tracing::warn!(reason = %why, attempt, items = items.len(), "bulk request not answered; sending the batch again");
-                report.retried_requests += 1;
-                telemetry.sink_retries(Sink::Elasticsearch, "request", 1);
-                tokio::time::sleep(retry.delay(attempt)).await;
-                attempt += 1;
+/// How the batches of one sink are delivered: its client, the shape of its bodies, the retry
+/// policy, where refused documents go, and how long a fault may last (`run --once`).
+#[derive(Clone)]
+pub struct Delivery {
+    pub client: Elasticsearch,
+    pub shape: BulkShape,
+    pub retry: RetryPolicy,
+    pub dead_letters: DeadLetters,
+    pub telemetry: Arc<Telemetry>,
+    /// Give up once nothing of a batch has settled for this long; `None` = wait however long.
+    pub give_up: Option<Duration>,
+}
+
+/// Why the items left of a batch wait.
+enum Blocked {
+    /// The cluster is busy or unreachable (429, 5xx, a connection failure).
+    Busy(String),
+    /// The cluster refuses what any document would meet: its rights, its indices.
+    Fault(String),
+}
+
+impl Delivery {
+    /// Delivers one batch: sends, reads the items, retries what may be retried (waiting out a
+    /// fault of the cluster's, however long, unless told when to give up), dead-letters what is
+    /// refused. Returns only when every item is settled.
+    pub async fn deliver(&self, mut items: Vec<BulkItem>) -> Result<BulkReport, EsError> {
+        let mut report = BulkReport::default();
+        let mut attempt = 0u32;
+        let mut blocked_since: Option<Instant> = None;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        while !items.is_empty() {
+            report.requests += 1;
+            let before = items.len();
+            let blocked =
+                match send_bulk(&self.client, &headers, &items, self.shape, &self.telemetry).await?
+                {
+                    BulkAttempt::Answered(parsed) => {
+                        let (left, blocked) = self.read_answer(items, parsed, &mut report).await?;
+                        items = left;
+                        blocked
+                    }
+                    BulkAttempt::Retry(why) => {
+                        report.retried_requests += 1;
+                        self.telemetry
+                            .sink_retries(Sink::Elasticsearch, "request", 1);
+                        Some(Blocked::Busy(why))
+                    }
+                    BulkAttempt::Fault(why) => Some(Blocked::Fault(why)),
+                };
+            let Some(blocked) = blocked else {
                 continue;
+            };
+            if items.len() < before {
+                blocked_since = None;
+                attempt = 0;
             }
-        };
+            let since = *blocked_since.get_or_insert_with(Instant::now);
+            let reason = match blocked {
+                Blocked::Busy(why) => {
+                    tracing::warn!(reason = %why, attempt, items = items.len(), "bulk request not settled; sending it again");
+                    why
+                }
+                Blocked::Fault(why) => {
+                    report.faults += 1;
+                    self.telemetry.sink_retries(Sink::Elasticsearch, "fault", 1);
+                    let said =
+                        format!("the cluster refuses writes (not the documents' fault): {why}");
+                    tracing::error!(reason = %why, attempt, items = items.len(), waited_ms = since.elapsed().as_millis() as u64, "Elasticsearch refuses writes for a reason of its own; nothing is dead-lettered or committed until it is fixed");
+                    self.telemetry
+                        .set_ready(Dependency::Elasticsearch, Err(said));
+                    why
+                }
+            };
+            if let Some(limit) = self.give_up
+                && since.elapsed() >= limit
+            {
+                return Err(EsError::GaveUp {
+                    waited_ms: since.elapsed().as_millis() as u64,
+                    limit_ms: limit.as_millis() as u64,
+                    reason,
+                });
+            }
+            tokio::time::sleep(self.retry.delay(attempt)).await;
+            attempt += 1;
+        }
+        Ok(report)
+    }
+
+    /// Settles the items an answer settles (indexed, already stored, dead-lettered); returns
+    /// the others, to send again, and why they wait.
+    async fn read_answer(
+        &self,
+        items: Vec<BulkItem>,
+        parsed: BulkResponse,
+        report: &mut BulkReport,
+    ) -> Result<(Vec<BulkItem>, Option<Blocked>), EsError> {
         if !parsed.errors {
             report.indexed += items.len() as u64;
             report
                 .acked
-                .extend(items.drain(..).map(|i| (i.source, i.generation)));
-            break;
+                .extend(items.into_iter().map(|i| (i.source, i.generation)));
+            self.telemetry.set_ready(Dependency::Elasticsearch, Ok(()));
+            return Ok((Vec::new(), None));
         }
-        let mut again = Vec::new();
-        let mut last_retry_reason = None;
-        for (item, answer) in items.drain(..).zip(parsed.items) {
+        let (mut again, mut busy, mut fault) = (Vec::new(), None, None);
+        let mut settled = false;
+        for (item, answer) in items.into_iter().zip(parsed.items) {
             let Some(result) = answer.0 else {
                 again.push(item);
+                busy.get_or_insert_with(|| "an empty bulk item".to_string());
                 continue;
             };
             match classify_item(result.status, result.error.as_ref()) {
-                ItemOutcome::Indexed => {
-                    report.indexed += 1;
-                    report.acked.push((item.source, item.generation));
-                }
+                ItemOutcome::Indexed => report.indexed += 1,
+                ItemOutcome::AlreadyStored => report.already_stored += 1,
                 ItemOutcome::Retry(reason) => {
-                    last_retry_reason = Some(reason);
+                    busy = Some(reason);
                     again.push(item);
+                    continue;
+                }
+                ItemOutcome::Fault(reason) => {
+                    fault = Some(reason);
+                    again.push(item);
+                    continue;
                 }
                 ItemOutcome::Refused(reason) => {
-                    dead_letter(dead_letters, &item, reason).await?;
+                    dead_letter(&self.dead_letters, &item, reason).await?;
                     report.dead_lettered += 1;
-                    report.acked.push((item.source, item.generation));
                 }
             }
+            settled = true;
+            report.acked.push((item.source, item.generation));
+        }
+        if settled {
+            self.telemetry.set_ready(Dependency::Elasticsearch, Ok(()));
         }
         if !again.is_empty() {
-            tracing::warn!(
-                items = again.len(),
-                reason = last_retry_reason.as_deref().unwrap_or(""),
-                attempt,
-                "bulk items to retry"
-            );
             report.retried_items += again.len() as u64;
-            telemetry.sink_retries(Sink::Elasticsearch, "item", again.len() as u64);
-            tokio::time::sleep(retry.delay(attempt)).await;
-            attempt += 1;
-        } else {
-            attempt = 0;
+            self.telemetry
+                .sink_retries(Sink::Elasticsearch, "item", again.len() as u64);
         }
-        items = again;
+        let blocked = match (fault, busy) {
+            (Some(why), _) => Some(Blocked::Fault(why)),
+            (None, Some(why)) => Some(Blocked::Busy(why)),
+            (None, None) => None,
+        };
+        Ok((again, blocked))
     }
-    Ok(report)
 }
 
 /// What one `_bulk` request came to, short of a refusal that stops the run.
@@ -350,14 +550,17 @@ pub(super) enum BulkAttempt {
     /// Nothing usable came back (connection failure, 429/5xx, an unreadable body, the wrong number
     /// of items): the whole request goes again.
     Retry(String),
+    /// The whole request refused for a reason of the cluster's (401, 403, 404): waited out.
+    Fault(String),
 }
 
 /// Sends `items` as one `_bulk` request and classifies the answer; keeps the readiness and the
-/// request latency up to date. Other 4xx answers (auth, a malformed request) are errors.
+/// request latency up to date. Other 4xx answers (a malformed request) are errors.
 pub(super) async fn send_bulk(
     client: &Elasticsearch,
     headers: &HeaderMap,
     items: &[BulkItem],
+    shape: BulkShape,
     telemetry: &Telemetry,
 ) -> Result<BulkAttempt, EsError> {
     let started = Instant::now();
@@ -368,15 +571,16 @@ pub(super) async fn send_bulk(
             headers.clone(),
             None::<&()>,
             // As `Bytes`, which the client sends as it is (a `Vec` it would copy).
-            Some(bytes::Bytes::from(bulk_body(items))),
+            Some(bytes::Bytes::from(bulk_body(items, shape))),
             None,
         )
         .await;
     telemetry.sink_request(Sink::Elasticsearch, started.elapsed());
     let response = match sent {
         Err(e) => {
-            telemetry.set_ready(Dependency::Elasticsearch, Err(e.to_string()));
-            return Ok(BulkAttempt::Retry(e.to_string()));
+            let why = super::cause_chain(&e);
+            telemetry.set_ready(Dependency::Elasticsearch, Err(why.clone()));
+            return Ok(BulkAttempt::Retry(why));
         }
         Ok(r) => r,
     };
@@ -390,12 +594,17 @@ pub(super) async fn send_bulk(
         Ok(body) => body,
         Err(e) => {
             // The connection broke mid-answer: as transient as one that broke before it.
-            let why = format!("reading the bulk response: {e}");
+            let why = format!("reading the bulk response: {}", super::cause_chain(&e));
             telemetry.set_ready(Dependency::Elasticsearch, Err(why.clone()));
             return Ok(BulkAttempt::Retry(why));
         }
     };
-    telemetry.set_ready(Dependency::Elasticsearch, Ok(()));
+    if matches!(status.as_u16(), 401 | 403 | 404) {
+        return Ok(BulkAttempt::Fault(format!(
+            "POST /_bulk answered {status}: {}",
+            error_of(&body)
+        )));
+    }
     if !status.is_success() {
         return Err(EsError::Refused {
             what: "POST /_bulk".into(),
@@ -415,6 +624,21 @@ pub(super) async fn send_bulk(
         )));
     }
     Ok(BulkAttempt::Answered(parsed))
+}
+
+/// A refused request's `error` (`type: reason`), or its body as text when it has none.
+fn error_of(body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let error = parsed.as_ref().and_then(|v| v.get("error"));
+    match error {
+        Some(e) if e.is_object() => format!(
+            "{}: {}",
+            e.get("type").and_then(|t| t.as_str()).unwrap_or("error"),
+            e.get("reason").and_then(|t| t.as_str()).unwrap_or("")
+        ),
+        Some(e) => e.as_str().unwrap_or_default().to_string(),
+        None => String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+    }
 }
 
 pub(super) async fn dead_letter(
