@@ -1,5 +1,5 @@
 -- The aggregate stage's closed bars as a BigQuery external table (written when the host runs with
--- [aggregate] enabled = true): gs://${bucket}/${prefix}/stock-bars/dt=YYYY-MM-DD/hour=HH/….ndjson,
+-- [aggregate] enabled = true): gs://${bucket}/${prefix}/${bars_prefix}/dt=YYYY-MM-DD/hour=HH/….ndjson,
 -- one line per instrument and bar, Hive partitions dt/hour of the bar's start. A float with no
 -- value (no quantity traded: vwap; an instrument's first bar: log_return; fewer than two returns:
 -- volatility) is null.
@@ -30,8 +30,8 @@ WITH PARTITION COLUMNS (
 )
 OPTIONS (
   format = 'NEWLINE_DELIMITED_JSON',
-  uris = ['gs://${bucket}/${prefix}/stock-bars/*'],
-  hive_partition_uri_prefix = 'gs://${bucket}/${prefix}/stock-bars',
+  uris = ['gs://${bucket}/${prefix}/${bars_prefix}/*'],
+  hive_partition_uri_prefix = 'gs://${bucket}/${prefix}/${bars_prefix}',
   require_hive_partition_filter = false,
   ${compression_option}
   ignore_unknown_values = true

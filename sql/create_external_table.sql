@@ -1,5 +1,5 @@
 -- The lake as a BigQuery external table: newline-delimited JSON written by stockpipe under
--- gs://${bucket}/${prefix}/stock-stream/dt=YYYY-MM-DD/hour=HH/<partition>-<first>-<last>.ndjson.
+-- gs://${bucket}/${prefix}/${topic}/dt=YYYY-MM-DD/hour=HH/<partition>-<first>-<last>.ndjson.
 -- An explicit schema (autodetect samples a few hundred rows and guesses), Hive partitions dt/hour.
 -- The partition keys must not be columns of the files too: the documents' UTC hour is
 -- `hour_of_day`, and every field of a document is declared here.
@@ -41,8 +41,8 @@ WITH PARTITION COLUMNS (
 )
 OPTIONS (
   format = 'NEWLINE_DELIMITED_JSON',
-  uris = ['gs://${bucket}/${prefix}/stock-stream/*'],
-  hive_partition_uri_prefix = 'gs://${bucket}/${prefix}/stock-stream',
+  uris = ['gs://${bucket}/${prefix}/${topic}/*'],
+  hive_partition_uri_prefix = 'gs://${bucket}/${prefix}/${topic}',
   require_hive_partition_filter = false,
   ${compression_option}
   ignore_unknown_values = true

@@ -245,14 +245,22 @@ fn override_of(
     let mut key = lower[section.len() + 1..].to_string();
     let mut path = vec![section.to_string()];
     let mut section_defaults = defaults.get(*section).and_then(toml::Value::as_table);
-    if *section == "kafka"
-        && let Some(rest) = key.strip_prefix("output_")
-    {
-        path.push("output".to_string());
-        section_defaults = section_defaults
-            .and_then(|t| t.get("output"))
-            .and_then(toml::Value::as_table);
-        key = rest.to_string();
+    // The tables inside a section: `[kafka.output]`, `[elasticsearch.ilm]` (absent by default:
+    // its keys' types from its own defaults).
+    let ilm_defaults = toml::Table::try_from(crate::sink::elasticsearch::IlmSection::default())
+        .expect("the defaults serialize");
+    for (outer, inner) in [("kafka", "output"), ("elasticsearch", "ilm")] {
+        if *section == outer
+            && let Some(rest) = key.strip_prefix(&format!("{inner}_"))
+        {
+            path.push(inner.to_string());
+            section_defaults = section_defaults
+                .and_then(|t| t.get(inner))
+                .and_then(toml::Value::as_table)
+                .or((inner == "ilm").then_some(&ilm_defaults));
+            key = rest.to_string();
+            break;
+        }
     }
     if key == "librdkafka" || key.starts_with("librdkafka_") {
         return Err(refuse(
@@ -276,6 +284,14 @@ fn override_of(
             raw.trim()
                 .parse()
                 .map_err(|_| refuse(format!("{key}: {raw:?} is not true or false")))?,
+        ),
+        // A list: TOML's `["a", "b"]`, or the items separated by commas.
+        Some(toml::Value::Array(_)) if !raw.trim_start().starts_with('[') => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| toml::Value::String(item.to_string()))
+                .collect(),
         ),
         // A key without a default (optional) or an unknown one (refused by the section's parse,
         // naming it): read as TOML, else as text.
@@ -395,6 +411,87 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("[kafka.librdkafka]"), "{e}");
+    }
+
+    #[test]
+    fn elasticsearch_for_production_from_the_environment() {
+        use crate::sink::elasticsearch::{EsMode, IlmSection};
+        let config = Config::load_with_env(
+            None,
+            env(&[
+                (
+                    "STOCKPIPE_ELASTICSEARCH_URLS",
+                    "https://es-1:9200, https://es-2:9200",
+                ),
+                ("STOCKPIPE_ELASTICSEARCH_MODE", "data_stream"),
+                ("STOCKPIPE_ELASTICSEARCH_NUMBER_OF_REPLICAS", "0"),
+                ("STOCKPIPE_ELASTICSEARCH_ILM_DELETE_AFTER_DAYS", "30"),
+                ("STOCKPIPE_ELASTICSEARCH_ILM_POLICY", "2024"),
+            ]),
+        )
+        .unwrap();
+        let es = &config.elasticsearch;
+        assert_eq!(es.urls, ["https://es-1:9200", "https://es-2:9200"]);
+        assert_eq!(es.mode, EsMode::DataStream);
+        assert_eq!(es.number_of_replicas, 0);
+        // One key written makes the table: the others keep their defaults.
+        assert_eq!(
+            es.ilm,
+            Some(IlmSection {
+                delete_after_days: 30,
+                policy: "2024".into(),
+                ..IlmSection::default()
+            })
+        );
+        config.validate().unwrap();
+        // The defaults are a production cluster's: one replica, plain indices, no lifecycle.
+        let defaults = Config::default().elasticsearch;
+        assert_eq!(
+            (defaults.number_of_replicas, defaults.mode, defaults.ilm),
+            (1, EsMode::Index, None)
+        );
+    }
+
+    #[test]
+    fn a_broken_elasticsearch_section_fails_naming_the_key() {
+        let cases = [
+            ("[elasticsearch]\nmode = \"tsds\"", "mode"),
+            (
+                "[elasticsearch]\nurl = \"http://a:9200\"\ncloud_id = \"x:eA==\"",
+                "elasticsearch.url",
+            ),
+            (
+                "[elasticsearch]\ncloud_id = \"no-colon\"",
+                "elasticsearch.cloud_id",
+            ),
+            (
+                "[elasticsearch]\nmode = \"data_stream\"\ndated_indices = true",
+                "elasticsearch.dated_indices",
+            ),
+            (
+                "[elasticsearch.ilm]\ndelete_after_days = 7",
+                "elasticsearch.ilm.delete_after_days",
+            ),
+            (
+                "[elasticsearch.ilm]\nrollover_max_age = \"one day\"",
+                "elasticsearch.ilm.rollover_max_age",
+            ),
+            (
+                "[elasticsearch]\nfault_give_up_ms = 10",
+                "elasticsearch.fault_give_up_ms",
+            ),
+            (
+                "[elasticsearch]\nurls = [\"es:9200\"]",
+                "elasticsearch.urls",
+            ),
+        ];
+        for (text, key) in cases {
+            let said = match Config::parse(text, "t.toml") {
+                Err(e) => e.to_string(),
+                Ok(config) => config.validate().unwrap_err().to_string(),
+            };
+            assert!(said.contains(key), "{text}: {said}");
+        }
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub struct SqlParams {
     /// The lake's objects are gzipped (`lake.gzip = true`): the external table must say so (its
     /// `compression` defaults to none, and one table reads one kind).
     pub gzip: bool,
+    /// The topic whose ticks the lake holds (`kafka.topic`): the ticks' folder.
+    pub topic: String,
+    /// The bars' folder (`aggregate.lake_prefix`).
+    pub bars_prefix: String,
     /// The single-series ARIMA's instrument; `None` = the one with the most ticks.
     pub instrument: Option<u64>,
 }
@@ -128,6 +132,12 @@ impl SqlParams {
                 "non-empty, letters, digits, - _ . /, no leading or trailing /",
             );
         }
+        if !ok(&self.topic, "-.") {
+            return bad("topic", &self.topic, "letters, digits, - _ .");
+        }
+        if !ok(&self.bars_prefix, "-.") {
+            return bad("bars prefix", &self.bars_prefix, "letters, digits, - _ .");
+        }
         Ok(())
     }
 }
@@ -155,6 +165,8 @@ pub fn render(statement: &str, sql: &str, params: &SqlParams) -> Result<String, 
             "dataset" => &params.dataset,
             "bucket" => &params.bucket,
             "prefix" => &params.prefix,
+            "topic" => &params.topic,
+            "bars_prefix" => &params.bars_prefix,
             "compression_option" if params.gzip => "compression = 'GZIP',",
             "compression_option" => "",
             "instrument_token" => &instrument,
@@ -278,6 +290,58 @@ impl BqClient {
         let value = serde_json::from_slice(&body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
         Ok((status, value))
+    }
+
+    /// Makes sure `dataset` exists: found, or created in this client's location (unless `create`
+    /// is false: then its absence is an error naming it). Returns whether it was created.
+    pub async fn ensure_dataset(&self, dataset: &str, create: bool) -> Result<bool, BqError> {
+        let datasets = format!(
+            "{}/bigquery/v2/projects/{}/datasets",
+            self.endpoint, self.project
+        );
+        let err = |message: String| BqError::Request {
+            statement: "dataset".into(),
+            message,
+        };
+        let (status, answer) = self
+            .call("dataset", self.http.get(format!("{datasets}/{dataset}")))
+            .await?;
+        match status {
+            200 => return Ok(false),
+            404 if !create => {
+                return Err(err(format!(
+                    "the dataset {}:{dataset} does not exist (create it with `bq mk --location {} {}:{dataset}`, or leave out --no-create-dataset)",
+                    self.project, self.location, self.project
+                )));
+            }
+            404 => {}
+            _ => {
+                return Err(err(format!(
+                    "datasets.get {}:{dataset} answered {status}: {}",
+                    self.project,
+                    error_text(&answer)
+                )));
+            }
+        }
+        let body = json!({
+            "datasetReference": {"projectId": self.project, "datasetId": dataset},
+            "location": self.location,
+            "labels": {"tool": "stockpipe"},
+        });
+        let (status, answer) = self
+            .call("dataset", self.http.post(&datasets).json(&body))
+            .await?;
+        match status {
+            200 => Ok(true),
+            // Created meanwhile by someone else.
+            409 => Ok(false),
+            _ => Err(err(format!(
+                "creating the dataset {}:{dataset} in {} answered {status}: {}",
+                self.project,
+                self.location,
+                error_text(&answer)
+            ))),
+        }
     }
 
     /// Runs one statement to the end (or validates it, with `dry_run`).
@@ -475,6 +539,8 @@ mod tests {
             bucket: "ticks-lake".into(),
             prefix: "prod/stockpipe".into(),
             gzip: false,
+            topic: "stock-stream".into(),
+            bars_prefix: "stock-bars".into(),
             instrument: None,
         }
     }

@@ -56,6 +56,8 @@ async fn a_dry_run_sends_the_rendered_sql_with_location_and_dry_run() {
         bucket: "lake".into(),
         prefix: "p".into(),
         gzip: false,
+        topic: "stock-stream".into(),
+        bars_prefix: "stock-bars".into(),
         instrument: None,
     };
     let (name, sql) = STATEMENTS[0];
@@ -224,6 +226,11 @@ async fn an_insert_refused_up_front_is_an_error_with_the_answer() {
 async fn the_command_submits_every_statement_in_order() {
     let server = MockServer::start().await;
     mount_insert(&server, "DONE").await;
+    Mock::given(method("GET"))
+        .and(path("/bigquery/v2/projects/my-project/datasets/market"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "my-project:market"})))
+        .mount(&server)
+        .await;
     let uri = server.uri();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_stockpipe"))
@@ -251,5 +258,93 @@ async fn the_command_submits_every_statement_in_order() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).lines().count(),
         STATEMENTS.len()
+    );
+}
+
+/// `--config`: the lake's bucket, prefix and gzip, the topic and the bars' folder come from the
+/// pipeline's own config (a flag still wins); a dataset that does not exist is created in the
+/// location asked for before the first statement, or — with --no-create-dataset — named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statements_follow_the_pipeline_s_config_and_the_dataset_is_created() {
+    let server = MockServer::start().await;
+    mount_insert(&server, "DONE").await;
+    Mock::given(method("POST"))
+        .and(path("/bigquery/v2/projects/my-project/datasets"))
+        .respond_with(|r: &Request| ResponseTemplate::new(200).set_body_bytes(r.body.clone()))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(
+            r"^/bigquery/v2/projects/my-project/queries/stockpipe_.*",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "jobComplete": true, "schema": {"fields": []}, "rows": [], "totalRows": "0"
+        })))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stockpipe.toml");
+    std::fs::write(
+        &config,
+        "[kafka]\ntopic = \"nse-ticks\"\n[lake]\nurl = \"gs://prod-lake/markets/v1\"\ngzip = true\n\
+         [aggregate]\nlake_prefix = \"nse-bars\"\n",
+    )
+    .unwrap();
+    let bq = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+            .arg("bq")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .args(["--project", "my-project", "--dataset", "market"])
+            .output()
+            .unwrap()
+    };
+    let out = tokio::task::block_in_place(|| bq(&["render"]));
+    assert!(out.status.success(), "{out:?}");
+    let sql = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        "uris = ['gs://prod-lake/markets/v1/nse-ticks/*']",
+        "hive_partition_uri_prefix = 'gs://prod-lake/markets/v1/nse-ticks'",
+        "uris = ['gs://prod-lake/markets/v1/nse-bars/*']",
+        "compression = 'GZIP',",
+    ] {
+        assert!(sql.contains(expected), "{expected}: {sql}");
+    }
+    assert!(
+        !sql.contains("stock-stream") && !sql.contains("stockpipe-lake"),
+        "{sql}"
+    );
+    let out = tokio::task::block_in_place(|| bq(&["render", "--topic", "bse-ticks"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/markets/v1/bse-ticks/*"));
+    let uri = server.uri();
+    let submit = |more: &[&str]| {
+        let mut args = vec!["submit", "--location", "asia-south1", "--endpoint", &uri];
+        args.extend_from_slice(more);
+        tokio::task::block_in_place(|| bq(&args))
+    };
+    let out = submit(&["--only", "create_external_table", "--no-create-dataset"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("my-project:market does not exist") && stderr.contains("bq mk"),
+        "{stderr}"
+    );
+    let out = submit(&["--only", "create_external_table"]);
+    assert!(out.status.success(), "{out:?}");
+    let requests = server.received_requests().await.unwrap();
+    let created: Vec<Value> = requests
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/datasets"))
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["datasetReference"]["datasetId"], "market");
+    assert_eq!(created[0]["location"], "asia-south1");
+    let job = inserts(&requests).pop().unwrap();
+    let query = job["configuration"]["query"]["query"].as_str().unwrap();
+    assert!(
+        query.contains("gs://prod-lake/markets/v1/nse-ticks/*"),
+        "{query}"
     );
 }
