@@ -25,6 +25,10 @@ pub enum KibanaCommand {
         /// Give up after this many seconds of Kibana not answering (or answering 503).
         #[arg(long, default_value_t = 300)]
         wait_secs: u64,
+        /// How the pipeline writes (its elasticsearch.mode): `data_stream` filters every data
+        /// view and panel by time on `@timestamp`. Ignored with --file.
+        #[arg(long, value_name = "index|data_stream", default_value = "index", value_parser = parse_mode)]
+        mode: stockpipe::sink::elasticsearch::EsMode,
     },
 }
 
@@ -35,10 +39,11 @@ pub async fn kibana(command: KibanaCommand) -> anyhow::Result<()> {
         space,
         no_overwrite,
         wait_secs,
+        mode,
     } = command;
     let objects = match &file {
         Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        None => stockpipe::tools::kibana::SAVED_OBJECTS.as_bytes().to_vec(),
+        None => stockpipe::tools::kibana::saved_objects(mode).into_bytes(),
     };
     let options = stockpipe::tools::kibana::ImportOptions {
         url: kibana_url,
@@ -53,4 +58,13 @@ pub async fn kibana(command: KibanaCommand) -> anyhow::Result<()> {
         serde_json::json!({"imported": imported, "kibana": options.url})
     );
     Ok(())
+}
+
+fn parse_mode(text: &str) -> Result<stockpipe::sink::elasticsearch::EsMode, String> {
+    use stockpipe::sink::elasticsearch::EsMode;
+    match text {
+        "index" => Ok(EsMode::Index),
+        "data_stream" => Ok(EsMode::DataStream),
+        other => Err(format!("{other:?}: index or data_stream")),
+    }
 }

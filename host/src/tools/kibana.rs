@@ -13,6 +13,54 @@ use std::time::{Duration, Instant};
 /// The saved objects, one JSON object per line.
 pub const SAVED_OBJECTS: &str = include_str!("../../../data/kibana/stockpipe.ndjson");
 
+/// The saved objects for indices written in `mode`: as they are for plain indices; for data
+/// streams, every data view and panel filtered by time on `@timestamp` (a data stream's time
+/// field, holding the same instant as each family's own: the tick's time, the bar's start, the
+/// forecast's time).
+pub fn saved_objects(mode: crate::sink::elasticsearch::EsMode) -> String {
+    use crate::sink::elasticsearch::EsMode;
+    if mode == EsMode::Index {
+        return SAVED_OBJECTS.to_string();
+    }
+    let mut out = String::with_capacity(SAVED_OBJECTS.len());
+    for line in SAVED_OBJECTS.lines().filter(|l| !l.trim().is_empty()) {
+        let mut object: serde_json::Value =
+            serde_json::from_str(line).expect("the built-in saved objects are JSON");
+        let attributes = &mut object["attributes"];
+        if attributes.get("timeFieldName").is_some() {
+            attributes["timeFieldName"] = "@timestamp".into();
+        }
+        if let Some(state) = attributes.get("visState").and_then(|s| s.as_str()) {
+            let mut state: serde_json::Value =
+                serde_json::from_str(state).expect("a visState is JSON");
+            if let Some(spec) = state["params"]["spec"].as_str() {
+                let mut spec: serde_json::Value =
+                    serde_json::from_str(spec).expect("a Vega-Lite spec is JSON");
+                retime(&mut spec);
+                state["params"]["spec"] = spec.to_string().into();
+            }
+            attributes["visState"] = state.to_string().into();
+        }
+        out.push_str(&object.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// Every `%timefield%` of a Vega spec set to `@timestamp`.
+fn retime(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(field) = map.get_mut("%timefield%") {
+                *field = "@timestamp".into();
+            }
+            map.values_mut().for_each(retime);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(retime),
+        _ => {}
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KibanaError {
     #[error("Kibana at {url} did not answer within {waited:?}: {last}")]
@@ -191,6 +239,39 @@ mod tests {
         bounds.sort();
         assert_eq!(bounds, ["format", "gte"], "no upper bound: {range}");
         assert!(!url.to_string().contains("\"max\""), "{url}");
+    }
+
+    /// Data-stream mode: the same objects, every time filter on `@timestamp` (which the
+    /// templates map in that mode), nothing else changed.
+    #[test]
+    fn data_stream_mode_filters_time_on_timestamp() {
+        use crate::sink::elasticsearch::EsMode;
+        assert_eq!(saved_objects(EsMode::Index), SAVED_OBJECTS);
+        let streams = saved_objects(EsMode::DataStream);
+        let before: Vec<Value> = objects();
+        let after: Vec<Value> = streams
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(before.len(), after.len());
+        let mut retimed = 0;
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!((&b["id"], &b["type"]), (&a["id"], &a["type"]));
+            if b["type"] == "index-pattern" {
+                assert_eq!(a["attributes"]["timeFieldName"], "@timestamp");
+                assert_eq!(b["attributes"]["title"], a["attributes"]["title"]);
+                retimed += 1;
+            }
+            if let Some(state) = a["attributes"]["visState"].as_str() {
+                let state: Value = serde_json::from_str(state).unwrap();
+                if let Some(spec) = state["params"]["spec"].as_str() {
+                    assert!(!spec.contains("\"%timefield%\":\"timestamp\""), "{spec}");
+                    assert!(!spec.contains("\"%timefield%\":\"bar_start\""), "{spec}");
+                    retimed += spec.matches("\"%timefield%\":\"@timestamp\"").count();
+                }
+            }
+        }
+        assert_eq!(retimed, 4 + 7, "4 data views, 7 time-filtered panels");
     }
 
     #[test]

@@ -231,6 +231,7 @@ fn the_container_config_is_valid_and_names_the_compose_services() {
     config.validate().unwrap();
     assert_eq!(config.kafka.brokers, "kafka:9092");
     assert_eq!(config.elasticsearch.url, "http://elasticsearch:9200");
+    assert_eq!(config.elasticsearch.number_of_replicas, 1);
     assert_eq!(config.http.listen, "0.0.0.0:8080");
     // The image's config is safe for a real cluster: no emulator, no group instance id shared by
     // every replica, no topics created with a guessed replication.
@@ -244,6 +245,7 @@ fn the_container_config_is_valid_and_names_the_compose_services() {
         "STOCKPIPE_KAFKA_GROUP_INSTANCE_ID",
         "STOCKPIPE_KAFKA_CREATE_TOPICS",
         "STOCKPIPE_KAFKA_TOPIC_REPLICATION_FACTOR",
+        "STOCKPIPE_ELASTICSEARCH_NUMBER_OF_REPLICAS",
     ]
     .iter()
     .map(|name| {
@@ -260,6 +262,7 @@ fn the_container_config_is_valid_and_names_the_compose_services() {
     assert_eq!(demo.lake.gcs_endpoint, "http://gcs");
     assert_eq!(demo.kafka.group_instance_id, "stockpipe-1");
     assert!(demo.kafka.create_topics);
+    assert_eq!(demo.elasticsearch.number_of_replicas, 0, "one node");
     // The guests directory the config names is the one the image fills and compose mounts.
     let guests = config.guests.dir.unwrap();
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
