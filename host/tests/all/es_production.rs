@@ -555,3 +555,102 @@ async fn run_once_gives_up_on_a_lasting_fault_and_names_it() {
     assert_eq!(summary["index_dead_lettered"], 0, "{summary}");
     assert!(summary["index_faults"].as_u64().unwrap() >= 1, "{summary}");
 }
+
+/// Every body the host can put — each template and the lifecycle policy, in both modes, dated
+/// or not, with a lifecycle or not — type-checked (TypeScript, `--strict`) against the request
+/// types of Elastic's own client, `@elastic/elasticsearch`: an unknown or misspelt key, a wrong
+/// type or a mapping parameter a field type does not have fails. A body known to be wrong must
+/// fail, so the check is known to check. `scripts/test.sh` installs the checker
+/// (`STOCKPIPE_ES_TYPES`: a directory with TypeScript and the client in its node_modules).
+#[test]
+fn the_bodies_we_put_type_check_against_elastic_s_published_request_types() {
+    use stockpipe::sink::elasticsearch::{TEMPLATES, TemplateSettings, lifecycle_policy, render};
+    let types = std::env::var("STOCKPIPE_ES_TYPES").expect(
+        "STOCKPIPE_ES_TYPES: a directory with typescript and @elastic/elasticsearch installed \
+         (scripts/test.sh sets it up)",
+    );
+    let types = std::path::PathBuf::from(types);
+    let ilm = IlmSection {
+        delete_after_days: 30,
+        ..IlmSection::default()
+    };
+    let deployments = [
+        (EsMode::Index, false, None),
+        (EsMode::Index, true, Some(ilm.clone())),
+        (EsMode::DataStream, false, None),
+        (EsMode::DataStream, false, Some(ilm)),
+    ];
+    let mut good = String::from("import type { estypes } from '@elastic/elasticsearch';\n");
+    let mut checked = 0;
+    for (d, (mode, dated_indices, ilm)) in deployments.into_iter().enumerate() {
+        let settings = TemplateSettings {
+            mode,
+            dated_indices,
+            number_of_shards: 1,
+            number_of_replicas: 1,
+            ilm,
+        };
+        for (t, template) in TEMPLATES.iter().enumerate() {
+            let mut body = render(template, &settings);
+            body["name"] = template.name.into();
+            good.push_str(&format!(
+                "export const template_{d}_{t}: estypes.IndicesPutIndexTemplateRequest = {body};\n"
+            ));
+            checked += 1;
+        }
+        if let Some((name, mut policy)) = lifecycle_policy(&settings) {
+            policy["name"] = name.into();
+            good.push_str(&format!(
+                "export const policy_{d}: estypes.IlmPutLifecycleRequest = {policy};\n"
+            ));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4 * 4 + 2);
+    let mut wrong = render(
+        &TEMPLATES[0],
+        &TemplateSettings {
+            mode: EsMode::DataStream,
+            dated_indices: false,
+            number_of_shards: 1,
+            number_of_replicas: 1,
+            ilm: None,
+        },
+    );
+    wrong["name"] = "stock-stream".into();
+    wrong["template"]["mappings"]["properties"]["@timestamp"]["fromat"] = "epoch_millis".into();
+    let bad = format!(
+        "import type {{ estypes }} from '@elastic/elasticsearch';\n\
+         export const wrong: estypes.IndicesPutIndexTemplateRequest = {wrong};\n"
+    );
+    // Beside the checker's node_modules, where the import resolves.
+    let dir = tempfile::tempdir_in(&types).unwrap();
+    let tsc = |source: &str, name: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, source).unwrap();
+        let out = Command::new("node")
+            .arg(types.join("node_modules/typescript/bin/tsc"))
+            .args([
+                "--noEmit",
+                "--strict",
+                "--skipLibCheck",
+                "--target",
+                "es2020",
+            ])
+            .args(["--moduleResolution", "node"])
+            .arg(&file)
+            .output()
+            .expect("node runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, said) = tsc(&good, "bodies.ts");
+    assert!(ok, "{said}");
+    let (ok, said) = tsc(&bad, "wrong.ts");
+    assert!(
+        !ok && said.contains("fromat"),
+        "a misspelt key must fail: {said}"
+    );
+}
