@@ -28,9 +28,9 @@ if ! command -v npm >/dev/null; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
 fi
-export STOCKPIPE_ES_TYPES="${CARGO_TARGET_DIR:-$PWD/target}/es-types"
-mkdir -p "$STOCKPIPE_ES_TYPES"
-(cd "$STOCKPIPE_ES_TYPES" && npm install --silent --no-audit --no-fund --no-save \
+export ES_REQUEST_TYPES_DIR="${CARGO_TARGET_DIR:-$PWD/target}/es-types"
+mkdir -p "$ES_REQUEST_TYPES_DIR"
+(cd "$ES_REQUEST_TYPES_DIR" && npm install --silent --no-audit --no-fund --no-save \
     typescript@5.9.3 @elastic/elasticsearch@9.2.1)
 # pyenv puts console scripts behind shims; make sure the new ones are visible.
 command -v pyenv >/dev/null && pyenv rehash || true

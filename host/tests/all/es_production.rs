@@ -561,12 +561,12 @@ async fn run_once_gives_up_on_a_lasting_fault_and_names_it() {
 /// types of Elastic's own client, `@elastic/elasticsearch`: an unknown or misspelt key, a wrong
 /// type or a mapping parameter a field type does not have fails. A body known to be wrong must
 /// fail, so the check is known to check. `scripts/test.sh` installs the checker
-/// (`STOCKPIPE_ES_TYPES`: a directory with TypeScript and the client in its node_modules).
+/// (`ES_REQUEST_TYPES_DIR`: a directory with TypeScript and the client in its node_modules).
 #[test]
 fn the_bodies_we_put_type_check_against_elastic_s_published_request_types() {
     use stockpipe::sink::elasticsearch::{TEMPLATES, TemplateSettings, lifecycle_policy, render};
-    let types = std::env::var("STOCKPIPE_ES_TYPES").expect(
-        "STOCKPIPE_ES_TYPES: a directory with typescript and @elastic/elasticsearch installed \
+    let types = std::env::var("ES_REQUEST_TYPES_DIR").expect(
+        "ES_REQUEST_TYPES_DIR: a directory with typescript and @elastic/elasticsearch installed \
          (scripts/test.sh sets it up)",
     );
     let types = std::path::PathBuf::from(types);
@@ -653,4 +653,32 @@ fn the_bodies_we_put_type_check_against_elastic_s_published_request_types() {
         !ok && said.contains("fromat"),
         "a misspelt key must fail: {said}"
     );
+}
+
+/// A connection or TLS failure is reported with its whole cause chain, not only "error sending
+/// request": what `/ready` and `run --once`'s error say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_failure_is_reported_with_its_cause() {
+    let d = dlq();
+    let plain = MockServer::start().await;
+    let refused = format!("http://127.0.0.1:{}", free_port());
+    let tls_to_plain = plain.uri().replace("http://", "https://");
+    for (url, cause) in [
+        (refused, "Connection refused"),
+        (tls_to_plain, "client error (Connect): "),
+    ] {
+        let telemetry = Arc::new(Telemetry::new());
+        let mut to = delivery(&settings(section(&url)), &d, telemetry.clone());
+        to.give_up = Some(Duration::from_millis(300));
+        let err = to.deliver(items(1)).await.unwrap_err().to_string();
+        assert!(
+            err.contains("error sending request") && err.contains(cause),
+            "{err}"
+        );
+        let after = &err[err.find(cause).unwrap() + cause.len()..];
+        assert!(!after.trim().is_empty(), "a cause after {cause:?}: {err}");
+        let seen = telemetry.readiness(&[Dependency::Elasticsearch]);
+        let detail = &seen.dependencies[&Dependency::Elasticsearch].detail;
+        assert!(detail.contains(cause), "{detail}");
+    }
 }

@@ -91,3 +91,41 @@ fn parse_url(text: &str) -> Result<Url, EsError> {
     }
     Ok(url)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::elasticsearch::config::ElasticsearchSection;
+
+    /// An Elastic Cloud deployment: its id decoded into the endpoint, credentials required.
+    #[test]
+    fn a_cloud_id_needs_credentials_and_names_where_they_come_from() {
+        // `<name>:base64(<domain>$<es uuid>$<kibana uuid>)`, as the Cloud console shows it.
+        let section = ElasticsearchSection {
+            cloud_id: "prod:ZXUtd2VzdC0xLmF3cy5mb3VuZC5pbyRhYmMxMjMkZGVmNDU2".into(),
+            ..ElasticsearchSection::default()
+        };
+        section.validate().unwrap();
+        let without = section.settings(|_| None).unwrap();
+        let err = client(&without).unwrap_err().to_string();
+        assert!(err.contains(super::super::env::API_KEY), "{err}");
+        let with = section
+            .settings(|k| (k == super::super::env::API_KEY).then(|| "a2V5OnNlY3JldA==".into()))
+            .unwrap();
+        client(&with).unwrap();
+        assert_eq!(with.nodes.describe(), "Elastic Cloud deployment \"prod\"");
+    }
+
+    #[test]
+    fn several_urls_are_described_without_their_credentials() {
+        let nodes = EsNodes::Urls(vec![
+            "https://elastic:s3cret@es-1:9200".into(),
+            "https://es-2:9200".into(),
+        ]);
+        let said = nodes.describe();
+        assert!(
+            !said.contains("s3cret") && said.contains("es-2:9200"),
+            "{said}"
+        );
+    }
+}

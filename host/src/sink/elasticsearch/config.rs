@@ -282,38 +282,7 @@ impl ElasticsearchSection {
     /// Checks the section's values; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let es = self;
-        let http = |u: &str| u.starts_with("http://") || u.starts_with("https://");
-        if !(es.url.is_empty() || http(&es.url)) {
-            return invalid(
-                "elasticsearch.url",
-                "must be http://host:port or https://host:port (or empty for no Elasticsearch)",
-            );
-        }
-        if let Some(bad) = es.urls.iter().find(|u| !http(u)) {
-            return invalid(
-                "elasticsearch.urls",
-                &format!(
-                    "{:?} is not http://host:port or https://host:port",
-                    crate::redact::url(bad)
-                ),
-            );
-        }
-        let given = [
-            !es.url.is_empty(),
-            !es.urls.is_empty(),
-            !es.cloud_id.is_empty(),
-        ];
-        if given.iter().filter(|g| **g).count() > 1 {
-            return invalid(
-                "elasticsearch.url",
-                "set one of elasticsearch.url, elasticsearch.urls and elasticsearch.cloud_id",
-            );
-        }
-        if !es.cloud_id.is_empty()
-            && let Err(e) = elasticsearch::http::transport::CloudId::parse(&es.cloud_id)
-        {
-            return invalid("elasticsearch.cloud_id", &format!("not a Cloud ID: {e}"));
-        }
+        es.validate_nodes()?;
         if !(1..=100_000).contains(&es.bulk_max_docs) {
             return invalid(
                 "elasticsearch.bulk_max_docs",
@@ -363,6 +332,44 @@ impl ElasticsearchSection {
                 "elasticsearch.ca_file",
                 &format!("{} is not a readable file", ca.display()),
             );
+        }
+        Ok(())
+    }
+
+    /// `url`, `urls` or `cloud_id`: one of them, well formed.
+    fn validate_nodes(&self) -> Result<(), ConfigError> {
+        let es = self;
+        let http = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        if !(es.url.is_empty() || http(&es.url)) {
+            return invalid(
+                "elasticsearch.url",
+                "must be http://host:port or https://host:port (or empty for no Elasticsearch)",
+            );
+        }
+        if let Some(bad) = es.urls.iter().find(|u| !http(u)) {
+            return invalid(
+                "elasticsearch.urls",
+                &format!(
+                    "{:?} is not http://host:port or https://host:port",
+                    crate::redact::url(bad)
+                ),
+            );
+        }
+        let given = [
+            !es.url.is_empty(),
+            !es.urls.is_empty(),
+            !es.cloud_id.is_empty(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return invalid(
+                "elasticsearch.url",
+                "set one of elasticsearch.url, elasticsearch.urls and elasticsearch.cloud_id",
+            );
+        }
+        if !es.cloud_id.is_empty()
+            && let Err(e) = elasticsearch::http::transport::CloudId::parse(&es.cloud_id)
+        {
+            return invalid("elasticsearch.cloud_id", &format!("not a Cloud ID: {e}"));
         }
         Ok(())
     }
