@@ -133,6 +133,17 @@ pub struct Counts {
     pub bars_closed: u64,
 }
 
+/// What the Elasticsearch sink settled since it was last asked (its `BulkReport`'s counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexSettled {
+    pub indexed: u64,
+    pub dead_lettered: u64,
+    pub retried_items: u64,
+    pub retried_requests: u64,
+    pub already_stored: u64,
+    pub faults: u64,
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -473,7 +484,7 @@ impl Telemetry {
     /// What Elasticsearch settled: documents indexed, documents it refused (dead-lettered with
     /// stage `elasticsearch`), and the retries of the settled requests (counted when a request
     /// completes, unlike the `sink_retries` metric, which counts each retry as it is sent).
-    pub fn index_settled(&self, report: &crate::sink::elasticsearch::BulkReport) {
+    pub fn index_settled(&self, report: &IndexSettled) {
         self.sink_written(Sink::Elasticsearch, report.indexed);
         if report.dead_lettered > 0 {
             self.dead_lettered_metric("elasticsearch", report.dead_lettered);

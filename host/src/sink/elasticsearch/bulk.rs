@@ -252,6 +252,18 @@ pub struct BulkReport {
 }
 
 impl BulkReport {
+    /// Its counts, as the telemetry keeps them.
+    pub fn settled(&self) -> crate::telemetry::IndexSettled {
+        crate::telemetry::IndexSettled {
+            indexed: self.indexed,
+            dead_lettered: self.dead_lettered,
+            retried_items: self.retried_items,
+            retried_requests: self.retried_requests,
+            already_stored: self.already_stored,
+            faults: self.faults,
+        }
+    }
+
     pub fn absorb(&mut self, other: BulkReport) {
         self.acked.extend(other.acked);
         self.indexed += other.indexed;
