@@ -2,6 +2,7 @@
 //! bulk API, and its wire compatibility with an ES-API emulator (noida-db).
 
 use crate::emulators::{NoidaDb, free_port};
+use crate::es_production::{Dlq, dlq};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,6 @@ use stockpipe::sink::elasticsearch::{
     BulkItem, BulkShape, DeadLetters, Delivery, ElasticsearchSection, EsAuth, EsError, EsSettings,
     EsSink, RetryPolicy,
 };
-use stockpipe::source::embedded::EmbeddedKafka;
 use stockpipe::telemetry::Telemetry;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -79,19 +79,9 @@ fn ids(request: &Request) -> Vec<String> {
         .collect()
 }
 
+/// A bulk answer of `index` items, one per `(status, error)`.
 fn bulk_answer(statuses: &[(u16, Option<Value>)]) -> ResponseTemplate {
-    let items: Vec<Value> = statuses
-        .iter()
-        .map(|(status, error)| {
-            let mut item = json!({"_index": "stock-stream", "status": status});
-            if let Some(e) = error {
-                item["error"] = e.clone();
-            }
-            json!({"index": item})
-        })
-        .collect();
-    let errors = statuses.iter().any(|(s, _)| *s >= 300);
-    ResponseTemplate::new(200).set_body_json(json!({"took": 1, "errors": errors, "items": items}))
+    crate::es_production::bulk_answer("index", statuses)
 }
 
 fn all_ok(n: usize) -> ResponseTemplate {
@@ -99,33 +89,7 @@ fn all_ok(n: usize) -> ResponseTemplate {
 }
 
 async fn bulk_requests(server: &MockServer) -> Vec<Request> {
-    server
-        .received_requests()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.url.path() == "/_bulk")
-        .collect()
-}
-
-struct Dlq {
-    kafka: EmbeddedKafka,
-    dead_letters: DeadLetters,
-}
-
-fn dlq() -> Dlq {
-    let kafka = EmbeddedKafka::start(&[("stock-stream.dlq", 1)]).unwrap();
-    let producer = stockpipe::source::kafka::producer(
-        &stockpipe::source::kafka::Connection::plaintext(&kafka.bootstrap_servers()),
-    )
-    .unwrap();
-    Dlq {
-        kafka,
-        dead_letters: DeadLetters {
-            producer,
-            topic: "stock-stream.dlq".into(),
-        },
-    }
+    crate::es_production::requests_to(server, "/_bulk").await
 }
 
 /// Answers `POST /_bulk` with `answer`: the first `times` requests (all when `None`), ahead of

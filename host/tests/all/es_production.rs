@@ -62,12 +62,13 @@ fn items(n: i64) -> Vec<BulkItem> {
         .collect()
 }
 
-struct Dlq {
-    kafka: EmbeddedKafka,
-    dead_letters: DeadLetters,
+/// A dead-letter topic on an embedded broker, and the producer the sink sends to it with.
+pub(crate) struct Dlq {
+    pub(crate) kafka: EmbeddedKafka,
+    pub(crate) dead_letters: DeadLetters,
 }
 
-fn dlq() -> Dlq {
+pub(crate) fn dlq() -> Dlq {
     let kafka = EmbeddedKafka::start(&[("stock-stream.dlq", 1)]).unwrap();
     let producer = stockpipe::source::kafka::producer(
         &stockpipe::source::kafka::Connection::plaintext(&kafka.bootstrap_servers()),
@@ -94,7 +95,7 @@ fn delivery(settings: &EsSettings, d: &Dlq, telemetry: Arc<Telemetry>) -> Delive
 }
 
 /// A bulk answer with one item per `(status, error)`, under `action`.
-fn bulk_answer(action: &str, statuses: &[(u16, Option<Value>)]) -> ResponseTemplate {
+pub(crate) fn bulk_answer(action: &str, statuses: &[(u16, Option<Value>)]) -> ResponseTemplate {
     let items: Vec<Value> = statuses
         .iter()
         .map(|(status, error)| {
@@ -109,7 +110,7 @@ fn bulk_answer(action: &str, statuses: &[(u16, Option<Value>)]) -> ResponseTempl
     ResponseTemplate::new(200).set_body_json(json!({"took": 1, "errors": errors, "items": items}))
 }
 
-async fn requests_to(server: &MockServer, path: &str) -> Vec<Request> {
+pub(crate) async fn requests_to(server: &MockServer, path: &str) -> Vec<Request> {
     server
         .received_requests()
         .await

@@ -247,6 +247,24 @@ mod tests {
     use serde_json::json;
     use std::time::Duration;
 
+    /// `{"a":1}` from stock-stream's partition 2, offset 41, timed `time_us`.
+    fn item_at(time_us: i64) -> BulkItem {
+        BulkItem {
+            index: "stock-stream".into(),
+            document: bytes::Bytes::from_static(br#"{"a":1}"#),
+            source: SourceRef {
+                topic: "stock-stream".into(),
+                partition: 2,
+                offset: 41,
+            },
+            key: None,
+            payload: Vec::new(),
+            generation: 0,
+            id: None,
+            time_us,
+        }
+    }
+
     fn item(status: u16, kind: &str, reason: &str) -> ItemOutcome {
         classify_item(status, Some(&json!({"type": kind, "reason": reason})))
     }
@@ -365,21 +383,8 @@ mod tests {
 
     #[test]
     fn a_data_stream_gets_create_and_timestamp_and_a_dated_index_the_tick_s_day() {
-        let item = BulkItem {
-            index: "stock-stream".into(),
-            document: bytes::Bytes::from_static(br#"{"a":1}"#),
-            source: SourceRef {
-                topic: "stock-stream".into(),
-                partition: 2,
-                offset: 41,
-            },
-            key: None,
-            payload: Vec::new(),
-            generation: 0,
-            id: None,
-            // 2017-06-20T23:59:59.999999Z: the day is the tick's, in UTC.
-            time_us: 1_498_003_199_999_999,
-        };
+        // 2017-06-20T23:59:59.999999Z: the day is the tick's, in UTC.
+        let item = item_at(1_498_003_199_999_999);
         let stream = BulkShape {
             mode: EsMode::DataStream,
             dated_indices: false,
@@ -455,20 +460,7 @@ mod tests {
 
     #[test]
     fn the_bulk_body_is_ndjson_with_deterministic_ids() {
-        let item = BulkItem {
-            index: "stock-stream".into(),
-            document: bytes::Bytes::from_static(br#"{"a":1}"#),
-            source: SourceRef {
-                topic: "stock-stream".into(),
-                partition: 2,
-                offset: 41,
-            },
-            key: None,
-            payload: Vec::new(),
-            generation: 0,
-            id: None,
-            time_us: 1_498_044_305_284_824,
-        };
+        let item = item_at(1_498_044_305_284_824);
         let mut odd = item.clone();
         odd.source.topic = "a\"b\\c".into();
         odd.source.offset = -1;
