@@ -15,8 +15,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CRATES = ["host/src", "model/src", "guests/validate/src", "guests/enrich/src",
-                  "guests/route/src", "guests/hostile/src"]
+
+
+def workspace_crates() -> list:
+    """Every member of the workspace (the root Cargo.toml's `members`), as its src/ directory:
+    a crate added to the workspace is covered without editing this script."""
+    manifest = (ROOT / "Cargo.toml").read_text()
+    found = re.search(r"^members\s*=\s*\[([^\]]*)\]", manifest, re.M)
+    if not found:
+        sys.exit("Cargo.toml has no [workspace] members list")
+    members = re.findall(r'"([^"]+)"', found.group(1))
+    return [f"{m}/src" for m in members]
 
 
 def module_path(src: Path, file: Path) -> tuple:
@@ -123,7 +132,7 @@ def cycles(src: Path) -> list:
 
 
 def main() -> int:
-    crates = sys.argv[1:] or DEFAULT_CRATES
+    crates = sys.argv[1:] or workspace_crates()
     found = False
     for crate in crates:
         src = (ROOT / crate) if not Path(crate).is_absolute() else Path(crate)

@@ -26,11 +26,52 @@ pub struct StageConfigs {
     pub route: route_logic::RouteConfig,
 }
 
+/// Who refused a tick: the host's decoder, a guest stage, or a sink that cannot take it. Its
+/// text is the dead letter's `stockpipe.stage` header and the metrics' `stage` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalStage {
+    Decode,
+    Validate,
+    Enrich,
+    Route,
+    Aggregate,
+    Elasticsearch,
+}
+
+impl RefusalStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decode => "decode",
+            Self::Validate => "validate",
+            Self::Enrich => "enrich",
+            Self::Route => "route",
+            Self::Aggregate => "aggregate",
+            Self::Elasticsearch => "elasticsearch",
+        }
+    }
+}
+
+impl From<StageKind> for RefusalStage {
+    fn from(kind: StageKind) -> Self {
+        match kind {
+            StageKind::Validate => Self::Validate,
+            StageKind::Enrich => Self::Enrich,
+            StageKind::Route => Self::Route,
+            StageKind::Aggregate => Self::Aggregate,
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a tick did not make it through, and who said so.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refusal {
-    /// `decode`, `validate`, `enrich` or `route`.
-    pub stage: &'static str,
+    pub stage: RefusalStage,
     pub code: String,
     pub message: String,
     /// The version of the guest that refused it (none for the host's own decoding).
@@ -40,7 +81,7 @@ pub struct Refusal {
 impl Refusal {
     fn rejected(stage: StageKind, version: &str, r: Rejection) -> Self {
         Self {
-            stage: stage.name(),
+            stage: stage.into(),
             code: r.code.as_str().into(),
             message: r.message,
             guest_version: Some(version.into()),
@@ -49,8 +90,8 @@ impl Refusal {
 
     fn faulted(stage: StageKind, version: &str, f: GuestFault) -> Self {
         Self {
-            stage: stage.name(),
-            code: f.code.into(),
+            stage: stage.into(),
+            code: f.code.as_str().into(),
             message: f.message,
             guest_version: Some(version.into()),
         }

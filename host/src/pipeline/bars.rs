@@ -17,7 +17,7 @@
 use super::decode::Decoded;
 use crate::chain::aggregate::{AggregateSection, Aggregation, Checkpoint, commit_cap};
 use crate::chain::swap::{GuestRegistry, Swap, SwapEvent};
-use crate::chain::{Refusal, StageOutcome};
+use crate::chain::{Refusal, RefusalStage, StageOutcome};
 use crate::runtime::convert;
 use crate::sink::PartitionLifecycle;
 use crate::sink::lake_sink::bar_position;
@@ -422,7 +422,7 @@ impl Bars {
             (
                 messages[i],
                 Refusal {
-                    stage: "aggregate",
+                    stage: RefusalStage::Aggregate,
                     code: "late".into(),
                     message: format!(
                         "timestamp {} is older than partition {}'s watermark (its newest timestamp minus the allowed lateness of {lateness_ms} ms): counted in no bar",
@@ -435,8 +435,8 @@ impl Bars {
         });
         let faulted = result.faulted.into_iter().map(|(i, fault)| {
             let refusal = Refusal {
-                stage: "aggregate",
-                code: fault.code.into(),
+                stage: RefusalStage::Aggregate,
+                code: fault.code.as_str().into(),
                 message: fault.message,
                 guest_version: Some(version.clone()),
             };

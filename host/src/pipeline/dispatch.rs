@@ -150,8 +150,8 @@ impl Outputs<'_> {
         let source = &message.source;
         self.record
             .refusals
-            .push((refusal.stage, refusal.code.clone()));
-        tracing::debug!(partition = source.partition, offset = source.offset, stage = refusal.stage, code = %refusal.code, "refused");
+            .push((refusal.stage.as_str(), refusal.code.clone()));
+        tracing::debug!(partition = source.partition, offset = source.offset, stage = %refusal.stage, code = %refusal.code, "refused");
         self.dead_letter(message, refusal, dead_letter_topic)
     }
 
@@ -254,7 +254,7 @@ struct Accepted<'a, 'b> {
 fn decode_refusal(e: &DecodeError, dead_letter_topic: &str) -> StageOutcome {
     StageOutcome::Refused {
         refusal: Refusal {
-            stage: "decode",
+            stage: crate::chain::RefusalStage::Decode,
             code: e.code.into(),
             message: e.message.clone(),
             guest_version: None,

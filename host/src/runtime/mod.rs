@@ -158,11 +158,49 @@ impl GuestComponent {
     }
 }
 
+/// What kind of fault ended a call; its text is the refusal's code on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultCode {
+    /// The call outran its deadline (`guests.call_deadline_ms`).
+    DeadlineExceeded,
+    /// The call used up its fuel (`guests.fuel_per_call`).
+    FuelExhausted,
+    /// The guest asked for more memory than its cap.
+    MemoryExhausted,
+    /// Any other trap: a panic, an unreachable, an out-of-bounds access.
+    Trap,
+    /// An answer of the wrong shape: the wrong number of outcomes, columns of unequal length.
+    BrokenContract,
+}
+
+impl FaultCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DeadlineExceeded => "deadline-exceeded",
+            Self::FuelExhausted => "fuel-exhausted",
+            Self::MemoryExhausted => "memory-exhausted",
+            Self::Trap => "trap",
+            Self::BrokenContract => "broken-contract",
+        }
+    }
+}
+
+impl std::fmt::Display for FaultCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for FaultCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// What went wrong in one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestFault {
-    /// `deadline-exceeded`, `memory-exhausted`, `trap` or `broken-contract`.
-    pub code: &'static str,
+    pub code: FaultCode,
     pub message: String,
 }
 
@@ -176,19 +214,19 @@ impl GuestFault {
     fn from_wasmtime(e: wasmtime::Error) -> Self {
         let message = format!("{e:#}");
         let code = match e.downcast_ref::<wasmtime::Trap>() {
-            Some(wasmtime::Trap::Interrupt) => "deadline-exceeded",
-            Some(wasmtime::Trap::OutOfFuel) => "fuel-exhausted",
+            Some(wasmtime::Trap::Interrupt) => FaultCode::DeadlineExceeded,
+            Some(wasmtime::Trap::OutOfFuel) => FaultCode::FuelExhausted,
             _ if message.contains("growing memory") || message.contains("memory size") => {
-                "memory-exhausted"
+                FaultCode::MemoryExhausted
             }
-            _ => "trap",
+            _ => FaultCode::Trap,
         };
         Self { code, message }
     }
 
     fn broken_contract(message: String) -> Self {
         Self {
-            code: "broken-contract",
+            code: FaultCode::BrokenContract,
             message,
         }
     }
@@ -484,7 +522,7 @@ mod tests {
             calls += 1;
             if batch.contains(&13) {
                 Err(GuestFault {
-                    code: "trap",
+                    code: FaultCode::Trap,
                     message: "unlucky".into(),
                 })
             } else {
@@ -493,7 +531,7 @@ mod tests {
         });
         assert_eq!(calls, 5);
         assert_eq!(out[0], Ok(10));
-        assert_eq!(out[2].as_ref().unwrap_err().code, "trap");
+        assert_eq!(out[2].as_ref().unwrap_err().code, FaultCode::Trap);
         assert_eq!(out[3], Ok(40));
     }
 

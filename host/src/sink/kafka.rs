@@ -40,7 +40,7 @@ pub fn send_dead_letter(
     let (partition, offset) = (source.partition.to_string(), source.offset.to_string());
     let version = refusal.guest_version.as_deref().unwrap_or("host");
     let hdrs = OwnedHeaders::new()
-        .insert(header(headers::STAGE, refusal.stage))
+        .insert(header(headers::STAGE, refusal.stage.as_str()))
         .insert(header(headers::REASON_CODE, &refusal.code))
         .insert(header(headers::REASON, &refusal.message))
         .insert(header(headers::GUEST_VERSION, version))
@@ -113,7 +113,7 @@ impl Deliveries {
         self.pending.push(Pending {
             source: source.clone(),
             delivery,
-            refused_at: Some(refusal.stage),
+            refused_at: Some(refusal.stage.as_str()),
             generation,
         });
         Ok(())

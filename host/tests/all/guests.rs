@@ -138,7 +138,7 @@ fn a_trap_or_exhausted_limit_fails_only_the_poison_tick() {
             dead_letter_topic,
         } = outcome
         {
-            assert_eq!(refusal.stage, "validate");
+            assert_eq!(refusal.stage.as_str(), "validate");
             assert!(
                 refusal
                     .guest_version

@@ -670,7 +670,7 @@ mod tests {
     fn refused() -> StageOutcome {
         StageOutcome::Refused {
             refusal: Refusal {
-                stage: "validate",
+                stage: crate::chain::RefusalStage::Validate,
                 code: "other".into(),
                 message: String::new(),
                 guest_version: None,

@@ -660,7 +660,7 @@ pub(super) async fn dead_letter(
 ) -> Result<(), EsError> {
     tracing::warn!(partition = item.source.partition, offset = item.source.offset, %reason, "Elasticsearch refused a document; dead-lettering it");
     let refusal = Refusal {
-        stage: "elasticsearch",
+        stage: crate::chain::RefusalStage::Elasticsearch,
         code: "index-refused".into(),
         message: reason,
         guest_version: None,
