@@ -301,7 +301,7 @@ async fn latest_forecasts(
     store: &LakeStore,
     known: Option<String>,
 ) -> anyhow::Result<Option<(String, Vec<serde_json::Value>)>> {
-    let names = store.list("forecasts/").await?;
+    let names = store.list(crate::sink::layout::FORECASTS_PREFIX).await?;
     let Some(newest) = names.into_iter().filter(|n| n.ends_with(".ndjson")).max() else {
         return Ok(None);
     };

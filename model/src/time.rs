@@ -70,13 +70,36 @@ impl Civil {
         format!("{:04}.{:02}.{:02}", self.year, self.month, self.day)
     }
 
-    /// `dt=YYYY-MM-DD/hour=HH`, the lake's Hive-style partition.
+    /// `YYYY-MM-DD`.
+    pub fn day(&self) -> String {
+        format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+
+    /// `dt=YYYY-MM-DD/hour=HH`, the lake's Hive-style partition (read back by
+    /// [`lake_partition_start`]).
     pub fn lake_partition(&self) -> String {
         format!(
             "dt={:04}-{:02}-{:02}/hour={:02}",
             self.year, self.month, self.day, self.hour
         )
     }
+}
+
+/// The start (UTC µs) of the hour a [`Civil::lake_partition`] names, read from the start of
+/// `text` (`dt=YYYY-MM-DD/hour=HH…`).
+pub fn lake_partition_start(text: &str) -> Option<i64> {
+    let rest = text.strip_prefix("dt=")?;
+    let day = rest.get(..10)?;
+    let hour = rest.get(10..)?.strip_prefix("/hour=")?.get(..2)?;
+    let hour: i64 = hour.parse().ok().filter(|h| (0..24).contains(h))?;
+    let mut parts = day.splitn(3, '-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: u32 = parts.next()?.parse().ok()?;
+    let day: u32 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    Some((days_from_civil(year, month, day) * 24 + hour) * 3_600_000_000)
 }
 
 /// RFC 3339 in UTC with microseconds: `2017-06-20T07:35:05.284824Z` (what Elasticsearch's

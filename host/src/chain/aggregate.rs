@@ -490,12 +490,12 @@ impl Checkpoint {
 
     /// Where the checkpoints of `topic`'s partitions live in the lake store.
     pub fn prefix(topic: &str) -> String {
-        format!("_state/aggregate/{topic}/")
+        crate::sink::layout::state_prefix("aggregate", topic)
     }
 
     /// Where a partition's checkpoint lives in the lake store.
     pub fn object_name(topic: &str, partition: i32) -> String {
-        format!("{}{partition}.json", Self::prefix(topic))
+        crate::sink::layout::state_object("aggregate", topic, partition)
     }
 
     /// Adds a snapshot (a newer offset than any kept, or the newest's again); keeps the newest

@@ -11,8 +11,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use stockpipe_model::{DepthLevel, Enrichment, TickRef, time::format_rfc3339_micros};
 
-/// The deterministic document id: the guest's event id (content hash) as 16 hex digits.
-pub fn document_id(enrichment: &Enrichment) -> String {
+/// A document's `event_id`: the guest's event id (content hash) as 16 hex digits. (Not the
+/// document's `_id` in Elasticsearch, which is its Kafka position:
+/// [`crate::sink::elasticsearch::document_id`].)
+pub fn event_id_hex(enrichment: &Enrichment) -> String {
     let mut id = Vec::with_capacity(16);
     hex16(&mut id, enrichment.event_id);
     String::from_utf8(id).expect("hex digits")
@@ -138,7 +140,7 @@ impl<'a> AcceptedDocument<'a> {
     ) -> Self {
         let e = enrichment;
         Self {
-            event_id: document_id(e),
+            event_id: event_id_hex(e),
             timestamp: format_rfc3339_micros(tick.timestamp_us),
             tick: TickFields::of(tick),
             mid_price: e.mid_price,
@@ -186,16 +188,17 @@ impl DocumentWriter {
 
     /// Appends the document of an accepted tick (one line's bytes, without the newline).
     pub fn write(&self, out: &mut Vec<u8>, tick: &TickRef<'_>, e: &Enrichment, source: &SourceRef) {
-        out.extend_from_slice(b"{\"event_id\":\"");
+        out.extend_from_slice(layout::EVENT_ID);
         hex16(out, e.event_id);
-        out.extend_from_slice(b"\",\"timestamp\":\"");
+        out.extend_from_slice(b"\",");
+        out.extend_from_slice(layout::TIMESTAMP);
         stockpipe_model::time::write_rfc3339_micros(out, tick.timestamp_us);
         out.push(b'"');
         tick_fields(out, tick);
         members(
             out,
             &[
-                (b",\"mid_price\":", e.mid_price),
+                (layout::MID_PRICE, e.mid_price),
                 (b",\"spread\":", e.spread),
                 (b",\"spread_bps\":", e.spread_bps),
                 (b",\"book_imbalance\":", e.book_imbalance),
@@ -231,6 +234,82 @@ impl DocumentWriter {
         string(&mut body, reason);
         body.push(b'}');
         body
+    }
+}
+
+/// The bytes [`DocumentWriter::write`] lays a document out by, which [`DocumentParts`] reads it
+/// back by: one home for both.
+mod layout {
+    /// The document opens with its event id: `{"event_id":"` + 16 hex digits + `",`.
+    pub(super) const EVENT_ID: &[u8] = b"{\"event_id\":\"";
+    /// Where the event id's 16 digits start, and where the tick's fields start after them.
+    pub(super) const ID_AT: usize = EVENT_ID.len();
+    pub(super) const FIELDS_AT: usize = ID_AT + 16 + 2;
+    /// The tick's fields start with its time …
+    pub(super) const TIMESTAMP: &[u8] = b"\"timestamp\":\"";
+    /// … and the enrichment with the mid price, after the tick's depth.
+    pub(super) const MID_PRICE: &[u8] = b",\"mid_price\":";
+    pub(super) const SPREAD_BPS: &[u8] = b"\"spread_bps\":";
+}
+
+/// A document of our writer, split without parsing it: what the fast readers of the lake need
+/// (`guest diff` rebuilds each tick as a message and scans it; the benchmark's stand-in sink
+/// reads the tick's time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocumentParts<'a> {
+    /// The 16 hex digits of the event id.
+    pub event_id: &'a [u8],
+    /// The tick's fields, `"timestamp":…` up to the end of `"depth":{…}`, without braces.
+    pub tick_fields: &'a [u8],
+    /// The enrichment and the rest, from `,"mid_price":` to the closing brace.
+    pub enrichment: &'a [u8],
+}
+
+impl<'a> DocumentParts<'a> {
+    /// Splits a line [`DocumentWriter::write`] wrote; `None` for any other layout.
+    pub fn split(line: &'a [u8]) -> Option<Self> {
+        use layout::*;
+        static MID: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(MID_PRICE));
+        if !line.starts_with(EVENT_ID)
+            || !line.get(FIELDS_AT - 2..FIELDS_AT)?.eq(b"\",")
+            || !line[FIELDS_AT..].starts_with(TIMESTAMP)
+        {
+            return None;
+        }
+        let event_id = &line[ID_AT..ID_AT + 16];
+        let end = MID.rfind(line)?;
+        // Anything else (a key inside the id, no fields between) is not our layout.
+        if !event_id.iter().all(u8::is_ascii_hexdigit) || end < FIELDS_AT + TIMESTAMP.len() {
+            return None;
+        }
+        Some(Self {
+            event_id,
+            tick_fields: &line[FIELDS_AT..end],
+            enrichment: &line[end..],
+        })
+    }
+
+    /// The tick's time as written (RFC 3339 UTC, without its quotes).
+    pub fn timestamp(&self) -> Option<&'a [u8]> {
+        let value = &self.tick_fields[layout::TIMESTAMP.len()..];
+        let end = memchr::memchr(b'"', value)?;
+        Some(&value[..end])
+    }
+
+    /// The tick's time in µs.
+    pub fn time_us(&self) -> Option<i64> {
+        stockpipe_model::time::parse_timestamp_bytes(self.timestamp()?, 0).ok()
+    }
+
+    /// The enrichment's `spread_bps` (what route was given), if it is there.
+    pub fn spread_bps(&self) -> Option<f64> {
+        static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(layout::SPREAD_BPS));
+        let text = self.enrichment;
+        let at = FINDER.find(text)? + layout::SPREAD_BPS.len();
+        let len = text[at..].iter().position(|b| matches!(b, b',' | b'}'))?;
+        std::str::from_utf8(&text[at..at + len]).ok()?.parse().ok()
     }
 }
 
@@ -416,6 +495,45 @@ mod tests {
         let with_alert: Value = serde_json::to_value(&doc).unwrap();
         expected.insert("alert_reason".into(), "spread".into());
         assert_eq!(with_alert, Value::Object(expected));
+    }
+
+    /// What the writer writes, the reader splits back: the event id, the tick's fields (a message
+    /// the decoder reads as the tick), its time, the enrichment's spread.
+    #[test]
+    fn a_written_document_is_read_back_by_its_parts() {
+        let tick = stockpipe_model::example::tick();
+        let enrichment = Enrichment {
+            event_id: 0xabc,
+            spread_bps: 9.5,
+            ..Enrichment::default()
+        };
+        let source = SourceRef {
+            topic: "stock-stream".into(),
+            partition: 2,
+            offset: 41,
+        };
+        let writer = DocumentWriter::new(&vec![("validate", "sha256:1".into())]);
+        let mut line = Vec::new();
+        writer.write(&mut line, &tick.view(), &enrichment, &source);
+        let parts = DocumentParts::split(&line).expect("our own layout");
+        assert_eq!(parts.event_id, event_id_hex(&enrichment).as_bytes());
+        assert_eq!(parts.time_us(), Some(tick.timestamp_us));
+        assert_eq!(parts.spread_bps(), Some(9.5));
+        let message = [b"{", parts.tick_fields, b"}"].concat();
+        let decoded = stockpipe_model::json::decode_tick(&message, 0).unwrap();
+        assert_eq!(decoded, tick);
+        // A document of another layout (serde's key order) is not ours to split.
+        let reference = serde_json::to_vec(&AcceptedDocument::new(
+            &tick.view(),
+            &enrichment,
+            &source,
+            &vec![],
+        ))
+        .unwrap();
+        assert_eq!(
+            DocumentParts::split(&reference).is_some(),
+            reference.starts_with(layout::EVENT_ID)
+        );
     }
 
     /// The four-decimal shortcut writes zmij's bytes, over prices, ratios, the edges of its range

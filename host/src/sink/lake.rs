@@ -18,6 +18,7 @@
 //! written again, so the lake holds every accepted tick exactly once even when a crash fell between
 //! an upload and the offset commit.
 
+use super::layout;
 use crate::config::error::{ConfigError, invalid};
 pub use crate::sink::store::{SPILL_ALIGN, SpoolOp};
 use serde::Deserialize;
@@ -99,17 +100,6 @@ pub struct LakeWriter {
     spools_opened: u64,
 }
 
-/// The object name for a segment.
-pub fn object_name(
-    topic: &str,
-    lake_partition: &str,
-    partition: i32,
-    first: i64,
-    last: i64,
-) -> String {
-    format!("{topic}/{lake_partition}/{partition}-{first}-{last}.ndjson")
-}
-
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut encoder = flate2::write::GzEncoder::new(
@@ -122,7 +112,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 /// An object's lines: gunzipped when its name ends in `.gz`.
 pub fn object_lines(name: &str, bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
-    if name.ends_with(".gz") {
+    if layout::is_gzipped(name) {
         use std::io::Read;
         let mut out = Vec::with_capacity(bytes.len() * 4);
         flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut out)?;
@@ -130,19 +120,6 @@ pub fn object_lines(name: &str, bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
     } else {
         Ok(bytes)
     }
-}
-
-/// The (partition, first, last) an object name carries, if it is one of ours.
-pub fn parse_object_name(name: &str) -> Option<(i32, i64, i64)> {
-    let file = name.rsplit('/').next()?;
-    let stem = file
-        .strip_suffix(".ndjson.gz")
-        .or_else(|| file.strip_suffix(".ndjson"))?;
-    let mut parts = stem.splitn(3, '-');
-    let partition = parts.next()?.parse().ok()?;
-    let first = parts.next()?.parse().ok()?;
-    let last = parts.next()?.parse().ok()?;
-    (first <= last).then_some((partition, first, last))
 }
 
 impl LakeWriter {
@@ -175,7 +152,7 @@ impl LakeWriter {
     /// cover are not written again.
     pub fn set_existing<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
         self.existing.clear();
-        for (partition, first, last) in names.into_iter().filter_map(parse_object_name) {
+        for (partition, first, last) in names.into_iter().filter_map(layout::parse_segment) {
             self.existing
                 .entry(partition)
                 .or_default()
@@ -238,10 +215,7 @@ impl LakeWriter {
         {
             let spool = segment.spool.get_or_insert_with(|| {
                 self.spools_opened += 1;
-                format!(
-                    "{}/{lake_partition}/.{partition}-{}.spool",
-                    self.topic, self.spools_opened
-                )
+                layout::spool(&self.topic, lake_partition, partition, self.spools_opened)
             });
             let whole = segment.bytes.len() / SPILL_ALIGN * SPILL_ALIGN;
             let mut rest = Vec::with_capacity(segment.bytes.capacity());
@@ -317,12 +291,11 @@ impl LakeWriter {
         let ranges = self.existing.entry(partition).or_default();
         let at = ranges.partition_point(|&(f, _)| f < first);
         ranges.insert(at, (first, last));
-        let mut name = object_name(&self.topic, lake_partition, partition, first, last);
-        let bytes = if self.config.gzip {
-            name.push_str(".gz");
-            gzip(&segment.bytes)
+        let name = layout::segment(&self.topic, lake_partition, partition, first, last);
+        let (name, bytes) = if self.config.gzip {
+            (layout::gzipped(name), gzip(&segment.bytes))
         } else {
-            segment.bytes
+            (name, segment.bytes)
         };
         RolledSegment {
             name,
@@ -508,19 +481,7 @@ mod tests {
             object_lines(&out[0].name, out[0].bytes.clone()).unwrap(),
             b"{\"a\":1}\n{\"a\":2}\n"
         );
-        assert_eq!(parse_object_name(&out[0].name), Some((0, 3, 4)));
-    }
-
-    #[test]
-    fn object_names_round_trip() {
-        assert_eq!(
-            parse_object_name("stock-stream/dt=2017-06-20/hour=07/2-5-16.ndjson"),
-            Some((2, 5, 16))
-        );
-        assert_eq!(parse_object_name("x/0-1-1.ndjson.gz"), Some((0, 1, 1)));
-        assert_eq!(parse_object_name("x/0-9-1.ndjson"), None);
-        assert_eq!(parse_object_name("x/README.md"), None);
-        assert_eq!(parse_object_name("x/a-1-2.ndjson"), None);
+        assert_eq!(layout::parse_segment(&out[0].name), Some((0, 3, 4)));
     }
 
     #[test]

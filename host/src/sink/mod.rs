@@ -13,6 +13,7 @@ pub mod elasticsearch;
 pub mod kafka;
 pub mod lake;
 pub mod lake_sink;
+pub mod layout;
 pub mod store;
 
 /// The Kafka position of a message, carried with it to every sink.

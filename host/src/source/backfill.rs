@@ -346,7 +346,7 @@ impl InputCheckpoint {
 
     /// Where the checkpoints of files replayed into `topic` live in the lake.
     pub fn prefix(topic: &str) -> String {
-        format!("_checkpoints/{topic}/")
+        crate::sink::layout::checkpoints_prefix(topic)
     }
 
     /// Its object in the lake: one per file (path, size) and partition count.
@@ -356,7 +356,7 @@ impl InputCheckpoint {
         for b in id.bytes() {
             hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
-        format!("{}input-{hash:016x}.json", Self::prefix(topic))
+        crate::sink::layout::input_checkpoint(topic, hash)
     }
 
     /// The stored checkpoint of the same file, if any (a checkpoint of another file or partition

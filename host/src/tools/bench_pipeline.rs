@@ -58,12 +58,9 @@ fn now_us() -> i64 {
     crate::clock::unix_now_us()
 }
 
-/// The µs timestamp of a document (`"timestamp":"2026-…Z"`), read without parsing the document.
+/// The µs timestamp of a document, read without parsing the document.
 fn document_time_us(document: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(document).ok()?;
-    let start = text.find("\"timestamp\":\"")? + 13;
-    let end = start + text[start..].find('"')?;
-    stockpipe_model::time::parse_timestamp(&text[start..end], 0).ok()
+    crate::sink::document::DocumentParts::split(document)?.time_us()
 }
 
 impl SinkEndpoint {
@@ -650,8 +647,7 @@ mod tests {
 
     #[test]
     fn a_documents_timestamp_is_read_in_place() {
-        let doc =
-            br#"{"event_id":"ab","timestamp":"2026-11-28T10:00:00.000001Z","last_price":1.0}"#;
+        let doc = br#"{"event_id":"00000000000000ab","timestamp":"2026-11-28T10:00:00.000001Z","last_price":1.0,"mid_price":1.5}"#;
         assert_eq!(document_time_us(doc), Some(1_795_860_000_000_001));
         assert_eq!(document_time_us(b"{}"), None);
     }

@@ -21,6 +21,7 @@ use crate::runtime::sandbox::Sandbox;
 use crate::runtime::{
     GuestComponent, GuestFault, StageInstance, StageKind, call_isolated, convert,
 };
+use crate::sink::document::DocumentParts;
 use crate::sink::store::LakeStore;
 use crate::tools::guest_test::{enrich_outcome_json, route_outcome_json, validate_outcome_json};
 use anyhow::Context;
@@ -166,42 +167,6 @@ struct Batch {
     scratch: Vec<u8>,
 }
 
-/// `{"event_id":"` + 16 hex digits + `",`: where our writer's documents put the tick's fields.
-const ID_AT: usize = 13;
-const FIELDS_AT: usize = ID_AT + 16 + 2;
-const TIMESTAMP_KEY: &[u8] = b"\"timestamp\":\"";
-
-/// Where a document of our writer splits: its event id, the tick's fields (`"timestamp":…` up to
-/// the end of `"depth":{…}`), and the enrichment after them; `None` for any other layout.
-fn split_document(line: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    static MID_PRICE: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(b",\"mid_price\":"));
-    if !line.starts_with(b"{\"event_id\":\"")
-        || !line.get(FIELDS_AT - 2..FIELDS_AT)?.eq(b"\",")
-        || !line[FIELDS_AT..].starts_with(TIMESTAMP_KEY)
-    {
-        return None;
-    }
-    let id = &line[ID_AT..ID_AT + 16];
-    let end = MID_PRICE.rfind(line)?;
-    // Anything else (a key inside the id, no fields between) is not our layout.
-    if !id.iter().all(u8::is_ascii_hexdigit) || end < FIELDS_AT + TIMESTAMP_KEY.len() {
-        return None;
-    }
-    Some((id, &line[FIELDS_AT..end], &line[end..]))
-}
-
-/// The enrichment's `spread_bps` (what route was given), if it is there.
-fn spread_bps_of(enrichment: &[u8]) -> Option<f64> {
-    const KEY: &[u8] = b"\"spread_bps\":";
-    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
-    let text = enrichment;
-    let at = FINDER.find(text)? + KEY.len();
-    let len = text[at..].iter().position(|b| matches!(b, b',' | b'}'))?;
-    std::str::from_utf8(&text[at..at + len]).ok()?.parse().ok()
-}
-
 impl Batch {
     fn new(capacity: usize) -> Self {
         Self {
@@ -222,24 +187,22 @@ impl Batch {
     fn push(&mut self, line: &[u8], window: (Option<i64>, Option<i64>)) -> Result<bool, String> {
         let inside =
             |at: i64| window.0.is_none_or(|from| at >= from) && window.1.is_none_or(|to| at < to);
-        if let Some((id, fields, enrichment)) = split_document(line) {
+        if let Some(parts) = DocumentParts::split(line) {
             // The window first, from the timestamp alone: ticks outside it are not scanned.
-            let value = &fields[TIMESTAMP_KEY.len()..];
-            let end = memchr::memchr(b'"', value).ok_or("the timestamp is not closed")?;
-            let at = stockpipe_model::time::parse_timestamp_bytes(&value[..end], 0)
+            let value = parts.timestamp().ok_or("the timestamp is not closed")?;
+            let at = stockpipe_model::time::parse_timestamp_bytes(value, 0)
                 .map_err(|e| e.to_string())?;
             if !inside(at) {
                 return Ok(false);
             }
             self.scratch.clear();
             self.scratch.push(b'{');
-            self.scratch.extend_from_slice(fields);
+            self.scratch.extend_from_slice(parts.tick_fields);
             self.scratch.push(b'}');
             stockpipe_model::json::decode_into(&self.scratch, 0, &mut self.columns)
                 .map_err(|e| e.to_string())?;
-            self.ids.push(id.try_into().expect("16 bytes"));
-            self.spread_bps
-                .push(spread_bps_of(enrichment).unwrap_or(f64::NAN));
+            self.ids.push(parts.event_id.try_into().expect("16 bytes"));
+            self.spread_bps.push(parts.spread_bps().unwrap_or(f64::NAN));
             return Ok(true);
         }
         let tick = stockpipe_model::json::decode_tick(line, 0).map_err(|e| e.to_string())?;
@@ -272,19 +235,11 @@ impl Batch {
 
 /// Does the object, by its `dt=…/hour=…` path, hold nothing inside the window?
 fn object_outside_window(name: &str, from_us: Option<i64>, to_us: Option<i64>) -> bool {
-    let Some(hour_start) = hour_of_object(name) else {
+    let Some(hour_start) = crate::sink::layout::hour_start(name) else {
         return false;
     };
     let hour_end = hour_start + 3_600_000_000;
     from_us.is_some_and(|from| hour_end <= from) || to_us.is_some_and(|to| hour_start >= to)
-}
-
-/// The start (UTC µs) of the hour a lake object's path names, if it names one.
-fn hour_of_object(name: &str) -> Option<i64> {
-    let day = name.split("dt=").nth(1)?.get(..10)?;
-    let hour: i64 = name.split("hour=").nth(1)?.get(..2)?.parse().ok()?;
-    let midnight = stockpipe_model::time::parse_timestamp(&format!("{day}T00:00:00Z"), 0).ok()?;
-    Some(midnight + hour * 3_600_000_000)
 }
 
 /// The kind of a verdict change, or `None` when both sides agree.
@@ -557,7 +512,7 @@ async fn read_lake(
 ) -> anyhow::Result<()> {
     let prefix = format!("{}/", options.topic);
     let mut names = store.list(&prefix).await?;
-    names.retain(|n| n.ends_with(".ndjson") || n.ends_with(".ndjson.gz"));
+    names.retain(|n| crate::sink::layout::is_segment(n));
     names.sort();
     let window = (options.from_us, options.to_us);
     let send = |batch: Batch| {
@@ -730,13 +685,13 @@ mod tests {
     #[test]
     fn lines_that_only_look_like_our_documents_are_not_split() {
         let ours = br#"{"event_id":"00000000000000ff","timestamp":"2017-06-20T07:00:00Z","instrument_token":1,"depth":{}},"mid_price":1}"#;
-        assert!(split_document(ours).is_some());
+        assert!(DocumentParts::split(ours).is_some());
         // The key split on sits inside the id: no fields between, not our layout.
         let inside = br#"{"event_id":"x,"mid_price":xx","timestamp":"2017"}"#;
-        assert!(split_document(inside).is_none());
+        assert!(DocumentParts::split(inside).is_none());
         // No cut of a document panics: it is split and scanned, or refused.
         for cut in 0..ours.len() {
-            let _ = split_document(&ours[..cut]);
+            let _ = DocumentParts::split(&ours[..cut]);
             let mut batch = Batch::new(4);
             let _ = batch.push(&ours[..cut], (None, None));
         }
@@ -747,7 +702,7 @@ mod tests {
         let name = "stock-stream/dt=2017-06-20/hour=07/0-1-9.ndjson";
         let seven = stockpipe_model::time::parse_timestamp("2017-06-20T07:00:00Z", 0).unwrap();
         let hour = 3_600_000_000;
-        assert_eq!(hour_of_object(name), Some(seven));
+        assert_eq!(crate::sink::layout::hour_start(name), Some(seven));
         assert!(!object_outside_window(name, None, None));
         assert!(!object_outside_window(name, Some(seven + hour - 1), None));
         assert!(object_outside_window(name, Some(seven + hour), None));

@@ -511,10 +511,7 @@ async fn load_lake_with(
     use anyhow::Context;
     let mut rows = Vec::new();
     let names = store.list(topic).await?;
-    for name in names
-        .iter()
-        .filter(|n| n.ends_with(".ndjson") || n.ends_with(".ndjson.gz"))
-    {
+    for name in names.iter().filter(|n| crate::sink::layout::is_segment(n)) {
         let bytes = crate::sink::lake::object_lines(name, store.get(name).await?)
             .with_context(|| format!("gunzipping {name}"))?;
         rows.extend(parse(&bytes).with_context(|| format!("reading {name}"))?);
@@ -532,8 +529,7 @@ pub async fn store_forecasts(
     rows: &[ForecastRow],
     generated_at_us: i64,
 ) -> anyhow::Result<String> {
-    let day = &stockpipe_model::time::format_rfc3339_micros(generated_at_us)[..10];
-    let name = format!("forecasts/dt={day}/{generated_at_us}.ndjson");
+    let name = crate::sink::layout::forecasts(generated_at_us);
     let mut bytes = Vec::new();
     for row in rows {
         serde_json::to_writer(&mut bytes, row)?;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use stockpipe::config::Config;
-use stockpipe::sink::lake::parse_object_name;
+use stockpipe::sink::layout::parse_segment as parse_object_name;
 use stockpipe::sink::store::{GcsOptions, LakeLocation, LakeStore};
 use stockpipe::source::kafka as kafka_source;
 use stockpipe::source::replay::{Pace, produce_all};

@@ -269,7 +269,7 @@ fn put_local(root: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         .file_name()
         .expect("object names end in a file name")
         .to_string_lossy();
-    let tmp = dir.join(format!(".{file_name}.tmp"));
+    let tmp = dir.join(crate::sink::layout::temp_file(&file_name));
     let mut file = ObjectFile::create(&tmp).map_err(io)?;
     file.append(bytes).map_err(io)?;
     file.finish().map_err(io)?;
@@ -478,7 +478,9 @@ impl Spooler {
 
     /// The spool file for `spool`, created on its first piece.
     fn file(&mut self, spool: &str) -> &mut SpoolFile {
-        let path = self.root.join(format!("{spool}.{}", self.run));
+        let path = self
+            .root
+            .join(crate::sink::layout::spool_file(spool, &self.run));
         self.open.entry(spool.to_string()).or_insert_with(|| {
             let created = path
                 .parent()
@@ -521,8 +523,7 @@ fn sweep_local(root: &Path, prefix: &str, older_than: std::time::Duration) -> us
     // A directory that cannot be read is left as it is: the listing that follows reports it.
     let _ = walk_files(&root.join(prefix), |entry| {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let leftover =
-            name.starts_with('.') && (name.ends_with(".tmp") || name.contains(".spool."));
+        let leftover = crate::sink::layout::is_leftover(&name);
         let stale = entry
             .metadata()
             .and_then(|m| m.modified())
