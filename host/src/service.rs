@@ -74,9 +74,9 @@ pub async fn run_with(
         Some(dir) => ChainComponents::from_dir(&sandbox, dir)?,
         None => ChainComponents::embedded(&sandbox)?,
     };
-    for kind in crate::runtime::StageKind::ALL {
-        let c = components.get(kind);
-        tracing::info!(stage = kind.name(), version = %c.version, source = %c.source_name, "guest loaded");
+    for stage in crate::runtime::ChainStage::ALL {
+        let c = components.get(stage);
+        tracing::info!(stage = stage.kind().name(), version = %c.version, source = %c.source_name, "guest loaded");
     }
     let configs = config.stage_configs(crate::clock::unix_now_us());
     let chain = WasmChain::new(sandbox.clone(), components.clone(), configs.clone());

@@ -13,7 +13,7 @@
 use crate::config::error::{ConfigError, invalid};
 use crate::runtime::bindings::aggregate as wit;
 use crate::runtime::sandbox::Sandbox;
-use crate::runtime::{GuestComponent, GuestFault, StageInstance, convert};
+use crate::runtime::{AggregateStage, GuestComponent, GuestFault, StageInstance, convert};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -124,7 +124,7 @@ pub struct Aggregated {
 pub struct Aggregation {
     sandbox: Arc<Sandbox>,
     config: wit::AggregateConfig,
-    instance: StageInstance,
+    instance: StageInstance<AggregateStage>,
     snapshots: HashMap<i32, Snapshot>,
     /// The last batch and the states it started from: a candidate's shadow run replays it.
     last: Option<LastBatch>,

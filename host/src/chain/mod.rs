@@ -8,7 +8,8 @@ pub mod swap;
 use crate::config::error::{ConfigError, invalid};
 use crate::runtime::sandbox::Sandbox;
 use crate::runtime::{
-    GuestComponent, GuestFault, StageInstance, StageKind, call_isolated, convert,
+    ChainStage, EnrichStage, GuestComponent, GuestFault, RouteStage, Stage, StageInstance,
+    StageKind, ValidateStage, call_isolated, convert,
 };
 use serde::Deserialize;
 use std::sync::Arc;
@@ -192,9 +193,9 @@ fn assemble(
 pub struct WasmChain {
     pub config: StageConfigs,
     sandbox: Arc<Sandbox>,
-    validate: StageInstance,
-    enrich: StageInstance,
-    route: StageInstance,
+    validate: StageInstance<ValidateStage>,
+    enrich: StageInstance<EnrichStage>,
+    route: StageInstance<RouteStage>,
     /// Per stage (pipeline order): batches in which the stage faulted at least once.
     faulted_batches: [u64; 3],
     /// Per stage (pipeline order): how long its call took in the last batch (zero if not called).
@@ -210,22 +211,22 @@ pub struct ChainComponents {
 }
 
 impl ChainComponents {
-    pub fn get(&self, kind: StageKind) -> &Arc<GuestComponent> {
-        match kind {
-            StageKind::Validate => &self.validate,
-            StageKind::Enrich => &self.enrich,
-            StageKind::Route => &self.route,
-            StageKind::Aggregate => unreachable!("aggregate is not one of the chain's stages"),
+    pub fn get(&self, stage: ChainStage) -> &Arc<GuestComponent> {
+        match stage {
+            ChainStage::Validate => &self.validate,
+            ChainStage::Enrich => &self.enrich,
+            ChainStage::Route => &self.route,
         }
     }
 
-    /// The same components with `component` in its stage's place.
+    /// The same components with `component` in its stage's place (a component of no chain
+    /// stage, `aggregate`, has no place here: the components stay as they were).
     pub fn with(mut self, component: Arc<GuestComponent>) -> Self {
-        match component.kind {
-            StageKind::Validate => self.validate = component,
-            StageKind::Enrich => self.enrich = component,
-            StageKind::Route => self.route = component,
-            StageKind::Aggregate => unreachable!("aggregate is not one of the chain's stages"),
+        match component.kind.chain_stage() {
+            Some(ChainStage::Validate) => self.validate = component,
+            Some(ChainStage::Enrich) => self.enrich = component,
+            Some(ChainStage::Route) => self.route = component,
+            None => {}
         }
         self
     }
@@ -285,20 +286,20 @@ impl WasmChain {
 
     /// How long each guest's call took in the last batch, for the guests that were called.
     pub fn last_calls(&self) -> Vec<(&'static str, std::time::Duration)> {
-        StageKind::ALL
+        ChainStage::ALL
             .iter()
             .zip(self.last_calls)
             .filter(|(_, took)| !took.is_zero())
-            .map(|(k, took)| (k.name(), took))
+            .map(|(s, took)| (s.kind().name(), took))
             .collect()
     }
 
-    fn stage(&self, kind: StageKind) -> &StageInstance {
-        match kind {
-            StageKind::Validate => &self.validate,
-            StageKind::Enrich => &self.enrich,
-            StageKind::Route => &self.route,
-            StageKind::Aggregate => unreachable!("aggregate is not one of the chain's stages"),
+    /// Calls of `stage`'s instance that faulted so far.
+    fn faults(&self, stage: ChainStage) -> u64 {
+        match stage {
+            ChainStage::Validate => self.validate.faults(),
+            ChainStage::Enrich => self.enrich.faults(),
+            ChainStage::Route => self.route.faults(),
         }
     }
 
@@ -312,41 +313,52 @@ impl WasmChain {
 
     /// Puts `component` in its stage's place, with a fresh instance, and returns the component it
     /// replaced. Called between two batches, so no batch sees two versions of a stage.
+    /// (A component of no chain stage, `aggregate`, is handed back as it came: nothing replaced.)
     pub fn replace(&mut self, component: Arc<GuestComponent>) -> Arc<GuestComponent> {
-        let kind = component.kind;
-        let fresh = StageInstance::new(self.sandbox.clone(), component);
-        let slot = match kind {
-            StageKind::Validate => &mut self.validate,
-            StageKind::Enrich => &mut self.enrich,
-            StageKind::Route => &mut self.route,
-            StageKind::Aggregate => unreachable!("aggregate is not one of the chain's stages"),
-        };
-        std::mem::replace(slot, fresh).component().clone()
+        fn swap_in<S: Stage>(
+            slot: &mut StageInstance<S>,
+            sandbox: &Arc<Sandbox>,
+            component: Arc<GuestComponent>,
+        ) -> Arc<GuestComponent> {
+            let fresh = StageInstance::new(sandbox.clone(), component);
+            std::mem::replace(slot, fresh).component().clone()
+        }
+        let sandbox = &self.sandbox;
+        match component.kind.chain_stage() {
+            Some(ChainStage::Validate) => swap_in(&mut self.validate, sandbox, component),
+            Some(ChainStage::Enrich) => swap_in(&mut self.enrich, sandbox, component),
+            Some(ChainStage::Route) => swap_in(&mut self.route, sandbox, component),
+            None => component,
+        }
     }
 
-    /// Batches in which `kind`'s guest faulted (trap, exhausted limit, broken contract).
-    pub fn faulted_batches(&self, kind: StageKind) -> u64 {
-        self.faulted_batches[kind as usize]
+    /// Batches in which `stage`'s guest faulted (trap, exhausted limit, broken contract).
+    pub fn faulted_batches(&self, stage: ChainStage) -> u64 {
+        self.faulted_batches[stage.index()]
     }
 }
 
 impl StageChain for WasmChain {
     fn process_columns(&mut self, batch: &TickColumns) -> Vec<StageOutcome> {
-        let faults_before = StageKind::ALL.map(|k| self.stage(k).faults());
+        let faults_before = ChainStage::ALL.map(|s| self.faults(s));
         let outcomes = self.process_batch(batch);
-        for kind in StageKind::ALL {
-            if self.stage(kind).faults() > faults_before[kind as usize] {
-                self.faulted_batches[kind as usize] += 1;
+        for stage in ChainStage::ALL {
+            if self.faults(stage) > faults_before[stage.index()] {
+                self.faulted_batches[stage.index()] += 1;
             }
         }
         outcomes
     }
 
     fn versions(&self) -> GuestVersions {
-        [&self.validate, &self.enrich, &self.route]
-            .iter()
-            .map(|s| (s.component().kind.name(), s.component().version.clone()))
-            .collect()
+        [
+            self.validate.component(),
+            self.enrich.component(),
+            self.route.component(),
+        ]
+        .iter()
+        .map(|c| (c.kind.name(), c.version.clone()))
+        .collect()
     }
 }
 

@@ -62,6 +62,43 @@ impl StageKind {
     }
 }
 
+/// The stateless chain's stages, in pipeline order: what a [`crate::chain::WasmChain`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChainStage {
+    Validate,
+    Enrich,
+    Route,
+}
+
+impl ChainStage {
+    pub const ALL: [ChainStage; 3] = [Self::Validate, Self::Enrich, Self::Route];
+
+    pub fn kind(self) -> StageKind {
+        match self {
+            Self::Validate => StageKind::Validate,
+            Self::Enrich => StageKind::Enrich,
+            Self::Route => StageKind::Route,
+        }
+    }
+
+    /// Its place in pipeline order.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl StageKind {
+    /// The chain's stage this is, if it is one (not `aggregate`).
+    pub fn chain_stage(self) -> Option<ChainStage> {
+        match self {
+            Self::Validate => Some(ChainStage::Validate),
+            Self::Enrich => Some(ChainStage::Enrich),
+            Self::Route => Some(ChainStage::Route),
+            Self::Aggregate => None,
+        }
+    }
+}
+
 /// The guest components built with this binary (see build.rs).
 pub const EMBEDDED_GUESTS: [(&str, &[u8]); 4] =
     include!(concat!(env!("OUT_DIR"), "/embedded_guests.rs"));
@@ -144,7 +181,7 @@ impl GuestComponent {
         // A trial instance in a throw-away store: the export must exist *and* have the right
         // types, and the component must instantiate within the limits, before it may serve.
         let mut store = sandbox.new_store();
-        instantiate(&pre, kind, &mut store).map_err(|e| GuestLoadError::WrongWorld {
+        trial(&pre, kind, &mut store).map_err(|e| GuestLoadError::WrongWorld {
             stage,
             source_name: source_name.clone(),
             reason: format!("{e:#}"),
@@ -232,52 +269,97 @@ impl GuestFault {
     }
 }
 
-/// Instantiates a component and loads its stage's exports, type-checking them.
-fn instantiate(
+/// One stage's contract as the host calls it: its kind and its exports, loaded (and so
+/// type-checked) from an instance. A [`StageInstance`] is typed by its stage, so each call finds
+/// the exports it needs without asking which stage it is.
+pub trait Stage {
+    const KIND: StageKind;
+    type Exports;
+    fn load(
+        pre: &InstancePre<GuestState>,
+        store: &mut Store<GuestState>,
+        instance: &wasmtime::component::Instance,
+    ) -> wasmtime::Result<Self::Exports>;
+}
+
+macro_rules! stage {
+    ($(#[$doc:meta])* $name:ident, $kind:ident, $world:ident) => {
+        $(#[$doc])*
+        pub enum $name {}
+
+        impl Stage for $name {
+            const KIND: StageKind = StageKind::$kind;
+            type Exports = $world::Guest;
+            fn load(
+                pre: &InstancePre<GuestState>,
+                store: &mut Store<GuestState>,
+                instance: &wasmtime::component::Instance,
+            ) -> wasmtime::Result<Self::Exports> {
+                $world::GuestIndices::new(pre)?.load(store, instance)
+            }
+        }
+    };
+}
+
+stage!(
+    /// `validate-batch`: a verdict per tick.
+    ValidateStage, Validate, validate
+);
+stage!(
+    /// `enrich-batch`: the enrichment columns.
+    EnrichStage, Enrich, enrich
+);
+stage!(
+    /// `route-batch`: the destinations.
+    RouteStage, Route, route
+);
+stage!(
+    /// `aggregate-batch` and the state calls: bars, with state kept per partition.
+    AggregateStage, Aggregate, aggregate
+);
+
+/// Instantiates a component and loads `S`'s exports, type-checking them.
+fn instantiate<S: Stage>(
+    pre: &InstancePre<GuestState>,
+    store: &mut Store<GuestState>,
+) -> wasmtime::Result<S::Exports> {
+    let instance = pre.instantiate(&mut *store)?;
+    S::load(pre, store, &instance)
+}
+
+/// A trial instance of `kind`'s stage, in a throw-away store: the check a component passes
+/// before it may serve.
+fn trial(
     pre: &InstancePre<GuestState>,
     kind: StageKind,
     store: &mut Store<GuestState>,
-) -> wasmtime::Result<Exports> {
-    let instance = pre.instantiate(&mut *store)?;
-    Ok(match kind {
-        StageKind::Validate => {
-            Exports::Validate(validate::GuestIndices::new(pre)?.load(&mut *store, &instance)?)
-        }
-        StageKind::Enrich => {
-            Exports::Enrich(enrich::GuestIndices::new(pre)?.load(&mut *store, &instance)?)
-        }
-        StageKind::Route => {
-            Exports::Route(route::GuestIndices::new(pre)?.load(&mut *store, &instance)?)
-        }
-        StageKind::Aggregate => {
-            Exports::Aggregate(aggregate::GuestIndices::new(pre)?.load(&mut *store, &instance)?)
-        }
-    })
+) -> wasmtime::Result<()> {
+    match kind {
+        StageKind::Validate => instantiate::<ValidateStage>(pre, store).map(drop),
+        StageKind::Enrich => instantiate::<EnrichStage>(pre, store).map(drop),
+        StageKind::Route => instantiate::<RouteStage>(pre, store).map(drop),
+        StageKind::Aggregate => instantiate::<AggregateStage>(pre, store).map(drop),
+    }
 }
 
-enum Exports {
-    Validate(validate::Guest),
-    Enrich(enrich::Guest),
-    Route(route::Guest),
-    Aggregate(aggregate::Guest),
-}
-
-struct Live {
+struct Live<S: Stage> {
     store: Store<GuestState>,
-    exports: Exports,
+    exports: S::Exports,
 }
 
-/// One guest's instance. Faults discard it; the next call instantiates afresh (~10 µs).
-pub struct StageInstance {
+/// One guest's instance, typed by its stage. Faults discard it; the next call instantiates afresh
+/// (~10 µs). Built for a component of another stage, its exports do not load: every call is a
+/// fault, never a wrong call.
+pub struct StageInstance<S: Stage> {
     component: Arc<GuestComponent>,
     deadline_epochs: u64,
     fuel_per_call: Option<u64>,
     new_store: Box<dyn Fn() -> Store<GuestState> + Send>,
-    live: Option<Live>,
+    live: Option<Live<S>>,
     faults: u64,
 }
 
-impl StageInstance {
+impl<S: Stage> StageInstance<S> {
     pub fn new(sandbox: Arc<Sandbox>, component: Arc<GuestComponent>) -> Self {
         let deadline_epochs = sandbox.limits().deadline_epochs();
         let fuel_per_call = sandbox.limits().fuel_per_call;
@@ -300,10 +382,10 @@ impl StageInstance {
         self.faults
     }
 
-    fn live(&mut self) -> Result<&mut Live, GuestFault> {
+    fn live(&mut self) -> Result<&mut Live<S>, GuestFault> {
         if self.live.is_none() {
             let mut store = (self.new_store)();
-            let exports = instantiate(&self.component.pre, self.component.kind, &mut store)
+            let exports = instantiate::<S>(&self.component.pre, &mut store)
                 .map_err(GuestFault::from_wasmtime)?;
             self.live = Some(Live { store, exports });
         }
@@ -314,7 +396,7 @@ impl StageInstance {
     /// discards the instance.
     fn call<O>(
         &mut self,
-        f: impl FnOnce(&Exports, &mut Store<GuestState>) -> Result<O, GuestFault>,
+        f: impl FnOnce(&S::Exports, &mut Store<GuestState>) -> Result<O, GuestFault>,
     ) -> Result<O, GuestFault> {
         let (deadline, fuel) = (self.deadline_epochs, self.fuel_per_call);
         let live = self.live()?;
@@ -331,7 +413,9 @@ impl StageInstance {
         }
         result
     }
+}
 
+impl StageInstance<ValidateStage> {
     pub fn validate(
         &mut self,
         config: &validate::ValidateConfig,
@@ -350,9 +434,7 @@ impl StageInstance {
         ticks: usize,
     ) -> Result<Vec<Option<stockpipe_model::Rejection>>, GuestFault> {
         self.call(|exports, store| {
-            let Exports::Validate(g) = exports else {
-                unreachable!("a validate stage holds a validate guest")
-            };
+            let g = exports;
             let out = g
                 .call_validate_batch(store, *config, batch)
                 .map_err(GuestFault::from_wasmtime)?;
@@ -363,7 +445,9 @@ impl StageInstance {
                 .collect())
         })
     }
+}
 
+impl StageInstance<EnrichStage> {
     pub fn enrich(
         &mut self,
         config: &enrich::EnrichConfig,
@@ -383,9 +467,7 @@ impl StageInstance {
     ) -> Result<Vec<Result<stockpipe_model::Enrichment, stockpipe_model::Rejection>>, GuestFault>
     {
         self.call(|exports, store| {
-            let Exports::Enrich(g) = exports else {
-                unreachable!("an enrich stage holds an enrich guest")
-            };
+            let g = exports;
             let out = g
                 .call_enrich_batch(store, *config, batch)
                 .map_err(GuestFault::from_wasmtime)?;
@@ -396,7 +478,9 @@ impl StageInstance {
             Ok(outcomes)
         })
     }
+}
 
+impl StageInstance<RouteStage> {
     pub fn route(
         &mut self,
         config: &route::RouteConfig,
@@ -404,9 +488,7 @@ impl StageInstance {
     ) -> Result<Vec<stockpipe_guest_route::logic::Destinations>, GuestFault> {
         let batch = convert::route_batch(inputs);
         self.call(|exports, store| {
-            let Exports::Route(g) = exports else {
-                unreachable!("a route stage holds a route guest")
-            };
+            let g = exports;
             let out = g
                 .call_route_batch(store, config, &batch)
                 .map_err(GuestFault::from_wasmtime)?;
@@ -419,7 +501,7 @@ impl StageInstance {
     }
 }
 
-impl StageInstance {
+impl StageInstance<AggregateStage> {
     /// One aggregate call. The guest's state lives in the instance: a fault discards it, and the
     /// caller restores what it checkpointed ([`crate::chain::aggregate`]).
     pub fn aggregate(
@@ -429,9 +511,7 @@ impl StageInstance {
     ) -> Result<stockpipe_guest_aggregate::logic::AggregateOutput, GuestFault> {
         let ticks = input.timestamp_us.len();
         self.call(|exports, store| {
-            let Exports::Aggregate(g) = exports else {
-                unreachable!("an aggregate stage holds an aggregate guest")
-            };
+            let g = exports;
             let out = g
                 .call_aggregate_batch(store, *config, input)
                 .map_err(GuestFault::from_wasmtime)?;
@@ -442,9 +522,7 @@ impl StageInstance {
     /// One partition's state as the guest exports it.
     pub fn export_state(&mut self, partition: i32) -> Result<Vec<u8>, GuestFault> {
         self.call(|exports, store| {
-            let Exports::Aggregate(g) = exports else {
-                unreachable!("an aggregate stage holds an aggregate guest")
-            };
+            let g = exports;
             g.call_export_state(store, partition)
                 .map_err(GuestFault::from_wasmtime)
         })
@@ -457,9 +535,7 @@ impl StageInstance {
         state: &[u8],
     ) -> Result<Result<(), String>, GuestFault> {
         self.call(|exports, store| {
-            let Exports::Aggregate(g) = exports else {
-                unreachable!("an aggregate stage holds an aggregate guest")
-            };
+            let g = exports;
             g.call_import_state(store, partition, state)
                 .map_err(GuestFault::from_wasmtime)
         })
@@ -467,9 +543,7 @@ impl StageInstance {
 
     pub fn drop_state(&mut self, partition: i32) -> Result<(), GuestFault> {
         self.call(|exports, store| {
-            let Exports::Aggregate(g) = exports else {
-                unreachable!("an aggregate stage holds an aggregate guest")
-            };
+            let g = exports;
             g.call_drop_state(store, partition)
                 .map_err(GuestFault::from_wasmtime)
         })

@@ -19,7 +19,8 @@ use crate::chain::StageConfigs;
 use crate::runtime::bindings::types;
 use crate::runtime::sandbox::Sandbox;
 use crate::runtime::{
-    GuestComponent, GuestFault, StageInstance, StageKind, call_isolated, convert,
+    ChainStage, EnrichStage, GuestComponent, GuestFault, RouteStage, StageInstance, StageKind,
+    ValidateStage, call_isolated, convert,
 };
 use crate::sink::document::DocumentParts;
 use crate::sink::store::LakeStore;
@@ -434,16 +435,47 @@ fn call_columns<O>(
     })
 }
 
+/// The two versions of the stage compared, each in its own instance.
+enum Versions {
+    Validate(StageInstance<ValidateStage>, StageInstance<ValidateStage>),
+    Enrich(StageInstance<EnrichStage>, StageInstance<EnrichStage>),
+    Route(StageInstance<RouteStage>, StageInstance<RouteStage>),
+}
+
+impl Versions {
+    fn new(
+        sandbox: &Arc<Sandbox>,
+        stage: ChainStage,
+        old: Arc<GuestComponent>,
+        new: Arc<GuestComponent>,
+    ) -> Self {
+        let (s, o, n) = (sandbox, old, new);
+        match stage {
+            ChainStage::Validate => Self::Validate(
+                StageInstance::new(s.clone(), o),
+                StageInstance::new(s.clone(), n),
+            ),
+            ChainStage::Enrich => Self::Enrich(
+                StageInstance::new(s.clone(), o),
+                StageInstance::new(s.clone(), n),
+            ),
+            ChainStage::Route => Self::Route(
+                StageInstance::new(s.clone(), o),
+                StageInstance::new(s.clone(), n),
+            ),
+        }
+    }
+}
+
 /// Runs one batch through both versions and compares.
 fn diff_batch(
-    old: &mut StageInstance,
-    new: &mut StageInstance,
+    versions: &mut Versions,
     configs: &StageConfigs,
     batch: &Batch,
     comparer: &mut Comparer<'_>,
 ) {
-    match old.component().kind {
-        StageKind::Validate => {
+    match versions {
+        Versions::Validate(old, new) => {
             let config = convert::validate_config(&configs.validate);
             let whole = convert::tick_batch(&batch.columns);
             let a = call_columns(&batch.columns, &whole, |b, n| {
@@ -454,7 +486,7 @@ fn diff_batch(
             });
             comparer.validate(batch, &a, &b);
         }
-        StageKind::Enrich => {
+        Versions::Enrich(old, new) => {
             let config = convert::enrich_config(&configs.enrich);
             let whole = convert::tick_batch(&batch.columns);
             let a = call_columns(&batch.columns, &whole, |b, n| {
@@ -465,7 +497,7 @@ fn diff_batch(
             });
             comparer.enrich(batch, &a, &b);
         }
-        StageKind::Route => {
+        Versions::Route(old, new) => {
             let config = convert::route_config(&configs.route);
             let c = &batch.columns;
             let inputs: Vec<RouteInput> = (0..batch.len())
@@ -481,13 +513,11 @@ fn diff_batch(
             let b = call_isolated(&inputs, |b| new.route(&config, b));
             comparer.route(batch, &a, &b);
         }
-        StageKind::Aggregate => unreachable!("guest diff takes the chain's stages only"),
     }
 }
 
 fn run_batch(
-    old: &mut StageInstance,
-    new: &mut StageInstance,
+    versions: &mut Versions,
     configs: &StageConfigs,
     batch: &Batch,
     report: &mut DiffReport,
@@ -499,7 +529,7 @@ fn run_batch(
         limit: options.examples,
         tolerance: options.tolerance,
     };
-    diff_batch(old, new, configs, batch, &mut comparer);
+    diff_batch(versions, configs, batch, &mut comparer);
 }
 
 /// Reads the lake's objects under the topic, one at a time, skipping those whose hour lies
@@ -579,6 +609,12 @@ pub async fn diff(
         new.source_name,
         new.kind.name()
     );
+    let stage = old.kind.chain_stage().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} is an aggregate component: guest diff compares the chain's stages (validate, enrich, route)",
+            old.source_name
+        )
+    })?;
     let started = Instant::now();
     let mut report = DiffReport::new(old.kind, &old, &new, options);
     // Two threads: this one reads and decodes the lake into batches, a worker runs them through
@@ -591,17 +627,9 @@ pub async fn diff(
         std::thread::Builder::new()
             .name("guest-diff".into())
             .spawn(move || {
-                let mut old = StageInstance::new(sandbox.clone(), old);
-                let mut new = StageInstance::new(sandbox, new);
+                let mut versions = Versions::new(&sandbox, stage, old, new);
                 for batch in decoded {
-                    run_batch(
-                        &mut old,
-                        &mut new,
-                        &configs,
-                        &batch,
-                        &mut compared,
-                        &options,
-                    );
+                    run_batch(&mut versions, &configs, &batch, &mut compared, &options);
                 }
                 compared
             })

@@ -23,7 +23,8 @@
 use crate::chain::StageConfigs;
 use crate::runtime::sandbox::Sandbox;
 use crate::runtime::{
-    GuestComponent, GuestFault, StageInstance, StageKind, call_isolated, convert,
+    AggregateStage, EnrichStage, GuestComponent, GuestFault, RouteStage, StageInstance, StageKind,
+    ValidateStage, call_isolated, convert,
 };
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -194,83 +195,96 @@ pub fn aggregate_outcome_json(o: &stockpipe_guest_aggregate::logic::AggregateOut
     json!({"late": o.late, "bars": bars})
 }
 
-/// Runs one case's inputs through the component and returns one outcome per input line.
+/// Runs one case's inputs through a fresh instance of the component (a stateful stage's state
+/// starts empty in each case) and returns one outcome per input line.
 fn run_case(
-    instance: &mut StageInstance,
+    sandbox: &Arc<Sandbox>,
+    component: &Arc<GuestComponent>,
     configs: &StageConfigs,
     lines: &[String],
 ) -> anyhow::Result<Vec<Value>> {
-    let kind = instance.component().kind;
-    if kind == StageKind::Aggregate {
-        return lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let input = aggregate_batch(l).with_context(|| format!("input line {}", i + 1))?;
-                let config = convert::aggregate_config(
-                    &stockpipe_guest_aggregate::logic::AggregateConfig::default(),
-                );
-                Ok(match instance.aggregate(&config, &input) {
-                    Ok(out) => aggregate_outcome_json(&out),
-                    Err(f) => fault_json(&f),
+    let (sandbox, component) = (sandbox.clone(), component.clone());
+    match component.kind {
+        StageKind::Aggregate => {
+            let mut instance = StageInstance::<AggregateStage>::new(sandbox, component);
+            let instance = &mut instance;
+            lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let input =
+                        aggregate_batch(l).with_context(|| format!("input line {}", i + 1))?;
+                    let config = convert::aggregate_config(
+                        &stockpipe_guest_aggregate::logic::AggregateConfig::default(),
+                    );
+                    Ok(match instance.aggregate(&config, &input) {
+                        Ok(out) => aggregate_outcome_json(&out),
+                        Err(f) => fault_json(&f),
+                    })
                 })
-            })
-            .collect();
-    }
-    if kind == StageKind::Route {
-        let inputs = lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let v: Value =
-                    serde_json::from_str(l).with_context(|| format!("input line {}", i + 1))?;
-                let num = |k: &str| {
-                    v.get(k)
-                        .and_then(Value::as_f64)
-                        .with_context(|| format!("input line {}: `{k}`", i + 1))
-                };
-                Ok(stockpipe_guest_route::logic::RouteInput {
-                    timestamp_us: num("timestamp_us")? as i64,
-                    instrument_token: num("instrument_token")? as u64,
-                    change: num("change")?,
-                    spread_bps: num("spread_bps")?,
-                    rejected: v.get("rejected").and_then(Value::as_bool).unwrap_or(false),
+                .collect()
+        }
+        StageKind::Route => {
+            let mut instance = StageInstance::<RouteStage>::new(sandbox, component);
+            let inputs = lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let v: Value =
+                        serde_json::from_str(l).with_context(|| format!("input line {}", i + 1))?;
+                    let num = |k: &str| {
+                        v.get(k)
+                            .and_then(Value::as_f64)
+                            .with_context(|| format!("input line {}: `{k}`", i + 1))
+                    };
+                    Ok(stockpipe_guest_route::logic::RouteInput {
+                        timestamp_us: num("timestamp_us")? as i64,
+                        instrument_token: num("instrument_token")? as u64,
+                        change: num("change")?,
+                        spread_bps: num("spread_bps")?,
+                        rejected: v.get("rejected").and_then(Value::as_bool).unwrap_or(false),
+                    })
                 })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let config = convert::route_config(&configs.route);
-        return Ok(call_isolated(&inputs, |b| instance.route(&config, b))
-            .iter()
-            .map(route_outcome_json)
-            .collect());
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let config = convert::route_config(&configs.route);
+            Ok(call_isolated(&inputs, |b| instance.route(&config, b))
+                .iter()
+                .map(route_outcome_json)
+                .collect())
+        }
+        StageKind::Validate => {
+            let mut instance = StageInstance::<ValidateStage>::new(sandbox, component);
+            let owned = decode_lines(lines)?;
+            let ticks: Vec<_> = owned.iter().map(stockpipe_model::Tick::view).collect();
+            let config = convert::validate_config(&configs.validate);
+            Ok(call_isolated(&ticks, |b| instance.validate(&config, b))
+                .iter()
+                .map(validate_outcome_json)
+                .collect())
+        }
+        StageKind::Enrich => {
+            let mut instance = StageInstance::<EnrichStage>::new(sandbox, component);
+            let owned = decode_lines(lines)?;
+            let ticks: Vec<_> = owned.iter().map(stockpipe_model::Tick::view).collect();
+            let config = convert::enrich_config(&configs.enrich);
+            Ok(call_isolated(&ticks, |b| instance.enrich(&config, b))
+                .iter()
+                .map(enrich_outcome_json)
+                .collect())
+        }
     }
-    let owned = lines
+}
+
+/// A case's input lines as ticks, each decoded as the host decodes a message.
+fn decode_lines(lines: &[String]) -> anyhow::Result<Vec<stockpipe_model::Tick>> {
+    lines
         .iter()
         .enumerate()
         .map(|(i, l)| {
             stockpipe_model::json::decode_tick(l.as_bytes(), 0)
                 .map_err(|e| anyhow::anyhow!("input line {} does not decode: {e}", i + 1))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let ticks: Vec<_> = owned.iter().map(stockpipe_model::Tick::view).collect();
-    Ok(match kind {
-        StageKind::Validate => {
-            let config = convert::validate_config(&configs.validate);
-            call_isolated(&ticks, |b| instance.validate(&config, b))
-                .iter()
-                .map(validate_outcome_json)
-                .collect()
-        }
-        StageKind::Enrich => {
-            let config = convert::enrich_config(&configs.enrich);
-            call_isolated(&ticks, |b| instance.enrich(&config, b))
-                .iter()
-                .map(enrich_outcome_json)
-                .collect()
-        }
-        StageKind::Route => unreachable!("handled above"),
-        StageKind::Aggregate => anyhow::bail!("guest test does not take the aggregate stage yet"),
-    })
+        .collect()
 }
 
 /// Does `actual` have every key of `expected`, with equal values (numbers to 1e-9 relative)?
@@ -313,11 +327,10 @@ fn answer_cases(
     mut each: impl FnMut(&Path, &str, Vec<Value>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     for case in find_cases(dir)? {
-        // A fresh instance per case: the aggregate stage's state starts empty in each.
-        let mut instance = StageInstance::new(sandbox.clone(), component.clone());
         let inputs = read_lines(&case.join("input.jsonl"))?;
         let name = case.display().to_string();
-        let outcomes = run_case(&mut instance, configs, &inputs).with_context(|| name.clone())?;
+        let outcomes =
+            run_case(&sandbox, &component, configs, &inputs).with_context(|| name.clone())?;
         each(&case, &name, outcomes)?;
     }
     Ok(())

@@ -35,7 +35,7 @@ pub use shadow::{ShadowBuffer, ShadowReport};
 
 use crate::chain::{ChainComponents, StageChain, StageConfigs, WasmChain};
 use crate::runtime::sandbox::Sandbox;
-use crate::runtime::{GuestComponent, StageKind};
+use crate::runtime::{ChainStage, GuestComponent, StageKind};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -306,13 +306,13 @@ impl SwapController {
 
     /// The version of `kind` serving now, as the loop last reported it.
     fn serving(&self, kind: StageKind) -> String {
-        if kind == StageKind::Aggregate {
+        let Some(stage) = kind.chain_stage() else {
             return self.registry.aggregate_version().unwrap_or_default();
-        }
+        };
         self.current
             .lock()
             .expect("current lock")
-            .get(kind)
+            .get(stage)
             .version
             .clone()
     }
@@ -546,7 +546,7 @@ pub struct SwapApplier {
     registry: Arc<GuestRegistry>,
     current: Arc<Mutex<ChainComponents>>,
     /// Per stage: the version before the last swap, the batch count and fault count at the swap.
-    watching: Vec<(StageKind, Arc<GuestComponent>, u64, u64)>,
+    watching: Vec<(ChainStage, Arc<GuestComponent>, u64, u64)>,
     batches: u64,
 }
 
@@ -573,20 +573,20 @@ impl SwapApplier {
         let mut paused = None;
         let mut stateful = Vec::new();
         while let Ok(swap) = self.swaps.try_recv() {
-            if swap.component.kind == StageKind::Aggregate {
+            let Some(stage) = swap.component.kind.chain_stage() else {
                 stateful.push(swap);
                 continue;
-            }
+            };
             let started = Instant::now();
-            let kind = swap.component.kind;
+            let kind = stage.kind();
             let previous = chain.replace(swap.component.clone());
             paused = Some(started.elapsed());
-            self.watching.retain(|(k, ..)| *k != kind);
+            self.watching.retain(|(s, ..)| *s != stage);
             self.watching.push((
-                kind,
+                stage,
                 previous.clone(),
                 self.batches,
-                chain.faulted_batches(kind),
+                chain.faulted_batches(stage),
             ));
             self.publish(chain);
             self.registry.record(SwapEvent {
@@ -612,10 +612,10 @@ impl SwapApplier {
         let (batches, policy) = (self.batches, self.policy);
         let mut rollbacks = Vec::new();
         self.watching
-            .retain(|(kind, previous, at_batch, faults_at)| {
-                let faulted = chain.faulted_batches(*kind) - faults_at;
+            .retain(|(stage, previous, at_batch, faults_at)| {
+                let faulted = chain.faulted_batches(*stage) - faults_at;
                 if faulted > policy.rollback_after_faults {
-                    rollbacks.push((*kind, previous.clone(), faulted));
+                    rollbacks.push((stage.kind(), previous.clone(), faulted));
                     return false;
                 }
                 batches - at_batch < policy.rollback_window_batches

@@ -3,7 +3,7 @@
 
 use super::SwapEvent;
 use crate::chain::ChainComponents;
-use crate::runtime::{GuestComponent, StageKind};
+use crate::runtime::{ChainStage, GuestComponent};
 use serde::Serialize;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,12 +42,12 @@ pub struct RegistryView {
 
 impl GuestRegistry {
     pub fn set_loaded(&self, components: &ChainComponents) {
-        let loaded = StageKind::ALL
+        let loaded = ChainStage::ALL
             .iter()
-            .map(|&k| {
-                let c = components.get(k);
+            .map(|&s| {
+                let c = components.get(s);
                 LoadedGuest {
-                    stage: k.name(),
+                    stage: s.kind().name(),
                     version: c.version.clone(),
                     source: c.source_name.clone(),
                 }
