@@ -5,16 +5,23 @@
 //! - [`columns`]: batches column by column, as they cross the wasm boundary.
 //! - [`time`]: civil-date arithmetic and the timestamp formats the pipeline accepts.
 //! - [`hash`]: a stable 64-bit content hash (event ids, guest versions).
+//! - [`validate`], [`enrich`], [`route`], [`aggregate`]: each stage's contract as plain Rust —
+//!   its config, its inputs and outputs beyond the tick — shared by the host, which calls the
+//!   stage, and the guests, which implement it.
 //! - `json` (feature): decoding the Kite-style JSON the pipeline consumes (`json::scan`, the tick
 //!   scanner into columns; serde_json's paths for everything else), with a reason for every
 //!   refusal, and encoding the documents it writes. Guests do not enable it.
 #![forbid(unsafe_code)]
 
+pub mod aggregate;
 pub mod columns;
+pub mod enrich;
 pub mod example;
 mod guest_glue;
 pub mod hash;
+pub mod route;
 pub mod time;
+pub mod validate;
 
 #[cfg(feature = "json")]
 pub mod json;

@@ -8,19 +8,7 @@ use stockpipe_model::hash::Fnv64;
 use stockpipe_model::time::Civil;
 use stockpipe_model::{DepthLevel, Enrichment, ReasonCode, Rejection, TickRef};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EnrichConfig {
-    /// Depth levels used for the order-book imbalance.
-    pub imbalance_levels: usize,
-}
-
-impl Default for EnrichConfig {
-    fn default() -> Self {
-        Self {
-            imbalance_levels: 5,
-        }
-    }
-}
+pub use stockpipe_model::enrich::EnrichConfig;
 
 pub fn enrich_batch(
     config: &EnrichConfig,

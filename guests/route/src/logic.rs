@@ -5,33 +5,10 @@
 //! configured threshold. A tick rejected upstream goes to the dead-letter topic only.
 #![forbid(unsafe_code)]
 
-pub use crate::plan::{Alert, Destinations, Name, RouteInput};
+pub use crate::plan::{Alert, Destinations, Name, RouteConfig, RouteInput};
 
 use crate::plan::RoutePlan;
 use stockpipe_model::time::Civil;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RouteConfig {
-    pub search_index: String,
-    pub alerts_topic: String,
-    pub dead_letter_topic: String,
-    /// Alert when |change| (percent) >= this; <= 0 disables.
-    pub change_alert_pct: f64,
-    /// Alert when the spread (bps) >= this; <= 0 disables.
-    pub spread_alert_bps: f64,
-}
-
-impl Default for RouteConfig {
-    fn default() -> Self {
-        Self {
-            search_index: "stock-stream".into(),
-            alerts_topic: "stock-alerts".into(),
-            dead_letter_topic: "stock-stream.dlq".into(),
-            change_alert_pct: 5.0,
-            spread_alert_bps: 50.0,
-        }
-    }
-}
 
 /// Where each name sits in a plan's `names`: the configured ones first, then lake partitions in
 /// the order they appear.

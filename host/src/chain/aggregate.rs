@@ -18,7 +18,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use stockpipe_guest_aggregate::logic::{AggregateConfig, BarColumns};
+use stockpipe_model::aggregate::{AggregateConfig, BarColumns};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]

@@ -14,9 +14,10 @@ use crate::runtime::{
 use serde::Deserialize;
 use std::sync::Arc;
 use stockpipe_guest_enrich::logic as enrich_logic;
-use stockpipe_guest_route::logic::{self as route_logic, Destinations, RouteInput};
+use stockpipe_guest_route::logic as route_logic;
 use stockpipe_guest_validate::logic as validate_logic;
 use stockpipe_model::columns::TickColumns;
+use stockpipe_model::route::{Destinations, RouteInput};
 use stockpipe_model::{Enrichment, Rejection, Tick, TickRef};
 
 /// Configuration handed to the guests on every call.

@@ -166,9 +166,9 @@ impl Config {
 
     /// The guests' per-call configuration, with the timestamp window fixed at `now_us`.
     pub fn stage_configs(&self, now_us: i64) -> crate::chain::StageConfigs {
-        use stockpipe_guest_enrich::logic::EnrichConfig;
-        use stockpipe_guest_route::logic::RouteConfig;
-        use stockpipe_guest_validate::logic::ValidateConfig;
+        use stockpipe_model::enrich::EnrichConfig;
+        use stockpipe_model::route::RouteConfig;
+        use stockpipe_model::validate::ValidateConfig;
         let min =
             stockpipe_model::time::parse_timestamp(&self.validate.min_timestamp, 0).unwrap_or(0);
         let max = match self.validate.max_future_seconds {

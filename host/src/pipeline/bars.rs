@@ -29,7 +29,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stockpipe_guest_aggregate::logic::BarColumns;
+use stockpipe_model::aggregate::BarColumns;
 use stockpipe_model::time::{Civil, format_rfc3339_micros};
 
 /// The aggregate stage's part of the pipeline.

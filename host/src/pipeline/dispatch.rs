@@ -15,8 +15,8 @@ use crate::sink::lake_sink::LakeSink;
 use crate::source::group::Consumed;
 use crate::telemetry::BatchRecord;
 use std::sync::Arc;
-use stockpipe_guest_route::logic::Destinations;
 use stockpipe_model::json::DecodeError;
+use stockpipe_model::route::Destinations;
 use stockpipe_model::{Enrichment, TickRef};
 
 /// A document for the index, its bytes at `range` of the batch's document buffer.

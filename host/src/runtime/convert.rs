@@ -1,10 +1,10 @@
 //! Conversions between the host's domain types and the WIT records. Columns are moved, not copied.
 
 use super::bindings::{aggregate, enrich, route, types};
-use stockpipe_guest_route::logic::RouteInput;
-use stockpipe_guest_route::plan::{RouteColumns, RoutePlan};
 use stockpipe_model as model;
 use stockpipe_model::columns::{EnrichmentColumns, TickColumns};
+use stockpipe_model::route::RouteInput;
+use stockpipe_model::route::{RouteColumns, RoutePlan};
 
 /// The WIT record of a batch's columns: one copy of each column.
 pub fn tick_batch(c: &TickColumns) -> types::TickBatch {
@@ -99,7 +99,7 @@ pub fn route_plan_from_wit(p: route::RoutePlan) -> RoutePlan {
 /// The guests' per-call configuration as WIT records (one mapping for the chain, the fixtures
 /// runner and the benchmark).
 pub fn validate_config(
-    c: &stockpipe_guest_validate::logic::ValidateConfig,
+    c: &stockpipe_model::validate::ValidateConfig,
 ) -> super::bindings::validate::ValidateConfig {
     super::bindings::validate::ValidateConfig {
         min_timestamp_us: c.min_timestamp_us,
@@ -107,13 +107,13 @@ pub fn validate_config(
     }
 }
 
-pub fn enrich_config(c: &stockpipe_guest_enrich::logic::EnrichConfig) -> enrich::EnrichConfig {
+pub fn enrich_config(c: &stockpipe_model::enrich::EnrichConfig) -> enrich::EnrichConfig {
     enrich::EnrichConfig {
         imbalance_levels: u32::try_from(c.imbalance_levels).unwrap_or(u32::MAX),
     }
 }
 
-pub fn route_config(c: &stockpipe_guest_route::logic::RouteConfig) -> route::RouteConfig {
+pub fn route_config(c: &stockpipe_model::route::RouteConfig) -> route::RouteConfig {
     route::RouteConfig {
         search_index: c.search_index.clone(),
         alerts_topic: c.alerts_topic.clone(),
@@ -137,7 +137,7 @@ pub fn empty_aggregate_input() -> aggregate::AggregateInput {
 }
 
 pub fn aggregate_config(
-    c: &stockpipe_guest_aggregate::logic::AggregateConfig,
+    c: &stockpipe_model::aggregate::AggregateConfig,
 ) -> aggregate::AggregateConfig {
     aggregate::AggregateConfig {
         bar_width_us: c.bar_width_us,
@@ -151,9 +151,9 @@ pub fn aggregate_config(
 pub fn aggregate_output_from_wit(
     o: aggregate::AggregateOutput,
     ticks: usize,
-) -> Result<stockpipe_guest_aggregate::logic::AggregateOutput, String> {
+) -> Result<stockpipe_model::aggregate::AggregateOutput, String> {
     let b = o.bars;
-    let bars = stockpipe_guest_aggregate::logic::BarColumns {
+    let bars = stockpipe_model::aggregate::BarColumns {
         partition: b.partition,
         instrument_token: b.instrument_token,
         start_us: b.start_us,
@@ -212,7 +212,7 @@ pub fn aggregate_output_from_wit(
             "a bar starting at {start} µs, outside 1970-01-01..9999-12-31"
         ));
     }
-    Ok(stockpipe_guest_aggregate::logic::AggregateOutput { late: o.late, bars })
+    Ok(stockpipe_model::aggregate::AggregateOutput { late: o.late, bars })
 }
 
 /// The latest bar start the host takes from a guest, 9999-12-31T00:00:00Z: its documents' times

@@ -484,8 +484,8 @@ impl StageInstance<RouteStage> {
     pub fn route(
         &mut self,
         config: &route::RouteConfig,
-        inputs: &[stockpipe_guest_route::logic::RouteInput],
-    ) -> Result<Vec<stockpipe_guest_route::logic::Destinations>, GuestFault> {
+        inputs: &[stockpipe_model::route::RouteInput],
+    ) -> Result<Vec<stockpipe_model::route::Destinations>, GuestFault> {
         let batch = convert::route_batch(inputs);
         self.call(|exports, store| {
             let g = exports;
@@ -508,7 +508,7 @@ impl StageInstance<AggregateStage> {
         &mut self,
         config: &aggregate::AggregateConfig,
         input: &aggregate::AggregateInput,
-    ) -> Result<stockpipe_guest_aggregate::logic::AggregateOutput, GuestFault> {
+    ) -> Result<stockpipe_model::aggregate::AggregateOutput, GuestFault> {
         let ticks = input.timestamp_us.len();
         self.call(|exports, store| {
             let g = exports;

@@ -79,7 +79,7 @@ fn stage_breakdown(
     rounds: usize,
 ) -> anyhow::Result<StageBreakdown> {
     use crate::runtime::{StageInstance, convert};
-    use stockpipe_guest_route::logic::RouteInput;
+    use stockpipe_model::route::RouteInput;
     let n = ticks.len();
     let views: Vec<stockpipe_model::TickRef<'_>> =
         ticks.iter().map(stockpipe_model::Tick::view).collect();
@@ -229,7 +229,7 @@ fn time_aggregate(
     let native = per_tick(ticks.len(), rounds, || {
         let mut aggregator = Aggregator::default();
         for input in &inputs {
-            let view = stockpipe_guest_aggregate::logic::AggregateInput {
+            let view = stockpipe_model::aggregate::AggregateInput {
                 partition: &input.partition,
                 timestamp_us: &input.timestamp_us,
                 instrument_token: &input.instrument_token,

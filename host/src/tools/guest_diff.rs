@@ -31,8 +31,8 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
-use stockpipe_guest_route::logic::{Destinations, RouteInput};
 use stockpipe_model::columns::TickColumns;
+use stockpipe_model::route::{Destinations, RouteInput};
 use stockpipe_model::{Enrichment, Rejection};
 
 /// What to replay and how to compare.

@@ -2,8 +2,9 @@
 //! generated.
 //!
 //! The crate starts from the stage's shipped guest — its `lib.rs` adapter, its `logic.rs` (and
-//! `plan.rs` for route) with their native unit tests, its fixtures — so an author edits working
-//! code rather than a stub. Everything it needs is vendored at the exact version this binary
+//! `plan.rs` for route, which names the contract's types) with their native unit tests, its
+//! fixtures — so an author edits working code rather than a stub. The contract's plain-Rust types
+//! (each stage's config, route's plan, aggregate's bars) are the model crate's, vendored with it. Everything it needs is vendored at the exact version this binary
 //! speaks, embedded here at build time: the WIT package (`wit/pipeline.wit`,
 //! `stockpipe:pipeline@0.1.0`) and the tick model the logic is written against
 //! (`vendor/stockpipe-model`, without the host's JSON codec). The only registry dependency is
@@ -42,6 +43,19 @@ const MODEL_SOURCES: &[(&str, &str)] = &[
     ),
     ("src/hash.rs", include_str!("../../../model/src/hash.rs")),
     ("src/time.rs", include_str!("../../../model/src/time.rs")),
+    (
+        "src/validate.rs",
+        include_str!("../../../model/src/validate.rs"),
+    ),
+    (
+        "src/enrich.rs",
+        include_str!("../../../model/src/enrich.rs"),
+    ),
+    ("src/route.rs", include_str!("../../../model/src/route.rs")),
+    (
+        "src/aggregate.rs",
+        include_str!("../../../model/src/aggregate.rs"),
+    ),
 ];
 
 /// Each stage's guest sources and fixtures, relative to its crate.

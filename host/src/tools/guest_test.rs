@@ -30,7 +30,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use stockpipe_guest_route::logic::Destinations;
+use stockpipe_model::route::Destinations;
 use stockpipe_model::{Enrichment, Rejection};
 
 /// One line that did not match.
@@ -168,7 +168,7 @@ fn aggregate_batch(
 }
 
 /// What an aggregate batch did, as the fixtures write it.
-pub fn aggregate_outcome_json(o: &stockpipe_guest_aggregate::logic::AggregateOutput) -> Value {
+pub fn aggregate_outcome_json(o: &stockpipe_model::aggregate::AggregateOutput) -> Value {
     let b = &o.bars;
     let float = |x: f64| if x.is_nan() { Value::Null } else { json!(x) };
     let bars: Vec<Value> = (0..b.len())
@@ -215,7 +215,7 @@ fn run_case(
                     let input =
                         aggregate_batch(l).with_context(|| format!("input line {}", i + 1))?;
                     let config = convert::aggregate_config(
-                        &stockpipe_guest_aggregate::logic::AggregateConfig::default(),
+                        &stockpipe_model::aggregate::AggregateConfig::default(),
                     );
                     Ok(match instance.aggregate(&config, &input) {
                         Ok(out) => aggregate_outcome_json(&out),
@@ -237,7 +237,7 @@ fn run_case(
                             .and_then(Value::as_f64)
                             .with_context(|| format!("input line {}: `{k}`", i + 1))
                     };
-                    Ok(stockpipe_guest_route::logic::RouteInput {
+                    Ok(stockpipe_model::route::RouteInput {
                         timestamp_us: num("timestamp_us")? as i64,
                         instrument_token: num("instrument_token")? as u64,
                         change: num("change")?,

@@ -289,3 +289,20 @@ fn fuel_stops_a_runaway_guest_deterministically() {
     let codes: Vec<Option<&str>> = outcomes.iter().map(refusal_code).collect();
     assert_eq!(codes, [None, Some("fuel-exhausted"), None], "{outcomes:#?}");
 }
+
+/// What `stockpipe simulate` makes, the shipped validate accepts: every tick of a long run.
+#[test]
+fn every_simulated_tick_passes_the_shipped_validate() {
+    use stockpipe::source::simulate::{SimulateOptions, simulate};
+    use stockpipe_guest_validate::logic::{ValidateConfig, validate_tick};
+    let ticks = simulate(&SimulateOptions {
+        instruments: 20,
+        ticks: 5_000,
+        seed: 3,
+        ..Default::default()
+    });
+    for t in &ticks {
+        validate_tick(&ValidateConfig::default(), &t.view())
+            .unwrap_or_else(|r| panic!("{t:?}: {r:?}"));
+    }
+}

@@ -653,9 +653,9 @@ impl SwapApplier {
 mod tests {
     use super::*;
     use crate::chain::{Refusal, StageOutcome};
-    use stockpipe_guest_route::logic::Destinations;
     use stockpipe_model::Enrichment;
     use stockpipe_model::columns::TickColumns;
+    use stockpipe_model::route::Destinations;
 
     fn accepted(partition: &str) -> StageOutcome {
         StageOutcome::Accepted {
