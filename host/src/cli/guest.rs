@@ -271,8 +271,10 @@ pub fn guest(command: GuestCommand) -> anyhow::Result<()> {
     match command {
         GuestCommand::New { stage, dir } => {
             let kind = StageKind::from_name(&stage)
+                .and_then(StageKind::chain_stage)
                 .with_context(|| format!("no stage {stage:?}; use validate, enrich or route"))?;
             let name = stockpipe::tools::guest_new::generate(kind, &dir)?;
+            let kind = kind.kind();
             let wasm = stockpipe::tools::guest_new::component_path(&name);
             println!(
                 "wrote the {} guest crate {name} in {}\n  cd {} && cargo test && cargo build --release --target wasm32-wasip2\n  stockpipe guest test {}/{wasm} --stage {} --fixtures {}/fixtures",

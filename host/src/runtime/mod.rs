@@ -81,6 +81,10 @@ impl ChainStage {
         }
     }
 
+    pub fn name(self) -> &'static str {
+        self.kind().name()
+    }
+
     /// Its place in pipeline order.
     pub fn index(self) -> usize {
         self as usize

@@ -709,7 +709,11 @@ async fn a_replayed_file_into_data_streams_is_stored_once() {
             .env("RUST_LOG", "warn")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         crate::support::last_json_line(&out)
     };
     let first = tokio::task::block_in_place(|| run(dir.path().join("a").to_str().unwrap()));

@@ -100,7 +100,7 @@ fn guest_diff(old: &str, new: &str, lake: &Path, extra: &[&str]) -> std::process
 
 #[test]
 fn the_embedded_guest_files_are_the_shipped_guests_files() {
-    for kind in StageKind::ALL {
+    for kind in stockpipe::runtime::ChainStage::ALL {
         let root = workspace().join("guests").join(kind.name());
         let mut on_disk: Vec<String> = ["src", "fixtures"]
             .iter()
@@ -133,7 +133,7 @@ fn the_embedded_guest_files_are_the_shipped_guests_files() {
         .filter(|p| !p.starts_with("src/json"))
         .collect();
     model.sort();
-    let vendored: Vec<String> = guest_new::files("g", StageKind::Validate)
+    let vendored: Vec<String> = guest_new::files("g", stockpipe::runtime::ChainStage::Validate)
         .into_iter()
         .filter_map(|(p, _)| {
             p.strip_prefix("vendor/stockpipe-model")
