@@ -353,11 +353,7 @@ async fn an_auth_failure_is_waited_out_and_once_gives_up_naming_it() {
         "{text}"
     );
     assert!(bulk_requests(&server).await.len() >= 2, "asked again");
-    assert!(
-        crate::support::dead_letters(&d.kafka.bootstrap_servers())
-            .await
-            .is_empty()
-    );
+    crate::es_production::no_dead_letters(&d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,6 +94,24 @@ fn delivery(settings: &EsSettings, d: &Dlq, telemetry: Arc<Telemetry>) -> Delive
     }
 }
 
+/// The sample's first `n` ticks as an input file in `dir`.
+fn sample_file(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let input = dir.join("ticks.ndjson");
+    let lines: Vec<String> = crate::support::sample_payloads()
+        .iter()
+        .take(n)
+        .map(|p| String::from_utf8(p.clone()).unwrap())
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    input
+}
+
+/// No dead letter came of it.
+pub(crate) async fn no_dead_letters(d: &Dlq) {
+    let letters = crate::support::dead_letters(&d.kafka.bootstrap_servers()).await;
+    assert!(letters.is_empty(), "{} dead letters", letters.len());
+}
+
 /// A bulk answer with one item per `(status, error)`, under `action`.
 pub(crate) fn bulk_answer(action: &str, statuses: &[(u16, Option<Value>)]) -> ResponseTemplate {
     let items: Vec<Value> = statuses
@@ -176,11 +194,7 @@ async fn each_fault_of_the_cluster_is_waited_out_and_nothing_is_dead_lettered() 
         );
         assert_eq!(requests_to(&server, "/_bulk").await.len(), 3, "{kind}");
     }
-    assert!(
-        crate::support::dead_letters(&d.kafka.bootstrap_servers())
-            .await
-            .is_empty()
-    );
+    no_dead_letters(&d).await;
 }
 
 /// While the cluster refuses, `/ready` says why; once it takes the batch, it is up again.
@@ -492,13 +506,7 @@ async fn run_once_gives_up_on_a_lasting_fault_and_names_it() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("ticks.ndjson");
-    let lines: Vec<String> = crate::support::sample_payloads()
-        .iter()
-        .take(20)
-        .map(|p| String::from_utf8(p.clone()).unwrap())
-        .collect();
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let input = sample_file(dir.path(), 20);
     let run = |lake: &str| {
         Command::new(env!("CARGO_BIN_EXE_stockpipe"))
             .args(["run", "--once", "--input"])
@@ -692,13 +700,7 @@ async fn a_connection_failure_is_reported_with_its_cause() {
 async fn a_replayed_file_into_data_streams_is_stored_once() {
     let noida = NoidaDb::start();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("ticks.ndjson");
-    let lines: Vec<String> = crate::support::sample_payloads()
-        .iter()
-        .take(30)
-        .map(|p| String::from_utf8(p.clone()).unwrap())
-        .collect();
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let input = sample_file(dir.path(), 30);
     let run = |lake: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_stockpipe"))
             .args(["run", "--once", "--input"])
