@@ -48,22 +48,7 @@ fn delivery(url: &str, dead_letters: &DeadLetters, give_up: Option<Duration>) ->
 }
 
 fn items(n: i64) -> Vec<BulkItem> {
-    (0..n)
-        .map(|offset| BulkItem {
-            index: Arc::from("stock-stream"),
-            document: json!({"n": offset}).to_string().into_bytes().into(),
-            source: SourceRef {
-                topic: "stock-stream".into(),
-                partition: 0,
-                offset,
-            },
-            key: None,
-            payload: format!("payload-{offset}").into_bytes(),
-            generation: 0,
-            id: None,
-            time_us: 1_498_044_305_000_000 + offset,
-        })
-        .collect()
+    crate::es_production::items(n)
 }
 
 /// The `_id`s of a bulk request body, in order.

@@ -40,7 +40,8 @@ fn section(url: &str) -> ElasticsearchSection {
     }
 }
 
-fn items(n: i64) -> Vec<BulkItem> {
+/// `n` documents of partition 0 at offsets 0.., with what their dead letters would carry.
+pub(crate) fn items(n: i64) -> Vec<BulkItem> {
     (0..n)
         .map(|offset| BulkItem {
             index: Arc::from("stock-stream"),
