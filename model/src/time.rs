@@ -67,7 +67,23 @@ impl Civil {
     /// `YYYY.MM.DD`, the day of a dated Elasticsearch index (`stock-stream-2017.06.20`), the
     /// form ILM's `parse_origination_date` reads.
     pub fn index_day(&self) -> String {
-        format!("{:04}.{:02}.{:02}", self.year, self.month, self.day)
+        let mut out = Vec::with_capacity(10);
+        self.write_index_day(&mut out);
+        String::from_utf8(out).expect("ASCII")
+    }
+
+    /// [`Civil::index_day`] appended to `out` (digits in place for the years 0–9999).
+    pub fn write_index_day(&self, out: &mut Vec<u8>) {
+        let Ok(year @ 0..=9999) = u32::try_from(self.year) else {
+            let text = format!("{:04}.{:02}.{:02}", self.year, self.month, self.day);
+            out.extend_from_slice(text.as_bytes());
+            return;
+        };
+        push_digits(out, year, 4);
+        out.push(b'.');
+        push_digits(out, self.month, 2);
+        out.push(b'.');
+        push_digits(out, self.day, 2);
     }
 
     /// `YYYY-MM-DD`.

@@ -484,6 +484,14 @@ mod tests {
                 "[elasticsearch]\nurls = [\"es:9200\"]",
                 "elasticsearch.urls",
             ),
+            (
+                "[elasticsearch]\nurl = \"https://elastic:s3cret@es:9200\"",
+                "STOCKPIPE_ES_USERNAME",
+            ),
+            (
+                "[elasticsearch]\nurls = [\"https://es-1:9200\", \"https://k:s3cret@es-2:9200\"]",
+                "elasticsearch.urls",
+            ),
         ];
         for (text, key) in cases {
             let said = match Config::parse(text, "t.toml") {
@@ -491,6 +499,7 @@ mod tests {
                 Ok(config) => config.validate().unwrap_err().to_string(),
             };
             assert!(said.contains(key), "{text}: {said}");
+            assert!(!said.contains("s3cret"), "a secret printed: {said}");
         }
     }
 

@@ -361,7 +361,7 @@ impl Pipeline {
             .await?;
         self.ledger.acknowledge(delivered);
         let report = settle_index(self.es.as_mut(), all).await?;
-        self.telemetry.index_settled(&report.settled());
+        self.telemetry.index_settled(&report.counts);
         for (source, generation) in report.acked {
             self.ledger.ack(source.partition, generation, source.offset);
         }

@@ -133,15 +133,33 @@ pub struct Counts {
     pub bars_closed: u64,
 }
 
-/// What the Elasticsearch sink settled since it was last asked (its `BulkReport`'s counts).
+/// What the Elasticsearch sink settled since it was last asked (a `BulkReport`'s counts).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IndexSettled {
+    /// Documents indexed.
     pub indexed: u64,
+    /// Documents refused for their own fault (mapping, parse errors), sent to the dead-letter
+    /// topic.
     pub dead_lettered: u64,
+    /// Items sent again after a retryable item error.
     pub retried_items: u64,
+    /// Whole requests sent again (connection refused, 429, 5xx).
     pub retried_requests: u64,
+    /// Items a data stream already held (409 to `create`).
     pub already_stored: u64,
+    /// Attempts that met a fault of the cluster's and waited.
     pub faults: u64,
+}
+
+impl IndexSettled {
+    pub fn absorb(&mut self, other: IndexSettled) {
+        self.indexed += other.indexed;
+        self.dead_lettered += other.dead_lettered;
+        self.retried_items += other.retried_items;
+        self.retried_requests += other.retried_requests;
+        self.already_stored += other.already_stored;
+        self.faults += other.faults;
+    }
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -151,7 +151,7 @@ async fn templates_then_bulk_with_deterministic_ids() {
     }
     let mut report = sink.flush_due(std::time::Instant::now()).await.unwrap();
     report.absorb(sink.drain().await.unwrap());
-    assert_eq!(report.indexed, 8);
+    assert_eq!(report.counts.indexed, 8);
     assert_eq!(report.acked.len(), 8);
     let requests = bulk_requests(&server).await;
     assert_eq!(requests.len(), 2, "8 documents at 4 per request");
@@ -188,9 +188,9 @@ async fn a_429_item_alone_is_retried() {
     mount_bulk(&server, all_ok(1), None, 2).await;
     let (_dlq, report) = deliver_to(&server, 4).await;
     let report = report.unwrap();
-    assert_eq!(report.indexed, 4);
-    assert_eq!(report.retried_items, 1);
-    assert_eq!(report.dead_lettered, 0);
+    assert_eq!(report.counts.indexed, 4);
+    assert_eq!(report.counts.retried_items, 1);
+    assert_eq!(report.counts.dead_lettered, 0);
     let requests = bulk_requests(&server).await;
     assert_eq!(requests.len(), 2);
     assert_eq!(ids(&requests[1]), ["stock-stream-0-2"], "only item k again");
@@ -212,7 +212,7 @@ async fn a_400_item_is_dead_lettered_with_the_error() {
     .await;
     let (d, report) = deliver_to(&server, 3).await;
     let report = report.unwrap();
-    assert_eq!((report.indexed, report.dead_lettered), (2, 1));
+    assert_eq!((report.counts.indexed, report.counts.dead_lettered), (2, 1));
     assert_eq!(
         report.acked.len(),
         3,
@@ -249,8 +249,8 @@ async fn a_503_is_retried_with_the_same_batch_in_order() {
     mount_bulk(&server, all_ok(5), None, 2).await;
     let (_dlq, report) = deliver_to(&server, 5).await;
     let report = report.unwrap();
-    assert_eq!(report.indexed, 5);
-    assert_eq!(report.retried_requests, 2);
+    assert_eq!(report.counts.indexed, 5);
+    assert_eq!(report.counts.retried_requests, 2);
     let requests = bulk_requests(&server).await;
     assert_eq!(requests.len(), 3);
     for r in &requests {
@@ -274,8 +274,8 @@ async fn an_unusable_bulk_answer_sends_the_batch_again() {
     mount_bulk(&server, all_ok(4), None, 3).await;
     let (_dlq, report) = deliver_to(&server, 4).await;
     let report = report.unwrap();
-    assert_eq!((report.indexed, report.dead_lettered), (4, 0));
-    assert_eq!(report.retried_requests, 2);
+    assert_eq!((report.counts.indexed, report.counts.dead_lettered), (4, 0));
+    assert_eq!(report.counts.retried_requests, 2);
     let requests = bulk_requests(&server).await;
     assert_eq!(requests.len(), 3);
     assert!(requests.iter().all(|r| r.body == requests[0].body));
@@ -301,8 +301,8 @@ async fn a_refused_connection_is_retried_until_the_cluster_is_up() {
         .expect("delivered once the cluster is up")
         .unwrap()
         .unwrap();
-    assert_eq!(report.indexed, 3);
-    assert!(report.retried_requests >= 1);
+    assert_eq!(report.counts.indexed, 3);
+    assert!(report.counts.retried_requests >= 1);
     assert_eq!(ids(&bulk_requests(&server).await[0]).len(), 3);
 }
 
@@ -404,8 +404,8 @@ async fn wire_compatible_with_an_elasticsearch_api() {
             sink.push(item);
         }
         let report = sink.drain().await.unwrap();
-        assert_eq!(report.indexed as usize, docs.len(), "round {round}");
-        assert_eq!(report.dead_lettered, 0);
+        assert_eq!(report.counts.indexed as usize, docs.len(), "round {round}");
+        assert_eq!(report.counts.dead_lettered, 0);
     }
     let es = sink.client();
     es.indices()

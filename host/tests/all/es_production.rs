@@ -189,7 +189,11 @@ async fn each_fault_of_the_cluster_is_waited_out_and_nothing_is_dead_lettered() 
             .await
             .unwrap();
         assert_eq!(
-            (report.indexed, report.dead_lettered, report.faults),
+            (
+                report.counts.indexed,
+                report.counts.dead_lettered,
+                report.counts.faults
+            ),
             (3, 0, 2),
             "{kind}"
         );
@@ -233,8 +237,8 @@ async fn a_fault_shows_in_readiness_until_it_is_fixed() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!((report.indexed, report.dead_lettered), (2, 0));
-    assert!(report.faults >= 1);
+    assert_eq!((report.counts.indexed, report.counts.dead_lettered), (2, 0));
+    assert!(report.counts.faults >= 1);
     assert!(telemetry.readiness(&[Dependency::Elasticsearch]).ready);
 }
 
@@ -259,11 +263,11 @@ async fn a_data_stream_takes_create_and_a_redelivery_is_already_stored() {
         let report = sink.drain().await.unwrap();
         let expected = if round == 0 { (5, 0) } else { (0, 5) };
         assert_eq!(
-            (report.indexed, report.already_stored),
+            (report.counts.indexed, report.counts.already_stored),
             expected,
             "round {round}"
         );
-        assert_eq!((report.dead_lettered, report.acked.len()), (0, 5));
+        assert_eq!((report.counts.dead_lettered, report.acked.len()), (0, 5));
     }
     let http = reqwest::Client::new();
     let template: Value = http
@@ -375,7 +379,7 @@ async fn gzip_bodies_are_sent_when_asked() {
         .deliver(items(3))
         .await
         .unwrap();
-    assert_eq!(report.indexed, 3);
+    assert_eq!(report.counts.indexed, 3);
     let request = &requests_to(&server, "/_bulk").await[0];
     assert_eq!(request.headers.get("content-encoding").unwrap(), "gzip");
     let mut text = String::new();
@@ -393,7 +397,7 @@ async fn gzip_bodies_are_sent_when_asked() {
         .deliver(items(3))
         .await
         .unwrap();
-    assert_eq!((report.indexed, report.dead_lettered), (3, 0));
+    assert_eq!((report.counts.indexed, report.counts.dead_lettered), (3, 0));
 }
 
 /// `urls`: the nodes take the requests in turn; one of them down, the batch goes to another.
@@ -417,7 +421,7 @@ async fn several_nodes_are_used_in_turn() {
     let to = delivery(&s, &d, Arc::new(Telemetry::new()));
     for n in 0..6 {
         let report = to.deliver(items(1)).await.unwrap();
-        assert_eq!(report.indexed, 1, "batch {n}");
+        assert_eq!(report.counts.indexed, 1, "batch {n}");
     }
     let (to_a, to_b) = (
         requests_to(&a, "/_bulk").await.len(),

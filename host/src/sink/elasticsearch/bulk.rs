@@ -7,7 +7,7 @@ use super::templates::retryable_status;
 use crate::chain::Refusal;
 use crate::sink::SourceRef;
 use crate::sink::kafka as kafka_sink;
-use crate::telemetry::{Dependency, Sink, Telemetry};
+use crate::telemetry::{Dependency, IndexSettled, Sink, Telemetry};
 use elasticsearch::Elasticsearch;
 use elasticsearch::http::Method;
 use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -64,17 +64,6 @@ impl BulkShape {
         }
     }
 
-    /// The index (or data stream) a document of `index`'s family at `time_us` goes to.
-    pub fn index_name(&self, index: &str, time_us: i64) -> String {
-        match self.dated_indices {
-            true => format!(
-                "{index}-{}",
-                stockpipe_model::time::Civil::from_micros(time_us).index_day()
-            ),
-            false => index.to_string(),
-        }
-    }
-
     /// `{"index":{"_index":…,"_id":…}}` (or `create`) and the document, each on its line; the
     /// index name is JSON-escaped in place, `write_id` writes the id as a JSON string. A data
     /// stream's document gets `"@timestamp"` first (the instant of its own time field).
@@ -90,12 +79,14 @@ impl BulkShape {
             EsMode::Index => b"{\"index\":{\"_index\":",
             EsMode::DataStream => b"{\"create\":{\"_index\":",
         });
+        serde_json::to_writer(&mut *body, index).expect("writing to a Vec");
         if self.dated_indices {
-            serde_json::to_writer(&mut *body, &self.index_name(index, time_us))
-        } else {
-            serde_json::to_writer(&mut *body, index)
+            // `-YYYY.MM.DD` inside the quotes: digits and dots need no escaping.
+            body.pop();
+            body.push(b'-');
+            stockpipe_model::time::Civil::from_micros(time_us).write_index_day(body);
+            body.push(b'"');
         }
-        .expect("writing to a Vec");
         body.extend_from_slice(b",\"_id\":");
         write_id(body);
         body.extend_from_slice(b"}}\n");
@@ -170,11 +161,11 @@ pub fn classify_item(status: u16, error: Option<&serde_json::Value>) -> ItemOutc
 
 /// A refusal any document would meet: the cluster's or the deployment's to fix.
 fn cluster_fault(status: u16, kind: &str, reason: &str) -> bool {
-    const ARGUMENTS_OF_THE_CLUSTER: [&str; 4] = [
+    // ES's own words for a write the deployment, not the document, makes impossible.
+    const ARGUMENTS_OF_THE_CLUSTER: [&str; 3] = [
         "no write index is defined",
         "only write ops with an op_type of create are allowed in data streams",
-        "composable template",
-        "data stream",
+        "no matching index template found for data stream",
     ];
     matches!(status, 401 | 403)
         || matches!(
@@ -236,43 +227,20 @@ pub(super) struct BulkItemResponse {
 /// What one bulk batch came to.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct BulkReport {
-    /// Every message of the batch, each indexed or dead-lettered, with its item's generation.
+    /// Every message of the batch, each indexed, already stored or dead-lettered, with its
+    /// item's generation.
     pub acked: Vec<(SourceRef, u64)>,
-    pub indexed: u64,
-    pub dead_lettered: u64,
-    /// Items sent again after a retryable item error.
-    pub retried_items: u64,
-    /// Whole requests sent again (connection refused, 429, 5xx).
-    pub retried_requests: u64,
     pub requests: u64,
-    /// Items a data stream already held (409 to `create`).
-    pub already_stored: u64,
-    /// Attempts that met a fault of the cluster's and waited.
-    pub faults: u64,
+    /// What was indexed, stored before, dead-lettered, retried, and the faults met: the counts
+    /// the telemetry keeps.
+    pub counts: IndexSettled,
 }
 
 impl BulkReport {
-    /// Its counts, as the telemetry keeps them.
-    pub fn settled(&self) -> crate::telemetry::IndexSettled {
-        crate::telemetry::IndexSettled {
-            indexed: self.indexed,
-            dead_lettered: self.dead_lettered,
-            retried_items: self.retried_items,
-            retried_requests: self.retried_requests,
-            already_stored: self.already_stored,
-            faults: self.faults,
-        }
-    }
-
     pub fn absorb(&mut self, other: BulkReport) {
         self.acked.extend(other.acked);
-        self.indexed += other.indexed;
-        self.dead_lettered += other.dead_lettered;
-        self.retried_items += other.retried_items;
-        self.retried_requests += other.retried_requests;
         self.requests += other.requests;
-        self.already_stored += other.already_stored;
-        self.faults += other.faults;
+        self.counts.absorb(other.counts);
     }
 }
 
@@ -447,7 +415,7 @@ impl Delivery {
                         blocked
                     }
                     BulkAttempt::Retry(why) => {
-                        report.retried_requests += 1;
+                        report.counts.retried_requests += 1;
                         self.telemetry
                             .sink_retries(Sink::Elasticsearch, "request", 1);
                         Some(Blocked::Busy(why))
@@ -468,7 +436,7 @@ impl Delivery {
                     why
                 }
                 Blocked::Fault(why) => {
-                    report.faults += 1;
+                    report.counts.faults += 1;
                     self.telemetry.sink_retries(Sink::Elasticsearch, "fault", 1);
                     let said =
                         format!("the cluster refuses writes (not the documents' fault): {why}");
@@ -502,7 +470,7 @@ impl Delivery {
         report: &mut BulkReport,
     ) -> Result<(Vec<BulkItem>, Option<Blocked>), EsError> {
         if !parsed.errors {
-            report.indexed += items.len() as u64;
+            report.counts.indexed += items.len() as u64;
             report
                 .acked
                 .extend(items.into_iter().map(|i| (i.source, i.generation)));
@@ -518,8 +486,8 @@ impl Delivery {
                 continue;
             };
             match classify_item(result.status, result.error.as_ref()) {
-                ItemOutcome::Indexed => report.indexed += 1,
-                ItemOutcome::AlreadyStored => report.already_stored += 1,
+                ItemOutcome::Indexed => report.counts.indexed += 1,
+                ItemOutcome::AlreadyStored => report.counts.already_stored += 1,
                 ItemOutcome::Retry(reason) => {
                     busy = Some(reason);
                     again.push(item);
@@ -532,7 +500,7 @@ impl Delivery {
                 }
                 ItemOutcome::Refused(reason) => {
                     dead_letter(&self.dead_letters, &item, reason).await?;
-                    report.dead_lettered += 1;
+                    report.counts.dead_lettered += 1;
                 }
             }
             settled = true;
@@ -542,7 +510,7 @@ impl Delivery {
             self.telemetry.set_ready(Dependency::Elasticsearch, Ok(()));
         }
         if !again.is_empty() {
-            report.retried_items += again.len() as u64;
+            report.counts.retried_items += again.len() as u64;
             self.telemetry
                 .sink_retries(Sink::Elasticsearch, "item", again.len() as u64);
         }

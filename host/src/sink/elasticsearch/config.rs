@@ -180,10 +180,7 @@ pub struct EsSettings {
     pub put_templates: bool,
     pub templates: TemplateSettings,
     pub compression: EsCompression,
-    /// How long a fault of the cluster's (not the documents') may last before `run --once`
-    /// gives up; `None` = wait for it however long (a service).
-    pub give_up: Option<Duration>,
-    /// How long a fault may last before `run --once` gives up, when it does.
+    /// How long a fault may last before `run --once` gives up (a service waits however long).
     pub fault_give_up: Duration,
 }
 
@@ -355,6 +352,24 @@ impl ElasticsearchSection {
                 ),
             );
         }
+        // Credentials come from the environment only: in a URL they would reach every error
+        // (the HTTP client prints the request's URL whole) and so the log and /ready.
+        for (key, url) in std::iter::once(("elasticsearch.url", &es.url))
+            .chain(es.urls.iter().map(|u| ("elasticsearch.urls", u)))
+        {
+            if crate::redact::url(url) != *url {
+                return invalid(
+                    key,
+                    &format!(
+                        "{} holds credentials; give them in {} or {}/{} instead",
+                        crate::redact::url(url),
+                        env::API_KEY,
+                        env::USERNAME,
+                        env::PASSWORD
+                    ),
+                );
+            }
+        }
         let given = [
             !es.url.is_empty(),
             !es.urls.is_empty(),
@@ -400,7 +415,6 @@ impl ElasticsearchSection {
                 ilm: self.ilm.clone(),
             },
             compression: self.compression,
-            give_up: None,
             fault_give_up: Duration::from_millis(self.fault_give_up_ms),
         })
     }

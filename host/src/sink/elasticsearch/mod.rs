@@ -131,7 +131,8 @@ impl EsSink {
             retry: settings.retry,
             dead_letters,
             telemetry,
-            give_up: settings.give_up,
+            // A service waits however long; `run --once` sets it (`give_up_after_faults`).
+            give_up: None,
         };
         Ok(Self {
             settings,
