@@ -39,6 +39,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod pipeline;
+pub mod position;
 pub mod redact;
 pub mod runtime;
 pub mod service;

@@ -11,12 +11,13 @@
 //!   whose snapshot is stored, so a restarted host resumes state and offsets together.
 
 use crate::config::error::{ConfigError, invalid};
+use crate::position::{Offset, Offsets, Partition};
 use crate::runtime::bindings::aggregate as wit;
 use crate::runtime::sandbox::Sandbox;
 use crate::runtime::{AggregateStage, GuestComponent, GuestFault, StageInstance, convert};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use stockpipe_model::aggregate::{AggregateConfig, BarColumns};
 
@@ -330,11 +331,7 @@ impl Aggregation {
     /// last message of it (accepted or not), where that partition's snapshot now stands.
     /// The input is kept (the last batch, for a candidate's shadow run): see
     /// [`Aggregation::last_input`].
-    pub fn process(
-        &mut self,
-        input: wit::AggregateInput,
-        consumed: &BTreeMap<i32, i64>,
-    ) -> Aggregated {
+    pub fn process(&mut self, input: wit::AggregateInput, consumed: &Offsets) -> Aggregated {
         let n = input.timestamp_us.len();
         let mut out = Aggregated::default();
         if n > 0 {
@@ -365,7 +362,7 @@ impl Aggregation {
             }
             self.last = Some(LastBatch { before, input });
         }
-        for (&partition, &next_offset) in consumed {
+        for (&Partition(partition), &Offset(next_offset)) in consumed {
             match self.snapshots.get_mut(&partition) {
                 Some(s) => s.next_offset = next_offset,
                 None => {

@@ -207,7 +207,7 @@ fn commit_for_group(
     cluster: &Connection,
     group: &str,
     topic: &str,
-    offsets: &std::collections::BTreeMap<i32, i64>,
+    offsets: &stockpipe::position::Offsets,
 ) -> anyhow::Result<()> {
     let (consumer, _) = stockpipe::source::kafka::client(cluster, Some(group))
         .context("creating a client to commit the checkpoint's offsets")?;

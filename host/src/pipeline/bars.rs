@@ -10,7 +10,7 @@
 //! overwrites them (their id is `<instrument>-<start µs>`), the lake skips what it holds.
 //!
 //! Lake lines of bars are placed by *position*, `offset × 2^20 + k` (k: the bar's place among
-//! those its message closed; [`bar_position`]), not by offset: one message may close bars of
+//! those its message closed; [`LakePosition::bar`]), not by offset: one message may close bars of
 //! several hours, and with a position of its own each bar is stored exactly once even when its
 //! message's bars land in two objects.
 
@@ -18,9 +18,9 @@ use super::decode::Decoded;
 use crate::chain::aggregate::{AggregateSection, Aggregation, Checkpoint, commit_cap};
 use crate::chain::swap::{GuestRegistry, Swap, SwapEvent};
 use crate::chain::{Refusal, RefusalStage, StageOutcome};
+use crate::position::{LakePosition, Offset, Offsets, Partition};
 use crate::runtime::convert;
 use crate::sink::PartitionLifecycle;
-use crate::sink::lake_sink::bar_position;
 use crate::sink::store::LakeStore;
 use crate::source::group::Consumed;
 use crate::telemetry::Telemetry;
@@ -106,13 +106,13 @@ struct SavedCheckpoint {
 }
 
 /// A bar the guest closed: its document, placed in the lake at `position` (see
-/// [`bar_position`]), tracked against the message at `message` of the batch.
+/// [`LakePosition::bar`]), tracked against the message at `message` of the batch.
 pub(super) struct ClosedBar {
     pub(super) message: usize,
     pub(super) id: String,
     pub(super) document: Vec<u8>,
     pub(super) lake_partition: String,
-    pub(super) position: i64,
+    pub(super) position: LakePosition,
     /// The bar's start (its time field, `bar_start`).
     pub(super) start_us: i64,
 }
@@ -473,12 +473,12 @@ impl Bars {
     ) -> (
         crate::runtime::bindings::aggregate::AggregateInput,
         Vec<usize>,
-        BTreeMap<i32, i64>,
+        Offsets,
     ) {
         let ticks = &decoded.ticks;
         let mut input = convert::empty_aggregate_input();
         let mut messages = Vec::new();
-        let mut consumed: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut consumed: Offsets = BTreeMap::new();
         let mut again = 0_u64;
         for (m, (message, slot)) in batch.iter().zip(&decoded.slots).enumerate() {
             let source = &message.source;
@@ -486,8 +486,8 @@ impl Bars {
                 again += 1;
                 continue;
             }
-            let next = consumed.entry(source.partition).or_insert(0);
-            *next = (*next).max(source.offset + 1);
+            let next = consumed.entry(Partition(source.partition)).or_default();
+            *next = (*next).max(Offset(source.offset).next());
             let Ok(i) = slot else { continue };
             let StageOutcome::Accepted { enrichment, .. } = &outcomes[*i] else {
                 continue;
@@ -533,7 +533,8 @@ impl Bars {
                 version,
             );
             let k = place.entry(m).or_insert(0);
-            let position = bar_position(source.partition, source.offset, *k)?;
+            let position =
+                LakePosition::bar(Partition(source.partition), Offset(source.offset), *k)?;
             *k += 1;
             bars.push(ClosedBar {
                 message: m,

@@ -8,6 +8,7 @@ use super::bars::BarsOut;
 use super::decode::Decoded;
 use super::ledger::Ledger;
 use crate::chain::{Refusal, StageOutcome};
+use crate::position::Offset;
 use crate::sink::document::DocumentWriter;
 use crate::sink::elasticsearch::{BulkItem, EsSink};
 use crate::sink::kafka::Deliveries;
@@ -205,7 +206,7 @@ impl Outputs<'_> {
             let line = &documents[range.clone()];
             if !self
                 .lake
-                .append_tick(partition, source.partition, source.offset, line)
+                .append_tick(partition, source.partition, Offset(source.offset), line)
             {
                 self.already_stored += 1;
                 self.ledger.ack_now(source.partition, source.offset);

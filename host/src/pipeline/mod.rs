@@ -20,6 +20,7 @@ mod swaps;
 use crate::chain::swap::{GuestRegistry, ShadowBuffer, SwapApplier};
 use crate::chain::{StageChain, WasmChain};
 use crate::config::Config;
+use crate::position::{Offset, Offsets, Partition};
 use crate::sink::document::DocumentWriter;
 use crate::sink::elasticsearch::{BulkReport, DeadLetters, EsSink};
 use crate::sink::kafka::Deliveries;
@@ -34,7 +35,6 @@ use crate::telemetry::{BatchRecord, Counts, Telemetry};
 use anyhow::Context;
 use ledger::Ledger;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,7 @@ pub struct RunSummary {
     #[serde(flatten)]
     pub counts: Counts,
     /// Partition -> the group's committed offset (the next offset to consume), read back from the broker.
-    pub committed_offsets: BTreeMap<i32, i64>,
+    pub committed_offsets: Offsets,
     /// Offsets the broker had deleted before this group stored them (never processed). Absent
     /// when there were none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -366,7 +366,7 @@ impl Pipeline {
             self.ledger.ack(source.partition, generation, source.offset);
         }
         if let Some(bars) = &mut self.bars {
-            let partitions = self.group.consumed_to().keys().copied();
+            let partitions = self.group.consumed_to().keys().map(|p| p.0);
             bars.save(all, self.lake.store(), &self.config.kafka.topic, partitions)
                 .await?;
         }
@@ -449,11 +449,11 @@ impl Pipeline {
                 .save(self.lake.store(), &self.config.kafka.topic, true)
                 .await;
         }
-        let consumed: Vec<i32> = self.group.consumed_to().keys().copied().collect();
+        let consumed: Vec<i32> = self.group.consumed_to().keys().map(|p| p.0).collect();
         let positions = commit_positions(&self.ledger, &self.bars, consumed.into_iter());
         let partitions: Vec<i32> = match &targets {
-            Some(targets) => targets.ends.keys().copied().collect(),
-            None => positions.keys().copied().collect(),
+            Some(targets) => targets.ends.keys().map(|p| p.0).collect(),
+            None => positions.keys().map(|p| p.0).collect(),
         };
         let counts = self.telemetry.counts();
         let committed_offsets = self.group.leave(&positions, partitions, timeout)?;
@@ -472,11 +472,13 @@ fn commit_positions(
     ledger: &Ledger,
     stages: &impl PartitionLifecycle,
     partitions: impl Iterator<Item = i32>,
-) -> BTreeMap<i32, i64> {
+) -> Offsets {
     partitions
         .filter_map(|p| {
             let position = ledger.position(p)?;
-            stages.commit_limit(p, position).map(|at| (p, at))
+            stages
+                .commit_limit(p, position)
+                .map(|at| (Partition(p), Offset(at)))
         })
         .collect()
 }
@@ -521,10 +523,10 @@ mod tests {
         let positions = commit_positions(&ledger, &stages, [0, 1].into_iter());
         // Partition 0: the sinks are at 8, the stage's state at 5; partition 1: the sinks at 3,
         // before any stored state, so it stays where it is.
-        assert_eq!(positions, [(0, 5)].into_iter().collect());
+        assert_eq!(positions, crate::position::offsets([(0, 5)]));
         let without_stages: Option<StoredUpTo> = None;
         let positions = commit_positions(&ledger, &without_stages, [0, 1].into_iter());
-        assert_eq!(positions, [(0, 8), (1, 3)].into_iter().collect());
+        assert_eq!(positions, crate::position::offsets([(0, 8), (1, 3)]));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Lines are buffered per (lake partition, Kafka partition) segment; a segment rolls — by size, by
 //! age, or at shutdown — into a [`RolledSegment`] that the run loop puts in the
 //! [`LakeStore`](super::store::LakeStore) (a directory or a GCS bucket) before it acknowledges the
-//! segment's offsets.
+//! segment's lines.
 //!
 //! Spilling (a local lake): with [`LakeConfig::spill_bytes`], a segment keeps only its newest lines
 //! in memory. Whole blocks of it are handed out as [`SpoolOp`]s as it fills, to be appended to the
@@ -12,7 +12,8 @@
 //! object appears are the same as without spilling; the memory held is a block per partition
 //! instead of a whole segment.
 //!
-//! No duplicates after a crash: an object's name carries its offset range, and the writer knows the
+//! No duplicates after a crash: an object's name carries its range of lake positions (a tick's is
+//! its offset; see [`LakePosition`]), and the writer knows the
 //! ranges already in the store ([`LakeWriter::set_existing`], from a listing at start-up and after
 //! a rebalance). A re-delivered offset that an existing object covers is acknowledged without being
 //! written again, so the lake holds every accepted tick exactly once even when a crash fell between
@@ -20,6 +21,7 @@
 
 use super::layout;
 use crate::config::error::{ConfigError, invalid};
+use crate::position::LakePosition;
 pub use crate::sink::store::{SPILL_ALIGN, SpoolOp};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -46,7 +48,7 @@ struct Segment {
     spilled: usize,
     /// The spool file's name (relative to the lake root, like an object's), once it spilled.
     spool: Option<String>,
-    offsets: Vec<i64>,
+    positions: Vec<LakePosition>,
     opened: Instant,
 }
 
@@ -56,13 +58,13 @@ impl Segment {
     }
 }
 
-/// A segment ready to be stored, and the offsets it acknowledges once stored.
+/// A segment ready to be stored, and the positions of the lines it stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RolledSegment {
     /// Relative to the lake root, with `/` separators.
     pub name: String,
     pub partition: i32,
-    pub offsets: Vec<i64>,
+    pub positions: Vec<LakePosition>,
     /// The object's bytes; with `spool`, only its tail (the spool file holds what comes before).
     pub bytes: Vec<u8>,
     /// The spool file holding the object's first bytes, if the segment spilled.
@@ -71,7 +73,7 @@ pub struct RolledSegment {
 
 impl RolledSegment {
     pub fn lines(&self) -> usize {
-        self.offsets.len()
+        self.positions.len()
     }
 }
 
@@ -81,7 +83,7 @@ pub enum Appended {
     /// Buffered; it is acknowledged when its segment is stored. Segments that rolled because of
     /// it (full, or the partition moved to another hour) come with it.
     Buffered(Vec<RolledSegment>),
-    /// An object already in the lake covers this offset: acknowledge it now.
+    /// An object already in the lake covers this position: acknowledge it now.
     AlreadyStored,
 }
 
@@ -92,8 +94,8 @@ pub struct LakeWriter {
     /// One open segment per Kafka partition keeps each partition's objects on disjoint offset
     /// ranges: a tick for another hour rolls the open segment first.
     open: HashMap<i32, (String, Segment)>,
-    /// Kafka partition -> sorted offset ranges of the objects already stored.
-    existing: HashMap<i32, Vec<(i64, i64)>>,
+    /// Kafka partition -> sorted position ranges of the objects already stored.
+    existing: HashMap<i32, Vec<(LakePosition, LakePosition)>>,
     /// Spool work not taken yet ([`LakeWriter::take_spool_ops`]).
     spool_ops: Vec<SpoolOp>,
     /// Numbers the spool files this writer opens.
@@ -148,28 +150,28 @@ impl LakeWriter {
         &self.topic
     }
 
-    /// Records the objects already in the store (names as listed under the topic); offsets they
+    /// Records the objects already in the store (names as listed under the topic); positions they
     /// cover are not written again.
     pub fn set_existing<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
         self.existing.clear();
         for (partition, first, last) in names.into_iter().filter_map(layout::parse_segment) {
-            self.existing
-                .entry(partition)
-                .or_default()
-                .push((first, last));
+            self.existing.entry(partition).or_default().push((
+                LakePosition::from_name(first),
+                LakePosition::from_name(last),
+            ));
         }
         for ranges in self.existing.values_mut() {
             ranges.sort_unstable();
         }
     }
 
-    fn already_stored(&self, partition: i32, offset: i64) -> bool {
+    fn already_stored(&self, partition: i32, position: LakePosition) -> bool {
         let Some(ranges) = self.existing.get(&partition) else {
             return false;
         };
-        // The last range starting at or before `offset`; ranges of one partition never overlap.
-        let i = ranges.partition_point(|&(first, _)| first <= offset);
-        i > 0 && ranges[i - 1].1 >= offset
+        // The last range starting at or before `position`; ranges of one partition never overlap.
+        let i = ranges.partition_point(|&(first, _)| first <= position);
+        i > 0 && ranges[i - 1].1 >= position
     }
 
     /// Offers one line (without its newline).
@@ -177,10 +179,10 @@ impl LakeWriter {
         &mut self,
         lake_partition: &str,
         partition: i32,
-        offset: i64,
+        position: LakePosition,
         line: &[u8],
     ) -> Appended {
-        if self.already_stored(partition, offset) {
+        if self.already_stored(partition, position) {
             return Appended::AlreadyStored;
         }
         let mut rolled = Vec::new();
@@ -200,14 +202,14 @@ impl LakeWriter {
                     bytes: Vec::with_capacity(spill.map_or(0, |s| s + 2 * SPILL_ALIGN)),
                     spilled: 0,
                     spool: None,
-                    offsets: Vec::new(),
+                    positions: Vec::new(),
                     opened: Instant::now(),
                 },
             )
         });
         segment.bytes.extend_from_slice(line);
         segment.bytes.push(b'\n');
-        segment.offsets.push(offset);
+        segment.positions.push(position);
         if segment.len() >= self.config.roll_bytes {
             rolled.extend(self.roll(vec![partition]));
         } else if let Some(spill) = spill
@@ -263,11 +265,11 @@ impl LakeWriter {
         if let Some(spool) = segment.spool {
             self.spool_ops.push(SpoolOp::Discard { spool });
         }
-        segment.offsets.len()
+        segment.positions.len()
     }
 
     pub fn buffered_lines(&self) -> usize {
-        self.open.values().map(|(_, s)| s.offsets.len()).sum()
+        self.open.values().map(|(_, s)| s.positions.len()).sum()
     }
 
     fn roll(&mut self, mut partitions: Vec<i32>) -> Vec<RolledSegment> {
@@ -283,15 +285,21 @@ impl LakeWriter {
 
     fn seal(&mut self, lake_partition: &str, partition: i32, segment: Segment) -> RolledSegment {
         let first = *segment
-            .offsets
+            .positions
             .iter()
             .min()
             .expect("a segment holds at least one line");
-        let last = *segment.offsets.iter().max().expect("non-empty");
+        let last = *segment.positions.iter().max().expect("non-empty");
         let ranges = self.existing.entry(partition).or_default();
         let at = ranges.partition_point(|&(f, _)| f < first);
         ranges.insert(at, (first, last));
-        let name = layout::segment(&self.topic, lake_partition, partition, first, last);
+        let name = layout::segment(
+            &self.topic,
+            lake_partition,
+            partition,
+            first.get(),
+            last.get(),
+        );
         let (name, bytes) = if self.config.gzip {
             (layout::gzipped(name), gzip(&segment.bytes))
         } else {
@@ -300,7 +308,7 @@ impl LakeWriter {
         RolledSegment {
             name,
             partition,
-            offsets: segment.offsets,
+            positions: segment.positions,
             bytes,
             spool: segment.spool,
         }
@@ -365,6 +373,10 @@ impl LakeSection {
 
 #[cfg(test)]
 mod tests {
+    fn at(offset: i64) -> crate::position::LakePosition {
+        crate::position::LakePosition::tick(crate::position::Offset(offset))
+    }
+
     use super::*;
 
     const H7: &str = "dt=2017-06-20/hour=07";
@@ -392,14 +404,14 @@ mod tests {
     #[test]
     fn rolls_by_size_into_named_segments() {
         let mut lake = writer(20);
-        assert!(rolled(lake.append(H7, 2, 5, b"{\"a\":1}")).is_empty());
-        let out = rolled(lake.append(H7, 2, 6, b"{\"a\":22222}"));
+        assert!(rolled(lake.append(H7, 2, at(5), b"{\"a\":1}")).is_empty());
+        let out = rolled(lake.append(H7, 2, at(6), b"{\"a\":22222}"));
         assert_eq!(out.len(), 1);
         assert_eq!(
             out[0].name,
             "stock-stream/dt=2017-06-20/hour=07/2-5-6.ndjson"
         );
-        assert_eq!(out[0].offsets, vec![5, 6]);
+        assert_eq!(out[0].positions, vec![at(5), at(6)]);
         assert_eq!(out[0].bytes, b"{\"a\":1}\n{\"a\":22222}\n");
         assert_eq!(lake.buffered_lines(), 0);
     }
@@ -407,14 +419,14 @@ mod tests {
     #[test]
     fn a_partition_moving_to_another_hour_rolls_its_segment() {
         let mut lake = writer(1 << 20);
-        assert!(rolled(lake.append(H7, 0, 1, b"x")).is_empty());
-        let out = rolled(lake.append(H8, 0, 2, b"y"));
+        assert!(rolled(lake.append(H7, 0, at(1), b"x")).is_empty());
+        let out = rolled(lake.append(H8, 0, at(2), b"y"));
         assert_eq!(out.len(), 1);
         assert_eq!(
             out[0].name,
             "stock-stream/dt=2017-06-20/hour=07/0-1-1.ndjson"
         );
-        lake.append(H7, 1, 1, b"z");
+        lake.append(H7, 1, at(1), b"z");
         assert_eq!(lake.buffered_lines(), 2);
         let names: Vec<_> = lake.flush().into_iter().map(|w| w.name).collect();
         assert_eq!(
@@ -429,9 +441,9 @@ mod tests {
     #[test]
     fn a_revoked_partition_is_discarded_alone() {
         let mut lake = writer(1 << 20);
-        lake.append(H7, 0, 1, b"x");
-        lake.append(H7, 0, 2, b"y");
-        lake.append(H7, 1, 1, b"z");
+        lake.append(H7, 0, at(1), b"x");
+        lake.append(H7, 0, at(2), b"y");
+        lake.append(H7, 1, at(1), b"z");
         assert_eq!(lake.discard(0), 2);
         let written = lake.flush();
         assert_eq!(written.len(), 1);
@@ -449,7 +461,7 @@ mod tests {
             },
             "t",
         );
-        lake.append(H7, 0, 9, b"x");
+        lake.append(H7, 0, at(9), b"x");
         assert!(
             lake.roll_due(Instant::now() - Duration::from_secs(1))
                 .is_empty()
@@ -469,8 +481,8 @@ mod tests {
             },
             "stock-stream",
         );
-        lake.append(H7, 0, 3, b"{\"a\":1}");
-        lake.append(H7, 0, 4, b"{\"a\":2}");
+        lake.append(H7, 0, at(3), b"{\"a\":1}");
+        lake.append(H7, 0, at(4), b"{\"a\":2}");
         let out = lake.flush();
         assert_eq!(
             out[0].name,
@@ -493,20 +505,26 @@ mod tests {
             "stock-stream/dt=2017-06-20/hour=07/1-0-5.ndjson",
         ]);
         for offset in [10, 15, 19, 30, 39] {
-            assert_eq!(lake.append(H7, 0, offset, b"x"), Appended::AlreadyStored);
+            assert_eq!(
+                lake.append(H7, 0, at(offset), b"x"),
+                Appended::AlreadyStored
+            );
         }
         for offset in [9, 20, 29, 40] {
             assert!(matches!(
-                lake.append(H7, 0, offset, b"x"),
+                lake.append(H7, 0, at(offset), b"x"),
                 Appended::Buffered(_)
             ));
         }
-        assert_eq!(lake.append(H7, 1, 5, b"x"), Appended::AlreadyStored);
-        assert!(matches!(lake.append(H7, 2, 5, b"x"), Appended::Buffered(_)));
+        assert_eq!(lake.append(H7, 1, at(5), b"x"), Appended::AlreadyStored);
+        assert!(matches!(
+            lake.append(H7, 2, at(5), b"x"),
+            Appended::Buffered(_)
+        ));
         // Forgotten with the partition: a new owner may have written more.
         lake.discard(0);
         assert!(matches!(
-            lake.append(H7, 0, 15, b"x"),
+            lake.append(H7, 0, at(15), b"x"),
             Appended::Buffered(_)
         ));
     }
@@ -527,10 +545,12 @@ mod tests {
         let mut spools: HashMap<String, Vec<u8>> = HashMap::new();
         for offset in 0..400 {
             let line = vec![b'a' + (offset % 26) as u8; 100 + (offset as usize * 37) % 300];
-            objects.0.extend(rolled(plain.append(H7, 0, offset, &line)));
+            objects
+                .0
+                .extend(rolled(plain.append(H7, 0, at(offset), &line)));
             objects
                 .1
-                .extend(rolled(spilling.append(H7, 0, offset, &line)));
+                .extend(rolled(spilling.append(H7, 0, at(offset), &line)));
             for op in spilling.take_spool_ops() {
                 let SpoolOp::Append { spool, bytes } = op else {
                     panic!("nothing was discarded")
@@ -544,7 +564,10 @@ mod tests {
         assert!(objects.0.len() >= 2, "the test rolls segments by size");
         assert_eq!(spools.len(), objects.1.len(), "every object spilled");
         for (whole, tail) in objects.0.iter().zip(&objects.1) {
-            assert_eq!((&whole.name, &whole.offsets), (&tail.name, &tail.offsets));
+            assert_eq!(
+                (&whole.name, &whole.positions),
+                (&tail.name, &tail.positions)
+            );
             let spool = tail.spool.as_ref().expect("spilled");
             assert!(spool.starts_with("t/dt=2017-06-20/hour=07/."), "{spool}");
             let mut object = spools[spool].clone();
@@ -565,7 +588,7 @@ mod tests {
             },
             "t",
         );
-        lake.append(H7, 3, 1, &[b'x'; 5000]);
+        lake.append(H7, 3, at(1), &[b'x'; 5000]);
         let ops = lake.take_spool_ops();
         let [SpoolOp::Append { spool, .. }] = &ops[..] else {
             panic!("one piece: {ops:?}")
@@ -591,7 +614,7 @@ mod tests {
             },
             "t",
         );
-        lake.append(H7, 0, 1, &[b'x'; 10_000]);
+        lake.append(H7, 0, at(1), &[b'x'; 10_000]);
         assert!(lake.take_spool_ops().is_empty());
         assert_eq!(lake.flush()[0].spool, None);
     }

@@ -4,12 +4,14 @@
 //! segments off the loop (at most [`LAKE_STORES_IN_FLIGHT`] at once), and reports the lines each
 //! object made durable as [`Acked`].
 //!
-//! Lines of bars are placed by *position* (see [`crate::pipeline`]'s bars), not by offset: their
-//! segments' positions are turned back into their messages' offsets before they are acknowledged.
+//! Lines are placed by [`LakePosition`]: a tick's is its offset, a bar's is not (see
+//! [`LakePosition::bar`]); segments' positions are turned back into their messages' offsets before
+//! they are acknowledged.
 
 use super::lake::{Appended, LakeConfig, LakeSection, LakeWriter, RolledSegment};
 use super::store::{LakeStore, StoreError};
 use super::{Acked, PartitionLifecycle, Roll};
+use crate::position::{LakePosition, Offset};
 use crate::telemetry::{Dependency, Sink, Telemetry};
 use anyhow::Context;
 use std::collections::HashSet;
@@ -30,8 +32,32 @@ const LAKE_LEFTOVERS_AFTER: Duration = Duration::from_secs(3600);
 /// of the host's ~118 MiB at 20,000 ticks/s (BENCHMARKS.md).
 const LAKE_SPILL_BYTES: usize = 1 << 20;
 
-/// Bits of a bar's lake position below its message's offset.
-pub const POSITION_BITS: u32 = 20;
+/// A rolled segment and the offsets of the messages its lines came from: what it acknowledges
+/// once stored.
+struct Rolled {
+    segment: RolledSegment,
+    offsets: Vec<i64>,
+}
+
+impl Rolled {
+    fn ticks(segment: RolledSegment) -> Self {
+        let offsets = segment
+            .positions
+            .iter()
+            .map(|p| p.tick_message().0)
+            .collect();
+        Self { segment, offsets }
+    }
+
+    fn bars(segment: RolledSegment) -> Self {
+        let offsets = segment
+            .positions
+            .iter()
+            .map(|p| p.bar_message().0)
+            .collect();
+        Self { segment, offsets }
+    }
+}
 
 /// A lake object's store, done: what its lines need to be acknowledged.
 struct StoredSegment {
@@ -49,7 +75,7 @@ pub struct LakeSink {
     telemetry: Arc<Telemetry>,
     roll_seconds: u64,
     /// Segments rolled, to be stored by the next [`LakeSink::store_rolled`].
-    rolled: Vec<RolledSegment>,
+    rolled: Vec<Rolled>,
     /// Lake objects being stored, off the loop (a local file's write and fsync on the blocking
     /// pool, a GCS upload on the runtime): their lines are acknowledged when they land.
     storing: tokio::task::JoinSet<StoredSegment>,
@@ -148,25 +174,26 @@ impl LakeSink {
         &mut self,
         lake_partition: &str,
         partition: i32,
-        offset: i64,
+        offset: Offset,
         line: &[u8],
     ) -> bool {
-        match self.ticks.append(lake_partition, partition, offset, line) {
+        let position = LakePosition::tick(offset);
+        match self.ticks.append(lake_partition, partition, position, line) {
             Appended::Buffered(rolled) => {
-                self.rolled.extend(rolled);
+                self.rolled.extend(rolled.into_iter().map(Rolled::ticks));
                 true
             }
             Appended::AlreadyStored => false,
         }
     }
 
-    /// Offers a bar's line at `position` (see [`bar_position`]). False as for
+    /// Offers a bar's line at `position` (see [`LakePosition::bar`]). False as for
     /// [`LakeSink::append_tick`].
     pub fn append_bar(
         &mut self,
         lake_partition: &str,
         partition: i32,
-        position: i64,
+        position: LakePosition,
         line: &[u8],
     ) -> bool {
         let bars = self
@@ -175,7 +202,7 @@ impl LakeSink {
             .expect("bars are written only with the aggregate stage");
         match bars.append(lake_partition, partition, position, line) {
             Appended::Buffered(rolled) => {
-                self.rolled.extend(to_offsets(rolled));
+                self.rolled.extend(rolled.into_iter().map(Rolled::bars));
                 true
             }
             Appended::AlreadyStored => false,
@@ -193,7 +220,7 @@ impl LakeSink {
             self.store.spool(op).await;
         }
         let mut landed = Vec::new();
-        for segment in std::mem::take(&mut self.rolled) {
+        for Rolled { segment, offsets } in std::mem::take(&mut self.rolled) {
             while self.storing.len() >= LAKE_STORES_IN_FLIGHT {
                 let done = self
                     .storing
@@ -214,7 +241,7 @@ impl LakeSink {
                     acked: Acked {
                         partition: segment.partition,
                         generation,
-                        offsets: segment.offsets,
+                        offsets,
                     },
                     took: started.elapsed(),
                     stored,
@@ -265,21 +292,23 @@ impl LakeSink {
 
 impl PartitionLifecycle for LakeSink {
     fn roll(&mut self, roll: Roll<'_>) {
-        let bars = match roll {
-            Roll::Due(now) => {
-                self.rolled.extend(self.ticks.roll_due(now));
-                self.bars.as_mut().map(|b| b.roll_due(now))
-            }
-            Roll::Partitions(partitions) => {
-                self.rolled.extend(self.ticks.roll_partitions(partitions));
-                self.bars.as_mut().map(|b| b.roll_partitions(partitions))
-            }
-            Roll::All => {
-                self.rolled.extend(self.ticks.flush());
-                self.bars.as_mut().map(LakeWriter::flush)
-            }
+        let (ticks, bars) = match roll {
+            Roll::Due(now) => (
+                self.ticks.roll_due(now),
+                self.bars.as_mut().map(|b| b.roll_due(now)),
+            ),
+            Roll::Partitions(partitions) => (
+                self.ticks.roll_partitions(partitions),
+                self.bars.as_mut().map(|b| b.roll_partitions(partitions)),
+            ),
+            Roll::All => (
+                self.ticks.flush(),
+                self.bars.as_mut().map(LakeWriter::flush),
+            ),
         };
-        self.rolled.extend(to_offsets(bars.unwrap_or_default()));
+        self.rolled.extend(ticks.into_iter().map(Rolled::ticks));
+        self.rolled
+            .extend(bars.unwrap_or_default().into_iter().map(Rolled::bars));
     }
 
     fn forget(&mut self, partition: i32) -> usize {
@@ -297,60 +326,5 @@ fn writer_config(config: &LakeSection) -> LakeConfig {
         roll_age: Duration::from_secs(config.roll_seconds),
         gzip: config.gzip,
         spill_bytes: None,
-    }
-}
-
-/// The lake position of the `k`-th bar closed by the message at `offset`: `offset × 2^20 + k`.
-/// One message may close bars of several hours; with a position of its own each bar is stored
-/// exactly once even when its message's bars land in two objects.
-pub fn bar_position(partition: i32, offset: i64, k: i64) -> anyhow::Result<i64> {
-    anyhow::ensure!(
-        k < 1 << POSITION_BITS,
-        "offset {offset} of partition {partition} closed more than 2^{POSITION_BITS} bars"
-    );
-    anyhow::ensure!(
-        offset < 1 << (63 - POSITION_BITS),
-        "offset {offset} of partition {partition} is past 2^{}, where the bars' lake positions (offset × 2^{POSITION_BITS}) end",
-        63 - POSITION_BITS
-    );
-    Ok((offset << POSITION_BITS) | k)
-}
-
-/// Segments of bar lines carry positions; their acknowledgements are per offset.
-fn to_offsets(mut segments: Vec<RolledSegment>) -> Vec<RolledSegment> {
-    for s in &mut segments {
-        for o in &mut s.offsets {
-            *o >>= POSITION_BITS;
-        }
-    }
-    segments
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{POSITION_BITS, bar_position};
-
-    #[test]
-    fn a_bar_position_keeps_its_message_offset_above_its_place() {
-        assert_eq!(bar_position(0, 5, 0).unwrap(), 5 << POSITION_BITS);
-        assert_eq!(bar_position(0, 5, 3).unwrap() >> POSITION_BITS, 5);
-        assert_eq!(
-            bar_position(0, 5, 3).unwrap() & ((1 << POSITION_BITS) - 1),
-            3
-        );
-        // Positions of one message's bars sort between the message's and the next one's.
-        assert!(
-            bar_position(0, 5, (1 << POSITION_BITS) - 1).unwrap() < bar_position(0, 6, 0).unwrap()
-        );
-    }
-
-    #[test]
-    fn a_bar_position_that_would_wrap_is_refused_naming_the_offset() {
-        let e = bar_position(4, 1 << 43, 0).unwrap_err().to_string();
-        assert!(e.contains("offset 8796093022208 of partition 4"), "{e}");
-        let e = bar_position(4, 9, 1 << POSITION_BITS)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("closed more than 2^20 bars"), "{e}");
     }
 }

@@ -13,6 +13,7 @@
 
 use super::input::InputReader;
 use super::replay::InputRefusal;
+use crate::position::{Offset, Offsets, Partition};
 use anyhow::Context;
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
@@ -86,7 +87,7 @@ pub fn partition_of(key: Option<&str>, position: usize, partitions: i32) -> i32 
 pub struct FileReplayed {
     pub sent: u64,
     /// Partition -> the offset after its last tick: where `run --once` ends.
-    pub ends: BTreeMap<i32, i64>,
+    pub ends: Offsets,
     pub refused: Vec<InputRefusal>,
 }
 
@@ -103,7 +104,7 @@ pub struct ReplayProgress {
 pub struct Gate {
     pub window: Window,
     pub consumed: Box<dyn Fn() -> u64 + Send>,
-    pub resume: BTreeMap<i32, i64>,
+    pub resume: Offsets,
     /// What [`produce_resumed_prefix`] did, when it ran: the ticks below `resume` are in the topic
     /// already, so they are counted, not produced again.
     pub prefix: Option<ResumedPrefix>,
@@ -134,22 +135,25 @@ pub async fn produce_resumed_prefix(
     topic: &str,
     partitions: i32,
     input: &mut InputReader,
-    resume: &BTreeMap<i32, i64>,
+    resume: &Offsets,
 ) -> anyhow::Result<ResumedPrefix> {
     let mut prefix = ResumedPrefix::default();
     let mut replayed = FileReplayed::default();
     let mut pending = VecDeque::new();
-    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut next: Offsets = BTreeMap::new();
     // Partitions whose produced ticks have not reached their resume offset yet.
-    let mut short = resume.values().filter(|&&r| r > 0).count();
+    let mut short = resume.values().filter(|&&r| r > Offset(0)).count();
     while short > 0 {
         let Some((position, payload)) = input.next_item()? else {
             break;
         };
         let key = super::replay::key_of(&payload);
         let partition = partition_of(key.as_deref(), position, partitions);
-        let offset = next.get(&partition).copied().unwrap_or(0);
-        if resume.get(&partition).is_none_or(|&r| offset >= r) {
+        let offset = next.get(&Partition(partition)).copied().unwrap_or_default();
+        if resume
+            .get(&Partition(partition))
+            .is_none_or(|&r| offset >= r)
+        {
             continue; // read by the pipeline: produce_file's
         }
         let at = Tick {
@@ -165,9 +169,9 @@ pub async fn produce_resumed_prefix(
                 continue;
             }
         }
-        let produced = next.entry(partition).or_insert(0);
-        *produced += 1;
-        if resume.get(&partition) == Some(produced) {
+        let produced = next.entry(Partition(partition)).or_default();
+        *produced = produced.next();
+        if resume.get(&Partition(partition)) == Some(produced) {
             short -= 1;
         }
         if pending.len() >= 10_000 {
@@ -194,21 +198,23 @@ pub async fn produce_file(
     let mut replayed = FileReplayed::default();
     let mut pending = VecDeque::new();
     // Partition -> offsets handed to the producer (the same as the broker's: one producer, in order).
-    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut next: Offsets = BTreeMap::new();
     while let Some((position, payload)) = input.next_item()? {
         let key = super::replay::key_of(&payload);
         let partition = partition_of(key.as_deref(), position, partitions);
-        let offset = *next.entry(partition).or_insert(0);
+        let offset = *next.entry(Partition(partition)).or_default();
         // A tick the consumer will read (past its partition's committed offset) waits for room.
-        let read = gate
-            .as_ref()
-            .is_some_and(|g| g.resume.get(&partition).is_none_or(|&r| offset >= r));
+        let read = gate.as_ref().is_some_and(|g| {
+            g.resume
+                .get(&Partition(partition))
+                .is_none_or(|&r| offset >= r)
+        });
         if let Some(prefix) = gate.as_ref().and_then(|g| g.prefix.as_ref())
             && !read
         {
             // In the topic already (produce_resumed_prefix), or refused there without an offset.
             if !prefix.skipped.contains(&position) {
-                *next.entry(partition).or_insert(0) += 1;
+                next.insert(Partition(partition), offset.next());
             }
             continue;
         }
@@ -232,7 +238,7 @@ pub async fn produce_file(
         if let Some(gate) = gate.as_mut().filter(|_| read) {
             gate.window.produced(payload.len());
         }
-        *next.entry(partition).or_insert(0) += 1;
+        next.insert(Partition(partition), offset.next());
         pending.push_back((position, payload.len(), delivery));
         if pending.len() >= 10_000 {
             settle(&mut pending, 5_000, topic, input.unit(), &mut replayed).await?;
@@ -298,8 +304,11 @@ async fn settle(
         match delivery.await {
             Ok(Ok(delivered)) => {
                 replayed.sent += 1;
-                let end = replayed.ends.entry(delivered.partition).or_insert(0);
-                *end = (*end).max(delivered.offset + 1);
+                let end = replayed
+                    .ends
+                    .entry(Partition(delivered.partition))
+                    .or_default();
+                *end = (*end).max(Offset(delivered.offset).next());
             }
             Ok(Err((e, _))) if super::replay::refused_for_good(&e) => {
                 let at = format!("{unit} {position}");
@@ -327,7 +336,7 @@ pub struct InputCheckpoint {
     pub input: String,
     pub size: u64,
     pub partitions: i32,
-    pub committed: BTreeMap<i32, i64>,
+    pub committed: Offsets,
 }
 
 impl InputCheckpoint {
@@ -393,7 +402,8 @@ impl InputCheckpoint {
     pub fn advance(&mut self, positions: &[(i32, i64)]) -> bool {
         let mut moved = false;
         for &(partition, at) in positions {
-            let committed = self.committed.entry(partition).or_insert(0);
+            let at = Offset(at);
+            let committed = self.committed.entry(Partition(partition)).or_default();
             if at > *committed {
                 *committed = at;
                 moved = true;
@@ -442,7 +452,7 @@ pub fn show_progress(
 /// replay ends, and the committed offsets are kept in a checkpoint beside the lake.
 pub struct InputFeed {
     /// Partition -> end of the replayed file, once the replay is done (or why it failed).
-    ends: tokio::sync::oneshot::Receiver<anyhow::Result<BTreeMap<i32, i64>>>,
+    ends: tokio::sync::oneshot::Receiver<anyhow::Result<Offsets>>,
     checkpoint: InputCheckpoint,
     /// When the checkpoint was last stored, and whether it has moved since.
     saved_at: Option<std::time::Instant>,
@@ -452,7 +462,7 @@ pub struct InputFeed {
 impl InputFeed {
     /// `ends` answers once the replay is done; `checkpoint` is where the file resumes.
     pub fn new(
-        ends: tokio::sync::oneshot::Receiver<anyhow::Result<BTreeMap<i32, i64>>>,
+        ends: tokio::sync::oneshot::Receiver<anyhow::Result<Offsets>>,
         checkpoint: InputCheckpoint,
     ) -> Self {
         Self {
@@ -557,7 +567,7 @@ mod tests {
         assert!(c.advance(&[(0, 10), (2, 5)]));
         assert!(!c.advance(&[(0, 9)]));
         assert!(c.advance(&[(0, 11)]));
-        assert_eq!(c.committed, BTreeMap::from([(0, 11), (2, 5)]));
+        assert_eq!(c.committed, crate::position::offsets([(0, 11), (2, 5)]));
         let name = c.object_name("stock-stream");
         assert!(
             name.starts_with("_checkpoints/stock-stream/input-"),

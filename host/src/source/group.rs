@@ -8,6 +8,7 @@
 //! a blocking librdkafka call bounded by [`KAFKA_TIMEOUT`], run with `block_in_place` so the
 //! runtime's other tasks (stores, bulk requests) go on meanwhile.
 
+use crate::position::{Offset, Offsets, Partition};
 use crate::sink::SourceRef;
 use crate::source::kafka::{self, Connection, KafkaConfig};
 use crate::source::member::{self, ConsumerNotes, GroupMember, PipelineConsumer};
@@ -117,7 +118,7 @@ impl Membership {
 
     /// The partitions consumed from, each with the offset after its last message (or where it
     /// resumes, before the first).
-    pub fn consumed_to(&self) -> &BTreeMap<i32, i64> {
+    pub fn consumed_to(&self) -> &Offsets {
         self.positions.next()
     }
 
@@ -197,14 +198,14 @@ impl Membership {
             let committed = kafka::committed_offsets(
                 consumer,
                 topic,
-                partitions.iter().copied(),
+                partitions.iter().copied().map(Partition),
                 KAFKA_TIMEOUT,
             )?;
             partitions
                 .iter()
                 .map(|&p| {
                     let (low, high) = kafka::watermarks(consumer, topic, p, KAFKA_TIMEOUT)?;
-                    Ok((p, committed.get(&p).copied(), low, high))
+                    Ok((p, committed.get(&Partition(p)).map(|o| o.0), low, high))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()
         });
@@ -232,7 +233,7 @@ impl Membership {
                 self.telemetry.offsets_lost(topic, lost);
             }
             if committed.is_none() {
-                never_committed.insert(partition, resume.unwrap_or(low));
+                never_committed.insert(Partition(partition), Offset(resume.unwrap_or(low)));
             }
             assigned.push((partition, Ok(committed)));
         }
@@ -271,10 +272,10 @@ impl Membership {
 
     /// Commits `positions` of the revoked partitions and lets go of them. Returns the partitions
     /// let go of (their work is no longer this host's).
-    pub fn release(&mut self, positions: &BTreeMap<i32, i64>) -> Vec<i32> {
+    pub fn release(&mut self, positions: &Offsets) -> Vec<i32> {
         let (consumer, topic) = (&**self.consumer, self.topic.as_str());
         let committed = tokio::task::block_in_place(|| {
-            let list: Vec<(i32, i64)> = positions.iter().map(|(&p, &at)| (p, at)).collect();
+            let list: Vec<(i32, i64)> = positions.iter().map(|(p, at)| (p.0, at.0)).collect();
             kafka::store_positions(consumer, topic, &list)?;
             kafka::commit_positions(consumer, topic, positions)
         });
@@ -319,7 +320,7 @@ impl Membership {
 
     /// The `--once` targets of a replayed file, given its `ends`: those, and the group's
     /// committed offsets (a partition resumed at its end has nothing left).
-    pub fn input_targets(&self, ends: BTreeMap<i32, i64>) -> anyhow::Result<OnceTargets> {
+    pub fn input_targets(&self, ends: Offsets) -> anyhow::Result<OnceTargets> {
         let committed = tokio::task::block_in_place(|| {
             kafka::committed_offsets(
                 &**self.consumer,
@@ -349,7 +350,7 @@ impl Membership {
         let (notes, topic) = (&self.notes, self.topic.as_str());
         match targets.next_step(
             self.positions.next(),
-            |p| notes.fetched_end(topic, p),
+            |p| notes.fetched_end(topic, p.0).map(Offset),
             notes.statistics_reports(),
             Instant::now(),
         ) {
@@ -395,7 +396,7 @@ impl Membership {
             kafka::committed_offsets(
                 &**self.consumer,
                 &self.topic,
-                elsewhere.iter().copied(),
+                elsewhere.iter().copied().map(Partition),
                 KAFKA_TIMEOUT,
             )
         });
@@ -436,10 +437,10 @@ impl Membership {
     /// (reported to the telemetry), and leaves the group, each Kafka call bounded by `timeout`.
     pub fn leave(
         self,
-        positions: &BTreeMap<i32, i64>,
+        positions: &Offsets,
         partitions: Vec<i32>,
         timeout: Duration,
-    ) -> anyhow::Result<BTreeMap<i32, i64>> {
+    ) -> anyhow::Result<Offsets> {
         let (consumer, topic) = (&**self.consumer, self.topic.as_str());
         if let Err(e) =
             tokio::task::block_in_place(|| kafka::commit_positions(consumer, topic, positions))
@@ -449,10 +450,16 @@ impl Membership {
             tracing::warn!(error = %format!("{e:#}"), "the final commit failed");
         }
         let committed = tokio::task::block_in_place(|| {
-            kafka::committed_offsets(consumer, topic, partitions, timeout)
+            kafka::committed_offsets(
+                consumer,
+                topic,
+                partitions.into_iter().map(Partition),
+                timeout,
+            )
         })?;
         for (&partition, &offset) in &committed {
-            self.telemetry.committed_offset(topic, partition, offset);
+            self.telemetry
+                .committed_offset(topic, partition.0, offset.0);
         }
         // Leaving the group: bounded, so that a rebalance under way cannot hang the shutdown.
         let consumer = self.consumer;

@@ -4,6 +4,7 @@
 //! [`super::group::Membership`].
 
 pub use super::kafka_config::{Connection, GroupTimeouts, KafkaConfig};
+use crate::position::{self, Offsets, Partition};
 use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
@@ -185,7 +186,7 @@ pub fn high_watermarks<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
     topic: &str,
     timeout: Duration,
-) -> anyhow::Result<BTreeMap<i32, i64>> {
+) -> anyhow::Result<Offsets> {
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
         .with_context(|| format!("metadata of {topic}"))?;
@@ -207,11 +208,13 @@ pub fn high_watermarks<C: ConsumerContext>(
             .context("building the offsets request")?;
     }
     if let Ok(answer) = consumer.offsets_for_times(latest, timeout) {
-        let ends: Option<BTreeMap<i32, i64>> = answer
+        let ends: Option<Offsets> = answer
             .elements_for_topic(topic)
             .iter()
             .map(|e| match e.offset() {
-                Offset::Offset(o) if e.error().is_ok() => Some((e.partition(), o)),
+                Offset::Offset(o) if e.error().is_ok() => {
+                    Some((Partition(e.partition()), position::Offset(o)))
+                }
                 _ => None,
             })
             .collect();
@@ -226,7 +229,7 @@ pub fn high_watermarks<C: ConsumerContext>(
             let (_, high) = consumer
                 .fetch_watermarks(topic, p, timeout)
                 .with_context(|| format!("watermarks of {topic}/{p}"))?;
-            Ok((p, high))
+            Ok((Partition(p), position::Offset(high)))
         })
         .collect()
 }
@@ -260,11 +263,11 @@ pub fn watermarks<C: ConsumerContext>(
 pub fn committed_offsets<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
     topic: &str,
-    partitions: impl IntoIterator<Item = i32>,
+    partitions: impl IntoIterator<Item = Partition>,
     timeout: Duration,
-) -> anyhow::Result<BTreeMap<i32, i64>> {
+) -> anyhow::Result<Offsets> {
     let mut tpl = TopicPartitionList::new();
-    for p in partitions {
+    for Partition(p) in partitions {
         tpl.add_partition(topic, p);
     }
     let committed = consumer
@@ -274,7 +277,7 @@ pub fn committed_offsets<C: ConsumerContext>(
         .elements()
         .iter()
         .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
+            Offset::Offset(o) => Some((Partition(e.partition()), position::Offset(o))),
             _ => None,
         })
         .collect())
@@ -301,13 +304,13 @@ pub fn store_positions<C: ConsumerContext>(
 pub fn commit_positions<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
     topic: &str,
-    positions: &BTreeMap<i32, i64>,
+    positions: &Offsets,
 ) -> anyhow::Result<()> {
     if positions.is_empty() {
         return Ok(());
     }
     let mut tpl = TopicPartitionList::new();
-    for (&partition, &next) in positions {
+    for (&Partition(partition), &position::Offset(next)) in positions {
         tpl.add_partition_offset(topic, partition, Offset::Offset(next))
             .context("building the offsets list")?;
     }

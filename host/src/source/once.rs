@@ -1,6 +1,7 @@
 //! The `--once` stopping rule: when a run has read everything that was in the topic at start.
 
 use super::kafka;
+use crate::position::{Offset, Offsets, Partition};
 use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -13,10 +14,10 @@ use std::time::{Duration, Instant};
 /// going; with statistics off (`kafka.statistics_interval_ms` = 0) the ends read at start hold.
 #[derive(Debug)]
 pub struct OnceTargets {
-    pub ends: BTreeMap<i32, i64>,
+    pub ends: Offsets,
     /// The group's committed offsets at start: a partition already consumed to its end is done.
-    committed: BTreeMap<i32, i64>,
-    raised: HashSet<i32>,
+    committed: Offsets,
+    raised: HashSet<Partition>,
     statistics_interval: Duration,
     /// Since when, and after how many statistics reports, the run has waited for fetched ends.
     awaiting: Option<(Instant, u64)>,
@@ -27,18 +28,14 @@ pub struct OnceTargets {
 pub enum OnceStep {
     Done,
     /// Ends raised (partition → new end): go on.
-    Raised(BTreeMap<i32, i64>),
+    Raised(Offsets),
     /// Messages past an end turned up before the fetched ends were known: go on consuming until
     /// the next statistics report (at most two intervals).
     AwaitStatistics,
 }
 
 impl OnceTargets {
-    pub fn new(
-        ends: BTreeMap<i32, i64>,
-        committed: BTreeMap<i32, i64>,
-        statistics_interval: Duration,
-    ) -> Self {
+    pub fn new(ends: Offsets, committed: Offsets, statistics_interval: Duration) -> Self {
         Self {
             ends,
             committed,
@@ -50,7 +47,7 @@ impl OnceTargets {
 
     /// The group's committed offsets read again: partitions another member of the group holds
     /// count as done once it has committed them to their end (a backfill spread over hosts).
-    pub fn committed_since(&mut self, committed: BTreeMap<i32, i64>) {
+    pub fn committed_since(&mut self, committed: Offsets) {
         for (p, at) in committed {
             let known = self.committed.entry(p).or_insert(at);
             *known = (*known).max(at);
@@ -58,23 +55,23 @@ impl OnceTargets {
     }
 
     /// Every partition consumed (or committed) up to its end.
-    pub fn reached(&self, consumed_to: &BTreeMap<i32, i64>) -> bool {
+    pub fn reached(&self, consumed_to: &Offsets) -> bool {
         self.short_of_end(consumed_to).is_empty()
     }
 
     /// The partitions not yet consumed (nor committed) up to their end.
-    pub fn short_of_end(&self, consumed_to: &BTreeMap<i32, i64>) -> Vec<i32> {
+    pub fn short_of_end(&self, consumed_to: &Offsets) -> Vec<i32> {
         self.ends
             .iter()
             .filter(|(p, end)| {
-                **end != 0
+                **end != Offset(0)
                     && consumed_to
                         .get(p)
                         .copied()
                         .max(self.committed.get(p).copied())
                         .is_none_or(|at| at < **end)
             })
-            .map(|(p, _)| *p)
+            .map(|(p, _)| p.0)
             .collect()
     }
 
@@ -82,8 +79,8 @@ impl OnceTargets {
     /// ends where those are higher, or waits for them where messages went past an end.
     pub fn next_step(
         &mut self,
-        consumed_to: &BTreeMap<i32, i64>,
-        fetched_end: impl Fn(i32) -> Option<i64>,
+        consumed_to: &Offsets,
+        fetched_end: impl Fn(Partition) -> Option<Offset>,
         statistics_reports: u64,
         now: Instant,
     ) -> OnceStep {
@@ -153,11 +150,11 @@ impl OnceTargets {
 #[cfg(test)]
 mod tests {
     use super::{OnceStep, OnceTargets};
-    use std::collections::BTreeMap;
+    use crate::position::{Offset, Offsets};
     use std::time::{Duration, Instant};
 
-    fn map(pairs: &[(i32, i64)]) -> BTreeMap<i32, i64> {
-        pairs.iter().copied().collect()
+    fn map(pairs: &[(i32, i64)]) -> Offsets {
+        crate::position::offsets(pairs.iter().copied())
     }
 
     const STATS: Duration = Duration::from_secs(2);
@@ -243,7 +240,7 @@ mod tests {
         );
         // A report came and said nothing higher: done.
         assert_eq!(
-            targets.next_step(&consumed, |_| Some(1), 6, start),
+            targets.next_step(&consumed, |_| Some(Offset(1)), 6, start),
             OnceStep::Done
         );
         // No report within two intervals: done.

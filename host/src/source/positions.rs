@@ -8,8 +8,8 @@
 //! embedded cluster's cap), and is reported, never skipped silently. The rest of a gap is not data
 //! (compaction, transaction markers).
 
+use crate::position::{Offset, Offsets, Partition};
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 /// Offsets `from..to` of `partition` that the group never consumed and the broker no longer has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -57,7 +57,7 @@ fn lost_below(partition: i32, from: i64, to: i64) -> Option<LostRange> {
 /// Partition → the offset its next message should have.
 #[derive(Debug, Default)]
 pub struct Positions {
-    next: BTreeMap<i32, i64>,
+    next: Offsets,
 }
 
 impl Positions {
@@ -72,31 +72,35 @@ impl Positions {
         log_start: i64,
     ) -> Option<LostRange> {
         let resume = committed.unwrap_or(log_start).max(0);
-        self.next.insert(partition, resume.max(log_start));
+        self.next
+            .insert(Partition(partition), Offset(resume.max(log_start)));
         lost_below(partition, resume, log_start)
     }
 
     /// A message of `partition` at `offset` was consumed. Returns the gap before it, if it skipped
     /// any offsets past the expected position (to be checked against the log start).
     pub fn consumed(&mut self, partition: i32, offset: i64) -> Option<Gap> {
-        let next = self.next.entry(partition).or_insert(offset);
-        let gap = (offset > *next).then_some(Gap {
+        let next = self
+            .next
+            .entry(Partition(partition))
+            .or_insert(Offset(offset));
+        let gap = (offset > next.0).then_some(Gap {
             partition,
-            from: *next,
+            from: next.0,
             to: offset,
         });
-        *next = (*next).max(offset + 1);
+        *next = (*next).max(Offset(offset).next());
         gap
     }
 
     /// The partition is no longer this host's.
     pub fn forget(&mut self, partition: i32) {
-        self.next.remove(&partition);
+        self.next.remove(&Partition(partition));
     }
 
     /// Partition → the offset after the last message consumed (or where it resumes, before the
     /// first).
-    pub fn next(&self) -> &BTreeMap<i32, i64> {
+    pub fn next(&self) -> &Offsets {
         &self.next
     }
 }
@@ -116,9 +120,9 @@ mod tests {
                 to: 1948
             })
         );
-        assert_eq!(p.next()[&5], 1948);
+        assert_eq!(p.next()[&Partition(5)], Offset(1948));
         assert_eq!(p.consumed(5, 1948), None);
-        assert_eq!(p.next()[&5], 1949);
+        assert_eq!(p.next()[&Partition(5)], Offset(1949));
     }
 
     #[test]
@@ -127,8 +131,8 @@ mod tests {
         assert_eq!(p.start(0, Some(700), 100), None);
         assert_eq!(p.start(1, Some(100), 100), None);
         assert_eq!(p.start(2, None, 4000), None, "never committed: never ours");
-        assert_eq!(p.next()[&0], 700);
-        assert_eq!(p.next()[&2], 4000);
+        assert_eq!(p.next()[&Partition(0)], Offset(700));
+        assert_eq!(p.next()[&Partition(2)], Offset(4000));
     }
 
     #[test]
@@ -169,7 +173,7 @@ mod tests {
             None,
             "an older offset does not move it back"
         );
-        assert_eq!(p.next()[&3], 52);
+        assert_eq!(p.next()[&Partition(3)], Offset(52));
         p.forget(3);
         assert!(p.next().is_empty());
     }

@@ -210,11 +210,12 @@ fn time_aggregate(
     for _ in 0..=rounds.max(1) {
         let owned = inputs.clone();
         let mut aggregation = Aggregation::new(sandbox.clone(), component.clone(), config);
-        let mut next = std::collections::BTreeMap::new();
+        let mut next = crate::position::Offsets::new();
         let start = Instant::now();
         for (i, input) in owned.into_iter().enumerate() {
             for p in 0..3 {
-                next.insert(p, (i * batch) as i64);
+                use crate::position::{Offset, Partition};
+                next.insert(Partition(p), Offset((i * batch) as i64));
             }
             let out = aggregation.process(input, &next);
             faulted += out.faulted.len();

@@ -124,7 +124,7 @@ fn kafka_group(input: &Connection, config: &Config, timeout: Duration) -> anyhow
         let partitions = ends.keys().copied();
         let mut list = rdkafka::TopicPartitionList::new();
         for p in partitions {
-            list.add_partition(&k.topic, p);
+            list.add_partition(&k.topic, p.0);
         }
         rdkafka::consumer::Consumer::committed_offsets(&client, list, timeout)
             .map_err(|e| probe.explain_after(&client, e))

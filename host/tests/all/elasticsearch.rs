@@ -6,6 +6,7 @@ use crate::es_production::{Dlq, dlq};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
+use stockpipe::position::{Offset, Partition};
 use stockpipe::sink::SourceRef;
 use stockpipe::sink::elasticsearch::{
     BulkItem, BulkShape, DeadLetters, Delivery, ElasticsearchSection, EsAuth, EsError, EsSettings,
@@ -537,7 +538,7 @@ async fn a_shutdown_gets_through_while_elasticsearch_is_down() {
         "reported only when a request completes"
     );
     assert!(
-        summary.committed_offsets.values().all(|&o| o == 0),
+        summary.committed_offsets.values().all(|o| o.0 == 0),
         "nothing committed past what Elasticsearch acknowledged: {summary:?}"
     );
     assert!(bulk_requests(&server).await.len() > 3, "it kept retrying");
@@ -606,5 +607,9 @@ async fn a_long_outage_does_not_cost_the_group_membership() {
     assert_eq!(summary.counts.consumed, 100, "{summary:?}");
     assert_eq!(summary.counts.indexed, 100, "{summary:?}");
     assert_eq!(summary.counts.lake_lines, 100, "{summary:?}");
-    assert_eq!(summary.committed_offsets.get(&0), Some(&100), "{summary:?}");
+    assert_eq!(
+        summary.committed_offsets.get(&Partition(0)),
+        Some(&Offset(100)),
+        "{summary:?}"
+    );
 }

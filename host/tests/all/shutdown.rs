@@ -142,7 +142,7 @@ async fn the_whole_stop_takes_one_grace_period() {
     );
     assert_eq!(summary.counts.indexed, 0);
     assert!(
-        summary.committed_offsets.values().all(|&o| o == 0),
+        summary.committed_offsets.values().all(|o| o.0 == 0),
         "{summary:?}"
     );
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use stockpipe::chain::swap::GuestRegistry;
 use stockpipe::config::Config;
 use stockpipe::pipeline::RunSummary;
+use stockpipe::position::Offsets;
 use stockpipe::runtime::{StageKind, component_version, embedded_component};
 use stockpipe::sink::kafka::headers;
 use stockpipe::source::embedded::EmbeddedKafka;
@@ -198,7 +199,7 @@ async fn a_swap_under_a_continuous_stream_processes_every_tick_once_with_one_ver
         );
     }
     assert_eq!(
-        summary.committed_offsets.values().sum::<i64>() as u64,
+        summary.committed_offsets.values().map(|o| o.0).sum::<i64>() as u64,
         total
     );
 }
@@ -566,7 +567,7 @@ async fn a_second_member_of_the_group_takes_partitions_without_losing_a_tick() {
         kafka_source::high_watermarks(&probe, "stock-stream", Duration::from_secs(10))
     })
     .unwrap();
-    assert_eq!(high.values().sum::<i64>() as u64, total);
+    assert_eq!(high.values().map(|o| o.0).sum::<i64>() as u64, total);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let group = stockpipe_group_committed(&brokers, &high).await;
@@ -602,7 +603,7 @@ async fn a_second_member_of_the_group_takes_partitions_without_losing_a_tick() {
 }
 
 /// The `stockpipe` group's committed offsets, read by a throw-away member of that group.
-async fn stockpipe_group_committed(brokers: &str, high: &BTreeMap<i32, i64>) -> BTreeMap<i32, i64> {
+async fn stockpipe_group_committed(brokers: &str, high: &Offsets) -> Offsets {
     let (brokers, partitions) = (
         brokers.to_string(),
         high.keys().copied().collect::<Vec<_>>(),
