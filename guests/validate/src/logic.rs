@@ -5,6 +5,7 @@
 //! it (the last trade may print outside the day's range as reported in the same quote).
 #![forbid(unsafe_code)]
 
+use crate::fast;
 use stockpipe_model::{DepthLevel, ReasonCode, Rejection, TickRef};
 
 pub use stockpipe_model::validate::ValidateConfig;
@@ -23,82 +24,18 @@ pub fn is_padding(level: &DepthLevel) -> bool {
     level.price == 0.0 && level.orders == 0 && level.quantity == 0
 }
 
+/// The rules of [`explain`]; most ticks pass, and [`fast::passes`] says so at a fraction of the
+/// cost. A guest of your own can drop the fast path and call `explain` alone: the verdicts are
+/// the same.
 pub fn validate_tick(config: &ValidateConfig, t: &TickRef<'_>) -> Result<(), Rejection> {
-    if passes(config, t) {
+    if fast::passes(config, t) {
         return Ok(());
     }
     explain(config, t)
 }
 
-/// Every rule of [`explain`] at once, as integer tests on the values' bits combined without early
-/// exits: true exactly when `explain` accepts the tick (a test holds the two to that). Nearly every
-/// tick passes, and this shape costs a fraction of the rule-by-rule walk, most of all in wasm.
-#[inline]
-fn passes(config: &ValidateConfig, t: &TickRef<'_>) -> bool {
-    let in_window = (t.timestamp_us >= config.min_timestamp_us)
-        & ((config.max_timestamp_us == 0) | (t.timestamp_us <= config.max_timestamp_us));
-    let prices = positive_finite(t.last_price)
-        & positive_finite(t.average_price)
-        & positive_finite(t.open)
-        & positive_finite(t.high)
-        & positive_finite(t.low)
-        & positive_finite(t.close);
-    // With both positive and finite, their bit patterns order like the values.
-    let range = t.low.to_bits() <= t.high.to_bits();
-    let quantities = (t.volume | t.sell_quantity | t.last_quantity) >= 0;
-    if !(in_window & prices & finite(t.change) & range & quantities) {
-        return false;
-    }
-    let (Some(bid), Some(ask)) = (
-        side_passes(t.depth_buy, |better, worse| better >= worse),
-        side_passes(t.depth_sell, |better, worse| better <= worse),
-    ) else {
-        return false;
-    };
-    match (bid, ask) {
-        (Some(bid), Some(ask)) => bid <= ask,
-        _ => true,
-    }
-}
-
-/// `Some(best price's bits)` when the side passes [`check_side`]'s rules, `None` when it does not.
-/// `in_order` compares bit patterns, which order like the prices where those are positive and
-/// finite (where they are not, the side fails anyway).
-#[inline]
-fn side_passes(levels: &[DepthLevel], in_order: impl Fn(u64, u64) -> bool) -> Option<Option<u64>> {
-    let (mut ok, mut best, mut previous) = (true, None, None);
-    for level in levels {
-        let price = level.price.to_bits();
-        // Padding: a price of ±0 (the sign shifted out) and no orders or quantity.
-        if (price << 1) | (level.orders | level.quantity) as u64 == 0 {
-            continue;
-        }
-        ok &= positive_finite(level.price) & ((level.orders | level.quantity) >= 0);
-        if let Some(previous) = previous {
-            ok &= in_order(previous, price);
-        } else {
-            best = Some(price);
-        }
-        previous = Some(price);
-    }
-    ok.then_some(best)
-}
-
-/// `x > 0` and finite: the bit patterns 1 (the least subnormal) to `f64::MAX`'s.
-#[inline]
-fn positive_finite(x: f64) -> bool {
-    x.to_bits().wrapping_sub(1) < f64::MAX.to_bits()
-}
-
-/// Neither infinite nor NaN: an exponent that is not all ones.
-#[inline]
-fn finite(x: f64) -> bool {
-    const EXPONENT: u64 = 0x7ff0_0000_0000_0000;
-    x.to_bits() & EXPONENT != EXPONENT
-}
-
 /// The rules one by one, with the first one a tick breaks named in the rejection.
-fn explain(config: &ValidateConfig, t: &TickRef<'_>) -> Result<(), Rejection> {
+pub fn explain(config: &ValidateConfig, t: &TickRef<'_>) -> Result<(), Rejection> {
     if t.timestamp_us < config.min_timestamp_us {
         return Err(Rejection::new(
             ReasonCode::BadTimestamp,
@@ -436,7 +373,7 @@ mod tests {
                 }
             }
             let config = &configs[next(configs.len())];
-            let fast = passes(config, &t.view());
+            let fast = fast::passes(config, &t.view());
             let rules = explain(config, &t.view());
             assert_eq!(fast, rules.is_ok(), "{t:?}: {rules:?}");
             if fast { accepted += 1 } else { refused += 1 }

@@ -71,6 +71,10 @@ fn stage_files(stage: ChainStage) -> &'static [(&'static str, &'static str)] {
                 include_str!("../../../guests/validate/src/logic.rs"),
             ),
             (
+                "src/fast.rs",
+                include_str!("../../../guests/validate/src/fast.rs"),
+            ),
+            (
                 "fixtures/refusals/input.jsonl",
                 include_str!("../../../guests/validate/fixtures/refusals/input.jsonl"),
             ),
