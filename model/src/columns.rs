@@ -5,25 +5,37 @@
 //! vectors into a [`TickColumns`] (no copy), checks it, and hands [`TickRef`]s to its logic. Depth
 //! levels are concatenated per side, with a count per tick.
 
-use crate::{DepthLevel, Enrichment, Rejection, Tick, TickRef};
+use crate::{DepthLevel, Enrichment, Fields, Rejection, Tick, TickMode, TickRef, feature_bits};
 
 /// Most depth levels one side of one tick may carry (the count column is a `u8`).
 pub const MAX_LEVELS: usize = u8::MAX as usize;
 
+/// A batch of ticks column by column (the WIT `tick-batch`): a tick's optional field holds a
+/// value where its bit in `present` is set, 0 where it is not.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TickColumns {
     pub timestamp_us: Vec<i64>,
     pub instrument_token: Vec<u64>,
     pub last_price: Vec<f64>,
+    /// Per tick, its [`Fields`] bits.
+    pub present: Vec<u32>,
     pub volume: Vec<i64>,
+    pub buy_quantity: Vec<i64>,
     pub sell_quantity: Vec<i64>,
     pub last_quantity: Vec<i64>,
     pub change: Vec<f64>,
+    pub net_change: Vec<f64>,
     pub average_price: Vec<f64>,
     pub open: Vec<f64>,
     pub high: Vec<f64>,
     pub low: Vec<f64>,
     pub close: Vec<f64>,
+    pub oi: Vec<i64>,
+    pub oi_day_high: Vec<i64>,
+    pub oi_day_low: Vec<i64>,
+    pub last_trade_time_us: Vec<i64>,
+    pub exchange_timestamp_us: Vec<i64>,
+    pub mode: Vec<u8>,
     pub bid_count: Vec<u8>,
     pub bid_price: Vec<f64>,
     pub bid_orders: Vec<i64>,
@@ -34,6 +46,12 @@ pub struct TickColumns {
     pub ask_quantity: Vec<i64>,
 }
 
+/// The value of an optional field where `present` has its bit, `None` elsewhere.
+#[inline]
+fn optional<T: Copy>(present: Fields, bit: Fields, value: T) -> Option<T> {
+    present.has(bit).then_some(value)
+}
+
 impl TickColumns {
     /// Builds the columns of a batch. Panics if a side has more than [`MAX_LEVELS`] levels (the
     /// host's decoder refuses such ticks).
@@ -42,59 +60,18 @@ impl TickColumns {
         Self::from_views(&views)
     }
 
-    /// The columns of a batch of views: each column collected in one pass of its own (exact sizes,
-    /// no per-value capacity checks), the levels of each side extended tick by tick. Panics if a
-    /// side has more than [`MAX_LEVELS`] levels.
+    /// The columns of a batch of views. Panics if a side has more than [`MAX_LEVELS`] levels.
     pub fn from_views(ticks: &[TickRef<'_>]) -> Self {
-        fn column<T>(ticks: &[TickRef<'_>], field: impl Fn(&TickRef<'_>) -> T) -> Vec<T> {
-            ticks.iter().map(field).collect()
+        let levels: usize = ticks
+            .iter()
+            .map(|t| t.depth_buy.len().max(t.depth_sell.len()))
+            .max()
+            .unwrap_or(0);
+        let mut out = Self::with_capacity(ticks.len(), levels);
+        for t in ticks {
+            out.push(t);
         }
-        let count = |levels: &[DepthLevel]| {
-            u8::try_from(levels.len()).expect("the decoder bounds depth at 255 levels")
-        };
-        type LevelColumns = (Vec<f64>, Vec<i64>, Vec<i64>);
-        fn side<'t>(
-            ticks: &[TickRef<'t>],
-            levels: impl Fn(&TickRef<'t>) -> &'t [DepthLevel],
-        ) -> LevelColumns {
-            let total = ticks.iter().map(|t| levels(t).len()).sum();
-            let (mut price, mut orders, mut quantity) = (
-                Vec::with_capacity(total),
-                Vec::with_capacity(total),
-                Vec::with_capacity(total),
-            );
-            for t in ticks {
-                let l = levels(t);
-                price.extend(l.iter().map(|l| l.price));
-                orders.extend(l.iter().map(|l| l.orders));
-                quantity.extend(l.iter().map(|l| l.quantity));
-            }
-            (price, orders, quantity)
-        }
-        let (bid_price, bid_orders, bid_quantity) = side(ticks, |t| t.depth_buy);
-        let (ask_price, ask_orders, ask_quantity) = side(ticks, |t| t.depth_sell);
-        Self {
-            timestamp_us: column(ticks, |t| t.timestamp_us),
-            instrument_token: column(ticks, |t| t.instrument_token),
-            last_price: column(ticks, |t| t.last_price),
-            volume: column(ticks, |t| t.volume),
-            sell_quantity: column(ticks, |t| t.sell_quantity),
-            last_quantity: column(ticks, |t| t.last_quantity),
-            change: column(ticks, |t| t.change),
-            average_price: column(ticks, |t| t.average_price),
-            open: column(ticks, |t| t.open),
-            high: column(ticks, |t| t.high),
-            low: column(ticks, |t| t.low),
-            close: column(ticks, |t| t.close),
-            bid_count: column(ticks, |t| count(t.depth_buy)),
-            bid_price,
-            bid_orders,
-            bid_quantity,
-            ask_count: column(ticks, |t| count(t.depth_sell)),
-            ask_price,
-            ask_orders,
-            ask_quantity,
-        }
+        out
     }
 
     /// Empty columns with room for `ticks` ticks of `levels` levels a side.
@@ -104,15 +81,24 @@ impl TickColumns {
             timestamp_us: Vec::with_capacity(ticks),
             instrument_token: Vec::with_capacity(ticks),
             last_price: Vec::with_capacity(ticks),
+            present: Vec::with_capacity(ticks),
             volume: Vec::with_capacity(ticks),
+            buy_quantity: Vec::with_capacity(ticks),
             sell_quantity: Vec::with_capacity(ticks),
             last_quantity: Vec::with_capacity(ticks),
             change: Vec::with_capacity(ticks),
+            net_change: Vec::with_capacity(ticks),
             average_price: Vec::with_capacity(ticks),
             open: Vec::with_capacity(ticks),
             high: Vec::with_capacity(ticks),
             low: Vec::with_capacity(ticks),
             close: Vec::with_capacity(ticks),
+            oi: Vec::with_capacity(ticks),
+            oi_day_high: Vec::with_capacity(ticks),
+            oi_day_low: Vec::with_capacity(ticks),
+            last_trade_time_us: Vec::with_capacity(ticks),
+            exchange_timestamp_us: Vec::with_capacity(ticks),
+            mode: Vec::with_capacity(ticks),
             bid_count: Vec::with_capacity(ticks),
             bid_price: Vec::with_capacity(per_level),
             bid_orders: Vec::with_capacity(per_level),
@@ -144,15 +130,26 @@ impl TickColumns {
         self.timestamp_us.push(t.timestamp_us);
         self.instrument_token.push(t.instrument_token);
         self.last_price.push(t.last_price);
-        self.volume.push(t.volume);
-        self.sell_quantity.push(t.sell_quantity);
-        self.last_quantity.push(t.last_quantity);
-        self.change.push(t.change);
-        self.average_price.push(t.average_price);
-        self.open.push(t.open);
-        self.high.push(t.high);
-        self.low.push(t.low);
-        self.close.push(t.close);
+        self.present.push(t.fields().0);
+        self.volume.push(t.volume.unwrap_or(0));
+        self.buy_quantity.push(t.buy_quantity.unwrap_or(0));
+        self.sell_quantity.push(t.sell_quantity.unwrap_or(0));
+        self.last_quantity.push(t.last_quantity.unwrap_or(0));
+        self.change.push(t.change.unwrap_or(0.0));
+        self.net_change.push(t.net_change.unwrap_or(0.0));
+        self.average_price.push(t.average_price.unwrap_or(0.0));
+        self.open.push(t.open.unwrap_or(0.0));
+        self.high.push(t.high.unwrap_or(0.0));
+        self.low.push(t.low.unwrap_or(0.0));
+        self.close.push(t.close.unwrap_or(0.0));
+        self.oi.push(t.oi.unwrap_or(0));
+        self.oi_day_high.push(t.oi_day_high.unwrap_or(0));
+        self.oi_day_low.push(t.oi_day_low.unwrap_or(0));
+        self.last_trade_time_us
+            .push(t.last_trade_time_us.unwrap_or(0));
+        self.exchange_timestamp_us
+            .push(t.exchange_timestamp_us.unwrap_or(0));
+        self.mode.push(t.mode.map_or(0, |m| m as u8));
         self.bid_count.push(count(t.depth_buy));
         self.ask_count.push(count(t.depth_sell));
         for l in t.depth_buy {
@@ -181,20 +178,40 @@ impl TickColumns {
         let per_tick = [
             ("instrument_token", self.instrument_token.len()),
             ("last_price", self.last_price.len()),
+            ("present", self.present.len()),
             ("volume", self.volume.len()),
+            ("buy_quantity", self.buy_quantity.len()),
             ("sell_quantity", self.sell_quantity.len()),
             ("last_quantity", self.last_quantity.len()),
             ("change", self.change.len()),
+            ("net_change", self.net_change.len()),
             ("average_price", self.average_price.len()),
             ("open", self.open.len()),
             ("high", self.high.len()),
             ("low", self.low.len()),
             ("close", self.close.len()),
+            ("oi", self.oi.len()),
+            ("oi_day_high", self.oi_day_high.len()),
+            ("oi_day_low", self.oi_day_low.len()),
+            ("last_trade_time_us", self.last_trade_time_us.len()),
+            ("exchange_timestamp_us", self.exchange_timestamp_us.len()),
+            ("mode", self.mode.len()),
             ("bid_count", self.bid_count.len()),
             ("ask_count", self.ask_count.len()),
         ];
         if let Some((name, len)) = per_tick.iter().find(|(_, len)| *len != n) {
             return Err(format!("column {name} has {len} entries for {n} ticks"));
+        }
+        for (i, &bits) in self.present.iter().enumerate() {
+            if bits & !Fields::ALL.0 != 0 {
+                return Err(format!("tick {i}: present has undefined bits {bits:#x}"));
+            }
+            if Fields(bits).has(Fields::MODE) && TickMode::from_number(self.mode[i]).is_none() {
+                return Err(format!("tick {i}: mode {} is not 1, 2 or 3", self.mode[i]));
+            }
+            if !Fields(bits).has(Fields::DEPTH) && (self.bid_count[i] | self.ask_count[i]) != 0 {
+                return Err(format!("tick {i}: depth levels without the depth bit"));
+            }
         }
         let bids: usize = self.bid_count.iter().map(|&c| usize::from(c)).sum();
         let asks: usize = self.ask_count.iter().map(|&c| usize::from(c)).sum();
@@ -244,19 +261,39 @@ impl TickColumns {
                     usize::from(self.bid_count[i]),
                     usize::from(self.ask_count[i]),
                 );
+                let p = Fields(self.present[i]);
                 let view = TickRef {
                     timestamp_us: self.timestamp_us[i],
                     instrument_token: self.instrument_token[i],
                     last_price: self.last_price[i],
-                    volume: self.volume[i],
-                    sell_quantity: self.sell_quantity[i],
-                    last_quantity: self.last_quantity[i],
-                    change: self.change[i],
-                    average_price: self.average_price[i],
-                    open: self.open[i],
-                    high: self.high[i],
-                    low: self.low[i],
-                    close: self.close[i],
+                    volume: optional(p, Fields::VOLUME, self.volume[i]),
+                    buy_quantity: optional(p, Fields::BUY_QUANTITY, self.buy_quantity[i]),
+                    sell_quantity: optional(p, Fields::SELL_QUANTITY, self.sell_quantity[i]),
+                    last_quantity: optional(p, Fields::LAST_QUANTITY, self.last_quantity[i]),
+                    change: optional(p, Fields::CHANGE, self.change[i]),
+                    net_change: optional(p, Fields::NET_CHANGE, self.net_change[i]),
+                    average_price: optional(p, Fields::AVERAGE_PRICE, self.average_price[i]),
+                    open: optional(p, Fields::OPEN, self.open[i]),
+                    high: optional(p, Fields::HIGH, self.high[i]),
+                    low: optional(p, Fields::LOW, self.low[i]),
+                    close: optional(p, Fields::CLOSE, self.close[i]),
+                    oi: optional(p, Fields::OI, self.oi[i]),
+                    oi_day_high: optional(p, Fields::OI_DAY_HIGH, self.oi_day_high[i]),
+                    oi_day_low: optional(p, Fields::OI_DAY_LOW, self.oi_day_low[i]),
+                    last_trade_time_us: optional(
+                        p,
+                        Fields::LAST_TRADE_TIME,
+                        self.last_trade_time_us[i],
+                    ),
+                    exchange_timestamp_us: optional(
+                        p,
+                        Fields::EXCHANGE_TIMESTAMP,
+                        self.exchange_timestamp_us[i],
+                    ),
+                    mode: optional(p, Fields::MODE, self.mode[i]).and_then(TickMode::from_number),
+                    tradable: optional(p, Fields::TRADABLE_KNOWN, p.has(Fields::TRADABLE)),
+                    timestamp_from_kafka: p.has(Fields::TIMESTAMP_FROM_KAFKA),
+                    has_depth: p.has(Fields::DEPTH),
                     depth_buy: &bids[b..b + nb],
                     depth_sell: &asks[a..a + na],
                 };
@@ -272,7 +309,8 @@ impl TickColumns {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EnrichmentColumns {
     pub rejected: Vec<Option<Rejection>>,
-    pub event_id: Vec<u64>,
+    /// Per tick, its [`feature_bits`].
+    pub present: Vec<u32>,
     pub mid_price: Vec<f64>,
     pub spread: Vec<f64>,
     pub spread_bps: Vec<f64>,
@@ -291,14 +329,21 @@ impl EnrichmentColumns {
                 Ok(e) => (e, None),
                 Err(r) => (Enrichment::default(), Some(r)),
             };
+            let bit = |v: Option<f64>, b: u32| if v.is_some() { b } else { 0 };
             c.rejected.push(rejected);
-            c.event_id.push(e.event_id);
+            c.present.push(
+                bit(e.spread, feature_bits::SPREAD)
+                    | bit(e.spread_bps, feature_bits::SPREAD_BPS)
+                    | bit(e.book_imbalance, feature_bits::BOOK_IMBALANCE)
+                    | bit(e.notional, feature_bits::NOTIONAL)
+                    | bit(e.deviation_bps, feature_bits::DEVIATION_BPS),
+            );
             c.mid_price.push(e.mid_price);
-            c.spread.push(e.spread);
-            c.spread_bps.push(e.spread_bps);
-            c.book_imbalance.push(e.book_imbalance);
-            c.notional.push(e.notional);
-            c.deviation_bps.push(e.deviation_bps);
+            c.spread.push(e.spread.unwrap_or(0.0));
+            c.spread_bps.push(e.spread_bps.unwrap_or(0.0));
+            c.book_imbalance.push(e.book_imbalance.unwrap_or(0.0));
+            c.notional.push(e.notional.unwrap_or(0.0));
+            c.deviation_bps.push(e.deviation_bps.unwrap_or(0.0));
             c.hour.push(e.hour);
             c.minute.push(e.minute);
         }
@@ -309,7 +354,7 @@ impl EnrichmentColumns {
     pub fn into_outcomes(self) -> Result<Vec<Result<Enrichment, Rejection>>, String> {
         let n = self.rejected.len();
         let lens = [
-            self.event_id.len(),
+            self.present.len(),
             self.mid_price.len(),
             self.spread.len(),
             self.spread_bps.len(),
@@ -330,17 +375,20 @@ impl EnrichmentColumns {
             .enumerate()
             .map(|(i, rejected)| match rejected {
                 Some(r) => Err(r),
-                None => Ok(Enrichment {
-                    event_id: self.event_id[i],
-                    mid_price: self.mid_price[i],
-                    spread: self.spread[i],
-                    spread_bps: self.spread_bps[i],
-                    book_imbalance: self.book_imbalance[i],
-                    notional: self.notional[i],
-                    deviation_bps: self.deviation_bps[i],
-                    hour: self.hour[i],
-                    minute: self.minute[i],
-                }),
+                None => {
+                    let p = self.present[i];
+                    let get = |b: u32, v: f64| (p & b != 0).then_some(v);
+                    Ok(Enrichment {
+                        mid_price: self.mid_price[i],
+                        spread: get(feature_bits::SPREAD, self.spread[i]),
+                        spread_bps: get(feature_bits::SPREAD_BPS, self.spread_bps[i]),
+                        book_imbalance: get(feature_bits::BOOK_IMBALANCE, self.book_imbalance[i]),
+                        notional: get(feature_bits::NOTIONAL, self.notional[i]),
+                        deviation_bps: get(feature_bits::DEVIATION_BPS, self.deviation_bps[i]),
+                        hour: self.hour[i],
+                        minute: self.minute[i],
+                    })
+                }
             })
             .collect())
     }
@@ -405,8 +453,9 @@ mod tests {
     #[test]
     fn enrichment_columns_round_trip() {
         let e = Enrichment {
-            event_id: 9,
             mid_price: 1.5,
+            spread: Some(0.25),
+            notional: Some(0.0),
             hour: 7,
             ..Enrichment::default()
         };

@@ -10,18 +10,16 @@ pub fn tick() -> Tick {
         quantity,
     };
     Tick {
-        timestamp_us: 1_497_944_105_284_824,
-        instrument_token: 136_519_172,
-        last_price: 253.95,
-        volume: 53_611,
-        sell_quantity: 63_121,
-        last_quantity: 10,
-        change: 0.019_692_792_438,
-        average_price: 253.84,
-        open: 254.0,
-        high: 254.95,
-        low: 253.1,
-        close: 253.9,
+        volume: Some(53_611),
+        sell_quantity: Some(63_121),
+        last_quantity: Some(10),
+        change: Some(0.019_692_792_438),
+        average_price: Some(253.84),
+        open: Some(254.0),
+        high: Some(254.95),
+        low: Some(253.1),
+        close: Some(253.9),
+        has_depth: true,
         depth_buy: vec![
             level(253.7, 3, 1068),
             level(253.6, 4, 958),
@@ -36,5 +34,14 @@ pub fn tick() -> Tick {
             level(254.1, 7, 1107),
             level(254.15, 3, 532),
         ],
+        ..Tick::bare(1_497_944_105_284_824, 136_519_172, 253.95)
+    }
+}
+
+/// A tick of Kite's `ltp` mode: the instrument and its last price.
+pub fn ltp_tick() -> Tick {
+    Tick {
+        mode: Some(crate::TickMode::Ltp),
+        ..Tick::bare(1_497_944_105_284_824, 136_519_172, 253.95)
     }
 }

@@ -216,20 +216,19 @@ fn decode_unbounded(bytes: &[u8], naive_offset_minutes: i32) -> Result<Tick, Dec
                     .collect()
             };
             return Ok(Tick {
-                timestamp_us,
-                instrument_token: t.instrument_token,
-                last_price: t.last_price,
-                volume: t.volume,
-                sell_quantity: t.sell_quantity,
-                last_quantity: t.last_quantity,
-                change: t.change,
-                average_price: t.average_price,
-                open: t.open,
-                high: t.high,
-                low: t.low,
-                close: t.close,
+                volume: Some(t.volume),
+                sell_quantity: Some(t.sell_quantity),
+                last_quantity: Some(t.last_quantity),
+                change: Some(t.change),
+                average_price: Some(t.average_price),
+                open: Some(t.open),
+                high: Some(t.high),
+                low: Some(t.low),
+                close: Some(t.close),
+                has_depth: true,
                 depth_buy: levels(t.depth.buy),
                 depth_sell: levels(t.depth.sell),
+                ..Tick::bare(timestamp_us, t.instrument_token, t.last_price)
             });
         }
     }
@@ -277,21 +276,21 @@ fn decode_tick_slow(bytes: &[u8], naive_offset_minutes: i32) -> Result<Tick, Dec
             ));
         }
     };
+    let last_price = float(obj, "last_price")?;
     Ok(Tick {
-        timestamp_us,
-        instrument_token,
-        last_price: float(obj, "last_price")?,
-        volume: integer(obj, "volume")?,
-        sell_quantity: integer(obj, "sell_quantity")?,
-        last_quantity: integer(obj, "last_quantity")?,
-        change: float(obj, "change")?,
-        average_price: float(obj, "average_price")?,
-        open: float(obj, "open")?,
-        high: float(obj, "high")?,
-        low: float(obj, "low")?,
-        close: float(obj, "close")?,
+        volume: Some(integer(obj, "volume")?),
+        sell_quantity: Some(integer(obj, "sell_quantity")?),
+        last_quantity: Some(integer(obj, "last_quantity")?),
+        change: Some(float(obj, "change")?),
+        average_price: Some(float(obj, "average_price")?),
+        open: Some(float(obj, "open")?),
+        high: Some(float(obj, "high")?),
+        low: Some(float(obj, "low")?),
+        close: Some(float(obj, "close")?),
+        has_depth: true,
         depth_buy: depth_side(depth, "buy")?,
         depth_sell: depth_side(depth, "sell")?,
+        ..Tick::bare(timestamp_us, instrument_token, last_price)
     })
 }
 
@@ -316,23 +315,38 @@ pub fn encode_tick(t: &Tick) -> Map<String, Value> {
     m
 }
 
-/// Every field but the timestamp, for callers that write their own timestamp form.
+/// Every field but the timestamp, for callers that write their own timestamp form; an absent
+/// field is left out.
 pub fn tick_fields(t: &Tick, m: &mut Map<String, Value>) {
+    fn put<T: Into<Value>>(m: &mut Map<String, Value>, name: &str, value: Option<T>) {
+        if let Some(v) = value {
+            m.insert(name.into(), v.into());
+        }
+    }
     m.insert("instrument_token".into(), t.instrument_token.into());
     m.insert("last_price".into(), t.last_price.into());
-    m.insert("volume".into(), t.volume.into());
-    m.insert("sell_quantity".into(), t.sell_quantity.into());
-    m.insert("last_quantity".into(), t.last_quantity.into());
-    m.insert("change".into(), t.change.into());
-    m.insert("average_price".into(), t.average_price.into());
-    m.insert("open".into(), t.open.into());
-    m.insert("high".into(), t.high.into());
-    m.insert("low".into(), t.low.into());
-    m.insert("close".into(), t.close.into());
-    m.insert(
-        "depth".into(),
-        serde_json::json!({"buy": depth_json(&t.depth_buy), "sell": depth_json(&t.depth_sell)}),
-    );
+    put(m, "volume", t.volume);
+    put(m, "buy_quantity", t.buy_quantity);
+    put(m, "sell_quantity", t.sell_quantity);
+    put(m, "last_quantity", t.last_quantity);
+    put(m, "change", t.change);
+    put(m, "net_change", t.net_change);
+    put(m, "average_price", t.average_price);
+    put(m, "open", t.open);
+    put(m, "high", t.high);
+    put(m, "low", t.low);
+    put(m, "close", t.close);
+    put(m, "oi", t.oi);
+    put(m, "oi_day_high", t.oi_day_high);
+    put(m, "oi_day_low", t.oi_day_low);
+    put(m, "mode", t.mode.map(|m| m.as_str()));
+    put(m, "tradable", t.tradable);
+    if t.has_depth {
+        m.insert(
+            "depth".into(),
+            serde_json::json!({"buy": depth_json(&t.depth_buy), "sell": depth_json(&t.depth_sell)}),
+        );
+    }
 }
 
 /// Whether an input file is a JSON array (the sample's form) rather than NDJSON.
@@ -507,7 +521,7 @@ mod tests {
     #[test]
     fn integral_floats_are_integers() {
         let t = decode_tick(with("volume", "53611.0").as_bytes(), 0).unwrap();
-        assert_eq!(t.volume, 53611);
+        assert_eq!(t.volume, Some(53611));
     }
 
     #[test]

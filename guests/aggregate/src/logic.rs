@@ -140,7 +140,8 @@ impl Aggregator {
                         ts,
                         token: input.instrument_token[i],
                         price: input.last_price[i],
-                        volume: input.volume[i],
+                        // The contract's -1: a tick without a volume (an index).
+                        volume: (input.volume[i] >= 0).then_some(input.volume[i]),
                         mid: input.mid_price[i],
                         spread: input.spread[i],
                     },
@@ -182,7 +183,8 @@ struct Tick {
     ts: i64,
     token: u64,
     price: f64,
-    volume: i64,
+    /// None: the tick carried no volume; it trades nothing and leaves the last volume as it was.
+    volume: Option<i64>,
     mid: f64,
     spread: f64,
 }
@@ -190,16 +192,19 @@ struct Tick {
 impl PartitionState {
     fn add(&mut self, width: i64, t: Tick) {
         let instrument = self.instruments.entry(t.token).or_default();
-        let traded = match instrument.volume {
+        let traded = match (instrument.volume, t.volume) {
+            (_, None) => 0,
             // Older than the volume already counted: that tick's quantity is in it.
-            Some((_, last_us)) if t.ts < last_us => 0,
-            Some((last, _)) if t.volume >= last => t.volume - last,
+            (Some((_, last_us)), _) if t.ts < last_us => 0,
+            (Some((last, _)), Some(volume)) if volume >= last => volume - last,
             // A fall: a new session's volume.
-            Some(_) => t.volume,
-            None => 0,
+            (Some(_), Some(volume)) => volume,
+            (None, Some(_)) => 0,
         };
-        if instrument.volume.is_none_or(|(_, last_us)| t.ts >= last_us) {
-            instrument.volume = Some((t.volume, t.ts));
+        if let Some(volume) = t.volume
+            && instrument.volume.is_none_or(|(_, last_us)| t.ts >= last_us)
+        {
+            instrument.volume = Some((volume, t.ts));
         }
         let start = t.ts.div_euclid(width) * width;
         match instrument.bars.get_mut(&start) {
@@ -579,6 +584,28 @@ mod tests {
         assert_eq!(b.vwap[0], vwap);
         assert_eq!((b.last_mid_price[0], b.last_spread[0]), (101.05, 0.1));
         assert!(b.log_return[0].is_nan() && b.volatility[0].is_nan());
+    }
+
+    /// An index: no volume (the contract's -1) and no book (NaN spread). Its bars have prices and
+    /// counts, trade nothing, and a volume seen later starts from nothing known.
+    #[test]
+    fn ticks_without_a_volume_trade_nothing_and_keep_the_last_volume() {
+        let mut feed = Feed::default()
+            .tick(0, 10 * SEC, 9, 100.0, -1)
+            .tick(0, 20 * SEC, 9, 101.0, -1)
+            .tick(0, 30 * SEC, 9, 102.0, 500)
+            .tick(0, 40 * SEC, 9, 103.0, -1)
+            .tick(0, 50 * SEC, 9, 104.0, 520)
+            .tick(0, 70 * SEC, 9, 105.0, -1);
+        feed.spread[0] = f64::NAN;
+        let out = Aggregator::default().aggregate_batch(&config(), &feed.input());
+        let b = &out.bars;
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert_eq!(b.tick_count[0], 5);
+        assert_eq!((b.open[0], b.close[0]), (100.0, 104.0));
+        // 500 is the first volume seen (traded 0); 520 follows it, past the tick without one.
+        assert_eq!(b.traded_quantity[0], 20);
+        assert_eq!(b.vwap[0], 104.0);
     }
 
     #[test]

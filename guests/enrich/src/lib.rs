@@ -33,7 +33,7 @@ mod bindings {
                     .into_iter()
                     .map(|r| r.map(rejection_to_wit))
                     .collect(),
-                event_id: c.event_id,
+                present: c.present,
                 mid_price: c.mid_price,
                 spread: c.spread,
                 spread_bps: c.spread_bps,

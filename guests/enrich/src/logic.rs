@@ -4,7 +4,6 @@
 //! features come out non-finite (e.g. a zero mid price) is refused rather than indexed as NaN.
 #![forbid(unsafe_code)]
 
-use stockpipe_model::hash::Fnv64;
 use stockpipe_model::time::Civil;
 use stockpipe_model::{DepthLevel, Enrichment, ReasonCode, Rejection, TickRef};
 
@@ -15,18 +14,6 @@ pub fn enrich_batch(
     ticks: &[TickRef<'_>],
 ) -> Vec<Result<Enrichment, Rejection>> {
     ticks.iter().map(|t| enrich_tick(config, t)).collect()
-}
-
-/// Deterministic id of a tick's content: instrument, instant, price and the cumulative volume
-/// identify a quote; a re-sent quote hashes to the same id.
-pub fn event_id(t: &TickRef<'_>) -> u64 {
-    Fnv64::default()
-        .write_u64(t.instrument_token)
-        .write_u64(t.timestamp_us as u64)
-        .write_u64(t.last_price.to_bits())
-        .write_u64(t.volume as u64)
-        .write_u64(t.last_quantity as u64)
-        .finish()
 }
 
 fn real_levels(levels: &[DepthLevel]) -> impl Iterator<Item = &DepthLevel> {
@@ -48,6 +35,8 @@ pub fn enrich_tick(config: &EnrichConfig, t: &TickRef<'_>) -> Result<Enrichment,
             format!("mid price is {mid_price}"),
         ));
     }
+    // Without a book there is no spread and no imbalance (absent, not zero).
+    let book = t.has_depth;
     let depth_qty = |levels: &[DepthLevel]| -> f64 {
         real_levels(levels)
             .take(config.imbalance_levels)
@@ -60,19 +49,20 @@ pub fn enrich_tick(config: &EnrichConfig, t: &TickRef<'_>) -> Result<Enrichment,
     } else {
         0.0
     };
-    let deviation_bps = if t.average_price > 0.0 {
-        (t.last_price - t.average_price) / t.average_price * 10_000.0
-    } else {
-        0.0
-    };
+    let deviation_bps = t.average_price.map(|average| {
+        if average > 0.0 {
+            (t.last_price - average) / average * 10_000.0
+        } else {
+            0.0
+        }
+    });
     let civil = Civil::from_micros(t.timestamp_us);
     Ok(Enrichment {
-        event_id: event_id(t),
         mid_price,
-        spread,
-        spread_bps: spread / mid_price * 10_000.0,
-        book_imbalance,
-        notional: t.last_price * t.last_quantity as f64,
+        spread: book.then_some(spread),
+        spread_bps: book.then_some(spread / mid_price * 10_000.0),
+        book_imbalance: book.then_some(book_imbalance),
+        notional: t.last_quantity.map(|q| t.last_price * q as f64),
         deviation_bps,
         hour: civil.hour as u8,
         minute: civil.minute as u8,
@@ -92,16 +82,19 @@ mod tests {
     fn features_of_the_first_sample_tick() {
         let e = enrich_tick(&EnrichConfig::default(), &tick().view()).unwrap();
         assert!(close(e.mid_price, (253.7 + 253.95) / 2.0));
-        assert!(close(e.spread, 253.95 - 253.7));
-        assert!(close(e.spread_bps, (253.95 - 253.7) / 253.825 * 10_000.0));
+        assert!(close(e.spread.unwrap(), 253.95 - 253.7));
+        assert!(close(
+            e.spread_bps.unwrap(),
+            (253.95 - 253.7) / 253.825 * 10_000.0
+        ));
         let (bid, ask) = (
             1068.0 + 958.0 + 212.0 + 610.0 + 737.0,
             695.0 + 897.0 + 268.0 + 1107.0 + 532.0,
         );
-        assert!(close(e.book_imbalance, (bid - ask) / (bid + ask)));
-        assert!(close(e.notional, 2539.5));
+        assert!(close(e.book_imbalance.unwrap(), (bid - ask) / (bid + ask)));
+        assert!(close(e.notional.unwrap(), 2539.5));
         assert!(close(
-            e.deviation_bps,
+            e.deviation_bps.unwrap(),
             (253.95 - 253.84) / 253.84 * 10_000.0
         ));
         assert_eq!((e.hour, e.minute), (7, 35));
@@ -116,7 +109,10 @@ mod tests {
             &tick().view(),
         )
         .unwrap();
-        assert!(close(e.book_imbalance, (1068.0 - 695.0) / (1068.0 + 695.0)));
+        assert!(close(
+            e.book_imbalance.unwrap(),
+            (1068.0 - 695.0) / (1068.0 + 695.0)
+        ));
     }
 
     #[test]
@@ -124,17 +120,41 @@ mod tests {
         let mut t = tick();
         t.depth_sell.clear();
         let e = enrich_tick(&EnrichConfig::default(), &t.view()).unwrap();
-        assert_eq!((e.mid_price, e.spread, e.spread_bps), (253.95, 0.0, 0.0));
-        assert!(close(e.book_imbalance, 1.0));
+        assert_eq!(
+            (e.mid_price, e.spread, e.spread_bps),
+            (253.95, Some(0.0), Some(0.0))
+        );
+        assert!(close(e.book_imbalance.unwrap(), 1.0));
     }
 
     #[test]
-    fn event_id_is_deterministic_and_content_sensitive() {
-        let t = tick();
-        assert_eq!(event_id(&t.view()), event_id(&t.clone().view()));
-        let mut other = tick();
-        other.timestamp_us += 1;
-        assert_ne!(event_id(&t.view()), event_id(&other.view()));
+    fn a_tick_without_a_book_or_quantities_has_those_features_absent() {
+        let t = stockpipe_model::example::ltp_tick();
+        let e = enrich_tick(&EnrichConfig::default(), &t.view()).unwrap();
+        assert_eq!(
+            e.mid_price, t.last_price,
+            "the last price stands in for the mid"
+        );
+        assert_eq!(
+            (
+                e.spread,
+                e.spread_bps,
+                e.book_imbalance,
+                e.notional,
+                e.deviation_bps
+            ),
+            (None, None, None, None, None)
+        );
+        assert_eq!((e.hour, e.minute), (7, 35));
+    }
+
+    #[test]
+    fn an_empty_book_is_a_book() {
+        let mut t = tick();
+        t.depth_buy.clear();
+        t.depth_sell.clear();
+        let e = enrich_tick(&EnrichConfig::default(), &t.view()).unwrap();
+        assert_eq!((e.spread, e.book_imbalance), (Some(0.0), Some(0.0)));
     }
 
     #[test]
@@ -143,6 +163,7 @@ mod tests {
         t.depth_buy.clear();
         t.depth_sell.clear();
         t.last_price = 0.0;
+        t.has_depth = false;
         assert_eq!(
             enrich_tick(&EnrichConfig::default(), &t.view())
                 .unwrap_err()

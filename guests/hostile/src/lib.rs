@@ -21,8 +21,8 @@ mod bindings {
     wit_bindgen::generate!({
         inline: "package stockpipe:hostile;
                  world hostile {
-                     include stockpipe:pipeline/validator@0.1.0;
-                     include stockpipe:pipeline/aggregator@0.1.0;
+                     include stockpipe:pipeline/validator@0.2.0;
+                     include stockpipe:pipeline/aggregator@0.2.0;
                  }",
         path: "../../wit",
         world: "stockpipe:hostile/hostile",

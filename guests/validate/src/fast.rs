@@ -7,21 +7,33 @@
 use stockpipe_model::validate::ValidateConfig;
 use stockpipe_model::{DepthLevel, TickRef};
 
+/// The least positive double (a subnormal): an absent `low` stands in as it, below any high.
+const LEAST_POSITIVE: f64 = f64::from_bits(1);
+
 /// True exactly when [`explain`](crate::logic::explain) accepts the tick.
 #[inline]
 pub fn passes(config: &ValidateConfig, t: &TickRef<'_>) -> bool {
     let in_window = (t.timestamp_us >= config.min_timestamp_us)
         & ((config.max_timestamp_us == 0) | (t.timestamp_us <= config.max_timestamp_us));
+    // An absent field stands in as a value that passes its rule.
     let prices = positive_finite(t.last_price)
-        & positive_finite(t.average_price)
-        & positive_finite(t.open)
-        & positive_finite(t.high)
-        & positive_finite(t.low)
-        & positive_finite(t.close);
+        & positive_finite(t.average_price.unwrap_or(1.0))
+        & positive_finite(t.open.unwrap_or(1.0))
+        & positive_finite(t.high.unwrap_or(f64::MAX))
+        & positive_finite(t.low.unwrap_or(LEAST_POSITIVE))
+        & positive_finite(t.close.unwrap_or(1.0));
     // With both positive and finite, their bit patterns order like the values.
-    let range = t.low.to_bits() <= t.high.to_bits();
-    let quantities = (t.volume | t.sell_quantity | t.last_quantity) >= 0;
-    if !(in_window & prices & finite(t.change) & range & quantities) {
+    let range = t.low.unwrap_or(LEAST_POSITIVE).to_bits() <= t.high.unwrap_or(f64::MAX).to_bits();
+    let quantities = (t.volume.unwrap_or(0)
+        | t.buy_quantity.unwrap_or(0)
+        | t.sell_quantity.unwrap_or(0)
+        | t.last_quantity.unwrap_or(0)
+        | t.oi.unwrap_or(0)
+        | t.oi_day_high.unwrap_or(0)
+        | t.oi_day_low.unwrap_or(0))
+        >= 0;
+    let changes = finite(t.change.unwrap_or(0.0)) & finite(t.net_change.unwrap_or(0.0));
+    if !(in_window & prices & changes & range & quantities) {
         return false;
     }
     let (Some(bid), Some(ask)) = (

@@ -54,8 +54,9 @@ pub fn explain(config: &ValidateConfig, t: &TickRef<'_>) -> Result<(), Rejection
             ),
         ));
     }
+    positive_price("last_price", t.last_price)?;
+    // The optional fields are checked where the tick carries them.
     let prices = [
-        ("last_price", t.last_price),
         ("average_price", t.average_price),
         ("open", t.open),
         ("high", t.high),
@@ -63,26 +64,38 @@ pub fn explain(config: &ValidateConfig, t: &TickRef<'_>) -> Result<(), Rejection
         ("close", t.close),
     ];
     for (name, price) in prices {
-        positive_price(name, price)?;
+        if let Some(price) = price {
+            positive_price(name, price)?;
+        }
     }
-    if !t.change.is_finite() {
-        return Err(Rejection::new(
-            ReasonCode::NotFinite,
-            format!("change is {}", t.change),
-        ));
+    for (name, change) in [("change", t.change), ("net_change", t.net_change)] {
+        if let Some(change) = change.filter(|c| !c.is_finite()) {
+            return Err(Rejection::new(
+                ReasonCode::NotFinite,
+                format!("{name} is {change}"),
+            ));
+        }
     }
-    if t.low > t.high {
+    if let (Some(low), Some(high)) = (t.low, t.high)
+        && low > high
+    {
         return Err(Rejection::new(
             ReasonCode::InvertedRange,
-            format!("low {} is above high {}", t.low, t.high),
+            format!("low {low} is above high {high}"),
         ));
     }
     for (name, qty) in [
         ("volume", t.volume),
+        ("buy_quantity", t.buy_quantity),
         ("sell_quantity", t.sell_quantity),
         ("last_quantity", t.last_quantity),
+        ("oi", t.oi),
+        ("oi_day_high", t.oi_day_high),
+        ("oi_day_low", t.oi_day_low),
     ] {
-        non_negative(name, qty)?;
+        if let Some(qty) = qty {
+            non_negative(name, qty)?;
+        }
     }
     let best_bid = check_side("depth.buy", t.depth_buy, |better, worse| better >= worse)?;
     let best_ask = check_side("depth.sell", t.depth_sell, |better, worse| better <= worse)?;
@@ -186,7 +199,7 @@ mod tests {
     #[test]
     fn last_price_outside_the_day_range_is_accepted() {
         let mut t = tick();
-        t.last_price = t.high + 1.0;
+        t.last_price = t.high.unwrap() + 1.0;
         assert_eq!(code(&t), None);
     }
 
@@ -196,20 +209,20 @@ mod tests {
         t.last_price = f64::NAN;
         assert_eq!(code(&t), Some(ReasonCode::NotFinite));
         let mut t = tick();
-        t.open = -1.0;
+        t.open = Some(-1.0);
         assert_eq!(code(&t), Some(ReasonCode::NonPositivePrice));
         let mut t = tick();
-        t.close = 0.0;
+        t.close = Some(0.0);
         assert_eq!(code(&t), Some(ReasonCode::NonPositivePrice));
         let mut t = tick();
-        t.change = f64::INFINITY;
+        t.change = Some(f64::INFINITY);
         assert_eq!(code(&t), Some(ReasonCode::NotFinite));
     }
 
     #[test]
     fn refuses_low_above_high() {
         let mut t = tick();
-        t.low = 300.0;
+        t.low = Some(300.0);
         let r = validate_tick(&ValidateConfig::default(), &t.view()).unwrap_err();
         assert_eq!(r.code, ReasonCode::InvertedRange);
         assert!(r.message.contains("low 300"), "{}", r.message);
@@ -218,7 +231,7 @@ mod tests {
     #[test]
     fn refuses_negative_quantities() {
         let mut t = tick();
-        t.volume = -1;
+        t.volume = Some(-1);
         assert_eq!(code(&t), Some(ReasonCode::NegativeQuantity));
         let mut t = tick();
         t.depth_sell[1].quantity = -5;
@@ -254,6 +267,25 @@ mod tests {
             orders: 0,
             quantity: 0,
         });
+        assert_eq!(code(&t), None);
+    }
+
+    #[test]
+    fn a_tick_of_only_a_price_is_valid_and_what_it_carries_is_checked() {
+        let t = stockpipe_model::example::ltp_tick();
+        assert_eq!(code(&t), None);
+        let mut t = stockpipe_model::example::ltp_tick();
+        t.oi = Some(-3);
+        let r = validate_tick(&ValidateConfig::default(), &t.view()).unwrap_err();
+        assert_eq!(r.code, ReasonCode::NegativeQuantity);
+        assert!(r.message.contains("oi is -3"), "{}", r.message);
+        let mut t = stockpipe_model::example::ltp_tick();
+        t.net_change = Some(f64::NAN);
+        assert_eq!(code(&t), Some(ReasonCode::NotFinite));
+        // A range needs both ends.
+        let mut t = tick();
+        t.high = None;
+        t.low = Some(1e9);
         assert_eq!(code(&t), None);
     }
 
@@ -322,11 +354,11 @@ mod tests {
                 match next(12) {
                     0 => t.timestamp_us = times[next(times.len())],
                     1 => t.last_price = price,
-                    2 => t.low = price,
-                    3 => t.high = price,
-                    4 => t.change = price,
-                    5 => t.volume = count,
-                    6 => t.close = price,
+                    2 => t.low = [Some(price), None][next(2)],
+                    3 => t.high = [Some(price), None][next(2)],
+                    4 => t.change = [Some(price), None][next(2)],
+                    5 => t.volume = [Some(count), None][next(2)],
+                    6 => t.close = [Some(price), None][next(2)],
                     7 => {
                         let side = if next(2) == 0 {
                             &mut t.depth_buy
@@ -369,7 +401,7 @@ mod tests {
                         let other = next(t.depth_sell.len());
                         t.depth_sell.swap(0, other);
                     }
-                    _ => t.open = price,
+                    _ => t.open = [Some(price), None][next(2)],
                 }
             }
             let config = &configs[next(configs.len())];
@@ -388,7 +420,7 @@ mod tests {
     #[test]
     fn batch_keeps_order_and_length() {
         let mut bad = tick();
-        bad.low = 1_000.0;
+        bad.low = Some(1_000.0);
         let (good, bad) = (tick(), bad);
         let verdicts = validate_batch(
             &ValidateConfig::default(),

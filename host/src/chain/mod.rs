@@ -18,7 +18,7 @@ use stockpipe_guest_route::logic as route_logic;
 use stockpipe_guest_validate::logic as validate_logic;
 use stockpipe_model::columns::TickColumns;
 use stockpipe_model::route::{Destinations, RouteInput};
-use stockpipe_model::{Enrichment, Rejection, Tick, TickRef};
+use stockpipe_model::{Enrichment, Fields, Rejection, Tick, TickRef};
 
 /// Configuration handed to the guests on every call.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -153,12 +153,17 @@ fn assemble(
         .map(|(i, fate)| RouteInput {
             timestamp_us: batch.timestamp_us[i],
             instrument_token: batch.instrument_token[i],
-            change: batch.change[i],
+            // The contract's NaN: a tick without a change, or without a book.
+            change: if Fields(batch.present[i]).has(Fields::CHANGE) {
+                batch.change[i]
+            } else {
+                f64::NAN
+            },
             spread_bps: fate
                 .as_ref()
                 .ok()
                 .and_then(Option::as_ref)
-                .map_or(0.0, |e| e.spread_bps),
+                .map_or(0.0, |e| e.spread_bps.unwrap_or(f64::NAN)),
             rejected: fate.is_err(),
         })
         .collect();

@@ -29,6 +29,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use stockpipe_model::Fields;
 use stockpipe_model::aggregate::BarColumns;
 use stockpipe_model::time::{Civil, format_rfc3339_micros};
 
@@ -496,9 +497,13 @@ impl Bars {
             input.timestamp_us.push(ticks.timestamp_us[*i]);
             input.instrument_token.push(ticks.instrument_token[*i]);
             input.last_price.push(ticks.last_price[*i]);
-            input.volume.push(ticks.volume[*i]);
+            // The contract's -1 and NaN: no volume (an index), no book.
+            let has_volume = Fields(ticks.present[*i]).has(Fields::VOLUME);
+            input
+                .volume
+                .push(if has_volume { ticks.volume[*i] } else { -1 });
             input.mid_price.push(enrichment.mid_price);
-            input.spread.push(enrichment.spread);
+            input.spread.push(enrichment.spread.unwrap_or(f64::NAN));
             messages.push(m);
         }
         if again > 0 {

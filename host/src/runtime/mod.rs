@@ -120,6 +120,24 @@ pub fn embedded_component(kind: StageKind) -> &'static [u8] {
         .expect("every stage is embedded")
 }
 
+/// The version of the `stockpipe:pipeline` package this host serves (wit/pipeline.wit).
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
+/// The version of `stockpipe:pipeline` a component's export of `stage` names, when it names one
+/// other than [`CONTRACT_VERSION`].
+fn other_contract(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+    stage: &str,
+) -> Option<String> {
+    let prefix = format!("stockpipe:pipeline/{stage}@");
+    component
+        .component_type()
+        .exports(engine)
+        .find_map(|(name, _)| name.strip_prefix(&prefix).map(str::to_string))
+        .filter(|version| version != CONTRACT_VERSION)
+}
+
 /// Why a component was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestLoadError {
@@ -130,7 +148,15 @@ pub enum GuestLoadError {
         reason: String,
     },
     #[error(
-        "guest {stage} from {source_name}: does not implement stockpipe:pipeline/{stage}@0.1.0: {reason}"
+        "guest {stage} from {source_name}: built for stockpipe:pipeline@{built_for}, and this host serves @{CONTRACT_VERSION}: rebuild it against the {CONTRACT_VERSION} contract (`stockpipe guest new` writes a crate on it; what changed is at the top of wit/pipeline.wit)"
+    )]
+    WrongVersion {
+        stage: &'static str,
+        source_name: String,
+        built_for: String,
+    },
+    #[error(
+        "guest {stage} from {source_name}: does not implement stockpipe:pipeline/{stage}@{CONTRACT_VERSION}: {reason}"
     )]
     WrongWorld {
         stage: &'static str,
@@ -185,11 +211,20 @@ impl GuestComponent {
         // A trial instance in a throw-away store: the export must exist *and* have the right
         // types, and the component must instantiate within the limits, before it may serve.
         let mut store = sandbox.new_store();
-        trial(&pre, kind, &mut store).map_err(|e| GuestLoadError::WrongWorld {
-            stage,
-            source_name: source_name.clone(),
-            reason: format!("{e:#}"),
-        })?;
+        if let Err(e) = trial(&pre, kind, &mut store) {
+            if let Some(built_for) = other_contract(sandbox.engine(), pre.component(), stage) {
+                return Err(GuestLoadError::WrongVersion {
+                    stage,
+                    source_name,
+                    built_for,
+                });
+            }
+            return Err(GuestLoadError::WrongWorld {
+                stage,
+                source_name,
+                reason: format!("{e:#}"),
+            });
+        }
         Ok(Self {
             kind,
             version: component_version(bytes),

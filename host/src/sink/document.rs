@@ -11,12 +11,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use stockpipe_model::{DepthLevel, Enrichment, TickRef, time::format_rfc3339_micros};
 
-/// A document's `event_id`: the guest's event id (content hash) as 16 hex digits. (Not the
-/// document's `_id` in Elasticsearch, which is its Kafka position:
+/// A document's `event_id`: the tick's content hash ([`stockpipe_model::event_id`], the host's)
+/// as 16 hex digits. (Not the document's `_id` in Elasticsearch, which is its Kafka position:
 /// [`crate::sink::elasticsearch::document_id`].)
-pub fn event_id_hex(enrichment: &Enrichment) -> String {
+pub fn event_id_hex(tick: &TickRef<'_>) -> String {
     let mut id = Vec::with_capacity(16);
-    hex16(&mut id, enrichment.event_id);
+    hex16(&mut id, stockpipe_model::event_id(tick));
     String::from_utf8(id).expect("hex digits")
 }
 
@@ -29,11 +29,16 @@ pub struct AcceptedDocument<'a> {
     #[serde(flatten)]
     tick: TickFields<'a>,
     mid_price: f64,
-    spread: f64,
-    spread_bps: f64,
-    book_imbalance: f64,
-    notional: f64,
-    deviation_bps: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spread: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spread_bps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    book_imbalance: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notional: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deviation_bps: Option<f64>,
     /// The event's UTC hour. Not `hour`: that is the lake's Hive partition key, and BigQuery
     /// refuses a table whose partition keys are also columns of its files.
     hour_of_day: u8,
@@ -46,21 +51,49 @@ pub struct AcceptedDocument<'a> {
 }
 
 /// Every field of a tick but its timestamp, in the sample's form and order (the document and a
-/// simulated Kafka message write their own timestamp).
+/// simulated Kafka message write their own timestamp); a field the tick lacks is left out.
 #[derive(Debug, Serialize)]
 pub(crate) struct TickFields<'a> {
     instrument_token: u64,
     last_price: f64,
-    volume: i64,
-    sell_quantity: i64,
-    last_quantity: i64,
-    change: f64,
-    average_price: f64,
-    open: f64,
-    high: f64,
-    low: f64,
-    close: f64,
-    depth: Depth<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    buy_quantity: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sell_quantity: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_quantity: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    change: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    net_change: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    average_price: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    high: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    low: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    close: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oi: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oi_day_high: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oi_day_low: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_trade_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exchange_timestamp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tradable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    depth: Option<Depth<'a>>,
 }
 
 impl<'a> TickFields<'a> {
@@ -69,18 +102,27 @@ impl<'a> TickFields<'a> {
             instrument_token: t.instrument_token,
             last_price: t.last_price,
             volume: t.volume,
+            buy_quantity: t.buy_quantity,
             sell_quantity: t.sell_quantity,
             last_quantity: t.last_quantity,
             change: t.change,
+            net_change: t.net_change,
             average_price: t.average_price,
             open: t.open,
             high: t.high,
             low: t.low,
             close: t.close,
-            depth: Depth {
+            oi: t.oi,
+            oi_day_high: t.oi_day_high,
+            oi_day_low: t.oi_day_low,
+            last_trade_time: t.last_trade_time_us.map(format_rfc3339_micros),
+            exchange_timestamp: t.exchange_timestamp_us.map(format_rfc3339_micros),
+            mode: t.mode.map(|m| m.as_str()),
+            tradable: t.tradable,
+            depth: t.has_depth.then_some(Depth {
                 buy: Levels(t.depth_buy),
                 sell: Levels(t.depth_sell),
-            },
+            }),
         }
     }
 }
@@ -140,7 +182,7 @@ impl<'a> AcceptedDocument<'a> {
     ) -> Self {
         let e = enrichment;
         Self {
-            event_id: event_id_hex(e),
+            event_id: event_id_hex(tick),
             timestamp: format_rfc3339_micros(tick.timestamp_us),
             tick: TickFields::of(tick),
             mid_price: e.mid_price,
@@ -189,16 +231,17 @@ impl DocumentWriter {
     /// Appends the document of an accepted tick (one line's bytes, without the newline).
     pub fn write(&self, out: &mut Vec<u8>, tick: &TickRef<'_>, e: &Enrichment, source: &SourceRef) {
         out.extend_from_slice(layout::EVENT_ID);
-        hex16(out, e.event_id);
+        hex16(out, stockpipe_model::event_id(tick));
         out.extend_from_slice(b"\",");
         out.extend_from_slice(layout::TIMESTAMP);
         stockpipe_model::time::write_rfc3339_micros(out, tick.timestamp_us);
         out.push(b'"');
         tick_fields(out, tick);
-        members(
+        out.extend_from_slice(layout::MID_PRICE);
+        float(out, e.mid_price);
+        present_members(
             out,
             &[
-                (layout::MID_PRICE, e.mid_price),
                 (b",\"spread\":", e.spread),
                 (b",\"spread_bps\":", e.spread_bps),
                 (b",\"book_imbalance\":", e.book_imbalance),
@@ -319,19 +362,21 @@ fn tick_fields(out: &mut Vec<u8>, t: &TickRef<'_>) {
     integer(out, t.instrument_token);
     out.extend_from_slice(b",\"last_price\":");
     float(out, t.last_price);
-    members(
+    present_members(
         out,
         &[
             (b",\"volume\":", t.volume),
+            (b",\"buy_quantity\":", t.buy_quantity),
             (b",\"sell_quantity\":", t.sell_quantity),
             (b",\"last_quantity\":", t.last_quantity),
         ],
         integer,
     );
-    members(
+    present_members(
         out,
         &[
             (b",\"change\":", t.change),
+            (b",\"net_change\":", t.net_change),
             (b",\"average_price\":", t.average_price),
             (b",\"open\":", t.open),
             (b",\"high\":", t.high),
@@ -340,18 +385,57 @@ fn tick_fields(out: &mut Vec<u8>, t: &TickRef<'_>) {
         ],
         float,
     );
-    out.extend_from_slice(b",\"depth\":{\"buy\":");
-    levels(out, t.depth_buy);
-    out.extend_from_slice(b",\"sell\":");
-    levels(out, t.depth_sell);
-    out.push(b'}');
+    present_members(
+        out,
+        &[
+            (b",\"oi\":", t.oi),
+            (b",\"oi_day_high\":", t.oi_day_high),
+            (b",\"oi_day_low\":", t.oi_day_low),
+        ],
+        integer,
+    );
+    for (key, time) in [
+        (&b",\"last_trade_time\":\""[..], t.last_trade_time_us),
+        (b",\"exchange_timestamp\":\"", t.exchange_timestamp_us),
+    ] {
+        if let Some(time) = time {
+            out.extend_from_slice(key);
+            stockpipe_model::time::write_rfc3339_micros(out, time);
+            out.push(b'"');
+        }
+    }
+    if let Some(mode) = t.mode {
+        out.extend_from_slice(b",\"mode\":");
+        string(out, mode.as_str());
+    }
+    if let Some(tradable) = t.tradable {
+        out.extend_from_slice(if tradable {
+            b",\"tradable\":true"
+        } else {
+            b",\"tradable\":false"
+        });
+    }
+    if t.has_depth {
+        out.extend_from_slice(b",\"depth\":{\"buy\":");
+        levels(out, t.depth_buy);
+        out.extend_from_slice(b",\"sell\":");
+        levels(out, t.depth_sell);
+        out.push(b'}');
+    }
 }
 
-/// Object members, each written `,"key":` (the key's bytes as given) then its value.
-fn members<T: Copy>(out: &mut Vec<u8>, members: &[(&[u8], T)], write: fn(&mut Vec<u8>, T)) {
+/// Object members, each written `,"key":` (the key's bytes as given) then its value; an absent
+/// one is left out.
+fn present_members<T: Copy>(
+    out: &mut Vec<u8>,
+    members: &[(&[u8], Option<T>)],
+    write: fn(&mut Vec<u8>, T),
+) {
     for &(key, value) in members {
-        out.extend_from_slice(key);
-        write(out, value);
+        if let Some(value) = value {
+            out.extend_from_slice(key);
+            write(out, value);
+        }
     }
 }
 
@@ -445,13 +529,12 @@ mod tests {
     fn the_document_is_the_tick_plus_its_enrichment_and_origin() {
         let tick = stockpipe_model::example::tick();
         let enrichment = Enrichment {
-            event_id: 0xabc,
             mid_price: 10.5,
-            spread: 0.1,
-            spread_bps: 9.5,
-            book_imbalance: -0.25,
-            notional: 1234.5,
-            deviation_bps: 1.5,
+            spread: Some(0.1),
+            spread_bps: Some(9.5),
+            book_imbalance: Some(-0.25),
+            notional: Some(1234.5),
+            deviation_bps: Some(1.5),
             hour: 7,
             minute: 35,
         };
@@ -464,7 +547,10 @@ mod tests {
         let mut doc = AcceptedDocument::new(&tick.view(), &enrichment, &source, &versions);
         let value: Value = serde_json::to_value(&doc).unwrap();
         let mut expected = Map::new();
-        expected.insert("event_id".into(), "0000000000000abc".into());
+        expected.insert(
+            "event_id".into(),
+            format!("{:016x}", stockpipe_model::event_id(&tick.view())).into(),
+        );
         expected.insert(
             "timestamp".into(),
             format_rfc3339_micros(tick.timestamp_us).into(),
@@ -503,8 +589,7 @@ mod tests {
     fn a_written_document_is_read_back_by_its_parts() {
         let tick = stockpipe_model::example::tick();
         let enrichment = Enrichment {
-            event_id: 0xabc,
-            spread_bps: 9.5,
+            spread_bps: Some(9.5),
             ..Enrichment::default()
         };
         let source = SourceRef {
@@ -516,7 +601,7 @@ mod tests {
         let mut line = Vec::new();
         writer.write(&mut line, &tick.view(), &enrichment, &source);
         let parts = DocumentParts::split(&line).expect("our own layout");
-        assert_eq!(parts.event_id, event_id_hex(&enrichment).as_bytes());
+        assert_eq!(parts.event_id, event_id_hex(&tick.view()).as_bytes());
         assert_eq!(parts.time_us(), Some(tick.timestamp_us));
         assert_eq!(parts.spread_bps(), Some(9.5));
         let message = [b"{", parts.tick_fields, b"}"].concat();
@@ -534,6 +619,57 @@ mod tests {
             DocumentParts::split(&reference).is_some(),
             reference.starts_with(layout::EVENT_ID)
         );
+    }
+
+    /// A tick of only a price, and an enrichment without a book: the absent fields are left out
+    /// of the document, by the writer as by serde, and the new fields written where present.
+    #[test]
+    fn absent_fields_are_left_out_of_the_document() {
+        let mut tick = stockpipe_model::example::ltp_tick();
+        tick.oi = Some(1200);
+        tick.tradable = Some(false);
+        tick.exchange_timestamp_us = Some(tick.timestamp_us);
+        let enrichment = Enrichment {
+            mid_price: tick.last_price,
+            ..Enrichment::default()
+        };
+        let source = SourceRef {
+            topic: "stock-stream".into(),
+            partition: 0,
+            offset: 7,
+        };
+        let versions: GuestVersions = vec![("validate", "v".into())];
+        let mut line = Vec::new();
+        DocumentWriter::new(&versions).write(&mut line, &tick.view(), &enrichment, &source);
+        let written: Value = serde_json::from_slice(&line).unwrap();
+        let reference = serde_json::to_value(AcceptedDocument::new(
+            &tick.view(),
+            &enrichment,
+            &source,
+            &versions,
+        ))
+        .unwrap();
+        assert_eq!(written, reference);
+        let keys: Vec<&str> = written
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for absent in [
+            "volume",
+            "depth",
+            "spread",
+            "spread_bps",
+            "notional",
+            "open",
+        ] {
+            assert!(!keys.contains(&absent), "{absent} in {keys:?}");
+        }
+        assert_eq!(written["oi"], 1200);
+        assert_eq!(written["tradable"], false);
+        assert_eq!(written["mode"], "ltp");
+        assert_eq!(written["exchange_timestamp"], written["timestamp"]);
     }
 
     /// The four-decimal shortcut writes zmij's bytes, over prices, ratios, the edges of its range

@@ -154,22 +154,23 @@ impl Simulator {
         let best_ask = on_grid(best_bid + gap.max(TICK_SIZE));
         let depth_buy = book(rng, best_bid, -1.0);
         let depth_sell = book(rng, best_ask, 1.0);
+        // The sample's shape: every field of it present.
         Tick {
-            timestamp_us: self.now,
-            instrument_token: inst.token,
-            last_price: inst.last,
-            volume: inst.volume,
-            sell_quantity: depth_sell.iter().map(|l| l.quantity).sum::<i64>()
-                * (10 + rng.below(90) as i64),
-            last_quantity,
-            change: (inst.last - inst.close) / inst.close * 100.0,
-            average_price: ((inst.turnover / inst.volume as f64) * 100.0).round() / 100.0,
-            open: inst.open,
-            high: inst.high,
-            low: inst.low,
-            close: inst.close,
+            volume: Some(inst.volume),
+            sell_quantity: Some(
+                depth_sell.iter().map(|l| l.quantity).sum::<i64>() * (10 + rng.below(90) as i64),
+            ),
+            last_quantity: Some(last_quantity),
+            change: Some((inst.last - inst.close) / inst.close * 100.0),
+            average_price: Some(((inst.turnover / inst.volume as f64) * 100.0).round() / 100.0),
+            open: Some(inst.open),
+            high: Some(inst.high),
+            low: Some(inst.low),
+            close: Some(inst.close),
+            has_depth: true,
             depth_buy,
             depth_sell,
+            ..Tick::bare(self.now, inst.token, inst.last)
         }
     }
 }
@@ -235,7 +236,7 @@ mod tests {
         });
         let mut last_ts = 0;
         for t in &ticks {
-            assert!(t.low <= t.last_price && t.last_price <= t.high);
+            assert!(t.low.unwrap() <= t.last_price && t.last_price <= t.high.unwrap());
             assert!(t.low <= t.open && t.open <= t.high);
             assert_eq!((t.depth_buy.len(), t.depth_sell.len()), (5, 5));
             assert!(t.timestamp_us > last_ts);

@@ -100,7 +100,7 @@ fn stage_breakdown(
         .map(|t| RouteInput {
             timestamp_us: t.timestamp_us,
             instrument_token: t.instrument_token,
-            change: t.change,
+            change: t.change.unwrap_or(f64::NAN),
             spread_bps: 5.0,
             rejected: false,
         })
@@ -191,7 +191,7 @@ fn time_aggregate(
             timestamp_us: chunk.iter().map(|t| t.timestamp_us).collect(),
             instrument_token: chunk.iter().map(|t| t.instrument_token).collect(),
             last_price: chunk.iter().map(|t| t.last_price).collect(),
-            volume: chunk.iter().map(|t| t.volume).collect(),
+            volume: chunk.iter().map(|t| t.volume.unwrap_or(-1)).collect(),
             mid_price: chunk.iter().map(|t| t.last_price + 0.025).collect(),
             spread: chunk.iter().map(|_| 0.05).collect(),
         })

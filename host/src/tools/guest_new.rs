@@ -6,7 +6,7 @@
 //! fixtures — so an author edits working code rather than a stub. The contract's plain-Rust types
 //! (each stage's config, route's plan, aggregate's bars) are the model crate's, vendored with it. Everything it needs is vendored at the exact version this binary
 //! speaks, embedded here at build time: the WIT package (`wit/pipeline.wit`,
-//! `stockpipe:pipeline@0.1.0`) and the tick model the logic is written against
+//! `stockpipe:pipeline@0.2.0`) and the tick model the logic is written against
 //! (`vendor/stockpipe-model`, without the host's JSON codec). The only registry dependency is
 //! wit-bindgen, pinned to the version the host's wasmtime was tested with. Nothing is fetched
 //! at generation time, so `guest new` works offline and a crate is tied to the contract of the
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 pub const WIT_BINDGEN_VERSION: &str = "0.61.1";
 
 /// The WIT package the generated crate implements (a test holds it to `wit/pipeline.wit`).
-pub const WIT_PACKAGE: &str = "stockpipe:pipeline@0.1.0";
+pub const WIT_PACKAGE: &str = "stockpipe:pipeline@0.2.0";
 
 const WIT: &str = include_str!("../../../wit/pipeline.wit");
 const TOOLCHAIN: &str = include_str!("../../../rust-toolchain.toml");

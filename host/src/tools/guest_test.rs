@@ -99,17 +99,25 @@ pub fn validate_outcome_json(o: &Result<Option<Rejection>, GuestFault>) -> Value
 /// An enrich outcome as the fixtures write it.
 pub fn enrich_outcome_json(o: &Result<Result<Enrichment, Rejection>, GuestFault>) -> Value {
     match o {
-        Ok(Ok(e)) => json!({
-            "event_id": format!("{:016x}", e.event_id),
-            "mid_price": e.mid_price,
-            "spread": e.spread,
-            "spread_bps": e.spread_bps,
-            "book_imbalance": e.book_imbalance,
-            "notional": e.notional,
-            "deviation_bps": e.deviation_bps,
-            "hour": e.hour,
-            "minute": e.minute,
-        }),
+        Ok(Ok(e)) => {
+            // An absent feature is left out, as in the documents.
+            let mut m = serde_json::Map::new();
+            m.insert("mid_price".into(), e.mid_price.into());
+            for (name, value) in [
+                ("spread", e.spread),
+                ("spread_bps", e.spread_bps),
+                ("book_imbalance", e.book_imbalance),
+                ("notional", e.notional),
+                ("deviation_bps", e.deviation_bps),
+            ] {
+                if let Some(v) = value {
+                    m.insert(name.into(), v.into());
+                }
+            }
+            m.insert("hour".into(), e.hour.into());
+            m.insert("minute".into(), e.minute.into());
+            Value::Object(m)
+        }
         Ok(Err(r)) => rejection_json(r),
         Err(f) => fault_json(f),
     }

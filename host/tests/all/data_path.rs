@@ -87,19 +87,21 @@ fn documents_are_the_bytes_serde_writes() {
     // The values serde writes its own way: non-finite floats (null), -0.0, the extremes.
     let mut odd = stockpipe_model::example::tick();
     odd.instrument_token = u64::MAX;
-    odd.volume = i64::MIN;
-    odd.change = -0.0;
-    odd.open = 1e300;
-    odd.high = 5e-324;
+    odd.volume = Some(i64::MIN);
+    odd.change = Some(-0.0);
+    odd.open = Some(1e300);
+    odd.high = Some(5e-324);
+    odd.close = None;
+    odd.oi = Some(i64::MAX);
+    odd.tradable = Some(true);
     odd.depth_sell.clear();
     let e = Enrichment {
-        event_id: u64::MAX,
         mid_price: f64::NAN,
-        spread: f64::INFINITY,
-        spread_bps: f64::NEG_INFINITY,
-        book_imbalance: -0.0,
-        notional: 123_456_789_012_345_680_000.0,
-        deviation_bps: 1e-7,
+        spread: Some(f64::INFINITY),
+        spread_bps: Some(f64::NEG_INFINITY),
+        book_imbalance: Some(-0.0),
+        notional: Some(123_456_789_012_345_680_000.0),
+        deviation_bps: None,
         hour: 23,
         minute: 59,
     };
@@ -142,9 +144,10 @@ fn the_lake_holds_the_reference_documents() {
         .iter()
         .zip(&outcomes)
         .filter_map(|(t, o)| match o {
-            StageOutcome::Accepted { enrichment, .. } => {
-                Some((format!("{:016x}", enrichment.event_id), (t, *enrichment)))
-            }
+            StageOutcome::Accepted { enrichment, .. } => Some((
+                format!("{:016x}", stockpipe_model::event_id(&t.view())),
+                (t, *enrichment),
+            )),
             StageOutcome::Refused { .. } => None,
         })
         .collect();

@@ -80,13 +80,45 @@ fn a_component_of_another_world_is_refused() {
     assert!(matches!(err, GuestLoadError::WrongWorld { .. }), "{err}");
     assert!(
         err.to_string()
-            .contains("stockpipe:pipeline/validate@0.1.0"),
+            .contains("stockpipe:pipeline/validate@0.2.0"),
         "{err}"
     );
     let err = GuestComponent::load(&sandbox, StageKind::Route, b"\0asm not really", "junk.wasm")
         .unwrap_err();
     assert!(matches!(err, GuestLoadError::Compile { .. }), "{err}");
     assert!(err.to_string().contains("junk.wasm"), "{err}");
+}
+
+/// A component of the contract before 0.2.0 is refused with both versions named (the embedded
+/// validate guest, its export renamed to 0.1.0's in place: a real component, of the other version).
+#[test]
+fn a_component_of_the_previous_contract_is_refused_naming_both_versions() {
+    let sandbox = sandbox(SandboxLimits::default());
+    let (now, before) = (
+        b"stockpipe:pipeline/validate@0.2.0",
+        b"stockpipe:pipeline/validate@0.1.0",
+    );
+    let mut bytes = embedded_component(StageKind::Validate).to_vec();
+    let mut renamed = 0;
+    for at in 0..bytes.len() - now.len() {
+        if &bytes[at..at + now.len()] == now {
+            bytes[at..at + now.len()].copy_from_slice(before);
+            renamed += 1;
+        }
+    }
+    assert!(renamed > 0, "the export's name is in the component");
+    let err = GuestComponent::load(&sandbox, StageKind::Validate, &bytes, "old-validate.wasm")
+        .unwrap_err();
+    assert!(matches!(err, GuestLoadError::WrongVersion { .. }), "{err}");
+    let text = err.to_string();
+    for part in [
+        "old-validate.wasm",
+        "stockpipe:pipeline@0.1.0",
+        "@0.2.0",
+        "guest new",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
 }
 
 fn tick_with_token(token: u64) -> Tick {
@@ -192,10 +224,10 @@ fn mixed_ticks() -> Vec<Tick> {
     });
     for (i, t) in ticks.iter_mut().enumerate() {
         match i % 97 {
-            1 => t.low = t.high + 1.0,
+            1 => t.low = t.high.map(|h| h + 1.0),
             2 => t.last_price = f64::NAN,
             3 => t.depth_buy.swap(0, 1),
-            4 => t.volume = -1,
+            4 => t.volume = Some(-1),
             5 => t.timestamp_us = 0,
             6 => t.depth_sell.clear(),
             _ => {}

@@ -129,13 +129,12 @@ fn document(tick: &Tick, enrichment: &Enrichment) -> String {
 
 fn enrichment_of(x: f64) -> Enrichment {
     Enrichment {
-        event_id: 1,
         mid_price: x,
-        spread: x,
-        spread_bps: x,
-        book_imbalance: x,
-        notional: x,
-        deviation_bps: x,
+        spread: Some(x),
+        spread_bps: Some(x),
+        book_imbalance: Some(x),
+        notional: Some(x),
+        deviation_bps: Some(x),
         hour: 7,
         minute: 35,
     }
@@ -324,13 +323,13 @@ fn generated_numbers_reach_the_document_unchanged() {
             let tick = decode_tick(input.as_bytes(), 0).unwrap_or_else(|e| panic!("{input}: {e}"));
             assert_eq!(tick.last_price.to_bits(), bits(float), "decode of {float}");
             assert_eq!(tick.depth_sell[0].price.to_bits(), bits(float), "{float}");
-            assert_eq!(tick.volume.to_string(), *int);
-            let doc = document(&tick, &enrichment_of(tick.change));
+            assert_eq!(tick.volume.unwrap().to_string(), *int);
+            let doc = document(&tick, &enrichment_of(tick.change.unwrap()));
             checked += same_numbers(&input, &doc, &float_paths, &int_paths);
             // What the enrichment computed leaves as it was computed.
             assert_eq!(
                 bits(&number_literals(&doc)["notional"]),
-                tick.change.to_bits()
+                tick.change.unwrap().to_bits()
             );
         }
     }
@@ -350,7 +349,7 @@ fn simulated_ticks_reach_the_document_unchanged() {
         let input = String::from_utf8(stockpipe::source::simulate::tick_json(tick)).unwrap();
         let decoded = decode_tick(input.as_bytes(), 0).unwrap();
         assert_eq!(&decoded, tick, "{input}");
-        let doc = document(&decoded, &enrichment_of(decoded.change));
+        let doc = document(&decoded, &enrichment_of(decoded.change.unwrap()));
         let literals = number_literals(&input);
         let present = |p: &&String| literals.contains_key(*p);
         let floats: Vec<String> = float_paths.iter().filter(present).cloned().collect();

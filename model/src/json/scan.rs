@@ -13,7 +13,22 @@
 //! (both are exact doubles and IEEE division rounds once); anything else goes to core's
 //! `f64::from_str`, which is correctly rounded too, as serde_json's `float_roundtrip` is.
 
+use crate::Fields;
 use crate::columns::{MAX_LEVELS, TickColumns};
+
+/// The fields of the sample's shape: every tick the scanner reads carries them all.
+const SAMPLE_FIELDS: Fields = Fields(
+    Fields::VOLUME.0
+        | Fields::SELL_QUANTITY.0
+        | Fields::LAST_QUANTITY.0
+        | Fields::CHANGE.0
+        | Fields::AVERAGE_PRICE.0
+        | Fields::OPEN.0
+        | Fields::HIGH.0
+        | Fields::LOW.0
+        | Fields::CLOSE.0
+        | Fields::DEPTH.0,
+);
 use crate::time::{from_epoch_millis, parse_timestamp_bytes};
 
 /// Decodes one message onto the end of `columns`, or leaves them as they were and answers `None`.
@@ -105,15 +120,24 @@ impl Scalars {
         c.timestamp_us.push(self.timestamp_us);
         c.instrument_token.push(self.token);
         c.last_price.push(last_price);
+        c.present.push(SAMPLE_FIELDS.0);
         c.volume.push(self.volume);
+        c.buy_quantity.push(0);
         c.sell_quantity.push(self.sell_quantity);
         c.last_quantity.push(self.last_quantity);
         c.change.push(change);
+        c.net_change.push(0.0);
         c.average_price.push(average_price);
         c.open.push(open);
         c.high.push(high);
         c.low.push(low);
         c.close.push(close);
+        c.oi.push(0);
+        c.oi_day_high.push(0);
+        c.oi_day_low.push(0);
+        c.last_trade_time_us.push(0);
+        c.exchange_timestamp_us.push(0);
+        c.mode.push(0);
         c.bid_count.push(self.bids);
         c.ask_count.push(self.asks);
     }

@@ -3,7 +3,7 @@
 //! 1. A trigger — the guests directory changed (a `notify` watcher), `POST /guests/<name>/reload`,
 //!    or SIGHUP — reaches the [`SwapController`] thread, off the hot path.
 //! 2. The controller compiles the new file and checks it like any guest (its stage's interface of
-//!    `stockpipe:pipeline@0.1.0`, with the right types, instantiated within the limits). A
+//!    `stockpipe:pipeline@0.2.0`, with the right types, instantiated within the limits). A
 //!    component that fails is refused with the reason; the old version keeps serving.
 //! 3. It runs the new version in shadow, beside the current one, on the last ticks the pipeline
 //!    processed ([`ShadowBuffer`]) and compares outcomes ([`ShadowReport`]). If the new version
