@@ -4,9 +4,11 @@
 //! and names the offending field, because every refusal becomes a dead-letter reason.
 
 pub mod scan;
+pub mod shapes;
+
+pub use shapes::{DecodeOptions, Shape};
 
 use crate::columns::TickColumns;
-use crate::time::{from_epoch_millis, parse_timestamp};
 use crate::{DepthLevel, Tick};
 use serde_json::{Map, Value};
 
@@ -27,14 +29,14 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-fn missing(field: &str) -> DecodeError {
+pub(crate) fn missing(field: &str) -> DecodeError {
     DecodeError {
         code: "missing-field",
         message: format!("field `{field}` is missing"),
     }
 }
 
-fn wrong_type(field: &str, expected: &str, got: &Value) -> DecodeError {
+pub(crate) fn wrong_type(field: &str, expected: &str, got: &Value) -> DecodeError {
     let mut shown = got.to_string();
     if shown.len() > 64 {
         shown.truncate(64);
@@ -46,197 +48,21 @@ fn wrong_type(field: &str, expected: &str, got: &Value) -> DecodeError {
     }
 }
 
-fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a Value, DecodeError> {
-    obj.get(name).ok_or_else(|| missing(name))
-}
-
-fn float(obj: &Map<String, Value>, name: &str) -> Result<f64, DecodeError> {
-    let v = field(obj, name)?;
-    v.as_f64().ok_or_else(|| wrong_type(name, "a number", v))
-}
-
-/// An integer; an integral float such as `53611.0` is accepted, `53611.5` is not.
-fn integer(obj: &Map<String, Value>, name: &str) -> Result<i64, DecodeError> {
-    let v = field(obj, name)?;
-    if let Some(i) = v.as_i64() {
-        return Ok(i);
-    }
-    match v.as_f64() {
-        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
-        _ => Err(wrong_type(name, "an integer", v)),
-    }
-}
-
-fn depth_side(depth: &Map<String, Value>, side: &str) -> Result<Vec<DepthLevel>, DecodeError> {
-    let path = format!("depth.{side}");
-    let levels = match depth.get(side) {
-        None => return Err(missing(&path)),
-        Some(Value::Array(levels)) => levels,
-        Some(other) => return Err(wrong_type(&path, "an array", other)),
-    };
-    levels
-        .iter()
-        .enumerate()
-        .map(|(i, level)| {
-            let at = format!("{path}[{i}]");
-            let obj = level
-                .as_object()
-                .ok_or_else(|| wrong_type(&at, "an object", level))?;
-            let named = |e: DecodeError| DecodeError {
-                message: format!("{at}: {}", e.message),
-                ..e
-            };
-            Ok(DepthLevel {
-                price: float(obj, "price").map_err(named)?,
-                orders: integer(obj, "orders").map_err(named)?,
-                quantity: integer(obj, "quantity").map_err(named)?,
-            })
-        })
-        .collect()
-}
-
-/// The typed fast path: the well-formed message (nearly every one) is decoded straight into
-/// structs, without building a `Value` tree. Anything it refuses is decoded again by
-/// [`decode_tick_slow`], which accepts the same inputs plus a few lenient forms and names the field
-/// of any refusal.
-mod fast {
-    use serde::Deserialize;
-
-    pub enum Timestamp<'a> {
-        Text(&'a str),
-        Millis(i64),
-    }
-
-    impl<'de: 'a, 'a> Deserialize<'de> for Timestamp<'a> {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct Visitor;
-            impl<'de> serde::de::Visitor<'de> for Visitor {
-                type Value = Timestamp<'de>;
-                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("a timestamp string or epoch milliseconds")
-                }
-                fn visit_borrowed_str<E: serde::de::Error>(
-                    self,
-                    v: &'de str,
-                ) -> Result<Self::Value, E> {
-                    Ok(Timestamp::Text(v))
-                }
-                fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                    Ok(Timestamp::Millis(v))
-                }
-                fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                    i64::try_from(v).map(Timestamp::Millis).map_err(E::custom)
-                }
-            }
-            d.deserialize_any(Visitor)
-        }
-    }
-
-    #[derive(Deserialize)]
-    pub struct Level {
-        pub price: f64,
-        pub orders: i64,
-        pub quantity: i64,
-    }
-
-    #[derive(Deserialize)]
-    pub struct Depth {
-        pub buy: Vec<Level>,
-        pub sell: Vec<Level>,
-    }
-
-    #[derive(Deserialize)]
-    pub struct Tick<'a> {
-        #[serde(borrow)]
-        pub timestamp: Timestamp<'a>,
-        pub instrument_token: u64,
-        pub last_price: f64,
-        pub volume: i64,
-        pub sell_quantity: i64,
-        pub last_quantity: i64,
-        pub change: f64,
-        pub average_price: f64,
-        pub open: f64,
-        pub high: f64,
-        pub low: f64,
-        pub close: f64,
-        pub depth: Depth,
-    }
-}
-
-/// Decodes one message. `naive_offset_minutes`: see [`parse_timestamp`]. A side of the book
-/// deeper than [`MAX_LEVELS`](crate::columns::MAX_LEVELS) is refused (`too-deep`): the batch
-/// columns count a tick's levels in a byte.
+/// Decodes one message. `naive_offset_minutes`: see [`parse_timestamp`](crate::time::parse_timestamp).
+/// The defaults otherwise, and no Kafka record time (a tick without a time of its own is refused).
 pub fn decode_tick(bytes: &[u8], naive_offset_minutes: i32) -> Result<Tick, DecodeError> {
-    let tick = decode_unbounded(bytes, naive_offset_minutes)?;
-    for (side, levels) in [("buy", &tick.depth_buy), ("sell", &tick.depth_sell)] {
-        if levels.len() > crate::columns::MAX_LEVELS {
-            return Err(DecodeError {
-                code: "too-deep",
-                message: format!(
-                    "depth.{side} has {} levels; at most {} are accepted",
-                    levels.len(),
-                    crate::columns::MAX_LEVELS
-                ),
-            });
-        }
-    }
-    Ok(tick)
+    decode_message(bytes, &DecodeOptions::flat(naive_offset_minutes), None)
 }
 
-/// Decodes one message onto the end of a batch's columns: [`scan::scan_into`] for the messages it
-/// recognises (nearly all), [`decode_tick`] for the rest, which names the field of any refusal.
-/// On a refusal the columns are as they were.
-pub fn decode_into(
+/// Decodes one message of any built-in shape ([`shapes`]); `kafka_timestamp_ms` is its record's
+/// time, for a tick that carries none of its own. A side of the book deeper than
+/// [`MAX_LEVELS`](crate::columns::MAX_LEVELS) is refused (`too-deep`): the batch columns count a
+/// tick's levels in a byte.
+pub fn decode_message(
     bytes: &[u8],
-    naive_offset_minutes: i32,
-    columns: &mut TickColumns,
-) -> Result<(), DecodeError> {
-    if scan::scan_into(bytes, naive_offset_minutes, columns).is_some() {
-        return Ok(());
-    }
-    columns.push(&decode_tick(bytes, naive_offset_minutes)?.view());
-    Ok(())
-}
-
-fn decode_unbounded(bytes: &[u8], naive_offset_minutes: i32) -> Result<Tick, DecodeError> {
-    if let Ok(t) = serde_json::from_slice::<fast::Tick<'_>>(bytes) {
-        let timestamp_us = match t.timestamp {
-            fast::Timestamp::Text(s) => parse_timestamp(s, naive_offset_minutes).ok(),
-            fast::Timestamp::Millis(ms) => from_epoch_millis(ms),
-        };
-        if let Some(timestamp_us) = timestamp_us {
-            let levels = |side: Vec<fast::Level>| {
-                side.into_iter()
-                    .map(|l| DepthLevel {
-                        price: l.price,
-                        orders: l.orders,
-                        quantity: l.quantity,
-                    })
-                    .collect()
-            };
-            return Ok(Tick {
-                volume: Some(t.volume),
-                sell_quantity: Some(t.sell_quantity),
-                last_quantity: Some(t.last_quantity),
-                change: Some(t.change),
-                average_price: Some(t.average_price),
-                open: Some(t.open),
-                high: Some(t.high),
-                low: Some(t.low),
-                close: Some(t.close),
-                has_depth: true,
-                depth_buy: levels(t.depth.buy),
-                depth_sell: levels(t.depth.sell),
-                ..Tick::bare(timestamp_us, t.instrument_token, t.last_price)
-            });
-        }
-    }
-    decode_tick_slow(bytes, naive_offset_minutes)
-}
-
-/// The thorough path: a `Value` tree, every field checked by name.
-fn decode_tick_slow(bytes: &[u8], naive_offset_minutes: i32) -> Result<Tick, DecodeError> {
+    options: &DecodeOptions,
+    kafka_timestamp_ms: Option<i64>,
+) -> Result<Tick, DecodeError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError {
         code: "malformed-json",
         message: e.to_string(),
@@ -244,54 +70,37 @@ fn decode_tick_slow(bytes: &[u8], naive_offset_minutes: i32) -> Result<Tick, Dec
     let Value::Object(obj) = &value else {
         return Err(wrong_type("(tick)", "an object", &value));
     };
-    let ts = field(obj, "timestamp")?;
-    let timestamp_us = match ts {
-        Value::String(s) => parse_timestamp(s, naive_offset_minutes).map_err(|e| DecodeError {
-            code: "bad-timestamp",
-            message: e.0,
-        })?,
-        Value::Number(n) => n
-            .as_i64()
-            .and_then(from_epoch_millis)
-            .ok_or_else(|| wrong_type("timestamp", "epoch milliseconds as an integer", ts))?,
-        other => {
-            return Err(wrong_type(
-                "timestamp",
-                "a string or epoch milliseconds",
-                other,
-            ));
-        }
-    };
-    let token = field(obj, "instrument_token")?;
-    let instrument_token = token
-        .as_u64()
-        .ok_or_else(|| wrong_type("instrument_token", "a non-negative integer", token))?;
-    let depth = match field(obj, "depth")? {
-        Value::Object(d) => d,
-        other => {
-            return Err(wrong_type(
-                "depth",
-                "an object with `buy` and `sell`",
-                other,
-            ));
-        }
-    };
-    let last_price = float(obj, "last_price")?;
-    Ok(Tick {
-        volume: Some(integer(obj, "volume")?),
-        sell_quantity: Some(integer(obj, "sell_quantity")?),
-        last_quantity: Some(integer(obj, "last_quantity")?),
-        change: Some(float(obj, "change")?),
-        average_price: Some(float(obj, "average_price")?),
-        open: Some(float(obj, "open")?),
-        high: Some(float(obj, "high")?),
-        low: Some(float(obj, "low")?),
-        close: Some(float(obj, "close")?),
-        has_depth: true,
-        depth_buy: depth_side(depth, "buy")?,
-        depth_sell: depth_side(depth, "sell")?,
-        ..Tick::bare(timestamp_us, instrument_token, last_price)
-    })
+    shapes::decode_object(obj, options, kafka_timestamp_ms)
+}
+
+/// Decodes one message onto the end of a batch's columns: [`scan::scan_into`] for the messages it
+/// recognises (nearly all of the sample's shape), [`decode_message`] for the rest, which names the
+/// field of any refusal. On a refusal the columns are as they were.
+pub fn decode_into(
+    bytes: &[u8],
+    naive_offset_minutes: i32,
+    columns: &mut TickColumns,
+) -> Result<(), DecodeError> {
+    decode_into_with(
+        bytes,
+        &DecodeOptions::flat(naive_offset_minutes),
+        None,
+        columns,
+    )
+}
+
+/// [`decode_into`] with every option and the record's time.
+pub fn decode_into_with(
+    bytes: &[u8],
+    options: &DecodeOptions,
+    kafka_timestamp_ms: Option<i64>,
+    columns: &mut TickColumns,
+) -> Result<(), DecodeError> {
+    if scan::scan_into(bytes, options, columns).is_some() {
+        return Ok(());
+    }
+    columns.push(&decode_message(bytes, options, kafka_timestamp_ms)?.view());
+    Ok(())
 }
 
 fn depth_json(levels: &[DepthLevel]) -> Value {
@@ -447,7 +256,12 @@ mod tests {
     fn refusals_name_the_field() {
         let cases = [
             (with("last_price", r#""NaN""#), "wrong-type", "last_price"),
-            (with("volume", "<remove>"), "missing-field", "volume"),
+            (
+                with("last_price", "<remove>"),
+                "missing-field",
+                "last_price",
+            ),
+            (with("timestamp", "<remove>"), "missing-field", "timestamp"),
             (with("volume", "1.5"), "wrong-type", "volume"),
             (
                 with("instrument_token", "-3"),
@@ -479,23 +293,6 @@ mod tests {
             let e = decode_tick(input.as_bytes(), 0).unwrap_err();
             assert_eq!(e.code, code, "{input}: {e}");
             assert!(e.message.contains(needle), "{input}: {e}");
-        }
-    }
-
-    #[test]
-    fn fast_and_thorough_paths_agree() {
-        for input in [
-            GOOD.to_string(),
-            with("timestamp", "1497944105284"),
-            with("timestamp", r#""2017-06-20T07:35:05.284824+05:30""#),
-            with("depth", r#"{"buy": [], "sell": [], "extra": 1}"#),
-        ] {
-            let fast = decode_tick(input.as_bytes(), 0).unwrap();
-            assert_eq!(
-                decode_tick_slow(input.as_bytes(), 0).unwrap(),
-                fast,
-                "{input}"
-            );
         }
     }
 

@@ -174,6 +174,56 @@ pub fn from_epoch_millis(ms: i64) -> Option<i64> {
     ms.checked_mul(1000)
 }
 
+/// The unit of a timestamp written as an epoch number (`input.timestamp_unit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochUnit {
+    Seconds,
+    Millis,
+    Micros,
+    Nanos,
+}
+
+impl EpochUnit {
+    /// The config's spelling: `s`, `ms`, `us`, `ns`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "s" => Some(Self::Seconds),
+            "ms" => Some(Self::Millis),
+            "us" => Some(Self::Micros),
+            "ns" => Some(Self::Nanos),
+            _ => None,
+        }
+    }
+
+    /// The unit an epoch number of this size is read in when none is configured: below 10^11 it is
+    /// seconds (10^11 s is the year 5138), below 10^14 milliseconds (10^11 ms is 1973), below
+    /// 10^17 microseconds, else nanoseconds. Each unit covers 1973 to 5138 without overlap.
+    pub fn of_magnitude(n: i64) -> Self {
+        match n.unsigned_abs() {
+            0..100_000_000_000 => Self::Seconds,
+            100_000_000_000..100_000_000_000_000 => Self::Millis,
+            100_000_000_000_000..100_000_000_000_000_000 => Self::Micros,
+            _ => Self::Nanos,
+        }
+    }
+
+    /// `n` of this unit in µs; `None` when it overflows.
+    pub fn to_micros(self, n: i64) -> Option<i64> {
+        match self {
+            Self::Seconds => n.checked_mul(1_000_000),
+            Self::Millis => n.checked_mul(1_000),
+            Self::Micros => Some(n),
+            Self::Nanos => Some(n.div_euclid(1_000)),
+        }
+    }
+}
+
+/// An epoch number in µs: in `unit`, or by its magnitude ([`EpochUnit::of_magnitude`]).
+pub fn epoch_micros(n: i64, unit: Option<EpochUnit>) -> Option<i64> {
+    unit.unwrap_or_else(|| EpochUnit::of_magnitude(n))
+        .to_micros(n)
+}
+
 /// Why a timestamp string was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimestampError(pub String);
@@ -186,8 +236,9 @@ impl std::fmt::Display for TimestampError {
 
 impl std::error::Error for TimestampError {}
 
-/// Parses the sample's form or RFC 3339 into UTC µs. `naive_offset_minutes` is the offset from UTC
-/// of wall-clock times that carry no zone (the sample's form); RFC 3339 carries its own.
+/// Parses the sample's form, RFC 3339, or ISO 8601 without a zone into UTC µs.
+/// `naive_offset_minutes` is the offset from UTC of wall-clock times that carry no zone (the
+/// sample's form, a zone-less ISO time); RFC 3339 carries its own.
 pub fn parse_timestamp(s: &str, naive_offset_minutes: i32) -> Result<i64, TimestampError> {
     parse_timestamp_bytes(s.as_bytes(), naive_offset_minutes)
 }
@@ -254,7 +305,9 @@ pub fn parse_timestamp_bytes(b: &[u8], naive_offset_minutes: i32) -> Result<i64,
                 let v = i64::from(h * 60 + m);
                 if *sign == b'-' { -v } else { v }
             }
-            _ => return Err(err("RFC 3339 needs a zone: 'Z' or ±HH:MM")),
+            // ISO 8601 without a zone: a wall-clock time, like the sample's form.
+            None => i64::from(naive_offset_minutes),
+            _ => return Err(err("a zone is 'Z' or ±HH:MM")),
         }
     } else {
         if i != b.len() {
@@ -387,6 +440,45 @@ mod tests {
         let rfc = parse_timestamp("2017-06-20T13:05:05+05:30", 0).unwrap();
         assert_eq!(rfc, ist);
         assert_eq!(parse_timestamp("2017-06-20T07:35:05Z", 330).unwrap(), ist);
+        // ISO 8601 without a zone (Python's isoformat() of a naive datetime) is wall-clock too.
+        assert_eq!(parse_timestamp("2017-06-20T13:05:05", 330).unwrap(), ist);
+        assert_eq!(
+            parse_timestamp("2017-06-20T13:05:05.000", 330).unwrap(),
+            ist
+        );
+    }
+
+    #[test]
+    fn epoch_numbers_are_read_by_their_unit_or_magnitude() {
+        let us = 1_497_944_105_284_824_i64;
+        for (n, unit) in [
+            (us / 1_000_000, EpochUnit::Seconds),
+            (us / 1_000, EpochUnit::Millis),
+            (us, EpochUnit::Micros),
+            (us * 1_000, EpochUnit::Nanos),
+        ] {
+            assert_eq!(EpochUnit::of_magnitude(n), unit, "{n}");
+            let want = match unit {
+                EpochUnit::Seconds => us / 1_000_000 * 1_000_000,
+                EpochUnit::Millis => us / 1_000 * 1_000,
+                _ => us,
+            };
+            assert_eq!(epoch_micros(n, None), Some(want));
+            assert_eq!(epoch_micros(n, Some(unit)), Some(want));
+        }
+        // The boundaries: 10^11 s would be the year 5138; 10^11 ms is 1973.
+        assert_eq!(EpochUnit::of_magnitude(99_999_999_999), EpochUnit::Seconds);
+        assert_eq!(EpochUnit::of_magnitude(100_000_000_000), EpochUnit::Millis);
+        // A configured unit overrides the magnitude; an overflow is refused.
+        assert_eq!(
+            epoch_micros(1_000, Some(EpochUnit::Millis)),
+            Some(1_000_000)
+        );
+        assert_eq!(epoch_micros(i64::MAX / 10, Some(EpochUnit::Seconds)), None);
+        for text in ["s", "ms", "us", "ns"] {
+            assert!(EpochUnit::parse(text).is_some());
+        }
+        assert_eq!(EpochUnit::parse("sec"), None);
     }
 
     #[test]
@@ -411,13 +503,14 @@ mod tests {
             "2017-02-30 07:35:05",
             "2017-06-20 25:35:05",
             "2017-06-20X07:35:05",
-            "2017-06-20T07:35:05",
+            "2017-06-20T07:35:05+0530",
             "2017-06-20 07:35:05.",
             "2017-06-20 07:35:05Z",
             "2017-06-20 07:35:05 junk",
             "20x7-06-20 07:35:05",
         ] {
             let e = parse_timestamp(bad, 0).unwrap_err();
+            // (ISO 8601 without a zone is a wall-clock time: see the next test.)
             assert!(e.0.contains("timestamp"), "{bad}: {e}");
         }
     }

@@ -10,6 +10,7 @@ use crate::chain::aggregate::AggregateSection;
 use crate::chain::swap::GuestsSection;
 use crate::chain::{EnrichSection, RouteSection, ValidateSection};
 use crate::http::HttpSection;
+use crate::pipeline::decode::InputSection;
 use crate::sink::elasticsearch::ElasticsearchSection;
 use crate::sink::lake::LakeSection;
 use crate::source::kafka::KafkaConfig;
@@ -28,6 +29,7 @@ pub struct Config {
     pub enrich: EnrichSection,
     pub route: RouteSection,
     pub aggregate: AggregateSection,
+    pub input: InputSection,
 }
 
 /// Environment variables that override settings start with this.
@@ -35,7 +37,7 @@ pub const ENV_PREFIX: &str = "STOCKPIPE_";
 /// `json` or `text`: the log format (default: JSON unless stderr is a terminal).
 pub const LOG_FORMAT_ENV: &str = "STOCKPIPE_LOG_FORMAT";
 /// The sections of the file, as `STOCKPIPE_<SECTION>_<KEY>` spells them (lowercased).
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "kafka",
     "lake",
     "elasticsearch",
@@ -45,6 +47,7 @@ const SECTIONS: [&str; 9] = [
     "enrich",
     "route",
     "aggregate",
+    "input",
 ];
 
 impl Config {
@@ -161,7 +164,15 @@ impl Config {
         self.validate.validate()?;
         self.enrich.validate()?;
         self.route.validate()?;
-        self.aggregate.validate()
+        self.aggregate.validate()?;
+        self.input.validate()
+    }
+
+    /// How the input's messages are decoded (`[input]`, and `validate.naive_timestamp_offset_minutes`
+    /// for the sample's shape).
+    pub fn decode_options(&self) -> stockpipe_model::json::DecodeOptions {
+        self.input
+            .decode_options(self.validate.naive_timestamp_offset_minutes)
     }
 
     /// The guests' per-call configuration, with the timestamp window fixed at `now_us`.

@@ -1,24 +1,76 @@
 //! A batch's messages decoded straight into its columns ([`stockpipe_model::json`]: the tick
-//! scanner, the thorough decoder for what it does not recognise), each message keeping the place
-//! of its tick or the reason it did not decode.
+//! scanner, the decoder of every built-in shape for what it does not recognise), each message
+//! keeping the place of its tick or the reason it did not decode; and `[input]`, the settings of
+//! how messages are read.
 
+use crate::config::error::{ConfigError, invalid};
 use crate::source::group::Consumed;
+use serde::Deserialize;
 use stockpipe_model::columns::TickColumns;
-use stockpipe_model::json::{DecodeError, decode_into};
+use stockpipe_model::json::{DecodeError, DecodeOptions, decode_into_with};
+use stockpipe_model::time::EpochUnit;
+
+/// `[input]`: how the input's messages are read.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputSection {
+    /// Offset from UTC (minutes) of zone-less times in Kite's shapes (the ticker's
+    /// `exchange_timestamp`, the quote API's `timestamp`): the exchange's time, IST, by default.
+    /// The sample's shape keeps `validate.naive_timestamp_offset_minutes`.
+    pub kite_utc_offset_minutes: i32,
+    /// The unit of timestamps written as epoch numbers: `s`, `ms`, `us`, `ns`, or `auto` (by
+    /// magnitude: below 10^11 seconds, below 10^14 milliseconds, below 10^17 microseconds, else
+    /// nanoseconds — each unit covering 1973 to 5138).
+    pub timestamp_unit: String,
+}
+
+impl Default for InputSection {
+    fn default() -> Self {
+        Self {
+            kite_utc_offset_minutes: stockpipe_model::json::shapes::KITE_OFFSET_MINUTES,
+            timestamp_unit: "auto".into(),
+        }
+    }
+}
+
+impl InputSection {
+    /// Checks the section's values; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kite_utc_offset_minutes.abs() >= 24 * 60 {
+            return invalid("input.kite_utc_offset_minutes", "must be within ±1439");
+        }
+        if self.timestamp_unit != "auto" && EpochUnit::parse(&self.timestamp_unit).is_none() {
+            return invalid("input.timestamp_unit", "must be auto, s, ms, us or ns");
+        }
+        Ok(())
+    }
+
+    /// How messages are decoded, with the flat shape's zone-less offset.
+    pub fn decode_options(&self, flat_offset_minutes: i32) -> DecodeOptions {
+        DecodeOptions {
+            flat_offset_minutes,
+            kite_offset_minutes: self.kite_utc_offset_minutes,
+            epoch_unit: EpochUnit::parse(&self.timestamp_unit),
+        }
+    }
+}
 
 /// A batch's messages decoded straight into its columns: the ticks, in order, and for each
 /// message its tick's index or the reason it did not decode.
-pub(super) struct Decoded {
+pub(crate) struct Decoded {
     pub(super) ticks: TickColumns,
     pub(super) slots: Vec<Result<usize, DecodeError>>,
 }
 
-pub(super) fn decode_batch(batch: &[Consumed], offset_minutes: i32) -> Decoded {
+pub(crate) fn decode_batch(batch: &[Consumed], options: &DecodeOptions) -> Decoded {
     // Five levels a side, the sample's depth: a deeper book only grows the level columns.
     let mut ticks = TickColumns::with_capacity(batch.len(), 5);
     let slots = batch
         .iter()
-        .map(|m| decode_into(&m.payload, offset_minutes, &mut ticks).map(|()| ticks.len() - 1))
+        .map(|m| {
+            decode_into_with(&m.payload, options, m.timestamp_ms, &mut ticks)
+                .map(|()| ticks.len() - 1)
+        })
         .collect();
     Decoded { ticks, slots }
 }

@@ -12,7 +12,7 @@
 
 mod bars;
 pub mod commit;
-mod decode;
+pub mod decode;
 mod dispatch;
 mod ledger;
 mod swaps;
@@ -302,8 +302,7 @@ impl Pipeline {
         if let Some(bars) = &mut self.bars {
             bars.restore(self.lake.store(), topic).await?;
         }
-        let offset_minutes = self.config.validate.naive_timestamp_offset_minutes;
-        let decoded = decode::decode_batch(&batch, offset_minutes);
+        let decoded = decode::decode_batch(&batch, &self.config.decode_options());
         let chain = &mut self.chain;
         let outcomes = tokio::task::block_in_place(|| chain.process_columns(&decoded.ticks));
         anyhow::ensure!(

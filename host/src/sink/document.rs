@@ -26,6 +26,10 @@ pub fn event_id_hex(tick: &TickRef<'_>) -> String {
 pub struct AcceptedDocument<'a> {
     event_id: String,
     timestamp: String,
+    /// `kafka` where the tick carried no time of its own and `timestamp` is its record's; absent
+    /// where it is the tick's own (so the sample's documents are what they were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp_source: Option<&'static str>,
     #[serde(flatten)]
     tick: TickFields<'a>,
     mid_price: f64,
@@ -184,6 +188,7 @@ impl<'a> AcceptedDocument<'a> {
         Self {
             event_id: event_id_hex(tick),
             timestamp: format_rfc3339_micros(tick.timestamp_us),
+            timestamp_source: tick.timestamp_from_kafka.then_some("kafka"),
             tick: TickFields::of(tick),
             mid_price: e.mid_price,
             spread: e.spread,
@@ -236,6 +241,9 @@ impl DocumentWriter {
         out.extend_from_slice(layout::TIMESTAMP);
         stockpipe_model::time::write_rfc3339_micros(out, tick.timestamp_us);
         out.push(b'"');
+        if tick.timestamp_from_kafka {
+            out.extend_from_slice(b",\"timestamp_source\":\"kafka\"");
+        }
         tick_fields(out, tick);
         out.extend_from_slice(layout::MID_PRICE);
         float(out, e.mid_price);
@@ -629,6 +637,7 @@ mod tests {
         tick.oi = Some(1200);
         tick.tradable = Some(false);
         tick.exchange_timestamp_us = Some(tick.timestamp_us);
+        tick.timestamp_from_kafka = true;
         let enrichment = Enrichment {
             mid_price: tick.last_price,
             ..Enrichment::default()
@@ -670,6 +679,7 @@ mod tests {
         assert_eq!(written["tradable"], false);
         assert_eq!(written["mode"], "ltp");
         assert_eq!(written["exchange_timestamp"], written["timestamp"]);
+        assert_eq!(written["timestamp_source"], "kafka");
     }
 
     /// The four-decimal shortcut writes zmij's bytes, over prices, ratios, the edges of its range

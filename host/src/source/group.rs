@@ -30,6 +30,9 @@ pub struct Consumed {
     pub source: SourceRef,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
+    /// The record's timestamp (epoch ms; create or log-append time, whichever the topic keeps):
+    /// the event time of a tick that carries none of its own.
+    pub timestamp_ms: Option<i64>,
 }
 
 impl Consumed {
@@ -46,6 +49,7 @@ impl Consumed {
             },
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            timestamp_ms: rdkafka::Message::timestamp(message).to_millis(),
         }
     }
 }

@@ -26,7 +26,7 @@ fn bad_ticks() -> Vec<(Vec<u8>, &'static str)> {
             "malformed-json",
         ),
         (
-            with(&|v| drop(v.as_object_mut().unwrap().remove("volume"))),
+            with(&|v| drop(v.as_object_mut().unwrap().remove("last_price"))),
             "missing-field",
         ),
         (with(&|v| v["last_price"] = "NaN".into()), "wrong-type"),

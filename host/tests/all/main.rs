@@ -10,6 +10,7 @@ mod elasticsearch;
 mod emulators;
 mod es_production;
 mod failover;
+mod feeds;
 mod guest_kit;
 mod guests;
 mod hostile_input;

@@ -1,0 +1,164 @@
+//! Every built-in tick shape through the whole pipeline: Kite's ticker in its three modes (an
+//! index among the ticks) and the quote API, from `data/kite/`, produced to the embedded cluster
+//! with their record timestamps set, consumed by `run --once` with the aggregate stage on. The
+//! lake's documents and bars are held to golden files (`host/tests/golden/feeds/`), guest versions
+//! left out; `GOLDEN_UPDATE=1` rewrites them (review the diff).
+
+use rdkafka::producer::FutureRecord;
+use std::path::PathBuf;
+use std::time::Duration;
+use stockpipe::config::Config;
+use stockpipe::source::kafka as kafka_source;
+
+/// The records' timestamps: from 2021-05-25 10:00:00 UTC (15:30 IST, the close), 40 s apart (the
+/// ticks without a time of their own close a one-minute bar).
+const RECORD_MS: i64 = 1_621_936_800_000;
+
+fn golden(name: &str) -> PathBuf {
+    crate::support::workspace()
+        .join("host/tests/golden/feeds")
+        .join(format!("{name}.ndjson"))
+}
+
+/// The lake's lines under `prefix`, in (partition, offset or bar) order, without guest versions.
+fn lake_lines(lake: &std::path::Path, prefix: &str) -> Vec<serde_json::Value> {
+    let mut docs = Vec::new();
+    let dir = lake.join(prefix);
+    if !dir.exists() {
+        return docs;
+    }
+    let mut files = crate::support::walk(&dir);
+    files.sort();
+    for file in files {
+        for line in std::fs::read_to_string(&file).unwrap().lines() {
+            let mut d: serde_json::Value = serde_json::from_str(line).unwrap();
+            let o = d.as_object_mut().unwrap();
+            o.remove("guest_versions");
+            o.remove("guest_version");
+            docs.push(d);
+        }
+    }
+    docs
+}
+
+/// `run --once` in process, with the embedded aggregate guest.
+async fn run_once_with_bars(config: &Config, brokers: &str) -> stockpipe::pipeline::RunSummary {
+    use stockpipe::chain::aggregate::Aggregation;
+    use stockpipe::chain::{ChainComponents, WasmChain};
+    use stockpipe::runtime::sandbox::{Sandbox, SandboxLimits};
+    use stockpipe::runtime::{GuestComponent, StageKind, embedded_component};
+    let sandbox = std::sync::Arc::new(Sandbox::new(SandboxLimits::default()).unwrap());
+    let components = ChainComponents::embedded(&sandbox).unwrap();
+    let chain = WasmChain::new(
+        sandbox.clone(),
+        components,
+        config.stage_configs(stockpipe::clock::unix_now_us()),
+    );
+    let kind = StageKind::Aggregate;
+    let aggregate =
+        GuestComponent::load(&sandbox, kind, embedded_component(kind), "embedded").unwrap();
+    let aggregation = Aggregation::new(
+        sandbox,
+        std::sync::Arc::new(aggregate),
+        config.aggregate.guest_config(),
+    );
+    let telemetry = std::sync::Arc::new(stockpipe::telemetry::Telemetry::new());
+    let pipeline = stockpipe::pipeline::Pipeline::new(config.clone(), brokers, chain, telemetry)
+        .await
+        .unwrap()
+        .with_aggregation(aggregation);
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        pipeline.run(true, std::future::pending()),
+    )
+    .await
+    .expect("run --once finishes")
+    .unwrap()
+}
+
+async fn through_the_pipeline(name: &str) {
+    let payloads: Vec<Vec<u8>> = std::fs::read(
+        crate::support::workspace()
+            .join("data/kite")
+            .join(format!("{name}.ndjson")),
+    )
+    .unwrap()
+    .split(|&b| b == b'\n')
+    .filter(|l| !l.is_empty())
+    .map(<[u8]>::to_vec)
+    .collect();
+    let mut config = Config::default();
+    config.aggregate.enabled = true;
+    // The ticks are from 2021; the bars close as the watermark passes them.
+    config.aggregate.allowed_lateness_ms = 0;
+    let cluster = crate::support::embedded_cluster(&config, 1);
+    let brokers = cluster.bootstrap_servers();
+    let lake = tempfile::tempdir().unwrap();
+    config.lake.url = lake.path().display().to_string();
+    let producer = kafka_source::producer(&kafka_source::Connection::plaintext(&brokers)).unwrap();
+    for (i, payload) in payloads.iter().enumerate() {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&config.kafka.topic)
+                    .payload(payload)
+                    .timestamp(RECORD_MS + 40_000 * i as i64),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let summary = run_once_with_bars(&config, &brokers).await;
+    assert_eq!(
+        summary.counts.consumed,
+        payloads.len() as u64,
+        "{summary:?}"
+    );
+    assert_eq!(
+        summary.counts.accepted,
+        payloads.len() as u64,
+        "every tick of a built-in shape is accepted: {summary:?}"
+    );
+    let mut lines = lake_lines(lake.path(), "stock-stream");
+    assert_eq!(lines.len(), payloads.len());
+    let bars = lake_lines(lake.path(), "stock-bars");
+    assert!(
+        !bars.is_empty(),
+        "{name}: the ticks close a bar; the lake holds {:?}; {summary:?}",
+        crate::support::walk(lake.path())
+    );
+    lines.extend(bars);
+    let text: String = lines.iter().map(|d| format!("{d}\n")).collect();
+    let path = golden(name);
+    if std::env::var_os("GOLDEN_UPDATE").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (GOLDEN_UPDATE=1 writes it)", path.display()));
+    assert_eq!(
+        text,
+        want,
+        "{name}: the lake differs from {}",
+        path.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kite_ticker_ltp_ticks_take_their_record_time() {
+    through_the_pipeline("ticker_ltp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kite_ticker_quote_ticks() {
+    through_the_pipeline("ticker_quote").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kite_ticker_full_ticks_with_every_timestamp_form() {
+    through_the_pipeline("ticker_full").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kite_quote_api_ticks() {
+    through_the_pipeline("quote_api").await;
+}
