@@ -43,7 +43,7 @@ CREATE OR REPLACE EXTERNAL TABLE `${project}.${dataset}.stock_ticks`
   deviation_bps FLOAT64,
   hour_of_day INT64,
   minute INT64,
-  source STRUCT<topic STRING, `partition` INT64, `offset` INT64>,
+  source STRUCT<topic STRING, `partition` INT64, `offset` INT64, tick INT64>,
   guest_versions STRUCT<validate STRING, enrich STRING, route STRING>
 )
 WITH PARTITION COLUMNS (

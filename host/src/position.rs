@@ -3,8 +3,8 @@
 //!
 //! Invariant: an [`Offset`] is always a Kafka offset, and every [`Offsets`] map holds the *next*
 //! offset of each partition (one past the last message consumed, committed, or in the log: Kafka's
-//! own convention for committed offsets and log ends). A lake position is not an offset: a bar's
-//! line sits at `offset × 2^20 + k`, and only [`LakePosition::message`] turns it back. The serde
+//! own convention for committed offsets and log ends). A lake position is not an offset: a line
+//! sits at `offset × 2^20 + k`, and only [`LakePosition::message`] turns it back. The serde
 //! forms are the plain numbers (`{"0": 42}`), so checkpoints and run summaries written before these
 //! types read back unchanged.
 
@@ -56,56 +56,81 @@ pub fn offsets(pairs: impl IntoIterator<Item = (i32, i64)>) -> Offsets {
         .collect()
 }
 
-/// Bits of a bar's lake position below its message's offset.
+/// Bits of a lake position below its message's offset.
 pub const PLACE_BITS: u32 = 20;
 
 /// Where a line sits among its partition's lines in the lake; object names carry the first and
-/// last. A tick's line sits at its message's offset; the `k`-th bar a message closed at
-/// `offset × 2^20 + k` ([`LakePosition::bar`]): one message may close bars of several hours, and
-/// with a position of its own each bar is stored exactly once even when its message's bars land in
-/// two objects.
+/// last. A line's position is its message's offset and its place among the lines that message
+/// made, `offset × 2^20 + k`: a message of several ticks makes several tick lines, and one message
+/// may close bars of several hours; with a position of its own each line is stored exactly once
+/// even when its message's lines land in two objects. Tick objects spell a position `offset` (k =
+/// 0, what a one-tick message makes: the names of every lake written before) or `offset.k`
+/// ([`LakePosition::tick_name`]); bar objects spell the number itself ([`LakePosition::get`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LakePosition(i64);
 
 impl LakePosition {
-    /// A tick's line: at its message's offset.
-    pub fn tick(offset: Offset) -> Self {
-        Self(offset.0)
-    }
-
-    /// The `k`-th bar closed by the message at `offset` of `partition`; refused (naming both) when
+    /// The `k`-th line made by the message at `offset` of `partition`; refused (naming both) when
     /// the place or the offset does not fit.
-    pub fn bar(partition: Partition, offset: Offset, k: i64) -> anyhow::Result<Self> {
+    pub fn of(partition: Partition, offset: Offset, k: i64) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            k < 1 << PLACE_BITS,
-            "offset {offset} of partition {partition} closed more than 2^{PLACE_BITS} bars"
+            (0..1 << PLACE_BITS).contains(&k),
+            "offset {offset} of partition {partition} made more than 2^{PLACE_BITS} lines"
         );
         anyhow::ensure!(
-            offset.0 < 1 << (63 - PLACE_BITS),
-            "offset {offset} of partition {partition} is past 2^{}, where the bars' lake positions (offset × 2^{PLACE_BITS}) end",
+            (0..1 << (63 - PLACE_BITS)).contains(&offset.0),
+            "offset {offset} of partition {partition} is past 2^{}, where the lake's positions (offset × 2^{PLACE_BITS}) end",
             63 - PLACE_BITS
         );
         Ok(Self((offset.0 << PLACE_BITS) | k))
     }
 
-    /// A position as an object's name spells it.
+    /// The `k`-th bar closed by the message at `offset`.
+    pub fn bar(partition: Partition, offset: Offset, k: i64) -> anyhow::Result<Self> {
+        Self::of(partition, offset, k)
+    }
+
+    /// The `k`-th tick of the message at `offset` (0 for a message of one tick).
+    pub fn tick(partition: Partition, offset: Offset, k: u32) -> anyhow::Result<Self> {
+        Self::of(partition, offset, i64::from(k))
+    }
+
+    /// A position as a bar object's name spells it.
     pub fn from_name(n: i64) -> Self {
         Self(n)
     }
 
-    /// The number object names carry.
+    /// The number a bar object's name carries.
     pub fn get(self) -> i64 {
         self.0
     }
 
-    /// The offset of the message a bar's line came from.
-    pub fn bar_message(self) -> Offset {
+    /// The offset of the message the line came from.
+    pub fn message(self) -> Offset {
         Offset(self.0 >> PLACE_BITS)
     }
 
-    /// The offset of the message a tick's line came from.
-    pub fn tick_message(self) -> Offset {
-        Offset(self.0)
+    /// The line's place among its message's lines.
+    pub fn place(self) -> i64 {
+        self.0 & ((1 << PLACE_BITS) - 1)
+    }
+
+    /// How a tick object's name spells the position: `offset`, or `offset.k` past a message's
+    /// first line.
+    pub fn tick_name(self) -> String {
+        match self.place() {
+            0 => self.message().to_string(),
+            k => format!("{}.{k}", self.message()),
+        }
+    }
+
+    /// A tick object's spelling read back (`offset` or `offset.k`).
+    pub fn from_tick_name(text: &str) -> Option<Self> {
+        let (offset, k) = match text.split_once('.') {
+            Some((o, k)) => (o.parse().ok()?, k.parse().ok()?),
+            None => (text.parse().ok()?, 0),
+        };
+        Self::of(Partition(0), Offset(offset), k).ok()
     }
 }
 
@@ -117,11 +142,8 @@ mod tests {
     fn a_bar_position_keeps_its_message_offset_above_its_place() {
         let (p, o) = (Partition(0), Offset(5));
         assert_eq!(LakePosition::bar(p, o, 0).unwrap().get(), 5 << PLACE_BITS);
-        assert_eq!(LakePosition::bar(p, o, 3).unwrap().bar_message(), o);
-        assert_eq!(
-            LakePosition::bar(p, o, 3).unwrap().get() & ((1 << PLACE_BITS) - 1),
-            3
-        );
+        assert_eq!(LakePosition::bar(p, o, 3).unwrap().message(), o);
+        assert_eq!(LakePosition::bar(p, o, 3).unwrap().place(), 3);
         assert!(
             LakePosition::bar(p, o, (1 << PLACE_BITS) - 1).unwrap()
                 < LakePosition::bar(p, o.next(), 0).unwrap(),
@@ -130,7 +152,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bar_position_that_would_wrap_is_refused_naming_the_offset() {
+    fn a_position_that_would_wrap_is_refused_naming_the_offset() {
         let e = LakePosition::bar(Partition(4), Offset(1 << 43), 0)
             .unwrap_err()
             .to_string();
@@ -138,13 +160,30 @@ mod tests {
         let e = LakePosition::bar(Partition(4), Offset(9), 1 << PLACE_BITS)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("more than 2^20 bars"), "{e}");
+        assert!(e.contains("more than 2^20 lines"), "{e}");
+        assert!(LakePosition::bar(Partition(4), Offset(-1), 0).is_err());
     }
 
+    /// A one-tick message's line is named by its offset, as every lake before messages of several
+    /// ticks was: an upgraded host reads the old names as the same positions.
     #[test]
-    fn a_tick_line_sits_at_its_offset() {
-        assert_eq!(LakePosition::tick(Offset(77)).get(), 77);
-        assert_eq!(LakePosition::tick(Offset(77)).tick_message(), Offset(77));
+    fn tick_names_spell_the_offset_and_the_place_past_the_first() {
+        let p = Partition(0);
+        let first = LakePosition::tick(p, Offset(77), 0).unwrap();
+        assert_eq!(first.tick_name(), "77");
+        assert_eq!(first.message(), Offset(77));
+        let third = LakePosition::tick(p, Offset(77), 2).unwrap();
+        assert_eq!(third.tick_name(), "77.2");
+        for position in [first, third] {
+            assert_eq!(
+                LakePosition::from_tick_name(&position.tick_name()),
+                Some(position)
+            );
+        }
+        assert!(first < third && third < LakePosition::tick(p, Offset(78), 0).unwrap());
+        for bad in ["", "x", "7.", ".3", "7.3.1", "-1", "7.-1"] {
+            assert_eq!(LakePosition::from_tick_name(bad), None, "{bad}");
+        }
     }
 
     #[test]

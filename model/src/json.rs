@@ -75,32 +75,106 @@ pub fn decode_message(
 
 /// Decodes one message onto the end of a batch's columns: [`scan::scan_into`] for the messages it
 /// recognises (nearly all of the sample's shape), [`decode_message`] for the rest, which names the
-/// field of any refusal. On a refusal the columns are as they were.
+/// field of any refusal. On a refusal the columns are as they were. One tick a message: see
+/// [`decode_ticks_into`] for messages of several.
 pub fn decode_into(
     bytes: &[u8],
     naive_offset_minutes: i32,
     columns: &mut TickColumns,
 ) -> Result<(), DecodeError> {
-    decode_into_with(
-        bytes,
-        &DecodeOptions::flat(naive_offset_minutes),
-        None,
-        columns,
-    )
+    if scan::scan_into(bytes, &DecodeOptions::flat(naive_offset_minutes), columns).is_some() {
+        return Ok(());
+    }
+    columns.push(&decode_tick(bytes, naive_offset_minutes)?.view());
+    Ok(())
 }
 
-/// [`decode_into`] with every option and the record's time.
-pub fn decode_into_with(
+/// What one message held: a tick, or several (each decoded or refused on its own).
+#[derive(Debug, PartialEq)]
+pub enum MessageTicks {
+    /// One tick (pushed onto the columns), or why the message is none.
+    One(Result<(), DecodeError>),
+    /// Several ticks in one message — a JSON array (KiteTicker's `on_ticks` list), or the quote
+    /// API's answer (`{"data": {"NSE:INFY": {…}, …}}`, in its keys' order) — each with its own
+    /// JSON text (for a dead letter of its own) and the reason it was refused, if it was.
+    Many(Vec<(Vec<u8>, Result<(), DecodeError>)>),
+}
+
+/// The ticks of a message of several, each with where it is in the message (`[k]` in a JSON
+/// array, `data["NSE:INFY"]` in the quote API's answer); `None` for a message of one tick.
+pub fn elements(value: &Value) -> Option<Vec<(String, &Value)>> {
+    match value {
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .enumerate()
+                .map(|(k, v)| (format!("[{k}]"), v))
+                .collect(),
+        ),
+        Value::Object(obj) if !obj.contains_key("instrument_token") => match obj.get("data") {
+            Some(Value::Object(data)) => Some(
+                data.iter()
+                    .map(|(key, v)| (format!("data[{key:?}]"), v))
+                    .collect(),
+            ),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Decodes one message of one tick or several onto the end of `columns` (see [`MessageTicks`]);
+/// `kafka_timestamp_ms` is the record's time, for ticks that carry none of their own.
+pub fn decode_ticks_into(
     bytes: &[u8],
     options: &DecodeOptions,
     kafka_timestamp_ms: Option<i64>,
     columns: &mut TickColumns,
-) -> Result<(), DecodeError> {
+) -> MessageTicks {
     if scan::scan_into(bytes, options, columns).is_some() {
-        return Ok(());
+        return MessageTicks::One(Ok(()));
     }
-    columns.push(&decode_message(bytes, options, kafka_timestamp_ms)?.view());
-    Ok(())
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return MessageTicks::One(Err(DecodeError {
+                code: "malformed-json",
+                message: e.to_string(),
+            }));
+        }
+    };
+    let mut one = |at: String, v: &Value| -> Result<(), DecodeError> {
+        let Value::Object(obj) = v else {
+            return Err(wrong_type(&at, "an object", v));
+        };
+        let tick = shapes::decode_object(obj, options, kafka_timestamp_ms).map_err(|e| {
+            if at.is_empty() {
+                e
+            } else {
+                DecodeError {
+                    message: format!("{at}: {}", e.message),
+                    ..e
+                }
+            }
+        })?;
+        columns.push(&tick.view());
+        Ok(())
+    };
+    let Some(elements) = elements(&value) else {
+        return MessageTicks::One(one(String::new(), &value));
+    };
+    if elements.is_empty() {
+        return MessageTicks::One(Err(DecodeError {
+            code: "missing-field",
+            message: "the message holds no tick (an empty list)".into(),
+        }));
+    }
+    MessageTicks::Many(
+        elements
+            .into_iter()
+            .map(|(at, v)| (v.to_string().into_bytes(), one(at, v)))
+            .collect(),
+    )
 }
 
 fn depth_json(levels: &[DepthLevel]) -> Value {

@@ -5,6 +5,7 @@ mod bq;
 mod broker;
 mod check;
 mod guest;
+mod input;
 mod kibana;
 mod ml;
 mod run;
@@ -48,6 +49,9 @@ pub enum Command {
     /// BigQuery ML: print the statements of sql/ rendered, or submit them.
     #[command(subcommand)]
     Bq(bq::BqCommand),
+    /// The input's messages as the pipeline reads them (`input check FILE`).
+    #[command(subcommand)]
+    Input(input::InputCommand),
     /// Work with guest components.
     #[command(subcommand)]
     Guest(guest::GuestCommand),
@@ -80,6 +84,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Ml(command) => block_on(ml::ml(command)),
         Command::Bq(command) => block_on(bq::bq(command)),
         Command::Guest(command) => guest::guest(command),
+        Command::Input(command) => input::input(command),
         Command::Kibana(command) => block_on(kibana::kibana(command)),
         Command::Bench(command) => bench::bench(command),
         Command::Broker(args) => block_on(broker::broker(args)),

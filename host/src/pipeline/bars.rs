@@ -481,15 +481,26 @@ impl Bars {
         let mut messages = Vec::new();
         let mut consumed: Offsets = BTreeMap::new();
         let mut again = 0_u64;
-        for (m, (message, slot)) in batch.iter().zip(&decoded.slots).enumerate() {
+        // A message's ticks are consecutive slots: it is checked once, at its first.
+        let (mut current, mut held) = (None, false);
+        for slot in &decoded.slots {
+            let m = slot.message;
+            let message = &batch[m];
             let source = &message.source;
-            if self.aggregation.covers(source.partition, source.offset) {
-                again += 1;
+            if current != Some(m) {
+                current = Some(m);
+                held = self.aggregation.covers(source.partition, source.offset);
+                if held {
+                    again += 1;
+                } else {
+                    let next = consumed.entry(Partition(source.partition)).or_default();
+                    *next = (*next).max(Offset(source.offset).next());
+                }
+            }
+            if held {
                 continue;
             }
-            let next = consumed.entry(Partition(source.partition)).or_default();
-            *next = (*next).max(Offset(source.offset).next());
-            let Ok(i) = slot else { continue };
+            let Ok(i) = &slot.result else { continue };
             let StageOutcome::Accepted { enrichment, .. } = &outcomes[*i] else {
                 continue;
             };

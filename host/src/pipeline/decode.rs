@@ -7,7 +7,7 @@ use crate::config::error::{ConfigError, invalid};
 use crate::source::group::Consumed;
 use serde::Deserialize;
 use stockpipe_model::columns::TickColumns;
-use stockpipe_model::json::{DecodeError, DecodeOptions, decode_into_with};
+use stockpipe_model::json::{DecodeError, DecodeOptions, MessageTicks, decode_ticks_into};
 use stockpipe_model::time::EpochUnit;
 
 /// `[input]`: how the input's messages are read.
@@ -55,22 +55,54 @@ impl InputSection {
     }
 }
 
-/// A batch's messages decoded straight into its columns: the ticks, in order, and for each
-/// message its tick's index or the reason it did not decode.
+/// A batch's messages decoded straight into its columns: the ticks, in order, and a slot for
+/// each tick of each message (one for a message that did not decode), in the messages' order.
 pub(crate) struct Decoded {
-    pub(super) ticks: TickColumns,
-    pub(super) slots: Vec<Result<usize, DecodeError>>,
+    pub(crate) ticks: TickColumns,
+    pub(crate) slots: Vec<Slot>,
+}
+
+/// One tick of a batch.
+pub(crate) struct Slot {
+    /// The message it came from (its place in the batch).
+    pub(crate) message: usize,
+    /// Its place in a message of several ticks (`None`: the message is one tick).
+    pub(crate) tick: Option<u32>,
+    /// Its own JSON, for a tick of a message of several (what its dead letter carries).
+    pub(crate) element: Option<Vec<u8>>,
+    /// Its index in the columns, or why it did not decode.
+    pub(crate) result: Result<usize, DecodeError>,
 }
 
 pub(crate) fn decode_batch(batch: &[Consumed], options: &DecodeOptions) -> Decoded {
     // Five levels a side, the sample's depth: a deeper book only grows the level columns.
     let mut ticks = TickColumns::with_capacity(batch.len(), 5);
-    let slots = batch
-        .iter()
-        .map(|m| {
-            decode_into_with(&m.payload, options, m.timestamp_ms, &mut ticks)
-                .map(|()| ticks.len() - 1)
-        })
-        .collect();
+    let mut slots = Vec::with_capacity(batch.len());
+    for (m, message) in batch.iter().enumerate() {
+        let before = ticks.len();
+        match decode_ticks_into(&message.payload, options, message.timestamp_ms, &mut ticks) {
+            MessageTicks::One(result) => slots.push(Slot {
+                message: m,
+                tick: None,
+                element: None,
+                result: result.map(|()| before),
+            }),
+            MessageTicks::Many(each) => {
+                let mut next = before;
+                for (k, (element, result)) in each.into_iter().enumerate() {
+                    let result = result.map(|()| {
+                        next += 1;
+                        next - 1
+                    });
+                    slots.push(Slot {
+                        message: m,
+                        tick: Some(u32::try_from(k).unwrap_or(u32::MAX)),
+                        element: Some(element),
+                        result,
+                    });
+                }
+            }
+        }
+    }
     Decoded { ticks, slots }
 }

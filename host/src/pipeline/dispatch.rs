@@ -5,10 +5,10 @@
 //! the offset moves only once each sink has acknowledged it.
 
 use super::bars::BarsOut;
-use super::decode::Decoded;
+use super::decode::{Decoded, Slot};
 use super::ledger::Ledger;
 use crate::chain::{Refusal, StageOutcome};
-use crate::position::Offset;
+use crate::position::{LakePosition, Offset, Partition};
 use crate::sink::document::DocumentWriter;
 use crate::sink::elasticsearch::{BulkItem, EsSink};
 use crate::sink::kafka::Deliveries;
@@ -101,8 +101,10 @@ impl Outputs<'_> {
         let mut outcomes: Vec<Option<StageOutcome>> = outcomes.into_iter().map(Some).collect();
         let mut documents = Vec::with_capacity(capacity * views.len());
         let mut to_index = Vec::new();
-        for (message, slot) in batch.into_iter().zip(&decoded.slots) {
-            let (tick, outcome) = match slot {
+        let mut messages: Vec<Option<Consumed>> = batch.into_iter().map(Some).collect();
+        for (s, slot) in decoded.slots.iter().enumerate() {
+            let message = message_of(&mut messages, &decoded.slots, s);
+            let (tick, outcome) = match &slot.result {
                 Ok(i) => (
                     Some(&views[*i]),
                     outcomes[*i].take().expect("each outcome is taken once"),
@@ -204,9 +206,14 @@ impl Outputs<'_> {
         let range = start..documents.len();
         if let Some(partition) = &destinations.lake_partition {
             let line = &documents[range.clone()];
+            let position = LakePosition::tick(
+                Partition(source.partition),
+                Offset(source.offset),
+                source.tick.unwrap_or(0),
+            )?;
             if !self
                 .lake
-                .append_tick(partition, source.partition, Offset(source.offset), line)
+                .append_tick(partition, source.partition, position, line)
             {
                 self.already_stored += 1;
                 self.ledger.ack_now(source.partition, source.offset);
@@ -242,6 +249,27 @@ impl Outputs<'_> {
             });
         }
     }
+}
+
+/// The message of the `s`-th slot, as its tick's outputs carry it: the message itself (taken at
+/// its last slot), or for a tick of a message of several, a copy with the tick's place and its own
+/// JSON.
+fn message_of(messages: &mut [Option<Consumed>], slots: &[Slot], s: usize) -> Consumed {
+    let slot = &slots[s];
+    let last = slots.get(s + 1).is_none_or(|n| n.message != slot.message);
+    let entry = &mut messages[slot.message];
+    let mut message = if last {
+        entry.take().expect("a message is taken at its last slot")
+    } else {
+        entry.clone().expect("a message is taken at its last slot")
+    };
+    if let Some(k) = slot.tick {
+        message.source.tick = Some(k);
+        if let Some(element) = &slot.element {
+            message.payload.clone_from(element);
+        }
+    }
+    message
 }
 
 /// An accepted tick: the decoded tick, and what enrich and route made of it.

@@ -162,6 +162,9 @@ struct Source<'a> {
     topic: &'a str,
     partition: i32,
     offset: i64,
+    /// The tick's place in a message of several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tick: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -202,6 +205,7 @@ impl<'a> AcceptedDocument<'a> {
                 topic: &source.topic,
                 partition: source.partition,
                 offset: source.offset,
+                tick: source.tick,
             },
             guest_versions: Versions(versions),
             alert_reason: None,
@@ -268,6 +272,10 @@ impl DocumentWriter {
         integer(out, source.partition);
         out.extend_from_slice(b",\"offset\":");
         integer(out, source.offset);
+        if let Some(k) = source.tick {
+            out.extend_from_slice(b",\"tick\":");
+            integer(out, k);
+        }
         out.push(b'}');
         out.extend_from_slice(&self.versions);
         out.push(b'}');
@@ -550,6 +558,7 @@ mod tests {
             topic: "stock-stream".into(),
             partition: 2,
             offset: 41,
+            tick: None,
         };
         let versions: GuestVersions = vec![("validate", "sha256:1".into()), ("route", "v2".into())];
         let mut doc = AcceptedDocument::new(&tick.view(), &enrichment, &source, &versions);
@@ -604,6 +613,7 @@ mod tests {
             topic: "stock-stream".into(),
             partition: 2,
             offset: 41,
+            tick: None,
         };
         let writer = DocumentWriter::new(&vec![("validate", "sha256:1".into())]);
         let mut line = Vec::new();
@@ -646,6 +656,7 @@ mod tests {
             topic: "stock-stream".into(),
             partition: 0,
             offset: 7,
+            tick: None,
         };
         let versions: GuestVersions = vec![("validate", "v".into())];
         let mut line = Vec::new();

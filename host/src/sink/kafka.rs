@@ -19,6 +19,8 @@ pub mod headers {
     pub const SOURCE_TOPIC: &str = "stockpipe.source.topic";
     pub const SOURCE_PARTITION: &str = "stockpipe.source.partition";
     pub const SOURCE_OFFSET: &str = "stockpipe.source.offset";
+    /// The tick's place in its message, for a message of several ticks (absent otherwise).
+    pub const SOURCE_TICK: &str = "stockpipe.source.tick";
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
@@ -47,6 +49,11 @@ pub fn send_dead_letter(
         .insert(header(headers::SOURCE_TOPIC, &source.topic))
         .insert(header(headers::SOURCE_PARTITION, &partition))
         .insert(header(headers::SOURCE_OFFSET, &offset));
+    // A tick of a message of several: its own JSON is the payload, its place a header.
+    let hdrs = match source.tick {
+        Some(k) => hdrs.insert(header(headers::SOURCE_TICK, &k.to_string())),
+        None => hdrs,
+    };
     let mut record: FutureRecord<'_, [u8], [u8]> =
         FutureRecord::to(topic).payload(payload).headers(hdrs);
     if let Some(key) = key {

@@ -87,9 +87,35 @@ pub enum Appended {
     AlreadyStored,
 }
 
+/// How a writer's object names spell its lines' positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// `offset` or `offset.k` ([`LakePosition::tick_name`]).
+    Ticks,
+    /// The position's number ([`LakePosition::get`]).
+    Bars,
+}
+
+impl Naming {
+    fn spell(self, position: LakePosition) -> String {
+        match self {
+            Naming::Ticks => position.tick_name(),
+            Naming::Bars => position.get().to_string(),
+        }
+    }
+
+    fn read(self, text: &str) -> Option<LakePosition> {
+        match self {
+            Naming::Ticks => LakePosition::from_tick_name(text),
+            Naming::Bars => text.parse().ok().map(LakePosition::from_name),
+        }
+    }
+}
+
 pub struct LakeWriter {
     config: LakeConfig,
     topic: String,
+    naming: Naming,
     /// Kafka partition -> its one open segment and the lake partition (dt/hour) it belongs to.
     /// One open segment per Kafka partition keeps each partition's objects on disjoint offset
     /// ranges: a tick for another hour rolls the open segment first.
@@ -133,11 +159,19 @@ impl LakeWriter {
         Self {
             config,
             topic: topic.into(),
+            naming: Naming::Ticks,
             open: HashMap::new(),
             existing: HashMap::new(),
             spool_ops: Vec::new(),
             spools_opened: 0,
         }
+    }
+
+    /// The writer with its object names spelling positions as `naming` says (ticks' by default).
+    #[must_use]
+    pub fn with_naming(mut self, naming: Naming) -> Self {
+        self.naming = naming;
+        self
     }
 
     /// The spool work made since the last call, in order. It must reach the store before any
@@ -155,10 +189,16 @@ impl LakeWriter {
     pub fn set_existing<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
         self.existing.clear();
         for (partition, first, last) in names.into_iter().filter_map(layout::parse_segment) {
-            self.existing.entry(partition).or_default().push((
-                LakePosition::from_name(first),
-                LakePosition::from_name(last),
-            ));
+            let (Some(first), Some(last)) = (self.naming.read(first), self.naming.read(last))
+            else {
+                continue;
+            };
+            if first <= last {
+                self.existing
+                    .entry(partition)
+                    .or_default()
+                    .push((first, last));
+            }
         }
         for ranges in self.existing.values_mut() {
             ranges.sort_unstable();
@@ -297,8 +337,8 @@ impl LakeWriter {
             &self.topic,
             lake_partition,
             partition,
-            first.get(),
-            last.get(),
+            &self.naming.spell(first),
+            &self.naming.spell(last),
         );
         let (name, bytes) = if self.config.gzip {
             (layout::gzipped(name), gzip(&segment.bytes))
@@ -374,7 +414,8 @@ impl LakeSection {
 #[cfg(test)]
 mod tests {
     fn at(offset: i64) -> crate::position::LakePosition {
-        crate::position::LakePosition::tick(crate::position::Offset(offset))
+        use crate::position::{LakePosition, Offset, Partition};
+        LakePosition::tick(Partition(0), Offset(offset), 0).unwrap()
     }
 
     use super::*;
@@ -493,7 +534,7 @@ mod tests {
             object_lines(&out[0].name, out[0].bytes.clone()).unwrap(),
             b"{\"a\":1}\n{\"a\":2}\n"
         );
-        assert_eq!(layout::parse_segment(&out[0].name), Some((0, 3, 4)));
+        assert_eq!(layout::parse_segment(&out[0].name), Some((0, "3", "4")));
     }
 
     #[test]

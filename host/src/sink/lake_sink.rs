@@ -8,10 +8,10 @@
 //! [`LakePosition::bar`]); segments' positions are turned back into their messages' offsets before
 //! they are acknowledged.
 
-use super::lake::{Appended, LakeConfig, LakeSection, LakeWriter, RolledSegment};
+use super::lake::{Appended, LakeConfig, LakeSection, LakeWriter, Naming, RolledSegment};
 use super::store::{LakeStore, StoreError};
 use super::{Acked, PartitionLifecycle, Roll};
-use crate::position::{LakePosition, Offset};
+use crate::position::LakePosition;
 use crate::telemetry::{Dependency, Sink, Telemetry};
 use anyhow::Context;
 use std::collections::HashSet;
@@ -40,21 +40,9 @@ struct Rolled {
 }
 
 impl Rolled {
-    fn ticks(segment: RolledSegment) -> Self {
-        let offsets = segment
-            .positions
-            .iter()
-            .map(|p| p.tick_message().0)
-            .collect();
-        Self { segment, offsets }
-    }
-
-    fn bars(segment: RolledSegment) -> Self {
-        let offsets = segment
-            .positions
-            .iter()
-            .map(|p| p.bar_message().0)
-            .collect();
+    fn new(segment: RolledSegment) -> Self {
+        // A message's lines are acknowledged per line: its offset once for each.
+        let offsets = segment.positions.iter().map(|p| p.message().0).collect();
         Self { segment, offsets }
     }
 }
@@ -118,7 +106,7 @@ impl LakeSink {
     /// Keeps the aggregate stage's bars too, under `prefix`.
     pub fn with_bars(mut self, config: &LakeSection, prefix: &str) -> Self {
         // Bars fill a segment slowly; they are not worth a spool file.
-        self.bars = Some(LakeWriter::new(writer_config(config), prefix));
+        self.bars = Some(LakeWriter::new(writer_config(config), prefix).with_naming(Naming::Bars));
         self
     }
 
@@ -174,13 +162,12 @@ impl LakeSink {
         &mut self,
         lake_partition: &str,
         partition: i32,
-        offset: Offset,
+        position: LakePosition,
         line: &[u8],
     ) -> bool {
-        let position = LakePosition::tick(offset);
         match self.ticks.append(lake_partition, partition, position, line) {
             Appended::Buffered(rolled) => {
-                self.rolled.extend(rolled.into_iter().map(Rolled::ticks));
+                self.rolled.extend(rolled.into_iter().map(Rolled::new));
                 true
             }
             Appended::AlreadyStored => false,
@@ -202,7 +189,7 @@ impl LakeSink {
             .expect("bars are written only with the aggregate stage");
         match bars.append(lake_partition, partition, position, line) {
             Appended::Buffered(rolled) => {
-                self.rolled.extend(rolled.into_iter().map(Rolled::bars));
+                self.rolled.extend(rolled.into_iter().map(Rolled::new));
                 true
             }
             Appended::AlreadyStored => false,
@@ -306,9 +293,9 @@ impl PartitionLifecycle for LakeSink {
                 self.bars.as_mut().map(LakeWriter::flush),
             ),
         };
-        self.rolled.extend(ticks.into_iter().map(Rolled::ticks));
+        self.rolled.extend(ticks.into_iter().map(Rolled::new));
         self.rolled
-            .extend(bars.unwrap_or_default().into_iter().map(Rolled::bars));
+            .extend(bars.unwrap_or_default().into_iter().map(Rolled::new));
     }
 
     fn forget(&mut self, partition: i32) -> usize {

@@ -17,7 +17,7 @@
 //! restart sweeps them ([`is_leftover`]).
 
 /// A segment's object name: `<topic>/<hour dir>/<partition>-<first>-<last>.ndjson`.
-pub fn segment(topic: &str, hour_dir: &str, partition: i32, first: i64, last: i64) -> String {
+pub fn segment(topic: &str, hour_dir: &str, partition: i32, first: &str, last: &str) -> String {
     format!("{topic}/{hour_dir}/{partition}-{first}-{last}.ndjson")
 }
 
@@ -41,17 +41,18 @@ pub fn is_gzipped(name: &str) -> bool {
     name.ends_with(GZIP_SUFFIX)
 }
 
-/// The (partition, first, last) a segment's name carries, if it is one of ours.
-pub fn parse_segment(name: &str) -> Option<(i32, i64, i64)> {
+/// The (partition, first, last) a segment's name carries, if it is one of ours: the positions as
+/// spelled (see `LakePosition`: a tick object's `offset[.k]`, a bar object's number).
+pub fn parse_segment(name: &str) -> Option<(i32, &str, &str)> {
     let file = name.rsplit('/').next()?;
     let stem = file
         .strip_suffix(".ndjson.gz")
         .or_else(|| file.strip_suffix(SEGMENT_SUFFIX))?;
     let mut parts = stem.splitn(3, '-');
     let partition = parts.next()?.parse().ok()?;
-    let first = parts.next()?.parse().ok()?;
-    let last = parts.next()?.parse().ok()?;
-    (first <= last).then_some((partition, first, last))
+    let first = parts.next()?;
+    let last = parts.next()?;
+    Some((partition, first, last))
 }
 
 /// The start (UTC µs) of the hour an object's path names, if it names one.
@@ -115,21 +116,22 @@ mod tests {
 
     #[test]
     fn a_segment_s_name_round_trips_and_says_what_it_is() {
-        let name = segment("stock-stream", "dt=2017-06-20/hour=07", 2, 5, 16);
-        assert_eq!(name, "stock-stream/dt=2017-06-20/hour=07/2-5-16.ndjson");
-        assert_eq!(parse_segment(&name), Some((2, 5, 16)));
+        let name = segment("stock-stream", "dt=2017-06-20/hour=07", 2, "5", "16.2");
+        assert_eq!(name, "stock-stream/dt=2017-06-20/hour=07/2-5-16.2.ndjson");
+        assert_eq!(parse_segment(&name), Some((2, "5", "16.2")));
         assert!(is_segment(&name) && !is_gzipped(&name));
         let gz = gzipped(name);
-        assert_eq!(parse_segment(&gz), Some((2, 5, 16)));
+        assert_eq!(parse_segment(&gz), Some((2, "5", "16.2")));
         assert!(is_segment(&gz) && is_gzipped(&gz));
-        assert_eq!(parse_segment("x/0-9-1.ndjson"), None, "first after last");
+        // The positions are the writer's to read (`LakeWriter` knows their spelling).
         assert_eq!(parse_segment("x/a-1-2.ndjson"), None);
+        assert_eq!(parse_segment("x/1-2.ndjson"), None);
         assert!(!is_segment("x/README.md"));
     }
 
     #[test]
     fn the_hour_an_object_lies_in_is_read_from_its_path() {
-        let name = segment("t", "dt=2017-06-20/hour=07", 0, 1, 9);
+        let name = segment("t", "dt=2017-06-20/hour=07", 0, "1", "9");
         // 2017-06-20T07:00:00Z
         assert_eq!(hour_start(&name), Some(1_497_942_000_000_000));
         assert_eq!(hour_start("t/x.ndjson"), None);

@@ -23,6 +23,9 @@ pub struct SourceRef {
     pub topic: std::sync::Arc<str>,
     pub partition: i32,
     pub offset: i64,
+    /// The tick's place in a message of several (`None`: the message is one tick). Its document's
+    /// `_id` is the message's with `-<tick>` appended, its lake line sits at `offset.tick`.
+    pub tick: Option<u32>,
 }
 
 /// A sink's acknowledgement: it made `offsets` of `partition` durable, for the copy of the

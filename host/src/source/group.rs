@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 pub const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One consumed message, detached from the consumer.
+#[derive(Debug, Clone)]
 pub struct Consumed {
     pub source: SourceRef,
     pub key: Option<Vec<u8>>,
@@ -46,6 +47,7 @@ impl Consumed {
                 topic: topic.clone(),
                 partition: message.partition(),
                 offset: message.offset(),
+                tick: None,
             },
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),

@@ -5,6 +5,7 @@
 //!   [`guest_test`] a component against fixture cases (or recording them), [`guest_diff`] two
 //!   versions over the lake's history, [`guest_promote`] a candidate handed to a running host.
 //! - [`check`]: every dependency the configuration names, tried (`stockpipe check`).
+//! - [`input_check`]: how a file's messages are read, tick by tick (`stockpipe input check`).
 //! - [`upload`]: files into the lake as NDJSON (`stockpipe upload`).
 //! - [`bigquery`]: the sql/ statements, rendered and submitted (`stockpipe bq`).
 //! - [`kibana`]: the dashboard's saved objects and their import (`stockpipe kibana`).
@@ -18,6 +19,7 @@ pub mod guest_diff;
 pub mod guest_new;
 pub mod guest_promote;
 pub mod guest_test;
+pub mod input_check;
 pub mod kibana;
 pub mod ml;
 pub mod upload;

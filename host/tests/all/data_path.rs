@@ -62,6 +62,7 @@ fn documents_are_the_bytes_serde_writes() {
             topic: "stock-stream".into(),
             partition: 3,
             offset,
+            tick: None,
         };
         let mut doc = AcceptedDocument::new(tick, e, &source, &versions);
         doc.alert_reason = reason;
@@ -168,6 +169,7 @@ fn the_lake_holds_the_reference_documents() {
                 topic: doc["source"]["topic"].as_str().unwrap().into(),
                 partition: doc["source"]["partition"].as_i64().unwrap() as i32,
                 offset: doc["source"]["offset"].as_i64().unwrap(),
+                tick: None,
             };
             let versions: GuestVersions = ["validate", "enrich", "route"]
                 .into_iter()

@@ -391,6 +391,7 @@ async fn wire_compatible_with_an_elasticsearch_api() {
                     topic: "stock-stream".into(),
                     partition: 0,
                     offset: i as i64,
+                    tick: None,
                 },
                 key: None,
                 payload: p.clone(),

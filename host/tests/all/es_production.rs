@@ -53,6 +53,7 @@ pub(crate) fn items(n: i64) -> Vec<BulkItem> {
                 topic: "stock-stream".into(),
                 partition: 0,
                 offset,
+                tick: None,
             },
             key: None,
             payload: format!("payload-{offset}").into_bytes(),

@@ -162,3 +162,159 @@ async fn kite_ticker_full_ticks_with_every_timestamp_form() {
 async fn kite_quote_api_ticks() {
     through_the_pipeline("quote_api").await;
 }
+
+/// Several ticks in one message — KiteTicker's `on_ticks` list, the quote API's `data` map — are
+/// split: each its own document (`_id` and `source.tick` with its place), its own lake line
+/// (`offset.k`); a bad one is dead-lettered alone, its own JSON with its place in a header and the
+/// field named, and the good ticks of the same message are kept. The offsets are committed to the
+/// end once every tick is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_ticks_in_one_message_are_split_and_a_bad_one_refused_alone() {
+    use stockpipe::sink::kafka::headers;
+    let ticker: Vec<serde_json::Value> =
+        std::fs::read_to_string(crate::support::workspace().join("data/kite/ticker_full.ndjson"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let mut bad = ticker[1].clone();
+    bad.as_object_mut().unwrap().remove("last_price");
+    let list = serde_json::json!([ticker[0], bad, ticker[2]]);
+    let quotes: Vec<serde_json::Value> =
+        std::fs::read_to_string(crate::support::workspace().join("data/kite/quote_api.ndjson"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let answer = serde_json::json!({"status": "success",
+        "data": {"NSE:INFY": quotes[0], "NSE:NIFTY 50": quotes[1]}});
+    let single = &ticker[3];
+    let payloads: Vec<Vec<u8>> = [&list, &answer, single]
+        .iter()
+        .map(|v| v.to_string().into_bytes())
+        .collect();
+    let mut config = Config::default();
+    let cluster = crate::support::embedded_cluster(&config, 1);
+    let brokers = cluster.bootstrap_servers();
+    let lake = tempfile::tempdir().unwrap();
+    config.lake.url = lake.path().display().to_string();
+    let producer = kafka_source::producer(&kafka_source::Connection::plaintext(&brokers)).unwrap();
+    for payload in &payloads {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&config.kafka.topic)
+                    .payload(payload)
+                    .timestamp(RECORD_MS),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let summary = crate::e2e::run_once(&config, &brokers).await;
+    assert_eq!(
+        (
+            summary.counts.consumed,
+            summary.counts.accepted,
+            summary.counts.rejected
+        ),
+        (3, 5, 1),
+        "messages consumed; ticks accepted and refused: {summary:?}"
+    );
+    assert_eq!(
+        summary.committed_offsets,
+        stockpipe::position::offsets([(0, 3)]),
+        "committed to the end once every tick is stored"
+    );
+    let docs = crate::support::lake_documents(lake.path());
+    let places: std::collections::BTreeSet<(i64, Option<i64>)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["source"]["offset"].as_i64().unwrap(),
+                d["source"]["tick"].as_i64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        places,
+        [
+            (0, Some(0)),
+            (0, Some(2)),
+            (1, Some(0)),
+            (1, Some(1)),
+            (2, None)
+        ]
+        .into(),
+        "each tick its place; a one-tick message none"
+    );
+    let names: Vec<String> = crate::support::walk(&lake.path().join("stock-stream"))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("0-0-") && n.contains(".ndjson")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.contains("-2.ndjson")), "{names:?}");
+    let dead = crate::support::dead_letters(&brokers).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (payload, hdrs) = &dead[0];
+    assert_eq!(hdrs[headers::SOURCE_OFFSET], "0");
+    assert_eq!(hdrs[headers::SOURCE_TICK], "1");
+    assert_eq!(hdrs[headers::REASON_CODE], "missing-field");
+    assert!(
+        hdrs[headers::REASON].contains("[1]: field `last_price`"),
+        "{hdrs:?}"
+    );
+    let refused: serde_json::Value = serde_json::from_slice(payload).unwrap();
+    assert_eq!(refused, bad, "the refused tick's own JSON");
+}
+
+/// `stockpipe input check` says, tick by tick, how a file is read: the shape, the time and its
+/// source, the fields — or why the decoder refuses a tick.
+#[test]
+fn input_check_tells_how_each_tick_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mixed.ndjson");
+    let ltp =
+        std::fs::read_to_string(crate::support::workspace().join("data/kite/ticker_ltp.ndjson"))
+            .unwrap();
+    let first = ltp.lines().next().unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "{first}\n[{first}, {{\"mode\": \"ltp\", \"instrument_token\": 7}}]\n{{\"timestamp\": 1621936800, \"instrument_token\": 5, \"last_price\": 1.5}}\n"
+        ),
+    )
+    .unwrap();
+    let out = crate::support::stockpipe(&["input", "check", file.to_str().unwrap()]);
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[0]["shape"], "Kite ticker");
+    assert_eq!(lines[0]["timestamp_source"], "kafka");
+    assert_eq!(lines[2]["at"], "[1]");
+    assert!(
+        lines[2]["refused"]
+            .as_str()
+            .unwrap()
+            .contains("field `last_price` is missing"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[3]["shape"], "flat (the sample's)");
+    assert_eq!(
+        lines[3]["timestamp"], "2021-05-25T10:00:00.000000Z",
+        "epoch seconds"
+    );
+    assert_eq!(lines[3]["timestamp_source"], "tick");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("4 ticks") && stderr.contains("1 refused"),
+        "{stderr}"
+    );
+}

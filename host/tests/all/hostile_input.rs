@@ -187,6 +187,7 @@ fn no_generated_or_mutated_message_panics_the_host() {
         topic: "stock-stream".into(),
         partition: 0,
         offset: 0,
+        tick: None,
     };
     let versions: GuestVersions = vec![("validate", "v".into())];
     let mut rng = Rng(0x5eed_0f17);

@@ -121,6 +121,7 @@ fn document(tick: &Tick, enrichment: &Enrichment) -> String {
         topic: "stock-stream".into(),
         partition: 0,
         offset: 7,
+        tick: None,
     };
     let versions: GuestVersions = vec![("validate", "v1".into())];
     let doc = AcceptedDocument::new(&tick.view(), enrichment, &source, &versions);

@@ -192,6 +192,7 @@ async fn kafka_to_elasticsearch_and_gcs_and_redelivery() {
     );
     for (name, doc) in &lines {
         let (partition, first, last) = parse_object_name(name).unwrap();
+        let (first, last): (i64, i64) = (first.parse().unwrap(), last.parse().unwrap());
         let offset = doc["source"]["offset"].as_i64().unwrap();
         assert_eq!(doc["source"]["partition"].as_i64(), Some(partition.into()));
         assert!((first..=last).contains(&offset), "{name}: {offset}");
@@ -333,6 +334,7 @@ async fn a_crash_in_the_middle_loses_nothing_and_doubles_nothing() {
     let mut offsets: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for (name, doc) in lake_lines(&store, "stock-stream").await {
         let (partition, first, last) = parse_object_name(&name).unwrap();
+        let (first, last): (i64, i64) = (first.parse().unwrap(), last.parse().unwrap());
         let offset = doc["source"]["offset"].as_i64().unwrap();
         assert!((first..=last).contains(&offset));
         offsets.entry(partition.into()).or_default().push(offset);

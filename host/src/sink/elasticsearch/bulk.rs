@@ -39,7 +39,13 @@ pub struct BulkItem {
 /// A document's deterministic `_id`: its message's Kafka position (the bulk body writes it in
 /// place, [`write_document_id`]).
 pub fn document_id(source: &SourceRef) -> String {
-    format!("{}-{}-{}", source.topic, source.partition, source.offset)
+    match source.tick {
+        None => format!("{}-{}-{}", source.topic, source.partition, source.offset),
+        Some(k) => format!(
+            "{}-{}-{}-{k}",
+            source.topic, source.partition, source.offset
+        ),
+    }
 }
 
 /// How a bulk body names and shapes its items: the action (`index`, or `create` for a data
@@ -277,6 +283,10 @@ pub(super) fn write_document_id(body: &mut Vec<u8>, source: &SourceRef) {
     body.extend_from_slice(itoa::Buffer::new().format(source.partition).as_bytes());
     body.push(b'-');
     body.extend_from_slice(itoa::Buffer::new().format(source.offset).as_bytes());
+    if let Some(k) = source.tick {
+        body.push(b'-');
+        body.extend_from_slice(itoa::Buffer::new().format(k).as_bytes());
+    }
     body.push(b'"');
 }
 

@@ -257,6 +257,7 @@ mod tests {
                 topic: "stock-stream".into(),
                 partition: 2,
                 offset: 41,
+                tick: None,
             },
             key: None,
             payload: Vec::new(),
@@ -476,6 +477,15 @@ mod tests {
             String::from_utf8(bulk_body(std::slice::from_ref(&odd), BulkShape::PLAIN)).unwrap();
         let id = serde_json::to_string(&document_id(&odd.source)).unwrap();
         assert!(body.contains(&format!(",\"_id\":{id}}}}}\n")), "{body}");
+        // A tick of a message of several: the message's id and its place.
+        let mut third = item.clone();
+        third.source.tick = Some(2);
+        assert_eq!(document_id(&third.source), "stock-stream-2-41-2");
+        let body = String::from_utf8(bulk_body(&[third], BulkShape::PLAIN)).unwrap();
+        assert!(
+            body.contains(",\"_id\":\"stock-stream-2-41-2\"}}\n"),
+            "{body}"
+        );
         // A bar names its own id, whatever message closed it.
         odd.id = Some("408065-1498043700000000".into());
         let body = String::from_utf8(bulk_body(&[odd], BulkShape::PLAIN)).unwrap();
