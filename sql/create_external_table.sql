@@ -31,6 +31,8 @@ CREATE OR REPLACE EXTERNAL TABLE `${project}.${dataset}.stock_ticks`
   exchange_timestamp TIMESTAMP,
   mode STRING,
   tradable BOOL,
+  -- The tick's fields no column takes (input.extra_max_bytes), as they came.
+  extra JSON,
   depth STRUCT<
     buy ARRAY<STRUCT<price FLOAT64, orders INT64, quantity INT64>>,
     sell ARRAY<STRUCT<price FLOAT64, orders INT64, quantity INT64>>

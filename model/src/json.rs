@@ -100,21 +100,36 @@ pub enum MessageTicks {
     Many(Vec<(Vec<u8>, Result<(), DecodeError>)>),
 }
 
-/// The ticks of a message of several, each with where it is in the message (`[k]` in a JSON
-/// array, `data["NSE:INFY"]` in the quote API's answer); `None` for a message of one tick.
-pub fn elements(value: &Value) -> Option<Vec<(String, &Value)>> {
+/// One tick of a message of several: where it is (`[k]` in a JSON array, `data["NSE:INFY"]` in
+/// the quote API's answer), the key it was under in a map (kept in its `extra` as `data_key`).
+pub struct Element<'a> {
+    pub at: String,
+    pub key: Option<&'a str>,
+    pub value: &'a Value,
+}
+
+/// The ticks of a message of several; `None` for a message of one tick.
+pub fn elements(value: &Value) -> Option<Vec<Element<'_>>> {
     match value {
         Value::Array(items) => Some(
             items
                 .iter()
                 .enumerate()
-                .map(|(k, v)| (format!("[{k}]"), v))
+                .map(|(k, value)| Element {
+                    at: format!("[{k}]"),
+                    key: None,
+                    value,
+                })
                 .collect(),
         ),
         Value::Object(obj) if !obj.contains_key("instrument_token") => match obj.get("data") {
             Some(Value::Object(data)) => Some(
                 data.iter()
-                    .map(|(key, v)| (format!("data[{key:?}]"), v))
+                    .map(|(key, value)| Element {
+                        at: format!("data[{key:?}]"),
+                        key: Some(key),
+                        value,
+                    })
                     .collect(),
             ),
             _ => None,
@@ -123,15 +138,59 @@ pub fn elements(value: &Value) -> Option<Vec<(String, &Value)>> {
     }
 }
 
+/// A tick's members no column takes (see [`shapes::extra_members`]), as a JSON object's bytes of
+/// at most the configured size, and how many members that size cut.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Extra {
+    pub json: Vec<u8>,
+    pub cut: u32,
+}
+
+impl Extra {
+    /// `members`, in order, while the object stays within `max_bytes`; the rest cut and counted.
+    /// `None` when there is nothing to keep and nothing was cut.
+    pub fn capped(members: &Map<String, Value>, max_bytes: usize) -> Option<Extra> {
+        if members.is_empty() {
+            return None;
+        }
+        let mut json = b"{".to_vec();
+        let mut cut = 0;
+        for (key, value) in members {
+            let member = serde_json::to_vec(&serde_json::json!({ key: value }))
+                .expect("a JSON value serializes");
+            // The member without its braces, and a comma before all but the first.
+            let inner = &member[1..member.len() - 1];
+            let grows = inner.len() + usize::from(json.len() > 1) + 1;
+            if json.len() + grows > max_bytes {
+                cut += 1;
+                continue;
+            }
+            if json.len() > 1 {
+                json.push(b',');
+            }
+            json.extend_from_slice(inner);
+        }
+        json.push(b'}');
+        Some(Extra {
+            json: if json.len() > 2 { json } else { Vec::new() },
+            cut,
+        })
+    }
+}
+
 /// Decodes one message of one tick or several onto the end of `columns` (see [`MessageTicks`]);
-/// `kafka_timestamp_ms` is the record's time, for ticks that carry none of their own.
+/// `kafka_timestamp_ms` is the record's time, for ticks that carry none of their own. Each tick
+/// pushed onto the columns pushes its [`Extra`] (or `None`) onto `extras`.
 pub fn decode_ticks_into(
     bytes: &[u8],
     options: &DecodeOptions,
     kafka_timestamp_ms: Option<i64>,
     columns: &mut TickColumns,
+    extras: &mut Vec<Option<Extra>>,
 ) -> MessageTicks {
     if scan::scan_into(bytes, options, columns).is_some() {
+        // The sample's shape, every key a column's.
+        extras.push(None);
         return MessageTicks::One(Ok(()));
     }
     let value: Value = match serde_json::from_slice(bytes) {
@@ -143,9 +202,9 @@ pub fn decode_ticks_into(
             }));
         }
     };
-    let mut one = |at: String, v: &Value| -> Result<(), DecodeError> {
+    let mut one = |at: &str, key: Option<&str>, v: &Value| -> Result<(), DecodeError> {
         let Value::Object(obj) = v else {
-            return Err(wrong_type(&at, "an object", v));
+            return Err(wrong_type(at, "an object", v));
         };
         let tick = shapes::decode_object(obj, options, kafka_timestamp_ms).map_err(|e| {
             if at.is_empty() {
@@ -157,11 +216,16 @@ pub fn decode_ticks_into(
                 }
             }
         })?;
+        let mut members = shapes::extra_members(obj);
+        if let Some(key) = key {
+            members.insert("data_key".into(), key.into());
+        }
         columns.push(&tick.view());
+        extras.push(Extra::capped(&members, options.extra_max_bytes));
         Ok(())
     };
     let Some(elements) = elements(&value) else {
-        return MessageTicks::One(one(String::new(), &value));
+        return MessageTicks::One(one("", None, &value));
     };
     if elements.is_empty() {
         return MessageTicks::One(Err(DecodeError {
@@ -172,7 +236,7 @@ pub fn decode_ticks_into(
     MessageTicks::Many(
         elements
             .into_iter()
-            .map(|(at, v)| (v.to_string().into_bytes(), one(at, v)))
+            .map(|e| (e.value.to_string().into_bytes(), one(&e.at, e.key, e.value)))
             .collect(),
     )
 }
@@ -272,6 +336,57 @@ pub fn split_input_bytes(bytes: &[u8]) -> Result<Vec<(usize, Vec<u8>)>, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_keeps_the_members_that_fit_and_counts_the_rest() {
+        let members: Map<String, Value> = serde_json::from_str(
+            r#"{"a": 1, "b": "two", "c": [3, 3, 3, 3, 3, 3, 3, 3, 3], "d": 4}"#,
+        )
+        .unwrap();
+        let all = Extra::capped(&members, 1024).unwrap();
+        assert_eq!(
+            all.json,
+            br#"{"a":1,"b":"two","c":[3,3,3,3,3,3,3,3,3],"d":4}"#
+        );
+        assert_eq!(all.cut, 0);
+        // Room for `a`, `b` and `d`: `c` is left out and counted; the object stays JSON.
+        let capped = Extra::capped(&members, 24).unwrap();
+        assert_eq!(capped.json, br#"{"a":1,"b":"two","d":4}"#);
+        assert_eq!(capped.cut, 1);
+        assert!(capped.json.len() <= 24);
+        // Nothing kept: every member counted, no object written.
+        let none = Extra::capped(&members, 0).unwrap();
+        assert_eq!((none.json.len(), none.cut), (0, 4));
+        assert_eq!(Extra::capped(&Map::new(), 0), None);
+    }
+
+    #[test]
+    fn fields_no_column_takes_are_kept_as_extra() {
+        let mut columns = TickColumns::default();
+        let mut extras = Vec::new();
+        let message = br#"{"instrument_token": 1, "last_price": 2.5, "timestamp": 1621936800,
+            "symbol": "INFY", "ohlc": {"open": 1.0, "high": 3.0, "low": 1.0, "close": 2.0}}"#;
+        let one = decode_ticks_into(
+            message,
+            &DecodeOptions::default(),
+            None,
+            &mut columns,
+            &mut extras,
+        );
+        assert_eq!(one, MessageTicks::One(Ok(())));
+        assert_eq!(extras[0].as_ref().unwrap().json, br#"{"symbol":"INFY"}"#);
+        // The sample's shape (the scanner's) has none.
+        let sample = GOOD.as_bytes();
+        decode_ticks_into(
+            sample,
+            &DecodeOptions::default(),
+            None,
+            &mut columns,
+            &mut extras,
+        );
+        assert_eq!(extras.len(), 2);
+        assert_eq!(extras[1], None);
+    }
 
     const GOOD: &str = r#"{"timestamp": "2017-06-20 07:35:05.284824", "instrument_token": 136519172,
         "last_price": 253.95, "volume": 53611, "sell_quantity": 63121, "last_quantity": 10,

@@ -7,7 +7,7 @@ use crate::config::error::{ConfigError, invalid};
 use crate::source::group::Consumed;
 use serde::Deserialize;
 use stockpipe_model::columns::TickColumns;
-use stockpipe_model::json::{DecodeError, DecodeOptions, MessageTicks, decode_ticks_into};
+use stockpipe_model::json::{DecodeError, DecodeOptions, Extra, MessageTicks, decode_ticks_into};
 use stockpipe_model::time::EpochUnit;
 
 /// `[input]`: how the input's messages are read.
@@ -22,6 +22,11 @@ pub struct InputSection {
     /// magnitude: below 10^11 seconds, below 10^14 milliseconds, below 10^17 microseconds, else
     /// nanoseconds — each unit covering 1973 to 5138).
     pub timestamp_unit: String,
+    /// The most bytes of a tick's `extra` object: the members of a tick no column takes (the
+    /// quote API's circuit limits, a broker's symbol), kept in the document and the lake line
+    /// rather than dropped. Members past it are left out and counted in
+    /// `stockpipe_extra_truncated_total`; 0 keeps none (drops them all, counted).
+    pub extra_max_bytes: usize,
 }
 
 impl Default for InputSection {
@@ -29,6 +34,7 @@ impl Default for InputSection {
         Self {
             kite_utc_offset_minutes: stockpipe_model::json::shapes::KITE_OFFSET_MINUTES,
             timestamp_unit: "auto".into(),
+            extra_max_bytes: stockpipe_model::json::shapes::EXTRA_MAX_BYTES,
         }
     }
 }
@@ -42,6 +48,9 @@ impl InputSection {
         if self.timestamp_unit != "auto" && EpochUnit::parse(&self.timestamp_unit).is_none() {
             return invalid("input.timestamp_unit", "must be auto, s, ms, us or ns");
         }
+        if self.extra_max_bytes > 1 << 20 {
+            return invalid("input.extra_max_bytes", "must be at most 1048576 (1 MiB)");
+        }
         Ok(())
     }
 
@@ -51,6 +60,7 @@ impl InputSection {
             flat_offset_minutes,
             kite_offset_minutes: self.kite_utc_offset_minutes,
             epoch_unit: EpochUnit::parse(&self.timestamp_unit),
+            extra_max_bytes: self.extra_max_bytes,
         }
     }
 }
@@ -59,6 +69,8 @@ impl InputSection {
 /// each tick of each message (one for a message that did not decode), in the messages' order.
 pub(crate) struct Decoded {
     pub(crate) ticks: TickColumns,
+    /// Per tick (as `ticks`), its members no column takes.
+    pub(crate) extras: Vec<Option<Extra>>,
     pub(crate) slots: Vec<Slot>,
 }
 
@@ -78,9 +90,17 @@ pub(crate) fn decode_batch(batch: &[Consumed], options: &DecodeOptions) -> Decod
     // Five levels a side, the sample's depth: a deeper book only grows the level columns.
     let mut ticks = TickColumns::with_capacity(batch.len(), 5);
     let mut slots = Vec::with_capacity(batch.len());
+    let mut extras = Vec::with_capacity(batch.len());
     for (m, message) in batch.iter().enumerate() {
         let before = ticks.len();
-        match decode_ticks_into(&message.payload, options, message.timestamp_ms, &mut ticks) {
+        let timestamp = message.timestamp_ms;
+        match decode_ticks_into(
+            &message.payload,
+            options,
+            timestamp,
+            &mut ticks,
+            &mut extras,
+        ) {
             MessageTicks::One(result) => slots.push(Slot {
                 message: m,
                 tick: None,
@@ -104,5 +124,10 @@ pub(crate) fn decode_batch(batch: &[Consumed], options: &DecodeOptions) -> Decod
             }
         }
     }
-    Decoded { ticks, slots }
+    debug_assert_eq!(extras.len(), ticks.len());
+    Decoded {
+        ticks,
+        extras,
+        slots,
+    }
 }

@@ -121,8 +121,10 @@ impl Outputs<'_> {
                     destinations,
                 } => {
                     let tick = tick.expect("an accepted tick was decoded");
+                    let i = *slot.result.as_ref().expect("an accepted tick was decoded");
                     let accepted = Accepted {
                         tick,
+                        extra: decoded.extras[i].as_ref().map(|e| e.json.as_slice()),
                         enrichment: &enrichment,
                         destinations: &destinations,
                     };
@@ -183,6 +185,7 @@ impl Outputs<'_> {
     ) -> anyhow::Result<Option<(Arc<str>, std::ops::Range<usize>)>> {
         let Accepted {
             tick,
+            extra,
             enrichment,
             destinations,
         } = accepted;
@@ -201,7 +204,7 @@ impl Outputs<'_> {
         self.ledger.track(source.partition, source.offset, sinks);
         let start = documents.len();
         if sinks > 0 {
-            writer.write(documents, tick, enrichment, source);
+            writer.write_with_extra(documents, tick, extra, enrichment, source);
         }
         let range = start..documents.len();
         if let Some(partition) = &destinations.lake_partition {
@@ -275,6 +278,8 @@ fn message_of(messages: &mut [Option<Consumed>], slots: &[Slot], s: usize) -> Co
 /// An accepted tick: the decoded tick, and what enrich and route made of it.
 struct Accepted<'a, 'b> {
     tick: &'a TickRef<'b>,
+    /// Its members no column takes (`extra`).
+    extra: Option<&'a [u8]>,
     enrichment: &'a Enrichment,
     destinations: &'a Destinations,
 }

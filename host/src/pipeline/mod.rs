@@ -303,6 +303,13 @@ impl Pipeline {
             bars.restore(self.lake.store(), topic).await?;
         }
         let decoded = decode::decode_batch(&batch, &self.config.decode_options());
+        let cut = decoded
+            .extras
+            .iter()
+            .flatten()
+            .map(|e| u64::from(e.cut))
+            .sum();
+        self.telemetry.extra_truncated(cut);
         let chain = &mut self.chain;
         let outcomes = tokio::task::block_in_place(|| chain.process_columns(&decoded.ticks));
         anyhow::ensure!(

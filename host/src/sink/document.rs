@@ -32,6 +32,9 @@ pub struct AcceptedDocument<'a> {
     timestamp_source: Option<&'static str>,
     #[serde(flatten)]
     tick: TickFields<'a>,
+    /// The tick's members no column takes (see `input.extra_max_bytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extra: Option<serde_json::Value>,
     mid_price: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     spread: Option<f64>,
@@ -181,6 +184,14 @@ impl Serialize for Versions<'_> {
 }
 
 impl<'a> AcceptedDocument<'a> {
+    /// The document with the tick's `extra` object (its JSON, as decoding kept it).
+    pub fn with_extra(mut self, extra: Option<&[u8]>) -> Self {
+        self.extra = extra
+            .filter(|e| !e.is_empty())
+            .map(|e| serde_json::from_slice(e).expect("an extra object is JSON"));
+        self
+    }
+
     pub fn new(
         tick: &TickRef<'a>,
         enrichment: &Enrichment,
@@ -193,6 +204,7 @@ impl<'a> AcceptedDocument<'a> {
             timestamp: format_rfc3339_micros(tick.timestamp_us),
             timestamp_source: tick.timestamp_from_kafka.then_some("kafka"),
             tick: TickFields::of(tick),
+            extra: None,
             mid_price: e.mid_price,
             spread: e.spread,
             spread_bps: e.spread_bps,
@@ -239,6 +251,18 @@ impl DocumentWriter {
 
     /// Appends the document of an accepted tick (one line's bytes, without the newline).
     pub fn write(&self, out: &mut Vec<u8>, tick: &TickRef<'_>, e: &Enrichment, source: &SourceRef) {
+        self.write_with_extra(out, tick, None, e, source);
+    }
+
+    /// [`DocumentWriter::write`] with the tick's `extra` object (its JSON; empty: none).
+    pub fn write_with_extra(
+        &self,
+        out: &mut Vec<u8>,
+        tick: &TickRef<'_>,
+        extra: Option<&[u8]>,
+        e: &Enrichment,
+        source: &SourceRef,
+    ) {
         out.extend_from_slice(layout::EVENT_ID);
         hex16(out, stockpipe_model::event_id(tick));
         out.extend_from_slice(b"\",");
@@ -249,6 +273,10 @@ impl DocumentWriter {
             out.extend_from_slice(b",\"timestamp_source\":\"kafka\"");
         }
         tick_fields(out, tick);
+        if let Some(extra) = extra.filter(|e| !e.is_empty()) {
+            out.extend_from_slice(b",\"extra\":");
+            out.extend_from_slice(extra);
+        }
         out.extend_from_slice(layout::MID_PRICE);
         float(out, e.mid_price);
         present_members(
@@ -660,16 +688,25 @@ mod tests {
         };
         let versions: GuestVersions = vec![("validate", "v".into())];
         let mut line = Vec::new();
-        DocumentWriter::new(&versions).write(&mut line, &tick.view(), &enrichment, &source);
-        let written: Value = serde_json::from_slice(&line).unwrap();
-        let reference = serde_json::to_value(AcceptedDocument::new(
+        let extra = br#"{"symbol":"INFY","upper_circuit_limit":1528.6}"#;
+        DocumentWriter::new(&versions).write_with_extra(
+            &mut line,
             &tick.view(),
+            Some(extra),
             &enrichment,
             &source,
-            &versions,
-        ))
-        .unwrap();
+        );
+        let written: Value = serde_json::from_slice(&line).unwrap();
+        let document = AcceptedDocument::new(&tick.view(), &enrichment, &source, &versions)
+            .with_extra(Some(extra));
+        // Byte for byte: the writer's layout is serde's.
+        assert_eq!(
+            String::from_utf8(line.clone()).unwrap(),
+            serde_json::to_string(&document).unwrap()
+        );
+        let reference = serde_json::to_value(&document).unwrap();
         assert_eq!(written, reference);
+        assert_eq!(written["extra"]["symbol"], "INFY");
         let keys: Vec<&str> = written
             .as_object()
             .unwrap()

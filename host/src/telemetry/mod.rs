@@ -131,6 +131,9 @@ pub struct Counts {
     /// `lake_lines` too; late ticks' dead letters in `dead_lettered`.
     #[serde(skip_serializing_if = "is_zero")]
     pub bars_closed: u64,
+    /// Members of ticks' `extra` objects their cap left out (`input.extra_max_bytes`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub extra_truncated: u64,
 }
 
 /// What the Elasticsearch sink settled since it was last asked (a `BulkReport`'s counts).
@@ -230,6 +233,7 @@ pub struct Telemetry {
     kafka_errors: Family<CodeLabels, Counter>,
     guest_info: Family<GuestLabels, Gauge>,
     swaps: Family<StageOutcomeLabels, Counter>,
+    extra_truncated: Counter,
     readiness: Mutex<BTreeMap<Dependency, DependencyStatus>>,
     live: Mutex<LiveState>,
 }
@@ -265,6 +269,12 @@ impl Telemetry {
         let kafka_errors = Family::default();
         let guest_info = Family::default();
         let swaps = Family::default();
+        let extra_truncated = Counter::default();
+        registry.register(
+            "extra_truncated",
+            "Members of ticks' extra objects (fields no column takes) left out by input.extra_max_bytes",
+            extra_truncated.clone(),
+        );
         registry.register(
             "ticks_consumed",
             "Messages taken from the input topic",
@@ -363,6 +373,7 @@ impl Telemetry {
             kafka_errors,
             guest_info,
             swaps,
+            extra_truncated,
             readiness: Mutex::new(BTreeMap::new()),
             live: Mutex::new(LiveState::default()),
         }
@@ -532,6 +543,18 @@ impl Telemetry {
             .lake_objects += 1;
     }
 
+    /// `count` members of ticks' `extra` objects left out by their cap (`input.extra_max_bytes`).
+    pub fn extra_truncated(&self, count: u64) {
+        if count > 0 {
+            self.extra_truncated.inc_by(count);
+            self.live
+                .lock()
+                .expect("live view lock")
+                .counts
+                .extra_truncated += count;
+        }
+    }
+
     /// `count` re-delivered lines that objects already in the lake cover.
     pub fn lake_already_stored(&self, count: u64) {
         if count > 0 {
@@ -698,6 +721,16 @@ impl Telemetry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_members_the_cap_left_out_are_counted() {
+        let t = Telemetry::new();
+        t.extra_truncated(0);
+        t.extra_truncated(3);
+        assert_eq!(t.counts().extra_truncated, 3);
+        let text = t.encode(&[], &[]);
+        assert!(text.contains("stockpipe_extra_truncated_total 3"), "{text}");
+    }
 
     #[test]
     fn lost_offsets_are_counted_per_partition_and_kept_for_the_summary() {

@@ -77,8 +77,8 @@ pub fn check(
         match elements(&value) {
             None => reports.push(one(message, None, &value, options, now_ms)),
             Some(ticks) => {
-                for (at, v) in ticks {
-                    reports.push(one(message, Some(at), v, options, now_ms));
+                for e in ticks {
+                    reports.push(one(message, Some(e.at), e.value, options, now_ms));
                 }
             }
         }

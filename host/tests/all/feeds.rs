@@ -270,6 +270,12 @@ async fn several_ticks_in_one_message_are_split_and_a_bad_one_refused_alone() {
     );
     let refused: serde_json::Value = serde_json::from_slice(payload).unwrap();
     assert_eq!(refused, bad, "the refused tick's own JSON");
+    // The quote API's keys, and its fields no column takes, are kept in `extra`.
+    let infy = docs
+        .iter()
+        .find(|d| d["extra"]["data_key"] == "NSE:INFY")
+        .expect("the quote's key kept");
+    assert_eq!(infy["extra"]["upper_circuit_limit"], 1528.6);
 }
 
 /// `stockpipe input check` says, tick by tick, how a file is read: the shape, the time and its

@@ -60,6 +60,7 @@ fn duckdb_type(bq: &str) -> String {
         "TIMESTAMP" => "TIMESTAMPTZ",
         "DATE" => "DATE",
         "BOOL" => "BOOLEAN",
+        "JSON" => "JSON",
         other => panic!("no DuckDB type for BigQuery's {other}"),
     }
     .to_string()
@@ -236,7 +237,8 @@ fn duckdb_reads_the_lake_with_the_external_table_s_schema() {
 
 /// The columns only Kite's ticker and quote API fill (and `timestamp_source`, written for a tick
 /// that took its record's time).
-const KITE_ONLY: [&str; 10] = [
+const KITE_ONLY: [&str; 11] = [
+    "extra",
     "timestamp_source",
     "buy_quantity",
     "net_change",
@@ -284,7 +286,8 @@ fn duckdb_reads_kite_ticks_with_the_external_table_s_schema() {
         count(*) FILTER (WHERE volume IS NULL AND depth IS NULL) AS no_volume_no_book, \
         max(oi) AS max_oi, count(*) FILTER (WHERE net_change IS NOT NULL) AS quotes, \
         count(*) FILTER (WHERE exchange_timestamp = \"timestamp\") AS exchange_timed, \
-        CAST(min(last_trade_time) AS VARCHAR) AS first_trade \
+        CAST(min(last_trade_time) AS VARCHAR) AS first_trade, \
+        max(CAST(json_extract(extra, '$.upper_circuit_limit') AS DOUBLE)) AS circuit \
         FROM LAKE";
     let pattern = format!("{}/stock-stream/*/*/*.ndjson", lake.display());
     let rows = duckdb(&pattern, &columns, &partitions, query);
@@ -298,6 +301,10 @@ fn duckdb_reads_kite_ticks_with_the_external_table_s_schema() {
     assert_eq!(row["quotes"], 3, "{rows}");
     assert_eq!(row["exchange_timed"], 5, "{rows}");
     assert_eq!(row["first_trade"], "2021-05-25 09:59:58+00", "{rows}");
+    assert_eq!(
+        row["circuit"], 1528.6,
+        "the quote API's circuit limit kept in extra: {rows}"
+    );
 }
 
 /// The bars (`[aggregate] enabled`) as `sql/create_bars_external_table.sql` declares them.

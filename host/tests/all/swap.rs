@@ -239,7 +239,7 @@ async fn a_component_of_the_wrong_world_is_refused_and_the_old_one_keeps_serving
     assert!(
         refused[0]
             .reason
-            .contains("does not implement stockpipe:pipeline/validate@0.1.0"),
+            .contains("does not implement stockpipe:pipeline/validate@0.2.0"),
         "{refused:#?}"
     );
     let old = component_version(embedded_component(StageKind::Validate));

@@ -35,7 +35,12 @@ pub struct DecodeOptions {
     pub kite_offset_minutes: i32,
     /// The unit of epoch numbers; `None`: by magnitude ([`EpochUnit::of_magnitude`]).
     pub epoch_unit: Option<EpochUnit>,
+    /// The most bytes of a tick's `extra` object (its members no column takes); 0 keeps none.
+    pub extra_max_bytes: usize,
 }
+
+/// The default cap of a tick's `extra` object.
+pub const EXTRA_MAX_BYTES: usize = 2048;
 
 /// The exchange's time (IST, UTC+05:30): what Kite's clients write without a zone.
 pub const KITE_OFFSET_MINUTES: i32 = 330;
@@ -47,6 +52,7 @@ impl DecodeOptions {
             flat_offset_minutes,
             kite_offset_minutes: KITE_OFFSET_MINUTES,
             epoch_unit: None,
+            extra_max_bytes: EXTRA_MAX_BYTES,
         }
     }
 }
@@ -228,6 +234,56 @@ fn depth_side(depth: &Map<String, Value>, side: &str) -> Result<Vec<DepthLevel>,
             })
         })
         .collect()
+}
+
+/// Every key a built-in shape (or our own document's tick fields, read back) gives a column.
+const KNOWN_KEYS: [&str; 30] = [
+    "instrument_token",
+    "last_price",
+    "timestamp",
+    "timestamp_source",
+    "exchange_timestamp",
+    "last_trade_time",
+    "volume",
+    "volume_traded",
+    "buy_quantity",
+    "total_buy_quantity",
+    "sell_quantity",
+    "total_sell_quantity",
+    "last_quantity",
+    "last_traded_quantity",
+    "average_price",
+    "average_traded_price",
+    "change",
+    "net_change",
+    "oi",
+    "oi_day_high",
+    "oi_day_low",
+    "ohlc",
+    "open",
+    "high",
+    "low",
+    "close",
+    "mode",
+    "tradable",
+    "depth",
+    "extra",
+];
+
+/// The members of a tick object no column takes (the quote API's circuit limits, a broker's
+/// `symbol`): kept, not dropped, in the document's `extra` object. An `extra` object of our own
+/// documents (read back) is taken in as it is.
+pub fn extra_members(obj: &Map<String, Value>) -> Map<String, Value> {
+    let mut extra = match obj.get("extra") {
+        Some(Value::Object(kept)) => kept.clone(),
+        _ => Map::new(),
+    };
+    for (key, value) in obj {
+        if !KNOWN_KEYS.contains(&key.as_str()) {
+            extra.insert(key.clone(), value.clone());
+        }
+    }
+    extra
 }
 
 /// Decodes one tick object of any built-in shape.
