@@ -3,6 +3,7 @@
 //! Decoding is strict about types (a price written as the string `"NaN"` is refused, not coerced)
 //! and names the offending field, because every refusal becomes a dead-letter reason.
 
+mod fast;
 pub mod scan;
 pub mod shapes;
 
@@ -95,9 +96,9 @@ pub enum MessageTicks {
     /// One tick (pushed onto the columns), or why the message is none.
     One(Result<(), DecodeError>),
     /// Several ticks in one message — a JSON array (KiteTicker's `on_ticks` list), or the quote
-    /// API's answer (`{"data": {"NSE:INFY": {…}, …}}`, in its keys' order) — each with its own
-    /// JSON text (for a dead letter of its own) and the reason it was refused, if it was.
-    Many(Vec<(Vec<u8>, Result<(), DecodeError>)>),
+    /// API's answer (`{"data": {"NSE:INFY": {…}, …}}`, in its keys' order) — each decoded or
+    /// refused on its own ([`element_json`] gives one's own JSON, for its dead letter).
+    Many(Vec<Result<(), DecodeError>>),
 }
 
 /// One tick of a message of several: where it is (`[k]` in a JSON array, `data["NSE:INFY"]` in
@@ -155,12 +156,14 @@ impl Extra {
         }
         let mut json = b"{".to_vec();
         let mut cut = 0;
+        let mut member = Vec::new();
         for (key, value) in members {
-            let member = serde_json::to_vec(&serde_json::json!({ key: value }))
-                .expect("a JSON value serializes");
-            // The member without its braces, and a comma before all but the first.
-            let inner = &member[1..member.len() - 1];
-            let grows = inner.len() + usize::from(json.len() > 1) + 1;
+            member.clear();
+            serde_json::to_writer(&mut member, key).expect("writing to a Vec");
+            member.push(b':');
+            serde_json::to_writer(&mut member, value).expect("writing to a Vec");
+            // A comma before all but the first member, and the closing brace.
+            let grows = member.len() + usize::from(json.len() > 1) + 1;
             if json.len() + grows > max_bytes {
                 cut += 1;
                 continue;
@@ -168,7 +171,7 @@ impl Extra {
             if json.len() > 1 {
                 json.push(b',');
             }
-            json.extend_from_slice(inner);
+            json.extend_from_slice(&member);
         }
         json.push(b'}');
         Some(Extra {
@@ -191,6 +194,22 @@ pub fn decode_ticks_into(
     if scan::scan_into(bytes, options, columns).is_some() {
         // The sample's shape, every key a column's.
         extras.push(None);
+        return MessageTicks::One(Ok(()));
+    }
+    // Kite's shapes, well formed (every key a column's, or the quote API's circuit limits).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        if let Some(ticks) =
+            fast::list(bytes, options, kafka_timestamp_ms).filter(|t| !t.is_empty())
+        {
+            for (tick, extra) in &ticks {
+                columns.push(&tick.view());
+                extras.push(Extra::capped(extra, options.extra_max_bytes));
+            }
+            return MessageTicks::Many(ticks.iter().map(|_| Ok(())).collect());
+        }
+    } else if let Some((tick, extra)) = fast::tick(bytes, options, kafka_timestamp_ms) {
+        columns.push(&tick.view());
+        extras.push(Extra::capped(&extra, options.extra_max_bytes));
         return MessageTicks::One(Ok(()));
     }
     let value: Value = match serde_json::from_slice(bytes) {
@@ -236,9 +255,17 @@ pub fn decode_ticks_into(
     MessageTicks::Many(
         elements
             .into_iter()
-            .map(|e| (e.value.to_string().into_bytes(), one(&e.at, e.key, e.value)))
+            .map(|e| one(&e.at, e.key, e.value))
             .collect(),
     )
+}
+
+/// The JSON of the `k`-th tick of a message of several (see [`elements`]): what its dead letter
+/// carries. `None` when the message holds no such tick.
+pub fn element_json(bytes: &[u8], k: usize) -> Option<Vec<u8>> {
+    let value: Value = serde_json::from_slice(bytes).ok()?;
+    let elements = elements(&value)?;
+    Some(elements.get(k)?.value.to_string().into_bytes())
 }
 
 fn depth_json(levels: &[DepthLevel]) -> Value {

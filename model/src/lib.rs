@@ -29,6 +29,8 @@ pub mod json;
 
 /// One level of one side of the order book.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "json", derive(serde::Deserialize))]
+#[cfg_attr(feature = "json", serde(deny_unknown_fields))]
 pub struct DepthLevel {
     pub price: f64,
     pub orders: i64,

@@ -80,8 +80,6 @@ pub(crate) struct Slot {
     pub(crate) message: usize,
     /// Its place in a message of several ticks (`None`: the message is one tick).
     pub(crate) tick: Option<u32>,
-    /// Its own JSON, for a tick of a message of several (what its dead letter carries).
-    pub(crate) element: Option<Vec<u8>>,
     /// Its index in the columns, or why it did not decode.
     pub(crate) result: Result<usize, DecodeError>,
 }
@@ -104,12 +102,11 @@ pub(crate) fn decode_batch(batch: &[Consumed], options: &DecodeOptions) -> Decod
             MessageTicks::One(result) => slots.push(Slot {
                 message: m,
                 tick: None,
-                element: None,
                 result: result.map(|()| before),
             }),
             MessageTicks::Many(each) => {
                 let mut next = before;
-                for (k, (element, result)) in each.into_iter().enumerate() {
+                for (k, result) in each.into_iter().enumerate() {
                     let result = result.map(|()| {
                         next += 1;
                         next - 1
@@ -117,7 +114,6 @@ pub(crate) fn decode_batch(batch: &[Consumed], options: &DecodeOptions) -> Decod
                     slots.push(Slot {
                         message: m,
                         tick: Some(u32::try_from(k).unwrap_or(u32::MAX)),
-                        element: Some(element),
                         result,
                     });
                 }

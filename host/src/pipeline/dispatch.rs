@@ -115,7 +115,7 @@ impl Outputs<'_> {
                 StageOutcome::Refused {
                     refusal,
                     dead_letter_topic,
-                } => self.refuse(&message, &refusal, &dead_letter_topic)?,
+                } => self.refuse(&refused_bytes(message), &refusal, &dead_letter_topic)?,
                 StageOutcome::Accepted {
                     enrichment,
                     destinations,
@@ -255,8 +255,7 @@ impl Outputs<'_> {
 }
 
 /// The message of the `s`-th slot, as its tick's outputs carry it: the message itself (taken at
-/// its last slot), or for a tick of a message of several, a copy with the tick's place and its own
-/// JSON.
+/// its last slot), or for a tick of a message of several, a copy with the tick's place.
 fn message_of(messages: &mut [Option<Consumed>], slots: &[Slot], s: usize) -> Consumed {
     let slot = &slots[s];
     let last = slots.get(s + 1).is_none_or(|n| n.message != slot.message);
@@ -266,11 +265,17 @@ fn message_of(messages: &mut [Option<Consumed>], slots: &[Slot], s: usize) -> Co
     } else {
         entry.clone().expect("a message is taken at its last slot")
     };
-    if let Some(k) = slot.tick {
-        message.source.tick = Some(k);
-        if let Some(element) = &slot.element {
-            message.payload.clone_from(element);
-        }
+    message.source.tick = slot.tick;
+    message
+}
+
+/// What a refused tick's dead letter carries: the message, or for a tick of a message of several,
+/// that tick's own JSON.
+fn refused_bytes(mut message: Consumed) -> Consumed {
+    if let Some(k) = message.source.tick
+        && let Some(own) = stockpipe_model::json::element_json(&message.payload, k as usize)
+    {
+        message.payload = own;
     }
     message
 }

@@ -7,6 +7,7 @@ use crate::source::simulate::{SimulateOptions, simulate};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
+use stockpipe_model::Tick;
 use stockpipe_model::columns::TickColumns;
 
 #[derive(Debug, Serialize)]
@@ -24,11 +25,15 @@ pub struct GuestBench {
     /// JSON decode as the pipeline does it (the tick scanner, straight into a batch's columns), per
     /// tick, best of `rounds`.
     pub decode_ns_per_tick: f64,
-    /// The reference it replaced, in the same run: serde_json's typed path into a `Tick` per
-    /// message, then the columns built from them.
+    /// The thorough decoder, in the same run: a serde_json `Value` per message read as any
+    /// built-in shape into a `Tick`, then the columns built from them.
     pub decode_serde_ns_per_tick: f64,
     /// serde / scanner.
     pub decode_speedup: f64,
+    /// The pipeline's decode (`decode_ticks_into`, with each tick's `extra`) of the same ticks in
+    /// each built-in shape, ns per tick, best of `rounds`: the sample's (the scanner), KiteTicker's
+    /// `ltp`, `quote` and `full` JSON, the quote API's, and `on_ticks` lists of ten full ticks.
+    pub decode_shapes_ns_per_tick: std::collections::BTreeMap<&'static str, f64>,
     /// Where the wasm time goes, per tick.
     pub stages: StageBreakdown,
 }
@@ -350,6 +355,138 @@ fn time_decoders(payloads: &[String], batch: usize, rounds: usize) -> (f64, f64)
     (best_scan, best_serde)
 }
 
+/// The pipeline's decode of `ticks` written in each built-in shape (see
+/// [`GuestBench::decode_shapes_ns_per_tick`]); the answers are checked first (every tick decodes).
+fn time_shapes(
+    ticks: &[Tick],
+    batch: usize,
+    rounds: usize,
+) -> std::collections::BTreeMap<&'static str, f64> {
+    use stockpipe_model::json::{DecodeOptions, MessageTicks, decode_ticks_into};
+    let shapes: [(&str, fn(&Tick) -> serde_json::Value); 5] = [
+        ("sample", |t| {
+            serde_json::Value::Object(stockpipe_model::json::encode_tick(t))
+        }),
+        ("ticker_ltp", |t| kite::ticker(t, "ltp")),
+        ("ticker_quote", |t| kite::ticker(t, "quote")),
+        ("ticker_full", |t| kite::ticker(t, "full")),
+        ("quote_api", kite::quote_api),
+    ];
+    let options = DecodeOptions::default();
+    let mut out = std::collections::BTreeMap::new();
+    let mut time = |name: &'static str, messages: Vec<String>, per_message: usize| {
+        let decode = || {
+            for chunk in messages.chunks(batch) {
+                let mut columns = TickColumns::with_capacity(chunk.len() * per_message, 5);
+                let mut extras = Vec::with_capacity(chunk.len() * per_message);
+                for m in chunk {
+                    let got = decode_ticks_into(
+                        m.as_bytes(),
+                        &options,
+                        Some(1_621_936_800_000),
+                        &mut columns,
+                        &mut extras,
+                    );
+                    std::hint::black_box(got);
+                }
+                std::hint::black_box(columns);
+            }
+        };
+        let n = messages.len() * per_message;
+        let best = (0..rounds.max(1))
+            .map(|_| per_tick(n, 1, decode))
+            .fold(f64::INFINITY, f64::min);
+        out.insert(name, best);
+        // Every tick of every shape decodes (a refusal would be timed as a cheap one).
+        let mut columns = TickColumns::default();
+        let mut extras = Vec::new();
+        for m in &messages {
+            let got = decode_ticks_into(m.as_bytes(), &options, Some(0), &mut columns, &mut extras);
+            assert!(
+                !matches!(got, MessageTicks::One(Err(_))),
+                "{name}: {got:?}: {m}"
+            );
+        }
+        assert_eq!(columns.len(), n, "{name}");
+    };
+    for (name, write) in shapes {
+        time(
+            name,
+            ticks.iter().map(|t| write(t).to_string()).collect(),
+            1,
+        );
+    }
+    let lists: Vec<String> = ticks
+        .chunks(10)
+        .filter(|c| c.len() == 10)
+        .map(|c| {
+            serde_json::Value::Array(c.iter().map(|t| kite::ticker(t, "full")).collect())
+                .to_string()
+        })
+        .collect();
+    time("ticker_full_lists_of_10", lists, 10);
+    out
+}
+
+/// Ticks written as Kite's clients write them (for the decode benchmark).
+mod kite {
+    use serde_json::{Value, json};
+    use stockpipe_model::Tick;
+    use stockpipe_model::time::format_sample_micros;
+
+    fn depth(t: &Tick) -> Value {
+        let side = |levels: &[stockpipe_model::DepthLevel]| -> Value {
+            levels
+                .iter()
+                .map(|l| json!({"quantity": l.quantity, "price": l.price, "orders": l.orders}))
+                .collect()
+        };
+        json!({"buy": side(&t.depth_buy), "sell": side(&t.depth_sell)})
+    }
+
+    fn ohlc(t: &Tick) -> Value {
+        json!({"open": t.open, "high": t.high, "low": t.low, "close": t.close})
+    }
+
+    /// KiteTicker's tick of `mode`, its times as `str(datetime)` writes them (IST, zone-less).
+    pub fn ticker(t: &Tick, mode: &str) -> Value {
+        let ist = |us: i64| format_sample_micros(us + 330 * 60_000_000)[..19].to_string();
+        let mut v = json!({"tradable": true, "mode": mode, "instrument_token": t.instrument_token,
+            "last_price": t.last_price});
+        if mode != "ltp" {
+            let o = v.as_object_mut().expect("an object");
+            o.insert("last_traded_quantity".into(), json!(t.last_quantity));
+            o.insert("average_traded_price".into(), json!(t.average_price));
+            o.insert("volume_traded".into(), json!(t.volume));
+            o.insert("total_buy_quantity".into(), json!(t.sell_quantity));
+            o.insert("total_sell_quantity".into(), json!(t.sell_quantity));
+            o.insert("ohlc".into(), ohlc(t));
+            o.insert("change".into(), json!(t.change));
+        }
+        if mode == "full" {
+            let o = v.as_object_mut().expect("an object");
+            o.insert("last_trade_time".into(), json!(ist(t.timestamp_us)));
+            o.insert("oi".into(), json!(0));
+            o.insert("oi_day_high".into(), json!(0));
+            o.insert("oi_day_low".into(), json!(0));
+            o.insert("exchange_timestamp".into(), json!(ist(t.timestamp_us)));
+            o.insert("depth".into(), depth(t));
+        }
+        v
+    }
+
+    /// The quote API's quote of one instrument (full mode).
+    pub fn quote_api(t: &Tick) -> Value {
+        let ist = format_sample_micros(t.timestamp_us + 330 * 60_000_000)[..19].to_string();
+        json!({"instrument_token": t.instrument_token, "timestamp": ist, "last_trade_time": ist,
+            "last_price": t.last_price, "last_quantity": t.last_quantity,
+            "buy_quantity": t.sell_quantity, "sell_quantity": t.sell_quantity, "volume": t.volume,
+            "average_price": t.average_price, "oi": 0, "oi_day_high": 0, "oi_day_low": 0,
+            "net_change": 0.5, "lower_circuit_limit": 1.0, "upper_circuit_limit": 9999.0,
+            "ohlc": ohlc(t), "depth": depth(t)})
+    }
+}
+
 pub fn guests(ticks: usize, batch: usize, rounds: usize) -> anyhow::Result<GuestBench> {
     let data = simulate(&SimulateOptions {
         instruments: 50,
@@ -375,6 +512,7 @@ pub fn guests(ticks: usize, batch: usize, rounds: usize) -> anyhow::Result<Guest
         .map(|t| serde_json::Value::Object(stockpipe_model::json::encode_tick(t)).to_string())
         .collect();
     let (decode_ns, decode_serde_ns) = time_decoders(&payloads, batch, rounds);
+    let decode_shapes_ns_per_tick = time_shapes(&data, batch, rounds);
     let n = data.len() as f64;
     Ok(GuestBench {
         bench: "guests",
@@ -389,6 +527,7 @@ pub fn guests(ticks: usize, batch: usize, rounds: usize) -> anyhow::Result<Guest
         decode_ns_per_tick: decode_ns,
         decode_serde_ns_per_tick: decode_serde_ns,
         decode_speedup: decode_serde_ns / decode_ns,
+        decode_shapes_ns_per_tick,
         stages,
     })
 }

@@ -84,10 +84,16 @@ const TICKER_KEYS: [&str; 8] = [
 ];
 
 impl Shape {
+    /// The shape of a tick object, by the keys it gives a value (a `null` gives none).
     pub fn of(obj: &Map<String, Value>) -> Self {
-        if TICKER_KEYS.iter().any(|k| obj.contains_key(*k)) {
+        let has = |k: &str| obj.get(k).is_some_and(|v| !v.is_null());
+        Self::by_keys(|k| has(k))
+    }
+
+    fn by_keys(has: impl Fn(&str) -> bool) -> Self {
+        if TICKER_KEYS.iter().any(|k| has(k)) {
             Shape::Ticker
-        } else if obj.contains_key("ohlc") || obj.contains_key("net_change") {
+        } else if has("ohlc") || has("net_change") {
             Shape::Quote
         } else {
             Shape::Flat
@@ -128,11 +134,13 @@ fn one_of<'a>(
     obj: &'a Map<String, Value>,
     names: &Names,
 ) -> Result<Option<(&'static str, &'a Value)>, DecodeError> {
-    let a = obj.get(names.ours).map(|v| (names.ours, v));
-    let b = names.ticker.and_then(|t| obj.get(t).map(|v| (t, v)));
+    // A `null` is no value (as everywhere in a tick).
+    let given = |name: &'static str| obj.get(name).filter(|v| !v.is_null()).map(|v| (name, v));
+    let a = given(names.ours);
+    let b = names.ticker.and_then(given);
     match (a, b) {
         (Some(_), Some(_)) => Err(twice(names.ours, names.ticker.unwrap_or_default())),
-        (a, b) => Ok(a.or(b).filter(|(_, v)| !v.is_null())),
+        (a, b) => Ok(a.or(b)),
     }
 }
 
@@ -270,20 +278,26 @@ const KNOWN_KEYS: [&str; 30] = [
     "extra",
 ];
 
+fn is_known(key: &str) -> bool {
+    KNOWN_KEYS.contains(&key)
+}
+
 /// The members of a tick object no column takes (the quote API's circuit limits, a broker's
 /// `symbol`): kept, not dropped, in the document's `extra` object. An `extra` object of our own
 /// documents (read back) is taken in as it is.
+/// In key order, whatever the message's.
 pub fn extra_members(obj: &Map<String, Value>) -> Map<String, Value> {
-    let mut extra = match obj.get("extra") {
-        Some(Value::Object(kept)) => kept.clone(),
-        _ => Map::new(),
+    let mut members: Vec<(&String, &Value)> = match obj.get("extra") {
+        Some(Value::Object(kept)) => kept.iter().collect(),
+        _ => Vec::new(),
     };
-    for (key, value) in obj {
-        if !KNOWN_KEYS.contains(&key.as_str()) {
-            extra.insert(key.clone(), value.clone());
-        }
-    }
-    extra
+    // A `null` is no value, here as everywhere in a tick.
+    members.extend(obj.iter().filter(|(key, v)| !is_known(key) && !v.is_null()));
+    members.sort_by(|a, b| a.0.cmp(b.0));
+    members
+        .into_iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Decodes one tick object of any built-in shape.
@@ -426,7 +440,7 @@ fn day_prices(obj: &Map<String, Value>, t: &mut Tick) -> Result<(), DecodeError>
 
 /// A ticker tick that names its mode carries what the mode does (an index — `tradable: false` —
 /// has no quantities and no book).
-fn required_by_mode(t: &Tick) -> Result<(), DecodeError> {
+pub(super) fn required_by_mode(t: &Tick) -> Result<(), DecodeError> {
     let Some(mode) = t.mode else { return Ok(()) };
     let index = t.tradable == Some(false);
     let mut needed: Vec<(&str, bool)> = Vec::new();
