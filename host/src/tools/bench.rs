@@ -363,7 +363,8 @@ fn time_shapes(
     rounds: usize,
 ) -> std::collections::BTreeMap<&'static str, f64> {
     use stockpipe_model::json::{DecodeOptions, MessageTicks, decode_ticks_into};
-    let shapes: [(&str, fn(&Tick) -> serde_json::Value); 5] = [
+    type Writer = fn(&Tick) -> serde_json::Value;
+    let shapes: [(&str, Writer); 5] = [
         ("sample", |t| {
             serde_json::Value::Object(stockpipe_model::json::encode_tick(t))
         }),
