@@ -46,13 +46,28 @@ fn bad_ticks() -> Vec<(Vec<u8>, &'static str)> {
 }
 
 pub(crate) async fn run_once(config: &Config, brokers: &str) -> RunSummary {
+    run_once_with(config, brokers, |pipeline, _| pipeline).await
+}
+
+/// `run --once` in process with the embedded guests, the pipeline shaped by `shape` (given the
+/// sandbox) before it runs.
+pub(crate) async fn run_once_with(
+    config: &Config,
+    brokers: &str,
+    shape: impl FnOnce(Pipeline, std::sync::Arc<Sandbox>) -> Pipeline,
+) -> RunSummary {
     let sandbox = std::sync::Arc::new(Sandbox::new(SandboxLimits::default()).unwrap());
     let components = ChainComponents::embedded(&sandbox).unwrap();
-    let chain = WasmChain::new(sandbox, components, config.stage_configs(unix_now_us()));
+    let chain = WasmChain::new(
+        sandbox.clone(),
+        components,
+        config.stage_configs(unix_now_us()),
+    );
     let telemetry = std::sync::Arc::new(stockpipe::telemetry::Telemetry::new());
     let pipeline = Pipeline::new(config.clone(), brokers, chain, telemetry)
         .await
         .unwrap();
+    let pipeline = shape(pipeline, sandbox);
     tokio::time::timeout(
         Duration::from_secs(120),
         pipeline.run(true, std::future::pending()),

@@ -44,36 +44,39 @@ fn lake_lines(lake: &std::path::Path, prefix: &str) -> Vec<serde_json::Value> {
 /// `run --once` in process, with the embedded aggregate guest.
 async fn run_once_with_bars(config: &Config, brokers: &str) -> stockpipe::pipeline::RunSummary {
     use stockpipe::chain::aggregate::Aggregation;
-    use stockpipe::chain::{ChainComponents, WasmChain};
-    use stockpipe::runtime::sandbox::{Sandbox, SandboxLimits};
     use stockpipe::runtime::{GuestComponent, StageKind, embedded_component};
-    let sandbox = std::sync::Arc::new(Sandbox::new(SandboxLimits::default()).unwrap());
-    let components = ChainComponents::embedded(&sandbox).unwrap();
-    let chain = WasmChain::new(
-        sandbox.clone(),
-        components,
-        config.stage_configs(stockpipe::clock::unix_now_us()),
-    );
-    let kind = StageKind::Aggregate;
-    let aggregate =
-        GuestComponent::load(&sandbox, kind, embedded_component(kind), "embedded").unwrap();
-    let aggregation = Aggregation::new(
-        sandbox,
-        std::sync::Arc::new(aggregate),
-        config.aggregate.guest_config(),
-    );
-    let telemetry = std::sync::Arc::new(stockpipe::telemetry::Telemetry::new());
-    let pipeline = stockpipe::pipeline::Pipeline::new(config.clone(), brokers, chain, telemetry)
-        .await
-        .unwrap()
-        .with_aggregation(aggregation);
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        pipeline.run(true, std::future::pending()),
-    )
+    crate::e2e::run_once_with(config, brokers, |pipeline, sandbox| {
+        let kind = StageKind::Aggregate;
+        let aggregate =
+            GuestComponent::load(&sandbox, kind, embedded_component(kind), "embedded").unwrap();
+        pipeline.with_aggregation(Aggregation::new(
+            sandbox,
+            std::sync::Arc::new(aggregate),
+            config.aggregate.guest_config(),
+        ))
+    })
     .await
-    .expect("run --once finishes")
-    .unwrap()
+}
+
+/// Produces `payloads` to the input topic, the `i`-th with the record time `at(i)`.
+async fn produce_at(
+    config: &Config,
+    brokers: &str,
+    payloads: &[Vec<u8>],
+    at: impl Fn(usize) -> i64,
+) {
+    let producer = kafka_source::producer(&kafka_source::Connection::plaintext(brokers)).unwrap();
+    for (i, payload) in payloads.iter().enumerate() {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&config.kafka.topic)
+                    .payload(payload)
+                    .timestamp(at(i)),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
 }
 
 async fn through_the_pipeline(name: &str) {
@@ -95,18 +98,10 @@ async fn through_the_pipeline(name: &str) {
     let brokers = cluster.bootstrap_servers();
     let lake = tempfile::tempdir().unwrap();
     config.lake.url = lake.path().display().to_string();
-    let producer = kafka_source::producer(&kafka_source::Connection::plaintext(&brokers)).unwrap();
-    for (i, payload) in payloads.iter().enumerate() {
-        producer
-            .send(
-                FutureRecord::<(), _>::to(&config.kafka.topic)
-                    .payload(payload)
-                    .timestamp(RECORD_MS + 40_000 * i as i64),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-    }
+    produce_at(&config, &brokers, &payloads, |i| {
+        RECORD_MS + 40_000 * i as i64
+    })
+    .await;
     let summary = run_once_with_bars(&config, &brokers).await;
     assert_eq!(
         summary.counts.consumed,
@@ -198,18 +193,7 @@ async fn several_ticks_in_one_message_are_split_and_a_bad_one_refused_alone() {
     let brokers = cluster.bootstrap_servers();
     let lake = tempfile::tempdir().unwrap();
     config.lake.url = lake.path().display().to_string();
-    let producer = kafka_source::producer(&kafka_source::Connection::plaintext(&brokers)).unwrap();
-    for payload in &payloads {
-        producer
-            .send(
-                FutureRecord::<(), _>::to(&config.kafka.topic)
-                    .payload(payload)
-                    .timestamp(RECORD_MS),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-    }
+    produce_at(&config, &brokers, &payloads, |_| RECORD_MS).await;
     let summary = crate::e2e::run_once(&config, &brokers).await;
     assert_eq!(
         (
