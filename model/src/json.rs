@@ -4,6 +4,7 @@
 //! and names the offending field, because every refusal becomes a dead-letter reason.
 
 mod fast;
+pub mod mapping;
 pub mod scan;
 pub mod shapes;
 
@@ -191,13 +192,17 @@ pub fn decode_ticks_into(
     columns: &mut TickColumns,
     extras: &mut Vec<Option<Extra>>,
 ) -> MessageTicks {
-    if scan::scan_into(bytes, options, columns).is_some() {
+    // A configured mapping goes first: the fast paths read the built-in shapes only.
+    let fast = options.mapping.is_none();
+    if fast && scan::scan_into(bytes, options, columns).is_some() {
         // The sample's shape, every key a column's.
         extras.push(None);
         return MessageTicks::One(Ok(()));
     }
     // Kite's shapes, well formed (every key a column's, or the quote API's circuit limits).
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+    if !fast {
+        // (the mapping's: below)
+    } else if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         if let Some(ticks) =
             fast::list(bytes, options, kafka_timestamp_ms).filter(|t| !t.is_empty())
         {
@@ -225,7 +230,7 @@ pub fn decode_ticks_into(
         let Value::Object(obj) = v else {
             return Err(wrong_type(at, "an object", v));
         };
-        let tick = shapes::decode_object(obj, options, kafka_timestamp_ms).map_err(|e| {
+        let (tick, mut members) = decode_object(obj, options, kafka_timestamp_ms).map_err(|e| {
             if at.is_empty() {
                 e
             } else {
@@ -235,7 +240,6 @@ pub fn decode_ticks_into(
                 }
             }
         })?;
-        let mut members = shapes::extra_members(obj);
         if let Some(key) = key {
             members.insert("data_key".into(), key.into());
         }
@@ -258,6 +262,25 @@ pub fn decode_ticks_into(
             .map(|e| one(&e.at, e.key, e.value))
             .collect(),
     )
+}
+
+/// One tick object, by the configured mapping when it reads it, else (unless
+/// `input.builtin_shapes` is off) as a built-in shape; with its members no column takes.
+pub fn decode_object(
+    obj: &Map<String, Value>,
+    options: &DecodeOptions,
+    kafka_timestamp_ms: Option<i64>,
+) -> Result<(Tick, Map<String, Value>), DecodeError> {
+    if let Some(mapping) = &options.mapping {
+        if mapping.applies(obj) {
+            return mapping.decode(obj, options, kafka_timestamp_ms);
+        }
+        if !options.builtin_shapes {
+            return Err(mapping.not_applying(obj));
+        }
+    }
+    let tick = shapes::decode_object(obj, options, kafka_timestamp_ms)?;
+    Ok((tick, shapes::extra_members(obj)))
 }
 
 /// The JSON of the `k`-th tick of a message of several (see [`elements`]): what its dead letter

@@ -42,7 +42,7 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
     let now_ms = stockpipe::clock::unix_now_us() / 1_000;
     let reports = stockpipe::tools::input_check::check(
         &bytes,
-        &config.decode_options(),
+        &config.decode_options()?,
         args.messages,
         now_ms,
     )

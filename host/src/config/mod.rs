@@ -170,7 +170,8 @@ impl Config {
 
     /// How the input's messages are decoded (`[input]`, and `validate.naive_timestamp_offset_minutes`
     /// for the sample's shape).
-    pub fn decode_options(&self) -> stockpipe_model::json::DecodeOptions {
+    /// Reads `input.tokens` and checks the mapping; the error names the key.
+    pub fn decode_options(&self) -> Result<stockpipe_model::json::DecodeOptions, ConfigError> {
         self.input
             .decode_options(self.validate.naive_timestamp_offset_minutes)
     }

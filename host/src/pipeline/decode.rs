@@ -6,7 +6,9 @@
 use crate::config::error::{ConfigError, invalid};
 use crate::source::group::Consumed;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use stockpipe_model::columns::TickColumns;
+use stockpipe_model::json::mapping::{Mapping, MappingConfig, parse_tokens};
 use stockpipe_model::json::{DecodeError, DecodeOptions, Extra, MessageTicks, decode_ticks_into};
 use stockpipe_model::time::EpochUnit;
 
@@ -27,6 +29,20 @@ pub struct InputSection {
     /// rather than dropped. Members past it are left out and counted in
     /// `stockpipe_extra_truncated_total`; 0 keeps none (drops them all, counted).
     pub extra_max_bytes: usize,
+    /// Another JSON feed, by mapping: column → path into the tick (`ltp`, `quote.bid[0].px`,
+    /// `["52_week_high"]`). Tried before the built-in shapes; empty: none.
+    pub fields: BTreeMap<String, String>,
+    /// Column → factor its value is multiplied by (0.01: paise to rupees): the prices, `change`,
+    /// `net_change`, and `depth_price` for the book's prices.
+    pub scale: BTreeMap<String, f64>,
+    /// A depth level's members in the mapped feed: `price`, `quantity`, `orders` → its names.
+    pub depth_level: BTreeMap<String, String>,
+    /// A CSV file of `symbol,token` lines (relative to the working directory), for a mapped feed
+    /// whose instrument is a name ("" = none). Read once at start.
+    pub tokens: String,
+    /// Whether a tick the mapping does not read (its instrument or last price not there) is
+    /// tried as one of the built-in shapes.
+    pub builtin_shapes: bool,
 }
 
 impl Default for InputSection {
@@ -35,6 +51,11 @@ impl Default for InputSection {
             kite_utc_offset_minutes: stockpipe_model::json::shapes::KITE_OFFSET_MINUTES,
             timestamp_unit: "auto".into(),
             extra_max_bytes: stockpipe_model::json::shapes::EXTRA_MAX_BYTES,
+            fields: BTreeMap::new(),
+            scale: BTreeMap::new(),
+            depth_level: BTreeMap::new(),
+            tokens: String::new(),
+            builtin_shapes: true,
         }
     }
 }
@@ -51,17 +72,63 @@ impl InputSection {
         if self.extra_max_bytes > 1 << 20 {
             return invalid("input.extra_max_bytes", "must be at most 1048576 (1 MiB)");
         }
+        if !self.fields.is_empty() || !self.builtin_shapes {
+            self.mapping()?;
+        }
         Ok(())
     }
 
-    /// How messages are decoded, with the flat shape's zone-less offset.
-    pub fn decode_options(&self, flat_offset_minutes: i32) -> DecodeOptions {
-        DecodeOptions {
+    /// The mapping, checked, with its token table read; `None` without `input.fields`.
+    fn mapping(&self) -> Result<Option<Mapping>, ConfigError> {
+        if self.fields.is_empty() {
+            if !self.builtin_shapes {
+                return invalid(
+                    "input.builtin_shapes",
+                    "false leaves nothing to read the input with: set input.fields too",
+                );
+            }
+            if !self.scale.is_empty() || !self.depth_level.is_empty() || !self.tokens.is_empty() {
+                return invalid(
+                    "input.fields",
+                    "a scale, depth_level or tokens need a mapping",
+                );
+            }
+            return Ok(None);
+        }
+        let tokens = match self.tokens.as_str() {
+            "" => Default::default(),
+            path => std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| parse_tokens(&text))
+                .map_err(|e| ConfigError::Invalid {
+                    key: "input.tokens".into(),
+                    message: format!("{path}: {e}"),
+                })?,
+        };
+        let config = MappingConfig {
+            fields: self.fields.clone(),
+            scale: self.scale.clone(),
+            depth_level: self.depth_level.clone(),
+            tokens,
+        };
+        Mapping::new(&config)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid {
+                key: e.key.into(),
+                message: e.message,
+            })
+    }
+
+    /// How messages are decoded, with the flat shape's zone-less offset; reads the token table.
+    pub fn decode_options(&self, flat_offset_minutes: i32) -> Result<DecodeOptions, ConfigError> {
+        Ok(DecodeOptions {
             flat_offset_minutes,
             kite_offset_minutes: self.kite_utc_offset_minutes,
             epoch_unit: EpochUnit::parse(&self.timestamp_unit),
             extra_max_bytes: self.extra_max_bytes,
-        }
+            mapping: self.mapping()?.map(std::sync::Arc::new),
+            builtin_shapes: self.builtin_shapes,
+        })
     }
 }
 

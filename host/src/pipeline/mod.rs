@@ -74,6 +74,8 @@ pub struct Pipeline {
     document_capacity: usize,
     /// A file being replayed beside the pipeline (`run --input` on the embedded cluster).
     input: Option<InputFeed>,
+    /// How messages are read (`[input]`; its mapping checked and its token table read once).
+    decode: stockpipe_model::json::DecodeOptions,
 }
 
 impl Pipeline {
@@ -111,7 +113,9 @@ impl Pipeline {
             Some(sink)
         };
         let group = Membership::join(&input, k, telemetry.clone())?;
+        let decode = config.decode_options()?;
         Ok(Self {
+            decode,
             swaps: swaps::HotSwap::off(&chain),
             deliveries: Deliveries::new(producer, telemetry.clone()),
             config,
@@ -302,7 +306,7 @@ impl Pipeline {
         if let Some(bars) = &mut self.bars {
             bars.restore(self.lake.store(), topic).await?;
         }
-        let decoded = decode::decode_batch(&batch, &self.config.decode_options());
+        let decoded = decode::decode_batch(&batch, &self.decode);
         let cut = decoded
             .extras
             .iter()

@@ -426,7 +426,59 @@ fn time_shapes(
         })
         .collect();
     time("ticker_full_lists_of_10", lists, 10);
+    // The mapping path: Angel One SmartAPI's SnapQuote by the README's mapping.
+    let mapping = angel_one_mapping();
+    let angel: Vec<String> = ticks
+        .iter()
+        .map(|t| kite::angel_one(t).to_string())
+        .collect();
+    let mapped = DecodeOptions {
+        mapping: Some(Arc::new(mapping)),
+        ..DecodeOptions::default()
+    };
+    let n = angel.len();
+    let decode = || {
+        for chunk in angel.chunks(batch) {
+            let mut columns = TickColumns::with_capacity(chunk.len(), 5);
+            let mut extras = Vec::with_capacity(chunk.len());
+            for m in chunk {
+                let got =
+                    decode_ticks_into(m.as_bytes(), &mapped, Some(0), &mut columns, &mut extras);
+                std::hint::black_box(got);
+            }
+            assert_eq!(columns.len(), chunk.len(), "every mapped tick decodes");
+        }
+    };
+    let best = (0..rounds.max(1))
+        .map(|_| per_tick(n, 1, decode))
+        .fold(f64::INFINITY, f64::min);
+    out.insert("mapped_angel_one_snapquote", best);
     out
+}
+
+/// The README's Angel One mapping (data/feeds/angel_one.toml).
+fn angel_one_mapping() -> stockpipe_model::json::mapping::Mapping {
+    use stockpipe_model::json::mapping::{Mapping, MappingConfig};
+    let text = include_str!("../../../data/feeds/angel_one.toml");
+    let table: toml::Table = toml::from_str(text).expect("the example parses");
+    let section = |name: &str| table["input"].get(name).and_then(|v| v.as_table()).cloned();
+    let strings = |t: Option<toml::Table>| -> std::collections::BTreeMap<String, String> {
+        t.unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+            .collect()
+    };
+    Mapping::new(&MappingConfig {
+        fields: strings(section("fields")),
+        scale: section("scale")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_float().unwrap_or(1.0)))
+            .collect(),
+        depth_level: strings(section("depth_level")),
+        tokens: Default::default(),
+    })
+    .expect("the README's mapping is valid")
 }
 
 /// Ticks written as Kite's clients write them (for the decode benchmark).
@@ -474,6 +526,30 @@ mod kite {
             o.insert("depth".into(), depth(t));
         }
         v
+    }
+
+    /// Angel One SmartAPI's SnapQuote of the tick (prices in paise).
+    pub fn angel_one(t: &Tick) -> Value {
+        let paise = |x: Option<f64>| (x.unwrap_or(0.0) * 100.0).round() as i64;
+        let side = |levels: &[stockpipe_model::DepthLevel]| -> Value {
+            levels
+                .iter()
+                .map(|l| {
+                    json!({"flag": 1, "quantity": l.quantity,
+                    "price": (l.price * 100.0).round() as i64, "no of orders": l.orders})
+                })
+                .collect()
+        };
+        json!({"subscription_mode": 3, "exchange_type": 1, "token": t.instrument_token.to_string(),
+            "sequence_number": 1, "exchange_timestamp": t.timestamp_us / 1000,
+            "last_traded_price": paise(Some(t.last_price)), "subscription_mode_val": "SNAP_QUOTE",
+            "last_traded_quantity": t.last_quantity, "average_traded_price": paise(t.average_price),
+            "volume_trade_for_the_day": t.volume, "total_buy_quantity": t.sell_quantity,
+            "total_sell_quantity": t.sell_quantity, "open_price_of_the_day": paise(t.open),
+            "high_price_of_the_day": paise(t.high), "low_price_of_the_day": paise(t.low),
+            "closed_price": paise(t.close), "last_traded_timestamp": t.timestamp_us / 1_000_000,
+            "open_interest": 0, "upper_circuit_limit": 1, "lower_circuit_limit": 1,
+            "best_5_buy_data": side(&t.depth_buy), "best_5_sell_data": side(&t.depth_sell)})
     }
 
     /// The quote API's quote of one instrument (full mode).

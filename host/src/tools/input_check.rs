@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use stockpipe_model::json::shapes::{Shape, decode_object};
-use stockpipe_model::json::{DecodeOptions, elements, split_input_bytes};
+use stockpipe_model::json::shapes::Shape;
+use stockpipe_model::json::{DecodeOptions, decode_object, elements, split_input_bytes};
 use stockpipe_model::time::format_rfc3339_micros;
 use stockpipe_model::{Fields, Tick};
 
@@ -113,16 +113,19 @@ fn one(
             format!("wrong-type: a tick must be an object, got {value}"),
         );
     };
-    let shape = Shape::of(obj);
+    let shape = match &options.mapping {
+        Some(mapping) if mapping.applies(obj) => "the input mapping",
+        _ => Shape::of(obj).as_str(),
+    };
     match decode_object(obj, options, Some(now_ms)) {
         Err(e) => TickReport {
-            shape: Some(shape.as_str()),
+            shape: Some(shape),
             ..refused(message, at, e.to_string())
         },
-        Ok(tick) => TickReport {
+        Ok((tick, _)) => TickReport {
             message,
             at,
-            shape: Some(shape.as_str()),
+            shape: Some(shape),
             instrument_token: Some(tick.instrument_token),
             timestamp: Some(format_rfc3339_micros(tick.timestamp_us)),
             timestamp_source: Some(if tick.timestamp_from_kafka {

@@ -308,3 +308,142 @@ fn input_check_tells_how_each_tick_is_read() {
         "{stderr}"
     );
 }
+
+/// `stockpipe run --once` over `input` (relative to the workspace) with `config`, into `lake`:
+/// the run's summary.
+fn run_mapped(config: &str, input: &str, lake: &std::path::Path) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+        .current_dir(crate::support::workspace())
+        .args([
+            "run", "--once", "--config", config, "--input", input, "--lake",
+        ])
+        .arg(lake)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    crate::support::last_json_line(&out)
+}
+
+/// The README's mapping for Angel One SmartAPI (`data/feeds/angel_one.toml`): paise scaled to
+/// rupees, the string token read, epoch milliseconds and seconds by magnitude, the book's
+/// `no of orders`, and what no column takes kept in `extra`.
+#[test]
+fn angel_one_smartapi_ticks_are_read_by_the_readme_s_mapping() {
+    let lake = tempfile::tempdir().unwrap();
+    let summary = run_mapped(
+        "data/feeds/angel_one.toml",
+        "data/feeds/angel_one_snapquote.ndjson",
+        lake.path(),
+    );
+    assert_eq!(summary["accepted"], 2, "{summary}");
+    let docs = crate::support::lake_documents(lake.path());
+    let snap = docs.iter().find(|d| d["instrument_token"] == 2885).unwrap();
+    assert_eq!(snap["last_price"], 2450.3);
+    assert_eq!(snap["close"], 2445.0);
+    assert_eq!(snap["volume"], 1_234_567);
+    assert_eq!(snap["buy_quantity"], 12_345);
+    assert_eq!(snap["timestamp"], "2023-11-16T07:45:00.000000Z");
+    assert_eq!(snap["last_trade_time"], "2023-11-16T07:44:59.000000Z");
+    assert_eq!(snap["depth"]["buy"][0]["price"], 2450.25);
+    assert_eq!(snap["depth"]["buy"][0]["orders"], 5);
+    assert_eq!(snap["extra"]["upper_circuit_limit"], 268_950);
+    assert_eq!(snap["extra"]["subscription_mode_val"], "SNAP_QUOTE");
+    let ltp = docs.iter().find(|d| d["instrument_token"] == 1594).unwrap();
+    assert_eq!(ltp["last_price"], 1412.55);
+    assert!(
+        ltp.get("volume").is_none() && ltp.get("depth").is_none(),
+        "{ltp}"
+    );
+}
+
+/// The README's mapping for a generic trade/quote feed (`data/feeds/trades.toml`): symbols through
+/// the token table, numeric strings, one-level bid and ask; a symbol the table lacks is refused.
+#[test]
+fn a_generic_trade_feed_is_read_by_the_readme_s_mapping() {
+    let lake = tempfile::tempdir().unwrap();
+    let summary = run_mapped(
+        "data/feeds/trades.toml",
+        "data/feeds/trades.ndjson",
+        lake.path(),
+    );
+    assert_eq!(
+        (&summary["accepted"], &summary["rejected"]),
+        (&2.into(), &1.into()),
+        "{summary}"
+    );
+    let docs = crate::support::lake_documents(lake.path());
+    let aapl = docs
+        .iter()
+        .find(|d| d["instrument_token"] == 265_598)
+        .unwrap();
+    assert_eq!(aapl["last_price"], 187.52);
+    assert_eq!(aapl["last_quantity"], 100);
+    assert_eq!(aapl["timestamp"], "2024-01-02T14:30:00.125000Z");
+    assert_eq!(aapl["depth"]["sell"][0]["price"], 187.53);
+    assert_eq!(
+        aapl["spread"].as_f64().map(|s| (s * 100.0).round()),
+        Some(2.0)
+    );
+    assert_eq!(aapl["extra"]["venue"], "XNAS");
+    let msft = docs
+        .iter()
+        .find(|d| d["instrument_token"] == 272_093)
+        .unwrap();
+    assert_eq!(msft["last_quantity"], 25, "a numeric string");
+    // The refusal, as `input check` shows it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+        .current_dir(crate::support::workspace())
+        .args(["input", "check", "data/feeds/trades.ndjson"])
+        .args(["--config", "data/feeds/trades.toml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let tsla: serde_json::Value = serde_json::from_str(text.lines().nth(2).unwrap()).unwrap();
+    assert!(
+        tsla["refused"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown-symbol"),
+        "{tsla}"
+    );
+}
+
+/// A mapping that cannot work stops the start, naming the key.
+#[test]
+fn a_broken_mapping_stops_the_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.ndjson");
+    std::fs::write(&input, "{}\n").unwrap();
+    for (toml, key) in [
+        (
+            "[input.fields]\ninstrument_token = \"token\"\n",
+            "input.fields.last_price",
+        ),
+        (
+            "[input.fields]\ninstrument_token = \"t\"\nlast_price = \"p\"\nbid = \"b\"\n",
+            "input.fields.bid",
+        ),
+        (
+            "[input]\ntokens = \"/no/such/tokens.csv\"\n[input.fields]\ninstrument_token = \"t\"\nlast_price = \"p\"\n",
+            "input.tokens",
+        ),
+        ("[input]\nbuiltin_shapes = false\n", "input.builtin_shapes"),
+    ] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+            .args(["input", "check"])
+            .arg(&input)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(key),
+            "{toml}: {stderr}"
+        );
+    }
+}

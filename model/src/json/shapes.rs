@@ -26,8 +26,8 @@ use crate::time::{EpochUnit, epoch_micros, parse_timestamp};
 use crate::{DepthLevel, Tick, TickMode};
 use serde_json::{Map, Value};
 
-/// How timestamps are read; the rest of decoding needs no settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How messages are read (`[input]`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct DecodeOptions {
     /// Offset from UTC (minutes) of zone-less times in the flat shape.
     pub flat_offset_minutes: i32,
@@ -37,6 +37,10 @@ pub struct DecodeOptions {
     pub epoch_unit: Option<EpochUnit>,
     /// The most bytes of a tick's `extra` object (its members no column takes); 0 keeps none.
     pub extra_max_bytes: usize,
+    /// A configured mapping, tried before the built-in shapes.
+    pub mapping: Option<std::sync::Arc<super::mapping::Mapping>>,
+    /// Whether a tick the mapping does not read is tried as a built-in shape.
+    pub builtin_shapes: bool,
 }
 
 /// The default cap of a tick's `extra` object.
@@ -53,6 +57,8 @@ impl DecodeOptions {
             kite_offset_minutes: KITE_OFFSET_MINUTES,
             epoch_unit: None,
             extra_max_bytes: EXTRA_MAX_BYTES,
+            mapping: None,
+            builtin_shapes: true,
         }
     }
 }
