@@ -8,11 +8,55 @@ pub mod mapping;
 pub mod scan;
 pub mod shapes;
 
-pub use shapes::{DecodeOptions, Shape};
+pub use shapes::Shape;
 
 use crate::columns::TickColumns;
+use crate::time::EpochUnit;
 use crate::{DepthLevel, Tick};
 use serde_json::{Map, Value};
+
+/// How messages are read (`[input]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeOptions {
+    /// Offset from UTC (minutes) of zone-less times in the flat shape.
+    pub flat_offset_minutes: i32,
+    /// Offset from UTC (minutes) of zone-less times in the Kite shapes.
+    pub kite_offset_minutes: i32,
+    /// The unit of epoch numbers; `None`: by magnitude ([`EpochUnit::of_magnitude`]).
+    pub epoch_unit: Option<EpochUnit>,
+    /// The most bytes of a tick's `extra` object (its members no column takes); 0 keeps none.
+    pub extra_max_bytes: usize,
+    /// A configured mapping, tried before the built-in shapes.
+    pub mapping: Option<std::sync::Arc<mapping::Mapping>>,
+    /// Whether a tick the mapping does not read is tried as a built-in shape.
+    pub builtin_shapes: bool,
+}
+
+/// The default cap of a tick's `extra` object.
+pub const EXTRA_MAX_BYTES: usize = 2048;
+
+/// The exchange's time (IST, UTC+05:30): what Kite's clients write without a zone.
+pub const KITE_OFFSET_MINUTES: i32 = 330;
+
+impl DecodeOptions {
+    /// The defaults, with the flat shape's zone-less offset.
+    pub fn flat(flat_offset_minutes: i32) -> Self {
+        Self {
+            flat_offset_minutes,
+            kite_offset_minutes: KITE_OFFSET_MINUTES,
+            epoch_unit: None,
+            extra_max_bytes: EXTRA_MAX_BYTES,
+            mapping: None,
+            builtin_shapes: true,
+        }
+    }
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self::flat(0)
+    }
+}
 
 /// Why a message could not be decoded into a [`Tick`].
 #[derive(Debug, Clone, PartialEq, Eq)]

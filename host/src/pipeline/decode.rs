@@ -48,9 +48,9 @@ pub struct InputSection {
 impl Default for InputSection {
     fn default() -> Self {
         Self {
-            kite_utc_offset_minutes: stockpipe_model::json::shapes::KITE_OFFSET_MINUTES,
+            kite_utc_offset_minutes: stockpipe_model::json::KITE_OFFSET_MINUTES,
             timestamp_unit: "auto".into(),
-            extra_max_bytes: stockpipe_model::json::shapes::EXTRA_MAX_BYTES,
+            extra_max_bytes: stockpipe_model::json::EXTRA_MAX_BYTES,
             fields: BTreeMap::new(),
             scale: BTreeMap::new(),
             depth_level: BTreeMap::new(),

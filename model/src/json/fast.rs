@@ -5,7 +5,8 @@
 //! ([`super::shapes::decode_object`]) reads the message again and names the field. The two give
 //! the same ticks: `tests::the_fast_path_agrees_with_the_thorough_decoder` holds them to it.
 
-use super::shapes::{DecodeOptions, Shape};
+use super::DecodeOptions;
+use super::shapes::Shape;
 use crate::time::{EpochUnit, epoch_micros, parse_timestamp};
 use crate::{DepthLevel, Tick, TickMode};
 use serde::Deserialize;

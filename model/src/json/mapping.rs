@@ -7,7 +7,7 @@
 //! quoted, `["a.b"]`: `ltp`, `quote.bid[0].px`, `["52_week_high"]`. The first key of a path is a
 //! member of the tick object; a member a path reads (its first key) is not `extra`.
 
-use super::shapes::DecodeOptions;
+use super::DecodeOptions;
 use super::{DecodeError, missing, wrong_type};
 use crate::time::{EpochUnit, epoch_micros, parse_timestamp};
 use crate::{DepthLevel, Tick, TickMode};

@@ -21,53 +21,10 @@
 //! `tradable: false`, has no book and no quantities). Absent fields stay absent; a field given
 //! twice (`ohlc.open` and `open`, `volume` and `volume_traded`) is refused.
 
-use super::{DecodeError, missing, wrong_type};
+use super::{DecodeError, DecodeOptions, missing, wrong_type};
 use crate::time::{EpochUnit, epoch_micros, parse_timestamp};
 use crate::{DepthLevel, Tick, TickMode};
 use serde_json::{Map, Value};
-
-/// How messages are read (`[input]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecodeOptions {
-    /// Offset from UTC (minutes) of zone-less times in the flat shape.
-    pub flat_offset_minutes: i32,
-    /// Offset from UTC (minutes) of zone-less times in the Kite shapes.
-    pub kite_offset_minutes: i32,
-    /// The unit of epoch numbers; `None`: by magnitude ([`EpochUnit::of_magnitude`]).
-    pub epoch_unit: Option<EpochUnit>,
-    /// The most bytes of a tick's `extra` object (its members no column takes); 0 keeps none.
-    pub extra_max_bytes: usize,
-    /// A configured mapping, tried before the built-in shapes.
-    pub mapping: Option<std::sync::Arc<super::mapping::Mapping>>,
-    /// Whether a tick the mapping does not read is tried as a built-in shape.
-    pub builtin_shapes: bool,
-}
-
-/// The default cap of a tick's `extra` object.
-pub const EXTRA_MAX_BYTES: usize = 2048;
-
-/// The exchange's time (IST, UTC+05:30): what Kite's clients write without a zone.
-pub const KITE_OFFSET_MINUTES: i32 = 330;
-
-impl DecodeOptions {
-    /// The defaults, with the flat shape's zone-less offset.
-    pub fn flat(flat_offset_minutes: i32) -> Self {
-        Self {
-            flat_offset_minutes,
-            kite_offset_minutes: KITE_OFFSET_MINUTES,
-            epoch_unit: None,
-            extra_max_bytes: EXTRA_MAX_BYTES,
-            mapping: None,
-            builtin_shapes: true,
-        }
-    }
-}
-
-impl Default for DecodeOptions {
-    fn default() -> Self {
-        Self::flat(0)
-    }
-}
 
 /// The built-in shapes (see the module's notes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
