@@ -443,32 +443,42 @@ impl Mapping {
 
     /// A side of the book: an array of levels, or one level as an object.
     fn levels(&self, path: &str, v: &Value) -> Result<Vec<DepthLevel>, DecodeError> {
-        let one = |at: String, level: &Value| -> Result<DepthLevel, DecodeError> {
-            let member = |name: &str| level.get(name).filter(|v| !v.is_null());
+        // Names are built only for a refusal: a book is read without an allocation a member.
+        let one = |at: &dyn Fn() -> String, level: &Value| -> Result<DepthLevel, DecodeError> {
             let [price, quantity, orders] = &self.level;
+            let member = |name: &str| -> Result<&Value, DecodeError> {
+                level
+                    .get(name)
+                    .filter(|v| !v.is_null())
+                    .ok_or_else(|| missing(&format!("{}.{name}", at())))
+            };
+            let read = |name: &str, v: &Value, f: fn(&str, &Value) -> Result<f64, DecodeError>| {
+                f("", v).map_err(|_| f(&format!("{}.{name}", at()), v).unwrap_err())
+            };
+            let price = read(price, member(price)?, number)? * self.depth_price_scale;
+            let quantity = member(quantity)?;
+            let quantity = whole("", quantity).map_err(|_| {
+                whole(&format!("{}.{}", at(), self.level[1]), quantity).unwrap_err()
+            })?;
+            // A feed without order counts: 0.
+            let orders = match level.get(orders.as_str()).filter(|v| !v.is_null()) {
+                None => 0,
+                Some(v) => whole("", v)
+                    .map_err(|_| whole(&format!("{}.{}", at(), self.level[2]), v).unwrap_err())?,
+            };
             Ok(DepthLevel {
-                price: number(
-                    &format!("{at}.{price}"),
-                    member(price).ok_or_else(|| missing(&format!("{at}.{price}")))?,
-                )? * self.depth_price_scale,
-                quantity: whole(
-                    &format!("{at}.{quantity}"),
-                    member(quantity).ok_or_else(|| missing(&format!("{at}.{quantity}")))?,
-                )?,
-                // A feed without order counts: 0.
-                orders: member(orders)
-                    .map(|v| whole(&format!("{at}.{orders}"), v))
-                    .transpose()?
-                    .unwrap_or(0),
+                price,
+                quantity,
+                orders,
             })
         };
         let levels = match v {
             Value::Array(items) => items
                 .iter()
                 .enumerate()
-                .map(|(i, l)| one(format!("{path}[{i}]"), l))
+                .map(|(i, l)| one(&|| format!("{path}[{i}]"), l))
                 .collect::<Result<Vec<_>, _>>()?,
-            Value::Object(_) => vec![one(path.to_string(), v)?],
+            Value::Object(_) => vec![one(&|| path.to_string(), v)?],
             other => return Err(wrong_type(path, "a list of levels or one level", other)),
         };
         if levels.len() > crate::columns::MAX_LEVELS {
