@@ -24,26 +24,33 @@ pub const FEATURES: [&str; 8] = [
     "book_imbalance",
 ];
 
-/// What the models read of one lake document.
+/// What the models read of one lake document. A feature the tick lacks (an `ltp` tick has no
+/// volume, an index no book) is `None`, as BigQuery's NULL.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct LakeRow {
     pub timestamp: String,
     pub instrument_token: u64,
     pub last_price: f64,
-    pub volume: f64,
-    pub average_price: f64,
-    pub open: f64,
-    pub high: f64,
-    pub low: f64,
-    pub close: f64,
     #[serde(default)]
-    pub spread_bps: f64,
+    pub volume: Option<f64>,
     #[serde(default)]
-    pub book_imbalance: f64,
+    pub average_price: Option<f64>,
+    #[serde(default)]
+    pub open: Option<f64>,
+    #[serde(default)]
+    pub high: Option<f64>,
+    #[serde(default)]
+    pub low: Option<f64>,
+    #[serde(default)]
+    pub close: Option<f64>,
+    #[serde(default)]
+    pub spread_bps: Option<f64>,
+    #[serde(default)]
+    pub book_imbalance: Option<f64>,
 }
 
 impl LakeRow {
-    fn features(&self) -> [f64; 8] {
+    fn features(&self) -> [Option<f64>; 8] {
         [
             self.volume,
             self.average_price,
@@ -55,6 +62,29 @@ impl LakeRow {
             self.book_imbalance,
         ]
     }
+}
+
+/// Each feature's mean over `rows` (0 where no row has it): what stands in for a feature a row
+/// lacks, as BigQuery ML imputes a NULL numerical feature with its training mean.
+fn feature_means(rows: &[(i64, LakeRow)]) -> [f64; 8] {
+    let mut sums = [(0.0, 0_usize); 8];
+    for (_, r) in rows {
+        for (sum, x) in sums.iter_mut().zip(r.features()) {
+            if let Some(x) = x {
+                *sum = (sum.0 + x, sum.1 + 1);
+            }
+        }
+    }
+    sums.map(|(sum, n)| if n == 0 { 0.0 } else { sum / n as f64 })
+}
+
+/// A row's features, a missing one by its training mean.
+fn imputed(r: &LakeRow, means: &[f64; 8]) -> Vec<f64> {
+    r.features()
+        .iter()
+        .zip(means)
+        .map(|(x, mean)| x.unwrap_or(*mean))
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -156,12 +186,13 @@ pub fn train_regression(
     let eval_rows = ((rows.len() as f64) * eval_fraction).round() as usize;
     let train_rows = rows.len() - eval_rows;
     let (train, eval) = rows.split_at(train_rows);
-    let x: Vec<Vec<f64>> = train.iter().map(|(_, r)| r.features().to_vec()).collect();
+    let means = feature_means(train);
+    let x: Vec<Vec<f64>> = train.iter().map(|(_, r)| imputed(r, &means)).collect();
     let y: Vec<f64> = train.iter().map(|(_, r)| r.last_price).collect();
     let beta = ols(&x, &y)?;
     let predict = |r: &LakeRow| {
         beta[0]
-            + r.features()
+            + imputed(r, &means)
                 .iter()
                 .zip(&beta[1..])
                 .map(|(x, b)| x * b)
@@ -593,6 +624,27 @@ mod tests {
         assert_eq!("busiest".parse(), Ok(Instruments::Busiest));
         assert_eq!("408065".parse(), Ok(Instruments::One(408065)));
         assert!("most".parse::<Instruments>().is_err());
+    }
+
+    /// Ticks without a volume or a book (an `ltp` tick, an index) are read, their missing
+    /// features standing in as the training mean (BigQuery's imputation of NULL).
+    #[test]
+    fn rows_lacking_features_are_read_and_imputed_with_the_mean() {
+        let rows = parse_rows(
+            concat!(
+                r#"{"timestamp":"2021-05-25T10:00:00.000000Z","instrument_token":1,"last_price":10.0,"volume":100,"open":9.0}"#,
+                "\n",
+                r#"{"timestamp":"2021-05-25T10:00:01.000000Z","instrument_token":1,"last_price":11.0}"#,
+                "\n",
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[1].1.volume, rows[1].1.spread_bps), (None, None));
+        let means = feature_means(&rows);
+        assert_eq!((means[0], means[2], means[6]), (100.0, 9.0, 0.0));
+        assert_eq!(imputed(&rows[1].1, &means)[0], 100.0);
     }
 
     #[test]
