@@ -527,9 +527,12 @@ impl ValidateSection {
                 "must be within ±1439",
             );
         }
-        if stockpipe_model::time::parse_timestamp(&self.min_timestamp, 0).is_err()
-            || !self.min_timestamp.contains('T')
-        {
+        // RFC 3339: a 'T' and a zone (a zone-less ISO time parses too, as a wall-clock time).
+        let t = self.min_timestamp.as_str();
+        let zoned = t.ends_with('Z')
+            || t.ends_with('z')
+            || t.len() > 6 && matches!(t.as_bytes()[t.len() - 6], b'+' | b'-');
+        if stockpipe_model::time::parse_timestamp(t, 0).is_err() || !t.contains('T') || !zoned {
             return invalid(
                 "validate.min_timestamp",
                 "must be an RFC 3339 timestamp, e.g. 2000-01-01T00:00:00Z",

@@ -568,6 +568,15 @@ mod tests {
                 "[validate]\nmin_timestamp = \"yesterday\"",
                 "validate.min_timestamp",
             ),
+            (
+                "[validate]\nmin_timestamp = \"2000-01-01T00:00:00\"",
+                "validate.min_timestamp",
+            ),
+            ("[input]\ntimestamp_unit = \"sec\"", "input.timestamp_unit"),
+            (
+                "[input]\nkite_utc_offset_minutes = 1440",
+                "input.kite_utc_offset_minutes",
+            ),
             ("[route]\nsearch_index = \"Stock\"", "route.search_index"),
         ];
         for (text, key) in cases {
