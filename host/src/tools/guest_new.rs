@@ -239,7 +239,10 @@ fn readme(name: &str, stage: ChainStage) -> String {
 A stockpipe **{stage}** guest: a WebAssembly component implementing `{WIT_PACKAGE}`
 (`wit/pipeline.wit`, vendored). `src/lib.rs` only adapts the WIT types; the rules are in
 `src/logic.rs` (plain Rust over borrowed per-tick views, unit-tested natively); `fixtures/` holds
-cases for the built component (`input.jsonl` → `expected.jsonl`).
+cases for the built component (`input.jsonl` → `expected.jsonl`). A tick's fields beyond its
+instant, instrument and last price are `Option`s (feeds send what their mode carries: a Kite `ltp`
+tick has only a price, an index no book and no volume): check what is there, and leave a feature
+you cannot compute absent.
 
 ```sh
 cargo test                                                  # the logic's unit tests, natively
