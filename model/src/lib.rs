@@ -68,6 +68,28 @@ impl Fields {
     /// Every bit the contract defines.
     pub const ALL: Fields = Fields((1 << 21) - 1);
 
+    /// The optional fields' bits and their names (as documents and `[input.fields]` spell them).
+    pub const NAMED: [(Fields, &'static str); 18] = [
+        (Fields::VOLUME, "volume"),
+        (Fields::BUY_QUANTITY, "buy_quantity"),
+        (Fields::SELL_QUANTITY, "sell_quantity"),
+        (Fields::LAST_QUANTITY, "last_quantity"),
+        (Fields::CHANGE, "change"),
+        (Fields::NET_CHANGE, "net_change"),
+        (Fields::AVERAGE_PRICE, "average_price"),
+        (Fields::OPEN, "open"),
+        (Fields::HIGH, "high"),
+        (Fields::LOW, "low"),
+        (Fields::CLOSE, "close"),
+        (Fields::OI, "oi"),
+        (Fields::OI_DAY_HIGH, "oi_day_high"),
+        (Fields::OI_DAY_LOW, "oi_day_low"),
+        (Fields::LAST_TRADE_TIME, "last_trade_time"),
+        (Fields::EXCHANGE_TIMESTAMP, "exchange_timestamp"),
+        (Fields::MODE, "mode"),
+        (Fields::DEPTH, "depth"),
+    ];
+
     pub fn has(self, field: Fields) -> bool {
         self.0 & field.0 == field.0
     }

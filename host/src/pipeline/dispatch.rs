@@ -70,10 +70,11 @@ impl Outputs<'_> {
             }
             if let Some(es) = &mut self.es {
                 self.ledger.track(source.partition, source.offset, 1);
+                let document = bytes::Bytes::from(bar.document);
                 es.push(BulkItem {
                     index: closed.index.clone(),
-                    payload: bar.document.clone(),
-                    document: bar.document.into(),
+                    payload: document.clone(),
+                    document,
                     source: source.clone(),
                     key: message.key.clone(),
                     generation: self.ledger.generation(source.partition),
@@ -168,7 +169,7 @@ impl Outputs<'_> {
     ) -> anyhow::Result<()> {
         let source = &message.source;
         self.ledger.track(source.partition, source.offset, 1);
-        let original = (message.key.as_deref(), message.payload.as_slice());
+        let original = (message.key.as_deref(), &message.payload[..]);
         let generation = self.ledger.generation(source.partition);
         self.deliveries
             .dead_letter(topic, original, refusal, source, generation)
@@ -275,7 +276,7 @@ fn refused_bytes(mut message: Consumed) -> Consumed {
     if let Some(k) = message.source.tick
         && let Some(own) = stockpipe_model::json::element_json(&message.payload, k as usize)
     {
-        message.payload = own;
+        message.payload = own.into();
     }
     message
 }

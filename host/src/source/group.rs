@@ -30,7 +30,8 @@ pub const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Consumed {
     pub source: SourceRef,
     pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
+    /// Shared: the ticks of a message of several carry it without a copy each.
+    pub payload: bytes::Bytes,
     /// The record's timestamp (epoch ms; create or log-append time, whichever the topic keeps):
     /// the event time of a tick that carries none of its own.
     pub timestamp_ms: Option<i64>,
@@ -50,7 +51,7 @@ impl Consumed {
                 tick: None,
             },
             key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            payload: bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default()),
             timestamp_ms: rdkafka::Message::timestamp(message).to_millis(),
         }
     }

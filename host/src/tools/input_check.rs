@@ -35,28 +35,6 @@ pub struct TickReport {
     pub refused: Option<String>,
 }
 
-/// The optional fields' names, by their bit.
-const FIELD_NAMES: [(Fields, &str); 18] = [
-    (Fields::VOLUME, "volume"),
-    (Fields::BUY_QUANTITY, "buy_quantity"),
-    (Fields::SELL_QUANTITY, "sell_quantity"),
-    (Fields::LAST_QUANTITY, "last_quantity"),
-    (Fields::CHANGE, "change"),
-    (Fields::NET_CHANGE, "net_change"),
-    (Fields::AVERAGE_PRICE, "average_price"),
-    (Fields::OPEN, "open"),
-    (Fields::HIGH, "high"),
-    (Fields::LOW, "low"),
-    (Fields::CLOSE, "close"),
-    (Fields::OI, "oi"),
-    (Fields::OI_DAY_HIGH, "oi_day_high"),
-    (Fields::OI_DAY_LOW, "oi_day_low"),
-    (Fields::LAST_TRADE_TIME, "last_trade_time"),
-    (Fields::EXCHANGE_TIMESTAMP, "exchange_timestamp"),
-    (Fields::MODE, "mode"),
-    (Fields::DEPTH, "depth"),
-];
-
 /// The reports of the first `limit` messages of `bytes` (a JSON array or NDJSON), every tick of
 /// each. `now_ms` stands in for the record time of ticks without their own.
 pub fn check(
@@ -141,7 +119,7 @@ fn one(
 
 fn names(tick: &Tick) -> Vec<&'static str> {
     let present = tick.view().fields();
-    let mut names: Vec<&'static str> = FIELD_NAMES
+    let mut names: Vec<&'static str> = Fields::NAMED
         .iter()
         .filter(|(bit, _)| present.has(*bit))
         .map(|(_, name)| *name)

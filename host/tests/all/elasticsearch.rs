@@ -394,7 +394,7 @@ async fn wire_compatible_with_an_elasticsearch_api() {
                     tick: None,
                 },
                 key: None,
-                payload: p.clone(),
+                payload: p.clone().into(),
                 generation: 0,
                 id: None,
                 time_us: tick.timestamp_us,

@@ -56,7 +56,7 @@ pub(crate) fn items(n: i64) -> Vec<BulkItem> {
                 tick: None,
             },
             key: None,
-            payload: format!("payload-{offset}").into_bytes(),
+            payload: format!("payload-{offset}").into_bytes().into(),
             generation: 0,
             id: None,
             time_us: 1_497_944_105_284_824,
@@ -731,18 +731,8 @@ async fn a_replayed_file_into_data_streams_is_stored_once() {
     assert_eq!(again["indexed"], 0, "{again}");
     assert_eq!(again["index_already_stored"], 30, "{again}");
     assert_eq!(again["index_dead_lettered"], 0, "{again}");
-    let http = reqwest::Client::new();
-    http.post(format!("{}/stock-stream/_refresh", noida.es_url))
-        .send()
-        .await
-        .unwrap();
-    let count: Value = http
-        .get(format!("{}/stock-stream/_count", noida.es_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(count["count"], 30, "{count}");
+    assert_eq!(
+        crate::support::es_count(&noida.es_url, "stock-stream").await,
+        30
+    );
 }

@@ -40,24 +40,6 @@ async fn lake_lines(store: &LakeStore, topic: &str) -> Vec<(String, Value)> {
     lines
 }
 
-async fn es_count(url: &str, index: &str) -> u64 {
-    let client = reqwest::Client::new();
-    let _ = client
-        .post(format!("{url}/{index}/_refresh"))
-        .send()
-        .await
-        .unwrap();
-    let v: Value = client
-        .get(format!("{url}/{index}/_count"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap_or_default();
-    v["count"].as_u64().unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcs_objects_round_trip_byte_for_byte() {
     let gcs = FakeGcs::start();
@@ -177,7 +159,10 @@ async fn kafka_to_elasticsearch_and_gcs_and_redelivery() {
         summary.committed_offsets.values().map(|o| o.0).sum::<i64>(),
         101
     );
-    assert_eq!(es_count(&noida.es_url, "stock-stream").await, 100);
+    assert_eq!(
+        crate::support::es_count(&noida.es_url, "stock-stream").await,
+        100
+    );
     let store = gcs_store(&gcs, "lake", "stockpipe", 0).await;
     let lines = lake_lines(&store, "stock-stream").await;
     assert_eq!(lines.len(), 100);
@@ -210,7 +195,7 @@ async fn kafka_to_elasticsearch_and_gcs_and_redelivery() {
     assert_eq!(again.counts.lake_objects, 0);
     assert_eq!(store.list("stock-stream").await.unwrap(), objects_before);
     assert_eq!(
-        es_count(&noida.es_url, "stock-stream").await,
+        crate::support::es_count(&noida.es_url, "stock-stream").await,
         100,
         "ids overwrite"
     );
@@ -282,7 +267,7 @@ async fn a_crash_in_the_middle_loses_nothing_and_doubles_nothing() {
     let mut first = run();
     let started = Instant::now();
     loop {
-        let indexed = es_count(&noida.es_url, "stock-stream").await;
+        let indexed = crate::support::es_count(&noida.es_url, "stock-stream").await;
         if indexed >= 5_000 {
             break;
         }
@@ -297,7 +282,7 @@ async fn a_crash_in_the_middle_loses_nothing_and_doubles_nothing() {
     }
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
-    let at_crash = es_count(&noida.es_url, "stock-stream").await;
+    let at_crash = crate::support::es_count(&noida.es_url, "stock-stream").await;
     assert!(
         (at_crash as usize) < TICKS,
         "killed in the middle: {at_crash}"
@@ -327,7 +312,7 @@ async fn a_crash_in_the_middle_loses_nothing_and_doubles_nothing() {
     );
 
     assert_eq!(
-        es_count(&noida.es_url, "stock-stream").await as usize,
+        crate::support::es_count(&noida.es_url, "stock-stream").await as usize,
         TICKS
     );
     let store = gcs_store(&gcs, "lake", "crash", 0).await;

@@ -279,3 +279,22 @@ pub async fn elasticsearch(bulk: impl wiremock::Respond + 'static) -> wiremock::
 /// two of them at once starve a revoking host, whose commit then meets the next rebalance. Async
 /// tests `.lock().await` it; a plain test takes it with `blocking_lock()`.
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The documents of `index` once refreshed (0 when the count cannot be read).
+pub async fn es_count(url: &str, index: &str) -> u64 {
+    let client = reqwest::Client::new();
+    let _ = client
+        .post(format!("{url}/{index}/_refresh"))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = client
+        .get(format!("{url}/{index}/_count"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or_default();
+    v["count"].as_u64().unwrap_or(0)
+}

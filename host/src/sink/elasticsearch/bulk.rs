@@ -23,7 +23,7 @@ pub struct BulkItem {
     pub document: bytes::Bytes,
     pub source: SourceRef,
     pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
     /// The caller's generation of the message's partition, handed back with its acknowledgement
     /// (the pipeline's guard against counting a request sent before the partition was let go of
     /// and taken again).

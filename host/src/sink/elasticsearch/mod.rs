@@ -260,7 +260,7 @@ mod tests {
                 tick: None,
             },
             key: None,
-            payload: Vec::new(),
+            payload: bytes::Bytes::new(),
             generation: 0,
             id: None,
             time_us,
