@@ -196,27 +196,33 @@ impl Extra {
     /// `members`, in order, while the object stays within `max_bytes`; the rest cut and counted.
     /// `None` when there is nothing to keep and nothing was cut.
     pub fn capped(members: &Map<String, Value>, max_bytes: usize) -> Option<Extra> {
-        if members.is_empty() {
-            return None;
-        }
-        let mut json = b"{".to_vec();
+        Self::capped_members(members, max_bytes)
+    }
+
+    /// [`Extra::capped`] of members given one by one (the fast path keeps no `Map`).
+    pub fn capped_members<K: AsRef<str>, V: std::borrow::Borrow<Value>>(
+        members: impl IntoIterator<Item = (K, V)>,
+        max_bytes: usize,
+    ) -> Option<Extra> {
+        let mut members = members.into_iter().peekable();
+        members.peek()?;
+        let mut json = Vec::with_capacity(max_bytes.min(256));
+        json.push(b'{');
         let mut cut = 0;
-        let mut member = Vec::new();
         for (key, value) in members {
-            member.clear();
-            serde_json::to_writer(&mut member, key).expect("writing to a Vec");
-            member.push(b':');
-            serde_json::to_writer(&mut member, value).expect("writing to a Vec");
-            // A comma before all but the first member, and the closing brace.
-            let grows = member.len() + usize::from(json.len() > 1) + 1;
-            if json.len() + grows > max_bytes {
-                cut += 1;
-                continue;
-            }
-            if json.len() > 1 {
+            // Written in place, and taken back when it overflows.
+            let mark = json.len();
+            if mark > 1 {
                 json.push(b',');
             }
-            json.extend_from_slice(&member);
+            serde_json::to_writer(&mut json, key.as_ref()).expect("writing to a Vec");
+            json.push(b':');
+            serde_json::to_writer(&mut json, value.borrow()).expect("writing to a Vec");
+            // With the closing brace.
+            if json.len() + 1 > max_bytes {
+                json.truncate(mark);
+                cut += 1;
+            }
         }
         json.push(b'}');
         Some(Extra {
@@ -250,15 +256,21 @@ pub fn decode_ticks_into(
         if let Some(ticks) =
             fast::list(bytes, options, kafka_timestamp_ms).filter(|t| !t.is_empty())
         {
-            for (tick, extra) in &ticks {
+            for (tick, kept) in &ticks {
                 columns.push(&tick.view());
-                extras.push(Extra::capped(extra, options.extra_max_bytes));
+                extras.push(Extra::capped_members(
+                    kept.members(),
+                    options.extra_max_bytes,
+                ));
             }
             return MessageTicks::Many(ticks.iter().map(|_| Ok(())).collect());
         }
-    } else if let Some((tick, extra)) = fast::tick(bytes, options, kafka_timestamp_ms) {
+    } else if let Some((tick, kept)) = fast::tick(bytes, options, kafka_timestamp_ms) {
         columns.push(&tick.view());
-        extras.push(Extra::capped(&extra, options.extra_max_bytes));
+        extras.push(Extra::capped_members(
+            kept.members(),
+            options.extra_max_bytes,
+        ));
         return MessageTicks::One(Ok(()));
     }
     let value: Value = match serde_json::from_slice(bytes) {

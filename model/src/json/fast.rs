@@ -1,75 +1,143 @@
-//! The typed fast path of the built-in shapes: a well-formed tick — every key one a column takes,
-//! each value of its column's type, no field given twice — is deserialized straight into a struct,
-//! without a `Value` tree. Anything else (an unknown key for `extra`, a conflict, a wrong type, a
-//! time it cannot read, a mode's missing field) makes it answer `None`, and the thorough decoder
+//! The ticker's scanner: the fast path of Kite's shapes. A well-formed tick — every key one a
+//! column takes (or the quote API's circuit limits, kept for `extra`), each value of its column's
+//! type, no key twice, no `null` — is read in one pass over the bytes by [`Scanner`], the
+//! sample's scanner's cursor, without a `Value` tree or serde's float parser. Anything else (an
+//! unknown key for `extra`, a conflict, a wrong type, an escape, a time it cannot read, a mode's
+//! missing field) makes it answer `None`, and the thorough decoder
 //! ([`super::shapes::decode_object`]) reads the message again and names the field. The two give
 //! the same ticks: `tests::the_fast_path_agrees_with_the_thorough_decoder` holds them to it.
 
 use super::DecodeOptions;
+use super::scan::Scanner;
 use super::shapes::Shape;
-use crate::time::{EpochUnit, epoch_micros, parse_timestamp};
+use crate::time::{EpochUnit, epoch_micros, parse_timestamp_bytes};
 use crate::{DepthLevel, Tick, TickMode};
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{Number, Value};
 
-/// A time as a client wrote it.
+/// A time as a client wrote it: a string, or an integer epoch (a fractional one is left to the
+/// thorough decoder).
 #[derive(Debug, Clone, Copy)]
 enum Time<'a> {
-    Text(&'a str),
+    Text(&'a [u8]),
     Int(i64),
-    /// A fractional epoch (the thorough decoder reads it).
-    Float,
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Time<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Time<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a time: a string or an epoch number")
+impl<'a> Time<'a> {
+    fn scan(s: &mut Scanner<'a>) -> Option<Self> {
+        s.skip_ws();
+        match s.peek()? {
+            b'"' => {
+                s.expect(b'"')?;
+                s.string_body().map(Time::Text)
             }
-            fn visit_borrowed_str<E: serde::de::Error>(
-                self,
-                v: &'de str,
-            ) -> Result<Self::Value, E> {
-                Ok(Time::Text(v))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Time::Int(v))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                i64::try_from(v).map(Time::Int).map_err(E::custom)
-            }
-            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Time::Float)
-            }
+            // `-0` is a float to serde_json: the thorough decoder reads it as a fractional epoch.
+            b'-' if s.peek_at(1) == Some(b'0') => None,
+            _ => s.int().map(Time::Int),
         }
-        d.deserialize_any(Visitor)
     }
-}
 
-impl Time<'_> {
     /// µs, as the thorough decoder reads it; `None` where it would refuse.
     fn micros(self, offset_minutes: i32, unit: Option<EpochUnit>) -> Option<i64> {
         match self {
-            Time::Text(s) => parse_timestamp(s, offset_minutes).ok(),
+            Time::Text(s) => parse_timestamp_bytes(s, offset_minutes).ok(),
             Time::Int(n) => epoch_micros(n, unit),
-            // Fractional epochs are rare: the thorough decoder reads them.
-            Time::Float => None,
         }
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `{"buy": [...], "sell": [...]}`, both sides, at most the columns' levels each.
 struct Depth {
     buy: Vec<DepthLevel>,
     sell: Vec<DepthLevel>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+impl Depth {
+    fn scan(s: &mut Scanner<'_>) -> Option<Self> {
+        const SIDES: [&[u8]; 2] = [b"\"buy\":", b"\"sell\":"];
+        s.expect(b'{')?;
+        let (mut buy, mut sell) = (None, None);
+        // A level's keys in the order the first level wrote them: the next levels' predictions.
+        let mut order = LevelOrder::default();
+        let mut predicted = 0;
+        loop {
+            let side = match s.field_of(&SIDES, [predicted, predicted])? {
+                0 => &mut buy,
+                _ => &mut sell,
+            };
+            predicted = 1;
+            if side.replace(levels(s, &mut order)?).is_some() {
+                return None;
+            }
+            if !s.more(b'}')? {
+                break;
+            }
+        }
+        Some(Depth {
+            buy: buy?,
+            sell: sell?,
+        })
+    }
+}
+
+/// A level's keys, `"price"`, `"orders"`, `"quantity"`, as [`LevelOrder`] indexes them.
+const LEVEL_KEYS: [&[u8]; 3] = [b"\"price\":", b"\"orders\":", b"\"quantity\":"];
+
+/// The order of a level's keys as last written (Kite's ticker and quote API differ), each one's
+/// successor: one comparison a key once the first level is read.
+struct LevelOrder([usize; 4]);
+
+impl Default for LevelOrder {
+    fn default() -> Self {
+        // Our producers' and the sample's: price, orders, quantity.
+        Self([1, 2, 3, 0])
+    }
+}
+
+/// `[{"price": p, "orders": o, "quantity": q}, …]` (the keys in any order, all three), at most
+/// [`MAX_LEVELS`](crate::columns::MAX_LEVELS).
+fn levels(s: &mut Scanner<'_>, order: &mut LevelOrder) -> Option<Vec<DepthLevel>> {
+    s.expect(b'[')?;
+    // Kite's books are 5 deep.
+    let mut levels = Vec::with_capacity(5);
+    s.skip_ws();
+    if s.peek() == Some(b']') {
+        s.expect(b']')?;
+        return Some(levels);
+    }
+    loop {
+        s.expect(b'{')?;
+        let (mut price, mut orders, mut quantity) = (None, None, None);
+        // Index 3 stands for the level's start.
+        let mut prev = 3;
+        loop {
+            let predicted = order.0[prev];
+            let key = s.field_of(&LEVEL_KEYS, [predicted, predicted])?;
+            order.0[prev] = key;
+            prev = key;
+            match key {
+                0 => once(&mut price, s.float()),
+                1 => once(&mut orders, s.int()),
+                _ => once(&mut quantity, s.int()),
+            }?;
+            if !s.more(b'}')? {
+                break;
+            }
+        }
+        levels.push(DepthLevel {
+            price: price?,
+            orders: orders?,
+            quantity: quantity?,
+        });
+        if levels.len() > crate::columns::MAX_LEVELS {
+            return None;
+        }
+        if !s.more(b']')? {
+            return Some(levels);
+        }
+    }
+}
+
+#[derive(Default)]
 struct Ohlc {
     open: Option<f64>,
     high: Option<f64>,
@@ -77,18 +145,43 @@ struct Ohlc {
     close: Option<f64>,
 }
 
+impl Ohlc {
+    /// `{"open": …, "high": …, "low": …, "close": …}`, any of them.
+    fn scan(s: &mut Scanner<'_>) -> Option<Self> {
+        const KEYS: [&[u8]; 4] = [b"\"open\":", b"\"high\":", b"\"low\":", b"\"close\":"];
+        s.expect(b'{')?;
+        let mut o = Ohlc::default();
+        s.skip_ws();
+        if s.peek() == Some(b'}') {
+            s.expect(b'}')?;
+            return Some(o);
+        }
+        let mut predicted = 0;
+        loop {
+            let key = s.field_of(&KEYS, [predicted, predicted])?;
+            predicted = key + 1;
+            let slot = match key {
+                0 => &mut o.open,
+                1 => &mut o.high,
+                2 => &mut o.low,
+                _ => &mut o.close,
+            };
+            once(slot, s.float())?;
+            if !s.more(b'}')? {
+                return Some(o);
+            }
+        }
+    }
+}
+
 /// Every key of every built-in shape, each under its own name (a field given under two names is
 /// refused after, not merged).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 struct AnyTick<'a> {
-    instrument_token: u64,
-    last_price: f64,
-    #[serde(borrow)]
+    instrument_token: Option<u64>,
+    last_price: Option<f64>,
     timestamp: Option<Time<'a>>,
-    #[serde(borrow)]
     exchange_timestamp: Option<Time<'a>>,
-    #[serde(borrow)]
     last_trade_time: Option<Time<'a>>,
     volume: Option<i64>,
     volume_traded: Option<i64>,
@@ -110,13 +203,135 @@ struct AnyTick<'a> {
     high: Option<f64>,
     low: Option<f64>,
     close: Option<f64>,
-    #[serde(borrow)]
-    mode: Option<&'a str>,
+    mode: Option<&'a [u8]>,
     tradable: Option<bool>,
     depth: Option<Depth>,
-    /// The quote API's circuit limits: no column takes them; they go to `extra`.
-    lower_circuit_limit: Option<serde_json::Number>,
-    upper_circuit_limit: Option<serde_json::Number>,
+    /// The quote API's circuit limits: no column takes them; they go to `extra` as written.
+    lower_circuit_limit: Option<&'a str>,
+    upper_circuit_limit: Option<&'a str>,
+}
+
+/// Sets `slot` to `value`; `None` when the key was already given.
+#[inline(always)]
+fn once<T>(slot: &mut Option<T>, value: Option<T>) -> Option<()> {
+    slot.replace(value?).is_none().then_some(())
+}
+
+/// The keys [`AnyTick::scan`] reads, the ticker's in the order KiteTicker writes them (each one's
+/// successor is the next), then the others.
+const TICK_KEYS: [&[u8]; 30] = [
+    b"\"tradable\":",
+    b"\"mode\":",
+    b"\"instrument_token\":",
+    b"\"last_price\":",
+    b"\"last_traded_quantity\":",
+    b"\"average_traded_price\":",
+    b"\"volume_traded\":",
+    b"\"total_buy_quantity\":",
+    b"\"total_sell_quantity\":",
+    b"\"ohlc\":",
+    b"\"change\":",
+    b"\"last_trade_time\":",
+    b"\"oi\":",
+    b"\"oi_day_high\":",
+    b"\"oi_day_low\":",
+    b"\"exchange_timestamp\":",
+    b"\"depth\":",
+    b"\"timestamp\":",
+    b"\"last_quantity\":",
+    b"\"buy_quantity\":",
+    b"\"sell_quantity\":",
+    b"\"volume\":",
+    b"\"average_price\":",
+    b"\"net_change\":",
+    b"\"lower_circuit_limit\":",
+    b"\"upper_circuit_limit\":",
+    b"\"open\":",
+    b"\"high\":",
+    b"\"low\":",
+    b"\"close\":",
+];
+
+/// A key's successor in the quote API's order (`instrument_token`, `timestamp`,
+/// `last_trade_time`, `last_price`, …, `ohlc`, `depth`), as an index into [`TICK_KEYS`]; the
+/// start of an object is index 30.
+const QUOTE_NEXT: [usize; 31] = {
+    let order = [
+        2, 17, 11, 3, 18, 19, 20, 21, 22, 12, 13, 14, 23, 24, 25, 9, 16,
+    ];
+    let mut next = [0; 31];
+    let mut i = 0;
+    while i < 31 {
+        // Keys outside the order: predict the ticker's successor.
+        next[i] = i + 1;
+        i += 1;
+    }
+    next[30] = order[0];
+    let mut k = 0;
+    while k + 1 < order.len() {
+        next[order[k]] = order[k + 1];
+        k += 1;
+    }
+    next
+};
+
+impl<'a> AnyTick<'a> {
+    /// One tick object, its members in any order.
+    fn scan(s: &mut Scanner<'a>) -> Option<Self> {
+        s.expect(b'{')?;
+        let mut t = AnyTick::default();
+        // The ticker's first key, or the quote API's.
+        let mut predicted = [0, QUOTE_NEXT[30]];
+        loop {
+            let key = s.field_of(&TICK_KEYS, predicted)?;
+            predicted = [key + 1, QUOTE_NEXT[key]];
+            match key {
+                0 => once(&mut t.tradable, boolean(s)),
+                1 => once(&mut t.mode, s.expect(b'"').and_then(|()| s.string_body())),
+                2 => once(&mut t.instrument_token, s.uint()),
+                3 => once(&mut t.last_price, s.float()),
+                4 => once(&mut t.last_traded_quantity, s.int()),
+                5 => once(&mut t.average_traded_price, s.float()),
+                6 => once(&mut t.volume_traded, s.int()),
+                7 => once(&mut t.total_buy_quantity, s.int()),
+                8 => once(&mut t.total_sell_quantity, s.int()),
+                9 => once(&mut t.ohlc, Ohlc::scan(s)),
+                10 => once(&mut t.change, s.float()),
+                11 => once(&mut t.last_trade_time, Time::scan(s)),
+                12 => once(&mut t.oi, s.int()),
+                13 => once(&mut t.oi_day_high, s.int()),
+                14 => once(&mut t.oi_day_low, s.int()),
+                15 => once(&mut t.exchange_timestamp, Time::scan(s)),
+                16 => once(&mut t.depth, Depth::scan(s)),
+                17 => once(&mut t.timestamp, Time::scan(s)),
+                18 => once(&mut t.last_quantity, s.int()),
+                19 => once(&mut t.buy_quantity, s.int()),
+                20 => once(&mut t.sell_quantity, s.int()),
+                21 => once(&mut t.volume, s.int()),
+                22 => once(&mut t.average_price, s.float()),
+                23 => once(&mut t.net_change, s.float()),
+                24 => once(&mut t.lower_circuit_limit, s.raw_number()),
+                25 => once(&mut t.upper_circuit_limit, s.raw_number()),
+                26 => once(&mut t.open, s.float()),
+                27 => once(&mut t.high, s.float()),
+                28 => once(&mut t.low, s.float()),
+                _ => once(&mut t.close, s.float()),
+            }?;
+            if !s.more(b'}')? {
+                return Some(t);
+            }
+        }
+    }
+}
+
+/// `true` or `false`.
+fn boolean(s: &mut Scanner<'_>) -> Option<bool> {
+    s.skip_ws();
+    match s.peek()? {
+        b't' => s.literal(b"true").map(|()| true),
+        b'f' => s.literal(b"false").map(|()| false),
+        _ => None,
+    }
 }
 
 /// One of two names' value; `Err` when both are given.
@@ -161,7 +376,7 @@ impl AnyTick<'_> {
             Some(t) => (t.micros(offset, unit)?, false),
             None => (crate::time::from_epoch_millis(kafka_timestamp_ms?)?, true),
         };
-        let mut t = Tick::bare(timestamp_us, self.instrument_token, self.last_price);
+        let mut t = Tick::bare(timestamp_us, self.instrument_token?, self.last_price?);
         t.timestamp_from_kafka = from_kafka;
         t.volume = either(self.volume, self.volume_traded).ok()?;
         t.buy_quantity = either(self.buy_quantity, self.total_buy_quantity).ok()?;
@@ -173,12 +388,7 @@ impl AnyTick<'_> {
         t.oi = self.oi;
         t.oi_day_high = self.oi_day_high;
         t.oi_day_low = self.oi_day_low;
-        let nested = self.ohlc.unwrap_or(Ohlc {
-            open: None,
-            high: None,
-            low: None,
-            close: None,
-        });
+        let nested = self.ohlc.unwrap_or_default();
         t.open = either(self.open, nested.open).ok()?;
         t.high = either(self.high, nested.high).ok()?;
         t.low = either(self.low, nested.low).ok()?;
@@ -193,17 +403,13 @@ impl AnyTick<'_> {
         };
         t.mode = match self.mode {
             None => None,
-            Some("ltp") => Some(TickMode::Ltp),
-            Some("quote") => Some(TickMode::Quote),
-            Some("full") => Some(TickMode::Full),
+            Some(b"ltp") => Some(TickMode::Ltp),
+            Some(b"quote") => Some(TickMode::Quote),
+            Some(b"full") => Some(TickMode::Full),
             Some(_) => return None,
         };
         t.tradable = self.tradable;
         if let Some(depth) = self.depth {
-            let fits = |side: &[DepthLevel]| side.len() <= crate::columns::MAX_LEVELS;
-            if !(fits(&depth.buy) && fits(&depth.sell)) {
-                return None;
-            }
             t.has_depth = true;
             t.depth_buy = depth.buy;
             t.depth_sell = depth.sell;
@@ -215,8 +421,24 @@ impl AnyTick<'_> {
     }
 }
 
-/// A tick and its members no column takes (in key order, as [`super::shapes::extra_members`]).
-pub type WithExtra = (Tick, Map<String, Value>);
+/// The members no column takes that the fast path reads: the quote API's circuit limits, as
+/// written (an integer stays one), in key order as [`super::shapes::extra_members`] gives them.
+#[derive(Debug, Default)]
+pub struct Kept([Option<Number>; 2]);
+
+impl Kept {
+    const KEYS: [&'static str; 2] = ["lower_circuit_limit", "upper_circuit_limit"];
+
+    pub fn members(&self) -> impl Iterator<Item = (&'static str, Value)> + '_ {
+        Self::KEYS
+            .iter()
+            .zip(&self.0)
+            .filter_map(|(k, v)| Some((*k, Value::Number(v.clone()?))))
+    }
+}
+
+/// A tick and its members no column takes.
+pub type WithExtra = (Tick, Kept);
 
 impl AnyTick<'_> {
     fn with_extra(
@@ -224,15 +446,16 @@ impl AnyTick<'_> {
         options: &DecodeOptions,
         kafka_timestamp_ms: Option<i64>,
     ) -> Option<WithExtra> {
-        let mut extra = Map::new();
-        // As written (an integer stays one), in key order.
-        if let Some(v) = self.lower_circuit_limit.take() {
-            extra.insert("lower_circuit_limit".into(), Value::Number(v));
+        let mut kept = Kept::default();
+        for (slot, raw) in kept.0.iter_mut().zip([
+            self.lower_circuit_limit.take(),
+            self.upper_circuit_limit.take(),
+        ]) {
+            if let Some(raw) = raw {
+                *slot = Some(raw.parse::<Number>().ok()?);
+            }
         }
-        if let Some(v) = self.upper_circuit_limit.take() {
-            extra.insert("upper_circuit_limit".into(), Value::Number(v));
-        }
-        Some((self.into_tick(options, kafka_timestamp_ms)?, extra))
+        Some((self.into_tick(options, kafka_timestamp_ms)?, kept))
     }
 }
 
@@ -243,9 +466,10 @@ pub fn tick(
     options: &DecodeOptions,
     kafka_timestamp_ms: Option<i64>,
 ) -> Option<WithExtra> {
-    serde_json::from_slice::<AnyTick<'_>>(bytes)
-        .ok()?
-        .with_extra(options, kafka_timestamp_ms)
+    let mut s = Scanner::new(bytes);
+    let tick = AnyTick::scan(&mut s)?;
+    s.at_end().then_some(())?;
+    tick.with_extra(options, kafka_timestamp_ms)
 }
 
 /// The ticks of a well-formed JSON list of ticks; `None` for anything else (one bad element, and
@@ -255,11 +479,16 @@ pub fn list(
     options: &DecodeOptions,
     kafka_timestamp_ms: Option<i64>,
 ) -> Option<Vec<WithExtra>> {
-    serde_json::from_slice::<Vec<AnyTick<'_>>>(bytes)
-        .ok()?
-        .into_iter()
-        .map(|t| t.with_extra(options, kafka_timestamp_ms))
-        .collect()
+    let mut s = Scanner::new(bytes);
+    s.expect(b'[')?;
+    let mut ticks = Vec::new();
+    loop {
+        ticks.push(AnyTick::scan(&mut s)?.with_extra(options, kafka_timestamp_ms)?);
+        if !s.more(b']')? {
+            break;
+        }
+    }
+    s.at_end().then_some(ticks)
 }
 
 #[cfg(test)]
@@ -321,6 +550,14 @@ mod tests {
             json!("2021-05-25T15:30:00"),
             json!({"open": 1.0}),
             json!(53611.0),
+            json!(5.0),
+            json!(-0.0),
+            json!(1e300),
+            json!(u64::MAX),
+            json!("ltp"),
+            json!("fu\"ll"),
+            json!({"buy": [], "sell": [], "x": 1}),
+            json!([{"open": 1.0}]),
         ];
         match r.below(5) {
             0 => {
@@ -379,7 +616,7 @@ mod tests {
             );
             let (fast, fast_extra) = fast.unwrap();
             assert_eq!(Ok(&fast), thorough(&v).as_ref(), "{v}");
-            assert_eq!(fast_extra, extra(&v), "{v}");
+            assert_eq!(kept(&fast_extra), extra(&v), "{v}");
         }
         let mut r = Rng(0x2545_f491_4f6c_dd1d);
         let (mut fast_taken, mut declined) = (0, 0);
@@ -388,12 +625,17 @@ mod tests {
             for _ in 0..=r.below(3) {
                 mutate(&mut v, &mut r);
             }
-            let text = v.to_string();
+            // The scanner reads text: whitespace between every token, too.
+            let text = if r.below(4) == 0 {
+                serde_json::to_string_pretty(&v).unwrap()
+            } else {
+                v.to_string()
+            };
             match tick(text.as_bytes(), &options, Some(1_000)) {
                 Some((fast, fast_extra)) => {
                     fast_taken += 1;
                     assert_eq!(Ok(&fast), thorough(&v).as_ref(), "{text}");
-                    assert_eq!(fast_extra, extra(&v), "{text}");
+                    assert_eq!(kept(&fast_extra), extra(&v), "{text}");
                 }
                 None => declined += 1,
             }
@@ -408,6 +650,57 @@ mod tests {
         let mut bad = examples();
         bad[1]["symbol"] = json!("NIFTY");
         assert_eq!(list_len(&Value::Array(bad).to_string()), None);
+        for text in ["[]", "[{}]", "[1]", "{\"a\":1}", "", " [ ", "[ {} , ]"] {
+            assert_eq!(list_len(text), None, "{text}");
+        }
+        // Lists of mutated ticks agree tick by tick.
+        let mut lists = 0;
+        for _ in 0..2_000 {
+            let mut ticks = Vec::new();
+            for _ in 0..=r.below(4) {
+                let mut v = examples()[r.below(5)].clone();
+                if r.below(3) == 0 {
+                    mutate(&mut v, &mut r);
+                }
+                ticks.push(v);
+            }
+            let text = Value::Array(ticks.clone()).to_string();
+            if let Some(fast) = super::list(text.as_bytes(), &options, Some(1_000)) {
+                lists += 1;
+                assert_eq!(fast.len(), ticks.len());
+                for ((fast, fast_extra), v) in fast.iter().zip(&ticks) {
+                    assert_eq!(Ok(fast), thorough(v).as_ref(), "{text}");
+                    assert_eq!(kept(fast_extra), extra(v), "{text}");
+                }
+            }
+        }
+        assert!(lists > 500, "{lists}");
+    }
+
+    /// A key given twice, a `null`, an escape: the scanner leaves each to the thorough decoder
+    /// (which takes a repeated key's last value, and names what it refuses).
+    #[test]
+    fn the_scanner_declines_what_it_does_not_read() {
+        let options = DecodeOptions::default();
+        let ltp = r#"{"mode": "ltp", "instrument_token": 408065, "last_price": 1573.15}"#;
+        assert!(tick(ltp.as_bytes(), &options, Some(1)).is_some());
+        for text in [
+            r#"{"mode": "ltp", "instrument_token": 408065, "last_price": 1573.15, "last_price": 1}"#,
+            r#"{"mode": "ltp", "instrument_token": 408065, "last_price": 1573.15, "oi": null}"#,
+            r#"{"mode": "l\u0074p", "instrument_token": 408065, "last_price": 1573.15}"#,
+            r#"{"mode": "ltp", "instrument_token": 408065, "last_price": 1573.15} x"#,
+            r#"{"mode": "ltp", "instrument_token": 408065, "last_price": 1573.15, "oi": 1.0}"#,
+            r#"{"mode": "ltp", "instrument_token": 408065, "last_price": 01573.15}"#,
+            r#"{"mode": "ltp", "instrument_token": 408065}"#,
+            r#"{"mode": "ltp", "instrument_token": 408065, "last_price": 1, "tradable": truth}"#,
+            r#"{"mode": "ltp", "instrument_token": 408065, "last_price": 1, "ohlc": {"open": 1, "open": 2}}"#,
+        ] {
+            assert!(tick(text.as_bytes(), &options, Some(1)).is_none(), "{text}");
+        }
+    }
+
+    fn kept(k: &Kept) -> serde_json::Map<String, Value> {
+        k.members().map(|(k, v)| (k.to_string(), v)).collect()
     }
 
     fn list_len(text: &str) -> Option<usize> {

@@ -144,19 +144,43 @@ impl Scalars {
     }
 }
 
-struct Scanner<'a> {
+/// A cursor over a message's bytes that reads JSON's grammar exactly and answers `None` for
+/// anything it does not read itself (the callers then leave the message to the thorough decoder).
+/// The ticker's scanner ([`super::fast`]) reads with it too.
+pub(super) struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
 }
 
 impl<'a> Scanner<'a> {
-    #[inline(always)]
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
+    pub(super) fn new(b: &'a [u8]) -> Self {
+        Self { b, i: 0 }
+    }
+
+    /// Whether only whitespace is left.
+    pub(super) fn at_end(&mut self) -> bool {
+        self.skip_ws();
+        self.i == self.b.len()
+    }
+
+    /// The number next, as written (for a value kept as the message wrote it).
+    pub(super) fn raw_number(&mut self) -> Option<&'a str> {
+        let n = self.number()?;
+        std::str::from_utf8(&self.b[n.start..n.end]).ok()
     }
 
     #[inline(always)]
-    fn skip_ws(&mut self) {
+    pub(super) fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    /// The byte `k` past the next.
+    pub(super) fn peek_at(&self, k: usize) -> Option<u8> {
+        self.b.get(self.i + k).copied()
+    }
+
+    #[inline(always)]
+    pub(super) fn skip_ws(&mut self) {
         while let Some(&c) = self.b.get(self.i) {
             if c > b' ' || !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
                 return;
@@ -167,7 +191,7 @@ impl<'a> Scanner<'a> {
 
     /// The next byte past any whitespace, consumed.
     #[inline(always)]
-    fn next_token(&mut self) -> Option<u8> {
+    pub(super) fn next_token(&mut self) -> Option<u8> {
         self.skip_ws();
         let c = self.peek()?;
         self.i += 1;
@@ -175,14 +199,14 @@ impl<'a> Scanner<'a> {
     }
 
     #[inline(always)]
-    fn expect(&mut self, c: u8) -> Option<()> {
+    pub(super) fn expect(&mut self, c: u8) -> Option<()> {
         (self.next_token()? == c).then_some(())
     }
 
     /// A string's bytes, the opening quote already consumed; `None` on an escape or a control
     /// character (the thorough path reads those).
     #[inline(always)]
-    fn string_body(&mut self) -> Option<&'a [u8]> {
+    pub(super) fn string_body(&mut self) -> Option<&'a [u8]> {
         let start = self.i;
         loop {
             match *self.b.get(self.i)? {
@@ -198,7 +222,7 @@ impl<'a> Scanner<'a> {
 
     /// `"key":`, returning the key.
     #[inline(always)]
-    fn key(&mut self) -> Option<&'a [u8]> {
+    pub(super) fn key(&mut self) -> Option<&'a [u8]> {
         self.expect(b'"')?;
         let k = self.string_body()?;
         self.expect(b':')?;
@@ -207,7 +231,7 @@ impl<'a> Scanner<'a> {
 
     /// `,` (more members follow) or `close` (the container ends).
     #[inline(always)]
-    fn more(&mut self, close: u8) -> Option<bool> {
+    pub(super) fn more(&mut self, close: u8) -> Option<bool> {
         match self.next_token()? {
             b',' => Some(true),
             c if c == close => Some(false),
@@ -280,7 +304,7 @@ impl<'a> Scanner<'a> {
 
     /// A signed integer in an `i64`'s range.
     #[inline(always)]
-    fn int(&mut self) -> Option<i64> {
+    pub(super) fn int(&mut self) -> Option<i64> {
         let n = self.number()?;
         if !n.is_integer() || n.digits > 19 {
             return None;
@@ -294,7 +318,7 @@ impl<'a> Scanner<'a> {
 
     /// A non-negative integer that fits a `u64` (at most 19 digits).
     #[inline(always)]
-    fn uint(&mut self) -> Option<u64> {
+    pub(super) fn uint(&mut self) -> Option<u64> {
         let n = self.number()?;
         if !n.is_integer() || n.negative || n.digits > 19 {
             return None;
@@ -303,7 +327,7 @@ impl<'a> Scanner<'a> {
     }
 
     #[inline(always)]
-    fn float(&mut self) -> Option<f64> {
+    pub(super) fn float(&mut self) -> Option<f64> {
         let n = self.number()?;
         // Exact when the mantissa is (at most 2^53, and at most 19 digits were kept).
         let v = if !n.has_exponent
@@ -343,7 +367,7 @@ impl<'a> Scanner<'a> {
             }
             // An epoch number (see `epoch_micros`). JSON's `-0` is a float to serde_json, which the reference
             // refuses here: left to it, as is any fraction.
-            b'-' if self.b.get(self.i + 1) == Some(&b'0') => None,
+            b'-' if self.peek_at(1) == Some(b'0') => None,
             b'-' | b'0'..=b'9' => epoch_micros(self.int()?, options.epoch_unit),
             _ => None,
         }
@@ -354,16 +378,24 @@ impl<'a> Scanner<'a> {
     /// `keys`.
     #[inline(always)]
     fn field(&mut self, keys: &[&[u8]], predicted: usize) -> Option<usize> {
+        self.field_of(keys, [predicted, predicted])
+    }
+
+    /// [`Scanner::field`] with two predictions (the usual orders of two shapes), tried in turn.
+    #[inline(always)]
+    pub(super) fn field_of(&mut self, keys: &[&[u8]], predicted: [usize; 2]) -> Option<usize> {
         self.skip_ws();
-        let pattern = keys.get(predicted).copied().unwrap_or_default();
         debug_assert!(keys.iter().all(|k| (4..=24).contains(&k.len())));
-        if self
-            .b
-            .get(self.i..)
-            .is_some_and(|rest| starts_with_key(rest, pattern))
-        {
-            self.i += pattern.len();
-            return Some(predicted);
+        let rest = self.b.get(self.i..)?;
+        for (n, p) in predicted.into_iter().enumerate() {
+            if n == 1 && p == predicted[0] {
+                break;
+            }
+            let pattern = keys.get(p).copied().unwrap_or_default();
+            if starts_with_key(rest, pattern) {
+                self.i += pattern.len();
+                return Some(p);
+            }
         }
         let name = self.key()?;
         keys.iter().position(|k| &k[1..k.len() - 2] == name)
@@ -371,7 +403,7 @@ impl<'a> Scanner<'a> {
 
     /// `text` next, exactly (no whitespace skipped).
     #[inline(always)]
-    fn literal(&mut self, text: &[u8]) -> Option<()> {
+    pub(super) fn literal(&mut self, text: &[u8]) -> Option<()> {
         let rest = self.b.get(self.i..)?;
         let matched = if text.len() < 4 {
             rest.starts_with(text)
@@ -508,9 +540,21 @@ impl<'a> Scanner<'a> {
     fn tick(mut self, options: &DecodeOptions, c: &mut TickColumns) -> Option<()> {
         self.expect(b'{')?;
         let mut v = Scalars::default();
+        // The time is read once every key is known to be the sample's (a Kite tick also starts
+        // with keys the sample has): here its value is only skipped.
+        let mut timestamp_at = 0;
         let seen = self.object(&TICK_KEYS, |s, field| {
             match field {
-                0 => v.timestamp_us = s.timestamp(options)?,
+                0 => {
+                    s.skip_ws();
+                    timestamp_at = s.i;
+                    if s.peek()? == b'"' {
+                        s.i += 1;
+                        s.string_body()?;
+                    } else {
+                        s.number()?;
+                    }
+                }
                 1 => v.token = s.uint()?,
                 2 => v.prices[0] = s.float()?,
                 3 => v.volume = s.int()?,
@@ -525,6 +569,7 @@ impl<'a> Scanner<'a> {
         if seen != ALL || self.i != self.b.len() {
             return None;
         }
+        v.timestamp_us = Scanner::new(&self.b[timestamp_at..]).timestamp(options)?;
         v.push(c);
         Some(())
     }
