@@ -309,7 +309,7 @@ fn generated_numbers_reach_the_document_unchanged() {
         } else {
             "136519172"
         };
-        // The typed fast path, then the thorough one: an integral float as the volume refuses
+        // The fast path, then the thorough one: an integral float as the volume refuses
         // the fast path (the thorough one takes it below 9e15, where it is an exact integer).
         let fast = message(float, int, token);
         let thorough = fast.replace(
