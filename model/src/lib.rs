@@ -15,12 +15,14 @@
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
+pub mod alert;
 pub mod columns;
 pub mod enrich;
 pub mod example;
 mod guest_glue;
 pub mod hash;
 pub mod route;
+pub mod state;
 pub mod time;
 pub mod validate;
 

@@ -30,6 +30,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use stockpipe_model::state::{Reader, put_f64, put_i64, put_u32};
 
 pub use stockpipe_model::aggregate::{
     AggregateConfig, AggregateInput, AggregateOutput, BarColumns,
@@ -366,86 +367,11 @@ fn encode_state(state: &PartitionState) -> Vec<u8> {
     out
 }
 
-fn put_i64(out: &mut Vec<u8>, v: i64) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_f64(out: &mut Vec<u8>, v: f64) {
-    out.extend_from_slice(&v.to_bits().to_le_bytes());
-}
-
-fn put_u32(out: &mut Vec<u8>, n: usize) {
-    let n = u32::try_from(n).expect("fewer than 2^32 entries");
-    out.extend_from_slice(&n.to_le_bytes());
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        let end = self.at + N;
-        let chunk = self.bytes.get(self.at..end).ok_or_else(|| {
-            format!(
-                "state truncated at byte {} of {}: {N} more expected",
-                self.at,
-                self.bytes.len()
-            )
-        })?;
-        self.at = end;
-        Ok(chunk.try_into().expect("length checked"))
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take::<1>()?[0])
-    }
-
-    fn flag(&mut self) -> Result<bool, String> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            other => Err(format!("state byte {} is {other}, not a flag", self.at - 1)),
-        }
-    }
-
-    fn i64(&mut self) -> Result<i64, String> {
-        Ok(i64::from_le_bytes(self.take()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take()?))
-    }
-
-    fn f64(&mut self) -> Result<f64, String> {
-        Ok(f64::from_bits(self.u64()?))
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take()?))
-    }
-
-    /// A count of entries that each take at least `min_size` bytes: a corrupt count cannot ask
-    /// for more room than the bytes left could fill.
-    fn count(&mut self, min_size: usize) -> Result<usize, String> {
-        let n = self.u32()? as usize;
-        let left = self.bytes.len() - self.at;
-        if n.saturating_mul(min_size) > left {
-            return Err(format!(
-                "state counts {n} entries at byte {} but only {left} bytes follow",
-                self.at - 4
-            ));
-        }
-        Ok(n)
-    }
-}
-
 fn decode_state(bytes: &[u8]) -> Result<PartitionState, String> {
     if bytes.is_empty() {
         return Ok(PartitionState::default());
     }
-    let mut r = Reader { bytes, at: 0 };
+    let mut r = Reader::new(bytes);
     if &r.take::<4>()? != STATE_MAGIC {
         return Err("not an aggregate state (it does not start with SPAG)".into());
     }
@@ -496,12 +422,7 @@ fn decode_state(bytes: &[u8]) -> Result<PartitionState, String> {
             return Err(format!("state names instrument {token} twice"));
         }
     }
-    if r.at != bytes.len() {
-        return Err(format!(
-            "state has {} bytes after its end",
-            bytes.len() - r.at
-        ));
-    }
+    r.finish()?;
     Ok(state)
 }
 
