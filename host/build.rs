@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: [&str; 4] = ["validate", "enrich", "route", "aggregate"];
+const GUESTS: [&str; 5] = ["validate", "enrich", "route", "aggregate", "alert"];
 /// Built for the host's tests only: never embedded.
 const TEST_GUESTS: [&str; 1] = ["hostile"];
 const TARGET: &str = "wasm32-wasip2";

@@ -3,6 +3,8 @@
 //! `logic.rs` code linked natively (the benchmark's reference, and a cross-check in tests).
 
 pub mod aggregate;
+pub mod alert;
+pub mod state;
 pub mod swap;
 
 use crate::config::error::{ConfigError, invalid};
@@ -37,6 +39,7 @@ pub enum RefusalStage {
     Enrich,
     Route,
     Aggregate,
+    Alert,
     Elasticsearch,
 }
 
@@ -48,6 +51,7 @@ impl RefusalStage {
             Self::Enrich => "enrich",
             Self::Route => "route",
             Self::Aggregate => "aggregate",
+            Self::Alert => "alert",
             Self::Elasticsearch => "elasticsearch",
         }
     }
@@ -60,6 +64,7 @@ impl From<StageKind> for RefusalStage {
             StageKind::Enrich => Self::Enrich,
             StageKind::Route => Self::Route,
             StageKind::Aggregate => Self::Aggregate,
+            StageKind::Alert => Self::Alert,
         }
     }
 }

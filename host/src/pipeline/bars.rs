@@ -5,7 +5,7 @@
 //! Exactly once, the same way the ticks are: every output of a bar is tracked against the offset
 //! of the message that closed it, so that offset is committed only once the bar is stored. A
 //! partition's offsets are committed only as far as a stored checkpoint of its state
-//! ([`commit_cap`]); a host that takes the partition over (after a crash, a rebalance) restores
+//! ([`Checkpoints`]); a host that takes the partition over (after a crash, a rebalance) restores
 //! the state at exactly the committed offset and closes the same bars again: Elasticsearch
 //! overwrites them (their id is `<instrument>-<start µs>`), the lake skips what it holds.
 //!
@@ -14,8 +14,9 @@
 //! several hours, and with a position of its own each bar is stored exactly once even when its
 //! message's bars land in two objects.
 
+use super::checkpoints::Checkpoints;
 use super::decode::Decoded;
-use crate::chain::aggregate::{AggregateSection, Aggregation, Checkpoint, commit_cap};
+use crate::chain::aggregate::{AggregateSection, Aggregation};
 use crate::chain::swap::{GuestRegistry, Swap, SwapEvent};
 use crate::chain::{Refusal, RefusalStage, StageOutcome};
 use crate::position::{LakePosition, Offset, Offsets, Partition};
@@ -24,11 +25,10 @@ use crate::sink::PartitionLifecycle;
 use crate::sink::store::LakeStore;
 use crate::source::group::Consumed;
 use crate::telemetry::Telemetry;
-use anyhow::Context;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use stockpipe_model::Fields;
 use stockpipe_model::aggregate::BarColumns;
 use stockpipe_model::time::{Civil, format_rfc3339_micros};
@@ -38,72 +38,7 @@ pub(super) struct Bars {
     aggregation: Aggregation,
     section: AggregateSection,
     index: Arc<str>,
-    /// Per partition: the checkpoint as last stored (or read at assignment).
-    checkpoints: HashMap<i32, Checkpoint>,
-    /// How far the stored checkpoints let each partition be committed.
-    limits: CheckpointLimits,
-    /// One round of checkpoint stores at a time, so two stores of one object never race.
-    saving: Option<tokio::task::JoinHandle<Vec<SavedCheckpoint>>>,
-    saved_at: Option<Instant>,
-    /// Partitions assigned since the last batch, with their committed offsets (or why they
-    /// could not be read): their state is restored before their first tick.
-    to_restore: Vec<(i32, Result<Option<i64>, String>)>,
-}
-
-/// How far the aggregate stage lets each partition be committed: to the newest stored checkpoint
-/// of its state at or before the position every sink acknowledged ([`commit_cap`]), never
-/// further — a host that takes the partition over restores the state at exactly the committed
-/// offset. Pure bookkeeping: the stage tells it what is stored and what the sinks acknowledged.
-#[derive(Debug, Default)]
-struct CheckpointLimits {
-    /// Per partition: the offsets of the snapshots stored.
-    stored: HashMap<i32, Vec<i64>>,
-    /// Per partition: the position every sink acknowledged, and the limit last handed on.
-    wanted: HashMap<i32, i64>,
-    handed: HashMap<i32, i64>,
-}
-
-impl CheckpointLimits {
-    /// `partition`'s stored checkpoint now holds snapshots at `offsets`.
-    fn stored(&mut self, partition: i32, offsets: Vec<i64>) {
-        self.stored.insert(partition, offsets);
-    }
-
-    fn limit(&self, partition: i32, position: i64) -> Option<i64> {
-        commit_cap(
-            self.stored.get(&partition).map_or(&[][..], Vec::as_slice),
-            position,
-        )
-    }
-
-    /// The positions that `advanced` (and the checkpoints stored since) let move: each partition's
-    /// limit, when it differs from the one last handed on.
-    fn advanced(&mut self, advanced: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
-        self.wanted.extend(advanced);
-        let mut due = Vec::new();
-        for (&partition, &position) in &self.wanted {
-            if let Some(at) = self.limit(partition, position)
-                && self.handed.get(&partition) != Some(&at)
-            {
-                self.handed.insert(partition, at);
-                due.push((partition, at));
-            }
-        }
-        due.sort_unstable();
-        due
-    }
-
-    fn forget(&mut self, partition: i32) {
-        self.stored.remove(&partition);
-        self.wanted.remove(&partition);
-        self.handed.remove(&partition);
-    }
-}
-
-struct SavedCheckpoint {
-    partition: i32,
-    checkpoint: Checkpoint,
-    stored: Result<(), crate::sink::store::StoreError>,
+    checkpoints: Checkpoints,
 }
 
 /// A bar the guest closed: its document, placed in the lake at `position` (see
@@ -131,39 +66,30 @@ impl Bars {
     pub(super) fn new(aggregation: Aggregation, section: AggregateSection) -> Self {
         Self {
             index: Arc::from(section.index.as_str()),
+            checkpoints: Checkpoints::new("aggregate", section.checkpoint_ms),
             aggregation,
             section,
-            checkpoints: HashMap::new(),
-            limits: CheckpointLimits::default(),
-            saving: None,
-            saved_at: None,
-            to_restore: Vec::new(),
         }
     }
 }
 
 impl PartitionLifecycle for Bars {
     fn assigned(&mut self, partition: i32, committed: &Result<Option<i64>, String>) {
-        self.to_restore.push((partition, committed.clone()));
+        self.checkpoints.assigned(partition, committed);
     }
 
-    /// Where `partition` may be committed, given the tracker's `position`: no further than its
-    /// newest stored checkpoint.
     fn commit_limit(&self, partition: i32, position: i64) -> Option<i64> {
-        self.limits.limit(partition, position)
+        self.checkpoints.commit_limit(partition, position)
     }
 
-    /// The tracker's new positions, capped at stored checkpoints: the ones to store now.
     fn limit_advanced(&mut self, advanced: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
-        self.limits.advanced(advanced)
+        self.checkpoints.limit_advanced(advanced)
     }
 
     /// Forgets a partition let go of: its state and checkpoint bookkeeping.
     fn forget(&mut self, partition: i32) -> usize {
-        self.aggregation.forget(partition);
-        self.checkpoints.remove(&partition);
-        self.limits.forget(partition);
-        self.to_restore.retain(|(p, _)| *p != partition);
+        self.aggregation.kept_mut().forget(partition);
+        self.checkpoints.forget(partition);
         0
     }
 }
@@ -290,7 +216,7 @@ pub(super) fn swap(bars: &mut Option<Bars>, swap: Swap, registry: &GuestRegistry
             match problem {
                 Some(why) if !swap.force => event("refused", from, why, bars_shadow),
                 problem => {
-                    let handed = bars.aggregation.partitions() - unread.len();
+                    let handed = bars.aggregation.kept().partitions() - unread.len();
                     let mut reason = format!(
                         "the state of {handed} partitions handed over; {}",
                         match &bars_shadow {
@@ -322,81 +248,10 @@ pub(super) fn swap(bars: &mut Option<Bars>, swap: Swap, registry: &GuestRegistry
 }
 
 impl Bars {
-    /// Restores the state of partitions assigned since the last batch, from their checkpoints
-    /// at exactly their committed offsets. A partition committed before without a checkpoint at
-    /// that offset starts empty, and the host says so (its first bars may be partial).
+    /// Restores the state of partitions assigned since the last batch (see [`Checkpoints`]).
     pub(super) async fn restore(&mut self, store: &LakeStore, topic: &str) -> anyhow::Result<()> {
-        if self.to_restore.is_empty() {
-            return Ok(());
-        }
-        let listed = store
-            .list(&Checkpoint::prefix(topic))
-            .await
-            .context("listing the aggregate checkpoints")?;
-        for (partition, committed) in std::mem::take(&mut self.to_restore) {
-            let name = Checkpoint::object_name(topic, partition);
-            let checkpoint = match listed.contains(&name) {
-                true => Some(read_checkpoint(store, &name).await?),
-                false => None,
-            };
-            let committed = committed.map_err(|e| anyhow::anyhow!(
-                "partition {partition}'s committed offset could not be read, so its aggregate state cannot be restored: {e}"
-            ))?;
-            let Some(committed) = committed else {
-                tracing::info!(
-                    partition,
-                    "aggregate: a partition never committed starts with an empty state"
-                );
-                continue;
-            };
-            self.restore_at(partition, committed, checkpoint.as_ref(), &name)?;
-            if let Some(c) = checkpoint {
-                self.limits.stored(partition, c.offsets());
-                self.checkpoints.insert(partition, c);
-            }
-        }
-        Ok(())
-    }
-
-    /// Restores `partition`'s state as `checkpoint` (named `name`) holds it at `committed`.
-    fn restore_at(
-        &mut self,
-        partition: i32,
-        committed: i64,
-        checkpoint: Option<&Checkpoint>,
-        name: &str,
-    ) -> anyhow::Result<()> {
-        let snapshot = match checkpoint {
-            Some(c) => c
-                .at(committed)
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .with_context(|| format!("reading the aggregate checkpoint {name}"))?,
-            None => None,
-        };
-        let Some(snapshot) = snapshot else {
-            tracing::warn!(
-                partition,
-                committed,
-                checkpoint = %name,
-                kept = ?checkpoint.map(Checkpoint::offsets),
-                "aggregate: no checkpoint of the state at the committed offset; the partition starts with an empty state (each instrument's first bar may be partial)"
-            );
-            return Ok(());
-        };
-        let exported_by = checkpoint.map(|c| c.guest_version.clone());
-        self.aggregation
-            .restore(partition, snapshot)
-            .map_err(|why| anyhow::anyhow!(
-                "the aggregate guest {} cannot read partition {partition}'s state (exported by {}): {why}",
-                self.aggregation.component().version,
-                exported_by.unwrap_or_default()
-            ))?;
-        tracing::info!(
-            partition,
-            offset = committed,
-            "aggregate: state restored from its checkpoint"
-        );
-        Ok(())
+        let kept = self.aggregation.kept_mut();
+        self.checkpoints.restore(kept, store, topic).await
     }
 
     /// Runs the batch's accepted ticks through the aggregate guest: the ticks it refused (late,
@@ -489,7 +344,10 @@ impl Bars {
             let source = &message.source;
             if current != Some(m) {
                 current = Some(m);
-                held = self.aggregation.covers(source.partition, source.offset);
+                held = self
+                    .aggregation
+                    .kept()
+                    .covers(source.partition, source.offset);
                 if held {
                     again += 1;
                 } else {
@@ -564,141 +422,17 @@ impl Bars {
         Ok(bars)
     }
 
-    /// Stores the snapshots that moved since the last checkpoint (every `checkpoint_ms`, or
-    /// now with `all`, waiting for them), and takes in the stores that landed.
+    /// Stores the snapshots that moved since the last checkpoint (see [`Checkpoints`]).
     pub(super) async fn save(
         &mut self,
         all: bool,
         store: &Arc<LakeStore>,
         topic: &str,
-        partitions: impl Iterator<Item = i32>,
+        partitions: &[i32],
     ) -> anyhow::Result<()> {
-        let bars = self;
-        if let Some(saving) = &mut bars.saving
-            && (all || saving.is_finished())
-        {
-            let done = saving.await.context("a checkpoint store panicked")?;
-            bars.saving = None;
-            for saved in done {
-                saved.stored.with_context(|| {
-                    format!(
-                        "storing the aggregate checkpoint of partition {}",
-                        saved.partition
-                    )
-                })?;
-                bars.limits
-                    .stored(saved.partition, saved.checkpoint.offsets());
-                bars.checkpoints.insert(saved.partition, saved.checkpoint);
-            }
-        }
-        let due = bars
-            .saved_at
-            .is_none_or(|at| at.elapsed() >= Duration::from_millis(bars.section.checkpoint_ms));
-        if bars.saving.is_some() || !(all || due) {
-            return Ok(());
-        }
-        let version = bars.aggregation.component().version.clone();
-        let mut round = Vec::new();
-        let mut partitions: Vec<i32> = partitions.collect();
-        partitions.sort_unstable();
-        for &partition in &partitions {
-            let Some(snapshot) = bars.aggregation.snapshot(partition) else {
-                continue;
-            };
-            let mut checkpoint = bars
-                .checkpoints
-                .get(&partition)
-                .cloned()
-                .unwrap_or_else(|| Checkpoint::new(topic, partition));
-            if checkpoint.push(&version, snapshot) {
-                round.push((partition, checkpoint));
-            }
-        }
-        bars.saved_at = Some(Instant::now());
-        if round.is_empty() {
-            return Ok(());
-        }
-        let (task_store, task_topic) = (store.clone(), topic.to_string());
-        bars.saving = Some(tokio::spawn(async move {
-            let (store, topic) = (task_store, task_topic);
-            let mut done = Vec::with_capacity(round.len());
-            for (partition, checkpoint) in round {
-                let bytes = serde_json::to_vec(&checkpoint).expect("a checkpoint serializes");
-                let stored = store
-                    .put(&Checkpoint::object_name(&topic, partition), bytes)
-                    .await;
-                done.push(SavedCheckpoint {
-                    partition,
-                    checkpoint,
-                    stored,
-                });
-            }
-            done
-        }));
-        if all {
-            // Wait for this round too.
-            Box::pin(bars.save(true, store, topic, partitions.into_iter())).await?;
-        }
-        Ok(())
-    }
-}
-
-/// Reads and parses the aggregate checkpoint `name`.
-async fn read_checkpoint(store: &LakeStore, name: &str) -> anyhow::Result<Checkpoint> {
-    let bytes = store
-        .get(name)
-        .await
-        .with_context(|| format!("reading the aggregate checkpoint {name}"))?;
-    Checkpoint::parse(&bytes)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("reading the aggregate checkpoint {name}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::CheckpointLimits;
-
-    #[test]
-    fn nothing_is_committed_before_a_checkpoint_of_the_state_is_stored() {
-        let mut limits = CheckpointLimits::default();
-        assert_eq!(limits.advanced(vec![(0, 40)]), vec![]);
-        assert_eq!(limits.limit(0, 40), None);
-        // The checkpoint lands: the acknowledged position moves as far as it.
-        limits.stored(0, vec![25]);
-        assert_eq!(limits.advanced(vec![]), vec![(0, 25)]);
-    }
-
-    #[test]
-    fn a_position_is_held_at_the_newest_checkpoint_at_or_before_it() {
-        let mut limits = CheckpointLimits::default();
-        limits.stored(1, vec![10, 30, 50]);
-        assert_eq!(limits.limit(1, 49), Some(30));
-        assert_eq!(limits.limit(1, 50), Some(50));
-        assert_eq!(limits.limit(1, 9), None, "older than every checkpoint kept");
-    }
-
-    #[test]
-    fn a_limit_is_handed_on_once() {
-        let mut limits = CheckpointLimits::default();
-        limits.stored(0, vec![5]);
-        limits.stored(2, vec![7]);
-        assert_eq!(limits.advanced(vec![(0, 6), (2, 9)]), vec![(0, 5), (2, 7)]);
-        // The sinks moved on, but no newer checkpoint is stored: nothing new to store.
-        assert_eq!(limits.advanced(vec![(0, 8)]), vec![]);
-        limits.stored(0, vec![5, 8]);
-        assert_eq!(limits.advanced(vec![]), vec![(0, 8)]);
-    }
-
-    #[test]
-    fn a_forgotten_partition_starts_over() {
-        let mut limits = CheckpointLimits::default();
-        limits.stored(3, vec![4]);
-        assert_eq!(limits.advanced(vec![(3, 4)]), vec![(3, 4)]);
-        limits.forget(3);
-        assert_eq!(limits.limit(3, 4), None);
-        // Taken again with the same checkpoint: its limit is handed on again (the new owner's
-        // position must be stored anew).
-        limits.stored(3, vec![4]);
-        assert_eq!(limits.advanced(vec![(3, 4)]), vec![(3, 4)]);
+        let kept = self.aggregation.kept();
+        self.checkpoints
+            .save(kept, all, store, topic, partitions)
+            .await
     }
 }

@@ -11,6 +11,7 @@
 //! after every sink it was routed to has acknowledged it.
 
 mod bars;
+mod checkpoints;
 pub mod commit;
 pub mod decode;
 mod dispatch;
@@ -376,9 +377,14 @@ impl Pipeline {
             self.ledger.ack(source.partition, generation, source.offset);
         }
         if let Some(bars) = &mut self.bars {
-            let partitions = self.group.consumed_to().keys().map(|p| p.0);
-            bars.save(all, self.lake.store(), &self.config.kafka.topic, partitions)
-                .await?;
+            let partitions: Vec<i32> = self.group.consumed_to().keys().map(|p| p.0).collect();
+            bars.save(
+                all,
+                self.lake.store(),
+                &self.config.kafka.topic,
+                &partitions,
+            )
+            .await?;
         }
         let advanced = self.bars.limit_advanced(self.ledger.advanced());
         if let Some(input) = &mut self.input {

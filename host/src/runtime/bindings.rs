@@ -7,5 +7,5 @@ wasmtime::component::bindgen!({
     path: "../wit",
 });
 
-pub use self::exports::stockpipe::pipeline::{aggregate, enrich, route, validate};
+pub use self::exports::stockpipe::pipeline::{aggregate, alert, enrich, route, validate};
 pub use self::stockpipe::pipeline::types;

@@ -1,6 +1,6 @@
 //! Conversions between the host's domain types and the WIT records. Columns are moved, not copied.
 
-use super::bindings::{aggregate, enrich, route, types};
+use super::bindings::{aggregate, alert, enrich, route, types};
 use stockpipe_model as model;
 use stockpipe_model::columns::{EnrichmentColumns, TickColumns};
 use stockpipe_model::route::RouteInput;
@@ -268,4 +268,95 @@ mod tests {
         let e = aggregate_output_from_wit(one_bar(0, 1), 1).unwrap_err();
         assert!(e.contains("outside a batch of 1"), "{e}");
     }
+}
+
+pub fn alert_rules(rules: &[model::alert::AlertRule]) -> Vec<alert::AlertRule> {
+    rules
+        .iter()
+        .map(|r| alert::AlertRule {
+            name: r.name.clone(),
+            kind: r.kind.clone(),
+            threshold: r.threshold,
+            clear: r.clear,
+            direction: match r.direction {
+                model::alert::Direction::Up => alert::Direction::Up,
+                model::alert::Direction::Down => alert::Direction::Down,
+                model::alert::Direction::Both => alert::Direction::Both,
+            },
+            for_ms: r.for_ms,
+            cooldown_ms: r.cooldown_ms,
+            window_bars: r.window_bars,
+        })
+        .collect()
+}
+
+pub fn empty_alert_ticks() -> alert::AlertTicks {
+    alert::AlertTicks {
+        partition: Vec::new(),
+        timestamp_us: Vec::new(),
+        instrument_token: Vec::new(),
+        last_price: Vec::new(),
+        change: Vec::new(),
+        spread_bps: Vec::new(),
+    }
+}
+
+pub fn empty_alert_bars() -> alert::AlertBars {
+    alert::AlertBars {
+        partition: Vec::new(),
+        instrument_token: Vec::new(),
+        end_us: Vec::new(),
+        close: Vec::new(),
+        traded_quantity: Vec::new(),
+        log_return: Vec::new(),
+        closed_by: Vec::new(),
+    }
+}
+
+/// The guest's events, checked: every column as long as the events, every rule one of the
+/// call's `rules`, every tick inside the batch of `ticks`, in the batch's order.
+pub fn alert_events_from_wit(
+    o: alert::AlertEvents,
+    ticks: usize,
+    rules: usize,
+) -> Result<model::alert::AlertEvents, String> {
+    let n = o.rule.len();
+    let lengths = [
+        o.state.len(),
+        o.tick.len(),
+        o.instrument_token.len(),
+        o.value.len(),
+        o.threshold.len(),
+        o.event_time_us.len(),
+    ];
+    if lengths.iter().any(|&l| l != n) {
+        return Err(format!(
+            "alert event columns of unequal lengths: {n} rules, {lengths:?}"
+        ));
+    }
+    if let Some(r) = o.rule.iter().find(|&&r| r as usize >= rules) {
+        return Err(format!("rule {r} outside the call's {rules} rules"));
+    }
+    if let Some(i) = o.tick.iter().find(|&&i| i as usize >= ticks) {
+        return Err(format!("tick {i} outside a batch of {ticks} ticks"));
+    }
+    if !o.tick.is_sorted() {
+        return Err("alert events not in the batch's order".into());
+    }
+    Ok(model::alert::AlertEvents {
+        rule: o.rule,
+        state: o
+            .state
+            .into_iter()
+            .map(|s| match s {
+                alert::AlertState::Firing => model::alert::AlertState::Firing,
+                alert::AlertState::Resolved => model::alert::AlertState::Resolved,
+            })
+            .collect(),
+        tick: o.tick,
+        instrument_token: o.instrument_token,
+        value: o.value,
+        threshold: o.threshold,
+        event_time_us: o.event_time_us,
+    })
 }

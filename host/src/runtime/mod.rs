@@ -12,7 +12,7 @@ pub mod bindings;
 pub mod convert;
 pub mod sandbox;
 
-use bindings::{aggregate, enrich, route, validate};
+use bindings::{aggregate, alert, enrich, route, validate};
 use sandbox::{GuestState, Sandbox};
 use sha2::Digest;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use stockpipe_model::columns::TickColumns;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-/// The stages: the stateless chain's three in pipeline order, then the stateful aggregate.
+/// The stages: the stateless chain's three in pipeline order, then the stateful two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StageKind {
     Validate,
@@ -30,6 +30,9 @@ pub enum StageKind {
     /// of [`StageKind::ALL`]: it runs after the chain, only when configured, and is not swapped
     /// through the chain's controller.
     Aggregate,
+    /// Alert rules, with state kept across calls ([`crate::chain::alert`]); like `aggregate`,
+    /// after the chain.
+    Alert,
 }
 
 impl StageKind {
@@ -42,7 +45,15 @@ impl StageKind {
             Self::Enrich => "enrich",
             Self::Route => "route",
             Self::Aggregate => "aggregate",
+            Self::Alert => "alert",
         }
+    }
+
+    /// The stages with a state of their own: swapped by the run loop, which hands the state over.
+    pub const STATEFUL: [StageKind; 2] = [StageKind::Aggregate, StageKind::Alert];
+
+    pub fn is_stateful(self) -> bool {
+        Self::STATEFUL.contains(&self)
     }
 
     /// The component's file name in a guests directory.
@@ -55,10 +66,10 @@ impl StageKind {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    /// Any stage a guests directory, a reload or a promotion may name: the chain's and
-    /// `aggregate`.
+    /// Any stage a guests directory, a reload or a promotion may name: the chain's and the
+    /// stateful ones.
     pub fn from_swappable_name(name: &str) -> Option<Self> {
-        Self::from_name(name).or((name == "aggregate").then_some(Self::Aggregate))
+        Self::from_name(name).or(Self::STATEFUL.into_iter().find(|k| k.name() == name))
     }
 }
 
@@ -98,13 +109,13 @@ impl StageKind {
             Self::Validate => Some(ChainStage::Validate),
             Self::Enrich => Some(ChainStage::Enrich),
             Self::Route => Some(ChainStage::Route),
-            Self::Aggregate => None,
+            Self::Aggregate | Self::Alert => None,
         }
     }
 }
 
 /// The guest components built with this binary (see build.rs).
-pub const EMBEDDED_GUESTS: [(&str, &[u8]); 4] =
+pub const EMBEDDED_GUESTS: [(&str, &[u8]); 5] =
     include!(concat!(env!("OUT_DIR"), "/embedded_guests.rs"));
 
 /// Where build.rs put the test-only guests (e.g. `stockpipe_guest_hostile.wasm`); never embedded.
@@ -356,6 +367,11 @@ stage!(
     /// `aggregate-batch` and the state calls: bars, with state kept per partition.
     AggregateStage, Aggregate, aggregate
 );
+stage!(
+    /// `check-rules`, `alert-batch` and the state calls: alert events, with state kept per
+    /// partition.
+    AlertStage, Alert, alert
+);
 
 /// Instantiates a component and loads `S`'s exports, type-checking them.
 fn instantiate<S: Stage>(
@@ -378,6 +394,7 @@ fn trial(
         StageKind::Enrich => instantiate::<EnrichStage>(pre, store).map(drop),
         StageKind::Route => instantiate::<RouteStage>(pre, store).map(drop),
         StageKind::Aggregate => instantiate::<AggregateStage>(pre, store).map(drop),
+        StageKind::Alert => instantiate::<AlertStage>(pre, store).map(drop),
     }
 }
 
@@ -557,34 +574,98 @@ impl StageInstance<AggregateStage> {
             convert::aggregate_output_from_wit(out, ticks).map_err(GuestFault::broken_contract)
         })
     }
+}
+
+/// A stateful stage's state calls (`export-state`, `import-state`, `drop-state`): the same in
+/// every stateful interface, so the state is kept, checkpointed and handed over by one piece of
+/// code ([`crate::chain::state`]).
+pub trait StateCalls {
+    fn component(&self) -> &Arc<GuestComponent>;
+
+    /// Calls that faulted so far.
+    fn faults(&self) -> u64;
 
     /// One partition's state as the guest exports it.
-    pub fn export_state(&mut self, partition: i32) -> Result<Vec<u8>, GuestFault> {
-        self.call(|exports, store| {
-            let g = exports;
-            g.call_export_state(store, partition)
-                .map_err(GuestFault::from_wasmtime)
-        })
-    }
+    fn export_state(&mut self, partition: i32) -> Result<Vec<u8>, GuestFault>;
 
     /// Hands one partition's state to the guest: `Ok(Err(why))` when it cannot read it.
-    pub fn import_state(
+    fn import_state(
         &mut self,
         partition: i32,
         state: &[u8],
+    ) -> Result<Result<(), String>, GuestFault>;
+
+    fn drop_state(&mut self, partition: i32) -> Result<(), GuestFault>;
+}
+
+macro_rules! state_calls {
+    ($stage:ty) => {
+        impl StateCalls for StageInstance<$stage> {
+            fn component(&self) -> &Arc<GuestComponent> {
+                StageInstance::component(self)
+            }
+
+            fn faults(&self) -> u64 {
+                StageInstance::faults(self)
+            }
+
+            fn export_state(&mut self, partition: i32) -> Result<Vec<u8>, GuestFault> {
+                self.call(|g, store| {
+                    g.call_export_state(store, partition)
+                        .map_err(GuestFault::from_wasmtime)
+                })
+            }
+
+            fn import_state(
+                &mut self,
+                partition: i32,
+                state: &[u8],
+            ) -> Result<Result<(), String>, GuestFault> {
+                self.call(|g, store| {
+                    g.call_import_state(store, partition, state)
+                        .map_err(GuestFault::from_wasmtime)
+                })
+            }
+
+            fn drop_state(&mut self, partition: i32) -> Result<(), GuestFault> {
+                self.call(|g, store| {
+                    g.call_drop_state(store, partition)
+                        .map_err(GuestFault::from_wasmtime)
+                })
+            }
+        }
+    };
+}
+
+state_calls!(AggregateStage);
+state_calls!(AlertStage);
+
+impl StageInstance<AlertStage> {
+    /// The guest's check of the rules: `Ok(Err(why))` names the rule and the key.
+    pub fn check_rules(
+        &mut self,
+        rules: &[alert::AlertRule],
     ) -> Result<Result<(), String>, GuestFault> {
-        self.call(|exports, store| {
-            let g = exports;
-            g.call_import_state(store, partition, state)
+        self.call(|g, store| {
+            g.call_check_rules(store, rules)
                 .map_err(GuestFault::from_wasmtime)
         })
     }
 
-    pub fn drop_state(&mut self, partition: i32) -> Result<(), GuestFault> {
-        self.call(|exports, store| {
-            let g = exports;
-            g.call_drop_state(store, partition)
-                .map_err(GuestFault::from_wasmtime)
+    /// One alert call. The guest's state lives in the instance: a fault discards it, and the
+    /// caller restores what it checkpointed.
+    pub fn alert(
+        &mut self,
+        rules: &[alert::AlertRule],
+        ticks: &alert::AlertTicks,
+        bars: &alert::AlertBars,
+    ) -> Result<stockpipe_model::alert::AlertEvents, GuestFault> {
+        let (n, rule_count) = (ticks.timestamp_us.len(), rules.len());
+        self.call(|g, store| {
+            let out = g
+                .call_alert_batch(store, rules, ticks, bars)
+                .map_err(GuestFault::from_wasmtime)?;
+            convert::alert_events_from_wit(out, n, rule_count).map_err(GuestFault::broken_contract)
         })
     }
 }

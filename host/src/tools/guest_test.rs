@@ -19,12 +19,22 @@
 //! expected line is what that batch did, `{"late": [tick indices], "bars": [{"partition",
 //! "instrument_token", "start_us", "open", …, "volatility", "closed_by"}, …]}` (a float with no
 //! value is null).
+//!
+//! The alert stage keeps state too: its case is a sequence of batches through one instance. Each
+//! input line is a batch, `{"rules": [{"name", "kind", "threshold", "clear", "direction",
+//! "for_ms", "cooldown_ms", "window_bars"}, …], "ticks": [{"partition", "timestamp_us",
+//! "instrument_token", "last_price", "change", "spread_bps"}, …], "bars": [{"partition",
+//! "instrument_token", "end_us", "close", "traded_quantity", "log_return", "closed_by"}, …]}`
+//! (`rules` as `[[alert.rules]]` spells them, carried to the next lines until a line gives
+//! others; `bars` may be left out; a missing `change` or `spread_bps` is null). Each expected line
+//! is `{"events": [{"rule", "state", "tick", "instrument_token", "value", "threshold",
+//! "event_time_us"}, …]}`, or `{"rules_refused": why}` when the guest refuses the rules.
 
 use crate::chain::StageConfigs;
 use crate::runtime::sandbox::Sandbox;
 use crate::runtime::{
-    AggregateStage, EnrichStage, GuestComponent, GuestFault, RouteStage, StageInstance, StageKind,
-    ValidateStage, call_isolated, convert,
+    AggregateStage, AlertStage, EnrichStage, GuestComponent, GuestFault, RouteStage, StageInstance,
+    StageKind, ValidateStage, call_isolated, convert,
 };
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -175,10 +185,124 @@ fn aggregate_batch(
     Ok(input)
 }
 
+/// One alert batch of a case: its rules (a line without `rules` keeps the case's last ones),
+/// ticks and bars.
+fn alert_batch(
+    line: &str,
+    rules: &mut Vec<stockpipe_model::alert::AlertRule>,
+) -> anyhow::Result<(
+    crate::runtime::bindings::alert::AlertTicks,
+    crate::runtime::bindings::alert::AlertBars,
+)> {
+    let v: Value = serde_json::from_str(line)?;
+    if let Some(given) = v.get("rules") {
+        let section = crate::chain::alert::AlertSection {
+            rules: Some(serde_json::from_value(given.clone()).context("`rules`")?),
+            ..Default::default()
+        };
+        *rules = section.resolved_rules(None, None)?;
+    }
+    let list = |key: &str| -> anyhow::Result<Vec<Value>> {
+        match v.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => Ok(items.clone()),
+            Some(_) => bail!("`{key}`: a list"),
+        }
+    };
+    let field = |item: &Value, j: usize, k: &str| -> anyhow::Result<Value> {
+        item.get(k)
+            .cloned()
+            .with_context(|| format!("{j}: `{k}` missing"))
+    };
+    let int = |item: &Value, j: usize, k: &str| -> anyhow::Result<i64> {
+        field(item, j, k)?
+            .as_i64()
+            .with_context(|| format!("{j}: `{k}`, an integer"))
+    };
+    // A float column: null (or absent, for the optional ones) is NaN.
+    let num = |item: &Value, j: usize, k: &str, optional: bool| -> anyhow::Result<f64> {
+        match item.get(k) {
+            None | Some(Value::Null) if optional => Ok(f64::NAN),
+            Some(Value::Null) => Ok(f64::NAN),
+            Some(n) => n
+                .as_f64()
+                .with_context(|| format!("{j}: `{k}`, a number or null")),
+            None => bail!("{j}: `{k}` missing"),
+        }
+    };
+    let partition = |item: &Value, j: usize| -> anyhow::Result<i32> {
+        i32::try_from(item.get("partition").and_then(Value::as_i64).unwrap_or(0))
+            .with_context(|| format!("{j}: `partition`"))
+    };
+    let token = |item: &Value, j: usize| -> anyhow::Result<u64> {
+        field(item, j, "instrument_token")?
+            .as_u64()
+            .with_context(|| format!("{j}: `instrument_token`"))
+    };
+    let mut ticks = convert::empty_alert_ticks();
+    for (j, t) in list("ticks")?.iter().enumerate() {
+        let at = |e: anyhow::Error| e.context(format!("tick {j}"));
+        ticks.partition.push(partition(t, j).map_err(at)?);
+        ticks
+            .timestamp_us
+            .push(int(t, j, "timestamp_us").map_err(at)?);
+        ticks.instrument_token.push(token(t, j).map_err(at)?);
+        ticks
+            .last_price
+            .push(num(t, j, "last_price", false).map_err(at)?);
+        ticks.change.push(num(t, j, "change", true).map_err(at)?);
+        ticks
+            .spread_bps
+            .push(num(t, j, "spread_bps", true).map_err(at)?);
+    }
+    let mut bars = convert::empty_alert_bars();
+    for (j, b) in list("bars")?.iter().enumerate() {
+        let at = |e: anyhow::Error| e.context(format!("bar {j}"));
+        bars.partition.push(partition(b, j).map_err(at)?);
+        bars.instrument_token.push(token(b, j).map_err(at)?);
+        bars.end_us.push(int(b, j, "end_us").map_err(at)?);
+        bars.close.push(num(b, j, "close", false).map_err(at)?);
+        bars.traded_quantity
+            .push(int(b, j, "traded_quantity").map_err(at)?);
+        bars.log_return
+            .push(num(b, j, "log_return", true).map_err(at)?);
+        bars.closed_by.push(
+            u32::try_from(int(b, j, "closed_by").map_err(at)?)
+                .map_err(|_| anyhow::anyhow!("bar {j}: `closed_by`, a tick's index"))?,
+        );
+    }
+    Ok((ticks, bars))
+}
+
+/// A float as the fixtures write it: NaN (no value) as null.
+fn float(x: f64) -> Value {
+    if x.is_nan() { Value::Null } else { json!(x) }
+}
+
+/// What an alert batch raised, as the fixtures write it.
+pub fn alert_outcome_json(
+    events: &stockpipe_model::alert::AlertEvents,
+    rules: &[stockpipe_model::alert::AlertRule],
+) -> Value {
+    let events: Vec<Value> = (0..events.len())
+        .map(|k| {
+            json!({
+                "rule": rules[events.rule[k] as usize].name,
+                "state": events.state[k].name(),
+                "tick": events.tick[k],
+                "instrument_token": events.instrument_token[k],
+                "value": float(events.value[k]),
+                "threshold": float(events.threshold[k]),
+                "event_time_us": events.event_time_us[k],
+            })
+        })
+        .collect();
+    json!({ "events": events })
+}
+
 /// What an aggregate batch did, as the fixtures write it.
 pub fn aggregate_outcome_json(o: &stockpipe_model::aggregate::AggregateOutput) -> Value {
     let b = &o.bars;
-    let float = |x: f64| if x.is_nan() { Value::Null } else { json!(x) };
     let bars: Vec<Value> = (0..b.len())
         .map(|i| {
             json!({
@@ -213,6 +337,25 @@ fn run_case(
 ) -> anyhow::Result<Vec<Value>> {
     let (sandbox, component) = (sandbox.clone(), component.clone());
     match component.kind {
+        StageKind::Alert => {
+            let mut instance = StageInstance::<AlertStage>::new(sandbox, component);
+            let mut rules = Vec::new();
+            let mut outcomes = Vec::with_capacity(lines.len());
+            for (i, l) in lines.iter().enumerate() {
+                let (ticks, bars) =
+                    alert_batch(l, &mut rules).with_context(|| format!("input line {}", i + 1))?;
+                let wit_rules = convert::alert_rules(&rules);
+                outcomes.push(match instance.check_rules(&wit_rules) {
+                    Ok(Err(why)) => json!({ "rules_refused": why }),
+                    Err(f) => fault_json(&f),
+                    Ok(Ok(())) => match instance.alert(&wit_rules, &ticks, &bars) {
+                        Ok(events) => alert_outcome_json(&events, &rules),
+                        Err(f) => fault_json(&f),
+                    },
+                });
+            }
+            Ok(outcomes)
+        }
         StageKind::Aggregate => {
             let mut instance = StageInstance::<AggregateStage>::new(sandbox, component);
             let instance = &mut instance;
