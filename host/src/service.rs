@@ -9,6 +9,7 @@ use crate::chain::{ChainComponents, WasmChain};
 use crate::config::Config;
 use crate::http::{self, ApiState};
 use crate::pipeline::{Pipeline, RunSummary};
+use crate::runtime::StageKind;
 use crate::runtime::sandbox::{Sandbox, SandboxLimits};
 use crate::sink::store::LakeStore;
 use crate::telemetry::{Dependency, Telemetry};
@@ -81,9 +82,14 @@ pub async fn run_with(
     let configs = config.stage_configs(crate::clock::unix_now_us());
     let chain = WasmChain::new(sandbox.clone(), components.clone(), configs.clone());
     let aggregation = match config.aggregate.enabled {
-        true => Some(load_aggregation(&sandbox, &config)?),
+        true => Some(crate::chain::aggregate::Aggregation::new(
+            sandbox.clone(),
+            load_stateful(&sandbox, &config, StageKind::Aggregate)?,
+            config.aggregate.guest_config(),
+        )),
         false => None,
     };
+    let alerting = load_alerting(&sandbox, &config)?;
     let telemetry = extras.telemetry;
     let policy = config.guests.swap_policy();
     let mut triggers_for_http = None;
@@ -176,6 +182,9 @@ pub async fn run_with(
     if let Some(aggregation) = aggregation {
         pipeline = pipeline.with_aggregation(aggregation);
     }
+    if let Some(alerting) = alerting {
+        pipeline = pipeline.with_alerting(alerting);
+    }
     let forecasts = tokio::spawn(follow_forecasts(config.clone(), telemetry.clone()));
     let metrics = tokio::spawn(report_metrics(config.clone(), telemetry.clone()));
     registry
@@ -191,14 +200,31 @@ pub async fn run_with(
     summary
 }
 
-/// The aggregate guest: `aggregate.wasm` of the guests directory when there is one, else the
-/// embedded component.
-fn load_aggregation(
+/// The alert stage, unless `[alert] enabled = false`: its guest (as [`load_stateful`] finds it)
+/// and the configured rules, which the guest checks first.
+pub fn load_alerting(
     sandbox: &Arc<Sandbox>,
     config: &Config,
-) -> anyhow::Result<crate::chain::aggregate::Aggregation> {
-    use crate::runtime::{GuestComponent, StageKind};
-    let kind = StageKind::Aggregate;
+) -> anyhow::Result<Option<crate::chain::alert::Alerting>> {
+    if !config.alert.enabled {
+        return Ok(None);
+    }
+    let alerting = crate::chain::alert::Alerting::new(
+        sandbox.clone(),
+        load_stateful(sandbox, config, StageKind::Alert)?,
+        config.alert_rules()?,
+    )?;
+    Ok(Some(alerting))
+}
+
+/// A stateful stage's guest (`aggregate`, `alert`): `<stage>.wasm` of the guests directory when
+/// there is one, else the embedded component.
+fn load_stateful(
+    sandbox: &Arc<Sandbox>,
+    config: &Config,
+    kind: StageKind,
+) -> anyhow::Result<Arc<crate::runtime::GuestComponent>> {
+    use crate::runtime::GuestComponent;
     let in_dir = config
         .guests
         .dir
@@ -207,8 +233,9 @@ fn load_aggregation(
         .filter(|path| path.exists());
     let component = match in_dir {
         Some(path) => {
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("reading guest aggregate from {}", path.display()))?;
+            let bytes = std::fs::read(&path).with_context(|| {
+                format!("reading guest {} from {}", kind.name(), path.display())
+            })?;
             GuestComponent::load(sandbox, kind, &bytes, path.display().to_string())?
         }
         None => GuestComponent::load(
@@ -219,11 +246,7 @@ fn load_aggregation(
         )?,
     };
     tracing::info!(stage = kind.name(), version = %component.version, source = %component.source_name, "guest loaded");
-    Ok(crate::chain::aggregate::Aggregation::new(
-        sandbox.clone(),
-        Arc::new(component),
-        config.aggregate.guest_config(),
-    ))
+    Ok(Arc::new(component))
 }
 
 /// Indexes the host's counters every `elasticsearch.metrics_interval_ms` in `stockpipe-metrics`

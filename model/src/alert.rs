@@ -194,3 +194,55 @@ impl AlertEvents {
         self.event_time_us.extend(other.event_time_us);
     }
 }
+
+/// An alert event's id: FNV-1a of the rule's name, the instrument, the topic, partition and
+/// offset of the message whose tick caused it (with the tick's place in a message of several),
+/// and the state, as 16 hex digits. A re-delivered message raises the same events with the same
+/// ids, so the alerts topic's consumers and the index deduplicate them.
+pub fn alert_id(
+    rule: &str,
+    instrument_token: u64,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    tick: Option<u32>,
+    state: AlertState,
+) -> String {
+    let mut h = crate::hash::Fnv64::default();
+    h.write(rule.as_bytes()).write(&[0]);
+    h.write_u64(instrument_token);
+    h.write(topic.as_bytes()).write(&[0]);
+    h.write(&partition.to_le_bytes());
+    h.write(&offset.to_le_bytes());
+    if let Some(k) = tick {
+        h.write(&k.to_le_bytes());
+    }
+    h.write(state.name().as_bytes());
+    format!("{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_id_changes_with_each_of_its_parts_and_nothing_else() {
+        let id = |rule, token, topic, partition, offset, tick, state| {
+            alert_id(rule, token, topic, partition, offset, tick, state)
+        };
+        let base = id("r", 7, "t", 0, 5, None, AlertState::Firing);
+        assert_eq!(base.len(), 16);
+        assert_eq!(base, id("r", 7, "t", 0, 5, None, AlertState::Firing));
+        for other in [
+            id("s", 7, "t", 0, 5, None, AlertState::Firing),
+            id("r", 8, "t", 0, 5, None, AlertState::Firing),
+            id("r", 7, "u", 0, 5, None, AlertState::Firing),
+            id("r", 7, "t", 1, 5, None, AlertState::Firing),
+            id("r", 7, "t", 0, 6, None, AlertState::Firing),
+            id("r", 7, "t", 0, 5, Some(0), AlertState::Firing),
+            id("r", 7, "t", 0, 5, None, AlertState::Resolved),
+        ] {
+            assert_ne!(other, base);
+        }
+    }
+}

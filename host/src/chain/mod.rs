@@ -575,16 +575,21 @@ impl EnrichSection {
 #[serde(deny_unknown_fields, default)]
 pub struct RouteSection {
     pub search_index: String,
-    pub change_alert_pct: f64,
-    pub spread_alert_bps: f64,
+    /// Deprecated: an alias of the `[[alert.rules]]` rule `route.change_alert_pct` (kind
+    /// `change_pct`, direction `both`); `<= 0` turns the default change rule off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_alert_pct: Option<f64>,
+    /// Deprecated: an alias of the rule `route.spread_alert_bps` (kind `spread_bps`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spread_alert_bps: Option<f64>,
 }
 
 impl Default for RouteSection {
     fn default() -> Self {
         Self {
             search_index: "stock-stream".into(),
-            change_alert_pct: 5.0,
-            spread_alert_bps: 50.0,
+            change_alert_pct: None,
+            spread_alert_bps: None,
         }
     }
 }
@@ -603,7 +608,7 @@ impl RouteSection {
             ("route.change_alert_pct", self.change_alert_pct),
             ("route.spread_alert_bps", self.spread_alert_bps),
         ] {
-            if !v.is_finite() {
+            if v.is_some_and(|v| !v.is_finite()) {
                 return invalid(key, "must be a finite number (<= 0 disables the alert)");
             }
         }

@@ -29,6 +29,7 @@ pub struct Config {
     pub enrich: EnrichSection,
     pub route: RouteSection,
     pub aggregate: AggregateSection,
+    pub alert: crate::chain::alert::AlertSection,
     pub input: InputSection,
 }
 
@@ -37,7 +38,7 @@ pub const ENV_PREFIX: &str = "STOCKPIPE_";
 /// `json` or `text`: the log format (default: JSON unless stderr is a terminal).
 pub const LOG_FORMAT_ENV: &str = "STOCKPIPE_LOG_FORMAT";
 /// The sections of the file, as `STOCKPIPE_<SECTION>_<KEY>` spells them (lowercased).
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "kafka",
     "lake",
     "elasticsearch",
@@ -47,6 +48,7 @@ const SECTIONS: [&str; 10] = [
     "enrich",
     "route",
     "aggregate",
+    "alert",
     "input",
 ];
 
@@ -165,7 +167,16 @@ impl Config {
         self.enrich.validate()?;
         self.route.validate()?;
         self.aggregate.validate()?;
+        self.alert.validate(self.aggregate.enabled)?;
+        self.alert_rules()?;
         self.input.validate()
+    }
+
+    /// The alert stage's rules: `[[alert.rules]]` (or the defaults), and the rules the deprecated
+    /// `route.change_alert_pct` / `route.spread_alert_bps` create. The error names the key.
+    pub fn alert_rules(&self) -> Result<Vec<stockpipe_model::alert::AlertRule>, ConfigError> {
+        self.alert
+            .resolved_rules(self.route.change_alert_pct, self.route.spread_alert_bps)
     }
 
     /// How the input's messages are decoded (`[input]`, and `validate.naive_timestamp_offset_minutes`
@@ -199,8 +210,10 @@ impl Config {
                 search_index: self.route.search_index.clone(),
                 alerts_topic: self.kafka.alerts_topic.clone(),
                 dead_letter_topic: self.kafka.dead_letter_topic.clone(),
-                change_alert_pct: self.route.change_alert_pct,
-                spread_alert_bps: self.route.spread_alert_bps,
+                // Route raises no alerts under 0.2.0: the alert stage does (see
+                // `Config::alert_rules`, which reads the route keys as aliases).
+                change_alert_pct: 0.0,
+                spread_alert_bps: 0.0,
             },
         }
     }
@@ -409,7 +422,7 @@ mod tests {
         assert_eq!(config.kafka.sasl_username, "true");
         assert_eq!(config.kafka.batch_max, 250);
         assert!(config.kafka.create_topics);
-        assert_eq!(config.route.change_alert_pct, 3.0);
+        assert_eq!(config.route.change_alert_pct, Some(3.0));
         assert_eq!(config.kafka.output.brokers, "out:9092");
         let e = Config::load_with_env(None, env(&[("STOCKPIPE_KAFKA_CREATE_TOPICS", "yes")]))
             .unwrap_err();

@@ -51,6 +51,20 @@ pub(super) struct ClosedBar {
     pub(super) position: LakePosition,
     /// The bar's start (its time field, `bar_start`).
     pub(super) start_us: i64,
+    /// The decoded tick (its index in the batch's columns) that closed it.
+    pub(super) closed_by_tick: usize,
+    /// What the alert stage reads of it.
+    pub(super) values: BarValues,
+}
+
+/// What the alert stage reads of a closed bar.
+pub(super) struct BarValues {
+    pub(super) partition: i32,
+    pub(super) instrument_token: u64,
+    pub(super) end_us: i64,
+    pub(super) close: f64,
+    pub(super) traded_quantity: i64,
+    pub(super) log_return: f64,
 }
 
 /// What a batch's aggregation leaves for the sinks: the ticks it refused (by their place in the
@@ -235,7 +249,7 @@ pub(super) fn swap(bars: &mut Option<Bars>, swap: Swap, registry: &GuestRegistry
                         );
                     }
                     bars.aggregation = next;
-                    registry.set_aggregate(&swap.component);
+                    registry.set_stateful(&swap.component);
                     event("swapped", from, reason, bars_shadow)
                 }
             }
@@ -263,7 +277,7 @@ impl Bars {
         outcomes: &[StageOutcome],
         telemetry: &Telemetry,
     ) -> anyhow::Result<BarsOut> {
-        let (input, messages, consumed) = self.input(batch, decoded, outcomes);
+        let (input, messages, ticks, consumed) = self.input(batch, decoded, outcomes);
         let aggregation = &mut self.aggregation;
         let result = tokio::task::block_in_place(|| aggregation.process(input, &consumed));
         let empty = convert::empty_aggregate_input();
@@ -300,7 +314,7 @@ impl Bars {
         });
         let refused = late.chain(faulted).collect();
         let closed = &result.bars;
-        let bars = self.closed(batch, &messages, closed, &version)?;
+        let bars = self.closed(batch, &messages, &ticks, closed, &version)?;
         telemetry.bars_closed((0..closed.len()).map(|j| {
             let candle = [
                 closed.start_us[j] as f64 / 1e6,
@@ -320,7 +334,8 @@ impl Bars {
     }
 
     /// The guest's input: the accepted ticks of messages its state does not hold yet, the place
-    /// in the batch of each one's message, and per partition the offset after the last message.
+    /// in the batch of each one's message and in the batch's columns of each tick, and per
+    /// partition the offset after the last message.
     fn input(
         &self,
         batch: &[Consumed],
@@ -329,11 +344,13 @@ impl Bars {
     ) -> (
         crate::runtime::bindings::aggregate::AggregateInput,
         Vec<usize>,
+        Vec<usize>,
         Offsets,
     ) {
         let ticks = &decoded.ticks;
         let mut input = convert::empty_aggregate_input();
         let mut messages = Vec::new();
+        let mut places = Vec::new();
         let mut consumed: Offsets = BTreeMap::new();
         let mut again = 0_u64;
         // A message's ticks are consecutive slots: it is checked once, at its first.
@@ -374,6 +391,7 @@ impl Bars {
             input.mid_price.push(enrichment.mid_price);
             input.spread.push(enrichment.spread.unwrap_or(f64::NAN));
             messages.push(m);
+            places.push(*i);
         }
         if again > 0 {
             tracing::debug!(
@@ -381,7 +399,7 @@ impl Bars {
                 "aggregate: messages its state already holds (delivered again) are not counted twice"
             );
         }
-        (input, messages, consumed)
+        (input, messages, places, consumed)
     }
 
     /// The closed bars' documents, each placed in the lake by its message and its place among
@@ -390,13 +408,15 @@ impl Bars {
         &self,
         batch: &[Consumed],
         messages: &[usize],
+        ticks: &[usize],
         closed: &BarColumns,
         version: &str,
     ) -> anyhow::Result<Vec<ClosedBar>> {
         let mut place: HashMap<usize, i64> = HashMap::new();
         let mut bars = Vec::with_capacity(closed.len());
         for j in 0..closed.len() {
-            let m = messages[closed.closed_by[j] as usize];
+            let closer = closed.closed_by[j] as usize;
+            let m = messages[closer];
             let source = &batch[m].source;
             let (id, document) = bar_document(
                 closed,
@@ -417,6 +437,15 @@ impl Bars {
                 lake_partition: Civil::from_micros(closed.start_us[j]).lake_partition(),
                 position,
                 start_us: closed.start_us[j],
+                closed_by_tick: ticks[closer],
+                values: BarValues {
+                    partition: closed.partition[j],
+                    instrument_token: closed.instrument_token[j],
+                    end_us: closed.start_us[j] + i64::from(self.section.bar_seconds) * 1_000_000,
+                    close: closed.close[j],
+                    traded_quantity: closed.traded_quantity[j],
+                    log_return: closed.log_return[j],
+                },
             });
         }
         Ok(bars)
@@ -430,7 +459,7 @@ impl Bars {
         topic: &str,
         partitions: &[i32],
     ) -> anyhow::Result<()> {
-        let kept = self.aggregation.kept();
+        let kept = self.aggregation.kept_mut();
         self.checkpoints
             .save(kept, all, store, topic, partitions)
             .await

@@ -216,7 +216,9 @@ impl Checkpoints {
     /// `checkpoint_ms`, or now with `all`, waiting for them), and takes in the stores that landed.
     pub(super) async fn save<I: StateCalls>(
         &mut self,
-        kept: &Kept<I>,
+        // `&mut`: held across the stores' awaits, it keeps the future `Send` (a `&Kept` would
+        // need the instance to be `Sync`).
+        kept: &mut Kept<I>,
         all: bool,
         store: &Arc<LakeStore>,
         topic: &str,

@@ -1,9 +1,10 @@
-//! One batch's outcomes to their sinks. A refused tick (by decoding, by a guest, by the aggregate
+//! One batch's outcomes to their sinks. A refused tick (by decoding, by a guest, by a stateful
 //! stage) goes, byte for byte, to the dead-letter topic; an accepted one becomes a document for
-//! the lake, Elasticsearch and (with an alert) the alerts topic; a closed bar goes to the lake and
-//! the index. Every output is tracked in the [`Ledger`] against its message's offset, so that
+//! the lake and Elasticsearch; a closed bar goes to the lake and the index; an alert event to the
+//! alerts topic and the index. Every output is tracked in the [`Ledger`] against its message's offset, so that
 //! the offset moves only once each sink has acknowledged it.
 
+use super::alerts::AlertsOut;
 use super::bars::BarsOut;
 use super::decode::{Decoded, Slot};
 use super::ledger::Ledger;
@@ -80,6 +81,44 @@ impl Outputs<'_> {
                     generation: self.ledger.generation(source.partition),
                     id: Some(bar.id.into()),
                     time_us: bar.start_us,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The alert stage's outputs: the ticks it faulted on to the dead-letter topic, its events
+    /// to the alerts topic and the index.
+    pub(super) fn alerts(&mut self, batch: &[Consumed], out: AlertsOut) -> anyhow::Result<()> {
+        for (m, refusal) in out.refused {
+            let topic = self.dead_letter_topic;
+            self.dead_letter(&batch[m], &refusal, topic)?;
+        }
+        for event in out.events {
+            let message = &batch[event.message];
+            let source = &message.source;
+            let generation = self.ledger.generation(source.partition);
+            self.ledger.track(source.partition, source.offset, 1);
+            self.deliveries.alert(
+                &out.topic,
+                &event.key,
+                &event.id,
+                &event.document,
+                source,
+                generation,
+            )?;
+            if let Some(es) = &mut self.es {
+                self.ledger.track(source.partition, source.offset, 1);
+                let document = bytes::Bytes::from(event.document);
+                es.push(BulkItem {
+                    index: out.index.clone(),
+                    payload: document.clone(),
+                    document,
+                    source: event.source,
+                    key: Some(event.key),
+                    generation,
+                    id: Some(event.id.into()),
+                    time_us: event.time_us,
                 });
             }
         }
@@ -175,7 +214,7 @@ impl Outputs<'_> {
             .dead_letter(topic, original, refusal, source, generation)
     }
 
-    /// The document to the lake partition and the alerts topic that route chose; returns the
+    /// The document to the lake partition that route chose; returns the
     /// index it goes to, and where its bytes are in `documents`, when route chose one.
     fn accept(
         &mut self,
@@ -199,9 +238,8 @@ impl Outputs<'_> {
             .search_index
             .as_ref()
             .filter(|_| self.es.is_some());
-        let sinks = u32::from(destinations.lake_partition.is_some())
-            + u32::from(destinations.alert.is_some())
-            + u32::from(index.is_some());
+        // Route's alert fields are always empty under 0.2.0 (alerts are the alert stage's).
+        let sinks = u32::from(destinations.lake_partition.is_some()) + u32::from(index.is_some());
         self.ledger.track(source.partition, source.offset, sinks);
         let start = documents.len();
         if sinks > 0 {
@@ -222,13 +260,6 @@ impl Outputs<'_> {
                 self.already_stored += 1;
                 self.ledger.ack_now(source.partition, source.offset);
             }
-        }
-        if let Some(alert) = &destinations.alert {
-            let body = DocumentWriter::with_alert(&documents[range.clone()], &alert.reason);
-            let generation = self.ledger.generation(source.partition);
-            let key = message.key.as_deref();
-            self.deliveries
-                .alert(&alert.topic, key, &body, source, generation)?;
         }
         Ok(index.map(|index| (index.clone(), range)))
     }

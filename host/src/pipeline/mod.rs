@@ -10,12 +10,14 @@
 //! ([`PartitionLifecycle`]). Offsets move only through the [`Ledger`]: a message is committed
 //! after every sink it was routed to has acknowledged it.
 
+mod alerts;
 mod bars;
 mod checkpoints;
 pub mod commit;
 pub mod decode;
 mod dispatch;
 mod ledger;
+mod stateful;
 mod swaps;
 
 use crate::chain::swap::{GuestRegistry, ShadowBuffer, SwapApplier};
@@ -66,8 +68,8 @@ pub struct Pipeline {
     lake: LakeSink,
     deliveries: Deliveries,
     es: Option<EsSink>,
-    /// The aggregate stage, when configured.
-    bars: Option<bars::Bars>,
+    /// The stateful stages, when configured: the aggregate stage's bars, the alert stage.
+    stateful: stateful::Stateful,
     telemetry: Arc<Telemetry>,
     /// Room a document takes in the batch's buffer: the last batch's average and a little more,
     /// so that encoding does not regrow (and copy) the buffer; bounded, so that one huge tick does
@@ -125,7 +127,7 @@ impl Pipeline {
             ledger: Ledger::default(),
             lake,
             es,
-            bars: None,
+            stateful: stateful::Stateful::default(),
             telemetry,
             document_capacity: 1024,
             input: None,
@@ -148,8 +150,21 @@ impl Pipeline {
     pub fn with_aggregation(mut self, aggregation: crate::chain::aggregate::Aggregation) -> Self {
         let section = self.config.aggregate.clone();
         self.lake = self.lake.with_bars(&self.config.lake, &section.lake_prefix);
-        self.swaps.registry.set_aggregate(aggregation.component());
-        self.bars = Some(bars::Bars::new(aggregation, section));
+        self.swaps.registry.set_stateful(aggregation.component());
+        self.stateful.bars = Some(bars::Bars::new(aggregation, section));
+        self
+    }
+
+    /// Runs the alert stage after the chain (and the aggregate stage): its events to the alerts
+    /// topic and the alerts index, its state checkpointed beside the lake (see [`alerts`]).
+    pub fn with_alerting(mut self, alerting: crate::chain::alert::Alerting) -> Self {
+        let section = self.config.alert.clone();
+        self.swaps.registry.set_stateful(alerting.component());
+        self.stateful.alerts = Some(alerts::Alerts::new(
+            alerting,
+            &section,
+            &self.config.kafka.alerts_topic,
+        ));
         self
     }
 
@@ -252,7 +267,7 @@ impl Pipeline {
     fn between_batches(&mut self, batch: &[Consumed]) -> anyhow::Result<()> {
         let changes = self.group.changes(batch)?;
         for (partition, committed) in &changes.assigned {
-            self.bars.assigned(*partition, committed);
+            self.stateful.assigned(*partition, committed);
         }
         // Their unacknowledged offsets go to the next owner, so their buffered lake lines are
         // dropped, not written twice.
@@ -265,7 +280,7 @@ impl Pipeline {
             );
         }
         for swap in self.swaps.apply_pending(&mut self.chain) {
-            bars::swap(&mut self.bars, swap, &self.swaps.registry);
+            self.stateful.swap(swap, &self.swaps.registry);
         }
         Ok(())
     }
@@ -304,8 +319,11 @@ impl Pipeline {
         self.lake
             .know(batch.iter().map(|m| m.source.partition))
             .await?;
-        if let Some(bars) = &mut self.bars {
+        if let Some(bars) = &mut self.stateful.bars {
             bars.restore(self.lake.store(), topic).await?;
+        }
+        if let Some(alerts) = &mut self.stateful.alerts {
+            alerts.restore(self.lake.store(), topic).await?;
         }
         let decoded = decode::decode_batch(&batch, &self.decode);
         let cut = decoded
@@ -323,7 +341,7 @@ impl Pipeline {
             outcomes.len(),
             decoded.ticks.len()
         );
-        let closed = match &mut self.bars {
+        let closed = match &mut self.stateful.bars {
             Some(bars) => bars.aggregate(&batch, &decoded, &outcomes, &self.telemetry)?,
             None => bars::BarsOut::default(),
         };
@@ -339,6 +357,10 @@ impl Pipeline {
             },
             already_stored: 0,
         };
+        if let Some(alerts) = &mut self.stateful.alerts {
+            let raised = alerts.alert(&batch, &decoded, &outcomes, &closed.bars, &self.telemetry);
+            outputs.alerts(&batch, raised)?;
+        }
         outputs.bars(&batch, closed)?;
         let versions = self.chain.versions();
         let writer = DocumentWriter::new(&versions);
@@ -376,17 +398,15 @@ impl Pipeline {
         for (source, generation) in report.acked {
             self.ledger.ack(source.partition, generation, source.offset);
         }
-        if let Some(bars) = &mut self.bars {
-            let partitions: Vec<i32> = self.group.consumed_to().keys().map(|p| p.0).collect();
-            bars.save(
-                all,
-                self.lake.store(),
-                &self.config.kafka.topic,
-                &partitions,
-            )
-            .await?;
+        let partitions: Vec<i32> = self.group.consumed_to().keys().map(|p| p.0).collect();
+        let (store, topic) = (self.lake.store(), &self.config.kafka.topic);
+        if let Some(bars) = &mut self.stateful.bars {
+            bars.save(all, store, topic, &partitions).await?;
         }
-        let advanced = self.bars.limit_advanced(self.ledger.advanced());
+        if let Some(alerts) = &mut self.stateful.alerts {
+            alerts.save(all, store, topic, &partitions).await?;
+        }
+        let advanced = self.stateful.limit_advanced(self.ledger.advanced());
         if let Some(input) = &mut self.input {
             input.advance(&advanced);
         }
@@ -415,7 +435,7 @@ impl Pipeline {
                 "the work of revoked partitions was not stored in time; what is not committed goes to their next owner"
             ),
         }
-        let positions = commit_positions(&self.ledger, &self.bars, partitions.iter().copied());
+        let positions = commit_positions(&self.ledger, &self.stateful, partitions.iter().copied());
         for partition in self.group.release(&positions) {
             self.forget(partition);
         }
@@ -430,7 +450,7 @@ impl Pipeline {
     /// lines dropped.
     fn forget(&mut self, partition: i32) -> usize {
         self.ledger.forget(partition);
-        self.bars.forget(partition);
+        self.stateful.forget(partition);
         self.lake.forget(partition)
     }
 
@@ -466,7 +486,7 @@ impl Pipeline {
                 .await;
         }
         let consumed: Vec<i32> = self.group.consumed_to().keys().map(|p| p.0).collect();
-        let positions = commit_positions(&self.ledger, &self.bars, consumed.into_iter());
+        let positions = commit_positions(&self.ledger, &self.stateful, consumed.into_iter());
         let partitions: Vec<i32> = match &targets {
             Some(targets) => targets.ends.keys().map(|p| p.0).collect(),
             None => positions.keys().map(|p| p.0).collect(),
@@ -483,7 +503,7 @@ impl Pipeline {
 }
 
 /// How far each of `partitions` may be committed: the ledger's position, limited by every stage
-/// with state of its own (the aggregate stage's stored checkpoints).
+/// with state of its own (the stateful stages' stored checkpoints).
 fn commit_positions(
     ledger: &Ledger,
     stages: &impl PartitionLifecycle,

@@ -21,6 +21,8 @@ pub mod headers {
     pub const SOURCE_OFFSET: &str = "stockpipe.source.offset";
     /// The tick's place in its message, for a message of several ticks (absent otherwise).
     pub const SOURCE_TICK: &str = "stockpipe.source.tick";
+    /// An alert event's id (see `stockpipe_model::alert::alert_id`).
+    pub const ALERT_ID: &str = "stockpipe.alert_id";
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
@@ -62,17 +64,19 @@ pub fn send_dead_letter(
     producer.send_result(record).map_err(|(e, _)| e)
 }
 
-/// Enqueues one alert: the document with `alert_reason` added.
+/// Enqueues one alert event, keyed by its instrument, its id in a header.
 pub fn send_alert(
     producer: &FutureProducer,
     topic: &str,
-    key: Option<&[u8]>,
+    key: &[u8],
+    alert_id: &str,
     document: &[u8],
 ) -> Result<DeliveryFuture, rdkafka::error::KafkaError> {
-    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(document);
-    if let Some(key) = key {
-        record = record.key(key);
-    }
+    let hdrs = OwnedHeaders::new().insert(header(headers::ALERT_ID, alert_id));
+    let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+        .payload(document)
+        .key(key)
+        .headers(hdrs);
     producer.send_result(record).map_err(|(e, _)| e)
 }
 
@@ -126,16 +130,17 @@ impl Deliveries {
         Ok(())
     }
 
-    /// Sends an alert `document` to `topic`.
+    /// Sends an alert event's `document` to `topic`, keyed by `key` (its instrument).
     pub fn alert(
         &mut self,
         topic: &str,
-        key: Option<&[u8]>,
+        key: &[u8],
+        alert_id: &str,
         document: &[u8],
         source: &SourceRef,
         generation: u64,
     ) -> anyhow::Result<()> {
-        let delivery = send_alert(&self.producer, topic, key, document)
+        let delivery = send_alert(&self.producer, topic, key, alert_id, document)
             .with_context(|| format!("enqueueing an alert to {topic}"))?;
         self.pending.push(Pending {
             source: source.clone(),

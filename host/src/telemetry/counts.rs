@@ -14,7 +14,7 @@ pub struct Counts {
     pub rejected: u64,
     /// Dead letters of refused ticks the broker acknowledged.
     pub dead_lettered: u64,
-    /// Alerts the broker acknowledged.
+    /// Alert events (a rule firing, or resolving) the broker acknowledged on the alerts topic.
     pub alerts: u64,
     pub lake_objects: u64,
     pub lake_lines: u64,

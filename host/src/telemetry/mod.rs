@@ -136,6 +136,7 @@ pub struct Telemetry {
     guest_info: Family<GuestLabels, Gauge>,
     swaps: Family<StageOutcomeLabels, Counter>,
     extra_truncated: Counter,
+    alert_instrument_partitions: Counter,
     readiness: Mutex<BTreeMap<Dependency, DependencyStatus>>,
     live: Mutex<LiveState>,
 }
@@ -172,6 +173,12 @@ impl Telemetry {
         let guest_info = Family::default();
         let swaps = Family::default();
         let extra_truncated = Counter::default();
+        let alert_instrument_partitions = Counter::default();
+        registry.register(
+            "alert_instrument_partitions",
+            "Instruments whose ticks arrived on a second partition: their alert state is kept per partition, so a rule may fire once on each",
+            alert_instrument_partitions.clone(),
+        );
         registry.register(
             "extra_truncated",
             "Members of ticks' extra objects (fields no column takes) left out by input.extra_max_bytes",
@@ -276,6 +283,7 @@ impl Telemetry {
             guest_info,
             swaps,
             extra_truncated,
+            alert_instrument_partitions,
             readiness: Mutex::new(BTreeMap::new()),
             live: Mutex::new(LiveState::default()),
         }
@@ -443,6 +451,11 @@ impl Telemetry {
             .expect("live view lock")
             .counts
             .lake_objects += 1;
+    }
+
+    /// An instrument's ticks arrived on a second partition (the alert stage warns once).
+    pub fn alert_instrument_split(&self) {
+        self.alert_instrument_partitions.inc();
     }
 
     /// `count` members of ticks' `extra` objects left out by their cap (`input.extra_max_bytes`).

@@ -64,9 +64,13 @@ pub(crate) async fn run_once_with(
         config.stage_configs(unix_now_us()),
     );
     let telemetry = std::sync::Arc::new(stockpipe::telemetry::Telemetry::new());
-    let pipeline = Pipeline::new(config.clone(), brokers, chain, telemetry)
+    let mut pipeline = Pipeline::new(config.clone(), brokers, chain, telemetry)
         .await
         .unwrap();
+    // The alert stage, as `run` has it.
+    if let Some(alerting) = stockpipe::service::load_alerting(&sandbox, config).unwrap() {
+        pipeline = pipeline.with_alerting(alerting);
+    }
     let pipeline = shape(pipeline, sandbox);
     tokio::time::timeout(
         Duration::from_secs(120),
@@ -80,7 +84,7 @@ pub(crate) async fn run_once_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_and_bad_ticks_end_to_end() {
     let mut config = Config::default();
-    config.route.change_alert_pct = 0.5;
+    config.route.change_alert_pct = Some(0.5);
     let k = config.kafka.clone();
     let cluster = crate::support::embedded_cluster(&config, 3);
     let brokers = cluster.bootstrap_servers();
@@ -113,7 +117,12 @@ async fn sample_and_bad_ticks_end_to_end() {
 
     // The lake: every good tick exactly once, NDJSON, RFC 3339 UTC timestamps.
     let mut docs = Vec::new();
+    // (`_state/` holds the stateful stages' checkpoints: the alert stage's here.)
+    let state = lake.path().join("_state");
     for entry in crate::support::walk(lake.path()) {
+        if entry.starts_with(&state) {
+            continue;
+        }
         assert!(
             entry.extension().is_some_and(|e| e == "ndjson"),
             "unexpected file {}",
@@ -197,18 +206,80 @@ async fn sample_and_bad_ticks_end_to_end() {
         hdrs[headers::SOURCE_OFFSET].parse::<i64>().unwrap();
     }
 
-    // Alerts: one per accepted tick whose |change| crosses 0.5 % (or whose spread crosses 50 bps).
-    let expected_alerts = docs
-        .iter()
-        .filter(|d| {
-            d["change"].as_f64().unwrap().abs() >= 0.5 || d["spread_bps"].as_f64().unwrap() >= 50.0
-        })
-        .count() as u64;
+    // Alerts: events, once per crossing, per partition and instrument, in offset order: the
+    // rule `route.change_alert_pct` (|change| >= 0.5 %, the deprecated key) and the default
+    // `spread_bps` (spread >= 50 bps), each resolving once its value is back under.
+    let mut ordered: Vec<&serde_json::Value> = docs.iter().collect();
+    ordered.sort_by_key(|d| {
+        (
+            d["source"]["partition"].as_i64().unwrap(),
+            d["source"]["offset"].as_i64().unwrap(),
+        )
+    });
+    let mut firing: BTreeMap<(i64, u64, &str), bool> = BTreeMap::new();
+    let mut expected_events = Vec::new();
+    for d in ordered {
+        let key = |rule| {
+            (
+                d["source"]["partition"].as_i64().unwrap(),
+                d["instrument_token"].as_u64().unwrap(),
+                rule,
+            )
+        };
+        for (rule, value, threshold) in [
+            (
+                "route.change_alert_pct",
+                d["change"].as_f64().unwrap().abs(),
+                0.5,
+            ),
+            ("spread_bps", d["spread_bps"].as_f64().unwrap(), 50.0),
+        ] {
+            let now = value >= threshold;
+            let was = firing.insert(key(rule), now).unwrap_or(false);
+            if now != was {
+                let state = if now { "firing" } else { "resolved" };
+                expected_events.push((
+                    rule.to_string(),
+                    d["source"]["offset"].as_i64().unwrap(),
+                    state,
+                ));
+            }
+        }
+    }
     assert!(
-        expected_alerts > 0,
-        "the sample should raise some alerts at 0.5 %"
+        expected_events.iter().any(|e| e.2 == "resolved"),
+        "the sample should cross 0.5 % both ways: {expected_events:?}"
     );
-    assert_eq!(summary.counts.alerts, expected_alerts);
+    assert_eq!(summary.counts.alerts, expected_events.len() as u64);
+    let mut events: Vec<(String, i64, &str)> = Vec::new();
+    let alerts = crate::support::topic_messages(&brokers, "stock-alerts").await;
+    let mut ids = BTreeSet::new();
+    for (payload, hdrs) in &alerts {
+        let e: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        assert_eq!(
+            hdrs[headers::ALERT_ID],
+            e["alert_id"].as_str().unwrap(),
+            "{e}"
+        );
+        assert!(
+            ids.insert(e["alert_id"].as_str().unwrap().to_string()),
+            "one id per event"
+        );
+        assert_eq!(e["source"]["topic"], "stock-stream");
+        let state = if e["state"] == "firing" {
+            "firing"
+        } else {
+            "resolved"
+        };
+        events.push((
+            e["rule"].as_str().unwrap().to_string(),
+            e["source"]["offset"].as_i64().unwrap(),
+            state,
+        ));
+    }
+    events.sort();
+    expected_events.sort();
+    assert_eq!(events, expected_events);
 
     // Offsets: committed to the end of every partition.
     let consumer = crate::support::probe(&brokers);

@@ -135,13 +135,21 @@ pub fn init_logging() {
 pub async fn dead_letters(
     brokers: &str,
 ) -> Vec<(Vec<u8>, std::collections::HashMap<String, String>)> {
+    topic_messages(brokers, "stock-stream.dlq").await
+}
+
+/// Every message of `topic` so far: its payload and headers.
+pub async fn topic_messages(
+    brokers: &str,
+    topic: &str,
+) -> Vec<(Vec<u8>, std::collections::HashMap<String, String>)> {
     use rdkafka::Message;
     use rdkafka::message::Headers;
-    let brokers = brokers.to_string();
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
     let messages = tokio::task::spawn_blocking(move || {
         stockpipe::source::kafka::read_to_end(
             &stockpipe::source::kafka::Connection::plaintext(&brokers),
-            "stock-stream.dlq",
+            &topic,
             std::time::Duration::from_secs(30),
         )
     })

@@ -115,8 +115,8 @@ fn config(guests: &std::path::Path, lake: &std::path::Path) -> Config {
     config.lake.url = lake.display().to_string();
     config.kafka.batch_max = 500;
     config.kafka.batch_wait_ms = 20;
-    config.route.change_alert_pct = 0.0;
-    config.route.spread_alert_bps = 0.0;
+    config.route.change_alert_pct = Some(0.0);
+    config.route.spread_alert_bps = Some(0.0);
     config
 }
 

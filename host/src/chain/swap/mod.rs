@@ -196,7 +196,7 @@ impl SwapController {
         for (kind, force, trigger) in stages {
             let started = Instant::now();
             match self.decide(kind, force, &trigger) {
-                Ok(Some(mut swap)) if kind == StageKind::Aggregate => {
+                Ok(Some(mut swap)) if kind.is_stateful() => {
                     swap.force = force;
                     match self.decided_by_loop(swap, swaps) {
                         Some(event) => events.push(event),
@@ -238,13 +238,14 @@ impl SwapController {
         }
     }
 
-    /// Sends an aggregate candidate to the loop and waits for its decision. None once the loop
+    /// Sends a stateful stage's candidate to the loop and waits for its decision. None once the loop
     /// is gone.
     fn decided_by_loop(&self, mut swap: Swap, swaps: &mpsc::Sender<Swap>) -> Option<SwapEvent> {
         let (tx, rx) = mpsc::sync_channel(1);
         swap.decided = Some(tx);
+        let kind = swap.component.kind;
         let (stage, from, to, trigger) = (
-            swap.component.kind.name(),
+            kind.name(),
             self.serving(swap.component.kind),
             swap.component.version.clone(),
             swap.trigger.clone(),
@@ -256,7 +257,7 @@ impl SwapController {
         if decided.as_ref().is_ok_and(|e| e.outcome == "refused") {
             // Not serving: the same file asked for again (say, forced) is decided again.
             let mut sent = self.sent.lock().expect("sent lock");
-            sent.retain(|(k, v)| !(*k == StageKind::Aggregate && *v == to));
+            sent.retain(|(k, v)| !(*k == kind && *v == to));
         }
         Some(decided.unwrap_or_else(|_| SwapEvent {
             at: now_secs(),
@@ -307,7 +308,7 @@ impl SwapController {
     /// The version of `kind` serving now, as the loop last reported it.
     fn serving(&self, kind: StageKind) -> String {
         let Some(stage) = kind.chain_stage() else {
-            return self.registry.aggregate_version().unwrap_or_default();
+            return self.registry.stateful_version(kind).unwrap_or_default();
         };
         self.current
             .lock()
@@ -336,8 +337,8 @@ impl SwapController {
         let component = GuestComponent::load(&self.sandbox, kind, bytes, source)
             .map_err(|e| refuse(Some(version.clone()), e.to_string(), None))?;
         let component = Arc::new(component);
-        if kind == StageKind::Aggregate {
-            // Its state and its shadow run are in the loop.
+        if kind.is_stateful() {
+            // Its state (and the aggregate's shadow run) are in the loop.
             return Ok(Swap {
                 component,
                 trigger: trigger.to_string(),
@@ -401,7 +402,7 @@ impl SwapController {
         let from_version = self.serving(kind);
         let source = format!("promoted ({} bytes)", bytes.len());
         match self.check(kind, t.force, &t.trigger, &bytes, source) {
-            Ok(mut swap) if kind == StageKind::Aggregate => {
+            Ok(mut swap) if kind.is_stateful() => {
                 swap.diff_report = diff_report;
                 let Some(event) = self.decided_by_loop(swap, swaps) else {
                     return Vec::new();
@@ -409,7 +410,7 @@ impl SwapController {
                 if event.outcome == "swapped" {
                     let path = self.dir.join(kind.file_name());
                     if let Err(e) = write_atomically(&path, &bytes) {
-                        tracing::warn!(path = %path.display(), error = %e, "the promoted aggregate guest serves but is not kept for restarts");
+                        tracing::warn!(stage = kind.name(), path = %path.display(), error = %e, "the promoted guest serves but is not kept for restarts");
                     }
                 }
                 vec![event]

@@ -18,8 +18,8 @@ pub struct LoadedGuest {
 #[derive(Debug, Default)]
 struct RegistryState {
     loaded: Vec<LoadedGuest>,
-    /// The aggregate stage's guest, when it runs.
-    aggregate: Option<LoadedGuest>,
+    /// The stateful stages' guests, when they run (`aggregate`, then `alert`).
+    stateful: Vec<LoadedGuest>,
     history: Vec<SwapEvent>,
 }
 
@@ -56,18 +56,32 @@ impl GuestRegistry {
         self.state.lock().expect("registry lock").loaded = loaded;
     }
 
-    pub fn set_aggregate(&self, component: &GuestComponent) {
-        self.state.lock().expect("registry lock").aggregate = Some(LoadedGuest {
+    /// A stateful stage's guest (`aggregate`, `alert`) serves.
+    pub fn set_stateful(&self, component: &GuestComponent) {
+        let guest = LoadedGuest {
             stage: component.kind.name(),
             version: component.version.clone(),
             source: component.source_name.clone(),
+        };
+        let mut state = self.state.lock().expect("registry lock");
+        state.stateful.retain(|g| g.stage != guest.stage);
+        state.stateful.push(guest);
+        state.stateful.sort_by_key(|g| {
+            crate::runtime::StageKind::STATEFUL
+                .map(|k| k.name())
+                .iter()
+                .position(|n| *n == g.stage)
         });
     }
 
-    /// The aggregate guest's version, when it runs.
-    pub fn aggregate_version(&self) -> Option<String> {
+    /// The version of a stateful stage's guest, when it runs.
+    pub fn stateful_version(&self, kind: crate::runtime::StageKind) -> Option<String> {
         let state = self.state.lock().expect("registry lock");
-        state.aggregate.as_ref().map(|g| g.version.clone())
+        state
+            .stateful
+            .iter()
+            .find(|g| g.stage == kind.name())
+            .map(|g| g.version.clone())
     }
 
     pub fn record(&self, event: SwapEvent) {
@@ -95,7 +109,7 @@ impl GuestRegistry {
             guests: state
                 .loaded
                 .iter()
-                .chain(&state.aggregate)
+                .chain(&state.stateful)
                 .cloned()
                 .collect(),
             history: state.history.clone(),

@@ -23,7 +23,7 @@ pub struct Template {
 }
 
 /// The index templates we own, put at start-up.
-pub const TEMPLATES: [Template; 4] = [
+pub const TEMPLATES: [Template; 5] = [
     Template {
         name: "stock-stream",
         time_field: "timestamp",
@@ -38,6 +38,11 @@ pub const TEMPLATES: [Template; 4] = [
         name: "stock-bars",
         time_field: "bar_start",
         body: include_str!("../../../../data/elasticsearch/stock-bars.index-template.json"),
+    },
+    Template {
+        name: "stock-alerts",
+        time_field: "event_time",
+        body: include_str!("../../../../data/elasticsearch/stock-alerts.index-template.json"),
     },
     Template {
         name: "stockpipe-metrics",
