@@ -56,6 +56,8 @@ const MODEL_SOURCES: &[(&str, &str)] = &[
         "src/aggregate.rs",
         include_str!("../../../model/src/aggregate.rs"),
     ),
+    ("src/alert.rs", include_str!("../../../model/src/alert.rs")),
+    ("src/state.rs", include_str!("../../../model/src/state.rs")),
 ];
 
 /// Each stage's guest sources and fixtures, relative to its crate.

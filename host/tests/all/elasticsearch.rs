@@ -130,7 +130,7 @@ async fn templates_then_bulk_with_deterministic_ids() {
         .expect(1)
         .mount(&server)
         .await;
-    for template in ["stock-bars", "stockpipe-metrics"] {
+    for template in ["stock-bars", "stock-alerts", "stockpipe-metrics"] {
         Mock::given(method("PUT"))
             .and(path(format!("/_index_template/{template}")))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!({"acknowledged": true})))

@@ -337,6 +337,7 @@ async fn the_policy_and_the_templates_are_put_for_the_deployment() {
             "/_index_template/stock-stream",
             "/_index_template/stock-forecast",
             "/_index_template/stock-bars",
+            "/_index_template/stock-alerts",
             "/_index_template/stockpipe-metrics"
         ]
     );
@@ -621,7 +622,7 @@ fn the_bodies_we_put_type_check_against_elastic_s_published_request_types() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 4 * 4 + 2);
+    assert_eq!(checked, 4 * TEMPLATES.len() + 2);
     let mut wrong = render(
         &TEMPLATES[0],
         &TemplateSettings {

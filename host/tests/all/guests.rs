@@ -19,7 +19,7 @@ fn configs() -> StageConfigs {
 #[test]
 fn every_guest_passes_its_fixtures_under_production_limits() {
     let sandbox = sandbox(SandboxLimits::default());
-    for kind in StageKind::ALL.into_iter().chain([StageKind::Aggregate]) {
+    for kind in StageKind::ALL.into_iter().chain(StageKind::STATEFUL) {
         let component = Arc::new(
             GuestComponent::load(&sandbox, kind, embedded_component(kind), "embedded").unwrap(),
         );

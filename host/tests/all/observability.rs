@@ -225,10 +225,11 @@ async fn the_dashboard_draws_live_prices_throughput_guests_and_forecasts_in_a_re
         "readiness badge: {badge}"
     );
     let guests = table(&page, "guests");
-    for stage in ["validate", "enrich", "route"] {
+    // The chain's three and the alert stage (on by default).
+    for stage in ["validate", "enrich", "route", "alert"] {
         assert!(guests.contains(&format!("<td>{stage}</td>")), "{guests}");
     }
-    assert_eq!(guests.matches("sha256:").count(), 3, "{guests}");
+    assert_eq!(guests.matches("sha256:").count(), 4, "{guests}");
     let forecast_table = table(&page, "forecasts");
     assert!(
         forecast_table.contains(&forecast_token.to_string())
