@@ -60,6 +60,13 @@ pub struct StageBreakdown {
     /// pipeline does). A fresh state each round: the same ticks again would all be late.
     pub aggregate_wasm_ns: f64,
     pub aggregate_native_ns: f64,
+    /// The alert stage, on top of the chain: its call with the default rules (|change| >= 5 %,
+    /// spread >= 50 bps) over each batch's ticks, and each batch's export of the state of the
+    /// partitions it touched. A fresh state each round.
+    pub alert_wasm_ns: f64,
+    pub alert_native_ns: f64,
+    /// Alert events the default rules raise per 100,000 of these ticks (once per crossing).
+    pub alert_events_per_100k: f64,
 }
 
 /// Best of `rounds` timed runs after one warm-up, in ns per tick (the machine is shared: the
@@ -161,9 +168,14 @@ fn stage_breakdown(
         }
     });
     let (aggregate_wasm_ns, aggregate_native_ns) = time_aggregate(sandbox, ticks, batch, rounds)?;
+    let (alert_wasm_ns, alert_native_ns, alert_events_per_100k) =
+        time_alert(sandbox, ticks, batch, rounds)?;
     Ok(StageBreakdown {
         aggregate_wasm_ns,
         aggregate_native_ns,
+        alert_wasm_ns,
+        alert_native_ns,
+        alert_events_per_100k,
         to_wit_ns,
         boundary_floor_ns,
         validate_wasm_ns,
@@ -173,6 +185,86 @@ fn stage_breakdown(
         route_wasm_ns,
         route_native_ns,
     })
+}
+
+/// See [`StageBreakdown::alert_wasm_ns`]: ns per tick, wasm and native, best of `rounds`, and
+/// the events per 100,000 ticks.
+fn time_alert(
+    sandbox: &Arc<Sandbox>,
+    ticks: &[stockpipe_model::Tick],
+    batch: usize,
+    rounds: usize,
+) -> anyhow::Result<(f64, f64, f64)> {
+    use crate::chain::alert::{AlertSection, Alerting};
+    use crate::runtime::bindings::alert::AlertTicks;
+    use stockpipe_guest_alert::logic::Alerter;
+    let rules = AlertSection::default().resolved_rules(None, None)?;
+    let spread_bps = |t: &stockpipe_model::Tick| match (t.depth_buy.first(), t.depth_sell.first()) {
+        (Some(b), Some(a)) => (a.price - b.price) / ((a.price + b.price) / 2.0) * 1e4,
+        _ => f64::NAN,
+    };
+    let inputs: Vec<AlertTicks> = ticks
+        .chunks(batch)
+        .map(|chunk| AlertTicks {
+            partition: chunk
+                .iter()
+                .map(|t| (t.instrument_token % 3) as i32)
+                .collect(),
+            timestamp_us: chunk.iter().map(|t| t.timestamp_us).collect(),
+            instrument_token: chunk.iter().map(|t| t.instrument_token).collect(),
+            last_price: chunk.iter().map(|t| t.last_price).collect(),
+            change: chunk.iter().map(|t| t.change.unwrap_or(f64::NAN)).collect(),
+            spread_bps: chunk.iter().map(spread_bps).collect(),
+        })
+        .collect();
+    let kind = crate::runtime::StageKind::Alert;
+    let component = Arc::new(crate::runtime::GuestComponent::load(
+        sandbox,
+        kind,
+        crate::runtime::embedded_component(kind),
+        "embedded",
+    )?);
+    let (mut faulted, mut events) = (0, 0);
+    let mut wasm = f64::INFINITY;
+    for _ in 0..=rounds.max(1) {
+        let owned = inputs.clone();
+        let mut alerting = Alerting::new(sandbox.clone(), component.clone(), rules.clone())?;
+        let mut next = crate::position::Offsets::new();
+        events = 0;
+        let start = Instant::now();
+        for (i, input) in owned.into_iter().enumerate() {
+            for p in 0..3 {
+                use crate::position::{Offset, Partition};
+                next.insert(Partition(p), Offset((i * batch) as i64));
+            }
+            let out = alerting.process(input, crate::runtime::convert::empty_alert_bars(), &next);
+            faulted += out.faulted.len();
+            events += out.events.len();
+            std::hint::black_box(out);
+        }
+        wasm = wasm.min(start.elapsed().as_secs_f64() * 1e9 / ticks.len() as f64);
+    }
+    anyhow::ensure!(faulted == 0, "the alert guest faulted during the benchmark");
+    let native = per_tick(ticks.len(), rounds, || {
+        let mut alerter = Alerter::default();
+        for input in &inputs {
+            let view = stockpipe_model::alert::AlertTicks {
+                partition: &input.partition,
+                timestamp_us: &input.timestamp_us,
+                instrument_token: &input.instrument_token,
+                last_price: &input.last_price,
+                change: &input.change,
+                spread_bps: &input.spread_bps,
+            };
+            let bars = stockpipe_model::alert::AlertBars::default();
+            std::hint::black_box(alerter.alert_batch(&rules, &view, &bars));
+            for p in 0..3 {
+                std::hint::black_box(alerter.export_state(p));
+            }
+        }
+    });
+    let per_100k = events as f64 * 100_000.0 / ticks.len() as f64;
+    Ok((wasm, native, per_100k))
 }
 
 /// See [`StageBreakdown::aggregate_wasm_ns`]: ns per tick, wasm and native, best of `rounds`.

@@ -97,12 +97,20 @@ def step(rule, s, v, t):
     return None
 
 
+def plain_sum(values):
+    """Left to right, one rounding per addition (Python 3.12's sum() of floats compensates)."""
+    total = 0.0
+    for v in values:
+        total += v
+    return total
+
+
 def bar_value(rule, s, traded, log_return):
     w = rule["window_bars"]
     if rule["kind"] == "volume_spike":
         v = None
         if s.window:
-            m = sum(s.window) / len(s.window)
+            m = plain_sum(s.window) / len(s.window)
             v = float(traded) / m if m > 0 else None
         s.window = (s.window + [float(traded)])[-w:]
         return v
@@ -110,8 +118,8 @@ def bar_value(rule, s, traded, log_return):
         s.window = (s.window + [log_return])[-w:]
     if len(s.window) < 2:
         return None
-    m = sum(s.window) / len(s.window)
-    return math.sqrt(sum((x - m) * (x - m) for x in s.window) / (len(s.window) - 1))
+    m = plain_sum(s.window) / len(s.window)
+    return math.sqrt(plain_sum((x - m) * (x - m) for x in s.window) / (len(s.window) - 1))
 
 
 def main():

@@ -50,7 +50,7 @@ fn bar_lines(lake: &Path) -> BTreeMap<String, String> {
 }
 
 /// The committed offsets in the replay's checkpoint, summed.
-fn checkpointed(lake: &Path) -> i64 {
+pub(crate) fn checkpointed(lake: &Path) -> i64 {
     let Ok(entries) = std::fs::read_dir(lake.join("_checkpoints/stock-stream")) else {
         return 0;
     };

@@ -1,6 +1,7 @@
 //! The host's integration tests, in one binary (it links once).
 
 mod admin_api;
+mod alerts;
 mod backfill;
 mod bars;
 mod bigquery;

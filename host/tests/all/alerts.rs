@@ -1,0 +1,242 @@
+//! The alert stage end to end: `run --once --input` of a 100,000-tick simulated file (the embedded
+//! cluster, three partitions), with the aggregate stage and a rule of every kind, indexing into
+//! noida-db's Elasticsearch API — killed with SIGKILL once some of it is committed, and run
+//! again, resuming its state from the checkpoint at the committed offset. The index then holds
+//! exactly the events — id, rule, state, instrument, value, threshold, time and source — that a
+//! computation over the lake's tick and bar documents raises in one go, sharing no code with the
+//! guest (`alerts_reference.py`): the killed run's events and the resumed run's, each id once,
+//! none missing (a state lost at the kill would miss or repeat a firing), none new.
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TICKS: usize = 100_000;
+
+/// A rule of every kind; thresholds the simulated ticks cross several times.
+const RULES: &str = r#"
+[[alert.rules]]
+name = "move"
+kind = "change_pct"
+threshold = 8.0
+clear = 6.0
+direction = "both"
+cooldown_ms = 60000
+
+[[alert.rules]]
+name = "wide"
+kind = "spread_bps"
+threshold = 18.0
+clear = 10.0
+for_ms = 2000
+
+[[alert.rules]]
+name = "cross"
+kind = "price_cross"
+threshold = 1500.0
+clear = 1495.0
+
+[[alert.rules]]
+name = "spike"
+kind = "volume_spike"
+threshold = 2.0
+clear = 1.0
+window_bars = 5
+
+[[alert.rules]]
+name = "turbulent"
+kind = "volatility"
+threshold = 0.002
+clear = 0.001
+window_bars = 5
+"#;
+
+/// `run --once --input` on the embedded cluster with the aggregate stage and [`RULES`], into
+/// `lake` and the Elasticsearch API at `es`.
+fn run(input: &Path, config: &Path, lake: &Path, es: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stockpipe"));
+    command
+        .args(["run", "--once", "--input"])
+        .arg(input)
+        .arg("--config")
+        .arg(config)
+        .arg("--lake")
+        .arg(lake)
+        .env("STOCKPIPE_KAFKA_EMBEDDED_PARTITIONS", "3")
+        .env("STOCKPIPE_ELASTICSEARCH_URL", es)
+        .env("RUST_LOG", "warn,rdkafka=off")
+        .env("STOCKPIPE_AGGREGATE_ENABLED", "true")
+        .env("STOCKPIPE_AGGREGATE_CHECKPOINT_MS", "250")
+        .env("STOCKPIPE_ALERT_CHECKPOINT_MS", "250")
+        .env("STOCKPIPE_LAKE_ROLL_BYTES", "2000000")
+        .env("STOCKPIPE_LAKE_ROLL_SECONDS", "1");
+    command
+}
+
+/// The alert events in `index`, by id.
+async fn events(es: &str, index: &str) -> BTreeMap<String, Value> {
+    let client = reqwest::Client::new();
+    client
+        .post(format!("{es}/{index}/_refresh"))
+        .send()
+        .await
+        .unwrap();
+    let found: Value = client
+        .post(format!("{es}/{index}/_search"))
+        .json(&serde_json::json!({"size": 10000, "query": {"match_all": {}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hits = found["hits"]["hits"].as_array().expect("hits");
+    assert!(hits.len() < 10_000, "more events than one page");
+    let mut by_id = BTreeMap::new();
+    for hit in hits {
+        let event = hit["_source"].clone();
+        let id = event["alert_id"].as_str().unwrap().to_string();
+        assert_eq!(hit["_id"], id.as_str(), "_id is the alert id");
+        assert!(
+            by_id.insert(id, event).is_none(),
+            "an id twice in the index"
+        );
+    }
+    by_id
+}
+
+/// A number to 15 significant digits.
+fn digits15(v: &Value) -> String {
+    format!("{:.14e}", v.as_f64().expect("a number"))
+}
+
+/// What the reference says the lake's ticks and bars raise, by id.
+fn reference(lake: &Path, rules: &Value) -> BTreeMap<String, Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all/alerts_reference.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(lake)
+        .arg("stock-stream")
+        .arg(rules.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut by_id = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let event: Value = serde_json::from_str(line).unwrap();
+        let id = event["alert_id"].as_str().unwrap().to_string();
+        assert!(
+            by_id.insert(id, event).is_none(),
+            "the reference raised an id twice"
+        );
+    }
+    by_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_equal_an_independent_computation_and_keep_their_ids_across_a_kill() {
+    let _heavy = crate::support::HEAVY.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("day.ndjson");
+    let mut text = crate::support::simulated_payloads(TICKS, 20).join(&b'\n');
+    text.push(b'\n');
+    std::fs::write(&input, &text).unwrap();
+    let config = dir.path().join("stockpipe.toml");
+    std::fs::write(&config, RULES).unwrap();
+    let rules: Value = {
+        let parsed: toml::Value = toml::from_str(RULES).unwrap();
+        serde_json::to_value(&parsed["alert"]["rules"]).unwrap()
+    };
+
+    let noida = crate::emulators::NoidaDb::start();
+
+    // Killed once some of it is committed, then the same command again: state and offsets
+    // resume at the checkpoint.
+    let lake = dir.path().join("lake");
+    let mut command = run(&input, &config, &lake, &noida.es_url);
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut first = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    // Offsets the group committed (so the state's checkpoints at them are stored).
+    while crate::bars::checkpointed(&lake) == 0 {
+        assert!(Instant::now() < deadline, "no checkpoint within 90 s");
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "it finished before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let done = crate::bars::checkpointed(&lake);
+    let mut command = run(&input, &config, &lake, &noida.es_url);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("starts with an empty state"),
+        "every partition resumed its state: {stderr}"
+    );
+    let summary = crate::support::last_json_line(&out);
+    assert_eq!(
+        summary["consumed"].as_i64().unwrap(),
+        TICKS as i64 - done,
+        "resumed at {done}: {summary}"
+    );
+    let got = events(&noida.es_url, "stock-alerts").await;
+    let want = reference(&lake, &rules);
+    assert_eq!(
+        got.keys().collect::<BTreeSet<_>>(),
+        want.keys().collect::<BTreeSet<_>>(),
+        "the same events, each once, none missing, none new"
+    );
+    let mut per_rule: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (id, event) in &got {
+        let expected = &want[id];
+        for field in ["rule", "state", "instrument_token"] {
+            assert_eq!(event[field], expected[field], "{id} {field}");
+        }
+        // noida-db keeps 15 significant digits of a double: compared at that precision.
+        for field in ["value", "threshold"] {
+            assert_eq!(
+                digits15(&event[field]),
+                digits15(&expected[field]),
+                "{id} {field}"
+            );
+        }
+        assert_eq!(
+            event["event_time"],
+            stockpipe_model::time::format_rfc3339_micros(
+                expected["event_time_us"].as_i64().unwrap()
+            ),
+            "{id}"
+        );
+        assert_eq!(event["source"]["partition"], expected["partition"], "{id}");
+        assert_eq!(event["source"]["offset"], expected["offset"], "{id}");
+        *per_rule
+            .entry((
+                event["rule"].as_str().unwrap().into(),
+                event["state"].as_str().unwrap().into(),
+            ))
+            .or_default() += 1;
+    }
+    for rule in ["move", "wide", "cross", "spike", "turbulent"] {
+        for state in ["firing", "resolved"] {
+            assert!(
+                per_rule
+                    .get(&(rule.into(), state.into()))
+                    .is_some_and(|&n| n > 0),
+                "every rule fires and resolves: {per_rule:?}"
+            );
+        }
+    }
+}
