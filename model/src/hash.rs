@@ -32,6 +32,35 @@ impl Fnv64 {
     }
 }
 
+/// A hasher for keys that are instrument tokens and partition numbers, not chosen by an adversary
+/// that could collide them on purpose: one multiply (Fibonacci hashing) instead of SipHash, and
+/// no randomness asked of the host (a guest's map has the same layout every run).
+#[derive(Default)]
+pub struct TokenHasher(u64);
+
+impl std::hash::Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(u64::from(n as u32));
+    }
+}
+
+/// `HashMap<_, _, FixedHash>`: [`TokenHasher`]'s maps.
+pub type FixedHash = std::hash::BuildHasherDefault<TokenHasher>;
+
 /// FNV-1a of a byte string.
 pub fn fnv64(bytes: &[u8]) -> u64 {
     Fnv64::default().write(bytes).finish()

@@ -29,7 +29,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use stockpipe_model::hash::FixedHash;
 use stockpipe_model::state::{Reader, put_f64, put_i64, put_u32};
 
 pub use stockpipe_model::aggregate::{
@@ -64,34 +64,6 @@ struct Instrument {
     /// The last log returns, oldest first.
     returns: VecDeque<f64>,
 }
-
-/// Keys are instrument tokens and partition numbers, not chosen by an adversary that could
-/// collide them on purpose: one multiply (Fibonacci hashing) instead of SipHash, and no
-/// randomness asked of the host.
-#[derive(Default)]
-struct TokenHasher(u64);
-
-impl Hasher for TokenHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn write_i32(&mut self, n: i32) {
-        self.write_u64(u64::from(n as u32));
-    }
-}
-
-type FixedHash = BuildHasherDefault<TokenHasher>;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 struct PartitionState {

@@ -29,7 +29,8 @@
 //! one never stopped. A rule's state is keyed by its name: rules renamed start idle.
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use stockpipe_model::hash::FixedHash;
 use stockpipe_model::state::{Reader, put_f64, put_i64, put_u32};
 
 pub use stockpipe_model::alert::{
@@ -167,16 +168,70 @@ impl Default for RuleState {
     }
 }
 
-/// The state of one partition: per instrument and rule name.
+/// One rule's states in one partition, per instrument.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct RuleStates {
+    name: String,
+    instruments: HashMap<u64, RuleState, FixedHash>,
+}
+
+/// The state of one partition: per rule name (a handful), then per instrument.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct PartitionState {
-    rules: BTreeMap<(u64, String), RuleState>,
+    rules: Vec<RuleStates>,
+}
+
+impl PartitionState {
+    /// The states of the rule named `name` (none yet: empty).
+    fn rule(&mut self, name: &str) -> &mut RuleStates {
+        let at = match self.rules.iter().position(|r| r.name == name) {
+            Some(at) => at,
+            None => {
+                self.rules.push(RuleStates {
+                    name: name.into(),
+                    ..RuleStates::default()
+                });
+                self.rules.len() - 1
+            }
+        };
+        &mut self.rules[at]
+    }
+
+    fn entries(&self) -> usize {
+        self.rules.iter().map(|r| r.instruments.len()).sum()
+    }
+}
+
+/// What a rule reads, decided once a batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    ChangePct,
+    SpreadBps,
+    PriceCross,
+    VolumeSpike,
+    Volatility,
+}
+
+impl Kind {
+    fn of(rule: &AlertRule) -> Kind {
+        match rule.kind.as_str() {
+            "change_pct" => Kind::ChangePct,
+            "spread_bps" => Kind::SpreadBps,
+            "price_cross" => Kind::PriceCross,
+            "volume_spike" => Kind::VolumeSpike,
+            _ => Kind::Volatility,
+        }
+    }
+
+    fn reads_bars(self) -> bool {
+        matches!(self, Kind::VolumeSpike | Kind::Volatility)
+    }
 }
 
 /// The stage: every partition's state.
 #[derive(Debug, Default)]
 pub struct Alerter {
-    partitions: BTreeMap<i32, PartitionState>,
+    partitions: HashMap<i32, PartitionState, FixedHash>,
 }
 
 fn meets(rule: &AlertRule, v: f64) -> bool {
@@ -250,10 +305,16 @@ impl RuleState {
     }
 
     /// The bar kinds' value of a bar, and the bar into the window.
-    fn bar_value(&mut self, rule: &AlertRule, traded_quantity: i64, log_return: f64) -> f64 {
+    fn bar_value(
+        &mut self,
+        rule: &AlertRule,
+        kind: Kind,
+        traded_quantity: i64,
+        log_return: f64,
+    ) -> f64 {
         let w = rule.window_bars as usize;
-        let value = match rule.kind.as_str() {
-            "volume_spike" => {
+        let value = match kind {
+            Kind::VolumeSpike => {
                 let q = traded_quantity as f64;
                 let v = match self.window.is_empty() {
                     true => f64::NAN,
@@ -294,20 +355,24 @@ impl Alerter {
         bars: &AlertBars<'_>,
     ) -> AlertEvents {
         let mut out = AlertEvents::default();
-        let is_bar_kind = |r: &AlertRule| BAR_KINDS.contains(&r.kind.as_str());
+        let kinds: Vec<Kind> = rules.iter().map(Kind::of).collect();
         let mut next_bar = 0;
         for i in 0..ticks.len() {
             let token = ticks.instrument_token[i];
             let t_us = ticks.timestamp_us[i];
             let state = self.partitions.entry(ticks.partition[i]).or_default();
-            for (r, rule) in rules.iter().enumerate() {
-                let v = match rule.kind.as_str() {
-                    "change_pct" => ticks.change[i],
-                    "spread_bps" => ticks.spread_bps[i],
-                    "price_cross" => ticks.last_price[i],
-                    _ => continue,
+            for (r, (rule, kind)) in rules.iter().zip(&kinds).enumerate() {
+                let v = match kind {
+                    Kind::ChangePct => ticks.change[i],
+                    Kind::SpreadBps => ticks.spread_bps[i],
+                    Kind::PriceCross => ticks.last_price[i],
+                    Kind::VolumeSpike | Kind::Volatility => continue,
                 };
-                let rs = state.rules.entry((token, rule.name.clone())).or_default();
+                // A missing value moves nothing, and makes no state.
+                if v.is_nan() {
+                    continue;
+                }
+                let rs = state.rule(&rule.name).instruments.entry(token).or_default();
                 if let Some((s, level)) = rs.step(rule, v, t_us) {
                     push(&mut out, r, s, i, token, v, level, t_us);
                 }
@@ -318,9 +383,12 @@ impl Alerter {
                 let token = bars.instrument_token[b];
                 let t_us = bars.end_us[b];
                 let state = self.partitions.entry(bars.partition[b]).or_default();
-                for (r, rule) in rules.iter().enumerate().filter(|(_, r)| is_bar_kind(r)) {
-                    let rs = state.rules.entry((token, rule.name.clone())).or_default();
-                    let v = rs.bar_value(rule, bars.traded_quantity[b], bars.log_return[b]);
+                for (r, (rule, &kind)) in rules.iter().zip(&kinds).enumerate() {
+                    if !kind.reads_bars() {
+                        continue;
+                    }
+                    let rs = state.rule(&rule.name).instruments.entry(token).or_default();
+                    let v = rs.bar_value(rule, kind, bars.traded_quantity[b], bars.log_return[b]);
                     if let Some((s, level)) = rs.step(rule, v, t_us) {
                         push(&mut out, r, s, i, token, v, level, t_us);
                     }
@@ -378,11 +446,16 @@ pub const STATE_FORMAT: u8 = 1;
 
 /// Little endian; entries in (instrument, rule name) order, so one state has one encoding.
 fn encode_state(state: &PartitionState) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9 + state.rules.len() * 48);
+    let mut entries: Vec<(u64, &str, &RuleState)> = Vec::with_capacity(state.entries());
+    for r in &state.rules {
+        entries.extend(r.instruments.iter().map(|(t, s)| (*t, r.name.as_str(), s)));
+    }
+    entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let mut out = Vec::with_capacity(9 + entries.len() * 48);
     out.extend_from_slice(STATE_MAGIC);
     out.push(STATE_FORMAT);
-    put_u32(&mut out, state.rules.len());
-    for ((token, name), s) in &state.rules {
+    put_u32(&mut out, entries.len());
+    for (token, name, s) in entries {
         out.extend_from_slice(&token.to_le_bytes());
         put_u32(&mut out, name.len());
         out.extend_from_slice(name.as_bytes());
@@ -420,6 +493,7 @@ fn decode_state(bytes: &[u8]) -> Result<PartitionState, String> {
     }
     // An entry: token, name length, phase, since, flag, last firing, window length.
     let entries = r.count(8 + 4 + 1 + 8 + 1 + 8 + 4)?;
+    let mut previous: Option<(u64, String)> = None;
     for _ in 0..entries {
         let token = r.u64()?;
         let len = r.count(1)?;
@@ -446,11 +520,16 @@ fn decode_state(bytes: &[u8]) -> Result<PartitionState, String> {
             last_fired_us: fired.then_some(last),
             window,
         };
-        if state.rules.insert((token, name.clone()), s).is_some() {
+        // In the one order the encoding has: a repeat or a disorder is not a state we wrote.
+        let key = (token, name);
+        if previous.as_ref().is_some_and(|p| *p >= key) {
             return Err(format!(
-                "state names rule {name:?} of instrument {token} twice"
+                "state names rule {:?} of instrument {} out of order or twice",
+                key.1, key.0
             ));
         }
+        state.rule(&key.1).instruments.insert(token, s);
+        previous = Some(key);
     }
     r.finish()?;
     Ok(state)

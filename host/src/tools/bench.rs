@@ -67,6 +67,9 @@ pub struct StageBreakdown {
     pub alert_native_ns: f64,
     /// Alert events the default rules raise per 100,000 of these ticks (once per crossing).
     pub alert_events_per_100k: f64,
+    /// What the route stage raised on the same ticks before the alert stage (0.1.0): one alert
+    /// per tick at or beyond a default threshold (|change| >= 5 % or spread >= 50 bps).
+    pub route_alerts_per_100k_before: f64,
 }
 
 /// Best of `rounds` timed runs after one warm-up, in ns per tick (the machine is shared: the
@@ -170,12 +173,14 @@ fn stage_breakdown(
     let (aggregate_wasm_ns, aggregate_native_ns) = time_aggregate(sandbox, ticks, batch, rounds)?;
     let (alert_wasm_ns, alert_native_ns, alert_events_per_100k) =
         time_alert(sandbox, ticks, batch, rounds)?;
+    let route_alerts_per_100k_before = route_alerts_before(ticks);
     Ok(StageBreakdown {
         aggregate_wasm_ns,
         aggregate_native_ns,
         alert_wasm_ns,
         alert_native_ns,
         alert_events_per_100k,
+        route_alerts_per_100k_before,
         to_wit_ns,
         boundary_floor_ns,
         validate_wasm_ns,
@@ -185,6 +190,21 @@ fn stage_breakdown(
         route_wasm_ns,
         route_native_ns,
     })
+}
+
+/// See [`StageBreakdown::route_alerts_per_100k_before`].
+fn route_alerts_before(ticks: &[stockpipe_model::Tick]) -> f64 {
+    let alerted = ticks
+        .iter()
+        .filter(|t| {
+            let spread = match (t.depth_buy.first(), t.depth_sell.first()) {
+                (Some(b), Some(a)) => (a.price - b.price) / ((a.price + b.price) / 2.0) * 1e4,
+                _ => f64::NAN,
+            };
+            t.change.is_some_and(|c| c.abs() >= 5.0) || spread >= 50.0
+        })
+        .count();
+    alerted as f64 * 100_000.0 / ticks.len() as f64
 }
 
 /// See [`StageBreakdown::alert_wasm_ns`]: ns per tick, wasm and native, best of `rounds`, and
