@@ -16,7 +16,7 @@ pub enum GuestCommand {
     /// WIT and the tick model vendored at this host's version. It builds with
     /// `cargo build --release --target wasm32-wasip2` and its tests pass as generated.
     New {
-        /// validate, enrich or route.
+        /// validate, enrich, route or alert.
         stage: String,
         /// A new (or empty) directory; the crate is named after it.
         dir: PathBuf,
@@ -24,7 +24,7 @@ pub enum GuestCommand {
     /// Run a component over fixture cases (input.jsonl → expected.jsonl) under the production
     /// limits, reporting every mismatch; or, with --record, write what it answers as expected.jsonl.
     Test {
-        /// `validate`, `enrich`, `route` or `aggregate` (the built-in component), or a path to a .wasm component.
+        /// `validate`, `enrich`, `route`, `aggregate` or `alert` (the built-in component), or a path to a .wasm component.
         guest: String,
         /// Stage of a .wasm file (default: guessed from its file name).
         #[arg(long)]
@@ -72,7 +72,7 @@ fn stage_of(path: &Path, stage: Option<&str>) -> anyhow::Result<StageKind> {
     let name = stage.unwrap_or(stem);
     StageKind::ALL
         .into_iter()
-        .chain([StageKind::Aggregate])
+        .chain(StageKind::STATEFUL)
         .find(|k| {
             name == k.name()
                 || name.ends_with(&format!("_{}", k.name()))
@@ -80,7 +80,7 @@ fn stage_of(path: &Path, stage: Option<&str>) -> anyhow::Result<StageKind> {
         })
         .with_context(|| {
             format!(
-                "cannot tell the stage of {}; pass --stage validate|enrich|route|aggregate",
+                "cannot tell the stage of {}; pass --stage validate|enrich|route|aggregate|alert",
                 path.display()
             )
         })
@@ -203,10 +203,14 @@ async fn guest_diff(args: DiffArgs) -> anyhow::Result<()> {
     };
     let old = load(&sandbox, &args.old, stage.as_deref())?;
     let new = load(&sandbox, &args.new, stage.as_deref())?;
-    if old.kind == StageKind::Aggregate {
-        bail!(
+    match old.kind {
+        StageKind::Aggregate => bail!(
             "guest diff compares the chain's stages (validate, enrich, route); a new aggregate version is compared by its swap's shadow run (the last batch's bars, through both)"
-        );
+        ),
+        StageKind::Alert => bail!(
+            "guest diff does not compare alert guests or rule sets yet; `guest test alert --fixtures DIR` runs recorded multi-batch cases through a component"
+        ),
+        _ => {}
     }
     let options = stockpipe::tools::guest_diff::DiffOptions {
         topic: args.lake.topic.clone(),
@@ -270,11 +274,12 @@ async fn guest_promote(
 pub fn guest(command: GuestCommand) -> anyhow::Result<()> {
     match command {
         GuestCommand::New { stage, dir } => {
-            let kind = StageKind::from_name(&stage)
-                .and_then(StageKind::chain_stage)
-                .with_context(|| format!("no stage {stage:?}; use validate, enrich or route"))?;
+            let kind = StageKind::from_swappable_name(&stage)
+                .filter(|k| stockpipe::tools::guest_new::TEMPLATES.contains(k))
+                .with_context(|| {
+                    format!("no template {stage:?}; use validate, enrich, route or alert")
+                })?;
             let name = stockpipe::tools::guest_new::generate(kind, &dir)?;
-            let kind = kind.kind();
             let wasm = stockpipe::tools::guest_new::component_path(&name);
             println!(
                 "wrote the {} guest crate {name} in {}\n  cd {} && cargo test && cargo build --release --target wasm32-wasip2\n  stockpipe guest test {}/{wasm} --stage {} --fixtures {}/fixtures",

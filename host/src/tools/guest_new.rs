@@ -12,7 +12,7 @@
 //! at generation time, so `guest new` works offline and a crate is tied to the contract of the
 //! host that made it.
 
-use crate::runtime::ChainStage;
+use crate::runtime::StageKind;
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 
@@ -61,9 +61,9 @@ const MODEL_SOURCES: &[(&str, &str)] = &[
 ];
 
 /// Each stage's guest sources and fixtures, relative to its crate.
-fn stage_files(stage: ChainStage) -> &'static [(&'static str, &'static str)] {
+fn stage_files(stage: StageKind) -> &'static [(&'static str, &'static str)] {
     match stage {
-        ChainStage::Validate => &[
+        StageKind::Validate => &[
             (
                 "src/lib.rs",
                 include_str!("../../../guests/validate/src/lib.rs"),
@@ -93,7 +93,7 @@ fn stage_files(stage: ChainStage) -> &'static [(&'static str, &'static str)] {
                 include_str!("../../../guests/validate/fixtures/sample/expected.jsonl"),
             ),
         ],
-        ChainStage::Enrich => &[
+        StageKind::Enrich => &[
             (
                 "src/lib.rs",
                 include_str!("../../../guests/enrich/src/lib.rs"),
@@ -111,7 +111,7 @@ fn stage_files(stage: ChainStage) -> &'static [(&'static str, &'static str)] {
                 include_str!("../../../guests/enrich/fixtures/sample/expected.jsonl"),
             ),
         ],
-        ChainStage::Route => &[
+        StageKind::Route => &[
             (
                 "src/lib.rs",
                 include_str!("../../../guests/route/src/lib.rs"),
@@ -133,12 +133,80 @@ fn stage_files(stage: ChainStage) -> &'static [(&'static str, &'static str)] {
                 include_str!("../../../guests/route/fixtures/thresholds/expected.jsonl"),
             ),
         ],
+        StageKind::Alert => &[
+            (
+                "src/lib.rs",
+                include_str!("../../../guests/alert/src/lib.rs"),
+            ),
+            (
+                "src/logic.rs",
+                include_str!("../../../guests/alert/src/logic.rs"),
+            ),
+            (
+                "fixtures/cooldown/input.jsonl",
+                include_str!("../../../guests/alert/fixtures/cooldown/input.jsonl"),
+            ),
+            (
+                "fixtures/cooldown/expected.jsonl",
+                include_str!("../../../guests/alert/fixtures/cooldown/expected.jsonl"),
+            ),
+            (
+                "fixtures/crossing/input.jsonl",
+                include_str!("../../../guests/alert/fixtures/crossing/input.jsonl"),
+            ),
+            (
+                "fixtures/crossing/expected.jsonl",
+                include_str!("../../../guests/alert/fixtures/crossing/expected.jsonl"),
+            ),
+            (
+                "fixtures/flap_in_band/input.jsonl",
+                include_str!("../../../guests/alert/fixtures/flap_in_band/input.jsonl"),
+            ),
+            (
+                "fixtures/flap_in_band/expected.jsonl",
+                include_str!("../../../guests/alert/fixtures/flap_in_band/expected.jsonl"),
+            ),
+            (
+                "fixtures/for_ms/input.jsonl",
+                include_str!("../../../guests/alert/fixtures/for_ms/input.jsonl"),
+            ),
+            (
+                "fixtures/for_ms/expected.jsonl",
+                include_str!("../../../guests/alert/fixtures/for_ms/expected.jsonl"),
+            ),
+            (
+                "fixtures/resolve/input.jsonl",
+                include_str!("../../../guests/alert/fixtures/resolve/input.jsonl"),
+            ),
+            (
+                "fixtures/resolve/expected.jsonl",
+                include_str!("../../../guests/alert/fixtures/resolve/expected.jsonl"),
+            ),
+            (
+                "fixtures/rules_refused/input.jsonl",
+                include_str!("../../../guests/alert/fixtures/rules_refused/input.jsonl"),
+            ),
+            (
+                "fixtures/rules_refused/expected.jsonl",
+                include_str!("../../../guests/alert/fixtures/rules_refused/expected.jsonl"),
+            ),
+            (
+                "fixtures/volume_spike/input.jsonl",
+                include_str!("../../../guests/alert/fixtures/volume_spike/input.jsonl"),
+            ),
+            (
+                "fixtures/volume_spike/expected.jsonl",
+                include_str!("../../../guests/alert/fixtures/volume_spike/expected.jsonl"),
+            ),
+        ],
+        // Not offered: the aggregate guest is not a template (see `TEMPLATES`).
+        StageKind::Aggregate => &[],
     }
 }
 
 /// The files of the shipped guest a generated crate copies, for the test that holds this list to
 /// the tree (a fixture added to a guest and not here would silently be left out).
-pub fn embedded_guest_files(stage: ChainStage) -> Vec<&'static str> {
+pub fn embedded_guest_files(stage: StageKind) -> Vec<&'static str> {
     stage_files(stage).iter().map(|(path, _)| *path).collect()
 }
 
@@ -171,7 +239,7 @@ pub fn component_path(name: &str) -> String {
     )
 }
 
-fn manifest(name: &str, stage: ChainStage) -> String {
+fn manifest(name: &str, stage: StageKind) -> String {
     format!(
         r#"# A stockpipe {stage} guest, generated by `stockpipe guest new {stage}` (stockpipe {version}).
 [package]
@@ -203,7 +271,7 @@ codegen-units = 1
 # A workspace of its own: generated inside another project, it is not taken in by that one.
 [workspace]
 "#,
-        stage = stage.kind().name(),
+        stage = stage.name(),
         version = env!("CARGO_PKG_VERSION"),
         wit_bindgen = WIT_BINDGEN_VERSION,
     )
@@ -232,8 +300,8 @@ unused_must_use = "deny"
     )
 }
 
-fn readme(name: &str, stage: ChainStage) -> String {
-    let stage = stage.kind().name();
+fn readme(name: &str, stage: StageKind) -> String {
+    let stage = stage.name();
     let wasm = component_path(name);
     format!(
         r#"# {name}
@@ -275,7 +343,7 @@ STOCKPIPE_ADMIN_TOKEN=… stockpipe guest promote {wasm} --stage {stage} \
 }
 
 /// Every file of the generated crate: (path relative to its root, contents).
-pub fn files(name: &str, stage: ChainStage) -> Vec<(PathBuf, String)> {
+pub fn files(name: &str, stage: StageKind) -> Vec<(PathBuf, String)> {
     let mut out = vec![
         (PathBuf::from("Cargo.toml"), manifest(name, stage)),
         (PathBuf::from("README.md"), readme(name, stage)),
@@ -301,9 +369,24 @@ pub fn files(name: &str, stage: ChainStage) -> Vec<(PathBuf, String)> {
     out
 }
 
+/// The stages `guest new` writes a crate for: the chain's three and the alert stage (whose rules
+/// a user may want to extend with kinds of their own).
+pub const TEMPLATES: [StageKind; 4] = [
+    StageKind::Validate,
+    StageKind::Enrich,
+    StageKind::Route,
+    StageKind::Alert,
+];
+
 /// Writes a new guest crate for `kind` into `dir`, which must not exist or be empty. Returns the
 /// crate's name.
-pub fn generate(stage: ChainStage, dir: &Path) -> anyhow::Result<String> {
+pub fn generate(stage: StageKind, dir: &Path) -> anyhow::Result<String> {
+    if !TEMPLATES.contains(&stage) {
+        bail!(
+            "no template for the {} stage; `guest new` writes validate, enrich, route or alert",
+            stage.name()
+        );
+    }
     if dir.exists() {
         let mut entries =
             std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
@@ -350,7 +433,7 @@ mod tests {
 
     #[test]
     fn the_adapter_points_at_the_vendored_wit_and_nothing_outside_the_crate() {
-        for kind in ChainStage::ALL {
+        for kind in TEMPLATES {
             for (path, text) in files("g", kind) {
                 assert!(
                     !text.contains("../../"),
@@ -384,7 +467,7 @@ mod tests {
     fn a_non_empty_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("keep"), "x").unwrap();
-        let err = generate(ChainStage::Validate, dir.path()).unwrap_err();
+        let err = generate(StageKind::Validate, dir.path()).unwrap_err();
         assert!(err.to_string().contains("not empty"), "{err}");
         assert_eq!(
             std::fs::read_to_string(dir.path().join("keep")).unwrap(),

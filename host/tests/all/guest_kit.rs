@@ -100,7 +100,7 @@ fn guest_diff(old: &str, new: &str, lake: &Path, extra: &[&str]) -> std::process
 
 #[test]
 fn the_embedded_guest_files_are_the_shipped_guests_files() {
-    for kind in stockpipe::runtime::ChainStage::ALL {
+    for kind in guest_new::TEMPLATES {
         let root = workspace().join("guests").join(kind.name());
         let mut on_disk: Vec<String> = ["src", "fixtures"]
             .iter()
@@ -133,7 +133,7 @@ fn the_embedded_guest_files_are_the_shipped_guests_files() {
         .filter(|p| !p.starts_with("src/json"))
         .collect();
     model.sort();
-    let vendored: Vec<String> = guest_new::files("g", stockpipe::runtime::ChainStage::Validate)
+    let vendored: Vec<String> = guest_new::files("g", stockpipe::runtime::StageKind::Validate)
         .into_iter()
         .filter_map(|(p, _)| {
             p.strip_prefix("vendor/stockpipe-model")
@@ -151,7 +151,7 @@ fn the_embedded_guest_files_are_the_shipped_guests_files() {
 fn every_stage_s_new_crate_builds_and_passes_its_tests_as_generated() {
     let _heavy = crate::support::HEAVY.blocking_lock();
     let parent = tempfile::tempdir().unwrap();
-    for kind in StageKind::ALL {
+    for kind in guest_new::TEMPLATES {
         let name = format!("my-{}", kind.name());
         let (dir, wasm) = new_guest(parent.path(), kind, &name);
         // Outside any workspace: its own root.
