@@ -761,3 +761,106 @@ async fn the_aggregate_state_is_handed_to_a_new_version_and_a_version_that_canno
     }
     assert!(bars.values().any(|b| b["guest_version"] == old.as_str()));
 }
+
+/// A new alert guest takes the rules' state over: a rule firing before the swap does not fire
+/// again after it (a fresh state would: a first tick past the threshold fires), and resolves
+/// under the new version. A version that cannot read the state is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alert_state_is_handed_to_a_new_version_so_a_firing_rule_does_not_fire_again() {
+    let (guests, lake) = (guests_dir(), tempfile::tempdir().unwrap());
+    let mut config = config(guests.path(), lake.path());
+    config.guests.watch = false;
+    config.alert.rules = Some(vec![stockpipe::chain::alert::RuleConfig {
+        name: "cross".into(),
+        kind: "price_cross".into(),
+        threshold: 100.0,
+        clear: Some(90.0),
+        direction: "up".into(),
+        for_ms: 0,
+        cooldown_ms: 0,
+        window_bars: 0,
+    }]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut running = Running::start_with(config, Some(listener));
+    running
+        .wait("the service to start", 60, |r| {
+            r.registry.started.load(Ordering::Acquire)
+        })
+        .await;
+    let old = component_version(embedded_component(StageKind::Alert));
+    // One instrument (so one partition), its price in a row.
+    let tick = |price: f64| {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&crate::support::sample_payloads()[0]).unwrap();
+        v["instrument_token"] = 7.into();
+        v["last_price"] = price.into();
+        serde_json::to_vec(&v).unwrap()
+    };
+    let producer = running
+        .produce(vec![tick(120.0), tick(130.0), tick(125.0)], Pace::Max)
+        .await;
+    assert_eq!(producer.await.unwrap(), 3);
+    running
+        .wait("the first ticks", 60, |r| r.processed() >= 3)
+        .await;
+
+    let new_bytes = rebuilt(embedded_component(StageKind::Alert), "stockpipe-test");
+    let new = component_version(&new_bytes);
+    install(guests.path(), "alert.wasm", &new_bytes);
+    let (status, body) = http(addr, "POST", "/guests/alert/reload").await;
+    assert_eq!(status, 200, "{body}");
+    let event = &body["events"][0];
+    assert_eq!(event["outcome"], "swapped", "{body}");
+    assert!(
+        event["reason"]
+            .as_str()
+            .unwrap()
+            .contains("partitions handed over"),
+        "{body}"
+    );
+    // One that reads no state: refused, the new version keeps serving.
+    install(guests.path(), "alert.wasm", &hostile_bytes());
+    let (status, body) = http(addr, "POST", "/guests/alert/reload").await;
+    assert_eq!(status, 409, "{body}");
+    let (_, listing) = http(addr, "GET", "/guests").await;
+    let serving: Vec<&serde_json::Value> = listing["guests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["stage"] == "alert")
+        .collect();
+    assert_eq!(serving.len(), 1, "{listing}");
+    assert_eq!(serving[0]["version"], new.as_str(), "{listing}");
+
+    let producer = running
+        .produce(vec![tick(140.0), tick(95.0), tick(80.0)], Pace::Max)
+        .await;
+    assert_eq!(producer.await.unwrap(), 3);
+    running
+        .wait("the last ticks", 60, |r| r.processed() >= 6)
+        .await;
+    running.stop().await;
+
+    let events: Vec<(String, f64, String)> =
+        crate::support::topic_messages(&running.brokers, "stock-alerts")
+            .await
+            .iter()
+            .map(|(payload, _)| {
+                let e: serde_json::Value = serde_json::from_slice(payload).unwrap();
+                (
+                    e["state"].as_str().unwrap().to_string(),
+                    e["value"].as_f64().unwrap(),
+                    e["guest_version"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("firing".into(), 120.0, old.clone()),
+            ("resolved".into(), 80.0, new.clone()),
+        ],
+        "fired once, before the swap; resolved by the new version (95 is inside the band)"
+    );
+}
