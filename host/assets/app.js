@@ -219,6 +219,7 @@ function render(live) {
   fillTable("rejects", live.rejects.map((r) => [r.stage, r.code, r.count]), 3);
   fillTable("guests", live.guests.map((g) => [g.stage, g.version, g.source]), 3);
   fillTable("swaps", live.history.slice(-10).reverse().map((e) => [e.stage, e.outcome, e.to_version || "", e.reason]), 4);
+  fillTable("alerts", (live.alerts || []).map((a) => [a.event_time, a.rule, a.state, String(a.instrument_token), text(a.value), text(a.threshold)]), 6);
   const first = new Map();
   const last = new Map();
   for (const f of live.forecasts) {

@@ -246,6 +246,7 @@ impl Alerts {
         let rules = self.alerting.rules();
         let e = &result.events;
         let mut events = Vec::with_capacity(e.len());
+        let mut recent = Vec::with_capacity(e.len());
         for k in 0..e.len() {
             let (m, tick) = input.places[e.tick[k] as usize];
             let source = &batch[m].source;
@@ -278,6 +279,14 @@ impl Alerts {
                 },
                 guest_version: &version,
             };
+            recent.push(crate::telemetry::RecentAlert {
+                rule: rule.name.clone(),
+                state: state.name(),
+                instrument_token: token,
+                value: e.value[k],
+                threshold: e.threshold[k],
+                event_time: document.event_time.clone(),
+            });
             let document = serde_json::to_vec(&document).expect("an alert serializes");
             events.push(AlertEvent {
                 message: m,
@@ -291,6 +300,7 @@ impl Alerts {
                 time_us: e.event_time_us[k],
             });
         }
+        telemetry.alerts_raised(recent);
         AlertsOut {
             refused,
             events,

@@ -91,9 +91,27 @@ struct LiveState {
     forecasts_source: Option<String>,
     /// Instrument -> its last closed bars, oldest first (the aggregate stage's).
     bars: BTreeMap<u64, VecDeque<Candle>>,
+    /// The alert stage's latest events, oldest first.
+    alerts: VecDeque<RecentAlert>,
     counts: Counts,
     lost: Vec<crate::source::positions::LostRange>,
 }
+
+/// An alert event as the live view lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecentAlert {
+    pub rule: String,
+    /// `firing` or `resolved`.
+    pub state: &'static str,
+    pub instrument_token: u64,
+    pub value: f64,
+    pub threshold: f64,
+    /// RFC 3339: the tick's time, or the bar's end.
+    pub event_time: String,
+}
+
+/// The alert events the live view keeps.
+const RECENT_ALERTS: usize = 50;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RejectCount {
@@ -115,6 +133,8 @@ pub struct LiveSnapshot {
     /// Instrument → its last closed bars, oldest first (absent without the aggregate stage).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub bars: BTreeMap<u64, Vec<Candle>>,
+    /// The alert stage's latest events (fired and resolved), newest first.
+    pub alerts: Vec<RecentAlert>,
 }
 
 pub struct Telemetry {
@@ -497,6 +517,17 @@ impl Telemetry {
         }
     }
 
+    /// Alert events the alert stage raised (the live view keeps the latest).
+    pub fn alerts_raised(&self, events: impl IntoIterator<Item = RecentAlert>) {
+        let mut live = self.live.lock().expect("live view lock");
+        for event in events {
+            live.alerts.push_back(event);
+            if live.alerts.len() > RECENT_ALERTS {
+                live.alerts.pop_front();
+            }
+        }
+    }
+
     /// The counts so far.
     pub fn counts(&self) -> Counts {
         self.live.lock().expect("live view lock").counts
@@ -629,12 +660,31 @@ impl Telemetry {
                 .iter()
                 .map(|(k, v)| (*k, v.iter().copied().collect()))
                 .collect(),
+            alerts: live.alerts.iter().rev().cloned().collect(),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_live_view_keeps_the_latest_alerts_newest_first() {
+        let t = Telemetry::new();
+        let alert = |n: u64| RecentAlert {
+            rule: "r".into(),
+            state: "firing",
+            instrument_token: n,
+            value: 1.0,
+            threshold: 1.0,
+            event_time: String::new(),
+        };
+        t.alerts_raised((0..RECENT_ALERTS as u64 + 5).map(alert));
+        let kept: Vec<u64> = t.live().alerts.iter().map(|a| a.instrument_token).collect();
+        assert_eq!(kept.len(), RECENT_ALERTS);
+        assert_eq!(kept[0], RECENT_ALERTS as u64 + 4, "newest first");
+        assert_eq!(*kept.last().unwrap(), 5, "the oldest dropped");
+    }
+
     use super::*;
 
     #[test]

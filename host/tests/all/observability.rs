@@ -197,6 +197,8 @@ async fn the_dashboard_draws_live_prices_throughput_guests_and_forecasts_in_a_re
         |_, live| {
             live["totals"]["accepted"].as_u64() > Some(1_000)
                 && live["forecasts"].as_array().is_some_and(|f| f.len() == 3)
+                // The default rules fire on the simulated market's 5 % moves.
+                && live["alerts"].as_array().is_some_and(|a| !a.is_empty())
         },
     )
     .await;
@@ -230,6 +232,11 @@ async fn the_dashboard_draws_live_prices_throughput_guests_and_forecasts_in_a_re
         assert!(guests.contains(&format!("<td>{stage}</td>")), "{guests}");
     }
     assert_eq!(guests.matches("sha256:").count(), 4, "{guests}");
+    let alerts = table(&page, "alerts");
+    assert!(
+        alerts.contains("<td>firing</td>") && alerts.contains("<td>change_pct</td>"),
+        "{alerts}"
+    );
     let forecast_table = table(&page, "forecasts");
     assert!(
         forecast_table.contains(&forecast_token.to_string())
