@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod bench_pipeline;
+mod bench_stateful;
 pub mod bigquery;
 pub mod check;
 pub mod guest_diff;
@@ -22,4 +23,5 @@ pub mod guest_test;
 pub mod input_check;
 pub mod kibana;
 pub mod ml;
+mod timing;
 pub mod upload;
