@@ -228,48 +228,6 @@ pub fn aggregate_output_from_wit(
 /// are RFC 3339 with four-digit years, and its lake partition a `dt=` date.
 pub const LATEST_BAR_START_US: i64 = 253_402_214_400_000_000;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn one_bar(start_us: i64, closed_by: u32) -> aggregate::AggregateOutput {
-        aggregate::AggregateOutput {
-            late: vec![],
-            bars: aggregate::BarBatch {
-                partition: vec![0],
-                instrument_token: vec![7],
-                start_us: vec![start_us],
-                open: vec![1.0],
-                high: vec![1.0],
-                low: vec![1.0],
-                close: vec![1.0],
-                traded_quantity: vec![0],
-                tick_count: vec![1],
-                vwap: vec![f64::NAN],
-                last_mid_price: vec![1.0],
-                last_spread: vec![0.0],
-                log_return: vec![f64::NAN],
-                volatility: vec![f64::NAN],
-                closed_by: vec![closed_by],
-            },
-        }
-    }
-
-    /// A guest's bars are taken only with starts the host can write as dates, and closing ticks
-    /// of the batch it was given.
-    #[test]
-    fn bars_out_of_range_are_a_guest_fault() {
-        assert!(aggregate_output_from_wit(one_bar(1_497_942_000_000_000, 0), 1).is_ok());
-        assert!(aggregate_output_from_wit(one_bar(LATEST_BAR_START_US, 0), 1).is_ok());
-        for start in [-1, LATEST_BAR_START_US + 1, i64::MAX, i64::MIN] {
-            let e = aggregate_output_from_wit(one_bar(start, 0), 1).unwrap_err();
-            assert!(e.contains(&start.to_string()), "{e}");
-        }
-        let e = aggregate_output_from_wit(one_bar(0, 1), 1).unwrap_err();
-        assert!(e.contains("outside a batch of 1"), "{e}");
-    }
-}
-
 pub fn alert_rules(rules: &[model::alert::AlertRule]) -> Vec<alert::AlertRule> {
     rules
         .iter()
@@ -359,4 +317,46 @@ pub fn alert_events_from_wit(
         threshold: o.threshold,
         event_time_us: o.event_time_us,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_bar(start_us: i64, closed_by: u32) -> aggregate::AggregateOutput {
+        aggregate::AggregateOutput {
+            late: vec![],
+            bars: aggregate::BarBatch {
+                partition: vec![0],
+                instrument_token: vec![7],
+                start_us: vec![start_us],
+                open: vec![1.0],
+                high: vec![1.0],
+                low: vec![1.0],
+                close: vec![1.0],
+                traded_quantity: vec![0],
+                tick_count: vec![1],
+                vwap: vec![f64::NAN],
+                last_mid_price: vec![1.0],
+                last_spread: vec![0.0],
+                log_return: vec![f64::NAN],
+                volatility: vec![f64::NAN],
+                closed_by: vec![closed_by],
+            },
+        }
+    }
+
+    /// A guest's bars are taken only with starts the host can write as dates, and closing ticks
+    /// of the batch it was given.
+    #[test]
+    fn bars_out_of_range_are_a_guest_fault() {
+        assert!(aggregate_output_from_wit(one_bar(1_497_942_000_000_000, 0), 1).is_ok());
+        assert!(aggregate_output_from_wit(one_bar(LATEST_BAR_START_US, 0), 1).is_ok());
+        for start in [-1, LATEST_BAR_START_US + 1, i64::MAX, i64::MIN] {
+            let e = aggregate_output_from_wit(one_bar(start, 0), 1).unwrap_err();
+            assert!(e.contains(&start.to_string()), "{e}");
+        }
+        let e = aggregate_output_from_wit(one_bar(0, 1), 1).unwrap_err();
+        assert!(e.contains("outside a batch of 1"), "{e}");
+    }
 }
