@@ -77,25 +77,10 @@ fn run(input: &Path, config: &Path, lake: &Path, es: &str) -> Command {
 
 /// The alert events in `index`, by id.
 async fn events(es: &str, index: &str) -> BTreeMap<String, Value> {
-    let client = reqwest::Client::new();
-    client
-        .post(format!("{es}/{index}/_refresh"))
-        .send()
-        .await
-        .unwrap();
-    let found: Value = client
-        .post(format!("{es}/{index}/_search"))
-        .json(&serde_json::json!({"size": 10000, "query": {"match_all": {}}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let hits = found["hits"]["hits"].as_array().expect("hits");
+    let hits = crate::support::es_search(es, index, 10_000).await;
     assert!(hits.len() < 10_000, "more events than one page");
     let mut by_id = BTreeMap::new();
-    for hit in hits {
+    for hit in &hits {
         let event = hit["_source"].clone();
         let id = event["alert_id"].as_str().unwrap().to_string();
         assert_eq!(hit["_id"], id.as_str(), "_id is the alert id");

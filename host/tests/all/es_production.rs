@@ -281,22 +281,9 @@ async fn a_data_stream_takes_create_and_a_redelivery_is_already_stored() {
         .unwrap();
     let put = &template["index_templates"][0]["index_template"];
     assert_eq!(put["data_stream"], json!({}), "{template}");
-    http.post(format!("{}/stock-stream/_refresh", noida.es_url))
-        .send()
-        .await
-        .unwrap();
-    let found: Value = http
-        .post(format!("{}/stock-stream/_search", noida.es_url))
-        .json(&json!({"query": {"match_all": {}}, "size": 100}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let hits = found["hits"]["hits"].as_array().unwrap();
-    assert_eq!(hits.len(), 5, "{found}");
-    for hit in hits {
+    let hits = crate::support::es_search(&noida.es_url, "stock-stream", 100).await;
+    assert_eq!(hits.len(), 5, "{hits:?}");
+    for hit in &hits {
         assert_eq!(hit["_source"]["@timestamp"], "2017-06-20T07:35:05.284824Z");
         assert_eq!(hit["_source"]["timestamp"], "2017-06-20T07:35:05.284824Z");
     }

@@ -289,6 +289,26 @@ pub async fn elasticsearch(bulk: impl wiremock::Respond + 'static) -> wiremock::
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The documents of `index` once refreshed (0 when the count cannot be read).
+/// The hits of a match-all search of `index` (refreshed first), at most `size` of them.
+pub async fn es_search(url: &str, index: &str, size: usize) -> Vec<serde_json::Value> {
+    let client = reqwest::Client::new();
+    client
+        .post(format!("{url}/{index}/_refresh"))
+        .send()
+        .await
+        .unwrap();
+    let found: serde_json::Value = client
+        .post(format!("{url}/{index}/_search"))
+        .json(&serde_json::json!({"query": {"match_all": {}}, "size": size}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    found["hits"]["hits"].as_array().expect("hits").clone()
+}
+
 pub async fn es_count(url: &str, index: &str) -> u64 {
     let client = reqwest::Client::new();
     let _ = client
