@@ -2,7 +2,8 @@
 """Writes stockpipe.ndjson, the Kibana saved objects of the stockpipe dashboard (Kibana 8.x).
 
 Data views: stock-stream* (ticks), stock-forecast* (ARIMA forecasts), stockpipe-metrics* (the host's
-counters every 10 s), stock-bars* (the aggregate stage's closed bars). Visualizations are Vega-Lite specs that query Elasticsearch with the
+counters every 10 s), stock-bars* (the aggregate stage's closed bars), stock-alerts* (the alert stage's
+events). Visualizations are Vega-Lite specs that query Elasticsearch with the
 dashboard's time range and filters (%context%, %timefield%) — but for the forecasts, which are
 bounded by the time range from below only (they lie ahead of now). Run after editing: python3 build_saved_objects.py
 `stockpipe kibana import` sends the file (embedded in the binary) to Kibana's saved objects API.
@@ -160,6 +161,35 @@ def bars():
         ],
     }
 
+def alerts():
+    """The alert stage's events (stock-alerts*), newest 500 in the time range: one point per event at
+    its time, a row per rule, filled when firing and hollow when resolved; the tooltip names the
+    instrument, the value and the level it crossed."""
+    data = {"url": {"%context%": True, "%timefield%": "event_time", "index": "stock-alerts*",
+                    "body": {"size": 500, "_source": ["event_time", "rule", "state", "instrument_token",
+                                                      "value", "threshold"],
+                             "sort": [{"event_time": "desc"}]}},
+            "format": {"property": "hits.hits"}}
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": "Alerts: firing (filled) and resolved (hollow), per rule",
+        "data": data,
+        "transform": [{"calculate": "toDate(datum._source.event_time)", "as": "time"},
+                      {"calculate": "datum._source.rule", "as": "rule"},
+                      {"calculate": "datum._source.state", "as": "state"},
+                      {"calculate": "datum._source.instrument_token", "as": "instrument"},
+                      {"calculate": "datum._source.value", "as": "value"},
+                      {"calculate": "datum._source.threshold", "as": "level"}],
+        "mark": {"type": "point", "size": 60},
+        "encoding": {"x": {"field": "time", "type": "temporal", "title": None},
+                     "y": {"field": "rule", "type": "nominal", "title": None},
+                     "color": {"field": "instrument", "type": "nominal", "legend": None},
+                     "fill": {"condition": {"test": "datum.state == 'firing'", "field": "instrument",
+                                            "type": "nominal"}, "value": "transparent"},
+                     "tooltip": [{"field": "time", "type": "temporal"}, {"field": "rule"}, {"field": "state"},
+                                 {"field": "instrument"}, {"field": "value"}, {"field": "level"}]},
+    }
+
 VISUALIZATIONS = [
     ("stockpipe-last-price", "Last price per instrument",
      per_instrument_line("Last price per instrument", "avg", "last_price", "last price")),
@@ -173,6 +203,7 @@ VISUALIZATIONS = [
     ("stockpipe-rejects", "Refused and dead-lettered rate", rates()),
     ("stockpipe-forecast", "Forecast vs actual", forecast_vs_actual()),
     ("stockpipe-bars", "Bars (candlesticks)", bars()),
+    ("stockpipe-alerts", "Alerts (firing and resolved)", alerts()),
 ]
 
 def visualization(id_, title, spec):
@@ -193,7 +224,7 @@ def dashboard():
         references.append({"type": "visualization", "id": id_, "name": ref})
     return {"type": "dashboard", "id": "stockpipe", "managed": False, "coreMigrationVersion": "8.8.0",
             "typeMigrationVersion": "8.9.0", "references": references,
-            "attributes": {"title": "stockpipe", "description": "Ticks, spreads, order books, refusals and forecasts",
+            "attributes": {"title": "stockpipe", "description": "Ticks, spreads, order books, refusals, bars, alerts and forecasts",
                            "timeRestore": True, "timeFrom": "now-1h", "timeTo": "now",
                            "refreshInterval": {"pause": False, "value": 10000},
                            "optionsJSON": json.dumps({"useMargins": True, "syncColors": True, "hidePanelTitles": False}),
@@ -205,6 +236,7 @@ objects = [
     data_view("stockpipe-stock-forecast", "stock-forecast*", "forecast_timestamp", "stock-forecast (ARIMA)"),
     data_view("stockpipe-metrics", "stockpipe-metrics*", "timestamp", "stockpipe-metrics (host counters)"),
     data_view("stockpipe-stock-bars", "stock-bars*", "bar_start", "stock-bars (closed bars)"),
+    data_view("stockpipe-stock-alerts", "stock-alerts*", "event_time", "stock-alerts (alert events)"),
     *(visualization(*v) for v in VISUALIZATIONS),
     dashboard(),
 ]

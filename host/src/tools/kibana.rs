@@ -298,7 +298,8 @@ mod tests {
                 "stock-stream*",
                 "stock-forecast*",
                 "stockpipe-metrics*",
-                "stock-bars*"
+                "stock-bars*",
+                "stock-alerts*"
             ])
         );
         let mut queried = HashSet::new();
@@ -330,12 +331,12 @@ mod tests {
             }
         }
         assert!(queried.iter().all(|i| data_views.contains(i.as_str())));
-        assert_eq!(queried.len(), 4, "{queried:?}");
+        assert_eq!(queried.len(), 5, "{queried:?}");
         let dashboard = objects.iter().find(|o| o["type"] == "dashboard").unwrap();
         let panels: Vec<Value> =
             serde_json::from_str(dashboard["attributes"]["panelsJSON"].as_str().unwrap()).unwrap();
         let references = dashboard["references"].as_array().unwrap();
-        assert_eq!(panels.len(), 7);
+        assert_eq!(panels.len(), 8);
         for panel in &panels {
             let reference = references
                 .iter()
