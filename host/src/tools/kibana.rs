@@ -267,11 +267,12 @@ mod tests {
                 if let Some(spec) = state["params"]["spec"].as_str() {
                     assert!(!spec.contains("\"%timefield%\":\"timestamp\""), "{spec}");
                     assert!(!spec.contains("\"%timefield%\":\"bar_start\""), "{spec}");
+                    assert!(!spec.contains("\"%timefield%\":\"event_time\""), "{spec}");
                     retimed += spec.matches("\"%timefield%\":\"@timestamp\"").count();
                 }
             }
         }
-        assert_eq!(retimed, 4 + 7, "4 data views, 7 time-filtered panels");
+        assert_eq!(retimed, 5 + 8, "5 data views, 8 time-filtered panels");
     }
 
     #[test]
