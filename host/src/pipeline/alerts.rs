@@ -17,6 +17,7 @@ use super::bars::ClosedBar;
 use super::checkpoints::Checkpoints;
 use super::decode::Decoded;
 use crate::chain::alert::{AlertSection, Alerting};
+use crate::chain::state::Kept;
 use crate::chain::swap::{GuestRegistry, Swap, SwapEvent};
 use crate::chain::{Refusal, RefusalStage, StageOutcome};
 use crate::position::{Offset, Offsets, Partition};
@@ -200,18 +201,11 @@ impl Alerts {
         self.checkpoints.restore(kept, store, topic).await
     }
 
-    /// Stores the snapshots that moved since the last checkpoint (see [`Checkpoints`]).
-    pub(super) async fn save(
+    /// The checkpoints and the state they store, for a round (see [`super::stateful`]).
+    pub(super) fn checkpointing(
         &mut self,
-        all: bool,
-        store: &Arc<LakeStore>,
-        topic: &str,
-        partitions: &[i32],
-    ) -> anyhow::Result<()> {
-        let kept = self.alerting.kept_mut();
-        self.checkpoints
-            .save(kept, all, store, topic, partitions)
-            .await
+    ) -> (&mut Checkpoints, &Kept<impl crate::runtime::StateCalls>) {
+        (&mut self.checkpoints, self.alerting.kept())
     }
 
     /// Runs the batch's accepted ticks, and the bars closed meanwhile, through the alert guest:

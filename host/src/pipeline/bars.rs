@@ -17,6 +17,7 @@
 use super::checkpoints::Checkpoints;
 use super::decode::Decoded;
 use crate::chain::aggregate::{AggregateSection, Aggregation};
+use crate::chain::state::Kept;
 use crate::chain::swap::{GuestRegistry, Swap, SwapEvent};
 use crate::chain::{Refusal, RefusalStage, StageOutcome};
 use crate::position::{LakePosition, Offset, Offsets, Partition};
@@ -451,17 +452,10 @@ impl Bars {
         Ok(bars)
     }
 
-    /// Stores the snapshots that moved since the last checkpoint (see [`Checkpoints`]).
-    pub(super) async fn save(
+    /// The checkpoints and the state they store, for a round (see [`super::stateful`]).
+    pub(super) fn checkpointing(
         &mut self,
-        all: bool,
-        store: &Arc<LakeStore>,
-        topic: &str,
-        partitions: &[i32],
-    ) -> anyhow::Result<()> {
-        let kept = self.aggregation.kept_mut();
-        self.checkpoints
-            .save(kept, all, store, topic, partitions)
-            .await
+    ) -> (&mut Checkpoints, &Kept<impl crate::runtime::StateCalls>) {
+        (&mut self.checkpoints, self.aggregation.kept())
     }
 }

@@ -14,7 +14,7 @@ use crate::sink::store::LakeStore;
 use anyhow::Context;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How far a stateful stage lets each partition be committed: to the newest stored checkpoint of
 /// its state at or before the position every sink acknowledged ([`commit_cap`]), never further —
@@ -82,7 +82,6 @@ pub(super) struct Checkpoints {
     limits: CheckpointLimits,
     /// One round of checkpoint stores at a time, so two stores of one object never race.
     saving: Option<tokio::task::JoinHandle<Vec<SavedCheckpoint>>>,
-    saved_at: Option<Instant>,
     /// Partitions assigned since the last batch, with their committed offsets (or why they
     /// could not be read): their state is restored before their first tick.
     to_restore: Vec<(i32, Result<Option<i64>, String>)>,
@@ -96,7 +95,6 @@ impl Checkpoints {
             checkpoints: HashMap::new(),
             limits: CheckpointLimits::default(),
             saving: None,
-            saved_at: None,
             to_restore: Vec::new(),
         }
     }
@@ -212,18 +210,8 @@ impl Checkpoints {
         Ok(())
     }
 
-    /// Stores the snapshots of `kept` that moved since the last checkpoint (every
-    /// `checkpoint_ms`, or now with `all`, waiting for them), and takes in the stores that landed.
-    pub(super) async fn save<I: StateCalls>(
-        &mut self,
-        // `&mut`: held across the stores' awaits, it keeps the future `Send` (a `&Kept` would
-        // need the instance to be `Sync`).
-        kept: &mut Kept<I>,
-        all: bool,
-        store: &Arc<LakeStore>,
-        topic: &str,
-        partitions: &[i32],
-    ) -> anyhow::Result<()> {
+    /// Takes in the stores that landed (all of them, waiting, with `all`).
+    pub(super) async fn collect(&mut self, all: bool) -> anyhow::Result<()> {
         let stage = self.stage;
         if let Some(saving) = &mut self.saving
             && (all || saving.is_finished())
@@ -242,17 +230,33 @@ impl Checkpoints {
                 self.checkpoints.insert(saved.partition, saved.checkpoint);
             }
         }
-        let due = self
-            .saved_at
-            .is_none_or(|at| at.elapsed() >= Duration::from_millis(self.checkpoint_ms));
-        if self.saving.is_some() || !(all || due) {
-            return Ok(());
-        }
+        Ok(())
+    }
+
+    /// Whether a round of stores is in flight.
+    pub(super) fn saving(&self) -> bool {
+        self.saving.is_some()
+    }
+
+    /// Every `checkpoint_ms`.
+    pub(super) fn checkpoint_every(&self) -> Duration {
+        Duration::from_millis(self.checkpoint_ms)
+    }
+
+    /// Starts storing the snapshots of `kept` that moved since the last checkpoint; the caller
+    /// ([`super::stateful::Stateful`]) decides when, for every stateful stage at once, so that
+    /// their checkpoints stand at the same offsets.
+    pub(super) fn start_round<I: StateCalls>(
+        &mut self,
+        kept: &Kept<I>,
+        store: &Arc<LakeStore>,
+        topic: &str,
+        partitions: &[i32],
+    ) {
+        let stage = self.stage;
         let version = kept.component().version.clone();
         let mut round = Vec::new();
-        let mut partitions = partitions.to_vec();
-        partitions.sort_unstable();
-        for &partition in &partitions {
+        for &partition in partitions {
             let Some(snapshot) = kept.snapshot(partition) else {
                 continue;
             };
@@ -265,9 +269,8 @@ impl Checkpoints {
                 round.push((partition, checkpoint));
             }
         }
-        self.saved_at = Some(Instant::now());
         if round.is_empty() {
-            return Ok(());
+            return;
         }
         let (task_store, task_topic) = (store.clone(), topic.to_string());
         self.saving = Some(tokio::spawn(async move {
@@ -286,11 +289,6 @@ impl Checkpoints {
             }
             done
         }));
-        if all {
-            // Wait for this round too.
-            Box::pin(self.save(kept, true, store, topic, &partitions)).await?;
-        }
-        Ok(())
     }
 }
 

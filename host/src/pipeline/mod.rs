@@ -400,12 +400,7 @@ impl Pipeline {
         }
         let partitions: Vec<i32> = self.group.consumed_to().keys().map(|p| p.0).collect();
         let (store, topic) = (self.lake.store(), &self.config.kafka.topic);
-        if let Some(bars) = &mut self.stateful.bars {
-            bars.save(all, store, topic, &partitions).await?;
-        }
-        if let Some(alerts) = &mut self.stateful.alerts {
-            alerts.save(all, store, topic, &partitions).await?;
-        }
+        self.stateful.save(all, store, topic, &partitions).await?;
         let advanced = self.stateful.limit_advanced(self.ledger.advanced());
         if let Some(input) = &mut self.input {
             input.advance(&advanced);

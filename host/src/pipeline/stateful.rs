@@ -1,22 +1,40 @@
 //! The stateful stages after the chain — the aggregate stage's bars ([`Bars`]), then the alert
 //! stage ([`Alerts`]), which reads the bars closed in the same batch — as one per-partition
-//! lifecycle: a partition is committed only as far as *both* stages' stored checkpoints allow
-//! (the aggregate's limit, limited again by the alert stage's), and a guest swap goes to the
-//! stage it is for.
+//! lifecycle.
+//!
+//! Invariant: a partition is committed only at an offset where *every* stateful stage holds a
+//! stored checkpoint of its state, so a host that takes the partition over restores each stage
+//! at exactly the committed offset. Two things keep it: the stages' checkpoint rounds start
+//! together ([`Stateful::save`]), so their snapshots stand at the same offsets; and the commit
+//! limit is the newest offset at or before the acknowledged position that both stores hold
+//! ([`Stateful::commit_limit`], a fixed point of the stages' own limits), never one stage's
+//! limit cut by the other's.
 
 use super::alerts::{self, Alerts};
 use super::bars::{self, Bars};
 use crate::chain::swap::{GuestRegistry, Swap};
 use crate::runtime::StageKind;
 use crate::sink::PartitionLifecycle;
+use crate::sink::store::LakeStore;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 #[derive(Default)]
 pub(super) struct Stateful {
     pub(super) bars: Option<Bars>,
     pub(super) alerts: Option<Alerts>,
+    /// Per partition: the position every sink acknowledged, and the limit last handed on.
+    wanted: HashMap<i32, i64>,
+    handed: HashMap<i32, i64>,
+    saved_at: Option<Instant>,
 }
 
 impl Stateful {
+    fn any(&self) -> bool {
+        self.bars.is_some() || self.alerts.is_some()
+    }
+
     /// A new version of a stateful stage's guest, between two batches (see [`bars::swap`],
     /// [`alerts::swap`]).
     pub(super) fn swap(&mut self, swap: Swap, registry: &GuestRegistry) {
@@ -24,6 +42,72 @@ impl Stateful {
             StageKind::Alert => alerts::swap(&mut self.alerts, swap, registry),
             _ => bars::swap(&mut self.bars, swap, registry),
         }
+    }
+
+    /// Takes in the checkpoint stores that landed and, every `checkpoint_ms` (the shortest of
+    /// the stages'), or now with `all` (waiting for it), starts one round for every stage at
+    /// once: only when none is still storing, so every stage's round stores the snapshots at the
+    /// same offsets.
+    pub(super) async fn save(
+        &mut self,
+        all: bool,
+        store: &Arc<LakeStore>,
+        topic: &str,
+        partitions: &[i32],
+    ) -> anyhow::Result<()> {
+        if !self.any() {
+            return Ok(());
+        }
+        if let Some(b) = &mut self.bars {
+            b.checkpointing().0.collect(all).await?;
+        }
+        if let Some(a) = &mut self.alerts {
+            a.checkpointing().0.collect(all).await?;
+        }
+        let every = [
+            self.bars
+                .as_mut()
+                .map(|b| b.checkpointing().0.checkpoint_every()),
+            self.alerts
+                .as_mut()
+                .map(|a| a.checkpointing().0.checkpoint_every()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_default();
+        let due = all || self.saved_at.is_none_or(|at| at.elapsed() >= every);
+        let busy = self
+            .bars
+            .as_mut()
+            .is_some_and(|b| b.checkpointing().0.saving())
+            || self
+                .alerts
+                .as_mut()
+                .is_some_and(|a| a.checkpointing().0.saving());
+        if !due || busy {
+            return Ok(());
+        }
+        let mut partitions = partitions.to_vec();
+        partitions.sort_unstable();
+        if let Some(b) = &mut self.bars {
+            let (checkpoints, kept) = b.checkpointing();
+            checkpoints.start_round(kept, store, topic, &partitions);
+        }
+        if let Some(a) = &mut self.alerts {
+            let (checkpoints, kept) = a.checkpointing();
+            checkpoints.start_round(kept, store, topic, &partitions);
+        }
+        self.saved_at = Some(Instant::now());
+        if all {
+            if let Some(b) = &mut self.bars {
+                b.checkpointing().0.collect(true).await?;
+            }
+            if let Some(a) = &mut self.alerts {
+                a.checkpointing().0.collect(true).await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -33,17 +117,90 @@ impl PartitionLifecycle for Stateful {
         self.alerts.assigned(partition, committed);
     }
 
+    /// The newest offset at or before `position` at which both stages hold a stored checkpoint:
+    /// each stage's limit applied in turn until neither lowers it.
     fn commit_limit(&self, partition: i32, position: i64) -> Option<i64> {
-        let at = self.bars.commit_limit(partition, position)?;
-        self.alerts.commit_limit(partition, at)
+        common_limit(
+            |at| self.bars.commit_limit(partition, at),
+            |at| self.alerts.commit_limit(partition, at),
+            position,
+        )
     }
 
+    /// The positions that `advanced` (and the checkpoints stored since) let move: each
+    /// partition's limit, when it differs from the one last handed on.
     fn limit_advanced(&mut self, advanced: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
-        let advanced = self.bars.limit_advanced(advanced);
-        self.alerts.limit_advanced(advanced)
+        if !self.any() {
+            return advanced;
+        }
+        self.wanted.extend(advanced);
+        let mut due = Vec::new();
+        for (&partition, &position) in &self.wanted {
+            if let Some(at) = self.commit_limit(partition, position)
+                && self.handed.get(&partition) != Some(&at)
+            {
+                due.push((partition, at));
+            }
+        }
+        for &(partition, at) in &due {
+            self.handed.insert(partition, at);
+        }
+        due.sort_unstable();
+        due
     }
 
     fn forget(&mut self, partition: i32) -> usize {
+        self.wanted.remove(&partition);
+        self.handed.remove(&partition);
         self.bars.forget(partition) + self.alerts.forget(partition)
+    }
+}
+
+/// The newest offset at or before `position` that both limits leave where it is: each applied
+/// in turn until neither lowers it (each limit is at or before what it is given, so this ends).
+fn common_limit(
+    a: impl Fn(i64) -> Option<i64>,
+    b: impl Fn(i64) -> Option<i64>,
+    position: i64,
+) -> Option<i64> {
+    let mut at = position;
+    loop {
+        let by_a = a(at)?;
+        let by_both = b(by_a)?;
+        if by_both == by_a {
+            return Some(by_both);
+        }
+        at = by_both;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::state::commit_cap;
+
+    /// Both stages' limits, given the offsets each stored.
+    fn both(a: &[i64], b: &[i64], position: i64) -> Option<i64> {
+        common_limit(|at| commit_cap(a, at), |at| commit_cap(b, at), position)
+    }
+
+    #[test]
+    fn a_partition_is_committed_only_where_both_stages_stored_their_state() {
+        // The run that showed it: aggregate stored 2372, 9387, 15080; the alert stage 2256 too.
+        // One stage's limit cut by the other's (2372 → 2256) is no offset the aggregate stored.
+        let bars = [2372, 9387, 15080];
+        assert_eq!(both(&bars, &[2256, 2372, 9387], 16_000), Some(9387));
+        assert_eq!(both(&bars, &[2256, 2372, 9387], 9000), Some(2372));
+        assert_eq!(
+            both(&bars, &[2256, 9000], 16_000),
+            None,
+            "no common offset: held"
+        );
+        assert_eq!(both(&bars, &[100, 2372], 9386), Some(2372));
+        // One stage alone (the other passes every position through).
+        assert_eq!(
+            common_limit(|at| commit_cap(&bars, at), Some, 9386),
+            Some(2372)
+        );
     }
 }
