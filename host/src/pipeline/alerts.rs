@@ -22,7 +22,6 @@ use crate::chain::swap::{GuestRegistry, Swap, SwapEvent};
 use crate::chain::{Refusal, RefusalStage, StageOutcome};
 use crate::position::{Offset, Offsets, Partition};
 use crate::runtime::convert;
-use crate::sink::PartitionLifecycle;
 use crate::sink::SourceRef;
 use crate::sink::store::LakeStore;
 use crate::source::group::Consumed;
@@ -104,24 +103,22 @@ impl Alerts {
     }
 }
 
-impl PartitionLifecycle for Alerts {
-    fn assigned(&mut self, partition: i32, committed: &Result<Option<i64>, String>) {
+/// Its part of the stateful stages' per-partition lifecycle ([`super::stateful::Stateful`]).
+impl Alerts {
+    pub(super) fn assigned(&mut self, partition: i32, committed: &Result<Option<i64>, String>) {
         self.checkpoints.assigned(partition, committed);
     }
 
-    fn commit_limit(&self, partition: i32, position: i64) -> Option<i64> {
+    /// How far `partition` may be committed given `position`: to its newest stored checkpoint.
+    pub(super) fn commit_limit(&self, partition: i32, position: i64) -> Option<i64> {
         self.checkpoints.commit_limit(partition, position)
     }
 
-    fn limit_advanced(&mut self, advanced: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
-        self.checkpoints.limit_advanced(advanced)
-    }
-
-    fn forget(&mut self, partition: i32) -> usize {
+    /// Forgets a partition let go of: its state and checkpoint bookkeeping.
+    pub(super) fn forget(&mut self, partition: i32) {
         self.alerting.kept_mut().forget(partition);
         self.checkpoints.forget(partition);
         self.homes.retain(|_, p| *p != partition);
-        0
     }
 }
 

@@ -19,14 +19,12 @@ use std::time::Duration;
 /// How far a stateful stage lets each partition be committed: to the newest stored checkpoint of
 /// its state at or before the position every sink acknowledged ([`commit_cap`]), never further —
 /// a host that takes the partition over restores the state at exactly the committed offset. Pure
-/// bookkeeping: the stage tells it what is stored and what the sinks acknowledged.
+/// bookkeeping: the stage tells it what is stored. (Which limits to hand on, over every stage,
+/// is [`super::stateful`]'s.)
 #[derive(Debug, Default)]
 struct CheckpointLimits {
     /// Per partition: the offsets of the snapshots stored.
     stored: HashMap<i32, Vec<i64>>,
-    /// Per partition: the position every sink acknowledged, and the limit last handed on.
-    wanted: HashMap<i32, i64>,
-    handed: HashMap<i32, i64>,
 }
 
 impl CheckpointLimits {
@@ -42,27 +40,8 @@ impl CheckpointLimits {
         )
     }
 
-    /// The positions that `advanced` (and the checkpoints stored since) let move: each partition's
-    /// limit, when it differs from the one last handed on.
-    fn advanced(&mut self, advanced: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
-        self.wanted.extend(advanced);
-        let mut due = Vec::new();
-        for (&partition, &position) in &self.wanted {
-            if let Some(at) = self.limit(partition, position)
-                && self.handed.get(&partition) != Some(&at)
-            {
-                self.handed.insert(partition, at);
-                due.push((partition, at));
-            }
-        }
-        due.sort_unstable();
-        due
-    }
-
     fn forget(&mut self, partition: i32) {
         self.stored.remove(&partition);
-        self.wanted.remove(&partition);
-        self.handed.remove(&partition);
     }
 }
 
@@ -108,11 +87,6 @@ impl Checkpoints {
     /// newest stored checkpoint.
     pub(super) fn commit_limit(&self, partition: i32, position: i64) -> Option<i64> {
         self.limits.limit(partition, position)
-    }
-
-    /// The tracker's new positions, capped at stored checkpoints: the ones to store now.
-    pub(super) fn limit_advanced(&mut self, advanced: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
-        self.limits.advanced(advanced)
     }
 
     /// Forgets the bookkeeping of a partition let go of (the stage forgets its state).
@@ -310,11 +284,10 @@ mod tests {
     #[test]
     fn nothing_is_committed_before_a_checkpoint_of_the_state_is_stored() {
         let mut limits = CheckpointLimits::default();
-        assert_eq!(limits.advanced(vec![(0, 40)]), vec![]);
         assert_eq!(limits.limit(0, 40), None);
-        // The checkpoint lands: the acknowledged position moves as far as it.
+        // The checkpoint lands: the acknowledged position may move as far as it.
         limits.stored(0, vec![25]);
-        assert_eq!(limits.advanced(vec![]), vec![(0, 25)]);
+        assert_eq!(limits.limit(0, 40), Some(25));
     }
 
     #[test]
@@ -327,27 +300,10 @@ mod tests {
     }
 
     #[test]
-    fn a_limit_is_handed_on_once() {
-        let mut limits = CheckpointLimits::default();
-        limits.stored(0, vec![5]);
-        limits.stored(2, vec![7]);
-        assert_eq!(limits.advanced(vec![(0, 6), (2, 9)]), vec![(0, 5), (2, 7)]);
-        // The sinks moved on, but no newer checkpoint is stored: nothing new to store.
-        assert_eq!(limits.advanced(vec![(0, 8)]), vec![]);
-        limits.stored(0, vec![5, 8]);
-        assert_eq!(limits.advanced(vec![]), vec![(0, 8)]);
-    }
-
-    #[test]
-    fn a_forgotten_partition_starts_over() {
+    fn a_forgotten_partition_has_no_checkpoint() {
         let mut limits = CheckpointLimits::default();
         limits.stored(3, vec![4]);
-        assert_eq!(limits.advanced(vec![(3, 4)]), vec![(3, 4)]);
         limits.forget(3);
         assert_eq!(limits.limit(3, 4), None);
-        // Taken again with the same checkpoint: its limit is handed on again (the new owner's
-        // position must be stored anew).
-        limits.stored(3, vec![4]);
-        assert_eq!(limits.advanced(vec![(3, 4)]), vec![(3, 4)]);
     }
 }

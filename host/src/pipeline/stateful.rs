@@ -24,10 +24,44 @@ use std::time::Instant;
 pub(super) struct Stateful {
     pub(super) bars: Option<Bars>,
     pub(super) alerts: Option<Alerts>,
-    /// Per partition: the position every sink acknowledged, and the limit last handed on.
+    hand_on: HandOn,
+    saved_at: Option<Instant>,
+}
+
+/// Which commit limits to hand on: per partition, the position every sink acknowledged and the
+/// limit last handed on. Pure bookkeeping: the stages' stored checkpoints set the limits.
+#[derive(Debug, Default)]
+struct HandOn {
     wanted: HashMap<i32, i64>,
     handed: HashMap<i32, i64>,
-    saved_at: Option<Instant>,
+}
+
+impl HandOn {
+    /// The positions that `advanced` (and the checkpoints stored since, through `limit`) let
+    /// move: each partition's limit, when it differs from the one last handed on.
+    fn advanced(
+        &mut self,
+        advanced: Vec<(i32, i64)>,
+        limit: impl Fn(i32, i64) -> Option<i64>,
+    ) -> Vec<(i32, i64)> {
+        self.wanted.extend(advanced);
+        let mut due = Vec::new();
+        for (&partition, &position) in &self.wanted {
+            if let Some(at) = limit(partition, position)
+                && self.handed.get(&partition) != Some(&at)
+            {
+                self.handed.insert(partition, at);
+                due.push((partition, at));
+            }
+        }
+        due.sort_unstable();
+        due
+    }
+
+    fn forget(&mut self, partition: i32) {
+        self.wanted.remove(&partition);
+        self.handed.remove(&partition);
+    }
 }
 
 impl Stateful {
@@ -113,46 +147,51 @@ impl Stateful {
 
 impl PartitionLifecycle for Stateful {
     fn assigned(&mut self, partition: i32, committed: &Result<Option<i64>, String>) {
-        self.bars.assigned(partition, committed);
-        self.alerts.assigned(partition, committed);
+        if let Some(b) = &mut self.bars {
+            b.assigned(partition, committed);
+        }
+        if let Some(a) = &mut self.alerts {
+            a.assigned(partition, committed);
+        }
     }
 
     /// The newest offset at or before `position` at which both stages hold a stored checkpoint:
     /// each stage's limit applied in turn until neither lowers it.
     fn commit_limit(&self, partition: i32, position: i64) -> Option<i64> {
         common_limit(
-            |at| self.bars.commit_limit(partition, at),
-            |at| self.alerts.commit_limit(partition, at),
+            |at| {
+                self.bars
+                    .as_ref()
+                    .map_or(Some(at), |b| b.commit_limit(partition, at))
+            },
+            |at| {
+                self.alerts
+                    .as_ref()
+                    .map_or(Some(at), |a| a.commit_limit(partition, at))
+            },
             position,
         )
     }
 
-    /// The positions that `advanced` (and the checkpoints stored since) let move: each
-    /// partition's limit, when it differs from the one last handed on.
     fn limit_advanced(&mut self, advanced: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
         if !self.any() {
             return advanced;
         }
-        self.wanted.extend(advanced);
-        let mut due = Vec::new();
-        for (&partition, &position) in &self.wanted {
-            if let Some(at) = self.commit_limit(partition, position)
-                && self.handed.get(&partition) != Some(&at)
-            {
-                due.push((partition, at));
-            }
-        }
-        for &(partition, at) in &due {
-            self.handed.insert(partition, at);
-        }
-        due.sort_unstable();
+        let mut hand_on = std::mem::take(&mut self.hand_on);
+        let due = hand_on.advanced(advanced, |p, position| self.commit_limit(p, position));
+        self.hand_on = hand_on;
         due
     }
 
     fn forget(&mut self, partition: i32) -> usize {
-        self.wanted.remove(&partition);
-        self.handed.remove(&partition);
-        self.bars.forget(partition) + self.alerts.forget(partition)
+        self.hand_on.forget(partition);
+        if let Some(b) = &mut self.bars {
+            b.forget(partition);
+        }
+        if let Some(a) = &mut self.alerts {
+            a.forget(partition);
+        }
+        0
     }
 }
 
@@ -202,5 +241,33 @@ mod tests {
             common_limit(|at| commit_cap(&bars, at), Some, 9386),
             Some(2372)
         );
+    }
+
+    #[test]
+    fn a_limit_is_handed_on_once() {
+        let stored = |p: i32| if p == 0 { vec![5] } else { vec![7] };
+        let mut hand_on = HandOn::default();
+        let limit = |p: i32, at: i64| commit_cap(&stored(p), at);
+        assert_eq!(
+            hand_on.advanced(vec![(0, 6), (2, 9)], limit),
+            vec![(0, 5), (2, 7)]
+        );
+        // The sinks moved on, but no newer checkpoint is stored: nothing new to store.
+        assert_eq!(hand_on.advanced(vec![(0, 8)], limit), vec![]);
+        // A newer checkpoint lands: the position already acknowledged moves to it.
+        let limit = |p: i32, at: i64| commit_cap(if p == 0 { &[5, 8][..] } else { &[7][..] }, at);
+        assert_eq!(hand_on.advanced(vec![], limit), vec![(0, 8)]);
+    }
+
+    #[test]
+    fn nothing_is_handed_on_before_a_checkpoint_and_a_forgotten_partition_starts_over() {
+        let mut hand_on = HandOn::default();
+        assert_eq!(hand_on.advanced(vec![(3, 40)], |_, _| None), vec![]);
+        let limit = |_: i32, at: i64| commit_cap(&[4], at);
+        assert_eq!(hand_on.advanced(vec![], limit), vec![(3, 4)]);
+        hand_on.forget(3);
+        // Taken again with the same checkpoint: its limit is handed on again (the new owner's
+        // position must be stored anew).
+        assert_eq!(hand_on.advanced(vec![(3, 4)], limit), vec![(3, 4)]);
     }
 }
