@@ -206,6 +206,10 @@ pub fn load_alerting(
     sandbox: &Arc<Sandbox>,
     config: &Config,
 ) -> anyhow::Result<Option<crate::chain::alert::Alerting>> {
+    crate::chain::alert::warn_deprecated(
+        config.route.change_alert_pct,
+        config.route.spread_alert_bps,
+    );
     if !config.alert.enabled {
         return Ok(None);
     }

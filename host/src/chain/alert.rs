@@ -123,11 +123,6 @@ impl AlertSection {
             ("route.spread_alert_bps", "spread_bps", route_spread_bps),
         ] {
             let Some(threshold) = value else { continue };
-            tracing::warn!(
-                key,
-                threshold,
-                "{key} is deprecated: it creates the alert rule {key:?} (kind {kind}); write it as an [[alert.rules]] table"
-            );
             if threshold > 0.0 {
                 // The route stage's rule was |change| ≥ x and spread ≥ x, per tick.
                 rules.retain(|r| r.name != kind || self.rules.is_some());
@@ -161,6 +156,22 @@ impl AlertSection {
             }
         }
         Ok(())
+    }
+}
+
+/// Logs, once at start-up, each deprecated route key that is set and the rule it stands for.
+pub fn warn_deprecated(route_change_pct: Option<f64>, route_spread_bps: Option<f64>) {
+    for (key, kind, value) in [
+        ("route.change_alert_pct", "change_pct", route_change_pct),
+        ("route.spread_alert_bps", "spread_bps", route_spread_bps),
+    ] {
+        if let Some(threshold) = value {
+            tracing::warn!(
+                key,
+                threshold,
+                "{key} is deprecated: it creates the alert rule {key:?} (kind {kind}); write it as an [[alert.rules]] table"
+            );
+        }
     }
 }
 

@@ -317,8 +317,8 @@ impl Alerts {
             places: Vec::new(),
             consumed: BTreeMap::new(),
         };
-        // Per decoded tick, its place in the guest's input.
-        let mut place_of: HashMap<usize, u32> = HashMap::new();
+        // Per decoded tick, its place in the guest's input (`u32::MAX`: not in it).
+        let mut place_of = vec![u32::MAX; ticks.len()];
         let (mut current, mut held) = (None, false);
         for slot in &decoded.slots {
             let m = slot.message;
@@ -343,7 +343,7 @@ impl Alerts {
             };
             let token = ticks.instrument_token[*i];
             self.home(token, source.partition, telemetry);
-            place_of.insert(*i, input.places.len() as u32);
+            place_of[*i] = input.places.len() as u32;
             input.places.push((m, slot.tick));
             let t = &mut input.ticks;
             t.partition.push(source.partition);
@@ -361,9 +361,10 @@ impl Alerts {
         }
         for bar in bars {
             // A bar closed by a tick this stage's state already holds was read before.
-            let Some(&at) = place_of.get(&bar.closed_by_tick) else {
+            let at = place_of[bar.closed_by_tick];
+            if at == u32::MAX {
                 continue;
-            };
+            }
             let b = &mut input.bars;
             b.partition.push(bar.values.partition);
             b.instrument_token.push(bar.values.instrument_token);
