@@ -21,7 +21,7 @@ CREATE OR REPLACE EXTERNAL TABLE `${project}.${dataset}.stock_bars`
   last_spread FLOAT64,
   log_return FLOAT64,
   volatility FLOAT64,
-  source STRUCT<topic STRING, `partition` INT64, closed_by_offset INT64>,
+  source STRUCT<topic STRING, `partition` INT64, closed_by_offset INT64, closed_by_tick INT64>,
   guest_version STRING
 )
 WITH PARTITION COLUMNS (

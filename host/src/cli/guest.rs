@@ -40,6 +40,12 @@ pub enum GuestCommand {
     /// verdict flips by reason, enriched fields beyond the tolerance, route changes, faults — with
     /// examples. Reads the lake one object at a time (bounded memory). Prints a summary on stderr
     /// and the JSON report on stdout (or into --report).
+    ///
+    /// With --stage alert: the alert events two rule sets (--rules, --new-rules) or two alert
+    /// guests would have raised over the lake's ticks and closed bars, per partition in the
+    /// order the stage read them, matched by alert id: events only one side raised, and events
+    /// both raised with another value or threshold, by rule and state.
+    /// `stockpipe guest diff alert alert --rules stockpipe.toml --new-rules candidate.toml`
     Diff(DiffArgs),
     /// Hand a candidate to a running host (POST /guests/<stage>/promote with the admin token,
     /// $STOCKPIPE_ADMIN_TOKEN). The host still runs its shadow check on the ticks it saw last and
@@ -165,9 +171,9 @@ fn instant(flag: &str, value: Option<&str>) -> anyhow::Result<Option<i64>> {
 
 #[derive(clap::Args)]
 pub struct DiffArgs {
-    /// The current version: a .wasm path, or validate|enrich|route for the built-in one.
+    /// The current version: a .wasm path, or validate|enrich|route|alert for the built-in one.
     old: String,
-    /// The candidate: a .wasm path.
+    /// The candidate: a .wasm path (or `alert`, the built-in one, to compare rule sets).
     new: String,
     /// Stage of the components (default: guessed from the file names).
     #[arg(long)]
@@ -180,7 +186,16 @@ pub struct DiffArgs {
     /// Only ticks stamped before this instant.
     #[arg(long)]
     to: Option<String>,
-    /// Enriched numbers within this relative difference (absolute below 1) count as equal.
+    /// --stage alert: a stockpipe config file whose `[[alert.rules]]` (and deprecated route.*
+    /// alert keys) the old side runs; its `[aggregate] lake_prefix` says where the bars are.
+    /// Default: the built-in rules.
+    #[arg(long, value_name = "CONFIG")]
+    rules: Option<PathBuf>,
+    /// --stage alert: a config file whose rules the new side runs (default: the old side's).
+    #[arg(long, value_name = "CONFIG")]
+    new_rules: Option<PathBuf>,
+    /// Enriched numbers (alert values and thresholds) within this relative difference (absolute
+    /// below 1) count as equal.
     #[arg(long, default_value_t = 1e-9)]
     tolerance: f64,
     /// Examples kept per kind of difference.
@@ -205,12 +220,13 @@ async fn guest_diff(args: DiffArgs) -> anyhow::Result<()> {
     let new = load(&sandbox, &args.new, stage.as_deref())?;
     match old.kind {
         StageKind::Aggregate => bail!(
-            "guest diff compares the chain's stages (validate, enrich, route); a new aggregate version is compared by its swap's shadow run (the last batch's bars, through both)"
+            "guest diff compares the chain's stages and alert; a new aggregate version is compared by its swap's shadow run (the last batch's bars, through both)"
         ),
-        StageKind::Alert => bail!(
-            "guest diff does not compare alert guests or rule sets yet; `guest test alert --fixtures DIR` runs recorded multi-batch cases through a component"
-        ),
+        StageKind::Alert => return alert_diff(args, sandbox, old, new).await,
         _ => {}
+    }
+    if args.rules.is_some() || args.new_rules.is_some() {
+        bail!("--rules and --new-rules are alert rule sets: use them with --stage alert");
     }
     let options = stockpipe::tools::guest_diff::DiffOptions {
         topic: args.lake.topic.clone(),
@@ -224,17 +240,94 @@ async fn guest_diff(args: DiffArgs) -> anyhow::Result<()> {
     let configs = config.stage_configs(stockpipe::clock::unix_now_us());
     let report =
         stockpipe::tools::guest_diff::diff(sandbox, old, new, &configs, &store, &options).await?;
-    eprint!("{}", report.summary_text());
-    let json = serde_json::to_string_pretty(&report)?;
+    let changed = (report.changed > 0)
+        .then(|| format!("{} of {} ticks changed", report.changed, report.ticks));
+    emit(&report, &report.summary_text(), changed, &args)
+}
+
+/// The summary on stderr, the JSON report on stdout or into --report; with --fail-on-change an
+/// error when something changed.
+fn emit(
+    report: &impl serde::Serialize,
+    summary: &str,
+    changed: Option<String>,
+    args: &DiffArgs,
+) -> anyhow::Result<()> {
+    eprint!("{summary}");
+    let json = serde_json::to_string_pretty(report)?;
     match &args.report {
         Some(path) => std::fs::write(path, json + "\n")
             .with_context(|| format!("writing {}", path.display()))?,
         None => println!("{json}"),
     }
-    if args.fail_on_change && report.changed > 0 {
-        bail!("{} of {} ticks changed", report.changed, report.ticks);
+    match changed {
+        Some(why) if args.fail_on_change => bail!(why),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// The rules a side runs: a config file's `[[alert.rules]]` (checked as `run` checks them), or
+/// the built-in ones; and where that config's bars are.
+fn alert_rules(
+    path: Option<&Path>,
+) -> anyhow::Result<(Vec<stockpipe_model::alert::AlertRule>, String, String)> {
+    let config = match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    config.alert.validate(true)?;
+    let rules = config.alert_rules()?;
+    let from = path.map_or("the built-in rules".to_string(), |p| {
+        p.display().to_string()
+    });
+    Ok((rules, from, config.aggregate.lake_prefix))
+}
+
+async fn alert_diff(
+    args: DiffArgs,
+    sandbox: Arc<Sandbox>,
+    old: Arc<GuestComponent>,
+    new: Arc<GuestComponent>,
+) -> anyhow::Result<()> {
+    use stockpipe::tools::alert_diff::{AlertDiffOptions, AlertSide, diff};
+    let (old_rules, old_from, bars_prefix) = alert_rules(args.rules.as_deref())?;
+    let (new_rules, new_from) = match args.new_rules.as_deref() {
+        Some(path) => {
+            let (rules, from, _) = alert_rules(Some(path))?;
+            (rules, from)
+        }
+        None => (old_rules.clone(), old_from.clone()),
+    };
+    let options = AlertDiffOptions {
+        topic: args.lake.topic.clone(),
+        bars_prefix,
+        from_us: instant("from", args.from.as_deref())?,
+        to_us: instant("to", args.to.as_deref())?,
+        tolerance: args.tolerance,
+        examples: args.examples,
+        batch: Config::default().kafka.batch_max,
+    };
+    let store = open_lake(&args.lake).await?;
+    let side = |component, rules, rules_from| AlertSide {
+        component,
+        rules,
+        rules_from,
+    };
+    let report = diff(
+        sandbox,
+        side(old, old_rules, old_from),
+        side(new, new_rules, new_from),
+        &store,
+        &options,
+    )
+    .await?;
+    let changed = (report.changed > 0).then(|| {
+        format!(
+            "{} alert events differ ({} raised by the old side, {} by the new)",
+            report.changed, report.old.events, report.new.events
+        )
+    });
+    emit(&report, &report.summary_text(), changed, &args)
 }
 
 async fn guest_promote(

@@ -105,6 +105,10 @@ impl Bars {
     }
 }
 
+/// A tick given to the guest: its index in the batch's columns, and its place in a message of
+/// several.
+type TickPlace = (usize, Option<u32>);
+
 /// A closed bar's document, as the index and the lake hold it.
 #[derive(Serialize)]
 struct BarDocument<'a> {
@@ -135,6 +139,10 @@ struct BarSource<'a> {
     partition: i32,
     /// The message whose timestamp moved the watermark past the bar's end.
     closed_by_offset: i64,
+    /// The place in that message of the tick that did, when it holds several (as a tick's
+    /// `source.tick`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    closed_by_tick: Option<u32>,
 }
 
 /// `<instrument>-<start µs>`: the bar's `_id`, the same however often it is closed again.
@@ -146,8 +154,7 @@ fn bar_document(
     bars: &BarColumns,
     i: usize,
     bar_seconds: u32,
-    topic: &str,
-    closed_by_offset: i64,
+    (topic, closed_by_offset, closed_by_tick): (&str, i64, Option<u32>),
     guest_version: &str,
 ) -> (String, Vec<u8>) {
     let start = bars.start_us[i];
@@ -173,6 +180,7 @@ fn bar_document(
             topic,
             partition: bars.partition[i],
             closed_by_offset,
+            closed_by_tick,
         },
         guest_version,
     };
@@ -341,7 +349,7 @@ impl Bars {
     ) -> (
         crate::runtime::bindings::aggregate::AggregateInput,
         Vec<usize>,
-        Vec<usize>,
+        Vec<TickPlace>,
         Offsets,
     ) {
         let ticks = &decoded.ticks;
@@ -388,7 +396,7 @@ impl Bars {
             input.mid_price.push(enrichment.mid_price);
             input.spread.push(enrichment.spread.unwrap_or(f64::NAN));
             messages.push(m);
-            places.push(*i);
+            places.push((*i, slot.tick));
         }
         if again > 0 {
             tracing::debug!(
@@ -405,7 +413,7 @@ impl Bars {
         &self,
         batch: &[Consumed],
         messages: &[usize],
-        ticks: &[usize],
+        ticks: &[TickPlace],
         closed: &BarColumns,
         version: &str,
     ) -> anyhow::Result<Vec<ClosedBar>> {
@@ -414,13 +422,13 @@ impl Bars {
         for j in 0..closed.len() {
             let closer = closed.closed_by[j] as usize;
             let m = messages[closer];
+            let (closer, in_message) = ticks[closer];
             let source = &batch[m].source;
             let (id, document) = bar_document(
                 closed,
                 j,
                 self.section.bar_seconds,
-                &source.topic,
-                source.offset,
+                (&source.topic, source.offset, in_message),
                 version,
             );
             let k = place.entry(m).or_insert(0);
@@ -434,7 +442,7 @@ impl Bars {
                 lake_partition: Civil::from_micros(closed.start_us[j]).lake_partition(),
                 position,
                 start_us: closed.start_us[j],
-                closed_by_tick: ticks[closer],
+                closed_by_tick: closer,
                 values: BarValues {
                     partition: closed.partition[j],
                     instrument_token: closed.instrument_token[j],
@@ -453,5 +461,47 @@ impl Bars {
         &mut self,
     ) -> (&mut Checkpoints, &Kept<impl crate::runtime::StateCalls>) {
         (&mut self.checkpoints, self.aggregation.kept())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bar_names_the_tick_that_closed_it_with_its_place_in_a_message_of_several() {
+        let bars = BarColumns {
+            partition: vec![2],
+            instrument_token: vec![7],
+            start_us: vec![60_000_000],
+            open: vec![1.0],
+            high: vec![2.0],
+            low: vec![0.5],
+            close: vec![1.5],
+            traded_quantity: vec![10],
+            tick_count: vec![3],
+            vwap: vec![1.2],
+            last_mid_price: vec![1.5],
+            last_spread: vec![0.1],
+            log_return: vec![f64::NAN],
+            volatility: vec![f64::NAN],
+            closed_by: vec![0],
+        };
+        let source = |tick| {
+            let (id, bytes) = bar_document(&bars, 0, 60, ("t", 40, tick), "v");
+            assert_eq!(id, "7-60000000");
+            let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert!(doc["log_return"].is_null(), "NaN is written as null");
+            doc["source"].clone()
+        };
+        assert_eq!(
+            source(Some(3)),
+            serde_json::json!({"topic": "t", "partition": 2, "closed_by_offset": 40, "closed_by_tick": 3})
+        );
+        // A message of one tick: no place, as a tick's `source.tick`.
+        assert_eq!(
+            source(None),
+            serde_json::json!({"topic": "t", "partition": 2, "closed_by_offset": 40})
+        );
     }
 }

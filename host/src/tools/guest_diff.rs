@@ -235,7 +235,7 @@ impl Batch {
 }
 
 /// Does the object, by its `dt=…/hour=…` path, hold nothing inside the window?
-fn object_outside_window(name: &str, from_us: Option<i64>, to_us: Option<i64>) -> bool {
+pub(super) fn object_outside_window(name: &str, from_us: Option<i64>, to_us: Option<i64>) -> bool {
     let Some(hour_start) = crate::sink::layout::hour_start(name) else {
         return false;
     };
@@ -258,7 +258,7 @@ fn verdict_change(old: Option<&Rejection>, new: Option<&Rejection>) -> Option<St
     }
 }
 
-/// Are two enriched numbers equal within `tolerance` (relative, absolute below magnitude 1)?
+/// Are two numbers equal within `tolerance` (relative, absolute below magnitude 1)?
 pub fn close_enough(a: f64, b: f64, tolerance: f64) -> bool {
     a == b
         || (a.is_nan() && b.is_nan())

@@ -3,7 +3,8 @@
 //! - [`bench`] and [`bench_pipeline`]: performance figures (`stockpipe bench …`).
 //! - The guest author's kit (`stockpipe guest …`): [`guest_new`] a standalone guest crate,
 //!   [`guest_test`] a component against fixture cases (or recording them), [`guest_diff`] two
-//!   versions over the lake's history, [`guest_promote`] a candidate handed to a running host.
+//!   versions over the lake's history ([`alert_diff`]: two alert rule sets or guests),
+//!   [`guest_promote`] a candidate handed to a running host.
 //! - [`check`]: every dependency the configuration names, tried (`stockpipe check`).
 //! - [`input_check`]: how a file's messages are read, tick by tick (`stockpipe input check`).
 //! - [`upload`]: files into the lake as NDJSON (`stockpipe upload`).
@@ -11,6 +12,7 @@
 //! - [`kibana`]: the dashboard's saved objects and their import (`stockpipe kibana`).
 //! - [`ml`]: the BigQuery ML models computed offline from the lake (`stockpipe ml`).
 
+pub mod alert_diff;
 pub mod bench;
 pub mod bench_pipeline;
 mod bench_stateful;

@@ -6,8 +6,8 @@ Usage: alerts_reference.py LAKE_DIR TOPIC RULES_JSON
 Prints one JSON line per event: alert_id, rule, state, instrument_token, value, threshold,
 event_time_us, partition, offset.
 
-Per partition, the messages in offset order; a message's ticks in order, then the bars it closed
-(in order of end, then instrument). Per partition, instrument and rule: idle -> pending (meets the
+Per partition, the messages in offset order; a message's ticks in order, each followed by the bars
+it closed (in order of end, then instrument). Per partition, instrument and rule: idle -> pending (meets the
 threshold) -> firing (held for_ms since pending, cooldown_ms since the last firing) -> resolved
 (past `clear` the other way) -> idle. A missing value changes nothing.
 """
@@ -129,11 +129,12 @@ def main():
     for d in documents(lake, "stock-stream"):
         src = d["source"]
         k = src.get("tick")
-        work.append(((src["partition"], src["offset"], 0, k or 0, 0), "tick", d))
+        work.append(((src["partition"], src["offset"], k or 0, 0, 0, 0), "tick", d))
     for b in documents(lake, "stock-bars"):
         src = b["source"]
         end = micros(b["bar_end"])
-        key = (src["partition"], src["closed_by_offset"], 1, end, b["instrument_token"])
+        k = src.get("closed_by_tick") or 0
+        key = (src["partition"], src["closed_by_offset"], k, 1, end, b["instrument_token"])
         work.append((key, "bar", b))
     work.sort(key=lambda w: w[0])
     states = {}
