@@ -5,7 +5,12 @@
 //! exactly the events — id, rule, state, instrument, value, threshold, time and source — that a
 //! computation over the lake's tick and bar documents raises in one go, sharing no code with the
 //! guest (`alerts_reference.py`): the killed run's events and the resumed run's, each id once,
-//! none missing (a state lost at the kill would miss or repeat a firing), none new.
+//! none missing (a state lost at the kill would miss or repeat a firing), none new. `guest diff`
+//! replays that lake under the same rules (the index's ids) and under another set (differing
+//! from them as the reference under each set does).
+//!
+//! A rebalance: two hosts in a group on `stockpipe broker`; the partition that moves while its
+//! rule is firing keeps its state (restored at the committed offset), so it does not fire again.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -342,5 +347,200 @@ fn rule_sets_are_compared_over_the_lake(
     assert_eq!(
         report["changed"].as_u64().unwrap(),
         expected.values().sum::<u64>()
+    );
+}
+
+/// One rule for the rebalance: |change| ≥ 5 fires, below 3 resolves.
+const MOVE: &str = r#"
+[[alert.rules]]
+name = "move"
+kind = "change_pct"
+threshold = 5.0
+clear = 3.0
+direction = "both"
+"#;
+
+/// A `stockpipe run` host in the `stockpipe` group with [`MOVE`], logging JSON to `log`; its lake
+/// rolls and its alert state is checkpointed within a second, so it commits soon after a batch.
+fn alert_host(brokers: &str, es: &str, dir: &Path, log: &Path) -> crate::failover::Process {
+    crate::failover::Process(
+        Command::new(env!("CARGO_BIN_EXE_stockpipe"))
+            .args(["run", "--brokers", brokers, "--es-url", es, "--lake"])
+            .arg(dir.join("lake"))
+            .arg("--config")
+            .arg(dir.join("move.toml"))
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .env("STOCKPIPE_LOG_FORMAT", "json")
+            .env("STOCKPIPE_KAFKA_SESSION_TIMEOUT_MS", "6000")
+            .env("STOCKPIPE_ELASTICSEARCH_BULK_MAX_AGE_MS", "100")
+            .env("STOCKPIPE_LAKE_ROLL_SECONDS", "1")
+            .env("STOCKPIPE_ALERT_CHECKPOINT_MS", "200")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Produces, to each partition `p` of two, a tick of instrument `1000 + p` per `change`.
+async fn produce_changes(brokers: &str, changes: &[f64]) {
+    use rdkafka::producer::FutureRecord;
+    let producer = stockpipe::source::kafka::producer(
+        &stockpipe::source::kafka::Connection::plaintext(brokers),
+    )
+    .unwrap();
+    let base: Value = serde_json::from_slice(&crate::support::sample_payloads()[0]).unwrap();
+    for partition in 0..2 {
+        for change in changes {
+            let mut tick = base.clone();
+            tick["instrument_token"] = (1000 + partition as u64).into();
+            tick["change"] = (*change).into();
+            let payload = tick.to_string();
+            let key = (1000 + partition).to_string();
+            producer
+                .send(
+                    FutureRecord::to("stock-stream")
+                        .partition(partition)
+                        .key(&key)
+                        .payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// The distinct alert events the hosts sent to Elasticsearch: id → (instrument, state, offset).
+async fn sent_alerts(es: &wiremock::MockServer) -> BTreeMap<String, (u64, String, i64)> {
+    let mut by_id = BTreeMap::new();
+    for request in es.received_requests().await.unwrap() {
+        if request.url.path() != "/_bulk" {
+            continue;
+        }
+        let body = String::from_utf8(request.body.clone()).unwrap();
+        let lines: Vec<&str> = body.lines().collect();
+        for pair in lines.chunks(2) {
+            let action: Value = serde_json::from_str(pair[0]).unwrap();
+            let meta = action.as_object().unwrap().values().next().unwrap();
+            if meta["_index"] != "stock-alerts" {
+                continue;
+            }
+            let event: Value = serde_json::from_str(pair[1]).unwrap();
+            let id = event["alert_id"].as_str().unwrap().to_string();
+            assert_eq!(meta["_id"], id.as_str());
+            by_id.insert(
+                id,
+                (
+                    event["instrument_token"].as_u64().unwrap(),
+                    event["state"].as_str().unwrap().to_string(),
+                    event["source"]["offset"].as_i64().unwrap(),
+                ),
+            );
+        }
+    }
+    by_id
+}
+
+/// A rule firing on both partitions of one host; a second host joins and takes one of them. The
+/// newcomer restores that partition's alert state at the committed offset, so the next tick still
+/// past the threshold raises nothing; the rule resolves and fires again on the newcomer with
+/// the ids a single host would have given them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moved_by_a_rebalance_keeps_its_firing_alert() {
+    use stockpipe::position::offsets;
+    use stockpipe_model::alert::{AlertState, alert_id};
+    let _heavy = crate::support::HEAVY.lock().await;
+    let (_broker, brokers) = crate::failover::broker(2);
+    let es = crate::support::elasticsearch(crate::support::BulkCreated).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("move.toml"), MOVE).unwrap();
+    let (first_log, joiner_log) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let logs = || {
+        [&first_log, &joiner_log]
+            .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+            .join("\n----\n")
+    };
+    let first = alert_host(&brokers, &es.uri(), dir.path(), &first_log);
+
+    // Offsets 0-3 of each partition: the rule fires at 1 and is still firing at 3.
+    produce_changes(&brokers, &[1.0, 6.0, 7.0, 6.5]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let end = offsets([(0, 4), (1, 4)]);
+    while crate::swap::stockpipe_group_committed(&brokers, &end).await != end {
+        assert!(Instant::now() < deadline, "not committed: {}", logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        sent_alerts(&es).await.len(),
+        2,
+        "a firing on each partition"
+    );
+
+    let joiner = alert_host(&brokers, &es.uri(), dir.path(), &joiner_log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let moved = loop {
+        let assigned =
+            crate::failover::logged_partitions(&joiner_log, "partitions assigned").concat();
+        if let [partition] = assigned[..] {
+            break partition as i32;
+        }
+        assert!(assigned.is_empty(), "one partition each: {assigned:?}");
+        assert!(Instant::now() < deadline, "no partition moved: {}", logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+
+    // Offsets 4-8: still past the threshold at 4 and 5, resolved at 6, firing again at 8.
+    produce_changes(&brokers, &[7.0, 6.0, 2.0, 1.0, -6.0]).await;
+    let expected: BTreeMap<String, (u64, String, i64)> = (0..2)
+        .flat_map(|partition: i32| {
+            let token = 1000 + partition as u64;
+            [
+                (AlertState::Firing, 1),
+                (AlertState::Resolved, 6),
+                (AlertState::Firing, 8),
+            ]
+            .map(|(state, offset)| {
+                let id = alert_id(
+                    "move",
+                    token,
+                    "stock-stream",
+                    partition,
+                    offset,
+                    None,
+                    state,
+                );
+                (id, (token, state.name().to_string(), offset))
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let end = offsets([(0, 9), (1, 9)]);
+    while crate::swap::stockpipe_group_committed(&brokers, &end).await != end {
+        assert!(Instant::now() < deadline, "not committed: {}", logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    joiner.stop();
+    first.stop();
+    assert_eq!(
+        sent_alerts(&es).await,
+        expected,
+        "each partition's events as one host raises them: no firing again after the move\n{}",
+        logs()
+    );
+    let restored = std::fs::read_to_string(&joiner_log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|v| {
+            v["message"] == "state restored from its checkpoint"
+                && v["stage"] == "alert"
+                && v["partition"] == moved
+                && v["offset"] == 4
+        });
+    assert!(
+        restored,
+        "the joiner restored partition {moved} at 4: {}",
+        logs()
     );
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use wiremock::ResponseTemplate;
 
 /// Kills the process on drop (a failed test leaves nothing running).
-struct Process(Child);
+pub(crate) struct Process(pub(crate) Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -25,7 +25,7 @@ impl Drop for Process {
 
 impl Process {
     /// SIGTERM, then waits for a clean exit.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         assert!(
             Command::new("kill")
                 .args(["-TERM", &self.0.id().to_string()])
@@ -39,7 +39,7 @@ impl Process {
 }
 
 /// `stockpipe broker` with `partitions`, and its bootstrap address.
-fn broker(partitions: i32) -> (Process, String) {
+pub(crate) fn broker(partitions: i32) -> (Process, String) {
     let mut broker = Process(
         Command::new(env!("CARGO_BIN_EXE_stockpipe"))
             .args(["broker", "--partitions", &partitions.to_string()])
@@ -137,7 +137,7 @@ async fn await_indexed(es: &wiremock::MockServer, ticks: usize, logs: &[&Path]) 
 }
 
 /// The `partitions` field (`[0, 3]`) of every JSON log line whose message is `message`.
-fn logged_partitions(log: &Path, message: &str) -> Vec<Vec<i64>> {
+pub(crate) fn logged_partitions(log: &Path, message: &str) -> Vec<Vec<i64>> {
     std::fs::read_to_string(log)
         .unwrap()
         .lines()

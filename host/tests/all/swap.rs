@@ -603,7 +603,7 @@ async fn a_second_member_of_the_group_takes_partitions_without_losing_a_tick() {
 }
 
 /// The `stockpipe` group's committed offsets, read by a throw-away member of that group.
-async fn stockpipe_group_committed(brokers: &str, high: &Offsets) -> Offsets {
+pub(crate) async fn stockpipe_group_committed(brokers: &str, high: &Offsets) -> Offsets {
     let (brokers, partitions) = (
         brokers.to_string(),
         high.keys().copied().collect::<Vec<_>>(),
