@@ -25,7 +25,7 @@ use crate::runtime::sandbox::Sandbox;
 use crate::runtime::{GuestComponent, GuestFault, StageKind, convert};
 use crate::sink::layout;
 use crate::sink::store::LakeStore;
-use crate::tools::guest_diff::{close_enough, object_outside_window};
+use crate::tools::guest_diff::{Found, close_enough, ensure_replayed, object_outside_window};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -125,14 +125,11 @@ pub struct AlertDiffReport {
     pub outside_window: u64,
     /// Lines read twice (the same lake position), replayed once.
     pub duplicates: u64,
-    /// Lines that are not a tick's (or a bar's) document, named in `undecodable_examples`.
-    pub undecodable: u64,
-    pub undecodable_examples: Vec<String>,
     /// Events raised by one side only, or by both with another value or threshold.
     pub changed: u64,
     /// Differences by kind: `only-old:<rule>:<state>`, `only-new:…`, `changed:…`, `fault:old:<code>`.
-    pub differences: BTreeMap<String, u64>,
-    pub examples: BTreeMap<String, Vec<Value>>,
+    #[serde(flatten)]
+    pub found: Found,
     pub elapsed_seconds: f64,
     pub ticks_per_second: f64,
 }
@@ -159,31 +156,8 @@ impl AlertDiffReport {
             self.changed,
             self.ticks_per_second
         );
-        for (kind, count) in &self.differences {
-            out.push_str(&format!("  {count:>9}  {kind}\n"));
-        }
-        if self.undecodable > 0 {
-            out.push_str(&format!(
-                "  {:>9}  lines that are not a document (skipped)\n",
-                self.undecodable
-            ));
-        }
+        self.found.summary_lines(&mut out);
         out
-    }
-
-    fn note(&mut self, kind: String, limit: usize, example: impl FnOnce() -> Value) {
-        *self.differences.entry(kind.clone()).or_default() += 1;
-        let kept = self.examples.entry(kind).or_default();
-        if kept.len() < limit {
-            kept.push(example());
-        }
-    }
-
-    fn undecodable(&mut self, limit: usize, what: impl FnOnce() -> String) {
-        self.undecodable += 1;
-        if self.undecodable_examples.len() < limit {
-            self.undecodable_examples.push(what());
-        }
     }
 }
 
@@ -536,6 +510,7 @@ impl Replay {
                 let (offset, tick) = batch.places[i];
                 let partition = self.partition;
                 self.report
+                    .found
                     .note(format!("fault:{side}:{}", fault.code), limit, || {
                         json!({"source": {"partition": partition, "offset": offset, "tick": tick},
                                "fault": fault.message})
@@ -571,13 +546,17 @@ impl Replay {
             if let Some((what, n)) = kind {
                 self.report.changed += 1;
                 let kind = format!("{what}:{}:{}", o.rule, o.state.name());
-                self.report.note(kind, limit, || example(o, Some(o), n));
+                self.report
+                    .found
+                    .note(kind, limit, || example(o, Some(o), n));
             }
         }
         for n in new.iter().filter(|n| theirs.contains_key(n.id.as_str())) {
             self.report.changed += 1;
             let kind = format!("only-new:{}:{}", n.rule, n.state.name());
-            self.report.note(kind, limit, || example(n, None, Some(n)));
+            self.report
+                .found
+                .note(kind, limit, || example(n, None, Some(n)));
         }
     }
 }
@@ -601,7 +580,7 @@ async fn segments(
                 .entry(partition)
                 .or_default()
                 .push((first, name)),
-            None => report.undecodable(limit, || {
+            None => report.found.undecodable(limit, || {
                 format!("{name}: not a segment name (<partition>-<first>-<last>.ndjson)")
             }),
         }
@@ -630,7 +609,9 @@ async fn read_lines<T>(
         }
         match parse(line) {
             Ok(row) => rows.push(row),
-            Err(e) => report.undecodable(limit, || format!("{name} line {}: {e}", i + 1)),
+            Err(e) => report
+                .found
+                .undecodable(limit, || format!("{name} line {}: {e}", i + 1)),
         }
     }
     Ok(rows)
@@ -668,11 +649,8 @@ pub async fn diff(
         bars_without_tick: 0,
         outside_window: 0,
         duplicates: 0,
-        undecodable: 0,
-        undecodable_examples: Vec::new(),
         changed: 0,
-        differences: BTreeMap::new(),
-        examples: BTreeMap::new(),
+        found: Found::default(),
         elapsed_seconds: 0.0,
         ticks_per_second: 0.0,
     };
@@ -737,19 +715,8 @@ pub async fn diff(
     let mut report = replay.report;
     report.old = replay.old.report;
     report.new = replay.new.report;
-    anyhow::ensure!(
-        report.ticks > 0,
-        "no tick documents under {}/ in the lake{} — nothing to replay",
-        options.topic,
-        match (&report.from, &report.to) {
-            (None, None) => String::new(),
-            (from, to) => format!(
-                " between {} and {}",
-                from.as_deref().unwrap_or("the start"),
-                to.as_deref().unwrap_or("the end")
-            ),
-        }
-    );
+    let (from, to) = (report.from.as_deref(), report.to.as_deref());
+    ensure_replayed(report.ticks, "tick documents", &options.topic, from, to)?;
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     report.ticks_per_second = report.ticks as f64 / report.elapsed_seconds.max(1e-9);
     Ok(report)

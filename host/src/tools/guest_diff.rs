@@ -74,15 +74,11 @@ pub struct DiffReport {
     pub ticks: u64,
     /// Documents in the objects read but outside the window.
     pub outside_window: u64,
-    /// Lines that are not a tick's document (named in `undecodable_examples`).
-    pub undecodable: u64,
-    pub undecodable_examples: Vec<String>,
     /// Ticks with at least one difference.
     pub changed: u64,
-    /// Differences by kind.
-    pub differences: BTreeMap<String, u64>,
-    /// Per kind, the first `examples` ticks: their event id, instrument, time and both outcomes.
-    pub examples: BTreeMap<String, Vec<Value>>,
+    /// The differences by kind; examples: their event id, instrument, time and both outcomes.
+    #[serde(flatten)]
+    pub found: Found,
     /// For enrich: the largest absolute difference seen per field (beyond the tolerance or not).
     pub max_abs_difference: BTreeMap<&'static str, f64>,
     pub elapsed_seconds: f64,
@@ -113,23 +109,11 @@ impl DiffReport {
             objects: 0,
             ticks: 0,
             outside_window: 0,
-            undecodable: 0,
-            undecodable_examples: Vec::new(),
             changed: 0,
-            differences: BTreeMap::new(),
-            examples: BTreeMap::new(),
+            found: Found::default(),
             max_abs_difference: BTreeMap::new(),
             elapsed_seconds: 0.0,
             ticks_per_second: 0.0,
-        }
-    }
-
-    fn note(&mut self, kind: String, limit: usize, example: impl FnOnce() -> Value) {
-        let count = self.differences.entry(kind.clone()).or_default();
-        *count += 1;
-        let kept = self.examples.entry(kind).or_default();
-        if kept.len() < limit {
-            kept.push(example());
         }
     }
 
@@ -145,17 +129,75 @@ impl DiffReport {
             self.changed,
             self.ticks_per_second
         );
+        self.found.summary_lines(&mut out);
+        out
+    }
+}
+
+/// What a diff found — differences by kind with the first examples of each, and the lines that
+/// are not a document — the part every diff report shares (flattened into its JSON).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Found {
+    /// Differences by kind.
+    pub differences: BTreeMap<String, u64>,
+    /// Per kind, the first few (`--examples`).
+    pub examples: BTreeMap<String, Vec<Value>>,
+    /// Lines that are not a document (named in `undecodable_examples`).
+    pub undecodable: u64,
+    pub undecodable_examples: Vec<String>,
+}
+
+impl Found {
+    pub(super) fn note(&mut self, kind: String, limit: usize, example: impl FnOnce() -> Value) {
+        *self.differences.entry(kind.clone()).or_default() += 1;
+        let kept = self.examples.entry(kind).or_default();
+        if kept.len() < limit {
+            kept.push(example());
+        }
+    }
+
+    pub(super) fn undecodable(&mut self, limit: usize, what: impl FnOnce() -> String) {
+        self.undecodable += 1;
+        if self.undecodable_examples.len() < limit {
+            self.undecodable_examples.push(what());
+        }
+    }
+
+    /// Each kind with its count, then the lines skipped, a line each.
+    pub(super) fn summary_lines(&self, out: &mut String) {
         for (kind, count) in &self.differences {
             out.push_str(&format!("  {count:>9}  {kind}\n"));
         }
         if self.undecodable > 0 {
             out.push_str(&format!(
-                "  {:>9}  lines that are not a tick's document (skipped)\n",
+                "  {:>9}  lines that are not a document (skipped)\n",
                 self.undecodable
             ));
         }
-        out
     }
+}
+
+/// Refused when nothing was replayed, naming where it looked.
+pub(super) fn ensure_replayed(
+    ticks: u64,
+    what: &str,
+    topic: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> anyhow::Result<()> {
+    let window = match (from, to) {
+        (None, None) => String::new(),
+        (from, to) => format!(
+            " between {} and {}",
+            from.unwrap_or("the start"),
+            to.unwrap_or("the end")
+        ),
+    };
+    anyhow::ensure!(
+        ticks > 0,
+        "no {what} under {topic}/ in the lake{window} — nothing to replay"
+    );
+    Ok(())
 }
 
 /// Ticks read back from the lake, laid out as the pipeline hands them to the guests, with what the
@@ -320,7 +362,7 @@ impl Comparer<'_> {
             });
             if let Some(kind) = kind {
                 self.report.changed += 1;
-                self.report.note(kind, self.limit, || {
+                self.report.found.note(kind, self.limit, || {
                     Self::example(batch, i, json(o), json(n))
                 });
             }
@@ -366,7 +408,7 @@ impl Comparer<'_> {
             if !kinds.is_empty() {
                 self.report.changed += 1;
                 for kind in kinds {
-                    self.report.note(kind, self.limit, || {
+                    self.report.found.note(kind, self.limit, || {
                         Self::example(batch, i, json(o), json(n))
                     });
                 }
@@ -403,7 +445,7 @@ impl Comparer<'_> {
             if !kinds.is_empty() {
                 self.report.changed += 1;
                 for kind in kinds {
-                    self.report.note(kind, self.limit, || {
+                    self.report.found.note(kind, self.limit, || {
                         Self::example(batch, i, json(o), json(n))
                     });
                 }
@@ -568,14 +610,9 @@ async fn read_lake(
             match batch.push(line, window) {
                 Ok(true) => {}
                 Ok(false) => report.outside_window += 1,
-                Err(e) => {
-                    report.undecodable += 1;
-                    if report.undecodable_examples.len() < options.examples {
-                        report
-                            .undecodable_examples
-                            .push(format!("{name} line {}: {e}", i + 1));
-                    }
-                }
+                Err(e) => report
+                    .found
+                    .undecodable(options.examples, || format!("{name} line {}: {e}", i + 1)),
             }
             if batch.len() == options.batch {
                 send(std::mem::replace(&mut batch, Batch::new(options.batch)))?;
@@ -639,22 +676,11 @@ pub async fn diff(
     read?;
     report.ticks = compared.ticks;
     report.changed = compared.changed;
-    report.differences = compared.differences;
-    report.examples = compared.examples;
+    report.found.differences = compared.found.differences;
+    report.found.examples = compared.found.examples;
     report.max_abs_difference = compared.max_abs_difference;
-    anyhow::ensure!(
-        report.ticks > 0,
-        "no documents under {}/ in the lake{} — nothing to replay",
-        options.topic,
-        match (&report.from, &report.to) {
-            (None, None) => String::new(),
-            (from, to) => format!(
-                " between {} and {}",
-                from.as_deref().unwrap_or("the start"),
-                to.as_deref().unwrap_or("the end")
-            ),
-        }
-    );
+    let (from, to) = (report.from.as_deref(), report.to.as_deref());
+    ensure_replayed(report.ticks, "documents", &options.topic, from, to)?;
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     report.ticks_per_second = report.ticks as f64 / report.elapsed_seconds.max(1e-9);
     Ok(report)

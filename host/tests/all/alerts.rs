@@ -363,23 +363,13 @@ direction = "both"
 /// A `stockpipe run` host in the `stockpipe` group with [`MOVE`], logging JSON to `log`; its lake
 /// rolls and its alert state is checkpointed within a second, so it commits soon after a batch.
 fn alert_host(brokers: &str, es: &str, dir: &Path, log: &Path) -> crate::failover::Process {
-    crate::failover::Process(
-        Command::new(env!("CARGO_BIN_EXE_stockpipe"))
-            .args(["run", "--brokers", brokers, "--es-url", es, "--lake"])
-            .arg(dir.join("lake"))
+    crate::failover::host_with(brokers, es, &dir.join("lake"), log, |command| {
+        command
             .arg("--config")
             .arg(dir.join("move.toml"))
-            .env("RUST_LOG", "info,rdkafka=warn")
-            .env("STOCKPIPE_LOG_FORMAT", "json")
-            .env("STOCKPIPE_KAFKA_SESSION_TIMEOUT_MS", "6000")
-            .env("STOCKPIPE_ELASTICSEARCH_BULK_MAX_AGE_MS", "100")
             .env("STOCKPIPE_LAKE_ROLL_SECONDS", "1")
-            .env("STOCKPIPE_ALERT_CHECKPOINT_MS", "200")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    )
+            .env("STOCKPIPE_ALERT_CHECKPOINT_MS", "200");
+    })
 }
 
 /// Produces, to each partition `p` of two, a tick of instrument `1000 + p` per `change`.
@@ -414,30 +404,12 @@ async fn produce_changes(brokers: &str, changes: &[f64]) {
 /// The distinct alert events the hosts sent to Elasticsearch: id → (instrument, state, offset).
 async fn sent_alerts(es: &wiremock::MockServer) -> BTreeMap<String, (u64, String, i64)> {
     let mut by_id = BTreeMap::new();
-    for request in es.received_requests().await.unwrap() {
-        if request.url.path() != "/_bulk" {
-            continue;
-        }
-        let body = String::from_utf8(request.body.clone()).unwrap();
-        let lines: Vec<&str> = body.lines().collect();
-        for pair in lines.chunks(2) {
-            let action: Value = serde_json::from_str(pair[0]).unwrap();
-            let meta = action.as_object().unwrap().values().next().unwrap();
-            if meta["_index"] != "stock-alerts" {
-                continue;
-            }
-            let event: Value = serde_json::from_str(pair[1]).unwrap();
-            let id = event["alert_id"].as_str().unwrap().to_string();
-            assert_eq!(meta["_id"], id.as_str());
-            by_id.insert(
-                id,
-                (
-                    event["instrument_token"].as_u64().unwrap(),
-                    event["state"].as_str().unwrap().to_string(),
-                    event["source"]["offset"].as_i64().unwrap(),
-                ),
-            );
-        }
+    for (meta, event) in crate::failover::bulk_documents(es, "stock-alerts").await {
+        let id = event["alert_id"].as_str().unwrap().to_string();
+        assert_eq!(meta["_id"], id.as_str());
+        let state = event["state"].as_str().unwrap().to_string();
+        let at = event["source"]["offset"].as_i64().unwrap();
+        by_id.insert(id, (event["instrument_token"].as_u64().unwrap(), state, at));
     }
     by_id
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use wiremock::ResponseTemplate;
 
 /// Kills the process on drop (a failed test leaves nothing running).
-pub(crate) struct Process(pub(crate) Child);
+pub(crate) struct Process(Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -60,19 +60,29 @@ pub(crate) fn broker(partitions: i32) -> (Process, String) {
 
 /// A `stockpipe run` host, logging JSON to `log`; the lake rolls at its default age (60 s).
 fn host(brokers: &str, es: &str, lake: &Path, log: &Path) -> Process {
-    Process(
-        Command::new(env!("CARGO_BIN_EXE_stockpipe"))
-            .args(["run", "--brokers", brokers, "--es-url", es, "--lake"])
-            .arg(lake)
-            .env("RUST_LOG", "info,rdkafka=warn")
-            .env("STOCKPIPE_LOG_FORMAT", "json")
-            .env("STOCKPIPE_KAFKA_SESSION_TIMEOUT_MS", "6000")
-            .env("STOCKPIPE_ELASTICSEARCH_BULK_MAX_AGE_MS", "100")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    )
+    host_with(brokers, es, lake, log, |_| {})
+}
+
+/// [`host`], with the arguments and variables `more` adds.
+pub(crate) fn host_with(
+    brokers: &str,
+    es: &str,
+    lake: &Path,
+    log: &Path,
+    more: impl FnOnce(&mut Command),
+) -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stockpipe"));
+    command
+        .args(["run", "--brokers", brokers, "--es-url", es, "--lake"])
+        .arg(lake)
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .env("STOCKPIPE_LOG_FORMAT", "json")
+        .env("STOCKPIPE_KAFKA_SESSION_TIMEOUT_MS", "6000")
+        .env("STOCKPIPE_ELASTICSEARCH_BULK_MAX_AGE_MS", "100")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    more(&mut command);
+    Process(command.spawn().unwrap())
 }
 
 /// (partition, offset) → how many lake lines hold it.
@@ -88,9 +98,12 @@ fn lake_positions(lake: &Path) -> BTreeMap<(i64, i64), usize> {
     seen
 }
 
-/// (partition, offset) → how many times a tick's document was sent to Elasticsearch.
-async fn indexed_positions(es: &wiremock::MockServer) -> BTreeMap<(i64, i64), usize> {
-    let mut seen = BTreeMap::new();
+/// Every document sent to Elasticsearch's `_bulk` for `index`, with its action's metadata.
+pub(crate) async fn bulk_documents(
+    es: &wiremock::MockServer,
+    index: &str,
+) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let mut documents = Vec::new();
     for request in es.received_requests().await.unwrap() {
         if request.url.path() != "/_bulk" {
             continue;
@@ -99,17 +112,25 @@ async fn indexed_positions(es: &wiremock::MockServer) -> BTreeMap<(i64, i64), us
         let lines: Vec<&str> = body.lines().collect();
         for pair in lines.chunks(2) {
             let action: serde_json::Value = serde_json::from_str(pair[0]).unwrap();
-            // The hosts' own counters go to stockpipe-metrics through the same endpoint.
-            if action["index"]["_index"] != "stock-stream" {
-                continue;
+            // `index` or `create`; the hosts' own counters go to stockpipe-metrics too.
+            let meta = action.as_object().unwrap().values().next().unwrap().clone();
+            if meta["_index"] == index {
+                documents.push((meta, serde_json::from_str(pair[1]).unwrap()));
             }
-            let doc: serde_json::Value = serde_json::from_str(pair[1]).unwrap();
-            let at = (
-                doc["source"]["partition"].as_i64().unwrap(),
-                doc["source"]["offset"].as_i64().unwrap(),
-            );
-            *seen.entry(at).or_default() += 1;
         }
+    }
+    documents
+}
+
+/// (partition, offset) → how many times a tick's document was sent to Elasticsearch.
+async fn indexed_positions(es: &wiremock::MockServer) -> BTreeMap<(i64, i64), usize> {
+    let mut seen = BTreeMap::new();
+    for (_, doc) in bulk_documents(es, "stock-stream").await {
+        let at = (
+            doc["source"]["partition"].as_i64().unwrap(),
+            doc["source"]["offset"].as_i64().unwrap(),
+        );
+        *seen.entry(at).or_default() += 1;
     }
     seen
 }
