@@ -234,21 +234,23 @@ async fn alerts_equal_an_independent_computation_and_keep_their_ids_across_a_kil
 
 /// `guest diff --stage alert` over the lake, its JSON report.
 fn guest_diff(lake: &Path, rules: &Path, new_rules: &Path, examples: usize) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_stockpipe"))
-        .args(["guest", "diff", "alert", "alert", "--lake"])
-        .arg(lake)
-        .arg("--rules")
-        .arg(rules)
-        .arg("--new-rules")
-        .arg(new_rules)
-        .args(["--examples", &examples.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let (lake, rules, new_rules) = (path(lake), path(rules), path(new_rules));
+    let examples = examples.to_string();
+    let out = crate::support::stockpipe(&[
+        "guest",
+        "diff",
+        "alert",
+        "alert",
+        "--lake",
+        &lake,
+        "--rules",
+        &rules,
+        "--new-rules",
+        &new_rules,
+        "--examples",
+        &examples,
+    ]);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
