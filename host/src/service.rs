@@ -39,6 +39,7 @@ pub async fn run(
     let extras = Extras {
         telemetry: Arc::new(Telemetry::new()),
         input: None,
+        replayed_from: Default::default(),
     };
     run_with(config, brokers, once, registry, http, shutdown, extras).await
 }
@@ -48,6 +49,9 @@ pub async fn run(
 pub struct Extras {
     pub telemetry: Arc<Telemetry>,
     pub input: Option<crate::source::backfill::InputFeed>,
+    /// Where a file replayed into the topic before the run starts in each partition (see
+    /// [`crate::pipeline::Pipeline::with_replayed_from`]).
+    pub replayed_from: crate::position::Offsets,
 }
 
 /// [`run`], with [`Extras`].
@@ -179,6 +183,7 @@ pub async fn run_with(
     if let Some(input) = extras.input {
         pipeline = pipeline.with_input(input);
     }
+    pipeline = pipeline.with_replayed_from(extras.replayed_from);
     if let Some(aggregation) = aggregation {
         pipeline = pipeline.with_aggregation(aggregation);
     }

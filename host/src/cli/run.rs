@@ -104,6 +104,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let telemetry = Arc::new(stockpipe::telemetry::Telemetry::new());
     let progress = Arc::new(ReplayProgress::default());
     let mut input_refused = Vec::new();
+    let mut replayed_from = stockpipe::position::Offsets::new();
     let mut beside = None;
     if let (Some(path), Some(reader)) = (&args.input, input) {
         let producer = stockpipe::source::kafka::producer(&cluster)?;
@@ -115,8 +116,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .await?,
             );
         } else {
-            input_refused =
+            let replayed =
                 replay_first(&cluster, &k.topic, path, reader, producer, &progress).await?;
+            input_refused = replayed.refused;
+            replayed_from = replayed.starts;
         }
     }
     let (replay, feed_input, resumed) = match beside {
@@ -157,6 +160,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let extras = stockpipe::service::Extras {
         telemetry,
         input: feed_input,
+        replayed_from,
     };
     let summary = stockpipe::service::run_with(
         config, &brokers, args.once, registry, http, shutdown, extras,
@@ -315,8 +319,9 @@ async fn replay_beside(
     })
 }
 
-/// Replays `path` into a real broker's topic before the pipeline starts (the broker keeps it);
-/// returns the ticks the broker refused.
+/// Replays `path` into a real broker's topic before the pipeline starts (the broker keeps it, as
+/// far as its retention allows); returns what it did: where each partition's ticks start, and the
+/// ticks the broker refused.
 async fn replay_first(
     cluster: &Connection,
     topic: &str,
@@ -324,7 +329,7 @@ async fn replay_first(
     mut reader: InputReader,
     producer: rdkafka::producer::FutureProducer,
     progress: &ReplayProgress,
-) -> anyhow::Result<Vec<replay::InputRefusal>> {
+) -> anyhow::Result<stockpipe::source::backfill::FileReplayed> {
     let (client, _) = stockpipe::source::kafka::client(cluster, None)?;
     let ends = tokio::task::block_in_place(|| {
         stockpipe::source::kafka::high_watermarks(
@@ -342,5 +347,5 @@ async fn replay_first(
     let partitions = i32::try_from(ends.len()).unwrap_or(i32::MAX);
     let replayed = produce_file(&producer, topic, partitions, &mut reader, None, progress).await?;
     tracing::info!(sent = replayed.sent, refused = replayed.refused.len(), topic, input = %path.display(), "input replayed into the topic");
-    Ok(replayed.refused)
+    Ok(replayed)
 }

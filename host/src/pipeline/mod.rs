@@ -168,6 +168,14 @@ impl Pipeline {
         self
     }
 
+    /// A file was replayed into the topic before the run, starting at `starts` in each partition:
+    /// in a partition the group never committed, what the broker deleted of it before the group
+    /// got there is reported lost (and fails `--once`), not skipped silently.
+    pub fn with_replayed_from(mut self, starts: crate::position::Offsets) -> Self {
+        self.group.expect_from(starts);
+        self
+    }
+
     /// Consumes a file the caller replays into the topic meanwhile (see [`InputFeed`]).
     pub fn with_input(mut self, input: InputFeed) -> Self {
         self.input = Some(input);

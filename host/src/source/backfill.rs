@@ -88,6 +88,9 @@ pub struct FileReplayed {
     pub sent: u64,
     /// Partition -> the offset after its last tick: where `run --once` ends.
     pub ends: Offsets,
+    /// Partition -> the offset of its first tick: where a group that never committed it must
+    /// find the replay (what the broker deleted before is lost; see `Membership::expect_from`).
+    pub starts: Offsets,
     pub refused: Vec<InputRefusal>,
 }
 
@@ -309,6 +312,11 @@ async fn settle(
                     .entry(Partition(delivered.partition))
                     .or_default();
                 *end = (*end).max(Offset(delivered.offset).next());
+                let start = replayed
+                    .starts
+                    .entry(Partition(delivered.partition))
+                    .or_insert(Offset(delivered.offset));
+                *start = (*start).min(Offset(delivered.offset));
             }
             Ok(Err((e, _))) if super::replay::refused_for_good(&e) => {
                 let at = format!("{unit} {position}");

@@ -92,6 +92,8 @@ pub struct Membership {
     give_up: Duration,
     /// Partition -> the offset after the last message consumed from it; gaps the broker deleted.
     positions: Positions,
+    /// Partition -> where a file replayed before the run starts in it ([`Self::expect_from`]).
+    expected: Offsets,
     /// When `run --once` last said what it waits for.
     waiting_noted: Option<Instant>,
 }
@@ -119,8 +121,17 @@ impl Membership {
             reset: config.auto_offset_reset.clone(),
             give_up: Duration::from_millis(config.error_give_up_ms),
             positions: Positions::default(),
+            expected: Offsets::new(),
             waiting_noted: None,
         })
+    }
+
+    /// A file was replayed into the topic before the run, from `starts` in each partition. A
+    /// partition the group never committed starts where `kafka.auto_offset_reset` says, as any
+    /// other; but its offsets from the replay's start to the log's start were deleted by the broker
+    /// (retention, the mock cluster's 5 MiB) before anyone read them, and are reported lost.
+    pub fn expect_from(&mut self, starts: Offsets) {
+        self.expected = starts;
     }
 
     /// The partitions consumed from, each with the offset after its last message (or where it
@@ -236,7 +247,10 @@ impl Membership {
                 ),
                 (None, _) => None,
             };
-            if let Some(lost) = self.positions.start(partition, resume, low) {
+            // Never committed: the part of a replayed file below the log's start was deleted.
+            let expected = self.expected.get(&Partition(partition)).map(|o| o.0);
+            let from = resume.or(expected.filter(|&e| e < low));
+            if let Some(lost) = self.positions.start(partition, from, low) {
                 self.telemetry.offsets_lost(topic, lost);
             }
             if committed.is_none() {

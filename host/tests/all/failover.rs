@@ -713,3 +713,59 @@ async fn a_once_backfill_spread_over_three_hosts_ends_on_every_host() {
     // revoking member's commit may be written twice: see the joining-host test.)
     assert_eq!(lake_positions(&lake).len(), ticks, "every tick in the lake");
 }
+
+/// `run --once --input` on a broker that keeps less than the file (the mock cluster's 5 MiB a
+/// partition, as a small retention would): the file is replayed first, and the broker deletes its
+/// oldest ticks before the new group reads them. The run names the range it lost and exits 1,
+/// instead of committing to the end as if the file had been processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_file_the_broker_partly_deleted_is_reported_lost() {
+    let (_broker, brokers) = broker(1);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("day.ndjson");
+    let mut text = crate::support::simulated_payloads(9_000, 33).join(&b'\n');
+    text.push(b'\n');
+    std::fs::write(&input, &text).unwrap();
+    let run = |accept: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stockpipe"));
+        command
+            .args(["run", "--once", "--brokers", &brokers, "--input"])
+            .arg(&input)
+            .arg("--lake")
+            .arg(dir.path().join("lake"))
+            .env(
+                "STOCKPIPE_KAFKA_GROUP_ID",
+                if accept { "lenient" } else { "strict" },
+            )
+            .env("RUST_LOG", "warn,rdkafka=off");
+        if accept {
+            command.arg("--accept-lost-offsets");
+        }
+        command.output().unwrap()
+    };
+    let out = run(false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let summary = crate::support::last_json_line(&out);
+    let start = summary["lost_ranges"][0]["to"].as_i64().unwrap();
+    assert!(start > 0, "{summary}");
+    assert_eq!(
+        summary["lost_ranges"],
+        serde_json::json!([{"partition": 0, "from": 0, "to": start}])
+    );
+    assert!(
+        stderr.contains(&format!("partition 0 offsets 0..{start}")),
+        "{stderr}"
+    );
+    assert_eq!(summary["offsets_lost"], start);
+    assert_eq!(summary["consumed"], 9_000 - start, "{summary}");
+    // Accepted: the file's second replay starts at 9,000, the broker's log past it again.
+    let out = run(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = crate::support::last_json_line(&out);
+    assert!(summary["offsets_lost"].as_i64().unwrap() > 0, "{summary}");
+}
