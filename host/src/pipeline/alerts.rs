@@ -16,9 +16,10 @@
 use super::bars::ClosedBar;
 use super::checkpoints::Checkpoints;
 use super::decode::Decoded;
+use super::stateful::Deciding;
 use crate::chain::alert::{AlertSection, Alerting};
 use crate::chain::state::Kept;
-use crate::chain::swap::{GuestRegistry, Swap, SwapEvent};
+use crate::chain::swap::{GuestRegistry, Swap};
 use crate::chain::{Refusal, RefusalStage, StageOutcome};
 use crate::position::{Offset, Offsets, Partition};
 use crate::runtime::convert;
@@ -29,7 +30,6 @@ use crate::telemetry::Telemetry;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
 use stockpipe_model::alert::alert_id;
 use stockpipe_model::time::format_rfc3339_micros;
 
@@ -127,68 +127,34 @@ impl Alerts {
 /// refuses the rules or cannot read the state, unless forced: then the partitions it could not
 /// read start empty, and the event and the log say which.
 pub(super) fn swap(alerts: &mut Option<Alerts>, swap: Swap, registry: &GuestRegistry) {
-    let started = Instant::now();
-    let to = swap.component.version.clone();
-    let event = |outcome, from: String, reason| SwapEvent {
-        at: crate::clock::unix_now_secs_f64(),
-        stage: "alert",
-        outcome,
-        from_version: from,
-        to_version: Some(to.clone()),
-        trigger: swap.trigger.clone(),
-        reason,
-        shadow: None,
-        decision_ms: started.elapsed().as_secs_f64() * 1e3,
-        diff_report: swap.diff_report.clone(),
-        bars_shadow: None,
+    let deciding = Deciding::new("alert", swap);
+    let Some(alerts) = alerts else {
+        return deciding.not_running(registry);
     };
-    let decided = match alerts {
-        None => event(
-            "refused",
-            String::new(),
-            "the alert stage is not running here ([alert] enabled = false)".into(),
-        ),
-        Some(alerts) => {
-            let from = alerts.alerting.component().version.clone();
-            match alerts.alerting.hand_over(swap.component.clone()) {
-                Err(why) => event("refused", from, format!("version {to}: {why}")),
-                Ok((next, unread)) => {
-                    let handed = alerts.alerting.kept().partitions() - unread.len();
-                    let problem = (!unread.is_empty()).then(|| {
-                        let list: Vec<String> = unread
-                            .iter()
-                            .map(|(p, why)| format!("partition {p}: {why}"))
-                            .collect();
-                        format!(
-                            "version {to} cannot read the state version {from} exported ({})",
-                            list.join("; ")
-                        )
-                    });
-                    match problem {
-                        Some(why) if !swap.force => event("refused", from, why),
-                        problem => {
-                            let mut reason =
-                                format!("the state of {handed} partitions handed over");
-                            if let Some(why) = problem {
-                                let empty: Vec<i32> = unread.iter().map(|(p, _)| *p).collect();
-                                tracing::warn!(partitions = ?empty, %why, "alert swap forced: these partitions start with an empty state");
-                                reason = format!(
-                                    "forced despite: {why}; partitions {empty:?} start with an empty state"
-                                );
-                            }
-                            alerts.alerting = next;
-                            registry.set_stateful(&swap.component);
-                            event("swapped", from, reason)
-                        }
-                    }
-                }
-            }
+    let from = alerts.alerting.component().version.clone();
+    let candidate = deciding.swap.component.clone();
+    let event = match alerts.alerting.hand_over(candidate.clone()) {
+        Err(why) => {
+            let why = format!("version {}: {why}", deciding.to());
+            deciding.event("refused", from, why)
         }
+        Ok((next, unread)) => match deciding.unread(&from, &unread) {
+            Some(why) if !deciding.swap.force => deciding.event("refused", from, why),
+            problem => {
+                let reason = match problem {
+                    Some(why) => deciding.forced(&why, &unread),
+                    None => format!(
+                        "the state of {} partitions handed over",
+                        alerts.alerting.kept().partitions() - unread.len()
+                    ),
+                };
+                alerts.alerting = next;
+                registry.set_stateful(&candidate);
+                deciding.event("swapped", from, reason)
+            }
+        },
     };
-    registry.record(decided.clone());
-    if let Some(tell) = swap.decided {
-        let _ = tell.try_send(decided);
-    }
+    deciding.decided(event, registry);
 }
 
 impl Alerts {

@@ -16,9 +16,10 @@
 
 use super::checkpoints::Checkpoints;
 use super::decode::Decoded;
+use super::stateful::Deciding;
 use crate::chain::aggregate::{AggregateSection, Aggregation};
 use crate::chain::state::Kept;
-use crate::chain::swap::{GuestRegistry, Swap, SwapEvent};
+use crate::chain::swap::{GuestRegistry, Swap};
 use crate::chain::{Refusal, RefusalStage, StageOutcome};
 use crate::position::{LakePosition, Offset, Offsets, Partition};
 use crate::runtime::convert;
@@ -28,7 +29,6 @@ use crate::telemetry::Telemetry;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
 use stockpipe_model::Fields;
 use stockpipe_model::aggregate::BarColumns;
 use stockpipe_model::time::{Civil, format_rfc3339_micros};
@@ -193,77 +193,42 @@ fn bar_document(
 /// serving) when it cannot read the state or faults, unless forced: then the partitions it could
 /// not read start empty, and the event and the log say which.
 pub(super) fn swap(bars: &mut Option<Bars>, swap: Swap, registry: &GuestRegistry) {
-    let started = Instant::now();
-    let to = swap.component.version.clone();
-    let event = |outcome, from: String, reason, bars_shadow| SwapEvent {
-        at: crate::clock::unix_now_secs_f64(),
-        stage: "aggregate",
-        outcome,
-        from_version: from,
-        to_version: Some(to.clone()),
-        trigger: swap.trigger.clone(),
-        reason,
-        shadow: None,
-        decision_ms: started.elapsed().as_secs_f64() * 1e3,
-        diff_report: swap.diff_report.clone(),
-        bars_shadow,
+    let deciding = Deciding::new("aggregate", swap);
+    let Some(bars) = bars else {
+        return deciding.not_running(registry);
     };
-    let decided = match bars {
-        None => event(
-            "refused",
-            String::new(),
-            "the aggregate stage is not running here ([aggregate] enabled = false)".into(),
-            None,
-        ),
-        Some(bars) => {
-            let from = bars.aggregation.component().version.clone();
-            let shadow = bars.aggregation.shadow(&swap.component);
-            let (next, unread) = bars.aggregation.hand_over(swap.component.clone());
-            let problem = if !unread.is_empty() {
-                let list: Vec<String> = unread
-                    .iter()
-                    .map(|(p, why)| format!("partition {p}: {why}"))
-                    .collect();
-                Some(format!(
-                    "version {to} cannot read the state version {from} exported ({})",
-                    list.join("; ")
-                ))
-            } else {
-                shadow.as_ref().err().map(|e| format!("shadow run: {e}"))
-            };
-            let bars_shadow = shadow.ok().flatten();
-            match problem {
-                Some(why) if !swap.force => event("refused", from, why, bars_shadow),
-                problem => {
-                    let handed = bars.aggregation.kept().partitions() - unread.len();
-                    let mut reason = format!(
-                        "the state of {handed} partitions handed over; {}",
-                        match &bars_shadow {
-                            Some(s) => format!(
-                                "shadow run of the last batch ({} ticks): {} of {} bars differ",
-                                s.ticks, s.bars_differing, s.bars_before
-                            ),
-                            None => "no batch yet for a shadow run".into(),
-                        }
-                    );
-                    if let Some(why) = problem {
-                        let empty: Vec<i32> = unread.iter().map(|(p, _)| *p).collect();
-                        tracing::warn!(partitions = ?empty, %why, "aggregate swap forced: these partitions start with an empty state");
-                        reason = format!(
-                            "forced despite: {why}; partitions {empty:?} start with an empty state"
-                        );
+    let from = bars.aggregation.component().version.clone();
+    let candidate = deciding.swap.component.clone();
+    let shadow = bars.aggregation.shadow(&candidate);
+    let (next, unread) = bars.aggregation.hand_over(candidate.clone());
+    let problem = deciding
+        .unread(&from, &unread)
+        .or_else(|| shadow.as_ref().err().map(|e| format!("shadow run: {e}")));
+    let bars_shadow = shadow.ok().flatten();
+    let mut event = match problem {
+        Some(why) if !deciding.swap.force => deciding.event("refused", from, why),
+        problem => {
+            let reason = match problem {
+                Some(why) => deciding.forced(&why, &unread),
+                None => format!(
+                    "the state of {} partitions handed over; {}",
+                    bars.aggregation.kept().partitions() - unread.len(),
+                    match &bars_shadow {
+                        Some(s) => format!(
+                            "shadow run of the last batch ({} ticks): {} of {} bars differ",
+                            s.ticks, s.bars_differing, s.bars_before
+                        ),
+                        None => "no batch yet for a shadow run".into(),
                     }
-                    bars.aggregation = next;
-                    registry.set_stateful(&swap.component);
-                    event("swapped", from, reason, bars_shadow)
-                }
-            }
+                ),
+            };
+            bars.aggregation = next;
+            registry.set_stateful(&candidate);
+            deciding.event("swapped", from, reason)
         }
     };
-    registry.record(decided.clone());
-    if let Some(tell) = swap.decided {
-        let _ = tell.try_send(decided);
-    }
+    event.bars_shadow = bars_shadow;
+    deciding.decided(event, registry);
 }
 
 impl Bars {
