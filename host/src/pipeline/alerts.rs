@@ -16,10 +16,9 @@
 use super::bars::ClosedBar;
 use super::checkpoints::Checkpoints;
 use super::decode::Decoded;
-use super::stateful::Deciding;
 use crate::chain::alert::{AlertSection, Alerting};
 use crate::chain::state::Kept;
-use crate::chain::swap::{GuestRegistry, Swap};
+use crate::chain::swap::{Deciding, GuestRegistry, Swap};
 use crate::chain::{Refusal, RefusalStage, StageOutcome};
 use crate::position::{Offset, Offsets, Partition};
 use crate::runtime::convert;

@@ -12,7 +12,7 @@
 
 use super::alerts::{self, Alerts};
 use super::bars::{self, Bars};
-use crate::chain::swap::{GuestRegistry, Swap, SwapEvent};
+use crate::chain::swap::{GuestRegistry, Swap};
 use crate::runtime::StageKind;
 use crate::sink::PartitionLifecycle;
 use crate::sink::store::LakeStore;
@@ -210,85 +210,6 @@ fn common_limit(
             return Some(by_both);
         }
         at = by_both;
-    }
-}
-
-/// A new version of a stateful stage's guest while the loop decides on it: what both stages'
-/// decisions share ([`bars::swap`], [`alerts::swap`]) — the event, the reasons that name the
-/// partitions whose state the candidate cannot read, and the record.
-pub(super) struct Deciding {
-    stage: &'static str,
-    pub(super) swap: Swap,
-    started: Instant,
-}
-
-impl Deciding {
-    pub(super) fn new(stage: &'static str, swap: Swap) -> Self {
-        Self {
-            stage,
-            swap,
-            started: Instant::now(),
-        }
-    }
-
-    /// The candidate's version.
-    pub(super) fn to(&self) -> &str {
-        &self.swap.component.version
-    }
-
-    pub(super) fn event(&self, outcome: &'static str, from: String, reason: String) -> SwapEvent {
-        SwapEvent {
-            at: crate::clock::unix_now_secs_f64(),
-            stage: self.stage,
-            outcome,
-            from_version: from,
-            to_version: Some(self.to().to_string()),
-            trigger: self.swap.trigger.clone(),
-            reason,
-            shadow: None,
-            decision_ms: self.started.elapsed().as_secs_f64() * 1e3,
-            diff_report: self.swap.diff_report.clone(),
-            bars_shadow: None,
-        }
-    }
-
-    /// Refused: the stage is not running on this host.
-    pub(super) fn not_running(self, registry: &GuestRegistry) {
-        let stage = self.stage;
-        let why = format!("the {stage} stage is not running here ([{stage}] enabled = false)");
-        let event = self.event("refused", String::new(), why);
-        self.decided(event, registry);
-    }
-
-    /// Why the candidate cannot take over the state `from` exported, when some partitions'
-    /// (`unread`, with why) it cannot read.
-    pub(super) fn unread(&self, from: &str, unread: &[(i32, String)]) -> Option<String> {
-        (!unread.is_empty()).then(|| {
-            let list: Vec<String> = unread
-                .iter()
-                .map(|(p, why)| format!("partition {p}: {why}"))
-                .collect();
-            format!(
-                "version {} cannot read the state version {from} exported ({})",
-                self.to(),
-                list.join("; ")
-            )
-        })
-    }
-
-    /// The reason of a swap forced despite `why`, logged: the partitions that start empty.
-    pub(super) fn forced(&self, why: &str, unread: &[(i32, String)]) -> String {
-        let empty: Vec<i32> = unread.iter().map(|(p, _)| *p).collect();
-        tracing::warn!(stage = self.stage, partitions = ?empty, %why, "swap forced: these partitions start with an empty state");
-        format!("forced despite: {why}; partitions {empty:?} start with an empty state")
-    }
-
-    /// Records the decision in the history and tells whoever waits for it.
-    pub(super) fn decided(self, event: SwapEvent, registry: &GuestRegistry) {
-        registry.record(event.clone());
-        if let Some(tell) = self.swap.decided {
-            let _ = tell.try_send(event);
-        }
     }
 }
 

@@ -15,8 +15,9 @@
 //! 5. The loop watches a new version for its first batches: if it faults in more than a configured
 //!    number of them, the loop puts the previous version back by itself.
 //!
-//! The aggregate stage's guest holds state, so its swap is decided in the loop, where the state
-//! is: the controller only loads and checks the component, then waits for the loop's word. The
+//! The aggregate and alert stages' guests hold state, so their swaps are decided in the loop,
+//! where the state is ([`Deciding`]): the controller only loads and checks the component, then
+//! waits for the loop's word. The
 //! loop hands every partition's state to the new version (it imports what the old one exported):
 //! a version that cannot read it is refused unless forced, and then the partitions it could not
 //! read start empty and the event says so. The shadow run replays the last batch from the states
@@ -26,10 +27,12 @@
 //! [`GuestRegistry`] keeps what is loaded and the history of every attempt, for `GET /guests`.
 
 mod config;
+mod deciding;
 mod registry;
 mod shadow;
 
 pub use config::GuestsSection;
+pub use deciding::Deciding;
 pub use registry::{GuestRegistry, LoadedGuest, RegistryView};
 pub use shadow::{ShadowBuffer, ShadowReport};
 
