@@ -465,11 +465,12 @@ pub async fn diff(
     let mut replay = Replay {
         old: Running {
             alerting: Alerting::new(sandbox.clone(), old.component, old.rules)
-                .context("the old side")?,
+                .with_context(|| format!("the old side's rules ({})", old.rules_from))?,
             report: report.old.clone(),
         },
         new: Running {
-            alerting: Alerting::new(sandbox, new.component, new.rules).context("the new side")?,
+            alerting: Alerting::new(sandbox, new.component, new.rules)
+                .with_context(|| format!("the new side's rules ({})", new.rules_from))?,
             report: report.new.clone(),
         },
         report,
