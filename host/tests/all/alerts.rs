@@ -15,7 +15,7 @@
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const TICKS: usize = 100_000;
@@ -149,39 +149,13 @@ async fn alerts_equal_an_independent_computation_and_keep_their_ids_across_a_kil
     // Killed once some of it is committed, then the same command again: state and offsets
     // resume at the checkpoint.
     let lake = dir.path().join("lake");
-    let mut command = run(&input, &config, &lake, &noida.es_url);
-    command.stdout(Stdio::null()).stderr(Stdio::null());
-    let mut first = command.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    // Offsets the group committed (so the state's checkpoints at them are stored).
-    while crate::bars::checkpointed(&lake) == 0 {
-        assert!(Instant::now() < deadline, "no checkpoint within 90 s");
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "it finished before the kill"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
-    let done = crate::bars::checkpointed(&lake);
-    let mut command = run(&input, &config, &lake, &noida.es_url);
-    let out = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        !stderr.contains("starts with an empty state"),
-        "every partition resumed its state: {stderr}"
-    );
-    let summary = crate::support::last_json_line(&out);
-    assert_eq!(
-        summary["consumed"].as_i64().unwrap(),
-        TICKS as i64 - done,
-        "resumed at {done}: {summary}"
-    );
+    tokio::task::block_in_place(|| {
+        crate::bars::killed_once_committed_then_resumed(
+            || run(&input, &config, &lake, &noida.es_url),
+            &lake,
+            TICKS as i64,
+        )
+    });
     let got = events(&noida.es_url, "stock-alerts").await;
     let want = reference(&lake, &rules);
     assert_eq!(

@@ -70,6 +70,51 @@ pub(crate) fn checkpointed(lake: &Path) -> i64 {
         .sum()
 }
 
+/// Runs the `run --once --input` command `run` makes (writing into `lake`), kills it with
+/// SIGKILL once the group has committed some of it, and runs it again. The second run must
+/// resume every stateful stage's state at the committed offsets and read only what lies past
+/// them (of `ticks` in all): its summary.
+pub(crate) fn killed_once_committed_then_resumed(
+    run: impl Fn() -> Command,
+    lake: &Path,
+    ticks: i64,
+) -> Value {
+    let mut first = run()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while checkpointed(lake) == 0 {
+        assert!(Instant::now() < deadline, "no checkpoint within 90 s");
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "it finished before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let done = checkpointed(lake);
+    assert!(done > 0 && done < ticks, "{done}");
+    let out = run().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("starts with an empty state"),
+        "every partition resumed its state: {stderr}"
+    );
+    let summary = crate::support::last_json_line(&out);
+    // It resumed at the checkpoint and read nothing below it: every partition's ticks below its
+    // committed offset were in the topic before the consumer started.
+    assert_eq!(
+        summary["consumed"].as_i64().unwrap(),
+        ticks - done,
+        "resumed at {done}: {summary}"
+    );
+    summary
+}
+
 fn reference(lake: &Path) -> Vec<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all/bars_reference.py");
     let out = Command::new("python3")
@@ -215,39 +260,7 @@ fn bars_equal_an_independent_computation_and_survive_a_kill() {
     // partitions. The reference is the run in one go.
     let bars = bar_lines(&whole);
     let lake = dir.path().join("lake");
-    let mut first = run(&input, &lake, 3)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while checkpointed(&lake) == 0 {
-        assert!(Instant::now() < deadline, "no checkpoint within 60 s");
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "it finished before the kill"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
-    let done = checkpointed(&lake);
-    assert!(done > 0 && done < TICKS as i64, "{done}");
-    let out = run(&input, &lake, 3).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        !stderr.contains("starts with an empty state"),
-        "every partition resumed its state: {stderr}"
-    );
-    let summary = crate::support::last_json_line(&out);
-    // It resumed at the checkpoint and read nothing below it: every partition's ticks below its
-    // committed offset were in the topic before the consumer started.
-    assert_eq!(
-        summary["consumed"].as_i64().unwrap(),
-        TICKS as i64 - done,
-        "resumed at {done}: {summary}"
-    );
+    let summary = killed_once_committed_then_resumed(|| run(&input, &lake, 3), &lake, TICKS as i64);
     assert_eq!(summary["dead_lettered"], 0, "none late: {summary}");
     let resumed = bar_lines(&lake);
     assert_eq!(resumed.len(), bars.len());
