@@ -150,7 +150,7 @@ async fn alerts_equal_an_independent_computation_and_keep_their_ids_across_a_kil
     // resume at the checkpoint.
     let lake = dir.path().join("lake");
     tokio::task::block_in_place(|| {
-        crate::bars::killed_once_committed_then_resumed(
+        crate::support::killed_once_committed_then_resumed(
             || run(&input, &config, &lake, &noida.es_url),
             &lake,
             TICKS as i64,

@@ -5,8 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 const TICKS: usize = 40_000;
 
@@ -39,28 +38,6 @@ fn lake_positions(lake: &Path) -> BTreeMap<(i64, i64), usize> {
     seen
 }
 
-/// The committed offsets in the run's checkpoint, summed.
-fn checkpointed(lake: &Path) -> Option<i64> {
-    let dir = lake.join("_checkpoints/stock-stream");
-    // The checkpoint itself, not a temporary file a kill left beside it.
-    let file = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.extension().is_some_and(|e| e == "json")
-                && !p.file_name().unwrap().to_string_lossy().starts_with('.')
-        })?;
-    let checkpoint: serde_json::Value = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
-    Some(
-        checkpoint["committed"]
-            .as_object()?
-            .values()
-            .filter_map(serde_json::Value::as_i64)
-            .sum(),
-    )
-}
-
 #[test]
 fn a_file_larger_than_the_broker_keeps_is_streamed_and_resumed_after_a_kill() {
     let _heavy = crate::support::HEAVY.blocking_lock();
@@ -89,37 +66,7 @@ fn a_file_larger_than_the_broker_keeps_is_streamed_and_resumed_after_a_kill() {
 
     // Killed once some of it is committed, then the same command again.
     let lake = dir.path().join("lake");
-    let mut first = run(&input, &lake)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while checkpointed(&lake).unwrap_or(0) == 0 {
-        assert!(Instant::now() < deadline, "no checkpoint within 60 s");
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "it finished before the kill"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
-    let done = checkpointed(&lake).unwrap();
-    assert!(done > 0 && done < TICKS as i64, "{done}");
-
-    let out = run(&input, &lake).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary = crate::support::last_json_line(&out);
-    assert_eq!(
-        summary["consumed"],
-        TICKS as i64 - done,
-        "it resumed at the checkpoint ({done}), not from the start: {summary}"
-    );
+    crate::support::killed_once_committed_then_resumed(|| run(&input, &lake), &lake, TICKS as i64);
     let positions = lake_positions(&lake);
     assert_eq!(positions.len(), TICKS);
     let twice: Vec<_> = positions.iter().filter(|(_, n)| **n > 1).collect();

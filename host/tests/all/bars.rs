@@ -8,8 +8,7 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 const TICKS: usize = 100_000;
 
@@ -47,72 +46,6 @@ fn bar_lines(lake: &Path) -> BTreeMap<String, String> {
         }
     }
     bars
-}
-
-/// The committed offsets in the replay's checkpoint, summed.
-pub(crate) fn checkpointed(lake: &Path) -> i64 {
-    let Ok(entries) = std::fs::read_dir(lake.join("_checkpoints/stock-stream")) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "json")
-                && !p.file_name().unwrap().to_string_lossy().starts_with('.')
-        })
-        .filter_map(|p| serde_json::from_slice::<Value>(&std::fs::read(p).ok()?).ok())
-        .map(|c| {
-            c["committed"]
-                .as_object()
-                .map_or(0, |m| m.values().filter_map(Value::as_i64).sum())
-        })
-        .sum()
-}
-
-/// Runs the `run --once --input` command `run` makes (writing into `lake`), kills it with
-/// SIGKILL once the group has committed some of it, and runs it again. The second run must
-/// resume every stateful stage's state at the committed offsets and read only what lies past
-/// them (of `ticks` in all): its summary.
-pub(crate) fn killed_once_committed_then_resumed(
-    run: impl Fn() -> Command,
-    lake: &Path,
-    ticks: i64,
-) -> Value {
-    let mut first = run()
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while checkpointed(lake) == 0 {
-        assert!(Instant::now() < deadline, "no checkpoint within 90 s");
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "it finished before the kill"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
-    let done = checkpointed(lake);
-    assert!(done > 0 && done < ticks, "{done}");
-    let out = run().output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        !stderr.contains("starts with an empty state"),
-        "every partition resumed its state: {stderr}"
-    );
-    let summary = crate::support::last_json_line(&out);
-    // It resumed at the checkpoint and read nothing below it: every partition's ticks below its
-    // committed offset were in the topic before the consumer started.
-    assert_eq!(
-        summary["consumed"].as_i64().unwrap(),
-        ticks - done,
-        "resumed at {done}: {summary}"
-    );
-    summary
 }
 
 fn reference(lake: &Path) -> Vec<Value> {
@@ -260,7 +193,11 @@ fn bars_equal_an_independent_computation_and_survive_a_kill() {
     // partitions. The reference is the run in one go.
     let bars = bar_lines(&whole);
     let lake = dir.path().join("lake");
-    let summary = killed_once_committed_then_resumed(|| run(&input, &lake, 3), &lake, TICKS as i64);
+    let summary = crate::support::killed_once_committed_then_resumed(
+        || run(&input, &lake, 3),
+        &lake,
+        TICKS as i64,
+    );
     assert_eq!(summary["dead_lettered"], 0, "none late: {summary}");
     let resumed = bar_lines(&lake);
     assert_eq!(resumed.len(), bars.len());

@@ -326,3 +326,72 @@ pub async fn es_count(url: &str, index: &str) -> u64 {
         .unwrap_or_default();
     v["count"].as_u64().unwrap_or(0)
 }
+
+/// The committed offsets in the replay's checkpoint, summed.
+fn checkpointed(lake: &std::path::Path) -> i64 {
+    let Ok(entries) = std::fs::read_dir(lake.join("_checkpoints/stock-stream")) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+        })
+        .filter_map(|p| serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).ok()?).ok())
+        .map(|c| {
+            c["committed"].as_object().map_or(0, |m| {
+                m.values().filter_map(serde_json::Value::as_i64).sum()
+            })
+        })
+        .sum()
+}
+
+/// Runs the `run --once --input` command `run` makes (writing into `lake`), kills it with
+/// SIGKILL once the group has committed some of it, and runs it again. The second run must
+/// resume every stateful stage's state at the committed offsets and read only what lies past
+/// them (of `ticks` in all): its summary.
+pub fn killed_once_committed_then_resumed(
+    run: impl Fn() -> std::process::Command,
+    lake: &std::path::Path,
+    ticks: i64,
+) -> serde_json::Value {
+    let mut first = run()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while checkpointed(lake) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within 90 s"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "it finished before the kill"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let done = checkpointed(lake);
+    assert!(done > 0 && done < ticks, "{done}");
+    let out = run().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("starts with an empty state"),
+        "every partition resumed its state: {stderr}"
+    );
+    let summary = crate::support::last_json_line(&out);
+    // It resumed at the checkpoint and read nothing below it: every partition's ticks below its
+    // committed offset were in the topic before the consumer started.
+    assert_eq!(
+        summary["consumed"].as_i64().unwrap(),
+        ticks - done,
+        "resumed at {done}: {summary}"
+    );
+    summary
+}
