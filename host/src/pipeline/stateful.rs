@@ -92,34 +92,16 @@ impl Stateful {
         if !self.any() {
             return Ok(());
         }
-        if let Some(b) = &mut self.bars {
-            b.checkpointing().0.collect(all).await?;
+        for checkpoints in self.checkpoints() {
+            checkpoints.collect(all).await?;
         }
-        if let Some(a) = &mut self.alerts {
-            a.checkpointing().0.collect(all).await?;
-        }
-        let every = [
-            self.bars
-                .as_mut()
-                .map(|b| b.checkpointing().0.checkpoint_every()),
-            self.alerts
-                .as_mut()
-                .map(|a| a.checkpointing().0.checkpoint_every()),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or_default();
+        let every = self
+            .checkpoints()
+            .map(|c| c.checkpoint_every())
+            .min()
+            .unwrap_or_default();
         let due = all || self.saved_at.is_none_or(|at| at.elapsed() >= every);
-        let busy = self
-            .bars
-            .as_mut()
-            .is_some_and(|b| b.checkpointing().0.saving())
-            || self
-                .alerts
-                .as_mut()
-                .is_some_and(|a| a.checkpointing().0.saving());
-        if !due || busy {
+        if !due || self.checkpoints().any(|c| c.saving()) {
             return Ok(());
         }
         let mut partitions = partitions.to_vec();
@@ -134,14 +116,18 @@ impl Stateful {
         }
         self.saved_at = Some(Instant::now());
         if all {
-            if let Some(b) = &mut self.bars {
-                b.checkpointing().0.collect(true).await?;
-            }
-            if let Some(a) = &mut self.alerts {
-                a.checkpointing().0.collect(true).await?;
+            for checkpoints in self.checkpoints() {
+                checkpoints.collect(true).await?;
             }
         }
         Ok(())
+    }
+
+    /// Every running stage's checkpoints.
+    fn checkpoints(&mut self) -> impl Iterator<Item = &mut super::checkpoints::Checkpoints> {
+        let bars = self.bars.as_mut().map(|b| b.checkpointing().0);
+        let alerts = self.alerts.as_mut().map(|a| a.checkpointing().0);
+        bars.into_iter().chain(alerts)
     }
 }
 

@@ -518,7 +518,10 @@ impl Telemetry {
     }
 
     /// Alert events the alert stage raised (the live view keeps the latest).
-    pub fn alerts_raised(&self, events: impl IntoIterator<Item = RecentAlert>) {
+    pub fn alerts_raised(&self, events: Vec<RecentAlert>) {
+        if events.is_empty() {
+            return;
+        }
         let mut live = self.live.lock().expect("live view lock");
         for event in events {
             live.alerts.push_back(event);
@@ -667,6 +670,8 @@ impl Telemetry {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_live_view_keeps_the_latest_alerts_newest_first() {
         let t = Telemetry::new();
@@ -678,14 +683,12 @@ mod tests {
             threshold: 1.0,
             event_time: String::new(),
         };
-        t.alerts_raised((0..RECENT_ALERTS as u64 + 5).map(alert));
+        t.alerts_raised((0..RECENT_ALERTS as u64 + 5).map(alert).collect());
         let kept: Vec<u64> = t.live().alerts.iter().map(|a| a.instrument_token).collect();
         assert_eq!(kept.len(), RECENT_ALERTS);
         assert_eq!(kept[0], RECENT_ALERTS as u64 + 4, "newest first");
         assert_eq!(*kept.last().unwrap(), 5, "the oldest dropped");
     }
-
-    use super::*;
 
     #[test]
     fn extra_members_the_cap_left_out_are_counted() {

@@ -3,21 +3,47 @@
 //! per-tick alerts before.
 
 use super::timing::per_tick;
+use crate::position::{Offset, Offsets, Partition};
 use crate::runtime::sandbox::Sandbox;
+use crate::runtime::{GuestComponent, StageKind};
 use std::sync::Arc;
 use std::time::Instant;
+use stockpipe_model::Tick;
+
+/// A tick's spread in basis points, as the enrich stage computes it (NaN without a book).
+fn spread_bps(t: &Tick) -> f64 {
+    let config = stockpipe_model::enrich::EnrichConfig::default();
+    stockpipe_guest_enrich::logic::enrich_tick(&config, &t.view())
+        .ok()
+        .and_then(|e| e.spread_bps)
+        .unwrap_or(f64::NAN)
+}
+
+/// The benchmark's three partitions, by instrument.
+fn partition_of(t: &Tick) -> i32 {
+    (t.instrument_token % 3) as i32
+}
+
+/// Where each of the three partitions stands after `batches` batches of `batch` ticks.
+fn consumed_after(batches: usize, batch: usize) -> Offsets {
+    (0..3)
+        .map(|p| (Partition(p), Offset((batches * batch) as i64)))
+        .collect()
+}
+
+/// The built-in component of a stateful stage.
+fn embedded(sandbox: &Sandbox, kind: StageKind) -> anyhow::Result<Arc<GuestComponent>> {
+    let bytes = crate::runtime::embedded_component(kind);
+    Ok(Arc::new(GuestComponent::load(
+        sandbox, kind, bytes, "embedded",
+    )?))
+}
 
 /// See [`super::bench::StageBreakdown::route_alerts_per_100k_before`].
-pub(super) fn route_alerts_before(ticks: &[stockpipe_model::Tick]) -> f64 {
+pub(super) fn route_alerts_before(ticks: &[Tick]) -> f64 {
     let alerted = ticks
         .iter()
-        .filter(|t| {
-            let spread = match (t.depth_buy.first(), t.depth_sell.first()) {
-                (Some(b), Some(a)) => (a.price - b.price) / ((a.price + b.price) / 2.0) * 1e4,
-                _ => f64::NAN,
-            };
-            t.change.is_some_and(|c| c.abs() >= 5.0) || spread >= 50.0
-        })
+        .filter(|t| t.change.is_some_and(|c| c.abs() >= 5.0) || spread_bps(t) >= 50.0)
         .count();
     alerted as f64 * 100_000.0 / ticks.len() as f64
 }
@@ -26,7 +52,7 @@ pub(super) fn route_alerts_before(ticks: &[stockpipe_model::Tick]) -> f64 {
 /// the events per 100,000 ticks.
 pub(super) fn time_alert(
     sandbox: &Arc<Sandbox>,
-    ticks: &[stockpipe_model::Tick],
+    ticks: &[Tick],
     batch: usize,
     rounds: usize,
 ) -> anyhow::Result<(f64, f64, f64)> {
@@ -34,17 +60,10 @@ pub(super) fn time_alert(
     use crate::runtime::bindings::alert::AlertTicks;
     use stockpipe_guest_alert::logic::Alerter;
     let rules = AlertSection::default().resolved_rules(None, None)?;
-    let spread_bps = |t: &stockpipe_model::Tick| match (t.depth_buy.first(), t.depth_sell.first()) {
-        (Some(b), Some(a)) => (a.price - b.price) / ((a.price + b.price) / 2.0) * 1e4,
-        _ => f64::NAN,
-    };
     let inputs: Vec<AlertTicks> = ticks
         .chunks(batch)
         .map(|chunk| AlertTicks {
-            partition: chunk
-                .iter()
-                .map(|t| (t.instrument_token % 3) as i32)
-                .collect(),
+            partition: chunk.iter().map(partition_of).collect(),
             timestamp_us: chunk.iter().map(|t| t.timestamp_us).collect(),
             instrument_token: chunk.iter().map(|t| t.instrument_token).collect(),
             last_price: chunk.iter().map(|t| t.last_price).collect(),
@@ -52,26 +71,16 @@ pub(super) fn time_alert(
             spread_bps: chunk.iter().map(spread_bps).collect(),
         })
         .collect();
-    let kind = crate::runtime::StageKind::Alert;
-    let component = Arc::new(crate::runtime::GuestComponent::load(
-        sandbox,
-        kind,
-        crate::runtime::embedded_component(kind),
-        "embedded",
-    )?);
+    let component = embedded(sandbox, StageKind::Alert)?;
     let (mut faulted, mut events) = (0, 0);
     let mut wasm = f64::INFINITY;
     for _ in 0..=rounds.max(1) {
         let owned = inputs.clone();
         let mut alerting = Alerting::new(sandbox.clone(), component.clone(), rules.clone())?;
-        let mut next = crate::position::Offsets::new();
         events = 0;
         let start = Instant::now();
         for (i, input) in owned.into_iter().enumerate() {
-            for p in 0..3 {
-                use crate::position::{Offset, Partition};
-                next.insert(Partition(p), Offset((i * batch) as i64));
-            }
+            let next = consumed_after(i, batch);
             let out = alerting.process(input, crate::runtime::convert::empty_alert_bars(), &next);
             faulted += out.faulted.len();
             events += out.events.len();
@@ -105,7 +114,7 @@ pub(super) fn time_alert(
 /// See [`super::bench::StageBreakdown::aggregate_wasm_ns`]: ns per tick, wasm and native, best of `rounds`.
 pub(super) fn time_aggregate(
     sandbox: &Arc<Sandbox>,
-    ticks: &[stockpipe_model::Tick],
+    ticks: &[Tick],
     batch: usize,
     rounds: usize,
 ) -> anyhow::Result<(f64, f64)> {
@@ -116,10 +125,7 @@ pub(super) fn time_aggregate(
     let inputs: Vec<AggregateInput> = ticks
         .chunks(batch)
         .map(|chunk| AggregateInput {
-            partition: chunk
-                .iter()
-                .map(|t| (t.instrument_token % 3) as i32)
-                .collect(),
+            partition: chunk.iter().map(partition_of).collect(),
             timestamp_us: chunk.iter().map(|t| t.timestamp_us).collect(),
             instrument_token: chunk.iter().map(|t| t.instrument_token).collect(),
             last_price: chunk.iter().map(|t| t.last_price).collect(),
@@ -128,13 +134,7 @@ pub(super) fn time_aggregate(
             spread: chunk.iter().map(|_| 0.05).collect(),
         })
         .collect();
-    let kind = crate::runtime::StageKind::Aggregate;
-    let component = Arc::new(crate::runtime::GuestComponent::load(
-        sandbox,
-        kind,
-        crate::runtime::embedded_component(kind),
-        "embedded",
-    )?);
+    let component = embedded(sandbox, StageKind::Aggregate)?;
     let mut faulted = 0;
     // Timed by hand: each round gets its own copy of the inputs (the pipeline hands each batch's
     // over), made before the clock starts.
@@ -142,14 +142,9 @@ pub(super) fn time_aggregate(
     for _ in 0..=rounds.max(1) {
         let owned = inputs.clone();
         let mut aggregation = Aggregation::new(sandbox.clone(), component.clone(), config);
-        let mut next = crate::position::Offsets::new();
         let start = Instant::now();
         for (i, input) in owned.into_iter().enumerate() {
-            for p in 0..3 {
-                use crate::position::{Offset, Partition};
-                next.insert(Partition(p), Offset((i * batch) as i64));
-            }
-            let out = aggregation.process(input, &next);
+            let out = aggregation.process(input, &consumed_after(i, batch));
             faulted += out.faulted.len();
             std::hint::black_box(out);
         }

@@ -283,6 +283,8 @@ fn rule_sets_are_compared_over_the_lake(
         }
     }
     assert_eq!(report["ticks"], TICKS as u64, "every tick replayed once");
+    assert!(report["bars"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["bars_without_tick"], 0, "each bar after its tick");
     assert_eq!(report["new"]["events"], 0);
     assert_eq!(
         replayed,

@@ -304,11 +304,19 @@ struct Replay {
 impl Replay {
     /// Starts `partition`: its bars, in the order the stage read them.
     fn start_partition(&mut self, partition: i32, mut bars: Vec<BarRow>) {
-        self.flush();
+        self.finish_partition();
         bars.sort_by_key(|b| (b.closed_by, b.end_us, b.token));
         self.bars = bars;
         self.next_bar = 0;
         self.partition = partition;
+    }
+
+    /// Runs what is left of the partition; its bars that no replayed tick closed are counted.
+    fn finish_partition(&mut self) {
+        self.flush();
+        self.report.bars_without_tick += self.bars.len().saturating_sub(self.next_bar) as u64;
+        self.bars.clear();
+        self.next_bar = 0;
     }
 
     /// Ticks in position order, each followed by the bars it closed.
@@ -522,7 +530,7 @@ pub async fn diff(
         }
         replay.report.duplicates += sweep.duplicates;
     }
-    replay.flush();
+    replay.finish_partition();
     let mut report = replay.report;
     report.old = replay.old.report;
     report.new = replay.new.report;
